@@ -1,0 +1,1 @@
+//! scipy.ndimage-compatible filters shared by several corruptions.
