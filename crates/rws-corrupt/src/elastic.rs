@@ -1,5 +1,181 @@
-use crate::{FImage, ParamSet, Result, Rng};
+//! elastic_transform. CIFAR-10 and Tiny-ImageNet parameters follow make_cifar_c.py /
+//! make_tinyimagenet_c.py (random affine + smoothed random displacement field); ImageNet
+//! parameters follow imagecorruptions (displacement field only, σ and amplitude scaled by the
+//! image size). The same displacement applies to every channel, so grey images work unchanged.
 
-pub(crate) fn elastic_transform(_x: &FImage, _severity: usize, _p: ParamSet, _rng: &mut Rng) -> Result<FImage> {
-    Err(crate::Error::Msg("elastic_transform: not implemented yet".into()))
+use crate::glass::{gaussian_plane, Border};
+use crate::{Error, FImage, ParamSet, Result, Rng};
+use rand::Rng as _;
+
+/// scipy `map_coordinates(order=1, mode='reflect')` along one axis: reflect the coordinate into
+/// [−0.5, n−0.5] (half-sample symmetric), then the two neighbouring indices, clamped.
+#[inline]
+fn lin_index(c: f64, n: usize) -> (usize, usize, f64) {
+    let nf = n as f64;
+    let mut t = c + 0.5;
+    let p = 2.0 * nf;
+    t = t.rem_euclid(p);
+    if t >= nf {
+        t = p - t;
+    }
+    let t = t - 0.5;
+    let f = t.floor();
+    let fr = t - f;
+    let i0 = (f as isize).clamp(0, n as isize - 1) as usize;
+    let i1 = ((f as isize) + 1).clamp(0, n as isize - 1) as usize;
+    (i0, i1, fr)
+}
+
+/// OpenCV BORDER_REFLECT_101 index (`c b | a b c`).
+#[inline]
+fn reflect101(i: isize, n: usize) -> usize {
+    if n == 1 {
+        return 0;
+    }
+    let n = n as isize;
+    let p = 2 * n - 2;
+    let mut k = i.rem_euclid(p);
+    if k >= n {
+        k = p - k;
+    }
+    k as usize
+}
+
+/// cv2.getAffineTransform: the 2×3 matrix mapping the three `src` points onto `dst`.
+fn affine_from_points(src: [[f64; 2]; 3], dst: [[f64; 2]; 3]) -> [[f64; 3]; 2] {
+    let [[x0, y0], [x1, y1], [x2, y2]] = src;
+    let det = x0 * (y1 - y2) - y0 * (x1 - x2) + (x1 * y2 - x2 * y1);
+    let mut m = [[0.0; 3]; 2];
+    for r in 0..2 {
+        let (u0, u1, u2) = (dst[0][r], dst[1][r], dst[2][r]);
+        // Cramer's rule for [x y 1]·(a b c)ᵀ = u.
+        m[r][0] = (u0 * (y1 - y2) - y0 * (u1 - u2) + (u1 * y2 - u2 * y1)) / det;
+        m[r][1] = (x0 * (u1 - u2) - u0 * (x1 - x2) + (x1 * u2 - x2 * u1)) / det;
+        m[r][2] = (x0 * (y1 * u2 - y2 * u1) - y0 * (x1 * u2 - x2 * u1) + u0 * (x1 * y2 - x2 * y1)) / det;
+    }
+    m
+}
+
+/// cv2.warpAffine(bilinear, BORDER_REFLECT_101): dst(x, y) = src(M⁻¹·(x, y)).
+fn warp_affine(img: &[f64], h: usize, w: usize, c: usize, m: [[f64; 3]; 2]) -> Vec<f64> {
+    let [[a, b, tx], [d, e, ty]] = m;
+    let det = a * e - b * d;
+    let (ia, ib, id, ie) = (e / det, -b / det, -d / det, a / det);
+    let (itx, ity) = (-(ia * tx + ib * ty), -(id * tx + ie * ty));
+    let mut out = vec![0.0; h * w * c];
+    for y in 0..h {
+        for x in 0..w {
+            let sx = ia * x as f64 + ib * y as f64 + itx;
+            let sy = id * x as f64 + ie * y as f64 + ity;
+            let (fx, fy) = (sx.floor(), sy.floor());
+            let (ax, ay) = (sx - fx, sy - fy);
+            let x0 = reflect101(fx as isize, w);
+            let x1 = reflect101(fx as isize + 1, w);
+            let y0 = reflect101(fy as isize, h);
+            let y1 = reflect101(fy as isize + 1, h);
+            for ch in 0..c {
+                let g = |yy: usize, xx: usize| img[(yy * w + xx) * c + ch];
+                let v = (1.0 - ay) * ((1.0 - ax) * g(y0, x0) + ax * g(y0, x1)) + ay * ((1.0 - ax) * g(y1, x0) + ax * g(y1, x1));
+                out[(y * w + x) * c + ch] = v;
+            }
+        }
+    }
+    out
+}
+
+/// A smoothed uniform displacement field: gaussian(U(−amp, amp), σ, mode reflect, truncate 3)·α.
+fn field(h: usize, w: usize, amp: f64, sy: f64, sx: f64, alpha: f64, rng: &mut Rng) -> Vec<f64> {
+    let mut f: Vec<f64> = (0..h * w).map(|_| rng.gen_range(-amp..amp)).collect();
+    gaussian_plane(&mut f, h, w, sy, sx, Border::Reflect, 3.0);
+    f.iter_mut().for_each(|v| *v *= alpha);
+    f
+}
+
+/// CIFAR/Tiny parameters are multiples of the reference size (32 / 64) and are used unchanged at
+/// other sizes (as the reference scripts would); the affine's control points follow the real size.
+/// Images under 3×3 are refused (the affine's control square would be empty).
+pub(crate) fn elastic_transform(x: &FImage, severity: usize, p: ParamSet, rng: &mut Rng) -> Result<FImage> {
+    let (h, w, c) = (x.h, x.w, x.c);
+    if h < 3 || w < 3 {
+        return Err(Error::TooSmall { corruption: "elastic_transform", h, w, why: "needs at least 3x3 pixels".into() });
+    }
+    let img: Vec<f64> = x.data.iter().map(|v| v / 255.0).collect();
+    let (img, dx, dy) = match p {
+        ParamSet::Cifar10 | ParamSet::TinyImageNet => {
+            let (s, t) = if p == ParamSet::Cifar10 {
+                (32.0, [(0.0, 0.0, 0.08), (0.05, 0.2, 0.07), (0.08, 0.06, 0.06), (0.1, 0.04, 0.05), (0.1, 0.03, 0.03)])
+            } else {
+                (64.0, [(0.0, 0.0, 0.08), (0.05, 0.3, 0.06), (0.1, 0.08, 0.06), (0.1, 0.03, 0.03), (0.16, 0.03, 0.02)])
+            };
+            let (alpha, sigma, a) = (t[severity - 1].0 * s, t[severity - 1].1 * s, t[severity - 1].2 * s);
+            // The reference's points: centre_square = (H//2, W//2), square_size = min(H, W)//3,
+            // used by OpenCV as (x, y) pairs.
+            let (c0, c1) = ((h / 2) as f64, (w / 2) as f64);
+            let ss = (h.min(w) / 3) as f64;
+            let p1 = [[c0 + ss, c1 + ss], [c0 + ss, c1 - ss], [c0 - ss, c1 - ss]];
+            let mut p2 = p1;
+            for pt in p2.iter_mut() {
+                for v in pt.iter_mut() {
+                    *v += rng.gen_range(-a..a);
+                }
+            }
+            let m = affine_from_points(p1, p2);
+            let warped = warp_affine(&img, h, w, c, m);
+            let dx = field(h, w, 1.0, sigma, sigma, alpha, rng);
+            let dy = field(h, w, 1.0, sigma, sigma, alpha, rng);
+            (warped, dx, dy)
+        }
+        ParamSet::ImageNet => {
+            let alpha = 250.0 * [0.05, 0.065, 0.085, 0.1, 0.12][severity - 1];
+            let (sy, sx) = (0.01 * h as f64, 0.01 * w as f64);
+            let amp = 0.005 * h as f64;
+            let dx = field(h, w, amp, sy, sx, alpha, rng);
+            let dy = field(h, w, amp, sy, sx, alpha, rng);
+            (img, dx, dy)
+        }
+    };
+    let mut data = vec![0.0; h * w * c];
+    for r in 0..h {
+        for col in 0..w {
+            let k = r * w + col;
+            let (y0, y1, fy) = lin_index(r as f64 + dy[k], h);
+            let (x0, x1, fx) = lin_index(col as f64 + dx[k], w);
+            for ch in 0..c {
+                let g = |yy: usize, xx: usize| img[(yy * w + xx) * c + ch];
+                let v = (1.0 - fy) * ((1.0 - fx) * g(y0, x0) + fx * g(y0, x1)) + fy * ((1.0 - fx) * g(y1, x0) + fx * g(y1, x1));
+                data[k * c + ch] = v.clamp(0.0, 1.0) * 255.0;
+            }
+        }
+    }
+    Ok(FImage { h, w, c, data })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn affine_solves_points() {
+        let src = [[26.0, 26.0], [26.0, 6.0], [6.0, 6.0]];
+        let dst = [[27.0, 25.5], [24.0, 7.0], [6.5, 5.0]];
+        let m = affine_from_points(src, dst);
+        for (s, d) in src.iter().zip(dst) {
+            for r in 0..2 {
+                let v = m[r][0] * s[0] + m[r][1] * s[1] + m[r][2];
+                assert!((v - d[r]).abs() < 1e-9);
+            }
+        }
+    }
+
+    #[test]
+    fn map_coordinates_reflect_indices() {
+        // scipy: map_coordinates(arange(4.), [[-0.75]], order=1, mode='reflect') == 0.25 … the
+        // reflected coordinate is 0.25 → interpolates indices 0 and 1.
+        let (i0, i1, f) = lin_index(-0.75, 4);
+        assert_eq!((i0, i1), (0, 1));
+        assert!((f - 0.25).abs() < 1e-12);
+        let (i0, i1, f) = lin_index(3.2, 4);
+        assert_eq!((i0, i1), (3, 3));
+        assert!(f >= 0.0);
+    }
 }

@@ -1,5 +1,89 @@
-use crate::{FImage, ParamSet, Result, Rng};
+//! fog: the reference's diamond-square ("plasma") fractal added to the image, then rescaled.
 
-pub(crate) fn fog(_x: &FImage, _severity: usize, _p: ParamSet, _rng: &mut Rng) -> Result<FImage> {
-    Err(crate::Error::Msg("fog: not implemented yet".into()))
+use crate::{FImage, ParamSet, Result, Rng};
+use rand::Rng as _;
+
+/// The reference `plasma_fractal(mapsize, wibbledecay)`: a toroidal N×N diamond-square map (corner
+/// 0, wibble 100, each new point = mean of its 4 parents + wibble·U(−wibble, wibble), wibble /= decay
+/// per level), shifted and scaled to [0, 1]. Row-major N×N.
+pub(crate) fn plasma_fractal(n: usize, decay: f64, rng: &mut Rng) -> Vec<f64> {
+    assert!(n.is_power_of_two());
+    let mut m = vec![0.0f64; n * n];
+    let mut step = n;
+    let mut wib = 100.0f64;
+    let at = |r: usize, c: usize| (r % n) * n + (c % n);
+    while step >= 2 {
+        let hs = step / 2;
+        let g = n / step;
+        // fillsquares: centre = mean of the 4 corners.
+        for a in 0..g {
+            for b in 0..g {
+                let (r, c) = (a * step, b * step);
+                let s = m[at(r, c)] + m[at(r + step, c)] + m[at(r, c + step)] + m[at(r + step, c + step)];
+                m[at(r + hs, c + hs)] = s / 4.0 + wib * rng.gen_range(-wib..wib);
+            }
+        }
+        // filldiamonds, first the points between horizontally adjacent corners…
+        for a in 0..g {
+            for b in 0..g {
+                let (r, c) = (a * step, b * step);
+                let s = m[at(r + hs, c + hs)] + m[at(r + n - hs, c + hs)] + m[at(r, c)] + m[at(r, c + step)];
+                m[at(r, c + hs)] = s / 4.0 + wib * rng.gen_range(-wib..wib);
+            }
+        }
+        // …then between vertically adjacent ones.
+        for a in 0..g {
+            for b in 0..g {
+                let (r, c) = (a * step, b * step);
+                let s = m[at(r + hs, c + hs)] + m[at(r + hs, c + n - hs)] + m[at(r, c)] + m[at(r + step, c)];
+                m[at(r + hs, c)] = s / 4.0 + wib * rng.gen_range(-wib..wib);
+            }
+        }
+        step /= 2;
+        wib /= decay;
+    }
+    let mn = m.iter().cloned().fold(f64::INFINITY, f64::min);
+    m.iter_mut().for_each(|v| *v -= mn);
+    let mx = m.iter().cloned().fold(0.0, f64::max);
+    if mx > 0.0 {
+        m.iter_mut().for_each(|v| *v /= mx);
+    }
+    m
+}
+
+/// Map side: the reference's (32 for CIFAR, 64 for Tiny-ImageNet; imagecorruptions: the next power
+/// of two ≥ max(H, W), 256 at 224), grown to the next power of two ≥ max(H, W) when the image is
+/// larger than that, so any size works; smaller images take the top-left H×W, as the reference.
+pub(crate) fn fog_map_size(p: ParamSet, h: usize, w: usize) -> usize {
+    let need = h.max(w).max(1).next_power_of_two();
+    match p {
+        ParamSet::Cifar10 => need.max(32),
+        ParamSet::TinyImageNet => need.max(64),
+        ParamSet::ImageNet => need,
+    }
+}
+
+/// out = clip((x + c·P)·m/(m + c)) with m the clean image's maximum over all channels; the same
+/// fractal value is added to every channel (so grey images stay grey).
+pub(crate) fn fog(x: &FImage, severity: usize, p: ParamSet, rng: &mut Rng) -> Result<FImage> {
+    let (c, d) = match p {
+        ParamSet::Cifar10 => [(0.2, 3.0), (0.5, 3.0), (0.75, 2.5), (1.0, 2.0), (1.5, 1.75)],
+        ParamSet::TinyImageNet => [(0.4, 3.0), (0.7, 3.0), (1.0, 2.5), (1.5, 2.0), (2.0, 1.75)],
+        ParamSet::ImageNet => [(1.5, 2.0), (2.0, 2.0), (2.5, 1.7), (2.5, 1.5), (3.0, 1.4)],
+    }[severity - 1];
+    let n = fog_map_size(p, x.h, x.w);
+    let pm = plasma_fractal(n, d, rng);
+    let mx = x.data.iter().cloned().fold(f64::NEG_INFINITY, f64::max) / 255.0;
+    let scale = mx / (mx + c);
+    let mut data = Vec::with_capacity(x.data.len());
+    for r in 0..x.h {
+        for col in 0..x.w {
+            let add = c * pm[r * n + col];
+            let base = (r * x.w + col) * x.c;
+            for ch in 0..x.c {
+                data.push(((x.data[base + ch] / 255.0 + add) * scale).clamp(0.0, 1.0) * 255.0);
+            }
+        }
+    }
+    Ok(FImage { h: x.h, w: x.w, c: x.c, data })
 }

@@ -1,5 +1,283 @@
-use crate::{FImage, ParamSet, Result, Rng};
+//! frost: out = clip(a·x + f·T) on the 0..255 scale, T a frost texture crop of the image's size.
+//!
+//! **Textures.** When the environment variable `RWS_FROST_DIR` names a folder holding the
+//! reference textures `frost1..frost5` (as `.npy` uint8 H×W×3 RGB, or `.png`/`.jpg` when the crate
+//! is built with the `frost-files` feature), they are used as the reference does: texture
+//! `randint(5)` (frost6 is never chosen by the reference either), CIFAR: resized ×0.2 (bilinear,
+//! OpenCV pixel-centre mapping), Tiny-ImageNet: ×0.3, ImageNet (imagecorruptions): scaled up to
+//! cover the image if needed, then ×1.1 bicubic; then a random crop (`randint(0, Ht−H)`,
+//! `randint(0, Wt−W)`). Decoded textures are cached per folder (the reference re-reads them on
+//! every call, which dominates its cost).
+//!
+//! **No files (the default).** A procedural frost of the same strength: one of five "styles" is
+//! chosen uniformly, one per reference texture, each carrying that texture's measured per-channel
+//! mean, spread of crop means and within-crop standard deviation (at the parameter set's scale,
+//! table `STYLE` below, measured with OpenCV on 400 random crops per texture). The pattern is a
+//! *ridged* diamond-square fractal (1 − |2P − 1|, which draws the vein-like lines of ice
+//! crystals), standardised over the crop; T = clip(mean + z·spread + std·pattern) per channel with
+//! one z ~ N(0, 1) per call. The corruption's strength (mean abs change, PSNR) therefore matches
+//! the reference's: tests/stats.rs checks both modes against fixtures/stats.json.
+//!
+//! Sizes: for CIFAR/Tiny parameters an image larger than the resized texture gets the texture
+//! scaled up to cover it (×1.1 margin, as imagecorruptions); any size works. Grey images (c = 1)
+//! receive the texture's luminance (0.2125, 0.7154, 0.0721) on the 0..255 scale.
 
-pub(crate) fn frost(_x: &FImage, _severity: usize, _p: ParamSet, _rng: &mut Rng) -> Result<FImage> {
-    Err(crate::Error::Msg("frost: not implemented yet".into()))
+use crate::fog::plasma_fractal;
+use crate::{Error, FImage, ParamSet, Result, Rng};
+use rand::Rng as _;
+use rand_distr::StandardNormal;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+
+const GREY_W: [f64; 3] = [0.2125, 0.7154, 0.0721];
+
+/// Per parameter set, per reference texture: mean RGB of crops, std of crop means, mean
+/// within-crop std (0..255 scale).
+const STYLE: [[[[f64; 3]; 3]; 5]; 3] = [
+    [
+        [[78.5, 148.8, 165.0], [18.0, 10.1, 8.1], [21.7, 13.3, 12.7]],
+        [[198.6, 203.1, 212.4], [8.2, 9.1, 9.6], [17.7, 18.1, 18.6]],
+        [[198.3, 202.7, 212.0], [8.1, 9.0, 9.5], [17.7, 18.1, 18.7]],
+        [[143.8, 158.6, 171.4], [10.4, 10.2, 11.0], [26.0, 26.1, 27.1]],
+        [[101.2, 112.6, 124.5], [15.5, 14.9, 14.1], [34.1, 33.8, 33.2]],
+    ],
+    [
+        [[76.7, 147.7, 164.2], [15.3, 8.0, 6.1], [21.6, 13.1, 12.4]],
+        [[197.8, 202.1, 211.4], [6.1, 6.8, 7.1], [17.8, 18.4, 19.2]],
+        [[198.3, 202.7, 211.9], [6.2, 6.9, 7.2], [17.8, 18.3, 19.1]],
+        [[144.9, 159.7, 172.6], [6.8, 6.7, 7.3], [23.1, 23.2, 24.6]],
+        [[101.0, 112.4, 124.2], [12.6, 12.1, 11.4], [33.0, 32.5, 31.7]],
+    ],
+    [
+        [[76.1, 147.6, 164.3], [14.9, 8.1, 6.5], [22.4, 13.6, 12.9]],
+        [[198.3, 202.7, 211.9], [6.3, 7.0, 7.4], [18.8, 19.3, 20.0]],
+        [[198.0, 202.4, 211.6], [6.5, 7.3, 7.7], [18.7, 19.2, 19.9]],
+        [[144.3, 159.1, 171.9], [7.4, 7.3, 7.8], [25.5, 25.5, 26.8]],
+        [[100.8, 112.2, 124.1], [14.0, 13.4, 12.6], [34.8, 34.4, 33.7]],
+    ],
+];
+
+/// An RGB u8 texture, row-major HWC.
+#[derive(Clone, Debug)]
+pub(crate) struct Texture {
+    pub h: usize,
+    pub w: usize,
+    pub data: Vec<u8>,
+}
+
+fn params(p: ParamSet, severity: usize) -> (f64, f64) {
+    let t = match p {
+        ParamSet::Cifar10 => [(1.0, 0.2), (1.0, 0.3), (0.9, 0.4), (0.85, 0.4), (0.75, 0.45)],
+        ParamSet::TinyImageNet => [(1.0, 0.3), (0.9, 0.4), (0.8, 0.45), (0.75, 0.5), (0.7, 0.55)],
+        ParamSet::ImageNet => [(1.0, 0.4), (0.8, 0.6), (0.7, 0.7), (0.65, 0.7), (0.6, 0.75)],
+    };
+    t[severity - 1]
+}
+
+fn read_npy_rgb(path: &Path) -> Result<Texture> {
+    let bad = |why: &str| Error::Msg(format!("frost texture {}: {why}", path.display()));
+    let b = std::fs::read(path).map_err(|e| bad(&e.to_string()))?;
+    if b.len() < 10 || &b[..6] != b"\x93NUMPY" {
+        return Err(bad("not a .npy file"));
+    }
+    let (hl, off) = if b[6] == 1 { (u16::from_le_bytes([b[8], b[9]]) as usize, 10) } else { (u32::from_le_bytes([b[8], b[9], b[10], b[11]]) as usize, 12) };
+    let hdr = std::str::from_utf8(b.get(off..off + hl).ok_or_else(|| bad("truncated header"))?).map_err(|_| bad("bad header"))?;
+    if !(hdr.contains("'|u1'") || hdr.contains("'u1'")) || hdr.contains("'fortran_order': True") {
+        return Err(bad("expected uint8, C order"));
+    }
+    let sh = hdr.split("'shape':").nth(1).and_then(|s| s.split('(').nth(1)).and_then(|s| s.split(')').next()).ok_or_else(|| bad("no shape"))?;
+    let dims: Vec<usize> = sh.split(',').filter(|s| !s.trim().is_empty()).map(|s| s.trim().parse().map_err(|_| bad("bad shape"))).collect::<Result<_>>()?;
+    if dims.len() != 3 || dims[2] != 3 {
+        return Err(bad("expected shape (H, W, 3)"));
+    }
+    let data = b[off + hl..].to_vec();
+    if data.len() != dims[0] * dims[1] * 3 {
+        return Err(bad("data length does not match shape"));
+    }
+    Ok(Texture { h: dims[0], w: dims[1], data })
+}
+
+#[cfg(feature = "frost-files")]
+fn read_image_rgb(path: &Path) -> Result<Texture> {
+    let img = image::open(path).map_err(|e| Error::Msg(format!("frost texture {}: {e}", path.display())))?;
+    // Alpha is dropped, not composited, as cv2.imread(IMREAD_COLOR) does.
+    let rgb = img.to_rgb8();
+    Ok(Texture { h: rgb.height() as usize, w: rgb.width() as usize, data: rgb.into_raw() })
+}
+
+#[cfg(not(feature = "frost-files"))]
+fn read_image_rgb(path: &Path) -> Result<Texture> {
+    Err(Error::Msg(format!("frost texture {}: PNG/JPEG decoding needs the `frost-files` feature; provide frostK.npy (uint8 H×W×3 RGB) instead", path.display())))
+}
+
+/// Load frost1..frost5 from `dir` (`.npy` first, then `.png`, then `.jpg`).
+pub(crate) fn load_textures(dir: &Path) -> Result<Vec<Texture>> {
+    (1..=5)
+        .map(|k| {
+            for ext in ["npy", "png", "jpg"] {
+                let p = dir.join(format!("frost{k}.{ext}"));
+                if p.is_file() {
+                    return if ext == "npy" { read_npy_rgb(&p) } else { read_image_rgb(&p) };
+                }
+            }
+            Err(Error::Msg(format!("frost texture folder {}: frost{k}.npy/.png/.jpg not found", dir.display())))
+        })
+        .collect()
+}
+
+fn texture_cache() -> &'static Mutex<HashMap<PathBuf, Arc<Vec<Texture>>>> {
+    static C: OnceLock<Mutex<HashMap<PathBuf, Arc<Vec<Texture>>>>> = OnceLock::new();
+    C.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+/// Textures of the folder named by `RWS_FROST_DIR`, decoded once per process.
+fn env_textures() -> Result<Option<Arc<Vec<Texture>>>> {
+    let Some(dir) = std::env::var_os("RWS_FROST_DIR").filter(|d| !d.is_empty()) else { return Ok(None) };
+    let dir = PathBuf::from(dir);
+    if let Some(t) = texture_cache().lock().unwrap().get(&dir) {
+        return Ok(Some(t.clone()));
+    }
+    let t = Arc::new(load_textures(&dir)?);
+    texture_cache().lock().unwrap().insert(dir, t.clone());
+    Ok(Some(t))
+}
+
+/// cv2.resize to (dw, dh) with pixel-centre mapping `src = (dst + 0.5)·scale − 0.5`; bilinear
+/// (edge-clamped) or bicubic (a = −0.75), rounded and saturated to u8.
+fn resize(t: &Texture, dh: usize, dw: usize, sy: f64, sx: f64, cubic: bool) -> Texture {
+    let taps = |pos: f64, n: usize| -> ([usize; 4], [f64; 4]) {
+        let f = pos.floor();
+        let u = pos - f;
+        let i = f as isize;
+        let cl = |k: isize| k.clamp(0, n as isize - 1) as usize;
+        if cubic {
+            let a = -0.75;
+            let w0 = ((a * (u + 1.0) - 5.0 * a) * (u + 1.0) + 8.0 * a) * (u + 1.0) - 4.0 * a;
+            let w1 = ((a + 2.0) * u - (a + 3.0)) * u * u + 1.0;
+            let w2 = ((a + 2.0) * (1.0 - u) - (a + 3.0)) * (1.0 - u) * (1.0 - u) + 1.0;
+            ([cl(i - 1), cl(i), cl(i + 1), cl(i + 2)], [w0, w1, w2, 1.0 - w0 - w1 - w2])
+        } else {
+            // OpenCV clamps the coordinate itself at the left edge.
+            let (i, u) = if pos < 0.0 { (0, 0.0) } else { (i, u) };
+            ([cl(i), cl(i + 1), 0, 0], [1.0 - u, u, 0.0, 0.0])
+        }
+    };
+    let mut data = vec![0u8; dh * dw * 3];
+    let cols: Vec<_> = (0..dw).map(|x| taps((x as f64 + 0.5) * sx - 0.5, t.w)).collect();
+    for y in 0..dh {
+        let (ri, rw) = taps((y as f64 + 0.5) * sy - 0.5, t.h);
+        for (x, (ci, cw)) in cols.iter().enumerate() {
+            for ch in 0..3 {
+                let mut acc = 0.0;
+                for a in 0..4 {
+                    if rw[a] == 0.0 {
+                        continue;
+                    }
+                    let row = ri[a] * t.w;
+                    let mut s = 0.0;
+                    for b in 0..4 {
+                        if cw[b] != 0.0 {
+                            s += cw[b] * t.data[(row + ci[b]) * 3 + ch] as f64;
+                        }
+                    }
+                    acc += rw[a] * s;
+                }
+                data[(y * dw + x) * 3 + ch] = acc.round().clamp(0.0, 255.0) as u8;
+            }
+        }
+    }
+    Texture { h: dh, w: dw, data }
+}
+
+/// The reference's texture preparation for one parameter set and image size.
+fn prepare(t: &Texture, p: ParamSet, h: usize, w: usize) -> Texture {
+    let (mut th, mut tw) = (t.h as f64, t.w as f64);
+    let (scale, cubic) = match p {
+        ParamSet::Cifar10 => (0.2, false),
+        ParamSet::TinyImageNet => (0.3, false),
+        ParamSet::ImageNet => {
+            let f = (h as f64 / th).max(w as f64 / tw).max(1.0) * 1.1;
+            (f, true)
+        }
+    };
+    let (mut dh, mut dw) = if cubic { ((th * scale).ceil() as usize, (tw * scale).ceil() as usize) } else { ((th * scale).round() as usize, (tw * scale).round() as usize) };
+    let (mut sy, mut sx) = if cubic { (th / dh as f64, tw / dw as f64) } else { (1.0 / scale, 1.0 / scale) };
+    let mut cubic = cubic;
+    if dh <= h || dw <= w {
+        // Too small for the image (only outside the reference's native sizes): cover it, as
+        // imagecorruptions does.
+        let f = (h as f64 / th).max(w as f64 / tw) * 1.1;
+        th *= f;
+        tw *= f;
+        dh = th.ceil() as usize;
+        dw = tw.ceil() as usize;
+        sy = t.h as f64 / dh as f64;
+        sx = t.w as f64 / dw as f64;
+        cubic = true;
+    }
+    resize(t, dh.max(h + 1), dw.max(w + 1), sy, sx, cubic)
+}
+
+fn prepared_cache() -> &'static Mutex<HashMap<(usize, ParamSet, usize, usize), Arc<Vec<Texture>>>> {
+    static C: OnceLock<Mutex<HashMap<(usize, ParamSet, usize, usize), Arc<Vec<Texture>>>>> = OnceLock::new();
+    C.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+fn blend(x: &FImage, a: f64, f: f64, tex: impl Fn(usize, usize, usize) -> f64) -> FImage {
+    let mut data = Vec::with_capacity(x.data.len());
+    for r in 0..x.h {
+        for col in 0..x.w {
+            let base = (r * x.w + col) * x.c;
+            if x.c == 3 {
+                for ch in 0..3 {
+                    data.push((a * x.data[base + ch] + f * tex(r, col, ch)).clamp(0.0, 255.0));
+                }
+            } else {
+                let g: f64 = (0..3).map(|ch| GREY_W[ch] * tex(r, col, ch)).sum();
+                for ch in 0..x.c {
+                    data.push((a * x.data[base + ch] + f * g).clamp(0.0, 255.0));
+                }
+            }
+        }
+    }
+    FImage { h: x.h, w: x.w, c: x.c, data }
+}
+
+/// frost with explicit textures (`None`: procedural).
+pub(crate) fn frost_with(x: &FImage, severity: usize, p: ParamSet, rng: &mut Rng, textures: Option<&Arc<Vec<Texture>>>) -> Result<FImage> {
+    let (a, f) = params(p, severity);
+    let (h, w) = (x.h, x.w);
+    let idx = rng.gen_range(0..5usize);
+    if let Some(texs) = textures {
+        let key = (Arc::as_ptr(texs) as usize, p, h, w);
+        let cached = prepared_cache().lock().unwrap().get(&key).cloned();
+        let prepared = match cached {
+            Some(v) => v,
+            None => {
+                let v = Arc::new(texs.iter().map(|t| prepare(t, p, h, w)).collect::<Vec<_>>());
+                prepared_cache().lock().unwrap().insert(key, v.clone());
+                v
+            }
+        };
+        let t = &prepared[idx];
+        let y0 = rng.gen_range(0..t.h - h);
+        let x0 = rng.gen_range(0..t.w - w);
+        return Ok(blend(x, a, f, |r, c, ch| t.data[((y0 + r) * t.w + x0 + c) * 3 + ch] as f64));
+    }
+    let style = STYLE[p as usize][idx];
+    let z: f64 = rng.sample(StandardNormal);
+    let n = h.max(w).max(2).next_power_of_two();
+    let pm = plasma_fractal(n, 1.8, rng);
+    let mut pat: Vec<f64> = (0..h).flat_map(|r| (0..w).map(move |c| (r, c))).map(|(r, c)| 1.0 - (2.0 * pm[r * n + c] - 1.0).abs()).collect();
+    let mean = pat.iter().sum::<f64>() / pat.len() as f64;
+    let sd = (pat.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / pat.len() as f64).sqrt().max(1e-12);
+    pat.iter_mut().for_each(|v| *v = (*v - mean) / sd);
+    let base: [f64; 3] = std::array::from_fn(|ch| style[0][ch] + z * style[1][ch]);
+    Ok(blend(x, a, f, |r, c, ch| (base[ch] + style[2][ch] * pat[r * w + c]).clamp(0.0, 255.0)))
+}
+
+pub(crate) fn frost(x: &FImage, severity: usize, p: ParamSet, rng: &mut Rng) -> Result<FImage> {
+    let t = env_textures()?;
+    frost_with(x, severity, p, rng, t.as_ref())
 }

@@ -1,5 +1,272 @@
-use crate::{FImage, ParamSet, Result, Rng};
+//! spatter: a thresholded, smoothed random "liquid" layer; mode 0 ("water") builds the reference's
+//! OpenCV edge/distance pipeline natively (Canny → L2 chamfer distance → truncate → box blur →
+//! equalizeHist → 3×3 emboss → box blur), mode 1 ("mud") blends in brown.
+//! Grey images receive the luminance (skimage rgb2gray weights) of the colour the reference adds,
+//! as imagecorruptions does.
 
-pub(crate) fn spatter(_x: &FImage, _severity: usize, _p: ParamSet, _rng: &mut Rng) -> Result<FImage> {
-    Err(crate::Error::Msg("spatter: not implemented yet".into()))
+use crate::glass::{gaussian_plane, Border};
+use crate::{FImage, ParamSet, Result, Rng};
+use rand_distr::{Distribution, Normal};
+
+const GREY_W: [f64; 3] = [0.2125, 0.7154, 0.0721];
+
+/// OpenCV Canny(img, low, high) with aperture 3 and L1 gradient; returns 255 on edges.
+fn canny(img: &[u8], h: usize, w: usize, low: i32, high: i32) -> Vec<u8> {
+    let g = |y: isize, x: isize| img[(y.clamp(0, h as isize - 1) as usize) * w + x.clamp(0, w as isize - 1) as usize] as i32;
+    let mut dxs = vec![0i32; h * w];
+    let mut dys = vec![0i32; h * w];
+    let mut mag = vec![0i32; (h + 2) * (w + 2)];
+    for y in 0..h as isize {
+        for x in 0..w as isize {
+            let dx = (g(y - 1, x + 1) + 2 * g(y, x + 1) + g(y + 1, x + 1)) - (g(y - 1, x - 1) + 2 * g(y, x - 1) + g(y + 1, x - 1));
+            let dy = (g(y + 1, x - 1) + 2 * g(y + 1, x) + g(y + 1, x + 1)) - (g(y - 1, x - 1) + 2 * g(y - 1, x) + g(y - 1, x + 1));
+            let k = y as usize * w + x as usize;
+            dxs[k] = dx;
+            dys[k] = dy;
+            mag[(y as usize + 1) * (w + 2) + x as usize + 1] = dx.abs() + dy.abs();
+        }
+    }
+    // 0: not an edge, 1: weak candidate, 2: edge.
+    let mut state = vec![0u8; h * w];
+    let mut stack = Vec::new();
+    const SHIFT: i32 = 15;
+    let tg22 = (0.414_213_562_373_095_f64 * (1 << SHIFT) as f64 + 0.5) as i64;
+    for y in 0..h {
+        for x in 0..w {
+            let mw = w + 2;
+            let mi = (y + 1) * mw + x + 1;
+            let m = mag[mi];
+            if m <= low {
+                continue;
+            }
+            let (xs, ys) = (dxs[y * w + x], dys[y * w + x]);
+            let ax = xs.unsigned_abs() as i64;
+            let ay = (ys.unsigned_abs() as i64) << SHIFT;
+            let tg22x = ax * tg22;
+            let is_max = if ay < tg22x {
+                m > mag[mi - 1] && m >= mag[mi + 1]
+            } else {
+                let tg67x = tg22x + (ax << (SHIFT + 1));
+                if ay > tg67x {
+                    m > mag[mi - mw] && m >= mag[mi + mw]
+                } else {
+                    let s: isize = if (xs ^ ys) < 0 { -1 } else { 1 };
+                    m > mag[(mi as isize - mw as isize - s) as usize] && m > mag[(mi as isize + mw as isize + s) as usize]
+                }
+            };
+            if is_max {
+                if m > high {
+                    state[y * w + x] = 2;
+                    stack.push((y, x));
+                } else {
+                    state[y * w + x] = 1;
+                }
+            }
+        }
+    }
+    while let Some((y, x)) = stack.pop() {
+        for dy in -1isize..=1 {
+            for dx in -1isize..=1 {
+                let (yy, xx) = (y as isize + dy, x as isize + dx);
+                if yy < 0 || xx < 0 || yy >= h as isize || xx >= w as isize {
+                    continue;
+                }
+                let k = yy as usize * w + xx as usize;
+                if state[k] == 1 {
+                    state[k] = 2;
+                    stack.push((yy as usize, xx as usize));
+                }
+            }
+        }
+    }
+    state.iter().map(|&s| if s == 2 { 255 } else { 0 }).collect()
+}
+
+/// cv2.distanceTransform(src, DIST_L2, 5): 5×5 chamfer (1, 1.4, 2.1969) distance of every
+/// non-zero pixel to the nearest zero pixel. Outside the image counts as far away.
+fn distance_transform(src: &[u8], h: usize, w: usize) -> Vec<f64> {
+    const A: f64 = 1.0;
+    const B: f64 = 1.4;
+    const C: f64 = 2.1969;
+    const INF: f64 = 1e9;
+    let mut d: Vec<f64> = src.iter().map(|&v| if v == 0 { 0.0 } else { INF }).collect();
+    let fwd: [(isize, isize, f64); 8] = [(-2, -1, C), (-2, 1, C), (-1, -2, C), (-1, -1, B), (-1, 0, A), (-1, 1, B), (-1, 2, C), (0, -1, A)];
+    let upd = |d: &mut Vec<f64>, y: usize, x: usize, nb: &[(isize, isize, f64)]| {
+        let mut best = d[y * w + x];
+        for &(dy, dx, cost) in nb {
+            let (yy, xx) = (y as isize + dy, x as isize + dx);
+            if yy >= 0 && xx >= 0 && (yy as usize) < h && (xx as usize) < w {
+                let v = d[yy as usize * w + xx as usize] + cost;
+                if v < best {
+                    best = v;
+                }
+            }
+        }
+        d[y * w + x] = best;
+    };
+    for y in 0..h {
+        for x in 0..w {
+            upd(&mut d, y, x, &fwd);
+        }
+    }
+    let bwd: Vec<(isize, isize, f64)> = fwd.iter().map(|&(a, b, c)| (-a, -b, c)).collect();
+    for y in (0..h).rev() {
+        for x in (0..w).rev() {
+            upd(&mut d, y, x, &bwd);
+        }
+    }
+    d
+}
+
+/// cv2.blur 3×3 (box, BORDER_REFLECT_101) on a float plane.
+fn box3(src: &[f64], h: usize, w: usize) -> Vec<f64> {
+    let r = |i: isize, n: usize| -> usize {
+        if n == 1 {
+            0
+        } else if i < 0 {
+            1
+        } else if i as usize >= n {
+            n - 2
+        } else {
+            i as usize
+        }
+    };
+    let mut out = vec![0.0; h * w];
+    for y in 0..h {
+        for x in 0..w {
+            let mut s = 0.0;
+            for dy in -1..=1 {
+                for dx in -1..=1 {
+                    s += src[r(y as isize + dy, h) * w + r(x as isize + dx, w)];
+                }
+            }
+            out[y * w + x] = s / 9.0;
+        }
+    }
+    out
+}
+
+/// 3×3 correlation with the reference's emboss kernel, BORDER_REFLECT_101, saturated to u8.
+fn emboss_u8(src: &[u8], h: usize, w: usize) -> Vec<u8> {
+    const K: [[f64; 3]; 3] = [[-2.0, -1.0, 0.0], [-1.0, 1.0, 1.0], [0.0, 1.0, 2.0]];
+    let f: Vec<f64> = src.iter().map(|&v| v as f64).collect();
+    let r = |i: isize, n: usize| -> usize {
+        if n == 1 {
+            0
+        } else if i < 0 {
+            1
+        } else if i as usize >= n {
+            n - 2
+        } else {
+            i as usize
+        }
+    };
+    let mut out = vec![0u8; h * w];
+    for y in 0..h {
+        for x in 0..w {
+            let mut s = 0.0;
+            for (ky, row) in K.iter().enumerate() {
+                for (kx, k) in row.iter().enumerate() {
+                    s += k * f[r(y as isize + ky as isize - 1, h) * w + r(x as isize + kx as isize - 1, w)];
+                }
+            }
+            out[y * w + x] = s.round().clamp(0.0, 255.0) as u8;
+        }
+    }
+    out
+}
+
+/// cv2.equalizeHist.
+fn equalize_hist(src: &mut [u8]) {
+    let mut hist = [0usize; 256];
+    src.iter().for_each(|&v| hist[v as usize] += 1);
+    let total = src.len();
+    let first = hist.iter().position(|&c| c > 0).unwrap_or(0);
+    if hist[first] == total {
+        src.iter_mut().for_each(|v| *v = first as u8);
+        return;
+    }
+    let scale = 255.0 / (total - hist[first]) as f64;
+    let mut lut = [0u8; 256];
+    let mut sum = 0usize;
+    for j in first + 1..256 {
+        sum += hist[j];
+        lut[j] = ((sum as f64 * scale).round()).clamp(0.0, 255.0) as u8;
+    }
+    src.iter_mut().for_each(|v| *v = lut[*v as usize]);
+}
+
+pub(crate) fn spatter(x: &FImage, severity: usize, p: ParamSet, rng: &mut Rng) -> Result<FImage> {
+    let (mu, s, sigma, t, k, mode) = match p {
+        ParamSet::Cifar10 => [
+            (0.62, 0.1, 0.7, 0.7, 0.5, 0),
+            (0.65, 0.1, 0.8, 0.7, 0.5, 0),
+            (0.65, 0.3, 1.0, 0.69, 0.5, 0),
+            (0.65, 0.1, 0.7, 0.69, 0.6, 1),
+            (0.65, 0.1, 0.5, 0.68, 0.6, 1),
+        ],
+        ParamSet::TinyImageNet => [
+            (0.62, 0.1, 0.7, 0.7, 0.6, 0),
+            (0.65, 0.1, 0.8, 0.7, 0.6, 0),
+            (0.65, 0.3, 1.0, 0.69, 0.6, 0),
+            (0.65, 0.1, 0.7, 0.68, 0.6, 1),
+            (0.65, 0.1, 0.5, 0.67, 0.6, 1),
+        ],
+        ParamSet::ImageNet => [
+            (0.65, 0.3, 4.0, 0.69, 0.6, 0),
+            (0.65, 0.3, 3.0, 0.68, 0.6, 0),
+            (0.65, 0.3, 2.0, 0.68, 0.5, 0),
+            (0.65, 0.3, 1.0, 0.65, 1.5, 1),
+            (0.67, 0.4, 1.0, 0.65, 1.5, 1),
+        ],
+    }[severity - 1];
+    let (h, w, c) = (x.h, x.w, x.c);
+    let normal = Normal::new(mu, s).expect("valid normal");
+    let mut liquid: Vec<f64> = (0..h * w).map(|_| normal.sample(rng)).collect();
+    gaussian_plane(&mut liquid, h, w, sigma, sigma, Border::Nearest, 4.0);
+    liquid.iter_mut().for_each(|v| {
+        if *v < t {
+            *v = 0.0
+        }
+    });
+    let (m, color): (Vec<f64>, [f64; 3]) = if mode == 0 {
+        // astype(np.uint8) of liquid·255: truncation, wrapping above 255 as the C cast does.
+        let l8: Vec<u8> = liquid.iter().map(|v| ((v * 255.0) as i64 & 255) as u8).collect();
+        let edges = canny(&l8, h, w, 50, 150);
+        let notedge: Vec<u8> = edges.iter().map(|e| 255 - e).collect();
+        let dist: Vec<f64> = distance_transform(&notedge, h, w).into_iter().map(|d| d.min(20.0)).collect();
+        let mut d8: Vec<u8> = box3(&dist, h, w).iter().map(|v| *v as u8).collect();
+        equalize_hist(&mut d8);
+        let e = emboss_u8(&d8, h, w);
+        // cv2.blur on u8 returns u8 (rounded) before the float32 cast.
+        let ef: Vec<f64> = e.iter().map(|&v| v as f64).collect();
+        let blurred: Vec<f64> = box3(&ef, h, w).iter().map(|v| v.round()).collect();
+        let mut m: Vec<f64> = l8.iter().zip(&blurred).map(|(&l, &d)| l as f64 * d).collect();
+        let mx = m.iter().cloned().fold(0.0, f64::max);
+        // The reference divides by the maximum unguarded (0/0 → NaN → a black image); with no
+        // liquid we add nothing instead.
+        let scale = if mx > 0.0 { k / mx } else { 0.0 };
+        m.iter_mut().for_each(|v| *v *= scale);
+        (m, [175.0 / 255.0, 238.0 / 255.0, 238.0 / 255.0])
+    } else {
+        let mut m: Vec<f64> = liquid.iter().map(|&v| if v > t { 1.0 } else { 0.0 }).collect();
+        gaussian_plane(&mut m, h, w, k, k, Border::Nearest, 4.0);
+        m.iter_mut().for_each(|v| {
+            if *v < 0.8 {
+                *v = 0.0
+            }
+        });
+        (m, [63.0 / 255.0, 42.0 / 255.0, 20.0 / 255.0])
+    };
+    let grey_col: f64 = color.iter().zip(GREY_W).map(|(a, b)| a * b).sum();
+    let mut data = Vec::with_capacity(x.data.len());
+    for (pix, &mv) in x.data.chunks(c).zip(&m) {
+        for (ch, &v) in pix.iter().enumerate() {
+            let col = if c == 3 { color[ch] } else { grey_col };
+            let v = v / 255.0;
+            let o = if mode == 0 { v + mv * col } else { v * (1.0 - mv) + mv * col };
+            data.push(o.clamp(0.0, 1.0) * 255.0);
+        }
+    }
+    Ok(FImage { h, w, c, data })
 }
