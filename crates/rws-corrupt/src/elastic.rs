@@ -168,14 +168,14 @@ mod tests {
     }
 
     #[test]
-    fn map_coordinates_reflect_indices() {
-        // scipy: map_coordinates(arange(4.), [[-0.75]], order=1, mode='reflect') == 0.25 … the
-        // reflected coordinate is 0.25 → interpolates indices 0 and 1.
-        let (i0, i1, f) = lin_index(-0.75, 4);
-        assert_eq!((i0, i1), (0, 1));
-        assert!((f - 0.25).abs() < 1e-12);
-        let (i0, i1, f) = lin_index(3.2, 4);
-        assert_eq!((i0, i1), (3, 3));
-        assert!(f >= 0.0);
+    fn map_coordinates_reflect_matches_scipy() {
+        // scipy.ndimage.map_coordinates(np.arange(4.), [[c]], order=1, mode='reflect').
+        let interp = |c: f64| {
+            let (i0, i1, f) = lin_index(c, 4);
+            (1.0 - f) * i0 as f64 + f * i1 as f64
+        };
+        for (c, want) in [(-0.75, 0.0), (-0.25, 0.0), (-1.3, 0.3), (1.25, 1.25), (3.2, 3.0), (3.6, 3.0), (4.4, 2.6)] {
+            assert!((interp(c) - want).abs() < 1e-9, "c={c}: {} vs {want}", interp(c));
+        }
     }
 }

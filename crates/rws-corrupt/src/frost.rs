@@ -22,6 +22,9 @@
 //! scaled up to cover it (×1.1 margin, as imagecorruptions); any size works. Grey images (c = 1)
 //! receive the texture's luminance (0.2125, 0.7154, 0.0721) on the 0..255 scale.
 
+// `frost-files` is the optional PNG/JPEG decoding feature (needs the `image` dependency).
+#![allow(unexpected_cfgs)]
+
 use crate::fog::plasma_fractal;
 use crate::{Error, FImage, ParamSet, Result, Rng};
 use rand::Rng as _;

@@ -191,3 +191,144 @@ mod tests {
         }
     }
 }
+
+/// Properties every corruption of part B promises: shape kept, bytes reproducible from the seed,
+/// any reasonable size and grey images accepted, stronger severities change more.
+#[cfg(test)]
+mod common_tests {
+    use crate::{corrupt_float, to_u8, Corruption, FImage, ParamSet, Rng};
+    use rand::{Rng as _, SeedableRng};
+
+    const MINE: [Corruption; 9] = [
+        Corruption::GaussianNoise,
+        Corruption::ShotNoise,
+        Corruption::ImpulseNoise,
+        Corruption::SpeckleNoise,
+        Corruption::GlassBlur,
+        Corruption::Frost,
+        Corruption::Fog,
+        Corruption::Spatter,
+        Corruption::ElasticTransform,
+    ];
+    const SETS: [ParamSet; 3] = [ParamSet::Cifar10, ParamSet::TinyImageNet, ParamSet::ImageNet];
+
+    /// A smooth colourful test picture with some texture, values 0..255 integers.
+    fn picture(h: usize, w: usize, c: usize, seed: u64) -> FImage {
+        let mut r = Rng::seed_from_u64(seed);
+        let mut data = Vec::with_capacity(h * w * c);
+        for y in 0..h {
+            for x in 0..w {
+                for ch in 0..c {
+                    let v = 128.0 + 90.0 * ((x as f64 * 0.3 + ch as f64).sin() * (y as f64 * 0.2).cos()) + r.gen_range(-20.0..20.0);
+                    data.push(v.clamp(0.0, 255.0).floor());
+                }
+            }
+        }
+        FImage { h, w, c, data }
+    }
+
+    fn mad(a: &FImage, b: &[u8]) -> f64 {
+        a.data.iter().zip(b).map(|(x, &y)| (x - y as f64).abs()).sum::<f64>() / b.len() as f64
+    }
+
+    #[test]
+    fn shape_determinism_and_sizes() {
+        for &(h, w, c) in &[(32, 32, 3), (28, 28, 1), (64, 64, 3), (40, 71, 3), (5, 4, 1), (224, 224, 3)] {
+            let x = picture(h, w, c, 1);
+            let before = x.clone();
+            for cor in MINE {
+                for p in SETS {
+                    for sev in [1, 5] {
+                        if h == 224 && p != ParamSet::ImageNet {
+                            continue;
+                        }
+                        let a = corrupt_float(&x, cor, sev, p, &mut Rng::seed_from_u64(9)).unwrap();
+                        let b = corrupt_float(&x, cor, sev, p, &mut Rng::seed_from_u64(9)).unwrap();
+                        let d = corrupt_float(&x, cor, sev, p, &mut Rng::seed_from_u64(10)).unwrap();
+                        assert_eq!((a.h, a.w, a.c, a.data.len()), (h, w, c, h * w * c), "{} {p:?}", cor.name());
+                        assert_eq!(to_u8(&a), to_u8(&b), "{} {p:?} s{sev} not reproducible", cor.name());
+                        assert!(a.data.iter().all(|v| v.is_finite() && (0.0..=255.0).contains(v)), "{} {p:?}", cor.name());
+                        if h * w >= 64 {
+                            assert_ne!(to_u8(&a), to_u8(&d), "{} {p:?} s{sev} ignores the seed", cor.name());
+                        }
+                    }
+                }
+            }
+            assert_eq!(x, before, "input modified");
+        }
+    }
+
+    #[test]
+    fn elastic_refuses_tiny_images() {
+        let x = picture(2, 9, 3, 1);
+        let e = corrupt_float(&x, Corruption::ElasticTransform, 3, ParamSet::Cifar10, &mut Rng::seed_from_u64(1));
+        assert!(matches!(e, Err(crate::Error::TooSmall { .. })), "{e:?}");
+    }
+
+    /// Mean |Δ| per severity over a few images.
+    fn mads(cor: Corruption, p: ParamSet, size: usize) -> Vec<f64> {
+        (1..=5)
+            .map(|sev| {
+                let mut rng = Rng::seed_from_u64(77);
+                (0..6).map(|i| {
+                    let x = picture(size, size, 3, i);
+                    mad(&x, &to_u8(&corrupt_float(&x, cor, sev, p, &mut rng).unwrap()))
+                }).sum::<f64>() / 6.0
+            })
+            .collect()
+    }
+
+    #[test]
+    fn severity_monotone_where_the_reference_is() {
+        // The reference's own tables make these strictly stronger with severity for every set.
+        for cor in [Corruption::GaussianNoise, Corruption::ShotNoise, Corruption::ImpulseNoise, Corruption::SpeckleNoise, Corruption::Fog] {
+            for (p, size) in [(ParamSet::Cifar10, 32), (ParamSet::TinyImageNet, 64), (ParamSet::ImageNet, 64)] {
+                let m = mads(cor, p, size);
+                assert!(m.windows(2).all(|w| w[1] > w[0]), "{} {p:?}: {m:?}", cor.name());
+            }
+        }
+        // imagecorruptions' elastic: same σ, growing α.
+        let m = mads(Corruption::ElasticTransform, ParamSet::ImageNet, 64);
+        assert!(m.windows(2).all(|w| w[1] > w[0]), "elastic imagenet: {m:?}");
+        // glass (CIFAR): the two-iteration severities shuffle more than the one-iteration ones.
+        let m = mads(Corruption::GlassBlur, ParamSet::Cifar10, 32);
+        assert!(m[3] > m[0].max(m[1]).max(m[2]) && m[4] > m[0].max(m[1]).max(m[2]), "glass: {m:?}");
+        // frost: CIFAR s1 and s2 keep the image (a = 1) and add more texture (f .2 → .3).
+        let m = mads(Corruption::Frost, ParamSet::Cifar10, 32);
+        assert!(m[0] < m[1], "frost: {m:?}");
+        // spatter: within each mode (water s1–s3, mud s4–s5 for CIFAR) the damage grows.
+        let m = mads(Corruption::Spatter, ParamSet::Cifar10, 32);
+        assert!(m[0] < m[1] && m[1] < m[2] && m[3] < m[4], "spatter: {m:?}");
+    }
+
+    #[test]
+    fn impulse_hits_the_expected_fraction() {
+        let x = FImage { h: 100, w: 100, c: 3, data: vec![128.0; 30000] };
+        for (sev, p) in [(1, 0.01), (5, 0.07)] {
+            let y = to_u8(&corrupt_float(&x, Corruption::ImpulseNoise, sev, ParamSet::Cifar10, &mut Rng::seed_from_u64(5)).unwrap());
+            let salt = y.iter().filter(|&&v| v == 255).count() as f64 / 30000.0;
+            let pepper = y.iter().filter(|&&v| v == 0).count() as f64 / 30000.0;
+            assert!((salt - p / 2.0).abs() < 0.25 * p && (pepper - p / 2.0).abs() < 0.25 * p, "{salt} {pepper}");
+            assert!(y.iter().all(|&v| v == 0 || v == 128 || v == 255));
+        }
+    }
+
+    #[test]
+    fn glass_copies_pixels_from_up_left() {
+        // σ = 0.05 is an identity blur, so CIFAR s1 output is the shuffled input: every pixel must
+        // come from itself or its up/left neighbours (offsets in [−1, 0]).
+        let x = picture(32, 32, 3, 3);
+        let y = to_u8(&corrupt_float(&x, Corruption::GlassBlur, 1, ParamSet::Cifar10, &mut Rng::seed_from_u64(2)).unwrap());
+        let u: Vec<u8> = x.data.iter().map(|v| (v / 255.0 * 255.0) as u8).collect();
+        let mut moved = 0;
+        for h in 0..32 {
+            for w in 0..32 {
+                let px = &y[(h * 32 + w) * 3..][..3];
+                let ok = (0..=2.min(h)).any(|dy| (0..=2.min(w)).any(|dx| px == &u[((h - dy) * 32 + w - dx) * 3..][..3]));
+                assert!(ok, "pixel ({h},{w}) not from its up-left neighbourhood");
+                moved += (px != &u[(h * 32 + w) * 3..][..3]) as usize;
+            }
+        }
+        assert!(moved > 400, "only {moved} pixels moved");
+    }
+}
