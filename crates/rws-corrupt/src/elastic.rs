@@ -5,6 +5,7 @@
 
 use crate::glass::{gaussian_plane, Border};
 use crate::{Error, FImage, ParamSet, Result, Rng};
+use crate::noise::Fast;
 use rand::Rng as _;
 
 /// scipy `map_coordinates(order=1, mode='reflect')` along one axis: reflect the coordinate into
@@ -84,8 +85,8 @@ fn warp_affine(img: &[f64], h: usize, w: usize, c: usize, m: [[f64; 3]; 2]) -> V
 }
 
 /// A smoothed uniform displacement field: gaussian(U(−amp, amp), σ, mode reflect, truncate 3)·α.
-fn field(h: usize, w: usize, amp: f64, sy: f64, sx: f64, alpha: f64, rng: &mut Rng) -> Vec<f64> {
-    let mut f: Vec<f64> = (0..h * w).map(|_| rng.gen_range(-amp..amp)).collect();
+fn field(h: usize, w: usize, amp: f64, sy: f64, sx: f64, alpha: f64, rng: &mut Fast) -> Vec<f64> {
+    let mut f: Vec<f64> = (0..h * w).map(|_| rng.range(-amp, amp)).collect();
     gaussian_plane(&mut f, h, w, sy, sx, Border::Reflect, 3.0);
     f.iter_mut().for_each(|v| *v *= alpha);
     f
@@ -121,16 +122,18 @@ pub(crate) fn elastic_transform(x: &FImage, severity: usize, p: ParamSet, rng: &
             }
             let m = affine_from_points(p1, p2);
             let warped = warp_affine(&img, h, w, c, m);
-            let dx = field(h, w, 1.0, sigma, sigma, alpha, rng);
-            let dy = field(h, w, 1.0, sigma, sigma, alpha, rng);
+            let mut fast = Fast::from_rng(rng);
+            let dx = field(h, w, 1.0, sigma, sigma, alpha, &mut fast);
+            let dy = field(h, w, 1.0, sigma, sigma, alpha, &mut fast);
             (warped, dx, dy)
         }
         ParamSet::ImageNet => {
             let alpha = 250.0 * [0.05, 0.065, 0.085, 0.1, 0.12][severity - 1];
             let (sy, sx) = (0.01 * h as f64, 0.01 * w as f64);
             let amp = 0.005 * h as f64;
-            let dx = field(h, w, amp, sy, sx, alpha, rng);
-            let dy = field(h, w, amp, sy, sx, alpha, rng);
+            let mut fast = Fast::from_rng(rng);
+            let dx = field(h, w, amp, sy, sx, alpha, &mut fast);
+            let dy = field(h, w, amp, sy, sx, alpha, &mut fast);
             (img, dx, dy)
         }
     };

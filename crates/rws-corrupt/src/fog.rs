@@ -1,17 +1,18 @@
 //! fog: the reference's diamond-square ("plasma") fractal added to the image, then rescaled.
 
+use crate::noise::Fast;
 use crate::{FImage, ParamSet, Result, Rng};
-use rand::Rng as _;
 
 /// The reference `plasma_fractal(mapsize, wibbledecay)`: a toroidal N×N diamond-square map (corner
 /// 0, wibble 100, each new point = mean of its 4 parents + wibble·U(−wibble, wibble), wibble /= decay
 /// per level), shifted and scaled to [0, 1]. Row-major N×N.
-pub(crate) fn plasma_fractal(n: usize, decay: f64, rng: &mut Rng) -> Vec<f64> {
+pub(crate) fn plasma_fractal(n: usize, decay: f64, rng: &mut Fast) -> Vec<f64> {
     assert!(n.is_power_of_two());
     let mut m = vec![0.0f64; n * n];
     let mut step = n;
     let mut wib = 100.0f64;
-    let at = |r: usize, c: usize| (r % n) * n + (c % n);
+    let mask = n - 1;
+    let at = |r: usize, c: usize| (r & mask) * n + (c & mask);
     while step >= 2 {
         let hs = step / 2;
         let g = n / step;
@@ -20,7 +21,7 @@ pub(crate) fn plasma_fractal(n: usize, decay: f64, rng: &mut Rng) -> Vec<f64> {
             for b in 0..g {
                 let (r, c) = (a * step, b * step);
                 let s = m[at(r, c)] + m[at(r + step, c)] + m[at(r, c + step)] + m[at(r + step, c + step)];
-                m[at(r + hs, c + hs)] = s / 4.0 + wib * rng.gen_range(-wib..wib);
+                m[at(r + hs, c + hs)] = s / 4.0 + wib * rng.range(-wib, wib);
             }
         }
         // filldiamonds, first the points between horizontally adjacent corners…
@@ -28,7 +29,7 @@ pub(crate) fn plasma_fractal(n: usize, decay: f64, rng: &mut Rng) -> Vec<f64> {
             for b in 0..g {
                 let (r, c) = (a * step, b * step);
                 let s = m[at(r + hs, c + hs)] + m[at(r + n - hs, c + hs)] + m[at(r, c)] + m[at(r, c + step)];
-                m[at(r, c + hs)] = s / 4.0 + wib * rng.gen_range(-wib..wib);
+                m[at(r, c + hs)] = s / 4.0 + wib * rng.range(-wib, wib);
             }
         }
         // …then between vertically adjacent ones.
@@ -36,7 +37,7 @@ pub(crate) fn plasma_fractal(n: usize, decay: f64, rng: &mut Rng) -> Vec<f64> {
             for b in 0..g {
                 let (r, c) = (a * step, b * step);
                 let s = m[at(r + hs, c + hs)] + m[at(r + hs, c + n - hs)] + m[at(r, c)] + m[at(r + step, c)];
-                m[at(r + hs, c)] = s / 4.0 + wib * rng.gen_range(-wib..wib);
+                m[at(r + hs, c)] = s / 4.0 + wib * rng.range(-wib, wib);
             }
         }
         step /= 2;
@@ -72,7 +73,7 @@ pub(crate) fn fog(x: &FImage, severity: usize, p: ParamSet, rng: &mut Rng) -> Re
         ParamSet::ImageNet => [(1.5, 2.0), (2.0, 2.0), (2.5, 1.7), (2.5, 1.5), (3.0, 1.4)],
     }[severity - 1];
     let n = fog_map_size(p, x.h, x.w);
-    let pm = plasma_fractal(n, d, rng);
+    let pm = plasma_fractal(n, d, &mut Fast::from_rng(rng));
     let mx = x.data.iter().cloned().fold(f64::NEG_INFINITY, f64::max) / 255.0;
     let scale = mx / (mx + c);
     let mut data = Vec::with_capacity(x.data.len());

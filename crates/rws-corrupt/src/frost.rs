@@ -271,7 +271,7 @@ pub(crate) fn frost_with(x: &FImage, severity: usize, p: ParamSet, rng: &mut Rng
     let style = STYLE[p as usize][idx];
     let z: f64 = rng.sample(StandardNormal);
     let n = h.max(w).max(2).next_power_of_two();
-    let pm = plasma_fractal(n, 1.8, rng);
+    let pm = plasma_fractal(n, 1.8, &mut crate::noise::Fast::from_rng(rng));
     let mut pat: Vec<f64> = (0..h).flat_map(|r| (0..w).map(move |c| (r, c))).map(|(r, c)| 1.0 - (2.0 * pm[r * n + c] - 1.0).abs()).collect();
     let mean = pat.iter().sum::<f64>() / pat.len() as f64;
     let sd = (pat.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / pat.len() as f64).sqrt().max(1e-12);

@@ -3,7 +3,7 @@
 //! plane-level access, and it keeps the random corruptions independent of the framework's filters.
 
 use crate::{FImage, ParamSet, Result, Rng};
-use rand::RngCore;
+use crate::noise::Fast;
 
 /// scipy.ndimage boundary modes used by the random corruptions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,63 +47,46 @@ pub(crate) fn gaussian_kernel(sigma: f64, truncate: f64) -> Option<Vec<f64>> {
     Some(k)
 }
 
-/// Correlate every line of a strided plane with a symmetric kernel, as scipy's correlate1d does
-/// (centre tap first, then symmetric pairs).
-fn filter_lines(data: &mut [f64], n_lines: usize, len: usize, line_stride: usize, step: usize, k: &[f64], b: Border) {
-    let r = k.len() / 2;
-    let mut buf = vec![0.0; len + 2 * r];
-    for l in 0..n_lines {
-        let base = l * line_stride;
-        for (j, slot) in buf.iter_mut().enumerate() {
-            let src = border_index(j as isize - r as isize, len, b);
-            *slot = data[base + src * step];
-        }
-        for i in 0..len {
-            let c = i + r;
-            let mut acc = buf[c] * k[r];
-            for j in 1..=r {
-                acc += (buf[c + j] + buf[c - j]) * k[r + j];
-            }
-            data[base + i * step] = acc;
-        }
-    }
-}
-
 /// Gaussian filter of an interleaved `h×w×c` buffer, spatial axes only (skimage
 /// `gaussian(..., multichannel=True)` / scipy `gaussian_filter` with σ = (sy, sx, 0)).
+/// Both passes run as weighted sums of whole shifted rows so the inner loops vectorise; the sum
+/// order differs from scipy's only by rounding (≈1e-16).
 pub(crate) fn gaussian_hwc(data: &mut [f64], h: usize, w: usize, c: usize, sy: f64, sx: f64, b: Border, truncate: f64) {
+    let row = w * c;
+    if h == 0 || row == 0 {
+        return;
+    }
     if let Some(k) = gaussian_kernel(sy, truncate) {
-        // Lines along axis 0: one per (column, channel).
-        for ch in 0..c {
-            filter_lines_cols(data, h, w, c, ch, &k, b);
+        let r = k.len() / 2;
+        let src = data.to_vec();
+        for y in 0..h {
+            let out = &mut data[y * row..(y + 1) * row];
+            out.iter_mut().for_each(|v| *v = 0.0);
+            for (j, &kj) in k.iter().enumerate() {
+                let sy_ = border_index(y as isize + j as isize - r as isize, h, b);
+                let s = &src[sy_ * row..(sy_ + 1) * row];
+                for (o, &v) in out.iter_mut().zip(s) {
+                    *o += kj * v;
+                }
+            }
         }
     }
     if let Some(k) = gaussian_kernel(sx, truncate) {
-        for ch in 0..c {
-            // Each row is a line with stride c, starting at row*w*c + ch.
-            let sub = &mut data[ch..];
-            filter_lines(sub, h, w, w * c, c, &k, b);
-        }
-    }
-}
-
-fn filter_lines_cols(data: &mut [f64], h: usize, w: usize, c: usize, ch: usize, k: &[f64], b: Border) {
-    let sub = &mut data[ch..];
-    // Column x: elements at x*c + y*w*c.
-    let r = k.len() / 2;
-    let mut buf = vec![0.0; h + 2 * r];
-    for x in 0..w {
-        let base = x * c;
-        for (j, slot) in buf.iter_mut().enumerate() {
-            *slot = sub[base + border_index(j as isize - r as isize, h, b) * w * c];
-        }
-        for i in 0..h {
-            let cc = i + r;
-            let mut acc = buf[cc] * k[r];
-            for j in 1..=r {
-                acc += (buf[cc + j] + buf[cc - j]) * k[r + j];
+        let r = k.len() / 2;
+        let mut buf = vec![0.0; (w + 2 * r) * c];
+        for y in 0..h {
+            let line = &mut data[y * row..(y + 1) * row];
+            for j in 0..w + 2 * r {
+                let sx_ = border_index(j as isize - r as isize, w, b);
+                buf[j * c..(j + 1) * c].copy_from_slice(&line[sx_ * c..(sx_ + 1) * c]);
             }
-            sub[base + i * w * c] = acc;
+            line.iter_mut().for_each(|v| *v = 0.0);
+            for (j, &kj) in k.iter().enumerate() {
+                let s = &buf[j * c..j * c + row];
+                for (o, &v) in line.iter_mut().zip(s) {
+                    *o += kj * v;
+                }
+            }
         }
     }
 }
@@ -116,7 +99,7 @@ pub(crate) fn gaussian_plane(data: &mut [f64], h: usize, w: usize, sy: f64, sx: 
 /// Two integers uniform in `[-d, d-1]` (numpy `randint(-d, d, size=2)`: the high bound is
 /// exclusive) from one 64-bit draw, by multiply-shift on each 32-bit half (bias < 2⁻²⁹).
 #[inline]
-fn two_offsets(rng: &mut Rng, d: usize) -> (isize, isize) {
+fn two_offsets(rng: &mut Fast, d: usize) -> (isize, isize) {
     let v = rng.next_u64();
     let n = 2 * d as u64;
     let a = (((v & 0xffff_ffff) * n) >> 32) as isize - d as isize;
@@ -144,13 +127,14 @@ pub(crate) fn glass_blur(x: &FImage, severity: usize, p: ParamSet, rng: &mut Rng
     // np.uint8(... * 255): truncation (values are in [0, 255] after a Gaussian of [0, 1] data).
     let mut u: Vec<u8> = f.iter().map(|v| (v * 255.0).clamp(0.0, 255.0) as u8).collect();
     let row = w * c;
+    let mut fast = Fast::from_rng(rng);
     for _ in 0..iters {
         if h <= 2 * d || w <= 2 * d {
             break;
         }
         for hh in (d + 1..=h - d).rev() {
             for ww in (d + 1..=w - d).rev() {
-                let (dx, dy) = two_offsets(rng, d);
+                let (dx, dy) = two_offsets(&mut fast, d);
                 let src = ((hh as isize + dy) as usize) * row + ((ww as isize + dx) as usize) * c;
                 let dst = hh * row + ww * c;
                 u.copy_within(src..src + c, dst);

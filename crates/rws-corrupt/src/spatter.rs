@@ -6,7 +6,6 @@
 
 use crate::glass::{gaussian_plane, Border};
 use crate::{FImage, ParamSet, Result, Rng};
-use rand_distr::{Distribution, Normal};
 
 const GREY_W: [f64; 3] = [0.2125, 0.7154, 0.0721];
 
@@ -221,8 +220,14 @@ pub(crate) fn spatter(x: &FImage, severity: usize, p: ParamSet, rng: &mut Rng) -
         ],
     }[severity - 1];
     let (h, w, c) = (x.h, x.w, x.c);
-    let normal = Normal::new(mu, s).expect("valid normal");
-    let mut liquid: Vec<f64> = (0..h * w).map(|_| normal.sample(rng)).collect();
+    let mut fast = crate::noise::Fast::from_rng(rng);
+    let mut liquid: Vec<f64> = Vec::with_capacity(h * w + 1);
+    while liquid.len() < h * w {
+        let (a, b) = fast.normal2();
+        liquid.push(mu + s * a);
+        liquid.push(mu + s * b);
+    }
+    liquid.truncate(h * w);
     gaussian_plane(&mut liquid, h, w, sigma, sigma, Border::Nearest, 4.0);
     liquid.iter_mut().for_each(|v| {
         if *v < t {
