@@ -10,21 +10,36 @@ use rand::Rng as _;
 
 /// scipy `map_coordinates(order=1, mode='reflect')` along one axis: reflect the coordinate into
 /// [−0.5, n−0.5] (half-sample symmetric), then the two neighbouring indices, clamped.
-#[inline]
+#[inline(always)]
 fn lin_index(c: f64, n: usize) -> (usize, usize, f64) {
     let nf = n as f64;
-    let mut t = c + 0.5;
-    let p = 2.0 * nf;
-    t = t.rem_euclid(p);
-    if t >= nf {
-        t = p - t;
+    let t = if c >= -0.5 && c <= nf - 0.5 {
+        c
+    } else {
+        let p = 2.0 * nf;
+        let mut t = (c + 0.5).rem_euclid(p);
+        if t >= nf {
+            t = p - t;
+        }
+        t - 0.5
+    };
+    if t < 0.0 {
+        return (0, 0, 0.0);
     }
-    let t = t - 0.5;
-    let f = t.floor();
-    let fr = t - f;
-    let i0 = (f as isize).clamp(0, n as isize - 1) as usize;
-    let i1 = ((f as isize) + 1).clamp(0, n as isize - 1) as usize;
-    (i0, i1, fr)
+    let i = t as usize;
+    let fr = t - i as f64;
+    (i.min(n - 1), (i + 1).min(n - 1), fr)
+}
+
+/// floor without a libm call (the default x86-64 target has no SSE4.1 `roundsd`).
+#[inline(always)]
+fn ffloor(v: f64) -> f64 {
+    let i = v as i64 as f64;
+    if i > v {
+        i - 1.0
+    } else {
+        i
+    }
 }
 
 /// OpenCV BORDER_REFLECT_101 index (`c b | a b c`).
@@ -68,7 +83,7 @@ fn warp_affine(img: &[f64], h: usize, w: usize, c: usize, m: [[f64; 3]; 2]) -> V
         for x in 0..w {
             let sx = ia * x as f64 + ib * y as f64 + itx;
             let sy = id * x as f64 + ie * y as f64 + ity;
-            let (fx, fy) = (sx.floor(), sy.floor());
+            let (fx, fy) = (ffloor(sx), ffloor(sy));
             let (ax, ay) = (sx - fx, sy - fy);
             let x0 = reflect101(fx as isize, w);
             let x1 = reflect101(fx as isize + 1, w);

@@ -11,7 +11,15 @@ const GREY_W: [f64; 3] = [0.2125, 0.7154, 0.0721];
 
 /// OpenCV Canny(img, low, high) with aperture 3 and L1 gradient; returns 255 on edges.
 fn canny(img: &[u8], h: usize, w: usize, low: i32, high: i32) -> Vec<u8> {
-    let g = |y: isize, x: isize| img[(y.clamp(0, h as isize - 1) as usize) * w + x.clamp(0, w as isize - 1) as usize] as i32;
+    // Replicate-padded copy so the Sobel taps need no bounds checks.
+    let pw = w + 2;
+    let mut pad = vec![0i32; (h + 2) * pw];
+    for y in 0..h + 2 {
+        for x in 0..w + 2 {
+            pad[y * pw + x] = img[(y.clamp(1, h) - 1) * w + x.clamp(1, w) - 1] as i32;
+        }
+    }
+    let g = |y: isize, x: isize| pad[((y + 1) as usize) * pw + (x + 1) as usize];
     let mut dxs = vec![0i32; h * w];
     let mut dys = vec![0i32; h * w];
     let mut mag = vec![0i32; (h + 2) * (w + 2)];
@@ -82,97 +90,116 @@ fn canny(img: &[u8], h: usize, w: usize, low: i32, high: i32) -> Vec<u8> {
 }
 
 /// cv2.distanceTransform(src, DIST_L2, 5): 5×5 chamfer (1, 1.4, 2.1969) distance of every
-/// non-zero pixel to the nearest zero pixel. Outside the image counts as far away.
+/// non-zero pixel to the nearest zero pixel. Outside the image counts as far away (a 2-pixel
+/// border of "infinity" spares the bounds checks).
 fn distance_transform(src: &[u8], h: usize, w: usize) -> Vec<f64> {
     const A: f64 = 1.0;
     const B: f64 = 1.4;
     const C: f64 = 2.1969;
     const INF: f64 = 1e9;
-    let mut d: Vec<f64> = src.iter().map(|&v| if v == 0 { 0.0 } else { INF }).collect();
-    let fwd: [(isize, isize, f64); 8] = [(-2, -1, C), (-2, 1, C), (-1, -2, C), (-1, -1, B), (-1, 0, A), (-1, 1, B), (-1, 2, C), (0, -1, A)];
-    let upd = |d: &mut Vec<f64>, y: usize, x: usize, nb: &[(isize, isize, f64)]| {
-        let mut best = d[y * w + x];
-        for &(dy, dx, cost) in nb {
-            let (yy, xx) = (y as isize + dy, x as isize + dx);
-            if yy >= 0 && xx >= 0 && (yy as usize) < h && (xx as usize) < w {
-                let v = d[yy as usize * w + xx as usize] + cost;
-                if v < best {
-                    best = v;
+    let pw = w + 4;
+    let mut d = vec![INF; (h + 4) * pw];
+    for y in 0..h {
+        for x in 0..w {
+            if src[y * w + x] == 0 {
+                d[(y + 2) * pw + x + 2] = 0.0;
+            }
+        }
+    }
+    let pwi = pw as isize;
+    let fwd: [(isize, f64); 8] = [(-2 * pwi - 1, C), (-2 * pwi + 1, C), (-pwi - 2, C), (-pwi - 1, B), (-pwi, A), (-pwi + 1, B), (-pwi + 2, C), (-1, A)];
+    for y in 2..h + 2 {
+        for x in 2..w + 2 {
+            let i = y * pw + x;
+            let mut best = d[i];
+            for &(o, cost) in &fwd {
+                best = best.min(d[(i as isize + o) as usize] + cost);
+            }
+            d[i] = best;
+        }
+    }
+    for y in (2..h + 2).rev() {
+        for x in (2..w + 2).rev() {
+            let i = y * pw + x;
+            let mut best = d[i];
+            for &(o, cost) in &fwd {
+                best = best.min(d[(i as isize - o) as usize] + cost);
+            }
+            d[i] = best;
+        }
+    }
+    (0..h).flat_map(|y| (0..w).map(move |x| (y, x))).map(|(y, x)| d[(y + 2) * pw + x + 2]).collect()
+}
+
+/// BORDER_REFLECT_101-padded copy (1 pixel) of a plane, so 3×3 filters run without bounds checks.
+fn pad101<T: Copy + Default>(src: &[T], h: usize, w: usize) -> Vec<T> {
+    let r = |i: usize, n: usize| -> usize {
+        // padded index i ∈ 0..n+2 → source index
+        if n == 1 {
+            0
+        } else if i == 0 {
+            1
+        } else if i == n + 1 {
+            n - 2
+        } else {
+            i - 1
+        }
+    };
+    let pw = w + 2;
+    let mut p = vec![T::default(); (h + 2) * pw];
+    for y in 0..h + 2 {
+        let sy = r(y, h);
+        for x in 0..w + 2 {
+            p[y * pw + x] = src[sy * w + r(x, w)];
+        }
+    }
+    p
+}
+
+/// 3×3 correlation with BORDER_REFLECT_101.
+fn filter3(src: &[f64], h: usize, w: usize, k: [[f64; 3]; 3]) -> Vec<f64> {
+    let p = pad101(src, h, w);
+    let pw = w + 2;
+    let mut out = vec![0.0; h * w];
+    for y in 0..h {
+        let o = &mut out[y * w..(y + 1) * w];
+        for (ky, krow) in k.iter().enumerate() {
+            let row = &p[(y + ky) * pw..(y + ky + 1) * pw];
+            for (kx, &kv) in krow.iter().enumerate() {
+                if kv != 0.0 {
+                    for (ov, &v) in o.iter_mut().zip(&row[kx..kx + w]) {
+                        *ov += kv * v;
+                    }
                 }
             }
         }
-        d[y * w + x] = best;
-    };
-    for y in 0..h {
-        for x in 0..w {
-            upd(&mut d, y, x, &fwd);
-        }
     }
-    let bwd: Vec<(isize, isize, f64)> = fwd.iter().map(|&(a, b, c)| (-a, -b, c)).collect();
-    for y in (0..h).rev() {
-        for x in (0..w).rev() {
-            upd(&mut d, y, x, &bwd);
-        }
-    }
-    d
+    out
 }
 
 /// cv2.blur 3×3 (box, BORDER_REFLECT_101) on a float plane.
 fn box3(src: &[f64], h: usize, w: usize) -> Vec<f64> {
-    let r = |i: isize, n: usize| -> usize {
-        if n == 1 {
-            0
-        } else if i < 0 {
-            1
-        } else if i as usize >= n {
-            n - 2
-        } else {
-            i as usize
-        }
-    };
-    let mut out = vec![0.0; h * w];
-    for y in 0..h {
-        for x in 0..w {
-            let mut s = 0.0;
-            for dy in -1..=1 {
-                for dx in -1..=1 {
-                    s += src[r(y as isize + dy, h) * w + r(x as isize + dx, w)];
-                }
-            }
-            out[y * w + x] = s / 9.0;
-        }
+    let mut o = filter3(src, h, w, [[1.0; 3]; 3]);
+    o.iter_mut().for_each(|v| *v /= 9.0);
+    o
+}
+
+/// Round half away from zero without the libm call, for values ≥ −2⁵².
+#[inline(always)]
+fn round_pos(v: f64) -> f64 {
+    let t = v + 0.5;
+    let i = t as i64 as f64;
+    if i > t {
+        i - 1.0
+    } else {
+        i
     }
-    out
 }
 
 /// 3×3 correlation with the reference's emboss kernel, BORDER_REFLECT_101, saturated to u8.
 fn emboss_u8(src: &[u8], h: usize, w: usize) -> Vec<u8> {
-    const K: [[f64; 3]; 3] = [[-2.0, -1.0, 0.0], [-1.0, 1.0, 1.0], [0.0, 1.0, 2.0]];
     let f: Vec<f64> = src.iter().map(|&v| v as f64).collect();
-    let r = |i: isize, n: usize| -> usize {
-        if n == 1 {
-            0
-        } else if i < 0 {
-            1
-        } else if i as usize >= n {
-            n - 2
-        } else {
-            i as usize
-        }
-    };
-    let mut out = vec![0u8; h * w];
-    for y in 0..h {
-        for x in 0..w {
-            let mut s = 0.0;
-            for (ky, row) in K.iter().enumerate() {
-                for (kx, k) in row.iter().enumerate() {
-                    s += k * f[r(y as isize + ky as isize - 1, h) * w + r(x as isize + kx as isize - 1, w)];
-                }
-            }
-            out[y * w + x] = s.round().clamp(0.0, 255.0) as u8;
-        }
-    }
-    out
+    filter3(&f, h, w, [[-2.0, -1.0, 0.0], [-1.0, 1.0, 1.0], [0.0, 1.0, 2.0]]).iter().map(|&s| round_pos(s).clamp(0.0, 255.0) as u8).collect()
 }
 
 /// cv2.equalizeHist.
@@ -190,7 +217,7 @@ fn equalize_hist(src: &mut [u8]) {
     let mut sum = 0usize;
     for j in first + 1..256 {
         sum += hist[j];
-        lut[j] = ((sum as f64 * scale).round()).clamp(0.0, 255.0) as u8;
+        lut[j] = round_pos(sum as f64 * scale).clamp(0.0, 255.0) as u8;
     }
     src.iter_mut().for_each(|v| *v = lut[*v as usize]);
 }
@@ -245,7 +272,7 @@ pub(crate) fn spatter(x: &FImage, severity: usize, p: ParamSet, rng: &mut Rng) -
         let e = emboss_u8(&d8, h, w);
         // cv2.blur on u8 returns u8 (rounded) before the float32 cast.
         let ef: Vec<f64> = e.iter().map(|&v| v as f64).collect();
-        let blurred: Vec<f64> = box3(&ef, h, w).iter().map(|v| v.round()).collect();
+        let blurred: Vec<f64> = box3(&ef, h, w).iter().map(|&v| round_pos(v)).collect();
         let mut m: Vec<f64> = l8.iter().zip(&blurred).map(|(&l, &d)| l as f64 * d).collect();
         let mx = m.iter().cloned().fold(0.0, f64::max);
         // The reference divides by the maximum unguarded (0/0 → NaN → a black image); with no
