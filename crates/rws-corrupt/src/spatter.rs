@@ -113,7 +113,10 @@ fn distance_transform(src: &[u8], h: usize, w: usize) -> Vec<f64> {
             let i = y * pw + x;
             let mut best = d[i];
             for &(o, cost) in &fwd {
-                best = best.min(d[(i as isize + o) as usize] + cost);
+                let v = d[(i as isize + o) as usize] + cost;
+                if v < best {
+                    best = v;
+                }
             }
             d[i] = best;
         }
@@ -123,7 +126,10 @@ fn distance_transform(src: &[u8], h: usize, w: usize) -> Vec<f64> {
             let i = y * pw + x;
             let mut best = d[i];
             for &(o, cost) in &fwd {
-                best = best.min(d[(i as isize - o) as usize] + cost);
+                let v = d[(i as isize - o) as usize] + cost;
+                if v < best {
+                    best = v;
+                }
             }
             d[i] = best;
         }
