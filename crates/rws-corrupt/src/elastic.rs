@@ -115,7 +115,8 @@ pub(crate) fn elastic_transform(x: &FImage, severity: usize, p: ParamSet, rng: &
     if h < 3 || w < 3 {
         return Err(Error::TooSmall { corruption: "elastic_transform", h, w, why: "needs at least 3x3 pixels".into() });
     }
-    let img: Vec<f64> = x.data.iter().map(|v| v / 255.0).collect();
+    // Interpolation is linear, so it runs on the 0..255 scale directly.
+    let img: Vec<f64> = x.data.clone();
     let (img, dx, dy) = match p {
         ParamSet::Cifar10 | ParamSet::TinyImageNet => {
             let (s, t) = if p == ParamSet::Cifar10 {
@@ -161,7 +162,7 @@ pub(crate) fn elastic_transform(x: &FImage, severity: usize, p: ParamSet, rng: &
             for ch in 0..c {
                 let g = |yy: usize, xx: usize| img[(yy * w + xx) * c + ch];
                 let v = (1.0 - fy) * ((1.0 - fx) * g(y0, x0) + fx * g(y0, x1)) + fy * ((1.0 - fx) * g(y1, x0) + fx * g(y1, x1));
-                data[k * c + ch] = v.clamp(0.0, 1.0) * 255.0;
+                data[k * c + ch] = v.clamp(0.0, 255.0);
             }
         }
     }

@@ -76,13 +76,15 @@ pub(crate) fn fog(x: &FImage, severity: usize, p: ParamSet, rng: &mut Rng) -> Re
     let pm = plasma_fractal(n, d, &mut Fast::from_rng(rng));
     let mx = x.data.iter().cloned().fold(f64::NEG_INFINITY, f64::max) / 255.0;
     let scale = mx / (mx + c);
+    // On the 0..255 scale: clip((x/255 + c·P)·s, 0, 1)·255 = clip(x·s + 255·c·s·P, 0, 255).
+    let k = 255.0 * c * scale;
     let mut data = Vec::with_capacity(x.data.len());
     for r in 0..x.h {
         for col in 0..x.w {
-            let add = c * pm[r * n + col];
+            let add = k * pm[r * n + col];
             let base = (r * x.w + col) * x.c;
             for ch in 0..x.c {
-                data.push(((x.data[base + ch] / 255.0 + add) * scale).clamp(0.0, 1.0) * 255.0);
+                data.push((x.data[base + ch] * scale + add).clamp(0.0, 255.0));
             }
         }
     }

@@ -113,22 +113,20 @@ fn normal_from_u32(r: u32, fast: &mut Fast) -> f64 {
     t[i] + f * (t[i + 1] - t[i])
 }
 
-fn map_values(x: &FImage, mut f: impl FnMut(f64) -> f64) -> FImage {
-    FImage { h: x.h, w: x.w, c: x.c, data: x.data.iter().map(|&v| f(v / 255.0).clamp(0.0, 1.0) * 255.0).collect() }
-}
-
-/// Apply `f(value, z)` with z ~ N(0, 1), two values per random draw.
+/// Apply `f(value, z)` with z ~ N(0, 1), two values per random draw, clipped to 0..255. Works on
+/// the 0..255 scale directly: clip(x/255 + σz, 0, 1)·255 = clip(x + 255σz, 0, 255) up to rounding
+/// in the last bit, and it saves a division per value.
 fn map_pairs(x: &FImage, fast: &mut Fast, f: impl Fn(f64, f64) -> f64) -> FImage {
     let mut data = vec![0.0; x.data.len()];
     let mut chunks = data.chunks_exact_mut(2);
     let mut src = x.data.chunks_exact(2);
     for (o, i) in (&mut chunks).zip(&mut src) {
         let (a, b) = fast.normal2();
-        o[0] = f(i[0] / 255.0, a).clamp(0.0, 1.0) * 255.0;
-        o[1] = f(i[1] / 255.0, b).clamp(0.0, 1.0) * 255.0;
+        o[0] = f(i[0], a).clamp(0.0, 255.0);
+        o[1] = f(i[1], b).clamp(0.0, 255.0);
     }
     if let (Some(o), Some(&v)) = (chunks.into_remainder().first_mut(), src.remainder().first()) {
-        *o = f(v / 255.0, fast.normal2().0).clamp(0.0, 1.0) * 255.0;
+        *o = f(v, fast.normal2().0).clamp(0.0, 255.0);
     }
     FImage { h: x.h, w: x.w, c: x.c, data }
 }
@@ -141,7 +139,8 @@ pub(crate) fn gaussian_noise(x: &FImage, severity: usize, p: ParamSet, rng: &mut
         ParamSet::ImageNet => [0.08, 0.12, 0.18, 0.26, 0.38],
     }[severity - 1];
     let mut f = Fast::from_rng(rng);
-    Ok(map_pairs(x, &mut f, |v, z| v + s * z))
+    let k = 255.0 * s;
+    Ok(map_pairs(x, &mut f, |v, z| v + k * z))
 }
 
 /// Multiplicative x + x·N(0, σ²), clipped.
@@ -166,14 +165,20 @@ pub(crate) fn impulse_noise(x: &FImage, severity: usize, p: ParamSet, rng: &mut 
     }[severity - 1];
     let thr = (a * (1u64 << 53) as f64) as u64;
     let mut f = Fast::from_rng(rng);
-    Ok(map_values(x, |v| {
-        let r = f.next_u64();
-        if (r >> 11) < thr {
-            (r & 1) as f64
-        } else {
-            v
-        }
-    }))
+    // Untouched values come back exactly (the reference's v/255·255 is exact for all v in 0..=255).
+    let data = x
+        .data
+        .iter()
+        .map(|&v| {
+            let r = f.next_u64();
+            if (r >> 11) < thr {
+                ((r & 1) * 255) as f64
+            } else {
+                v.clamp(0.0, 255.0)
+            }
+        })
+        .collect();
+    Ok(FImage { h: x.h, w: x.w, c: x.c, data })
 }
 
 /// Poisson(λ) sampler by Walker's alias method over the pmf (truncated where it falls below
@@ -256,21 +261,25 @@ fn ln_factorial(k: f64) -> f64 {
     }
 }
 
+type TableSet = std::rc::Rc<[std::cell::OnceCell<PoissonTable>; 256]>;
+
 thread_local! {
-    /// Tables keyed by (λ bits, integer pixel value): the result depends only on the key, never on
-    /// what the cache holds, so outputs are the same whatever the thread layout.
-    static POISSON: RefCell<HashMap<(u64, u32), std::rc::Rc<PoissonTable>>> = RefCell::new(HashMap::new());
+    /// Per λ, the tables of the 256 integer pixel values, built on first use. A sample depends
+    /// only on (λ, value, random bits), never on what the cache holds, so outputs are the same
+    /// whatever the thread layout.
+    static POISSON: RefCell<HashMap<u64, TableSet>> = RefCell::new(HashMap::new());
 }
 
 /// Poisson(x·λ)/λ, clipped. Integer pixel values (the usual case) use cached inverse-CDF tables;
 /// any other value falls back to `rand_distr::Poisson`.
 pub(crate) fn shot_noise(x: &FImage, severity: usize, p: ParamSet, rng: &mut Rng) -> Result<FImage> {
-    let lam = match p {
+    let lam: f64 = match p {
         ParamSet::Cifar10 => [500.0, 250.0, 100.0, 75.0, 50.0],
         ParamSet::TinyImageNet => [250.0, 100.0, 50.0, 30.0, 15.0],
         ParamSet::ImageNet => [60.0, 25.0, 12.0, 5.0, 3.0],
     }[severity - 1];
-    let mut tables: [Option<std::rc::Rc<PoissonTable>>; 256] = std::array::from_fn(|_| None);
+    let tables: TableSet = POISSON.with(|c| c.borrow_mut().entry(lam.to_bits()).or_insert_with(|| std::rc::Rc::new(std::array::from_fn(|_| std::cell::OnceCell::new()))).clone());
+    let out_scale = 255.0 / lam;
     let mut fast = Fast::from_rng(rng);
     let mut data = Vec::with_capacity(x.data.len());
     for &v in &x.data {
@@ -278,15 +287,12 @@ pub(crate) fn shot_noise(x: &FImage, severity: usize, p: ParamSet, rng: &mut Rng
         let k = if mean <= 0.0 || mean.is_nan() {
             0.0
         } else if v.fract() == 0.0 && (0.0..=255.0).contains(&v) {
-            let iv = v as usize;
-            let t = tables[iv].get_or_insert_with(|| {
-                POISSON.with(|c| c.borrow_mut().entry((lam.to_bits(), iv as u32)).or_insert_with(|| std::rc::Rc::new(PoissonTable::new(mean))).clone())
-            });
+            let t = tables[v as usize].get_or_init(|| PoissonTable::new(mean));
             t.sample(fast.next_u64()) as f64
         } else {
             Poisson::new(mean).map(|d| d.sample(rng)).unwrap_or(0.0)
         };
-        data.push((k / lam).clamp(0.0, 1.0) * 255.0);
+        data.push((k * out_scale).min(255.0));
     }
     Ok(FImage { h: x.h, w: x.w, c: x.c, data })
 }
