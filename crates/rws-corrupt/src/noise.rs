@@ -286,7 +286,7 @@ pub(crate) fn shot_noise(x: &FImage, severity: usize, p: ParamSet, rng: &mut Rng
         let mean = v / 255.0 * lam;
         let k = if mean <= 0.0 || mean.is_nan() {
             0.0
-        } else if v.fract() == 0.0 && (0.0..=255.0).contains(&v) {
+        } else if v <= 255.0 && (v as u32) as f64 == v {
             let t = tables[v as usize].get_or_init(|| PoissonTable::new(mean));
             t.sample(fast.next_u64()) as f64
         } else {
