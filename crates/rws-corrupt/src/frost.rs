@@ -1,6 +1,7 @@
 //! frost: out = clip(a·x + f·T) on the 0..255 scale, T a frost texture crop of the image's size.
 //!
-//! **Textures.** When the environment variable `RWS_FROST_DIR` names a folder holding the
+//! **Textures.** When [`set_frost_dir`] was given a folder, or else the environment variable
+//! `RWS_FROST_DIR` names one, holding the
 //! reference textures `frost1..frost5` (as `.npy` uint8 H×W×3 RGB, or `.png`/`.jpg` when the crate
 //! is built with the `frost-files` feature), they are used as the reference does: texture
 //! `randint(5)` (frost6 is never chosen by the reference either), CIFAR: resized ×0.2 (bilinear,
@@ -134,8 +135,30 @@ fn texture_cache() -> &'static Mutex<HashMap<PathBuf, Arc<Vec<Texture>>>> {
     C.get_or_init(|| Mutex::new(HashMap::new()))
 }
 
-/// Textures of the folder named by `RWS_FROST_DIR`, decoded once per process.
+fn override_slot() -> &'static Mutex<Option<Arc<Vec<Texture>>>> {
+    static C: OnceLock<Mutex<Option<Arc<Vec<Texture>>>>> = OnceLock::new();
+    C.get_or_init(|| Mutex::new(None))
+}
+
+/// Use the reference frost textures from `dir` for every later `frost` call in this process
+/// (`None`: back to `RWS_FROST_DIR`, else procedural). The folder is read now, so a missing or
+/// unreadable texture is reported here, naming the file. Takes precedence over `RWS_FROST_DIR`.
+#[allow(dead_code)] // public once lib.rs re-exports it
+pub fn set_frost_dir(dir: Option<&Path>) -> Result<()> {
+    let t = match dir {
+        Some(d) => Some(Arc::new(load_textures(d)?)),
+        None => None,
+    };
+    *override_slot().lock().unwrap() = t;
+    Ok(())
+}
+
+/// Textures set by [`set_frost_dir`], else those of the folder named by `RWS_FROST_DIR` (decoded
+/// once per process), else `None` (procedural).
 fn env_textures() -> Result<Option<Arc<Vec<Texture>>>> {
+    if let Some(t) = override_slot().lock().unwrap().clone() {
+        return Ok(Some(t));
+    }
     let Some(dir) = std::env::var_os("RWS_FROST_DIR").filter(|d| !d.is_empty()) else { return Ok(None) };
     let dir = PathBuf::from(dir);
     if let Some(t) = texture_cache().lock().unwrap().get(&dir) {
@@ -283,4 +306,61 @@ pub(crate) fn frost_with(x: &FImage, severity: usize, p: ParamSet, rng: &mut Rng
 pub(crate) fn frost(x: &FImage, severity: usize, p: ParamSet, rng: &mut Rng) -> Result<FImage> {
     let t = env_textures()?;
     frost_with(x, severity, p, rng, t.as_ref())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    fn write_npy(path: &Path, h: usize, w: usize, fill: impl Fn(usize, usize, usize) -> u8) {
+        let mut hdr = format!("{{'descr': '|u1', 'fortran_order': False, 'shape': ({h}, {w}, 3), }}");
+        while (10 + hdr.len() + 1) % 64 != 0 {
+            hdr.push(' ');
+        }
+        hdr.push('\n');
+        let mut b = b"\x93NUMPY\x01\x00".to_vec();
+        b.extend((hdr.len() as u16).to_le_bytes());
+        b.extend(hdr.as_bytes());
+        for y in 0..h {
+            for x in 0..w {
+                for c in 0..3 {
+                    b.push(fill(y, x, c));
+                }
+            }
+        }
+        std::fs::write(path, b).unwrap();
+    }
+
+    #[test]
+    fn texture_folder_is_used_and_errors_name_the_file() {
+        let dir = std::env::temp_dir().join(format!("rws-frost-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for k in 1..=4 {
+            write_npy(&dir.join(format!("frost{k}.npy")), 300, 400, |_, _, c| [10, 100, 200][c]);
+        }
+        let err = load_textures(&dir).unwrap_err().to_string();
+        assert!(err.contains("frost5"), "{err}");
+        write_npy(&dir.join("frost5.npy"), 300, 400, |_, _, c| [10, 100, 200][c]);
+        let t = Arc::new(load_textures(&dir).unwrap());
+        // A constant texture: out = a·x + f·T exactly (CIFAR s1: a = 1, f = 0.2).
+        let x = FImage { h: 32, w: 32, c: 3, data: vec![50.0; 32 * 32 * 3] };
+        let y = frost_with(&x, 1, ParamSet::Cifar10, &mut Rng::seed_from_u64(1), Some(&t)).unwrap();
+        for px in y.data.chunks(3) {
+            assert_eq!(px, [52.0, 70.0, 90.0]);
+        }
+        // Grey images get the texture's luminance.
+        let g = FImage { h: 300, w: 300, c: 1, data: vec![0.0; 300 * 300] };
+        let y = frost_with(&g, 1, ParamSet::ImageNet, &mut Rng::seed_from_u64(1), Some(&t)).unwrap();
+        let lum = 0.4 * (0.2125 * 10.0 + 0.7154 * 100.0 + 0.0721 * 200.0);
+        assert!(y.data.iter().all(|&v| (v - lum).abs() < 1e-9), "{}", y.data[0]);
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn set_frost_dir_rejects_a_bad_folder_and_keeps_the_setting() {
+        let e = set_frost_dir(Some(Path::new("/nonexistent/rws-frost"))).unwrap_err().to_string();
+        assert!(e.contains("/nonexistent/rws-frost") && e.contains("frost1"), "{e}");
+        assert!(override_slot().lock().unwrap().is_none());
+    }
 }
