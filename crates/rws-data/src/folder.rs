@@ -31,7 +31,14 @@ fn decode_all(files: &[(PathBuf, u16)], num_classes: usize, class_names: Vec<Str
     let decoded: Vec<(u32, u32, Vec<u8>)> = files
         .par_iter()
         .map(|(p, _)| {
-            let img = image::open(p).map_err(|e| Error::Format { path: p.clone(), msg: format!("cannot decode image: {e}") })?;
+            let bad = |e: &dyn std::fmt::Display| Error::Format { path: p.clone(), msg: format!("cannot decode image: {e}") };
+            // Sniff the content: datasets in the wild carry PNGs named .JPEG and the reverse.
+            let img = image::ImageReader::open(p)
+                .map_err(|e| Error::io(p, e))?
+                .with_guessed_format()
+                .map_err(|e| Error::io(p, e))?
+                .decode()
+                .map_err(|e| bad(&e))?;
             let rgb = img.to_rgb8();
             Ok((rgb.width(), rgb.height(), rgb.into_raw()))
         })
