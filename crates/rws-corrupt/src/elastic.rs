@@ -45,6 +45,9 @@ fn ffloor(v: f64) -> f64 {
 /// OpenCV BORDER_REFLECT_101 index (`c b | a b c`).
 #[inline]
 fn reflect101(i: isize, n: usize) -> usize {
+    if i >= 0 && (i as usize) < n {
+        return i as usize;
+    }
     if n == 1 {
         return 0;
     }
@@ -116,7 +119,8 @@ pub(crate) fn elastic_transform(x: &FImage, severity: usize, p: ParamSet, rng: &
         return Err(Error::TooSmall { corruption: "elastic_transform", h, w, why: "needs at least 3x3 pixels".into() });
     }
     // Interpolation is linear, so it runs on the 0..255 scale directly.
-    let img: Vec<f64> = x.data.clone();
+    let img: &[f64] = &x.data;
+    let warped: Vec<f64>;
     let (img, dx, dy) = match p {
         ParamSet::Cifar10 | ParamSet::TinyImageNet => {
             let (s, t) = if p == ParamSet::Cifar10 {
@@ -137,11 +141,11 @@ pub(crate) fn elastic_transform(x: &FImage, severity: usize, p: ParamSet, rng: &
                 }
             }
             let m = affine_from_points(p1, p2);
-            let warped = warp_affine(&img, h, w, c, m);
+            warped = warp_affine(img, h, w, c, m);
             let mut fast = Fast::from_rng(rng);
             let dx = field(h, w, 1.0, sigma, sigma, alpha, &mut fast);
             let dy = field(h, w, 1.0, sigma, sigma, alpha, &mut fast);
-            (warped, dx, dy)
+            (&warped[..], dx, dy)
         }
         ParamSet::ImageNet => {
             let alpha = 250.0 * [0.05, 0.065, 0.085, 0.1, 0.12][severity - 1];
