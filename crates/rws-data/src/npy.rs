@@ -189,7 +189,7 @@ fn header_bytes(dtype: Dtype, shape: &[usize]) -> Vec<u8> {
     // numpy pads so the data starts on a 64-byte boundary; the header ends with '\n'.
     let total = MAGIC.len() + 2 + 2 + dict.len() + 1;
     let pad = (64 - total % 64) % 64;
-    dict.extend(std::iter::repeat(' ').take(pad));
+    dict.push_str(&" ".repeat(pad));
     dict.push('\n');
     let mut out = Vec::with_capacity(10 + dict.len());
     out.extend_from_slice(MAGIC);
