@@ -171,11 +171,10 @@ pub(crate) fn impulse_noise(x: &FImage, severity: usize, p: ParamSet, rng: &mut 
         .iter()
         .map(|&v| {
             let r = f.next_u64();
-            if (r >> 11) < thr {
-                ((r & 1) * 255) as f64
-            } else {
-                v.clamp(0.0, 255.0)
-            }
+            // Branch-free select: hits are random, so a branch would mispredict at rate ~p.
+            let mask = (((r >> 11) < thr) as u64).wrapping_neg();
+            let salt = ((r & 1) * 255) as f64;
+            f64::from_bits((salt.to_bits() & mask) | (v.clamp(0.0, 255.0).to_bits() & !mask))
         })
         .collect();
     Ok(FImage { h: x.h, w: x.w, c: x.c, data })
