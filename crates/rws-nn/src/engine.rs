@@ -478,3 +478,20 @@ pub fn bn_adapt(model: &mut Model, ds: &Dataset, batch_size: usize, max_batches:
     }
     Ok(n)
 }
+
+/// Per-channel mean and standard deviation of a dataset on the 0..1 scale: the values a fresh
+/// model's `normalize.mean|std` get.
+pub fn channel_stats(ds: &Dataset) -> (Vec<f32>, Vec<f32>) {
+    let c = ds.c.max(1);
+    let mut s = vec![0f64; c];
+    let mut s2 = vec![0f64; c];
+    for (i, &v) in ds.images.iter().enumerate() {
+        let x = v as f64 / 255.0;
+        s[i % c] += x;
+        s2[i % c] += x * x;
+    }
+    let n = (ds.images.len() / c).max(1) as f64;
+    let mean: Vec<f32> = s.iter().map(|v| (v / n) as f32).collect();
+    let std: Vec<f32> = s.iter().zip(&s2).map(|(a, b)| ((b / n - (a / n).powi(2)).max(1e-12).sqrt() as f32).max(1e-3)).collect();
+    (mean, std)
+}

@@ -9,7 +9,7 @@ pub mod io;
 pub mod model;
 pub mod ops;
 
-pub use engine::{bn_adapt, corrupt_dataset, evaluate, param_set_for, predict, train, EpochCallback, EpochStats, Schedule, TrainConfig, TrainReport};
+pub use engine::{bn_adapt, channel_stats, corrupt_dataset, evaluate, param_set_for, predict, train, EpochCallback, EpochStats, Schedule, TrainConfig, TrainReport};
 pub use io::{read_checkpoint, Checkpoint};
 pub use model::{Kind, Model, Param, ARCH_HELP, DEFAULT_ARCH};
 
