@@ -245,8 +245,11 @@ fn prepare(t: &Texture, p: ParamSet, h: usize, w: usize) -> Texture {
     resize(t, dh.max(h + 1), dw.max(w + 1), sy, sx, cubic)
 }
 
-fn prepared_cache() -> &'static Mutex<HashMap<(usize, ParamSet, usize, usize), Arc<Vec<Texture>>>> {
-    static C: OnceLock<Mutex<HashMap<(usize, ParamSet, usize, usize), Arc<Vec<Texture>>>>> = OnceLock::new();
+/// Resized textures per (texture set, parameter set, image h, image w).
+type PreparedCache = Mutex<HashMap<(usize, ParamSet, usize, usize), Arc<Vec<Texture>>>>;
+
+fn prepared_cache() -> &'static PreparedCache {
+    static C: OnceLock<PreparedCache> = OnceLock::new();
     C.get_or_init(|| Mutex::new(HashMap::new()))
 }
 

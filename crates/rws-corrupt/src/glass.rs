@@ -51,6 +51,7 @@ pub(crate) fn gaussian_kernel(sigma: f64, truncate: f64) -> Option<Vec<f64>> {
 /// `gaussian(..., multichannel=True)` / scipy `gaussian_filter` with σ = (sy, sx, 0)).
 /// Both passes run as weighted sums of whole shifted rows so the inner loops vectorise; the sum
 /// order differs from scipy's only by rounding (≈1e-16).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn gaussian_hwc(data: &mut [f64], h: usize, w: usize, c: usize, sy: f64, sx: f64, b: Border, truncate: f64) {
     let row = w * c;
     if h == 0 || row == 0 {
