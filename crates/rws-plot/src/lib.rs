@@ -83,6 +83,13 @@ impl Ctx<'_> {
     }
 }
 
+/// Axis ticks share one number of decimals, enough to tell ticks ~span/10 apart.
+fn fmt_tick(v: f64, span: f64) -> String {
+    let step = (span / 10.0).abs().max(1e-12);
+    let decimals = (-step.log10().floor()).clamp(0.0, 6.0) as usize;
+    format!("{v:.decimals$}")
+}
+
 /// Compact value text: 3 significant figures-ish, no exponent for the ranges reports use.
 fn fmt_val(v: f64) -> String {
     let a = v.abs();
@@ -90,7 +97,7 @@ fn fmt_val(v: f64) -> String {
         "0".into()
     } else if a >= 1000.0 {
         format!("{v:.0}")
-    } else if a >= 100.0 {
+    } else if a >= 10.0 {
         format!("{v:.1}")
     } else if a >= 1.0 {
         format!("{v:.2}")
@@ -101,20 +108,25 @@ fn fmt_val(v: f64) -> String {
     }
 }
 
-fn text_w(area: &DrawingArea<BitMapBackend, Shift>, s: &str, size: u32) -> u32 {
-    area.estimate_text_size(s, &TextStyle::from((FONT, size).into_font())).map(|(w, _)| w).unwrap_or((s.len() as u32) * size / 2)
-}
-
 /// Render with `draw` into an RGB buffer of `w`×`h`, then write the PNG atomically.
-fn render(path: &Path, w: u32, h: u32, draw: impl FnOnce(&DrawingArea<BitMapBackend, Shift>) -> Result<()>) -> Result<()> {
+fn render(
+    path: &Path,
+    w: u32,
+    h: u32,
+    draw: impl FnOnce(&DrawingArea<BitMapBackend, Shift>, &mut Vec<VText>) -> Result<()>,
+) -> Result<()> {
     init_font();
     let ctx = Ctx { path };
     let mut buf = vec![255u8; (w * h * 3) as usize];
+    let mut vtexts = Vec::new();
     {
         let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
         root.fill(&WHITE).map_err(|e| ctx.draw(e))?;
-        draw(&root)?;
+        draw(&root, &mut vtexts)?;
         root.present().map_err(|e| ctx.draw(e))?;
+    }
+    for t in &vtexts {
+        blit_vertical(&mut buf, w, h, t, &ctx)?;
     }
     let mut png = Vec::new();
     image::ImageEncoder::write_image(
@@ -137,6 +149,54 @@ fn render(path: &Path, w: u32, h: u32, draw: impl FnOnce(&DrawingArea<BitMapBack
     Ok(())
 }
 
+/// Text to be drawn reading bottom-to-top (plotters' ab_glyph path does not rotate glyphs), centred
+/// on `x`; with `end_at_y` its last character sits at `y` (labels hanging under an axis), otherwise
+/// its first character does (labels standing on top of a matrix).
+struct VText {
+    text: String,
+    size: u32,
+    x: i32,
+    y: i32,
+    end_at_y: bool,
+}
+
+/// Width and height of `s` in the bundled font.
+fn measure(s: &str, size: u32) -> (u32, u32) {
+    init_font();
+    let mut tmp = vec![0u8; 3 * 4];
+    let a = BitMapBackend::with_buffer(&mut tmp, (2, 2)).into_drawing_area();
+    a.estimate_text_size(s, &TextStyle::from((FONT, size).into_font())).unwrap_or((s.len() as u32 * size / 2, size))
+}
+
+/// Render `t` horizontally into a scratch image, then copy it rotated 90° counter-clockwise into
+/// `buf`, keeping the darker pixel (dark text on a light background).
+fn blit_vertical(buf: &mut [u8], w: u32, h: u32, t: &VText, ctx: &Ctx) -> Result<()> {
+    let (tw, th) = measure(&t.text, t.size);
+    let (sw, sh) = (tw + 4, th + 6);
+    let mut scratch = vec![255u8; (sw * sh * 3) as usize];
+    {
+        let a = BitMapBackend::with_buffer(&mut scratch, (sw, sh)).into_drawing_area();
+        let style = TextStyle::from((FONT, t.size).into_font()).pos(Pos::new(HPos::Left, VPos::Top)).color(&BLACK);
+        a.draw_text(&t.text, &style, (2, 2)).map_err(|e| ctx.draw(e))?;
+        a.present().map_err(|e| ctx.draw(e))?;
+    }
+    for ty in 0..sh {
+        for tx in 0..sw {
+            let dx = t.x - sh as i32 / 2 + ty as i32;
+            let dy = if t.end_at_y { t.y + (sw - 1 - tx) as i32 } else { t.y - tx as i32 };
+            if dx < 0 || dy < 0 || dx >= w as i32 || dy >= h as i32 {
+                continue;
+            }
+            let s = ((ty * sw + tx) * 3) as usize;
+            let d = ((dy as u32 * w + dx as u32) * 3) as usize;
+            for k in 0..3 {
+                buf[d + k] = buf[d + k].min(scratch[s + k]);
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Value axis range covering the data and zero (bars start at zero), with headroom for labels.
 fn bar_range(values: impl Iterator<Item = f64>) -> (f64, f64) {
     let (mut lo, mut hi) = (0f64, 0f64);
@@ -153,8 +213,8 @@ fn bar_range(values: impl Iterator<Item = f64>) -> (f64, f64) {
 
 /// Category labels under the x axis: horizontal when they fit their slot, else rotated to read
 /// bottom-up. Returns the pixel height they need.
-fn category_label_height(root: &DrawingArea<BitMapBackend, Shift>, labels: &[String], slot_px: f64, size: u32) -> (u32, bool) {
-    let widest = labels.iter().map(|l| text_w(root, l, size)).max().unwrap_or(0);
+fn category_label_height(labels: &[String], slot_px: f64, size: u32) -> (u32, bool) {
+    let widest = labels.iter().map(|l| measure(l, size).0).max().unwrap_or(0);
     if (widest as f64) + 6.0 <= slot_px {
         (size + 14, false)
     } else {
@@ -169,14 +229,11 @@ fn draw_category_labels(
     xs: &[(i32, i32)],
     rotated: bool,
     size: u32,
+    vtexts: &mut Vec<VText>,
 ) -> Result<()> {
     for (l, &(x, y)) in labels.iter().zip(xs) {
         if rotated {
-            let style = TextStyle::from((FONT, size).into_font())
-                .transform(FontTransform::Rotate270)
-                .pos(Pos::new(HPos::Right, VPos::Center))
-                .color(&BLACK);
-            root.draw_text(l, &style, (x, y + 8)).map_err(|e| ctx.draw(e))?;
+            vtexts.push(VText { text: l.clone(), size, x, y: y + 8, end_at_y: true });
         } else {
             let style = TextStyle::from((FONT, size).into_font()).pos(Pos::new(HPos::Center, VPos::Top)).color(&BLACK);
             root.draw_text(l, &style, (x, y + 6)).map_err(|e| ctx.draw(e))?;
@@ -186,10 +243,6 @@ fn draw_category_labels(
 }
 
 /// Legend in its own panel at the right, so it can never cover data.
-fn legend_width(root: &DrawingArea<BitMapBackend, Shift>, labels: &[String]) -> u32 {
-    labels.iter().map(|l| text_w(root, l, 15)).max().unwrap_or(0) + 50
-}
-
 fn draw_legend(area: &DrawingArea<BitMapBackend, Shift>, ctx: &Ctx, labels: &[String], top: i32, line: bool) -> Result<()> {
     for (i, l) in labels.iter().enumerate() {
         let y = top + 24 * i as i32;
@@ -213,13 +266,12 @@ fn bars(path: &Path, title: &str, groups: &[String], series: &[String], values: 
     let ns = series.len().max(1);
     let legend = series.len() > 1 || !series.is_empty() && !series[0].is_empty();
     let w = (260 + ng as u32 * (18 * ns as u32 + 26)).clamp(640, 2400);
-    let h = 560;
-    render(path, w, h, |root| {
-        let lw = if legend { legend_width(root, series) } else { 0 };
-        let slot = (w - lw - 100) as f64 / ng as f64;
-        let (xlab_h, rotated) = category_label_height(root, groups, slot, 14);
-        let h_total = h + if rotated { xlab_h.saturating_sub(40) } else { 0 };
-        let _ = h_total; // height is fixed; long labels take room from the plot
+    let lw = if legend { series.iter().map(|l| measure(l, 15).0).max().unwrap_or(0) + 50 } else { 0 };
+    let slot = (w - lw - 100) as f64 / ng as f64;
+    let (xlab_h, rotated) = category_label_height(groups, slot, 14);
+    // Long rotated labels get their own room instead of squeezing the bars.
+    let h = 500 + xlab_h;
+    render(path, w, h, |root, vtexts| {
         let (plot, leg) = root.split_horizontally(w - lw);
         let (lo, hi) = bar_range(values.iter().flatten().copied());
         let mut chart = ChartBuilder::on(&plot)
@@ -237,7 +289,7 @@ fn bars(path: &Path, title: &str, groups: &[String], series: &[String], values: 
             .y_desc(y_label)
             .axis_desc_style((FONT, 16))
             .label_style((FONT, 14))
-            .light_line_style(RGBColor(235, 235, 235))
+            .light_line_style(TRANSPARENT)
             .draw()
             .map_err(|e| ctx.draw(e))?;
         let width = 0.8 / ns as f64;
@@ -259,7 +311,7 @@ fn bars(path: &Path, title: &str, groups: &[String], series: &[String], values: 
             }
         }
         let anchors: Vec<(i32, i32)> = (0..ng).map(|g| chart.backend_coord(&(g as f64, lo))).collect();
-        draw_category_labels(root, &ctx, groups, &anchors, rotated, 14)?;
+        draw_category_labels(root, &ctx, groups, &anchors, rotated, 14, vtexts)?;
         if legend {
             draw_legend(&leg, &ctx, series, 60, false)?;
         }
@@ -326,8 +378,9 @@ pub fn line_chart(path: &Path, title: &str, x_label: &str, y_label: &str, series
     let labels: Vec<String> = series.iter().map(|s| s.label.clone()).collect();
     let legend = labels.iter().any(|l| !l.is_empty());
     let (w, h) = (900, 560);
-    render(path, w, h, |root| {
-        let lw = if legend { legend_width(root, &labels) } else { 0 };
+    let lw = if legend { labels.iter().map(|l| measure(l, 15).0).max().unwrap_or(0) + 50 } else { 0 };
+    let w = w + lw;
+    render(path, w, h, |root, _| {
         let (plot, leg) = root.split_horizontally(w - lw);
         let mut chart = ChartBuilder::on(&plot)
             .caption(title, (FONT, 22))
@@ -342,9 +395,9 @@ pub fn line_chart(path: &Path, title: &str, x_label: &str, y_label: &str, series
             .y_desc(y_label)
             .axis_desc_style((FONT, 16))
             .label_style((FONT, 14))
-            .x_label_formatter(&|v| fmt_val(*v))
-            .y_label_formatter(&|v| fmt_val(*v))
-            .light_line_style(RGBColor(235, 235, 235))
+            .x_label_formatter(&|v| fmt_tick(*v, x1 - x0))
+            .y_label_formatter(&|v| fmt_tick(*v, y1 - y0))
+            .light_line_style(TRANSPARENT)
             .draw()
             .map_err(|e| ctx.draw(e))?;
         for (i, s) in series.iter().enumerate() {
@@ -401,25 +454,19 @@ pub fn heatmap(path: &Path, title: &str, rows: &[String], cols: &[String], value
             hi = hi.max(v);
         }
     }
-    init_font();
-    // Size the canvas from the text it must hold, measured with a throwaway area.
-    let (row_w, col_w, val_w) = {
-        let mut tmp = vec![0u8; 3 * 4];
-        let a = BitMapBackend::with_buffer(&mut tmp, (2, 2)).into_drawing_area();
-        let rw = rows.iter().map(|r| text_w(&a, r, 14)).max().unwrap_or(0);
-        let cw = cols.iter().map(|c| text_w(&a, c, 14)).max().unwrap_or(0);
-        let vw = values.iter().flatten().map(|&v| text_w(&a, &fmt_val(v), 13)).max().unwrap_or(0);
-        (rw, cw, vw)
-    };
+    // Size the canvas from the text it must hold.
+    let row_w = rows.iter().map(|r| measure(r, 14).0).max().unwrap_or(0);
+    let col_w = cols.iter().map(|c| measure(c, 14).0).max().unwrap_or(0);
+    let val_w = values.iter().flatten().map(|&v| measure(&fmt_val(v), 13).0).max().unwrap_or(0);
     let cell_w = (val_w + 12).max(46);
     let cell_h = 34u32;
     let rotated = col_w + 6 > cell_w;
     let col_h = if rotated { col_w + 12 } else { 26 };
     let (left, top, bar_w) = (row_w + 20, 50 + col_h, 90u32);
-    let title_w = text_w_title(title);
+    let title_w = measure(title, 20).0;
     let w = (left + cell_w * cols.len() as u32 + bar_w + 10).max(title_w + 40).max(320);
     let h = top + cell_h * rows.len() as u32 + 20;
-    render(path, w, h, |root| {
+    render(path, w, h, |root, vtexts| {
         let title_style = TextStyle::from((FONT, 20).into_font()).pos(Pos::new(HPos::Center, VPos::Top)).color(&BLACK);
         root.draw_text(title, &title_style, (w as i32 / 2, 10)).map_err(|e| ctx.draw(e))?;
         let span = if hi - lo < 1e-12 { 1.0 } else { hi - lo };
@@ -446,13 +493,12 @@ pub fn heatmap(path: &Path, title: &str, rows: &[String], cols: &[String], value
         }
         for (c, name) in cols.iter().enumerate() {
             let x = (left + c as u32 * cell_w + cell_w / 2) as i32;
-            let style = if rotated {
-                TextStyle::from((FONT, 14).into_font()).transform(FontTransform::Rotate270).pos(Pos::new(HPos::Left, VPos::Center))
+            if rotated {
+                vtexts.push(VText { text: name.clone(), size: 14, x, y: top as i32 - 6, end_at_y: false });
             } else {
-                TextStyle::from((FONT, 14).into_font()).pos(Pos::new(HPos::Center, VPos::Bottom))
+                let style = TextStyle::from((FONT, 14).into_font()).pos(Pos::new(HPos::Center, VPos::Bottom)).color(&BLACK);
+                root.draw_text(name, &style, (x, top as i32 - 6)).map_err(|e| ctx.draw(e))?;
             }
-            .color(&BLACK);
-            root.draw_text(name, &style, (x, top as i32 - 6)).map_err(|e| ctx.draw(e))?;
         }
         // Colour bar with the extremes.
         let bx = (left + cell_w * cols.len() as u32 + 16) as i32;
@@ -467,10 +513,4 @@ pub fn heatmap(path: &Path, title: &str, rows: &[String], cols: &[String], value
         root.draw_text(&fmt_val(lo), &ls, (bx + 18, by + bh - 6)).map_err(|e| ctx.draw(e))?;
         Ok(())
     })
-}
-
-fn text_w_title(title: &str) -> u32 {
-    let mut tmp = vec![0u8; 3 * 4];
-    let a = BitMapBackend::with_buffer(&mut tmp, (2, 2)).into_drawing_area();
-    text_w(&a, title, 20)
 }
