@@ -29,7 +29,21 @@
 //! - `@nclasses=K`: declare the class count (npy and cifar-c sets otherwise infer max label + 1).
 //! - `@coarse`: CIFAR-100 superclass labels.
 //!
-//! Example: `cifar10:/data/cifar:test@classes=0-4@limit=1000`.
+//! ```
+//! use rws_data::{DataSpec, Modifier, Source, Split};
+//! let s = DataSpec::parse("cifar10:/data/cifar:test@classes=0-4@limit=1000").unwrap();
+//! assert_eq!(s.source, Source::Cifar10 { dir: "/data/cifar".into(), split: Split::Test });
+//! assert_eq!(s.modifiers, vec![Modifier::Classes(vec![0, 1, 2, 3, 4]), Modifier::Limit(1000)]);
+//! // The matching training set, e.g. for a CLI given only the test spec:
+//! let train = s.with_split(Split::Train);
+//! # let _ = train;
+//! ```
+//!
+//! # Batches
+//!
+//! [`Dataset::batches`] yields f32 NCHW batches in 0..1. With a seed the epoch's order and every
+//! crop/flip draw are fixed, whatever the rayon thread count; a [`Transform`] (e.g. an on-the-fly
+//! corruption) runs on the uint8 HWC image before augmentation with its own per-sample seed.
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rayon::prelude::*;

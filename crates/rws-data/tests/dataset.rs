@@ -107,7 +107,7 @@ fn batches_cover_epoch_and_convert() {
     assert_eq!(b.indices, vec![4, 5, 6, 7]);
     assert_eq!(b.images.len(), 4 * 2 * 3 * 4);
     // NCHW: batch image 1 (= sample 5), channel 1, y 2, x 3
-    let v = b.images[1 * 24 + 1 * 12 + 2 * 4 + 3];
+    let v = b.images[24 + 12 + 2 * 4 + 3];
     assert_eq!(v, d.image(5)[(2 * 4 + 3) * 2 + 1] as f32 / 255.0);
     assert_eq!(b.labels, vec![1, 2, 0, 1]);
     // shuffled epochs are permutations, differ between epochs, and drop_last drops

@@ -242,7 +242,7 @@ fn cifar_c_folder() {
     let (h, w, c) = (2, 3, 3);
     let per = h * w * c;
     // severity s, sample i: all pixels = s*10 + i
-    let data: Vec<u8> = (1..=5).flat_map(|s| (0..n).flat_map(move |i| std::iter::repeat((s * 10 + i) as u8).take(per))).collect();
+    let data: Vec<u8> = (1..=5).flat_map(|s| (0..n).flat_map(move |i| vec![(s * 10 + i) as u8; per])).collect();
     write_npy_u8(&t.path().join("fog.npy"), &[5 * n, h, w, c], &data).unwrap();
     write_npy_labels_u8(&t.path().join("labels.npy"), &[1, 0, 3, 2]).unwrap();
     let ds = load_spec(&format!("cifar-c:{}:fog:3", t.path().display())).unwrap();
@@ -283,7 +283,7 @@ fn image_folders() {
     assert_eq!(ds.class_names, vec!["ant", "zebra"]);
     assert_eq!(ds.labels, vec![0, 0, 1]);
     assert_eq!(&ds.image(2)[..3], &[200, 0, 0]);
-    assert_eq!(&ds.image(0)[(1 * 4 + 2) * 3..(1 * 4 + 2) * 3 + 3], &[10, 20, 10]);
+    assert_eq!(&ds.image(0)[(4 + 2) * 3..(4 + 2) * 3 + 3], &[10, 20, 10]);
     // size mismatch
     save_png(&root.join("ant/d.png"), 5, 3, 0);
     let e = image_folder(&root).unwrap_err().to_string();
