@@ -90,21 +90,18 @@ fn fmt_tick(v: f64, span: f64) -> String {
     format!("{v:.decimals$}")
 }
 
-/// Compact value text: 3 significant figures-ish, no exponent for the ranges reports use.
-fn fmt_val(v: f64) -> String {
-    let a = v.abs();
-    if a == 0.0 {
-        "0".into()
-    } else if a >= 1000.0 {
-        format!("{v:.0}")
-    } else if a >= 10.0 {
-        format!("{v:.1}")
-    } else if a >= 1.0 {
-        format!("{v:.2}")
-    } else if a >= 0.001 {
-        format!("{v:.3}")
+/// Decimals for annotating a set of values in one format, chosen from the largest magnitude
+/// (accuracies in percent get one, similarities in -1..1 get two).
+fn decimals_for(values: impl Iterator<Item = f64>) -> usize {
+    let m = values.fold(0f64, |m, v| m.max(v.abs()));
+    if m >= 1000.0 {
+        0
+    } else if m >= 10.0 {
+        1
+    } else if m >= 0.1 {
+        2
     } else {
-        format!("{v:.1e}")
+        4
     }
 }
 
@@ -294,6 +291,7 @@ fn bars(path: &Path, title: &str, groups: &[String], series: &[String], values: 
             .map_err(|e| ctx.draw(e))?;
         let width = 0.8 / ns as f64;
         let annotate = ng * ns <= 40;
+        let dec = decimals_for(values.iter().flatten().copied());
         for (s, vals) in values.iter().enumerate() {
             let c = if series.len() > 1 { color(s) } else { color(0) };
             for (g, &v) in vals.iter().enumerate() {
@@ -306,7 +304,7 @@ fn bars(path: &Path, title: &str, groups: &[String], series: &[String], values: 
                     let vpos = if v >= 0.0 { VPos::Bottom } else { VPos::Top };
                     let style = TextStyle::from((FONT, size).into_font()).pos(Pos::new(HPos::Center, vpos)).color(&BLACK);
                     let dy = if v >= 0.0 { -3 } else { 3 };
-                    root.draw_text(&fmt_val(v), &style, (px, py + dy)).map_err(|e| ctx.draw(e))?;
+                    root.draw_text(&format!("{v:.dec$}"), &style, (px, py + dy)).map_err(|e| ctx.draw(e))?;
                 }
             }
         }
@@ -457,7 +455,8 @@ pub fn heatmap(path: &Path, title: &str, rows: &[String], cols: &[String], value
     // Size the canvas from the text it must hold.
     let row_w = rows.iter().map(|r| measure(r, 14).0).max().unwrap_or(0);
     let col_w = cols.iter().map(|c| measure(c, 14).0).max().unwrap_or(0);
-    let val_w = values.iter().flatten().map(|&v| measure(&fmt_val(v), 13).0).max().unwrap_or(0);
+    let dec = decimals_for(values.iter().flatten().copied());
+    let val_w = values.iter().flatten().map(|&v| measure(&format!("{v:.dec$}"), 13).0).max().unwrap_or(0);
     let cell_w = (val_w + 12).max(46);
     let cell_h = 34u32;
     let rotated = col_w + 6 > cell_w;
@@ -483,7 +482,7 @@ pub fn heatmap(path: &Path, title: &str, rows: &[String], cols: &[String], value
                 let luma = 0.299 * fill.0 as f64 + 0.587 * fill.1 as f64 + 0.114 * fill.2 as f64;
                 let tc = if luma < 140.0 { WHITE } else { BLACK };
                 let style = TextStyle::from((FONT, 13).into_font()).pos(Pos::new(HPos::Center, VPos::Center)).color(&tc);
-                root.draw_text(&fmt_val(v), &style, (x + cell_w as i32 / 2, y + cell_h as i32 / 2)).map_err(|e| ctx.draw(e))?;
+                root.draw_text(&format!("{v:.dec$}"), &style, (x + cell_w as i32 / 2, y + cell_h as i32 / 2)).map_err(|e| ctx.draw(e))?;
             }
         }
         for (r, name) in rows.iter().enumerate() {
@@ -509,8 +508,8 @@ pub fn heatmap(path: &Path, title: &str, rows: &[String], cols: &[String], value
             root.draw(&Rectangle::new([(bx, by + k), (bx + 14, by + k + 1)], viridis(t).filled())).map_err(|e| ctx.draw(e))?;
         }
         let ls = TextStyle::from((FONT, 12).into_font()).pos(Pos::new(HPos::Left, VPos::Center)).color(&BLACK);
-        root.draw_text(&fmt_val(hi), &ls, (bx + 18, by + 6)).map_err(|e| ctx.draw(e))?;
-        root.draw_text(&fmt_val(lo), &ls, (bx + 18, by + bh - 6)).map_err(|e| ctx.draw(e))?;
+        root.draw_text(&format!("{hi:.dec$}"), &ls, (bx + 18, by + 6)).map_err(|e| ctx.draw(e))?;
+        root.draw_text(&format!("{lo:.dec$}"), &ls, (bx + 18, by + bh - 6)).map_err(|e| ctx.draw(e))?;
         Ok(())
     })
 }
