@@ -1,0 +1,266 @@
+//! Patching: θ = θ_pristine + Σ αᵢ·vᵢ, always from pristine values (f64, rounded once), in process
+//! ([`Patcher`]) and on files ([`patch_file`], [`unpatch_file`]; the patched file carries the pristine
+//! bytes and the signatures, docs/FORMAT.md).
+
+use crate::signature::Signature;
+use crate::tensor::{build_header, f64_to_bytes, bytes_to_f64, parse_header, parse_header_json, write_atomic, DType, Tensor, TensorMap};
+use crate::{Error, Result, FORMAT_VERSION};
+use rayon::prelude::*;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+const PREFIX: &str = "__rws__.";
+
+#[derive(Clone, Debug, Default)]
+pub struct PatchOptions {
+    /// Accept dtype mismatches (values are cast) and signatures with different pretrained fingerprints.
+    pub force: bool,
+}
+
+/// What a file patch did.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct PatchReport {
+    pub touched: Vec<String>,
+    /// (name, checksum, alpha) of every signature now applied, in order.
+    pub signatures: Vec<(String, String, f64)>,
+}
+
+/// Refuses what cannot be applied, naming the tensor: missing, other shape, other dtype (unless
+/// forced), non-finite α, signatures extracted against different pretrained weights (unless forced).
+pub fn check_compat<'a>(sigs: &[(&Signature, f64)], lookup: impl Fn(&str) -> Option<(DType, &'a [usize])>, force: bool) -> Result<()> {
+    for (s, a) in sigs {
+        if !a.is_finite() {
+            return Err(Error::Invalid(format!("alpha {a} for signature {} is not a finite number", s.info.name)));
+        }
+        for t in &s.tensors {
+            let (dt, shape) = lookup(&t.name).ok_or_else(|| Error::tensor(&t.name, format!("in signature {} but not in the model", s.info.name)))?;
+            if shape != t.shape.as_slice() {
+                return Err(Error::tensor(&t.name, format!("shape {:?} in the model, {:?} in signature {}", shape, t.shape, s.info.name)));
+            }
+            if !dt.is_float() {
+                return Err(Error::tensor(&t.name, format!("model tensor is {dt}: integer/bool tensors are never patched")));
+            }
+            if dt != t.dtype && !force {
+                return Err(Error::tensor(&t.name, format!("dtype {dt} in the model, {} in signature {} (--force casts)", t.dtype, s.info.name)));
+            }
+        }
+    }
+    if let Some((first, _)) = sigs.first() {
+        for (s, _) in &sigs[1..] {
+            if s.fingerprint != first.fingerprint && !force {
+                return Err(Error::Invalid(format!(
+                    "signatures {} and {} were extracted against different pretrained weights (fingerprints differ; --force to combine anyway)",
+                    first.info.name, s.info.name
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// New bytes of one tensor from its pristine bytes.
+fn patched_bytes(name: &str, dtype: DType, pristine: &[u8], sigs: &[(&Signature, f64)]) -> Result<Vec<u8>> {
+    let mut acc = bytes_to_f64(dtype, pristine).ok_or_else(|| Error::tensor(name, format!("dtype {dtype} cannot be patched")))?;
+    if let Some(i) = acc.iter().position(|v| !v.is_finite()) {
+        return Err(Error::tensor(name, format!("model weight holds {} at index {i}", acc[i])));
+    }
+    for (s, a) in sigs {
+        if let Some(t) = s.get(name) {
+            for (x, v) in acc.iter_mut().zip(t.values()) {
+                *x += a * v as f64;
+            }
+        }
+    }
+    let out = f64_to_bytes(dtype, &acc).expect("float dtype");
+    let back = bytes_to_f64(dtype, &out).unwrap();
+    if let Some(i) = back.iter().position(|v| !v.is_finite()) {
+        return Err(Error::tensor(name, format!("patched value at index {i} overflows {dtype} (alpha too large?)")));
+    }
+    Ok(out)
+}
+
+/// In-process patcher: remembers the pristine bytes of every tensor it changed, so any set of
+/// (signature, α) can be applied, changed and reset exactly without reloading the model.
+#[derive(Clone, Debug, Default)]
+pub struct Patcher {
+    pristine: BTreeMap<String, Tensor>,
+    pub force: bool,
+}
+
+impl Patcher {
+    pub fn new() -> Patcher {
+        Patcher::default()
+    }
+    /// Sets the model to pristine + Σ α·v (replacing what was applied before). All-or-nothing: on
+    /// error the model is unchanged.
+    pub fn apply(&mut self, map: &mut TensorMap, sigs: &[(&Signature, f64)]) -> Result<()> {
+        check_compat(sigs, |n| map.tensors.get(n).map(|t| (t.dtype, t.shape.as_slice())), self.force)?;
+        let mut names: BTreeSet<String> = self.pristine.keys().cloned().collect();
+        names.extend(sigs.iter().flat_map(|(s, _)| s.tensors.iter().map(|t| t.name.clone())));
+        let names: Vec<String> = names.into_iter().collect();
+        let new: Vec<(String, Vec<u8>)> = names
+            .par_iter()
+            .map(|n| {
+                let t = self.pristine.get(n).or_else(|| map.tensors.get(n)).ok_or_else(|| Error::tensor(n, "missing from the model"))?;
+                Ok((n.clone(), patched_bytes(n, t.dtype, &t.data, sigs)?))
+            })
+            .collect::<Result<_>>()?;
+        for (n, bytes) in new {
+            let t = map.tensors.get_mut(&n).ok_or_else(|| Error::tensor(&n, "missing from the model"))?;
+            if !self.pristine.contains_key(&n) {
+                self.pristine.insert(n.clone(), t.clone());
+            }
+            t.data = bytes;
+        }
+        Ok(())
+    }
+    /// Puts the pristine bytes back.
+    pub fn reset(&mut self, map: &mut TensorMap) {
+        for (n, t) in std::mem::take(&mut self.pristine) {
+            map.tensors.insert(n, t);
+        }
+    }
+    /// Names of tensors currently differing from pristine (or possibly so).
+    pub fn touched(&self) -> Vec<String> {
+        self.pristine.keys().cloned().collect()
+    }
+}
+
+/// Adds `sigs` to a safetensors file. Untouched tensors are copied from a memory map without being
+/// parsed. A patched input keeps its pristine values and signature list (same checksum: α replaced,
+/// α = 0: removed).
+pub fn patch_file(model: &Path, sigs: &[(Signature, f64)], out: &Path, opts: &PatchOptions) -> Result<PatchReport> {
+    refuse_same(model, out)?;
+    let file = std::fs::File::open(model).map_err(|e| Error::io(model, e))?;
+    // SAFETY: read-only map; the input is never written by rws.
+    let mm = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(model, e))?;
+    let st = parse_header(model, &mm)?;
+    let slice = |e: &crate::tensor::StEntry| &mm[st.data_start + e.start..st.data_start + e.end];
+    let mut metadata = st.metadata.clone();
+    let prev = metadata.remove("rws.patch");
+    let entries: Vec<&crate::tensor::StEntry> = st.entries.iter().filter(|e| !e.name.starts_with(PREFIX)).collect();
+    let by_name: BTreeMap<&str, &crate::tensor::StEntry> = st.entries.iter().map(|e| (e.name.as_str(), e)).collect();
+    let (original_header, mut touched, mut list) = match &prev {
+        None => (st.header_json.clone(), BTreeSet::new(), Vec::<(Signature, f64)>::new()),
+        Some(p) => {
+            let (oh, t, l) = read_state(model, p, &by_name, &slice)?;
+            (oh, t, l)
+        }
+    };
+    for (s, a) in sigs {
+        let c = s.checksum();
+        if let Some(i) = list.iter().position(|(x, _)| x.checksum() == c) {
+            list[i].1 = *a;
+        } else {
+            list.push((s.clone(), *a));
+        }
+    }
+    list.retain(|(_, a)| *a != 0.0);
+    let refs: Vec<(&Signature, f64)> = list.iter().map(|(s, a)| (s, *a)).collect();
+    check_compat(&refs, |n| by_name.get(n).filter(|_| !n.starts_with(PREFIX)).map(|e| (e.dtype, e.shape.as_slice())), opts.force)?;
+    touched.extend(list.iter().flat_map(|(s, _)| s.tensors.iter().map(|t| t.name.clone())));
+    let pristine = |n: &str| -> Result<&[u8]> {
+        let key = format!("{PREFIX}orig.{n}");
+        match by_name.get(key.as_str()) {
+            Some(e) => Ok(slice(e)),
+            None => Ok(slice(by_name.get(n).ok_or_else(|| Error::tensor(n, "missing from the model"))?)),
+        }
+    };
+    let touched_v: Vec<String> = touched.iter().cloned().collect();
+    let new: BTreeMap<String, Vec<u8>> = touched_v
+        .par_iter()
+        .map(|n| {
+            let e = by_name[n.as_str()];
+            Ok((n.clone(), patched_bytes(n, e.dtype, pristine(n)?, &refs)?))
+        })
+        .collect::<Result<_>>()?;
+    // Layout: model tensors in their offset order, then pristine copies, then signature payloads.
+    let mut items: Vec<(String, DType, Vec<usize>, &[u8])> = Vec::new();
+    for e in &entries {
+        let data: &[u8] = new.get(&e.name).map(|v| v.as_slice()).unwrap_or_else(|| slice(e));
+        items.push((e.name.clone(), e.dtype, e.shape.clone(), data));
+    }
+    for n in &touched_v {
+        let e = by_name[n.as_str()];
+        items.push((format!("{PREFIX}orig.{n}"), e.dtype, e.shape.clone(), pristine(n)?));
+    }
+    let parts: Vec<_> = list.iter().map(|(s, _)| s.to_parts()).collect();
+    for (k, (_, payload)) in parts.iter().enumerate() {
+        for (key, (d, s, b)) in payload {
+            items.push((format!("{PREFIX}sig{k}.{key}"), *d, s.clone(), b.as_slice()));
+        }
+    }
+    let state = serde_json::json!({
+        "version": FORMAT_VERSION,
+        "original_header": original_header,
+        "touched": touched_v,
+        "signatures": list.iter().zip(&parts).map(|((_, a), (md, _))| serde_json::json!({"alpha": a, "metadata": md})).collect::<Vec<_>>(),
+    });
+    metadata.insert("rws.patch".into(), state.to_string());
+    let header = build_header(&metadata, items.iter().map(|(n, d, s, b)| (n.as_str(), *d, s.as_slice(), b.len())))?;
+    write_atomic(out, &header, items.iter().map(|i| i.3))?;
+    Ok(PatchReport { touched: touched_v, signatures: list.iter().map(|(s, a)| (s.info.name.clone(), s.checksum(), *a)).collect() })
+}
+
+type State = (String, BTreeSet<String>, Vec<(Signature, f64)>);
+
+fn read_state<'m>(path: &Path, p: &str, by_name: &BTreeMap<&str, &crate::tensor::StEntry>, slice: &dyn Fn(&crate::tensor::StEntry) -> &'m [u8]) -> Result<State> {
+    let bad = |m: String| Error::format(path, format!("rws.patch: {m}"));
+    let v: serde_json::Value = serde_json::from_str(p).map_err(|e| bad(e.to_string()))?;
+    let ver = v["version"].as_u64().ok_or_else(|| bad("no version".into()))?;
+    if ver > FORMAT_VERSION as u64 {
+        return Err(bad(format!("version {ver} is newer than this rws")));
+    }
+    let oh = v["original_header"].as_str().ok_or_else(|| bad("no original_header".into()))?.to_string();
+    let touched: BTreeSet<String> = serde_json::from_value(v["touched"].clone()).map_err(|e| bad(e.to_string()))?;
+    for t in &touched {
+        if !by_name.contains_key(format!("{PREFIX}orig.{t}").as_str()) {
+            return Err(bad(format!("pristine copy of tensor {t} is missing")));
+        }
+    }
+    let mut list = Vec::new();
+    for (k, s) in v["signatures"].as_array().ok_or_else(|| bad("no signatures".into()))?.iter().enumerate() {
+        let alpha = s["alpha"].as_f64().ok_or_else(|| bad("signature without alpha".into()))?;
+        let md: BTreeMap<String, String> = serde_json::from_value(s["metadata"].clone()).map_err(|e| bad(e.to_string()))?;
+        let pre = format!("{PREFIX}sig{k}.");
+        let payload = by_name
+            .iter()
+            .filter_map(|(n, e)| n.strip_prefix(pre.as_str()).map(|key| (key.to_string(), (e.dtype, e.shape.clone(), slice(e).to_vec()))))
+            .collect();
+        list.push((Signature::from_parts(path, &md, &payload)?, alpha));
+    }
+    Ok((oh, touched, list))
+}
+
+fn refuse_same(input: &Path, out: &Path) -> Result<()> {
+    if let (Ok(a), Ok(b)) = (input.canonicalize(), out.canonicalize()) {
+        if a == b {
+            return Err(Error::Invalid(format!("output {} is the input: inputs are never overwritten", out.display())));
+        }
+    }
+    Ok(())
+}
+
+/// Gives back the file `patch_file` started from, bit for bit.
+pub fn unpatch_file(patched: &Path, out: &Path) -> Result<()> {
+    refuse_same(patched, out)?;
+    let file = std::fs::File::open(patched).map_err(|e| Error::io(patched, e))?;
+    // SAFETY: read-only map of an input rws never writes.
+    let mm = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(patched, e))?;
+    let st = parse_header(patched, &mm)?;
+    let p = st.metadata.get("rws.patch").ok_or_else(|| Error::format(patched, "not a patched file (no rws.patch metadata)"))?;
+    let by_name: BTreeMap<&str, &crate::tensor::StEntry> = st.entries.iter().map(|e| (e.name.as_str(), e)).collect();
+    let slice = |e: &crate::tensor::StEntry| &mm[st.data_start + e.start..st.data_start + e.end];
+    let (oh, touched, _) = read_state(patched, p, &by_name, &slice)?;
+    let orig = parse_header_json(patched, oh.clone(), None).map_err(|e| Error::format(patched, format!("rws.patch original_header: {e}")))?;
+    let mut chunks: Vec<&[u8]> = Vec::new();
+    for e in &orig.entries {
+        let key = if touched.contains(&e.name) { format!("{PREFIX}orig.{}", e.name) } else { e.name.clone() };
+        let cur = by_name.get(key.as_str()).ok_or_else(|| Error::format(patched, format!("tensor {key}: missing, cannot unpatch")))?;
+        if cur.dtype != e.dtype || cur.shape != e.shape {
+            return Err(Error::format(patched, format!("tensor {key}: dtype/shape differ from the original header")));
+        }
+        chunks.push(slice(cur));
+    }
+    write_atomic(out, &oh, chunks.into_iter())
+}
