@@ -1,10 +1,34 @@
-//! Differentiable ops the models call. These start as candle's built-ins; faster custom ops
-//! (im2col + gemm for forward and both backward passes, pooling) replace them behind the same
-//! signatures, so model code never changes.
-use candle_core::{Result, Tensor};
+//! Differentiable ops the models call, with fast CPU implementations (candle custom ops):
+//! im2col + gemm convolution whose backward passes are gemms too (no conv-transpose), and
+//! max-pooling that records argmax. f32 tensors on the CPU take the fast path; anything else
+//! (other dtypes, GPU devices) falls back to candle's built-ins, so model code never changes.
+//!
+//! All fast ops split work into fixed chunks (images, planes) and add partial sums in a fixed
+//! order: results are identical bit for bit whatever the rayon thread count.
+use candle_core::{DType, Device, Result, Tensor};
+
+mod conv;
+mod pool;
+mod util;
+
+fn fast(t: &Tensor) -> bool {
+    matches!(t.device(), Device::Cpu) && t.dtype() == DType::F32
+}
 
 /// 2-D convolution, NCHW input, OIHW weight, optional bias of length O.
 pub fn conv2d(x: &Tensor, w: &Tensor, b: Option<&Tensor>, stride: usize, padding: usize) -> Result<Tensor> {
+    if fast(x) && fast(w) && b.map_or(true, fast) {
+        let (x, w) = (x.contiguous()?, w.contiguous()?);
+        return match b {
+            Some(b) => x.apply_op3(&w, &b.contiguous()?, conv::ConvBias { stride, pad: padding }),
+            None => x.apply_op2(&w, conv::Conv { stride, pad: padding }),
+        };
+    }
+    conv2d_candle(x, w, b, stride, padding)
+}
+
+/// candle's own convolution (the reference the fast op is tested and benchmarked against).
+pub fn conv2d_candle(x: &Tensor, w: &Tensor, b: Option<&Tensor>, stride: usize, padding: usize) -> Result<Tensor> {
     let y = x.conv2d(w, padding, stride, 1, 1)?;
     match b {
         Some(b) => y.broadcast_add(&b.reshape((1, b.dim(0)?, 1, 1))?),
@@ -12,7 +36,15 @@ pub fn conv2d(x: &Tensor, w: &Tensor, b: Option<&Tensor>, stride: usize, padding
     }
 }
 
-/// Max-pooling with a square kernel of size `k` and stride `k`.
+/// Max-pooling with a square kernel of size `k` and stride `k` (floor mode, as PyTorch).
 pub fn max_pool2d(x: &Tensor, k: usize) -> Result<Tensor> {
+    if fast(x) {
+        return x.contiguous()?.apply_op1(pool::MaxPool::new(k));
+    }
+    x.max_pool2d(k)
+}
+
+/// candle's own max-pooling (reference for tests and benchmarks).
+pub fn max_pool2d_candle(x: &Tensor, k: usize) -> Result<Tensor> {
     x.max_pool2d(k)
 }

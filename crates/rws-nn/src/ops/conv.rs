@@ -1,0 +1,328 @@
+//! Convolution as im2col + gemm, forward and both backward passes, as candle custom ops.
+//!
+//! Every parallel loop runs over images (or fixed chunks of images for the weight gradient), each
+//! worker using a single-threaded gemm, and partial sums are added in chunk order: results are
+//! the same bytes whatever the number of threads.
+use super::util::{f32_slice, gemm_f32, with_scratch};
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+/// Images per partial weight-gradient sum. Fixed (not derived from the thread count) so the
+/// summation order, hence the bytes, never change.
+const WGRAD_CHUNK: usize = 8;
+
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Geom {
+    pub n: usize,
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+    pub o: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub stride: usize,
+    pub pad: usize,
+    pub oh: usize,
+    pub ow: usize,
+}
+
+impl Geom {
+    fn new(xs: &[usize], ws: &[usize], stride: usize, pad: usize) -> Result<Self> {
+        if xs.len() != 4 || ws.len() != 4 {
+            candle_core::bail!("conv2d: expected NCHW input and OIHW weight, got {xs:?} and {ws:?}");
+        }
+        let (n, c, h, w) = (xs[0], xs[1], xs[2], xs[3]);
+        let (o, ci, kh, kw) = (ws[0], ws[1], ws[2], ws[3]);
+        if ci != c {
+            candle_core::bail!("conv2d: input has {c} channels, weight expects {ci}");
+        }
+        if stride == 0 || h + 2 * pad < kh || w + 2 * pad < kw {
+            candle_core::bail!("conv2d: kernel {kh}x{kw} (stride {stride}, padding {pad}) does not fit input {h}x{w}");
+        }
+        let oh = (h + 2 * pad - kh) / stride + 1;
+        let ow = (w + 2 * pad - kw) / stride + 1;
+        Ok(Geom { n, c, h, w, o, kh, kw, stride, pad, oh, ow })
+    }
+    fn k(&self) -> usize {
+        self.c * self.kh * self.kw
+    }
+    fn p(&self) -> usize {
+        self.oh * self.ow
+    }
+    /// A 1×1, stride-1, unpadded conv reads the image itself as its column matrix.
+    fn direct(&self) -> bool {
+        self.kh == 1 && self.kw == 1 && self.stride == 1 && self.pad == 0
+    }
+}
+
+/// Column matrix (K×P, row k = (c, ki, kj), column p = (oy, ox)) of one image.
+fn im2col(g: &Geom, x: &[f32], col: &mut [f32]) {
+    let (p, ow) = (g.p(), g.ow);
+    let mut row = 0;
+    for c in 0..g.c {
+        let xc = &x[c * g.h * g.w..(c + 1) * g.h * g.w];
+        for ki in 0..g.kh {
+            for kj in 0..g.kw {
+                let dst = &mut col[row * p..(row + 1) * p];
+                row += 1;
+                for oy in 0..g.oh {
+                    let iy = (oy * g.stride + ki) as isize - g.pad as isize;
+                    let d = &mut dst[oy * ow..(oy + 1) * ow];
+                    if iy < 0 || iy >= g.h as isize {
+                        d.fill(0.0);
+                        continue;
+                    }
+                    let xr = &xc[iy as usize * g.w..(iy as usize + 1) * g.w];
+                    if g.stride == 1 {
+                        // ix = ox + kj - pad: a shifted copy with zero ends.
+                        let off = kj as isize - g.pad as isize;
+                        let lo = (-off).max(0) as usize;
+                        let hi = ((g.w as isize - off).min(ow as isize)).max(lo as isize) as usize;
+                        d[..lo].fill(0.0);
+                        if hi > lo {
+                            let s = (lo as isize + off) as usize;
+                            d[lo..hi].copy_from_slice(&xr[s..s + hi - lo]);
+                        }
+                        d[hi..].fill(0.0);
+                    } else {
+                        for (ox, v) in d.iter_mut().enumerate() {
+                            let ix = (ox * g.stride + kj) as isize - g.pad as isize;
+                            *v = if ix >= 0 && ix < g.w as isize { xr[ix as usize] } else { 0.0 };
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Adjoint of [`im2col`]: scatter-add a column matrix into one image's gradient (overwritten).
+fn col2im(g: &Geom, col: &[f32], dx: &mut [f32]) {
+    dx.fill(0.0);
+    let (p, ow) = (g.p(), g.ow);
+    let mut row = 0;
+    for c in 0..g.c {
+        let xc = &mut dx[c * g.h * g.w..(c + 1) * g.h * g.w];
+        for ki in 0..g.kh {
+            for kj in 0..g.kw {
+                let src = &col[row * p..(row + 1) * p];
+                row += 1;
+                for oy in 0..g.oh {
+                    let iy = (oy * g.stride + ki) as isize - g.pad as isize;
+                    if iy < 0 || iy >= g.h as isize {
+                        continue;
+                    }
+                    let xr = &mut xc[iy as usize * g.w..(iy as usize + 1) * g.w];
+                    let s = &src[oy * ow..(oy + 1) * ow];
+                    if g.stride == 1 {
+                        let off = kj as isize - g.pad as isize;
+                        let lo = (-off).max(0) as usize;
+                        let hi = ((g.w as isize - off).min(ow as isize)).max(lo as isize) as usize;
+                        if hi > lo {
+                            let st = (lo as isize + off) as usize;
+                            for (a, b) in xr[st..st + hi - lo].iter_mut().zip(&s[lo..hi]) {
+                                *a += *b;
+                            }
+                        }
+                    } else {
+                        for (ox, v) in s.iter().enumerate() {
+                            let ix = (ox * g.stride + kj) as isize - g.pad as isize;
+                            if ix >= 0 && ix < g.w as isize {
+                                xr[ix as usize] += *v;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn fwd(g: &Geom, x: &[f32], w: &[f32], b: Option<&[f32]>) -> Vec<f32> {
+    let (k, p, o) = (g.k(), g.p(), g.o);
+    let in_img = g.c * g.h * g.w;
+    let mut y = vec![0f32; g.n * o * p];
+    y.par_chunks_mut(o * p).enumerate().for_each(|(i, yi)| {
+        let xi = &x[i * in_img..(i + 1) * in_img];
+        if let Some(b) = b {
+            for (r, bv) in b.iter().enumerate() {
+                yi[r * p..(r + 1) * p].fill(*bv);
+            }
+        }
+        if g.direct() {
+            gemm_f32(o, p, k, yi, p, b.is_some(), w, k, 1, xi, p, 1);
+        } else {
+            with_scratch(k * p, |col| {
+                im2col(g, xi, col);
+                gemm_f32(o, p, k, yi, p, b.is_some(), w, k, 1, col, p, 1);
+            });
+        }
+    });
+    y
+}
+
+/// Input gradient: per image, dcol = Wᵀ·dy then col2im.
+fn bwd_input(g: &Geom, dy: &[f32], w: &[f32]) -> Vec<f32> {
+    let (k, p, o) = (g.k(), g.p(), g.o);
+    let in_img = g.c * g.h * g.w;
+    let mut dx = vec![0f32; g.n * in_img];
+    dx.par_chunks_mut(in_img).enumerate().for_each(|(i, dxi)| {
+        let dyi = &dy[i * o * p..(i + 1) * o * p];
+        if g.direct() {
+            gemm_f32(k, p, o, dxi, p, false, w, 1, k, dyi, p, 1);
+        } else {
+            with_scratch(k * p, |col| {
+                gemm_f32(k, p, o, col, p, false, w, 1, k, dyi, p, 1);
+                col2im(g, col, dxi);
+            });
+        }
+    });
+    dx
+}
+
+/// Weight and bias gradients packed as [gw (O·K) | gb (O)]: fixed chunks of images give
+/// partial sums that are then added in chunk order.
+fn bwd_weight(g: &Geom, x: &[f32], dy: &[f32]) -> Vec<f32> {
+    let (k, p, o) = (g.k(), g.p(), g.o);
+    let in_img = g.c * g.h * g.w;
+    let len = o * k + o;
+    let chunks = g.n.div_ceil(WGRAD_CHUNK).max(1);
+    let mut parts = vec![0f32; chunks * len];
+    parts.par_chunks_mut(len).enumerate().for_each(|(ci, part)| {
+        let (gw, gb) = part.split_at_mut(o * k);
+        let lo = ci * WGRAD_CHUNK;
+        let hi = (lo + WGRAD_CHUNK).min(g.n);
+        for i in lo..hi {
+            let xi = &x[i * in_img..(i + 1) * in_img];
+            let dyi = &dy[i * o * p..(i + 1) * o * p];
+            let acc = i > lo;
+            if g.direct() {
+                gemm_f32(o, k, p, gw, k, acc, dyi, p, 1, xi, 1, p);
+            } else {
+                with_scratch(k * p, |col| {
+                    im2col(g, xi, col);
+                    gemm_f32(o, k, p, gw, k, acc, dyi, p, 1, col, 1, p);
+                });
+            }
+            for (r, b) in gb.iter_mut().enumerate() {
+                *b += dyi[r * p..(r + 1) * p].iter().sum::<f32>();
+            }
+        }
+    });
+    let mut out = parts[..len].to_vec();
+    for part in parts.chunks(len).skip(1) {
+        for (a, b) in out.iter_mut().zip(part) {
+            *a += *b;
+        }
+    }
+    out
+}
+
+fn geom_of(l1: &Layout, l2: &Layout, stride: usize, pad: usize) -> Result<Geom> {
+    Geom::new(l1.shape().dims(), l2.shape().dims(), stride, pad)
+}
+
+/// Forward conv without bias.
+pub(crate) struct Conv {
+    pub stride: usize,
+    pub pad: usize,
+}
+
+/// Forward conv with bias (the bias is added before the gemm accumulates into the output).
+pub(crate) struct ConvBias {
+    pub stride: usize,
+    pub pad: usize,
+}
+
+struct ConvBwdInput {
+    g: Geom,
+}
+struct ConvBwdWeight {
+    g: Geom,
+}
+
+fn out_shape(g: &Geom) -> Shape {
+    Shape::from((g.n, g.o, g.oh, g.ow))
+}
+
+impl CustomOp2 for Conv {
+    fn name(&self) -> &'static str {
+        "rws-conv2d"
+    }
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let g = geom_of(l1, l2, self.stride, self.pad)?;
+        let y = fwd(&g, f32_slice(s1, l1, "conv2d input")?, f32_slice(s2, l2, "conv2d weight")?, None);
+        Ok((CpuStorage::F32(y), out_shape(&g)))
+    }
+    fn bwd(&self, x: &Tensor, w: &Tensor, _res: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let g = Geom::new(x.dims(), w.dims(), self.stride, self.pad)?;
+        let dy = dy.contiguous()?;
+        let dx = if x.track_op() { Some(dy.apply_op2_no_bwd(w, &ConvBwdInput { g })?) } else { None };
+        let packed = x.apply_op2_no_bwd(&dy, &ConvBwdWeight { g })?;
+        let dw = packed.narrow(0, 0, g.o * g.k())?.reshape(w.shape())?;
+        Ok((dx, Some(dw)))
+    }
+}
+
+impl CustomOp3 for ConvBias {
+    fn name(&self) -> &'static str {
+        "rws-conv2d-bias"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = geom_of(l1, l2, self.stride, self.pad)?;
+        let b = f32_slice(s3, l3, "conv2d bias")?;
+        if b.len() != g.o {
+            candle_core::bail!("conv2d: bias has {} values, weight has {} output channels", b.len(), g.o);
+        }
+        let y = fwd(&g, f32_slice(s1, l1, "conv2d input")?, f32_slice(s2, l2, "conv2d weight")?, Some(b));
+        Ok((CpuStorage::F32(y), out_shape(&g)))
+    }
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: &Tensor,
+        _res: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let g = Geom::new(x.dims(), w.dims(), self.stride, self.pad)?;
+        let dy = dy.contiguous()?;
+        let dx = if x.track_op() { Some(dy.apply_op2_no_bwd(w, &ConvBwdInput { g })?) } else { None };
+        let packed = x.apply_op2_no_bwd(&dy, &ConvBwdWeight { g })?;
+        let ok = g.o * g.k();
+        let dw = packed.narrow(0, 0, ok)?.reshape(w.shape())?;
+        let db = if b.track_op() { Some(packed.narrow(0, ok, g.o)?.reshape(b.shape())?) } else { None };
+        Ok((dx, Some(dw), db))
+    }
+}
+
+impl CustomOp2 for ConvBwdInput {
+    fn name(&self) -> &'static str {
+        "rws-conv2d-bwd-input"
+    }
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let g = self.g;
+        let dx = bwd_input(&g, f32_slice(s1, l1, "conv2d output gradient")?, f32_slice(s2, l2, "conv2d weight")?);
+        Ok((CpuStorage::F32(dx), Shape::from((g.n, g.c, g.h, g.w))))
+    }
+}
+
+impl CustomOp2 for ConvBwdWeight {
+    fn name(&self) -> &'static str {
+        "rws-conv2d-bwd-weight"
+    }
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let g = self.g;
+        let out = bwd_weight(&g, f32_slice(s1, l1, "conv2d input")?, f32_slice(s2, l2, "conv2d output gradient")?);
+        let len = out.len();
+        Ok((CpuStorage::F32(out), Shape::from(len)))
+    }
+}

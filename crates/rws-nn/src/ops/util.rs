@@ -1,0 +1,91 @@
+//! Slice access and scratch buffers shared by the custom ops.
+use candle_core::{CpuStorage, Layout, Result};
+use std::cell::RefCell;
+
+/// The contiguous f32 data behind a storage/layout pair. The public wrappers make their inputs
+/// contiguous first, so a strided layout here is a bug, reported instead of read wrongly.
+pub(crate) fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
+    let v = match s {
+        CpuStorage::F32(v) => v.as_slice(),
+        _ => candle_core::bail!("{what}: expected f32 data"),
+    };
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&v[a..b]),
+        None => candle_core::bail!("{what}: expected a contiguous tensor"),
+    }
+}
+
+thread_local! {
+    // One im2col/col2im buffer per worker thread, kept between calls: the column matrices are
+    // the largest temporaries of a conv and re-allocating them per image is what made candle's
+    // CPU path fault pages by the hundred million.
+    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Run `f` with this thread's scratch buffer resized to `n` (contents unspecified).
+pub(crate) fn with_scratch<R>(n: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    SCRATCH.with(|c| {
+        let mut b = c.borrow_mut();
+        if b.len() < n {
+            b.resize(n, 0.0);
+        }
+        f(&mut b[..n])
+    })
+}
+
+/// `c (m×n, row stride ldc) (+)= a (m×k) · b (k×n)` with explicit strides, single-threaded:
+/// callers parallelise over fixed chunks so results never depend on the thread count.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gemm_f32(
+    m: usize,
+    n: usize,
+    k: usize,
+    c: &mut [f32],
+    ldc: usize,
+    accumulate: bool,
+    a: &[f32],
+    a_rs: usize,
+    a_cs: usize,
+    b: &[f32],
+    b_rs: usize,
+    b_cs: usize,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            for r in 0..m {
+                c[r * ldc..r * ldc + n].fill(0.0);
+            }
+        }
+        return;
+    }
+    assert!(c.len() >= (m - 1) * ldc + n);
+    assert!(a.len() > (m - 1) * a_rs + (k - 1) * a_cs);
+    assert!(b.len() > (k - 1) * b_rs + (n - 1) * b_cs);
+    // SAFETY: the asserts above bound every index gemm touches.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            c.as_mut_ptr(),
+            1,
+            ldc as isize,
+            accumulate,
+            a.as_ptr(),
+            a_cs as isize,
+            a_rs as isize,
+            b.as_ptr(),
+            b_cs as isize,
+            b_rs as isize,
+            1.0f32,
+            1.0f32,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        )
+    }
+}
