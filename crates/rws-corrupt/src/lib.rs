@@ -11,6 +11,7 @@ mod elastic;
 mod fog;
 mod frost;
 mod glass;
+mod jpeg;
 pub mod ndimage;
 mod noise;
 mod snow;
@@ -43,6 +44,24 @@ pub struct FImage {
     pub w: usize,
     pub c: usize,
     pub data: Vec<f64>,
+}
+
+impl FImage {
+    /// A float image from uint8 HWC bytes (the reference's `np.array(pil_image)`).
+    pub fn from_u8(data: &[u8], h: usize, w: usize, c: usize) -> Result<FImage> {
+        if c != 1 && c != 3 {
+            return Err(Error::Msg(format!("images must have 1 or 3 channels, got {c}")));
+        }
+        if data.len() != h * w * c {
+            return Err(Error::Msg(format!("image buffer holds {} bytes, expected {h}x{w}x{c} = {}", data.len(), h * w * c)));
+        }
+        Ok(FImage { h, w, c, data: data.iter().map(|&v| v as f64).collect() })
+    }
+
+    /// Elementwise map, same shape.
+    pub fn map(&self, f: impl Fn(f64) -> f64) -> FImage {
+        FImage { h: self.h, w: self.w, c: self.c, data: self.data.iter().map(|&v| f(v)).collect() }
+    }
 }
 
 /// Which published parameter table to use (see shared PARAMS.md): CIFAR-10-C (32×32),
@@ -119,12 +138,81 @@ impl std::str::FromStr for ParamSet {
     }
 }
 
+pub use blur::motion_blur_at;
+
 /// Corrupt one float image; returns the reference's float output (before the uint8 cast).
 pub fn corrupt_float(x: &FImage, c: Corruption, severity: usize, p: ParamSet, rng: &mut Rng) -> Result<FImage> {
     if !(1..=5).contains(&severity) {
         return Err(Error::Severity(severity));
     }
+    if x.c != 1 && x.c != 3 {
+        return Err(Error::Msg(format!("images must have 1 or 3 channels, got {}", x.c)));
+    }
+    if x.h < MIN_SIDE || x.w < MIN_SIDE {
+        return Err(Error::TooSmall {
+            corruption: c.name(),
+            h: x.h,
+            w: x.w,
+            why: format!("every corruption needs at least {MIN_SIDE}x{MIN_SIDE} pixels"),
+        });
+    }
     c.apply(x, severity, p, rng)
+}
+
+/// Smallest side accepted: below 8 pixels the blur kernels and zoom crops of the reference
+/// degenerate (e.g. zoom_blur's crop of side ⌈n/z⌉ equals n), so results would be meaningless.
+pub const MIN_SIDE: usize = 8;
+
+/// Corrupt one uint8 HWC image (c = 1 or 3) and cast as the reference does.
+pub fn corrupt_u8(img: &[u8], h: usize, w: usize, c: usize, corruption: Corruption, severity: usize, p: ParamSet, rng: &mut Rng) -> Result<Vec<u8>> {
+    let x = FImage::from_u8(img, h, w, c)?;
+    Ok(to_u8(&corrupt_float(&x, corruption, severity, p, rng)?))
+}
+
+fn splitmix64(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// The RNG of image `index` in a batch: a function of (seed, corruption, severity, index) only,
+/// so output bytes do not depend on thread count or on which other images are processed.
+pub fn image_rng(seed: u64, corruption: Corruption, severity: usize, index: usize) -> Rng {
+    use rand::SeedableRng;
+    let ci = Corruption::ALL.iter().position(|&c| c == corruption).unwrap_or(0) as u64;
+    let mut key = [0u8; 32];
+    let mut z = splitmix64(seed);
+    for (k, v) in [ci, severity as u64, index as u64, 0x7277_735f_636f_7272].into_iter().enumerate() {
+        z = splitmix64(z ^ v);
+        key[k * 8..k * 8 + 8].copy_from_slice(&z.to_le_bytes());
+    }
+    Rng::from_seed(key)
+}
+
+/// Corrupt `n` uint8 images (N×H×W×C, contiguous) in parallel on the current rayon pool.
+/// Image i uses [`image_rng`]`(seed, corruption, severity, i)`. Fails on the first bad image
+/// with nothing returned.
+#[allow(clippy::too_many_arguments)]
+pub fn corrupt_batch(images: &[u8], n: usize, h: usize, w: usize, c: usize, corruption: Corruption, severity: usize, p: ParamSet, seed: u64) -> Result<Vec<u8>> {
+    use rayon::prelude::*;
+    let sz = h * w * c;
+    if images.len() != n * sz {
+        return Err(Error::Msg(format!("batch holds {} bytes, expected {n}x{h}x{w}x{c} = {}", images.len(), n * sz)));
+    }
+    if !(1..=5).contains(&severity) {
+        return Err(Error::Severity(severity));
+    }
+    let mut out = vec![0u8; n * sz];
+    if sz == 0 {
+        return Ok(out);
+    }
+    out.par_chunks_mut(sz).zip(images.par_chunks(sz)).enumerate().try_for_each(|(i, (o, x))| {
+        let mut rng = image_rng(seed, corruption, severity, i);
+        o.copy_from_slice(&corrupt_u8(x, h, w, c, corruption, severity, p, &mut rng)?);
+        Ok(())
+    })?;
+    Ok(out)
 }
 
 /// The reference's final `np.uint8(...)`: values are clipped to 0..=255 and truncated.
