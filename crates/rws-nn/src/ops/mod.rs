@@ -48,3 +48,37 @@ pub fn max_pool2d(x: &Tensor, k: usize) -> Result<Tensor> {
 pub fn max_pool2d_candle(x: &Tensor, k: usize) -> Result<Tensor> {
     x.max_pool2d(k)
 }
+
+mod bn;
+
+/// Training-mode BatchNorm over (N, H, W) per channel, optionally fused with the ReLU that
+/// follows it: returns the output and the batch mean and biased variance per channel (detached,
+/// for the caller's running-statistics update; PyTorch's running variance uses the unbiased
+/// one, `var · n/(n−1)` with n = N·H·W). Falls back to candle ops off the f32 CPU path.
+pub fn batch_norm_train(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f64, relu: bool) -> Result<(Tensor, Tensor, Tensor)> {
+    if fast(x) && fast(gamma) && fast(beta) {
+        let stats = std::sync::Arc::new(std::sync::Mutex::new(bn::Stats::default()));
+        let op = bn::BnTrain { eps, relu, stats: stats.clone() };
+        let y = x.contiguous()?.apply_op3(&gamma.contiguous()?, &beta.contiguous()?, op)?;
+        let s = stats.lock().unwrap();
+        let c = s.mean.len();
+        let mean = Tensor::from_slice(&s.mean, c, x.device())?;
+        let var = Tensor::from_slice(&s.var, c, x.device())?;
+        return Ok((y, mean, var));
+    }
+    batch_norm_train_candle(x, gamma, beta, eps, relu)
+}
+
+/// [`batch_norm_train`] with candle's tensor ops (reference for tests and benchmarks).
+pub fn batch_norm_train_candle(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f64, relu: bool) -> Result<(Tensor, Tensor, Tensor)> {
+    let c = x.dim(1)?;
+    let mean = x.mean_keepdim(0)?.mean_keepdim(2)?.mean_keepdim(3)?;
+    let xc = x.broadcast_sub(&mean)?;
+    let var = xc.sqr()?.mean_keepdim(0)?.mean_keepdim(2)?.mean_keepdim(3)?;
+    let y = xc
+        .broadcast_div(&(&var + eps)?.sqrt()?)?
+        .broadcast_mul(&gamma.reshape((1, c, 1, 1))?)?
+        .broadcast_add(&beta.reshape((1, c, 1, 1))?)?;
+    let y = if relu { y.relu()? } else { y };
+    Ok((y, mean.detach().flatten_all()?, var.detach().flatten_all()?))
+}

@@ -1,0 +1,67 @@
+//! Fused training-mode BatchNorm(+ReLU) against the same computation in candle's tensor ops,
+//! and identical bytes with 1 and 2 rayon threads.
+use candle_core::{Device, Tensor, Var};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rws_nn::ops;
+
+fn rand_t(rng: &mut ChaCha8Rng, shape: &[usize], lo: f32, hi: f32) -> Tensor {
+    let n: usize = shape.iter().product();
+    let v: Vec<f32> = (0..n).map(|_| rng.gen_range(lo..hi)).collect();
+    Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+}
+
+fn max_rel_diff(a: &Tensor, b: &Tensor) -> f32 {
+    assert_eq!(a.dims(), b.dims());
+    let a: Vec<f32> = a.flatten_all().unwrap().to_vec1().unwrap();
+    let b: Vec<f32> = b.flatten_all().unwrap().to_vec1().unwrap();
+    let scale = b.iter().fold(1e-3f32, |m, v| m.max(v.abs()));
+    a.iter().zip(&b).map(|(x, y)| (x - y).abs() / scale).fold(0.0, f32::max)
+}
+
+#[test]
+fn batch_norm_matches_candle_ops() {
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    for &(n, c, h, w, relu) in &[(4, 3, 5, 7, false), (7, 5, 3, 3, true), (1, 2, 6, 1, true), (16, 8, 4, 4, false)] {
+        // An offset mean and non-unit spread so the normalisation has something to do.
+        let x = Var::from_tensor(&rand_t(&mut rng, &[n, c, h, w], 1.0, 4.0)).unwrap();
+        let g = Var::from_tensor(&rand_t(&mut rng, &[c], 0.5, 1.5)).unwrap();
+        let b = Var::from_tensor(&rand_t(&mut rng, &[c], -0.5, 0.5)).unwrap();
+        let (y1, m1, v1) = ops::batch_norm_train(x.as_tensor(), g.as_tensor(), b.as_tensor(), 1e-5, relu).unwrap();
+        let (y2, m2, v2) = ops::batch_norm_train_candle(x.as_tensor(), g.as_tensor(), b.as_tensor(), 1e-5, relu).unwrap();
+        let what = format!("{n}x{c}x{h}x{w} relu {relu}");
+        assert!(max_rel_diff(&y1, &y2) < 1e-4, "forward {what}: {}", max_rel_diff(&y1, &y2));
+        assert!(max_rel_diff(&m1, &m2) < 1e-5, "mean {what}");
+        assert!(max_rel_diff(&v1, &v2) < 1e-4, "var {what}");
+        let r = rand_t(&mut rng, y1.dims(), -1.0, 1.0);
+        let g1 = (&y1 * &r).unwrap().sum_all().unwrap().backward().unwrap();
+        let g2 = (&y2 * &r).unwrap().sum_all().unwrap().backward().unwrap();
+        for (name, v) in [("input", &x), ("weight", &g), ("bias", &b)] {
+            let d = max_rel_diff(g1.get(v).unwrap(), g2.get(v).unwrap());
+            assert!(d < 1e-3, "{name} grad {what}: {d}");
+        }
+    }
+}
+
+fn run_bytes() -> Vec<u32> {
+    let mut rng = ChaCha8Rng::seed_from_u64(12);
+    let x = Var::from_tensor(&rand_t(&mut rng, &[33, 6, 9, 9], -1.0, 2.0)).unwrap();
+    let g = Var::from_tensor(&rand_t(&mut rng, &[6], 0.5, 1.5)).unwrap();
+    let b = Var::from_tensor(&rand_t(&mut rng, &[6], -0.5, 0.5)).unwrap();
+    let (y, m, v) = ops::batch_norm_train(x.as_tensor(), g.as_tensor(), b.as_tensor(), 1e-5, true).unwrap();
+    let r = rand_t(&mut rng, y.dims(), -1.0, 1.0);
+    let gr = (&y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+    let mut out = Vec::new();
+    for t in [&y, &m, &v, gr.get(&x).unwrap(), gr.get(&g).unwrap(), gr.get(&b).unwrap()] {
+        let v: Vec<f32> = t.flatten_all().unwrap().to_vec1().unwrap();
+        out.extend(v.iter().map(|f| f.to_bits()));
+    }
+    out
+}
+
+#[test]
+fn batch_norm_is_identical_with_one_and_two_threads() {
+    let a = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap().install(run_bytes);
+    let b = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap().install(run_bytes);
+    assert!(a == b, "results differ between thread counts");
+}
