@@ -148,20 +148,11 @@ pub fn corrupt_float(x: &FImage, c: Corruption, severity: usize, p: ParamSet, rn
     if x.c != 1 && x.c != 3 {
         return Err(Error::Msg(format!("images must have 1 or 3 channels, got {}", x.c)));
     }
-    if x.h < MIN_SIDE || x.w < MIN_SIDE {
-        return Err(Error::TooSmall {
-            corruption: c.name(),
-            h: x.h,
-            w: x.w,
-            why: format!("every corruption needs at least {MIN_SIDE}x{MIN_SIDE} pixels"),
-        });
+    if x.h == 0 || x.w == 0 {
+        return Err(Error::TooSmall { corruption: c.name(), h: x.h, w: x.w, why: "the image is empty".into() });
     }
     c.apply(x, severity, p, rng)
 }
-
-/// Smallest side accepted: below 8 pixels the blur kernels and zoom crops of the reference
-/// degenerate (e.g. zoom_blur's crop of side ⌈n/z⌉ equals n), so results would be meaningless.
-pub const MIN_SIDE: usize = 8;
 
 /// Corrupt one uint8 HWC image (c = 1 or 3) and cast as the reference does.
 pub fn corrupt_u8(img: &[u8], h: usize, w: usize, c: usize, corruption: Corruption, severity: usize, p: ParamSet, rng: &mut Rng) -> Result<Vec<u8>> {
