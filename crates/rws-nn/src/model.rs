@@ -299,8 +299,10 @@ impl Model {
     /// Forward pass on NCHW images on the 0..1 scale. `train` selects batch statistics (and
     /// updates the running ones) and dropout; `rng` feeds dropout.
     pub fn forward(&self, x: &Tensor, train: bool, rng: &mut ChaCha8Rng) -> Result<Tensor> {
-        let mean = self.params[0].var.as_tensor().reshape((1, self.in_channels, 1, 1))?;
-        let std = self.params[1].var.as_tensor().reshape((1, self.in_channels, 1, 1))?;
+        // Detached: the normalisation is not trained, and a gradient for it would cost a slow
+        // broadcast reduction every step.
+        let mean = self.params[0].var.as_tensor().detach().reshape((1, self.in_channels, 1, 1))?;
+        let std = self.params[1].var.as_tensor().detach().reshape((1, self.in_channels, 1, 1))?;
         let x = x.broadcast_sub(&mean)?.broadcast_div(&std)?;
         self.run(&self.program, x, train, rng)
     }
@@ -325,7 +327,13 @@ impl Model {
                     }
                     x = ops::conv2d(&x, self.t(*w), b.map(|b| self.t(b)), *stride, *pad)?;
                 }
-                Op::Bn { p } => x = self.batch_norm(&x, p, train)?,
+                Op::Bn { p } => {
+                    let relu = matches!(prog.get(i + 1), Some(Op::Relu));
+                    x = self.batch_norm(&x, p, train, relu)?;
+                    if relu {
+                        i += 1;
+                    }
+                }
                 Op::Relu => x = x.relu()?,
                 Op::MaxPool(k) => x = ops::max_pool2d(&x, *k)?,
                 Op::MaxPool3s2 => x = max_pool_3s2p1(&x)?,
@@ -363,22 +371,18 @@ impl Model {
         Ok((wf, bf.detach()))
     }
 
-    fn batch_norm(&self, x: &Tensor, p: &[usize; 5], train: bool) -> Result<Tensor> {
+    /// `relu`: apply the ReLU that follows (fused into the training op).
+    fn batch_norm(&self, x: &Tensor, p: &[usize; 5], train: bool, relu: bool) -> Result<Tensor> {
         let c = x.dim(1)?;
-        let g = self.t(p[0]).reshape((1, c, 1, 1))?;
-        let b = self.t(p[1]).reshape((1, c, 1, 1))?;
         if train {
             let (n, _, h, w) = x.dims4()?;
             let cnt = (n * h * w) as f64;
-            let mean = x.mean_keepdim(0)?.mean_keepdim(2)?.mean_keepdim(3)?;
-            let xc = x.broadcast_sub(&mean)?;
-            let var = xc.sqr()?.mean_keepdim(0)?.mean_keepdim(2)?.mean_keepdim(3)?;
-            let y = xc.broadcast_div(&(&var + BN_EPS)?.sqrt()?)?.broadcast_mul(&g)?.broadcast_add(&b)?;
+            let (y, mean, var) = ops::batch_norm_train(x, self.t(p[0]), self.t(p[1]), BN_EPS, relu)?;
             // PyTorch's update: momentum 0.1, unbiased variance in the running estimate.
             let m = BN_MOMENTUM;
             let unbias = if cnt > 1.0 { cnt / (cnt - 1.0) } else { 1.0 };
-            let rm = ((self.t(p[2]) * (1.0 - m))? + (mean.detach().flatten_all()? * m)?)?;
-            let rv = ((self.t(p[3]) * (1.0 - m))? + (var.detach().flatten_all()? * (m * unbias))?)?;
+            let rm = ((self.t(p[2]) * (1.0 - m))? + (mean.detach() * m)?)?;
+            let rv = ((self.t(p[3]) * (1.0 - m))? + (var.detach() * (m * unbias))?)?;
             self.params[p[2]].var.set(&rm)?;
             self.params[p[3]].var.set(&rv)?;
             let nb = (self.t(p[4]) + 1.0)?;
@@ -388,8 +392,11 @@ impl Model {
         } else {
             let rm = self.t(p[2]).reshape((1, c, 1, 1))?;
             let rv = self.t(p[3]).reshape((1, c, 1, 1))?;
+            let g = self.t(p[0]).reshape((1, c, 1, 1))?;
+            let b = self.t(p[1]).reshape((1, c, 1, 1))?;
             let scale = g.broadcast_div(&(rv + BN_EPS)?.sqrt()?)?;
-            Ok(x.broadcast_sub(&rm)?.broadcast_mul(&scale)?.broadcast_add(&b)?)
+            let y = x.broadcast_sub(&rm)?.broadcast_mul(&scale)?.broadcast_add(&b)?;
+            Ok(if relu { y.relu()? } else { y })
         }
     }
 
