@@ -11,6 +11,7 @@ mod elastic;
 mod fog;
 mod frost;
 mod glass;
+pub mod io;
 mod jpeg;
 pub mod ndimage;
 mod noise;
@@ -139,6 +140,7 @@ impl std::str::FromStr for ParamSet {
 }
 
 pub use blur::motion_blur_at;
+pub use frost::set_frost_dir;
 
 /// Corrupt one float image; returns the reference's float output (before the uint8 cast).
 pub fn corrupt_float(x: &FImage, c: Corruption, severity: usize, p: ParamSet, rng: &mut Rng) -> Result<FImage> {
