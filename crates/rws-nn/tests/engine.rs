@@ -190,3 +190,17 @@ fn set_tensors_is_all_or_nothing() {
     assert!(m.set_tensors(&bad).is_err());
     assert_eq!(m.tensors().unwrap()[3], orig[3]);
 }
+
+#[test]
+fn training_does_not_depend_on_thread_count() {
+    let tr = quadrants(96, 9);
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        pool.install(|| {
+            let mut m = Model::new("vgg-bn:4,M,8", 4, 1, 5).unwrap();
+            train(&mut m, &tr, None, &cfg(2)).unwrap();
+            m.tensors().unwrap()
+        })
+    };
+    assert_eq!(run(1), run(3));
+}
