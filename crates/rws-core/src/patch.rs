@@ -194,7 +194,7 @@ pub fn patch_file(model: &Path, sigs: &[(Signature, f64)], out: &Path, opts: &Pa
         "version": FORMAT_VERSION,
         "original_header": original_header,
         "touched": touched_v,
-        "signatures": list.iter().zip(&parts).map(|((_, a), (md, _))| serde_json::json!({"alpha": a, "metadata": md})).collect::<Vec<_>>(),
+        "signatures": list.iter().zip(&parts).map(|((_, a), (md, _))| serde_json::json!({"alpha": format!("{a:?}"), "metadata": md})).collect::<Vec<_>>(),
     });
     metadata.insert("rws.patch".into(), state.to_string());
     let header = build_header(&metadata, items.iter().map(|(n, d, s, b)| (n.as_str(), *d, s.as_slice(), b.len())))?;
@@ -220,7 +220,8 @@ fn read_state<'m>(path: &Path, p: &str, by_name: &BTreeMap<&str, &crate::tensor:
     }
     let mut list = Vec::new();
     for (k, s) in v["signatures"].as_array().ok_or_else(|| bad("no signatures".into()))?.iter().enumerate() {
-        let alpha = s["alpha"].as_f64().ok_or_else(|| bad("signature without alpha".into()))?;
+        // α travels as a string: Rust's float parsing is exact, JSON number parsing may be off by an ulp.
+        let alpha: f64 = s["alpha"].as_str().and_then(|a| a.parse().ok()).ok_or_else(|| bad("signature without a valid alpha".into()))?;
         let md: BTreeMap<String, String> = serde_json::from_value(s["metadata"].clone()).map_err(|e| bad(e.to_string()))?;
         let pre = format!("{PREFIX}sig{k}.");
         let payload = by_name

@@ -67,14 +67,14 @@ pub struct Signature {
     pub settings: serde_json::Value,
 }
 
-/// Fingerprint of the given tensors of a model, as stored in `.rws` files.
-pub fn fingerprint(m: &TensorMap, names: &[String]) -> Result<String> {
+/// Fingerprint of a whole pretrained checkpoint (every tensor, name order), as stored in `.rws`
+/// files: signatures with different selections from one θ₀ share it, so they may be combined.
+pub fn fingerprint(m: &TensorMap) -> String {
     let mut h = Sha256::new();
-    for n in names {
-        let t = m.get(n)?;
+    for (n, t) in &m.tensors {
         hash_tensor(&mut h, n, t.dtype, &t.shape, &t.data);
     }
-    Ok(hex(&h.finalize()))
+    hex(&h.finalize())
 }
 
 fn finite_f64(name: &str, what: &str, t: &Tensor) -> Result<Vec<f64>> {
@@ -137,7 +137,7 @@ pub fn extract(pretrained: &TensorMap, clean: &TensorMap, robust: &[&TensorMap],
         Selection::Order { names, first } => serde_json::json!({"order": names, "first": first}),
     };
     let settings = serde_json::json!({"selection": sel, "robust_checkpoints": robust.len(), "accumulation": "f64", "codec": codec.to_string(), "rws_version": env!("CARGO_PKG_VERSION")});
-    Ok(Signature { info, fingerprint: fingerprint(pretrained, &names)?, tensors, settings })
+    Ok(Signature { info, fingerprint: fingerprint(pretrained), tensors, settings })
 }
 
 impl Signature {
