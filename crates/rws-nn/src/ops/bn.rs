@@ -2,7 +2,7 @@
 //! statistics, one for the output, and a two-pass backward, instead of a dozen broadcast ops each
 //! allocating a full activation. Per-channel sums run sequentially within a channel (f64
 //! accumulators) and channels run in parallel, so the bytes never depend on the thread count.
-use super::util::f32_slice;
+use super::util::{f32_slice, output_buf};
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 use std::sync::{Arc, Mutex};
@@ -80,7 +80,7 @@ impl CustomOp3 for BnTrain {
                 (m as f32, (q / cnt) as f32)
             })
             .collect();
-        let mut y = vec![0f32; x.len()];
+        let mut y = output_buf(x.len());
         let relu = self.relu;
         y.par_chunks_mut(hw).enumerate().for_each(|(plane, yp)| {
             let ch = plane % c;
@@ -160,7 +160,7 @@ impl CustomOp3 for BnBwd {
                 (sd, sdx, inv)
             })
             .collect();
-        let mut out = vec![0f32; len + 2 * c];
+        let mut out = output_buf(len + 2 * c);
         let (dx, rest) = out.split_at_mut(len);
         dx.par_chunks_mut(hw).enumerate().for_each(|(plane, dxp)| {
             let ch = plane % c;

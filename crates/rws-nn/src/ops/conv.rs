@@ -3,7 +3,7 @@
 //! Every parallel loop runs over images (or fixed chunks of images for the weight gradient), each
 //! worker using a single-threaded gemm, and partial sums are added in chunk order: results are
 //! the same bytes whatever the number of threads.
-use super::util::{f32_slice, gemm_f32, with_scratch};
+use super::util::{f32_slice, gemm_f32, output_buf, with_scratch};
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -141,7 +141,7 @@ fn col2im(g: &Geom, col: &[f32], dx: &mut [f32]) {
 fn fwd(g: &Geom, x: &[f32], w: &[f32], b: Option<&[f32]>) -> Vec<f32> {
     let (k, p, o) = (g.k(), g.p(), g.o);
     let in_img = g.c * g.h * g.w;
-    let mut y = vec![0f32; g.n * o * p];
+    let mut y = output_buf(g.n * o * p);
     y.par_chunks_mut(o * p).enumerate().for_each(|(i, yi)| {
         let xi = &x[i * in_img..(i + 1) * in_img];
         if let Some(b) = b {
@@ -165,7 +165,7 @@ fn fwd(g: &Geom, x: &[f32], w: &[f32], b: Option<&[f32]>) -> Vec<f32> {
 fn bwd_input(g: &Geom, dy: &[f32], w: &[f32]) -> Vec<f32> {
     let (k, p, o) = (g.k(), g.p(), g.o);
     let in_img = g.c * g.h * g.w;
-    let mut dx = vec![0f32; g.n * in_img];
+    let mut dx = output_buf(g.n * in_img);
     dx.par_chunks_mut(in_img).enumerate().for_each(|(i, dxi)| {
         let dyi = &dy[i * o * p..(i + 1) * o * p];
         if g.direct() {

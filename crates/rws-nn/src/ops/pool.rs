@@ -1,6 +1,6 @@
 //! Max-pooling (kernel = stride = k, floor mode) that records the winning index of each window
 //! in the forward pass, so the backward pass is a scatter instead of a second search.
-use super::util::f32_slice;
+use super::util::{f32_slice, output_buf};
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 use std::sync::{Arc, Mutex};
@@ -44,7 +44,7 @@ impl CustomOp1 for MaxPool {
         let k = self.k;
         let (n, c, h, w, oh, ow) = dims(l, k)?;
         let (pi, po) = (h * w, oh * ow);
-        let mut y = vec![0f32; n * c * po];
+        let mut y = output_buf(n * c * po);
         let mut am = vec![0u32; n * c * po];
         y.par_chunks_mut(po).zip(am.par_chunks_mut(po)).enumerate().for_each(|(pl, (yp, ap))| {
             let xp = &x[pl * pi..(pl + 1) * pi];

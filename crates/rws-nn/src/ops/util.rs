@@ -89,3 +89,16 @@ pub(crate) fn gemm_f32(
         )
     }
 }
+
+/// An output buffer that the caller overwrites completely before anyone reads it: skips the
+/// zero-fill pass (a full extra write of every activation) that `vec![0.0; n]` costs.
+pub(crate) fn output_buf(n: usize) -> Vec<f32> {
+    let mut v = Vec::with_capacity(n);
+    // SAFETY: f32 has no invalid bit patterns and every caller writes all n values before the
+    // buffer is read or returned.
+    #[allow(clippy::uninit_vec)]
+    unsafe {
+        v.set_len(n)
+    };
+    v
+}

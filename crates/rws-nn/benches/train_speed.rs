@@ -1,0 +1,170 @@
+//! Training and evaluation throughput of the reference CNN (Fashion-MNIST shape: conv
+//! 1→32→32, pool, 32→64→64, pool, each conv + BN + ReLU; linear 3136→128→10; batch 128), with the
+//! fast ops (`fast`) or candle's built-ins (`candle`). Compare with scripts/bench_train_pytorch.py.
+//!
+//! `RAYON_NUM_THREADS=2 cargo bench -p rws-nn --bench train_speed -- [fast|candle|both] [BATCHES] [BATCH]`
+use candle_core::{DType, Device, Tensor, Var};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rws_nn::ops;
+use std::time::Instant;
+
+const EPS: f64 = 1e-5;
+
+struct Net {
+    convs: Vec<(Var, Var, Var, Var)>, // weight, bias, bn gamma, bn beta
+    running: Vec<(Tensor, Tensor)>,   // bn running mean / var (eval)
+    fcs: Vec<(Var, Var)>,
+    fast: bool,
+}
+
+fn uniform(rng: &mut ChaCha8Rng, shape: &[usize], bound: f32) -> Var {
+    let n: usize = shape.iter().product();
+    let v: Vec<f32> = (0..n).map(|_| rng.gen_range(-bound..bound)).collect();
+    Var::from_vec(v, shape, &Device::Cpu).unwrap()
+}
+
+impl Net {
+    fn new(fast: bool) -> Net {
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        let mut convs = Vec::new();
+        let mut running = Vec::new();
+        for (i, o) in [(1, 32), (32, 32), (32, 64), (64, 64)] {
+            let bound = 1.0 / ((i * 9) as f32).sqrt();
+            let w = uniform(&mut rng, &[o, i, 3, 3], bound);
+            let b = uniform(&mut rng, &[o], bound);
+            let g = Var::ones(o, DType::F32, &Device::Cpu).unwrap();
+            let be = Var::zeros(o, DType::F32, &Device::Cpu).unwrap();
+            convs.push((w, b, g, be));
+            running.push((Tensor::zeros(o, DType::F32, &Device::Cpu).unwrap(), Tensor::ones(o, DType::F32, &Device::Cpu).unwrap()));
+        }
+        let mut fcs = Vec::new();
+        for (i, o) in [(3136, 128), (128, 10)] {
+            let bound = 1.0 / (i as f32).sqrt();
+            fcs.push((uniform(&mut rng, &[o, i], bound), uniform(&mut rng, &[o], bound)));
+        }
+        Net { convs, running, fcs, fast }
+    }
+
+    fn vars(&self) -> Vec<&Var> {
+        let mut v = Vec::new();
+        for (a, b, c, d) in &self.convs {
+            v.extend([a, b, c, d]);
+        }
+        for (a, b) in &self.fcs {
+            v.extend([a, b]);
+        }
+        v
+    }
+
+    fn forward(&mut self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        let mut x = x.clone();
+        for (l, (w, b, g, be)) in self.convs.iter().enumerate() {
+            if train {
+                let y = if self.fast { ops::conv2d(&x, w, Some(b), 1, 1)? } else { ops::conv2d_candle(&x, w, Some(b), 1, 1)? };
+                let (y, m, v) =
+                    if self.fast { ops::batch_norm_train(&y, g, be, EPS, true)? } else { ops::batch_norm_train_candle(&y, g, be, EPS, true)? };
+                let (rm, rv) = &mut self.running[l];
+                let cnt = (y.dim(0)? * y.dim(2)? * y.dim(3)?) as f64;
+                *rm = ((&*rm * 0.9)? + (m * 0.1)?)?;
+                *rv = ((&*rv * 0.9)? + (v * (0.1 * cnt / (cnt - 1.0)))?)?;
+                x = y;
+            } else {
+                // Eval: BatchNorm folded into the conv, as rws-nn's models do.
+                let (rm, rv) = &self.running[l];
+                let scale = g.as_tensor().broadcast_div(&(rv + EPS)?.sqrt()?)?;
+                let o = scale.dim(0)?;
+                let wf = w.as_tensor().broadcast_mul(&scale.reshape((o, 1, 1, 1))?)?;
+                let bf = ((b.as_tensor() - rm)? * &scale)?.add(be.as_tensor())?;
+                x = if self.fast { ops::conv2d(&x, &wf, Some(&bf), 1, 1)? } else { ops::conv2d_candle(&x, &wf, Some(&bf), 1, 1)? };
+                x = x.relu()?;
+            }
+            if l % 2 == 1 {
+                x = if self.fast { ops::max_pool2d(&x, 2)? } else { ops::max_pool2d_candle(&x, 2)? };
+            }
+        }
+        let mut x = x.flatten_from(1)?;
+        for (i, (w, b)) in self.fcs.iter().enumerate() {
+            x = x.matmul(&w.as_tensor().t()?)?.broadcast_add(b.as_tensor())?;
+            if i == 0 {
+                x = x.relu()?;
+            }
+        }
+        Ok(x)
+    }
+}
+
+struct Sgd {
+    mom: Vec<Option<Tensor>>,
+}
+
+impl Sgd {
+    fn step(&mut self, vars: &[&Var], grads: &candle_core::backprop::GradStore, lr: f64) -> candle_core::Result<()> {
+        for (i, v) in vars.iter().enumerate() {
+            let g = (grads.get(v).expect("gradient") + (v.as_tensor() * 5e-4)?)?;
+            let m = match &self.mom[i] {
+                Some(m) => ((m * 0.9)? + g)?,
+                None => g,
+            };
+            v.set(&(v.as_tensor() - (&m * lr)?)?)?;
+            self.mom[i] = Some(m);
+        }
+        Ok(())
+    }
+}
+
+fn batch(rng: &mut ChaCha8Rng, bs: usize) -> (Tensor, Tensor) {
+    let x: Vec<f32> = (0..bs * 784).map(|_| rng.gen::<f32>()).collect();
+    let y: Vec<u32> = (0..bs).map(|_| rng.gen_range(0..10)).collect();
+    (Tensor::from_vec(x, (bs, 1, 28, 28), &Device::Cpu).unwrap(), Tensor::from_vec(y, bs, &Device::Cpu).unwrap())
+}
+
+fn run(fast: bool, batches: usize, bs: usize) -> candle_core::Result<(f64, f64)> {
+    let mut net = Net::new(fast);
+    let mut rng = ChaCha8Rng::seed_from_u64(1);
+    let data: Vec<_> = (0..batches.min(8)).map(|_| batch(&mut rng, bs)).collect();
+    let mut opt = Sgd { mom: vec![None; net.vars().len()] };
+    let warm = 2;
+    let mut t0 = Instant::now();
+    let mut last_loss = 0f32;
+    for i in 0..warm + batches {
+        if i == warm {
+            t0 = Instant::now();
+        }
+        let (x, y) = &data[i % data.len()];
+        let logits = net.forward(x, true)?;
+        let loss = candle_nn::loss::cross_entropy(&logits, y)?;
+        let grads = loss.backward()?;
+        let vars: Vec<Var> = net.vars().into_iter().cloned().collect();
+        opt.step(&vars.iter().collect::<Vec<_>>(), &grads, 0.01)?;
+        last_loss = loss.to_scalar::<f32>()?;
+    }
+    let train = (batches * bs) as f64 / t0.elapsed().as_secs_f64();
+    assert!(last_loss.is_finite());
+    let mut t0 = Instant::now();
+    for i in 0..warm + batches {
+        if i == warm {
+            t0 = Instant::now();
+        }
+        let (x, _) = &data[i % data.len()];
+        let logits = net.forward(x, false)?;
+        let _ = logits.argmax(1)?.to_vec1::<u32>()?;
+    }
+    let eval = (batches * bs) as f64 / t0.elapsed().as_secs_f64();
+    Ok((train, eval))
+}
+
+fn main() -> candle_core::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    let which = args.first().map(String::as_str).unwrap_or("both");
+    let batches: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(20);
+    let bs: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(128);
+    println!("threads {} batch {bs} batches {batches}", rayon::current_num_threads());
+    for (name, fast) in [("fast", true), ("candle", false)] {
+        if which == name || which == "both" {
+            let (tr, ev) = run(fast, batches, bs)?;
+            println!("{name:7} train {tr:8.1} img/s   eval {ev:8.1} img/s");
+        }
+    }
+    Ok(())
+}
