@@ -136,7 +136,7 @@ pub fn extract(pretrained: &TensorMap, clean: &TensorMap, robust: &[&TensorMap],
         Selection::Regex { include, exclude } => serde_json::json!({"include": include, "exclude": exclude}),
         Selection::Order { names, first } => serde_json::json!({"order": names, "first": first}),
     };
-    let settings = serde_json::json!({"selection": sel, "robust_checkpoints": robust.len(), "accumulation": "f64", "codec": codec.to_string(), "rws_version": env!("CARGO_PKG_VERSION")});
+    let settings = serde_json::json!({"selection": sel, "robust_checkpoints": robust.len(), "accumulation": "f64", "codec": codec.to_string(), "model_bytes": pretrained.tensors.values().map(|t| t.data.len()).sum::<usize>(), "rws_version": env!("CARGO_PKG_VERSION")});
     Ok(Signature { info, fingerprint: fingerprint(pretrained), tensors, settings })
 }
 
