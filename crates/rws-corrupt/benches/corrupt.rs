@@ -1,0 +1,115 @@
+//! Single-threaded time per image for every corruption at 32×32 (cifar10 parameters) and
+//! 224×224 (imagenet parameters), next to the Python reference timings of
+//! shared/corruptions/TIMING.md (the faster of its "modern" and "era" columns: cifar 32 for
+//! 32×32, imagecorruptions 224 for 224×224). Prints a markdown table.
+//!
+//! Run: `cargo bench -p rws-corrupt --bench corrupt` (env BENCH_QUICK=1 for fewer repetitions).
+use rand::SeedableRng;
+use rws_corrupt::{corrupt_u8, Corruption, ParamSet, Rng};
+use std::collections::HashMap;
+use std::time::Instant;
+
+fn picture(side: usize, k: u64) -> Vec<u8> {
+    // Smooth shapes plus a little noise, a different tint per image.
+    let mut s = k.wrapping_mul(0x9E3779B97F4A7C15) | 1;
+    let mut out = Vec::with_capacity(side * side * 3);
+    for y in 0..side {
+        for x in 0..side {
+            let (fx, fy) = (x as f64 / side as f64, y as f64 / side as f64);
+            let base = 128.0 + 90.0 * ((fx * 6.0 + k as f64).sin() * (fy * 4.0).cos());
+            for ch in 0..3 {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                let v = base * (0.7 + 0.15 * ch as f64 + 0.05 * (k % 3) as f64) + (s % 17) as f64 - 8.0;
+                out.push(v.clamp(0.0, 255.0) as u8);
+            }
+        }
+    }
+    out
+}
+
+/// TIMING.md rows: (corruption, severity) → (ic224 modern, ic224 era, cifar32 modern, cifar32 era) in ms.
+fn python_timings() -> HashMap<(String, usize), [f64; 4]> {
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corruptions/TIMING.md");
+    let mut m = HashMap::new();
+    let Ok(t) = std::fs::read_to_string(&p) else {
+        eprintln!("NOTICE: {} not found; no Python column", p.display());
+        return m;
+    };
+    for line in t.lines() {
+        let f: Vec<&str> = line.split('|').map(str::trim).collect();
+        if f.len() >= 9 {
+            if let (Ok(s), Ok(a), Ok(b), Ok(c), Ok(d)) = (f[2].parse::<usize>(), f[3].parse(), f[4].parse(), f[7].parse(), f[8].parse()) {
+                m.insert((f[1].to_string(), s), [a, b, c, d]);
+            }
+        }
+    }
+    m
+}
+
+fn time_ms(c: Corruption, sev: usize, p: ParamSet, side: usize, imgs: &[Vec<u8>], reps: usize) -> f64 {
+    let mut rng = Rng::seed_from_u64(1);
+    for im in imgs.iter().take(2) {
+        corrupt_u8(im, side, side, 3, c, sev, p, &mut rng).unwrap();
+    }
+    let mut per: Vec<f64> = imgs
+        .iter()
+        .map(|im| {
+            let t = Instant::now();
+            for _ in 0..reps {
+                std::hint::black_box(corrupt_u8(im, side, side, 3, c, sev, p, &mut rng).unwrap());
+            }
+            t.elapsed().as_secs_f64() * 1e3 / reps as f64
+        })
+        .collect();
+    per.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    per[per.len() / 2]
+}
+
+fn main() {
+    // Single-threaded: the corruption functions themselves never spawn threads; pin rayon anyway.
+    let _ = rayon::ThreadPoolBuilder::new().num_threads(1).build_global();
+    let quick = std::env::var("BENCH_QUICK").is_ok();
+    let only: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    let py = python_timings();
+    let n_img = if quick { 5 } else { 20 };
+    let imgs32: Vec<Vec<u8>> = (0..n_img).map(|k| picture(32, k)).collect();
+    let imgs224: Vec<Vec<u8>> = (0..n_img).map(|k| picture(224, k)).collect();
+    println!("| corruption | sev | rws 32 (ms) | Python cifar 32 (ms) | speed-up | rws 224 (ms) | Python ic 224 (ms) | speed-up |");
+    println!("|---|---|---|---|---|---|---|---|");
+    let mut logs = Vec::new();
+    let mut worst: (f64, String) = (f64::INFINITY, String::new());
+    for &c in Corruption::ALL {
+        if only.as_deref().is_some_and(|o| !c.name().contains(o)) {
+            continue;
+        }
+        for sev in [3, 5] {
+            let r32 = if quick { 20 } else { 200 };
+            let r224 = if quick { 1 } else { 5 };
+            let t32 = time_ms(c, sev, ParamSet::Cifar10, 32, &imgs32, r32);
+            let t224 = time_ms(c, sev, ParamSet::ImageNet, 224, &imgs224, r224);
+            let (s32, s224, p32, p224) = match py.get(&(c.name().to_string(), sev)) {
+                Some(v) => {
+                    let p224 = v[0].min(v[1]);
+                    let p32 = v[2].min(v[3]);
+                    (p32 / t32, p224 / t224, format!("{p32}"), format!("{p224}"))
+                }
+                None => (f64::NAN, f64::NAN, "-".into(), "-".into()),
+            };
+            for (s, tag) in [(s32, "32"), (s224, "224")] {
+                if s.is_finite() {
+                    logs.push(s.ln());
+                    if s < worst.0 {
+                        worst = (s, format!("{} s{sev} @{tag}", c.name()));
+                    }
+                }
+            }
+            println!("| {} | {sev} | {t32:.4} | {p32} | {s32:.0}× | {t224:.3} | {p224} | {s224:.0}× |", c.name());
+        }
+    }
+    if !logs.is_empty() {
+        let gm = (logs.iter().sum::<f64>() / logs.len() as f64).exp();
+        println!("\ngeometric mean speed-up over {} cells: {gm:.1}×; slowest: {:.1}× ({})", logs.len(), worst.0, worst.1);
+    }
+}
