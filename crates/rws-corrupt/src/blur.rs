@@ -153,27 +153,47 @@ pub(crate) fn np_arange(start: f64, stop: f64, step: f64) -> Vec<f64> {
     (0..len).map(|i| start + i as f64 * delta).collect()
 }
 
-/// The reference's `clipped_zoom` on one plane (f32 values, as zoom_blur's float32 array):
-/// central crop of side ⌈n/z⌉, scipy zoom order 1, then the central (CIFAR/Tiny) or top-left
-/// (imagecorruptions) n×n. Returns f64 values rounded through f32 when `f32_out`.
-pub(crate) fn clipped_zoom_plane(src: &[f64], h: usize, w: usize, z: f64, top_left: bool) -> Vec<f64> {
+/// The reference's `clipped_zoom` of an HWC image: central crop of side ⌈n/z⌉, scipy zoom
+/// order 1 (corner-aligned, output side round(side·z)), then the central (CIFAR/Tiny) or top-left
+/// (imagecorruptions) h×w. Only the kept output pixels are computed.
+pub(crate) fn clipped_zoom(src: &[f64], h: usize, w: usize, c: usize, z: f64, top_left: bool) -> Vec<f64> {
     let ch = (h as f64 / z).ceil() as usize;
+    // The CIFAR script crops the square [top, top+ch) in both axes (it assumes H = W).
     let cw = if top_left { (w as f64 / z).ceil() as usize } else { ch };
     let top = (h - ch.min(h)) / 2;
     let left = if top_left { (w - cw.min(w)) / 2 } else { top };
-    // The CIFAR script crops the square [top, top+ch) in both axes (it assumes H = W).
     let ch = ch.min(h - top);
     let cw = cw.min(w - left);
-    let mut crop = Vec::with_capacity(ch * cw);
-    for y in top..top + ch {
-        crop.extend_from_slice(&src[y * w + left..y * w + left + cw]);
-    }
-    let (z, oh, ow) = ndimage::zoom_linear_plane(&crop, ch, cw, z, z);
+    let oh = (ch as f64 * z).round() as usize;
+    let ow = (cw as f64 * z).round() as usize;
     let (ty, tx) = if top_left { (0, 0) } else { (oh.saturating_sub(h) / 2, ow.saturating_sub(w) / 2) };
-    let mut out = vec![0.0; h * w];
-    for y in 0..h.min(oh - ty) {
-        for x in 0..w.min(ow - tx) {
-            out[y * w + x] = z[(y + ty) * ow + x + tx];
+    let coords = |n: usize, m: usize, off: usize, trim: usize, len: usize| -> Vec<(usize, usize, f64)> {
+        let scale = if m > 1 { (n as f64 - 1.0) / (m as f64 - 1.0) } else { 0.0 };
+        (0..len.min(m.saturating_sub(trim)))
+            .map(|o| {
+                let cc = (o + trim) as f64 * scale;
+                let i0 = (cc.floor() as usize).min(n - 1);
+                let i1 = (i0 + 1).min(n - 1);
+                (off + i0, off + i1, cc - i0 as f64)
+            })
+            .collect()
+    };
+    let cy = coords(ch, oh, top, ty, h);
+    let cx = coords(cw, ow, left, tx, w);
+    let mut out = vec![0.0; h * w * c];
+    let mut r0 = vec![0.0; cx.len() * c];
+    let mut r1 = vec![0.0; cx.len() * c];
+    for (y, &(y0, y1, fy)) in cy.iter().enumerate() {
+        let (s0, s1) = (&src[y0 * w * c..(y0 + 1) * w * c], &src[y1 * w * c..(y1 + 1) * w * c]);
+        for (x, &(x0, x1, fx)) in cx.iter().enumerate() {
+            for k in 0..c {
+                r0[x * c + k] = s0[x0 * c + k] * (1.0 - fx) + s0[x1 * c + k] * fx;
+                r1[x * c + k] = s1[x0 * c + k] * (1.0 - fx) + s1[x1 * c + k] * fx;
+            }
+        }
+        let orow = &mut out[y * w * c..y * w * c + cx.len() * c];
+        for ((o, a), b) in orow.iter_mut().zip(&r0).zip(&r1) {
+            *o = a * (1.0 - fy) + b * fy;
         }
     }
     out
@@ -193,19 +213,15 @@ pub(crate) fn zoom_blur(x: &FImage, severity: usize, p: ParamSet, _rng: &mut Rng
     if p != ParamSet::ImageNet && h != w {
         return Err(Error::Msg(format!("zoom_blur with {p:?} parameters needs a square image, got {h}x{w} (use --params imagenet)")));
     }
-    // float32 throughout, as the reference (`(x/255).astype(np.float32)`).
+    // float32 throughout, as the reference (`(x/255).astype(np.float32)`); each zoomed copy is
+    // computed in f64 from the f32 values and stored as f32, as scipy does.
     let xf: Vec<f32> = x.data.iter().map(|&v| (v / 255.0) as f32).collect();
+    let xd: Vec<f64> = xf.iter().map(|&v| v as f64).collect();
     let mut out = vec![0f32; h * w * c];
-    let mut plane = vec![0f64; h * w];
-    for ch in 0..c {
-        for i in 0..h * w {
-            plane[i] = xf[i * c + ch] as f64;
-        }
-        for &z in &zs {
-            let zz = clipped_zoom_plane(&plane, h, w, z, p == ParamSet::ImageNet);
-            for i in 0..h * w {
-                out[i * c + ch] += zz[i] as f32;
-            }
+    for &z in &zs {
+        let zz = clipped_zoom(&xd, h, w, c, z, p == ParamSet::ImageNet);
+        for (o, v) in out.iter_mut().zip(&zz) {
+            *o += *v as f32;
         }
     }
     let n1 = (zs.len() + 1) as f32;

@@ -1,6 +1,6 @@
 //! snow: a zoomed, thresholded Gaussian snow layer smeared by ImageMagick's motion blur (native
 //! model in blur.rs), added twice (as is and rotated 180°) to a whitened image.
-use crate::blur::{clipped_zoom_plane, motion_blur_kernel};
+use crate::blur::{clipped_zoom, motion_blur_kernel};
 use crate::{Error, FImage, ParamSet, Result, Rng};
 use rand::Rng as _;
 use rand_distr::{Distribution, StandardNormal};
@@ -32,7 +32,7 @@ pub(crate) fn snow(x: &FImage, severity: usize, p: ParamSet, rng: &mut Rng) -> R
         return Err(Error::Msg(format!("snow with {p:?} parameters needs a square image, got {h}x{w} (use --params imagenet)")));
     }
     let layer: Vec<f64> = (0..h * w).map(|_| mu + sd * { let v: f64 = StandardNormal.sample(rng); v }).collect();
-    let layer = clipped_zoom_plane(&layer, h, w, z, p == ParamSet::ImageNet);
+    let layer = clipped_zoom(&layer, h, w, 1, z, p == ParamSet::ImageNet);
     let angle = rng.gen_range(-135.0..-45.0);
     let layer: Vec<f64> = layer.into_iter().map(|v| if v < t { 0.0 } else { v.clamp(0.0, 1.0) }).collect();
     // CIFAR/Tiny: the layer goes through an 8-bit grey PNG (truncated) into ImageMagick, whose
