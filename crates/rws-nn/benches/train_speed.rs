@@ -1,8 +1,8 @@
-//! Training and evaluation throughput of the reference CNN (Fashion-MNIST shape: conv
-//! 1→32→32, pool, 32→64→64, pool, each conv + BN + ReLU; linear 3136→128→10; batch 128), with the
-//! fast ops (`fast`) or candle's built-ins (`candle`). Compare with scripts/bench_train_pytorch.py.
-//!
-//! `RAYON_NUM_THREADS=2 cargo bench -p rws-nn --bench train_speed -- [fast|candle|both] [BATCHES] [BATCH]`
+// Training and evaluation throughput of the reference CNN (Fashion-MNIST shape: conv
+// 1→32→32, pool, 32→64→64, pool, each conv + BN + ReLU; linear 3136→128→10; batch 128), with the
+// fast ops (`fast`) or candle's built-ins (`candle`). Compare with scripts/bench_train_pytorch.py.
+//
+// `RAYON_NUM_THREADS=2 cargo bench -p rws-nn --bench train_speed -- [fast|candle|both] [BATCHES] [BATCH]`
 use candle_core::{DType, Device, Tensor, Var};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -113,23 +113,32 @@ impl Sgd {
     }
 }
 
+/// Process CPU seconds (user + system) from /proc: on a machine shared with other jobs, images
+/// per CPU-second is steadier than wall-clock throughput.
+fn cpu_seconds() -> f64 {
+    let s = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let f: Vec<&str> = s.rsplit_once(')').map(|(_, r)| r.split_whitespace().collect()).unwrap_or_default();
+    let t = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (t(11) + t(12)) / 100.0
+}
+
 fn batch(rng: &mut ChaCha8Rng, bs: usize) -> (Tensor, Tensor) {
     let x: Vec<f32> = (0..bs * 784).map(|_| rng.gen::<f32>()).collect();
     let y: Vec<u32> = (0..bs).map(|_| rng.gen_range(0..10)).collect();
     (Tensor::from_vec(x, (bs, 1, 28, 28), &Device::Cpu).unwrap(), Tensor::from_vec(y, bs, &Device::Cpu).unwrap())
 }
 
-fn run(fast: bool, batches: usize, bs: usize) -> candle_core::Result<(f64, f64)> {
+fn run(fast: bool, batches: usize, bs: usize) -> candle_core::Result<[f64; 4]> {
     let mut net = Net::new(fast);
     let mut rng = ChaCha8Rng::seed_from_u64(1);
     let data: Vec<_> = (0..batches.min(8)).map(|_| batch(&mut rng, bs)).collect();
     let mut opt = Sgd { mom: vec![None; net.vars().len()] };
     let warm = 2;
-    let mut t0 = Instant::now();
+    let (mut t0, mut c0) = (Instant::now(), 0.0);
     let mut last_loss = 0f32;
     for i in 0..warm + batches {
         if i == warm {
-            t0 = Instant::now();
+            (t0, c0) = (Instant::now(), cpu_seconds());
         }
         let (x, y) = &data[i % data.len()];
         let logits = net.forward(x, true)?;
@@ -140,18 +149,19 @@ fn run(fast: bool, batches: usize, bs: usize) -> candle_core::Result<(f64, f64)>
         last_loss = loss.to_scalar::<f32>()?;
     }
     let train = (batches * bs) as f64 / t0.elapsed().as_secs_f64();
+    let train_cpu = (batches * bs) as f64 / (cpu_seconds() - c0);
     assert!(last_loss.is_finite());
-    let mut t0 = Instant::now();
     for i in 0..warm + batches {
         if i == warm {
-            t0 = Instant::now();
+            (t0, c0) = (Instant::now(), cpu_seconds());
         }
         let (x, _) = &data[i % data.len()];
         let logits = net.forward(x, false)?;
         let _ = logits.argmax(1)?.to_vec1::<u32>()?;
     }
     let eval = (batches * bs) as f64 / t0.elapsed().as_secs_f64();
-    Ok((train, eval))
+    let eval_cpu = (batches * bs) as f64 / (cpu_seconds() - c0);
+    Ok([train, eval, train_cpu, eval_cpu])
 }
 
 fn main() -> candle_core::Result<()> {
@@ -162,8 +172,8 @@ fn main() -> candle_core::Result<()> {
     println!("threads {} batch {bs} batches {batches}", rayon::current_num_threads());
     for (name, fast) in [("fast", true), ("candle", false)] {
         if which == name || which == "both" {
-            let (tr, ev) = run(fast, batches, bs)?;
-            println!("{name:7} train {tr:8.1} img/s   eval {ev:8.1} img/s");
+            let [tr, ev, trc, evc] = run(fast, batches, bs)?;
+            println!("{name:7} train {tr:8.1} img/s   eval {ev:8.1} img/s   (per CPU-second: train {trc:8.1}, eval {evc:8.1})");
         }
     }
     Ok(())

@@ -11,8 +11,15 @@ mod conv;
 mod pool;
 mod util;
 
+/// `RWS_OPS=candle` routes every op to candle's built-ins: an A/B switch for benchmarking the
+/// real models without rebuilding.
+fn candle_forced() -> bool {
+    static FORCED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *FORCED.get_or_init(|| std::env::var("RWS_OPS").is_ok_and(|v| v == "candle"))
+}
+
 fn fast(t: &Tensor) -> bool {
-    matches!(t.device(), Device::Cpu) && t.dtype() == DType::F32
+    matches!(t.device(), Device::Cpu) && t.dtype() == DType::F32 && !candle_forced()
 }
 
 /// 2-D convolution, NCHW input, OIHW weight, optional bias of length O.
