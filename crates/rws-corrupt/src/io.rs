@@ -2,10 +2,13 @@
 use crate::{Error, Result};
 use std::path::{Path, PathBuf};
 
+/// (n, h, w, c, N×H×W×C bytes, file names).
+pub type ImageStack = (usize, usize, usize, usize, Vec<u8>, Vec<PathBuf>);
+
 /// Decode every .png/.jpg/.jpeg/.bmp directly in `dir` (sorted by name) as uint8 HWC.
 /// All images must share one size; they are grey (c = 1) only if every file is grey.
 /// Returns (n, h, w, c, data, file names).
-pub fn read_image_dir(dir: &Path) -> Result<(usize, usize, usize, usize, Vec<u8>, Vec<PathBuf>)> {
+pub fn read_image_dir(dir: &Path) -> Result<ImageStack> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| Error::Msg(format!("{}: {e}", dir.display())))?
         .filter_map(|e| e.ok().map(|e| e.path()))

@@ -183,7 +183,7 @@ fn idct_islow(coef: &[i64; 64], out: &mut [u8; 64]) {
     // range_limit: samples are centred on 128 and clamped; the table wraps at 1024 (RANGE_MASK),
     // which only matters for corrupt data.
     let lim = |v: i64| -> u8 {
-        let v = (v & 1023) as i64;
+        let v = v & 1023;
         let v = if v >= 512 { v - 1024 } else { v };
         (v + 128).clamp(0, 255) as u8
     };

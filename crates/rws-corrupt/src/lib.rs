@@ -157,6 +157,7 @@ pub fn corrupt_float(x: &FImage, c: Corruption, severity: usize, p: ParamSet, rn
 }
 
 /// Corrupt one uint8 HWC image (c = 1 or 3) and cast as the reference does.
+#[allow(clippy::too_many_arguments)]
 pub fn corrupt_u8(img: &[u8], h: usize, w: usize, c: usize, corruption: Corruption, severity: usize, p: ParamSet, rng: &mut Rng) -> Result<Vec<u8>> {
     let x = FImage::from_u8(img, h, w, c)?;
     Ok(to_u8(&corrupt_float(&x, corruption, severity, p, rng)?))
