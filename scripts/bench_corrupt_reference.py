@@ -27,7 +27,23 @@ try:
     cv2.setNumThreads(1)
 except ImportError:
     pass
+import imagecorruptions.corruptions as _ic  # noqa: E402
 from imagecorruptions import corrupt, get_corruption_names  # noqa: E402
+
+# Compatibility shims for scikit-image >= 0.20 / numpy 2 (the same ones TIMING.md's "modern"
+# column used): gaussian(multichannel=True) -> channel_axis=-1.
+_gauss = _ic.gaussian
+
+
+def _gaussian_compat(*a, multichannel=None, **k):
+    if multichannel:
+        k.setdefault("channel_axis", -1)
+    return _gauss(*a, **k)
+
+
+_ic.gaussian = _gaussian_compat
+if not hasattr(np, "float_"):
+    np.float_ = np.float64
 
 
 def picture(side, k):
@@ -58,7 +74,10 @@ def main():
     i224 = [picture(224, k) for k in range(n)]
     print("| corruption | sev | imagecorruptions 32 (ms) | imagecorruptions 224 (ms) |")
     print("|---|---|---|---|")
+    only = sys.argv[2:]  # optional corruption names
     for name in get_corruption_names("all"):
+        if only and name not in only:
+            continue
         for sev in (3, 5):
             reps224 = 1 if name == "glass_blur" else 3
             t32 = time_ms(name, sev, i32, 20)
