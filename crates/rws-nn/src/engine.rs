@@ -261,6 +261,10 @@ pub fn train(model: &mut Model, data: &Dataset, val: Option<&Dataset>, cfg: &Tra
     if cfg.batch_size == 0 || !(cfg.lr > 0.0) {
         return Err(Error::Msg(format!("batch size ({}) and learning rate ({}) must be positive", cfg.batch_size, cfg.lr)));
     }
+    if let Some((cor, sev)) = cfg.corruption {
+        // Fail now, naming the problem (e.g. images too small), rather than train on clean images.
+        corrupt_one(data.image(0), data.h, data.w, data.c, cor, sev, cfg.seed)?;
+    }
     let trainable: Vec<usize> = (0..model.params().len()).filter(|&i| model.params()[i].kind.trainable()).collect();
     let mut momentum: Vec<Option<Tensor>> = vec![None; trainable.len()];
     let mut history: Vec<EpochStats> = Vec::new();
@@ -307,8 +311,7 @@ pub fn train(model: &mut Model, data: &Dataset, val: Option<&Dataset>, cfg: &Tra
         if let Some((cor, sev)) = cfg.corruption {
             let (h, w, c) = (data.h, data.w, data.c);
             batches = batches.with_transform(Arc::new(move |img: &mut [u8], seed: u64| {
-                // Corruption errors (e.g. image too small) are caught up front by `train`'s caller
-                // through `corrupt_dataset`-style checks; here a failure leaves the image clean.
+                // Errors depend on the image size only, which `train` checked up front.
                 if let Ok(v) = corrupt_one(img, h, w, c, cor, sev, seed) {
                     img.copy_from_slice(&v);
                 }

@@ -204,3 +204,23 @@ fn training_does_not_depend_on_thread_count() {
     };
     assert_eq!(run(1), run(3));
 }
+
+#[test]
+fn corruption_is_seeded_and_leaves_the_input_alone() {
+    let ds = quadrants(32, 3);
+    let orig = ds.clone();
+    let c: rws_corrupt::Corruption = "gaussian_noise".parse().unwrap();
+    let a = rws_nn::corrupt_dataset(&ds, c, 3, 42).unwrap();
+    let b = rws_nn::corrupt_dataset(&ds, c, 3, 42).unwrap();
+    assert_eq!(ds, orig);
+    assert_eq!(a.images, b.images);
+    assert_ne!(a.images, ds.images);
+    assert_eq!(a.labels, ds.labels);
+    // On-the-fly corruption during training is reproducible too.
+    let run = || {
+        let mut m = Model::new("vgg:4,M,8", 4, 1, 1).unwrap();
+        train(&mut m, &ds, None, &TrainConfig { corruption: Some((c, 3)), ..cfg(1) }).unwrap();
+        m.tensors().unwrap()
+    };
+    assert_eq!(run(), run());
+}
