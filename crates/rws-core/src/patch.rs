@@ -3,7 +3,7 @@
 //! bytes and the signatures, docs/FORMAT.md).
 
 use crate::signature::Signature;
-use crate::tensor::{build_header, f64_to_bytes, bytes_to_f64, parse_header, parse_header_json, write_atomic, DType, Tensor, TensorMap};
+use crate::tensor::{build_header, bytes_to_f64, f64_to_bytes, parse_header_json, read_header, write_atomic_chunks, Chunk, DType, Tensor, TensorMap};
 use crate::{Error, Result, FORMAT_VERSION};
 use rayon::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
@@ -132,31 +132,47 @@ impl Patcher {
 pub fn patch_file(model: &Path, sigs: &[(Signature, f64)], out: &Path, opts: &PatchOptions) -> Result<PatchReport> {
     refuse_same(model, out)?;
     let file = std::fs::File::open(model).map_err(|e| Error::io(model, e))?;
-    // SAFETY: read-only map; the input is never written by rws.
-    let mm = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(model, e))?;
-    let st = parse_header(model, &mm)?;
-    let slice = |e: &crate::tensor::StEntry| &mm[st.data_start + e.start..st.data_start + e.end];
+    let st = read_header(model, &file)?;
+    // Only what arithmetic needs is read: touched tensors and rws's own entries.
+    let mut wanted: BTreeSet<String> = st.entries.iter().filter(|e| e.name.starts_with(PREFIX)).map(|e| e.name.clone()).collect();
+    wanted.extend(sigs.iter().flat_map(|(s, _)| s.tensors.iter().map(|t| t.name.clone())));
+    if let Some(p) = st.metadata.get("rws.patch") {
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(p) {
+            if let Ok(t) = serde_json::from_value::<Vec<String>>(v["touched"].clone()) {
+                wanted.extend(t);
+            }
+        }
+    }
+    let loaded = read_entries(model, &file, &st, &wanted)?;
+    let slice = |e: &crate::tensor::StEntry| -> &[u8] { loaded.get(&e.name).map(|v| v.as_slice()).unwrap_or(&[]) };
     let mut metadata = st.metadata.clone();
     let prev = metadata.remove("rws.patch");
     let entries: Vec<&crate::tensor::StEntry> = st.entries.iter().filter(|e| !e.name.starts_with(PREFIX)).collect();
     let by_name: BTreeMap<&str, &crate::tensor::StEntry> = st.entries.iter().map(|e| (e.name.as_str(), e)).collect();
     let (original_header, mut touched, mut list) = match &prev {
-        None => (st.header_json.clone(), BTreeSet::new(), Vec::<(Signature, f64)>::new()),
+        None => (st.header_json.clone(), BTreeSet::new(), Vec::new()),
         Some(p) => {
             let (oh, t, l) = read_state(model, p, &by_name, &slice)?;
-            (oh, t, l)
+            (oh, t, l.into_iter().map(|(s, a)| (std::borrow::Cow::<Signature>::Owned(s), a)).collect::<Vec<_>>())
         }
     };
+    // Checksums hash the whole payload: compute each once.
+    let mut sums: Vec<String> = list.iter().map(|(x, _)| x.checksum()).collect();
     for (s, a) in sigs {
         let c = s.checksum();
-        if let Some(i) = list.iter().position(|(x, _)| x.checksum() == c) {
+        if let Some(i) = sums.iter().position(|x| *x == c) {
             list[i].1 = *a;
         } else {
-            list.push((s.clone(), *a));
+            list.push((std::borrow::Cow::Borrowed(s), *a));
+            sums.push(c);
         }
     }
-    list.retain(|(_, a)| *a != 0.0);
-    let refs: Vec<(&Signature, f64)> = list.iter().map(|(s, a)| (s, *a)).collect();
+    let keep: Vec<bool> = list.iter().map(|(_, a)| *a != 0.0).collect();
+    let mut it = keep.iter();
+    list.retain(|_| *it.next().unwrap());
+    let mut it = keep.iter();
+    sums.retain(|_| *it.next().unwrap());
+    let refs: Vec<(&Signature, f64)> = list.iter().map(|(s, a)| (s.as_ref(), *a)).collect();
     check_compat(&refs, |n| by_name.get(n).filter(|_| !n.starts_with(PREFIX)).map(|e| (e.dtype, e.shape.as_slice())), opts.force)?;
     touched.extend(list.iter().flat_map(|(s, _)| s.tensors.iter().map(|t| t.name.clone())));
     let pristine = |n: &str| -> Result<&[u8]> {
@@ -175,19 +191,22 @@ pub fn patch_file(model: &Path, sigs: &[(Signature, f64)], out: &Path, opts: &Pa
         })
         .collect::<Result<_>>()?;
     // Layout: model tensors in their offset order, then pristine copies, then signature payloads.
-    let mut items: Vec<(String, DType, Vec<usize>, &[u8])> = Vec::new();
+    let mut items: Vec<(String, DType, Vec<usize>, Chunk)> = Vec::new();
     for e in &entries {
-        let data: &[u8] = new.get(&e.name).map(|v| v.as_slice()).unwrap_or_else(|| slice(e));
+        let data = match new.get(&e.name) {
+            Some(v) => Chunk::Bytes(v.as_slice()),
+            None => Chunk::Range { offset: (st.data_start + e.start) as u64, len: (e.end - e.start) as u64 },
+        };
         items.push((e.name.clone(), e.dtype, e.shape.clone(), data));
     }
     for n in &touched_v {
         let e = by_name[n.as_str()];
-        items.push((format!("{PREFIX}orig.{n}"), e.dtype, e.shape.clone(), pristine(n)?));
+        items.push((format!("{PREFIX}orig.{n}"), e.dtype, e.shape.clone(), Chunk::Bytes(pristine(n)?)));
     }
     let parts: Vec<_> = list.iter().map(|(s, _)| s.to_parts()).collect();
     for (k, (_, payload)) in parts.iter().enumerate() {
         for (key, (d, s, b)) in payload {
-            items.push((format!("{PREFIX}sig{k}.{key}"), *d, s.clone(), b.as_slice()));
+            items.push((format!("{PREFIX}sig{k}.{key}"), *d, s.clone(), Chunk::Bytes(b.as_slice())));
         }
     }
     let state = serde_json::json!({
@@ -197,9 +216,14 @@ pub fn patch_file(model: &Path, sigs: &[(Signature, f64)], out: &Path, opts: &Pa
         "signatures": list.iter().zip(&parts).map(|((_, a), (md, _))| serde_json::json!({"alpha": format!("{a:?}"), "metadata": md})).collect::<Vec<_>>(),
     });
     metadata.insert("rws.patch".into(), state.to_string());
-    let header = build_header(&metadata, items.iter().map(|(n, d, s, b)| (n.as_str(), *d, s.as_slice(), b.len())))?;
-    write_atomic(out, &header, items.iter().map(|i| i.3))?;
-    Ok(PatchReport { touched: touched_v, signatures: list.iter().map(|(s, a)| (s.info.name.clone(), s.checksum(), *a)).collect() })
+    let len = |c: &Chunk| match c {
+        Chunk::Bytes(b) => b.len(),
+        Chunk::Range { len, .. } => *len as usize,
+    };
+    let header = build_header(&metadata, items.iter().map(|(n, d, s, b)| (n.as_str(), *d, s.as_slice(), len(b))))?;
+    let chunks: Vec<Chunk> = items.into_iter().map(|i| i.3).collect();
+    write_atomic_chunks(out, &header, &file, model, &chunks)?;
+    Ok(PatchReport { touched: touched_v, signatures: list.iter().zip(sums).map(|((s, a), c)| (s.info.name.clone(), c, *a)).collect() })
 }
 
 type State = (String, BTreeSet<String>, Vec<(Signature, f64)>);
@@ -233,6 +257,18 @@ fn read_state<'m>(path: &Path, p: &str, by_name: &BTreeMap<&str, &crate::tensor:
     Ok((oh, touched, list))
 }
 
+/// Reads the named entries (pread), nothing else.
+fn read_entries(path: &Path, file: &std::fs::File, st: &crate::tensor::StFile, names: &BTreeSet<String>) -> Result<BTreeMap<String, Vec<u8>>> {
+    use std::os::unix::fs::FileExt;
+    let mut out = BTreeMap::new();
+    for e in st.entries.iter().filter(|e| names.contains(&e.name)) {
+        let mut b = vec![0u8; e.end - e.start];
+        file.read_exact_at(&mut b, (st.data_start + e.start) as u64).map_err(|x| Error::io(path, x))?;
+        out.insert(e.name.clone(), b);
+    }
+    Ok(out)
+}
+
 fn refuse_same(input: &Path, out: &Path) -> Result<()> {
     if let (Ok(a), Ok(b)) = (input.canonicalize(), out.canonicalize()) {
         if a == b {
@@ -246,22 +282,22 @@ fn refuse_same(input: &Path, out: &Path) -> Result<()> {
 pub fn unpatch_file(patched: &Path, out: &Path) -> Result<()> {
     refuse_same(patched, out)?;
     let file = std::fs::File::open(patched).map_err(|e| Error::io(patched, e))?;
-    // SAFETY: read-only map of an input rws never writes.
-    let mm = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(patched, e))?;
-    let st = parse_header(patched, &mm)?;
+    let st = read_header(patched, &file)?;
     let p = st.metadata.get("rws.patch").ok_or_else(|| Error::format(patched, "not a patched file (no rws.patch metadata)"))?;
     let by_name: BTreeMap<&str, &crate::tensor::StEntry> = st.entries.iter().map(|e| (e.name.as_str(), e)).collect();
-    let slice = |e: &crate::tensor::StEntry| &mm[st.data_start + e.start..st.data_start + e.end];
+    let wanted: BTreeSet<String> = st.entries.iter().filter(|e| e.name.starts_with(PREFIX)).map(|e| e.name.clone()).collect();
+    let loaded = read_entries(patched, &file, &st, &wanted)?;
+    let slice = |e: &crate::tensor::StEntry| -> &[u8] { loaded.get(&e.name).map(|v| v.as_slice()).unwrap_or(&[]) };
     let (oh, touched, _) = read_state(patched, p, &by_name, &slice)?;
     let orig = parse_header_json(patched, oh.clone(), None).map_err(|e| Error::format(patched, format!("rws.patch original_header: {e}")))?;
-    let mut chunks: Vec<&[u8]> = Vec::new();
+    let mut chunks: Vec<Chunk> = Vec::new();
     for e in &orig.entries {
         let key = if touched.contains(&e.name) { format!("{PREFIX}orig.{}", e.name) } else { e.name.clone() };
         let cur = by_name.get(key.as_str()).ok_or_else(|| Error::format(patched, format!("tensor {key}: missing, cannot unpatch")))?;
         if cur.dtype != e.dtype || cur.shape != e.shape {
             return Err(Error::format(patched, format!("tensor {key}: dtype/shape differ from the original header")));
         }
-        chunks.push(slice(cur));
+        chunks.push(Chunk::Range { offset: (st.data_start + cur.start) as u64, len: (cur.end - cur.start) as u64 });
     }
-    write_atomic(out, &oh, chunks.into_iter())
+    write_atomic_chunks(out, &oh, &file, patched, &chunks)
 }

@@ -412,6 +412,99 @@ pub fn write_atomic<'a>(path: &Path, header: &str, chunks: impl Iterator<Item = 
     Ok(())
 }
 
+/// Reads and validates only the header of a safetensors file (tensor data stays on disk).
+pub fn read_header(path: &Path, file: &std::fs::File) -> Result<StFile> {
+    use std::os::unix::fs::FileExt;
+    let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+    let mut b8 = [0u8; 8];
+    if len < 8 {
+        return Err(Error::format(path, format!("{len} bytes: too short for a safetensors file (truncated?)")));
+    }
+    file.read_exact_at(&mut b8, 0).map_err(|e| Error::io(path, e))?;
+    let n = u64::from_le_bytes(b8);
+    if n > len - 8 {
+        return Err(Error::format(path, format!("header length {n} is larger than the file ({len} bytes): truncated or not safetensors")));
+    }
+    if n > MAX_HEADER {
+        return Err(Error::format(path, format!("header length {n} exceeds the {MAX_HEADER} byte limit")));
+    }
+    let mut h = vec![0u8; n as usize];
+    file.read_exact_at(&mut h, 8).map_err(|e| Error::io(path, e))?;
+    let json = String::from_utf8(h).map_err(|_| Error::format(path, "header is not UTF-8"))?;
+    parse_header_json(path, json, Some((len - 8 - n) as usize))
+}
+
+/// A piece of an output file: bytes in memory, or a byte range of the source file, copied by the
+/// kernel (copy_file_range) without passing through rws's memory.
+pub enum Chunk<'a> {
+    Bytes(&'a [u8]),
+    Range { offset: u64, len: u64 },
+}
+
+/// Like [`write_atomic`], with ranges copied from `src`. Consecutive ranges that keep the same
+/// source-to-output displacement, with byte chunks of equal size in between (a patched tensor in the
+/// middle of untouched ones), are copied as one kernel copy and the byte chunks written over it: the
+/// cost stays that of `cp` plus the touched bytes.
+pub fn write_atomic_chunks(path: &Path, header: &str, src: &std::fs::File, src_path: &Path, chunks: &[Chunk]) -> Result<()> {
+    use std::io::{Read, Seek, SeekFrom};
+    use std::os::unix::fs::FileExt;
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let tmp = tempfile::NamedTempFile::new_in(&dir).map_err(|e| Error::io(&dir, e))?;
+    let out = tmp.as_file();
+    let ioe = |e| Error::io(path, e);
+    let data0 = 8 + header.len() as u64;
+    // Output offset of every chunk.
+    let mut offs = Vec::with_capacity(chunks.len());
+    let mut pos = data0;
+    for c in chunks {
+        offs.push(pos);
+        pos += match c {
+            Chunk::Bytes(b) => b.len() as u64,
+            Chunk::Range { len, .. } => *len,
+        };
+    }
+    // Copy segments: (src offset, out offset, len).
+    let mut segs: Vec<(u64, u64, u64)> = Vec::new();
+    let mut cur: Option<(u64, u64, u64)> = None;
+    for (c, &o) in chunks.iter().zip(&offs) {
+        if let Chunk::Range { offset, len } = c {
+            match &mut cur {
+                Some((s0, o0, l)) if *s0 as i128 - *o0 as i128 == *offset as i128 - o as i128 => *l = o + len - *o0,
+                _ => {
+                    if let Some(sg) = cur.take() {
+                        segs.push(sg);
+                    }
+                    cur = Some((*offset, o, *len));
+                }
+            }
+        }
+    }
+    segs.extend(cur);
+    out.write_all_at(&(header.len() as u64).to_le_bytes(), 0).map_err(ioe)?;
+    out.write_all_at(header.as_bytes(), 8).map_err(ioe)?;
+    let mut w = out;
+    let mut r = src;
+    for (s0, o0, l) in segs {
+        w.seek(SeekFrom::Start(o0)).map_err(ioe)?;
+        r.seek(SeekFrom::Start(s0)).map_err(|e| Error::io(src_path, e))?;
+        let got = std::io::copy(&mut r.take(l), &mut w).map_err(ioe)?;
+        if got != l {
+            return Err(Error::format(src_path, "file shrank while being read"));
+        }
+    }
+    for (c, &o) in chunks.iter().zip(&offs) {
+        if let Chunk::Bytes(b) = c {
+            out.write_all_at(b, o).map_err(ioe)?;
+        }
+    }
+    out.set_len(pos).map_err(ioe)?;
+    tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
+    Ok(())
+}
+
 /// SHA-256 feed of one tensor: name, dtype, dims and bytes, each delimited.
 pub(crate) fn hash_tensor(h: &mut Sha256, name: &str, dtype: DType, shape: &[usize], data: &[u8]) {
     h.update(name.as_bytes());

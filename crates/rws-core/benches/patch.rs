@@ -1,0 +1,152 @@
+//! Patch benchmark (issue 2): a generated VGG-16-sized f32 checkpoint (138.4 M parameters, torchvision
+//! names), three signatures on its first 7 weight layers; file patch time vs `cp` of the same file,
+//! peak memory of the patching process, and the in-process apply + reset time of one signature.
+//!
+//! `cargo bench -p rws-core --bench patch` (RWS_BENCH_DIR picks the scratch folder, default the
+//! system temp dir; it needs ~2 GB free).
+
+use rws_core::{extract, patch_file, unpatch_file, Codec, PatchOptions, Patcher, Selection, SigInfo, Signature, TensorMap};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+fn vgg16_shapes() -> Vec<(String, Vec<usize>)> {
+    let cfg = [64, 64, 0, 128, 128, 0, 256, 256, 256, 0, 512, 512, 512, 0, 512, 512, 512, 0];
+    let mut v = Vec::new();
+    let mut cin = 3;
+    for (i, &c) in cfg.iter().enumerate() {
+        // features index: conv at i-th position counting ReLU layers like torchvision (conv, relu, ..., pool).
+        let _ = i;
+        if c == 0 {
+            continue;
+        }
+        v.push((c, cin));
+        cin = c;
+    }
+    let mut out = Vec::new();
+    let mut idx = 0;
+    let mut ci = 0;
+    for &c in cfg.iter() {
+        if c == 0 {
+            idx += 1; // max pool
+            continue;
+        }
+        let (co, cin) = v[ci];
+        ci += 1;
+        out.push((format!("features.{idx}.weight"), vec![co, cin, 3, 3]));
+        out.push((format!("features.{idx}.bias"), vec![co]));
+        idx += 2; // conv + relu
+    }
+    for (i, (o, inn)) in [(4096, 25088), (4096, 4096), (1000, 4096)].iter().enumerate() {
+        out.push((format!("classifier.{}.weight", i * 3), vec![*o, *inn]));
+        out.push((format!("classifier.{}.bias", i * 3), vec![*o]));
+    }
+    out
+}
+
+fn fill(seed: &mut u64, n: usize, scale: f32) -> Vec<f32> {
+    (0..n)
+        .map(|_| {
+            *seed ^= *seed << 13;
+            *seed ^= *seed >> 7;
+            *seed ^= *seed << 17;
+            ((*seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * scale
+        })
+        .collect()
+}
+
+fn status(key: &str) -> String {
+    std::fs::read_to_string("/proc/self/status").unwrap().lines().find(|l| l.starts_with(key)).unwrap_or("").split_whitespace().nth(1).unwrap_or("?").to_string()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(|s| s.as_str()) == Some("--child-patch") {
+        // Child: patch only, then report its own peak memory (VmHWM) in kB.
+        let model = PathBuf::from(&args[2]);
+        let out = PathBuf::from(&args[3]);
+        let sigs: Vec<(Signature, f64)> = args[4..].iter().map(|s| (Signature::load(Path::new(s)).unwrap(), 0.5)).collect();
+        let t = Instant::now();
+        patch_file(&model, &sigs, &out, &PatchOptions::default()).unwrap();
+        println!("{} {} {}", t.elapsed().as_secs_f64(), status("VmHWM:"), status("RssAnon:"));
+        return;
+    }
+    let base = std::env::var("RWS_BENCH_DIR").map(PathBuf::from).unwrap_or_else(|_| std::env::temp_dir());
+    let dir = tempfile::tempdir_in(base).unwrap();
+    let shapes = vgg16_shapes();
+    let mut seed = 0x9e3779b97f4a7c15u64;
+    let model = dir.path().join("vgg16.safetensors");
+    {
+        let items: Vec<(String, Vec<usize>, Vec<f32>)> = shapes.iter().map(|(n, s)| (n.clone(), s.clone(), fill(&mut seed, s.iter().product(), 0.1))).collect();
+        TensorMap::from_f32_vec(items).unwrap().save(&model).unwrap();
+    }
+    let size = std::fs::metadata(&model).unwrap().len();
+    let params: usize = shapes.iter().map(|(_, s)| s.iter().product::<usize>()).sum();
+    println!("model: {params} parameters, {size} bytes");
+    // Signatures on the first 7 weight layers (features.0 … features.14), from small θ₀/θₛ/θ_c maps.
+    let first7: Vec<(String, Vec<usize>)> = shapes.iter().take(14).cloned().collect();
+    let mk = |seed: &mut u64| TensorMap::from_f32_vec(first7.iter().map(|(n, s)| (n.clone(), s.clone(), fill(seed, s.iter().product(), 0.1))).collect()).unwrap();
+    let p = mk(&mut seed);
+    let c = mk(&mut seed);
+    let mut sig_paths = Vec::new();
+    for name in ["fog", "noise", "blur"] {
+        let r = mk(&mut seed);
+        let sig = extract(&p, &c, &[&r], &Selection::First(7), Codec::F32, SigInfo::named(name)).unwrap();
+        let sp = dir.path().join(format!("{name}.rws"));
+        sig.save(&sp).unwrap();
+        sig_paths.push(sp);
+    }
+    let touched: usize = first7.iter().map(|(_, s)| s.iter().product::<usize>() * 4).sum();
+    println!("signatures: 3 × 7 layers, touched tensor bytes {touched}");
+    let runs = 5;
+    let cp_out = dir.path().join("cp.safetensors");
+    let mut cp_t = Vec::new();
+    for _ in 0..runs {
+        let _ = std::fs::remove_file(&cp_out);
+        let t = Instant::now();
+        assert!(std::process::Command::new("cp").arg(&model).arg(&cp_out).status().unwrap().success());
+        cp_t.push(t.elapsed().as_secs_f64());
+    }
+    let _ = std::fs::remove_file(&cp_out);
+    let out = dir.path().join("patched.safetensors");
+    let (mut patch_wall, mut patch_in, mut hwm, mut anon) = (Vec::new(), Vec::new(), 0u64, 0u64);
+    for _ in 0..runs {
+        let _ = std::fs::remove_file(&out);
+        let t = Instant::now();
+        let o = std::process::Command::new(std::env::current_exe().unwrap()).arg("--child-patch").arg(&model).arg(&out).args(&sig_paths).output().unwrap();
+        patch_wall.push(t.elapsed().as_secs_f64());
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let s = String::from_utf8_lossy(&o.stdout);
+        let f: Vec<&str> = s.split_whitespace().collect();
+        patch_in.push(f[0].parse::<f64>().unwrap());
+        hwm = hwm.max(f[1].parse().unwrap());
+        anon = anon.max(f[2].parse().unwrap());
+    }
+    let (cpm, pwm, pim) = (median(cp_t), median(patch_wall), median(patch_in));
+    println!("cp:                 median {cpm:.3} s over {runs} runs");
+    println!("rws patch (process) median {pwm:.3} s ({:.2}× cp); patch_file alone {pim:.3} s ({:.2}× cp)", pwm / cpm, pim / cpm);
+    println!("patch peak memory: VmHWM {:.1} MB, RssAnon at exit {:.1} MB (touched tensors {:.1} MB)", hwm as f64 / 1024.0, anon as f64 / 1024.0, touched as f64 / 1e6 / 1.048576);
+    let un = dir.path().join("unpatched.safetensors");
+    let t = Instant::now();
+    unpatch_file(&out, &un).unwrap();
+    println!("unpatch: {:.3} s, bit-exact: {}", t.elapsed().as_secs_f64(), std::fs::read(&un).unwrap() == std::fs::read(&model).unwrap());
+    let _ = std::fs::remove_file(&un);
+    // In-process apply + reset of one 7-layer signature on the loaded model.
+    let mut m = TensorMap::load(&model).unwrap();
+    let sig = Signature::load(&sig_paths[0]).unwrap();
+    let mut patcher = Patcher::new();
+    let (mut ta, mut tr) = (Vec::new(), Vec::new());
+    for i in 0..10 {
+        let t = Instant::now();
+        patcher.apply(&mut m, &[(&sig, 0.5 + i as f64 * 0.1)]).unwrap();
+        ta.push(t.elapsed().as_secs_f64());
+        let t = Instant::now();
+        patcher.reset(&mut m);
+        tr.push(t.elapsed().as_secs_f64());
+    }
+    println!("in-process: apply median {:.2} ms, reset median {:.3} ms (10 runs, 1 signature, 7 layers, {} threads)", median(ta) * 1e3, median(tr) * 1e3, rayon::current_num_threads());
+}
