@@ -2,7 +2,7 @@
 // 1→32→32, pool, 32→64→64, pool, each conv + BN + ReLU; linear 3136→128→10; batch 128), with the
 // fast ops (`fast`) or candle's built-ins (`candle`). Compare with scripts/bench_train_pytorch.py.
 //
-// `RAYON_NUM_THREADS=2 cargo bench -p rws-nn --bench train_speed -- [fast|candle|both] [BATCHES] [BATCH]`
+// `RAYON_NUM_THREADS=2 cargo bench -p rws-nn --bench train_speed -- [fused|fast|fast-nobn|candle|both|all] [BATCHES] [BATCH]`
 use candle_core::{DType, Device, Tensor, Var};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -16,6 +16,8 @@ struct Net {
     running: Vec<(Tensor, Tensor)>,   // bn running mean / var (eval)
     fcs: Vec<(Var, Var)>,
     fast: bool,
+    /// 2: one conv+BN+ReLU op; 1: conv op then BN+ReLU op; 0: BN in candle tensor ops.
+    fused_bn: u8,
 }
 
 fn uniform(rng: &mut ChaCha8Rng, shape: &[usize], bound: f32) -> Var {
@@ -25,7 +27,7 @@ fn uniform(rng: &mut ChaCha8Rng, shape: &[usize], bound: f32) -> Var {
 }
 
 impl Net {
-    fn new(fast: bool) -> Net {
+    fn new(fast: bool, fused_bn: u8) -> Net {
         let mut rng = ChaCha8Rng::seed_from_u64(0);
         let mut convs = Vec::new();
         let mut running = Vec::new();
@@ -43,7 +45,7 @@ impl Net {
             let bound = 1.0 / (i as f32).sqrt();
             fcs.push((uniform(&mut rng, &[o, i], bound), uniform(&mut rng, &[o], bound)));
         }
-        Net { convs, running, fcs, fast }
+        Net { convs, running, fcs, fast, fused_bn }
     }
 
     fn vars(&self) -> Vec<&Var> {
@@ -61,9 +63,16 @@ impl Net {
         let mut x = x.clone();
         for (l, (w, b, g, be)) in self.convs.iter().enumerate() {
             if train {
-                let y = if self.fast { ops::conv2d(&x, w, Some(b), 1, 1)? } else { ops::conv2d_candle(&x, w, Some(b), 1, 1)? };
-                let (y, m, v) =
-                    if self.fast { ops::batch_norm_train(&y, g, be, EPS, true)? } else { ops::batch_norm_train_candle(&y, g, be, EPS, true)? };
+                let (y, m, v) = if self.fused_bn == 2 {
+                    ops::conv2d_bn_relu_train(&x, w, Some(b), g, be, 1, 1, EPS)?
+                } else {
+                    let y = if self.fast { ops::conv2d(&x, w, Some(b), 1, 1)? } else { ops::conv2d_candle(&x, w, Some(b), 1, 1)? };
+                    if self.fused_bn == 1 {
+                        ops::batch_norm_train(&y, g, be, EPS, true)?
+                    } else {
+                        ops::batch_norm_train_candle(&y, g, be, EPS, true)?
+                    }
+                };
                 let (rm, rv) = &mut self.running[l];
                 let cnt = (y.dim(0)? * y.dim(2)? * y.dim(3)?) as f64;
                 *rm = ((&*rm * 0.9)? + (m * 0.1)?)?;
@@ -128,8 +137,8 @@ fn batch(rng: &mut ChaCha8Rng, bs: usize) -> (Tensor, Tensor) {
     (Tensor::from_vec(x, (bs, 1, 28, 28), &Device::Cpu).unwrap(), Tensor::from_vec(y, bs, &Device::Cpu).unwrap())
 }
 
-fn run(fast: bool, batches: usize, bs: usize) -> candle_core::Result<[f64; 4]> {
-    let mut net = Net::new(fast);
+fn run(fast: bool, fused_bn: u8, batches: usize, bs: usize) -> candle_core::Result<[f64; 4]> {
+    let mut net = Net::new(fast, fused_bn);
     let mut rng = ChaCha8Rng::seed_from_u64(1);
     let data: Vec<_> = (0..batches.min(8)).map(|_| batch(&mut rng, bs)).collect();
     let mut opt = Sgd { mom: vec![None; net.vars().len()] };
@@ -170,10 +179,11 @@ fn main() -> candle_core::Result<()> {
     let batches: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(20);
     let bs: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(128);
     println!("threads {} batch {bs} batches {batches}", rayon::current_num_threads());
-    for (name, fast) in [("fast", true), ("candle", false)] {
-        if which == name || which == "both" {
-            let [tr, ev, trc, evc] = run(fast, batches, bs)?;
-            println!("{name:7} train {tr:8.1} img/s   eval {ev:8.1} img/s   (per CPU-second: train {trc:8.1}, eval {evc:8.1})");
+    // fused: conv+BN+ReLU op; fast: conv op, BN+ReLU op; fast-nobn: conv op, BN in candle ops.
+    for (name, fast, fused_bn) in [("fused", true, 2), ("fast", true, 1), ("fast-nobn", true, 0), ("candle", false, 0)] {
+        if which == name || (which == "both" && (name == "fused" || name == "candle")) || which == "all" {
+            let [tr, ev, trc, evc] = run(fast, fused_bn, batches, bs)?;
+            println!("{name:9} train {tr:8.1} img/s   eval {ev:8.1} img/s   (per CPU-second: train {trc:8.1}, eval {evc:8.1})");
         }
     }
     Ok(())

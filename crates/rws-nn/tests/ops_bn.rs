@@ -65,3 +65,59 @@ fn batch_norm_is_identical_with_one_and_two_threads() {
     let b = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap().install(run_bytes);
     assert!(a == b, "results differ between thread counts");
 }
+
+#[test]
+fn fused_conv_bn_relu_matches_separate_ops() {
+    let mut rng = ChaCha8Rng::seed_from_u64(13);
+    for &(n, c, h, w, o, stride, pad, bias) in &[(3, 2, 7, 7, 4, 1, 1, true), (5, 3, 9, 9, 6, 2, 1, false), (2, 4, 5, 6, 3, 1, 0, true)] {
+        let x = Var::from_tensor(&rand_t(&mut rng, &[n, c, h, w], -1.0, 1.0)).unwrap();
+        let wt = Var::from_tensor(&rand_t(&mut rng, &[o, c, 3, 3], -0.5, 0.5)).unwrap();
+        let b = Var::from_tensor(&rand_t(&mut rng, &[o], -0.5, 0.5)).unwrap();
+        let g = Var::from_tensor(&rand_t(&mut rng, &[o], 0.5, 1.5)).unwrap();
+        let be = Var::from_tensor(&rand_t(&mut rng, &[o], -0.5, 0.5)).unwrap();
+        let bias = bias.then(|| b.as_tensor());
+        let (y1, m1, v1) = ops::conv2d_bn_relu_train(x.as_tensor(), wt.as_tensor(), bias, g.as_tensor(), be.as_tensor(), stride, pad, 1e-5).unwrap();
+        let z = ops::conv2d_candle(x.as_tensor(), wt.as_tensor(), bias, stride, pad).unwrap();
+        let (y2, m2, v2) = ops::batch_norm_train_candle(&z, g.as_tensor(), be.as_tensor(), 1e-5, true).unwrap();
+        let what = format!("{n}x{c}x{h}x{w} o{o} s{stride} p{pad}");
+        assert!(max_rel_diff(&y1, &y2) < 1e-4, "forward {what}");
+        assert!(max_rel_diff(&m1, &m2) < 1e-4 && max_rel_diff(&v1, &v2) < 1e-4, "stats {what}");
+        let r = rand_t(&mut rng, y1.dims(), -1.0, 1.0);
+        let g1 = (&y1 * &r).unwrap().sum_all().unwrap().backward().unwrap();
+        let g2 = (&y2 * &r).unwrap().sum_all().unwrap().backward().unwrap();
+        if bias.is_some() {
+            // BatchNorm removes the channel mean, so the bias gradient is zero up to rounding.
+            let (a, e) = (g1.get(&b).unwrap(), g2.get(&b).unwrap());
+            let d: f32 = (a - e).unwrap().abs().unwrap().max_all().unwrap().to_scalar().unwrap();
+            assert!(d < 1e-4, "bias grad {what}: {d}");
+        }
+        for (name, v) in [("input", &x), ("weight", &wt), ("gamma", &g), ("beta", &be)] {
+            let d = max_rel_diff(g1.get(v).unwrap(), g2.get(v).unwrap());
+            assert!(d < 1e-3, "{name} grad {what}: {d}");
+        }
+    }
+}
+
+fn fused_bytes() -> Vec<u32> {
+    let mut rng = ChaCha8Rng::seed_from_u64(14);
+    let x = Var::from_tensor(&rand_t(&mut rng, &[21, 3, 10, 10], -1.0, 1.0)).unwrap();
+    let w = Var::from_tensor(&rand_t(&mut rng, &[5, 3, 3, 3], -0.5, 0.5)).unwrap();
+    let g = Var::from_tensor(&rand_t(&mut rng, &[5], 0.5, 1.5)).unwrap();
+    let be = Var::from_tensor(&rand_t(&mut rng, &[5], -0.5, 0.5)).unwrap();
+    let (y, _, _) = ops::conv2d_bn_relu_train(x.as_tensor(), w.as_tensor(), None, g.as_tensor(), be.as_tensor(), 1, 1, 1e-5).unwrap();
+    let r = rand_t(&mut rng, y.dims(), -1.0, 1.0);
+    let gr = (&y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+    let mut out = Vec::new();
+    for t in [&y, gr.get(&x).unwrap(), gr.get(&w).unwrap(), gr.get(&g).unwrap(), gr.get(&be).unwrap()] {
+        let v: Vec<f32> = t.flatten_all().unwrap().to_vec1().unwrap();
+        out.extend(v.iter().map(|f| f.to_bits()));
+    }
+    out
+}
+
+#[test]
+fn fused_conv_bn_relu_is_identical_with_one_and_two_threads() {
+    let a = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap().install(fused_bytes);
+    let b = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap().install(fused_bytes);
+    assert!(a == b, "results differ between thread counts");
+}

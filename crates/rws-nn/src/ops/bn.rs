@@ -64,34 +64,7 @@ impl CustomOp3 for BnTrain {
         if g.len() != c || b.len() != c {
             candle_core::bail!("batch_norm: input has {c} channels, weight/bias have {}/{}", g.len(), b.len());
         }
-        let cnt = (n * hw) as f64;
-        let st: Vec<(f32, f32)> = (0..c)
-            .into_par_iter()
-            .map(|ch| {
-                let mut s = 0f64;
-                for r in runs(n, c, hw, ch) {
-                    s += x[r].iter().map(|&v| v as f64).sum::<f64>();
-                }
-                let m = s / cnt;
-                let mut q = 0f64;
-                for r in runs(n, c, hw, ch) {
-                    q += x[r].iter().map(|&v| (v as f64 - m) * (v as f64 - m)).sum::<f64>();
-                }
-                (m as f32, (q / cnt) as f32)
-            })
-            .collect();
-        let mut y = output_buf(x.len());
-        let relu = self.relu;
-        y.par_chunks_mut(hw).enumerate().for_each(|(plane, yp)| {
-            let ch = plane % c;
-            let (m, v) = st[ch];
-            let sc = g[ch] / ((v as f64 + self.eps).sqrt() as f32);
-            let sh = b[ch] - m * sc;
-            for (o, &i) in yp.iter_mut().zip(&x[plane * hw..(plane + 1) * hw]) {
-                let t = i * sc + sh;
-                *o = if relu && t < 0.0 { 0.0 } else { t };
-            }
-        });
+        let (y, st) = forward(x, g, b, n, c, hw, self.eps, self.relu);
         let mut s = self.stats.lock().unwrap();
         s.mean = st.iter().map(|p| p.0).collect();
         s.var = st.iter().map(|p| p.1).collect();
@@ -138,47 +111,107 @@ impl CustomOp3 for BnBwd {
         let g = &self.gamma;
         let (n, c, hw) = (self.n, self.c, self.hw);
         let len = n * c * hw;
-        let relu = self.relu;
-        let cnt = (n * hw) as f64;
-        // Per channel: Σ dy' and Σ dy'·x̂, with dy' the gradient after the ReLU mask.
-        let sums: Vec<(f64, f64, f32)> = (0..c)
-            .into_par_iter()
-            .map(|ch| {
-                let m = self.mean[ch];
-                let inv = (1.0 / (self.var[ch] as f64 + self.eps).sqrt()) as f32;
-                let (mut sd, mut sdx) = (0f64, 0f64);
-                for r in runs(n, c, hw, ch) {
-                    let (mut a, mut b) = (0f32, 0f32);
-                    for ((&d, &yv), &xv) in dy[r.clone()].iter().zip(&y[r.clone()]).zip(&x[r.clone()]) {
-                        let d = if relu && yv <= 0.0 { 0.0 } else { d };
-                        a += d;
-                        b += d * (xv - m) * inv;
-                    }
-                    sd += a as f64;
-                    sdx += b as f64;
-                }
-                (sd, sdx, inv)
-            })
-            .collect();
-        let mut out = output_buf(len + 2 * c);
-        let (dx, rest) = out.split_at_mut(len);
-        dx.par_chunks_mut(hw).enumerate().for_each(|(plane, dxp)| {
-            let ch = plane % c;
-            let (sd, sdx, inv) = sums[ch];
-            let m = self.mean[ch];
-            let k = g[ch] * inv;
-            let md = (sd / cnt) as f32;
-            let mdx = (sdx / cnt) as f32;
-            let r = plane * hw..(plane + 1) * hw;
-            for (((o, &d), &yv), &xv) in dxp.iter_mut().zip(&dy[r.clone()]).zip(&y[r.clone()]).zip(&x[r.clone()]) {
-                let d = if relu && yv <= 0.0 { 0.0 } else { d };
-                *o = k * (d - md - (xv - m) * inv * mdx);
-            }
-        });
-        for ch in 0..c {
-            rest[ch] = sums[ch].1 as f32;
-            rest[c + ch] = sums[ch].0 as f32;
-        }
+        let out = backward(x, dy, y, &self.mean, &self.var, g, n, c, hw, self.eps, self.relu);
         Ok((CpuStorage::F32(out), Shape::from(len + 2 * c)))
     }
+}
+
+/// Batch statistics (mean, biased variance) per channel and the normalised (ReLU'd) output.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn forward(x: &[f32], g: &[f32], b: &[f32], n: usize, c: usize, hw: usize, eps: f64, relu: bool) -> (Vec<f32>, Vec<(f32, f32)>) {
+    let st = stats(x, n, c, hw);
+    let mut y = output_buf(x.len());
+    apply(x, &st, g, b, c, hw, eps, relu, &mut y);
+    (y, st)
+}
+
+pub(crate) fn stats(x: &[f32], n: usize, c: usize, hw: usize) -> Vec<(f32, f32)> {
+    let cnt = (n * hw) as f64;
+    (0..c)
+        .into_par_iter()
+        .map(|ch| {
+            let mut s = 0f64;
+            for r in runs(n, c, hw, ch) {
+                s += x[r].iter().map(|&v| v as f64).sum::<f64>();
+            }
+            let m = s / cnt;
+            let mut q = 0f64;
+            for r in runs(n, c, hw, ch) {
+                q += x[r].iter().map(|&v| (v as f64 - m) * (v as f64 - m)).sum::<f64>();
+            }
+            (m as f32, (q / cnt) as f32)
+        })
+        .collect()
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn apply(x: &[f32], st: &[(f32, f32)], g: &[f32], b: &[f32], c: usize, hw: usize, eps: f64, relu: bool, y: &mut [f32]) {
+    y.par_chunks_mut(hw).enumerate().for_each(|(plane, yp)| {
+        let ch = plane % c;
+        let (m, v) = st[ch];
+        let sc = g[ch] / ((v as f64 + eps).sqrt() as f32);
+        let sh = b[ch] - m * sc;
+        for (o, &i) in yp.iter_mut().zip(&x[plane * hw..(plane + 1) * hw]) {
+            let t = i * sc + sh;
+            *o = if relu && t < 0.0 { 0.0 } else { t };
+        }
+    });
+}
+
+/// [dx (N·C·H·W) | dgamma (C) | dbeta (C)].
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn backward(
+    x: &[f32],
+    dy: &[f32],
+    y: &[f32],
+    mean: &[f32],
+    var: &[f32],
+    g: &[f32],
+    n: usize,
+    c: usize,
+    hw: usize,
+    eps: f64,
+    relu: bool,
+) -> Vec<f32> {
+    let len = n * c * hw;
+    let cnt = (n * hw) as f64;
+    let sums: Vec<(f64, f64, f32)> = (0..c)
+        .into_par_iter()
+        .map(|ch| {
+            let m = mean[ch];
+            let inv = (1.0 / (var[ch] as f64 + eps).sqrt()) as f32;
+            let (mut sd, mut sdx) = (0f64, 0f64);
+            for r in runs(n, c, hw, ch) {
+                let (mut a, mut b) = (0f32, 0f32);
+                for ((&d, &yv), &xv) in dy[r.clone()].iter().zip(&y[r.clone()]).zip(&x[r.clone()]) {
+                    let d = if relu && yv <= 0.0 { 0.0 } else { d };
+                    a += d;
+                    b += d * (xv - m) * inv;
+                }
+                sd += a as f64;
+                sdx += b as f64;
+            }
+            (sd, sdx, inv)
+        })
+        .collect();
+    let mut out = output_buf(len + 2 * c);
+    let (dx, rest) = out.split_at_mut(len);
+    dx.par_chunks_mut(hw).enumerate().for_each(|(plane, dxp)| {
+        let ch = plane % c;
+        let (sd, sdx, inv) = sums[ch];
+        let m = mean[ch];
+        let k = g[ch] * inv;
+        let md = (sd / cnt) as f32;
+        let mdx = (sdx / cnt) as f32;
+        let r = plane * hw..(plane + 1) * hw;
+        for (((o, &d), &yv), &xv) in dxp.iter_mut().zip(&dy[r.clone()]).zip(&y[r.clone()]).zip(&x[r.clone()]) {
+            let d = if relu && yv <= 0.0 { 0.0 } else { d };
+            *o = k * (d - md - (xv - m) * inv * mdx);
+        }
+    });
+    for ch in 0..c {
+        rest[ch] = sums[ch].1 as f32;
+        rest[c + ch] = sums[ch].0 as f32;
+    }
+    out
 }

@@ -27,7 +27,7 @@ pub(crate) struct Geom {
 }
 
 impl Geom {
-    fn new(xs: &[usize], ws: &[usize], stride: usize, pad: usize) -> Result<Self> {
+    pub(crate) fn new(xs: &[usize], ws: &[usize], stride: usize, pad: usize) -> Result<Self> {
         if xs.len() != 4 || ws.len() != 4 {
             candle_core::bail!("conv2d: expected NCHW input and OIHW weight, got {xs:?} and {ws:?}");
         }
@@ -43,10 +43,10 @@ impl Geom {
         let ow = (w + 2 * pad - kw) / stride + 1;
         Ok(Geom { n, c, h, w, o, kh, kw, stride, pad, oh, ow })
     }
-    fn k(&self) -> usize {
+    pub(crate) fn k(&self) -> usize {
         self.c * self.kh * self.kw
     }
-    fn p(&self) -> usize {
+    pub(crate) fn p(&self) -> usize {
         self.oh * self.ow
     }
     /// A 1×1, stride-1, unpadded conv reads the image itself as its column matrix.
@@ -138,7 +138,7 @@ fn col2im(g: &Geom, col: &[f32], dx: &mut [f32]) {
     }
 }
 
-fn fwd(g: &Geom, x: &[f32], w: &[f32], b: Option<&[f32]>) -> Vec<f32> {
+pub(crate) fn fwd(g: &Geom, x: &[f32], w: &[f32], b: Option<&[f32]>) -> Vec<f32> {
     let (k, p, o) = (g.k(), g.p(), g.o);
     let in_img = g.c * g.h * g.w;
     let mut y = output_buf(g.n * o * p);
@@ -162,7 +162,7 @@ fn fwd(g: &Geom, x: &[f32], w: &[f32], b: Option<&[f32]>) -> Vec<f32> {
 }
 
 /// Input gradient: per image, dcol = Wᵀ·dy then col2im.
-fn bwd_input(g: &Geom, dy: &[f32], w: &[f32]) -> Vec<f32> {
+pub(crate) fn bwd_input(g: &Geom, dy: &[f32], w: &[f32]) -> Vec<f32> {
     let (k, p, o) = (g.k(), g.p(), g.o);
     let in_img = g.c * g.h * g.w;
     let mut dx = output_buf(g.n * in_img);
@@ -182,7 +182,7 @@ fn bwd_input(g: &Geom, dy: &[f32], w: &[f32]) -> Vec<f32> {
 
 /// Weight and bias gradients packed as [gw (O·K) | gb (O)]: fixed chunks of images give
 /// partial sums that are then added in chunk order.
-fn bwd_weight(g: &Geom, x: &[f32], dy: &[f32]) -> Vec<f32> {
+pub(crate) fn bwd_weight(g: &Geom, x: &[f32], dy: &[f32]) -> Vec<f32> {
     let (k, p, o) = (g.k(), g.p(), g.o);
     let in_img = g.c * g.h * g.w;
     let len = o * k + o;

@@ -89,3 +89,44 @@ pub fn batch_norm_train_candle(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f
     let y = if relu { y.relu()? } else { y };
     Ok((y, mean.detach().flatten_all()?, var.detach().flatten_all()?))
 }
+
+mod fused;
+
+/// Training-mode conv → BatchNorm → ReLU in one op (the conv bias, if any, is applied before
+/// the normalisation, as in torchvision's VGG-BN). Returns the output and the batch mean and
+/// biased variance per channel, as [`batch_norm_train`]. Gradients flow to `x` (when it needs
+/// one), `w`, `b`, `gamma` and `beta`. Falls back to [`conv2d`] + [`batch_norm_train`] off the
+/// f32 CPU path.
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_bn_relu_train(
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    gamma: &Tensor,
+    beta: &Tensor,
+    stride: usize,
+    padding: usize,
+    eps: f64,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    if !(fast(x) && fast(w) && fast(gamma) && fast(beta) && b.map_or(true, fast)) {
+        let y = conv2d(x, w, b, stride, padding)?;
+        return batch_norm_train(&y, gamma, beta, eps, true);
+    }
+    let (o, c, kh, kw) = w.dims4()?;
+    let zeros;
+    let b = match b {
+        Some(b) => b,
+        None => {
+            zeros = Tensor::zeros(o, DType::F32, x.device())?;
+            &zeros
+        }
+    };
+    let packed = Tensor::cat(&[&w.flatten_all()?, &b.flatten_all()?, &gamma.flatten_all()?, &beta.flatten_all()?], 0)?;
+    let saved = std::sync::Arc::new(std::sync::Mutex::new(fused::Saved::default()));
+    let op = fused::ConvBnRelu { stride, pad: padding, w_shape: [o, c, kh, kw], eps, saved: saved.clone() };
+    let y = x.contiguous()?.apply_op2(&packed, op)?;
+    let s = saved.lock().unwrap();
+    let mean = Tensor::from_slice(&s.mean, o, x.device())?;
+    let var = Tensor::from_slice(&s.var, o, x.device())?;
+    Ok((y, mean, var))
+}

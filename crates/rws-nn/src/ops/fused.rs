@@ -1,0 +1,118 @@
+//! Training-mode conv → BatchNorm → ReLU as one custom op. candle's backward pass materialises a
+//! zero tensor and an addition for every gradient it stores; fusing the block keeps the conv
+//! output out of the graph (held by the op for the backward pass), which removes one full-size
+//! gradient buffer, its zero-fill and its addition per block.
+use super::bn;
+use super::conv::{bwd_input, bwd_weight, fwd, Geom};
+use super::util::{f32_slice, output_buf};
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
+use std::sync::{Arc, Mutex};
+
+#[derive(Default)]
+pub(crate) struct Saved {
+    pub z: Arc<Vec<f32>>,
+    pub mean: Vec<f32>,
+    pub var: Vec<f32>,
+    pub params: Vec<f32>,
+}
+
+/// Inputs: x and the packed parameters [w (O·K) | b (O) | gamma (O) | beta (O)].
+pub(crate) struct ConvBnRelu {
+    pub stride: usize,
+    pub pad: usize,
+    pub w_shape: [usize; 4],
+    pub eps: f64,
+    pub saved: Arc<Mutex<Saved>>,
+}
+
+struct ConvBnReluBwd {
+    g: Geom,
+    eps: f64,
+    need_dx: bool,
+    z: Arc<Vec<f32>>,
+    mean: Vec<f32>,
+    var: Vec<f32>,
+    params: Vec<f32>,
+}
+
+impl CustomOp2 for ConvBnRelu {
+    fn name(&self) -> &'static str {
+        "rws-conv-bn-relu"
+    }
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let g = Geom::new(l1.shape().dims(), &self.w_shape, self.stride, self.pad)?;
+        let x = f32_slice(s1, l1, "conv input")?;
+        let p = f32_slice(s2, l2, "conv/batch-norm parameters")?;
+        let (ok, o) = (g.o * g.k(), g.o);
+        if p.len() != ok + 3 * o {
+            candle_core::bail!("conv_bn_relu: {} packed parameters, expected {}", p.len(), ok + 3 * o);
+        }
+        let z = fwd(&g, x, &p[..ok], Some(&p[ok..ok + o]));
+        let (pl, hw) = (g.n * o, g.p());
+        let st = bn::stats(&z, g.n, o, hw);
+        let mut y = output_buf(pl * hw);
+        bn::apply(&z, &st, &p[ok + o..ok + 2 * o], &p[ok + 2 * o..], o, hw, self.eps, true, &mut y);
+        let mut s = self.saved.lock().unwrap();
+        s.z = Arc::new(z);
+        s.mean = st.iter().map(|v| v.0).collect();
+        s.var = st.iter().map(|v| v.1).collect();
+        s.params = p.to_vec();
+        Ok((CpuStorage::F32(y), Shape::from((g.n, g.o, g.oh, g.ow))))
+    }
+    fn bwd(&self, x: &Tensor, packed: &Tensor, res: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let g = Geom::new(x.dims(), &self.w_shape, self.stride, self.pad)?;
+        let s = self.saved.lock().unwrap();
+        let need_dx = x.track_op();
+        let op = ConvBnReluBwd {
+            g,
+            eps: self.eps,
+            need_dx,
+            z: s.z.clone(),
+            mean: s.mean.clone(),
+            var: s.var.clone(),
+            params: s.params.clone(),
+        };
+        drop(s);
+        let out = x.apply_op3_no_bwd(&dy.contiguous()?, res, &op)?;
+        let nx = if need_dx { x.elem_count() } else { 0 };
+        let dx = if need_dx { Some(out.narrow(0, 0, nx)?.reshape(x.shape())?) } else { None };
+        let dp = out.narrow(0, nx, packed.elem_count())?;
+        Ok((dx, Some(dp)))
+    }
+}
+
+impl CustomOp3 for ConvBnReluBwd {
+    fn name(&self) -> &'static str {
+        "rws-conv-bn-relu-bwd"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = self.g;
+        let x = f32_slice(s1, l1, "conv input")?;
+        let dy = f32_slice(s2, l2, "conv_bn_relu output gradient")?;
+        let y = f32_slice(s3, l3, "conv_bn_relu output")?;
+        let (ok, o, hw) = (g.o * g.k(), g.o, g.p());
+        let gamma = &self.params[ok + o..ok + 2 * o];
+        // [dz | dgamma | dbeta]
+        let bnb = bn::backward(&self.z, dy, y, &self.mean, &self.var, gamma, g.n, o, hw, self.eps, true);
+        let zl = g.n * o * hw;
+        let dz = &bnb[..zl];
+        let wb = bwd_weight(&g, x, dz); // [gw | gb]
+        let nx = if self.need_dx { x.len() } else { 0 };
+        let mut out = Vec::with_capacity(nx + ok + 3 * o);
+        if self.need_dx {
+            out.extend_from_slice(&bwd_input(&g, dz, &self.params[..ok]));
+        }
+        out.extend_from_slice(&wb);
+        out.extend_from_slice(&bnb[zl..]);
+        let len = out.len();
+        Ok((CpuStorage::F32(out), Shape::from(len)))
+    }
+}
