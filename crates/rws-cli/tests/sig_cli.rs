@@ -121,7 +121,7 @@ fn extract_inspect_patch_unpatch() {
 #[test]
 fn diff_and_similarity() {
     let fx = Fx::new();
-    let (ok, out, err) = rws(&["diff", &fx.s("r.safetensors"), &fx.s("p.safetensors"), "--json"]);
+    let (ok, out, err) = rws(&["diff", &fx.s("r.safetensors"), &fx.s("p.safetensors"), "--json", "--plot", &fx.s("diff.png")]);
     assert!(ok, "{err}");
     let j: serde_json::Value = serde_json::from_str(&out).unwrap();
     let layers: Vec<&str> = j["layers"].as_array().unwrap().iter().map(|l| l["layer"].as_str().unwrap()).collect();
@@ -129,13 +129,17 @@ fn diff_and_similarity() {
     assert!(j["layers"][0]["relative"].as_f64().unwrap() > 0.0);
     let a = fx.extract("a", "r.safetensors", "f32");
     let b = fx.extract("b", "r2.safetensors", "f32");
-    let (ok, out, err) = rws(&["similarity", &a, &b, &a, "--json"]);
+    let (ok, out, err) = rws(&["similarity", &a, &b, &a, "--json", "--plot", &fx.s("sim.png")]);
     assert!(ok, "{err}");
     let j: serde_json::Value = serde_json::from_str(&out).unwrap();
     let m = &j["matrix"];
     assert!((m[0][0].as_f64().unwrap() - 1.0).abs() < 1e-9);
     assert!((m[0][2].as_f64().unwrap() - 1.0).abs() < 1e-9);
     assert!(m[0][1].as_f64().unwrap() < 0.999);
+    for png in ["diff.png", "sim.png"] {
+        let b = std::fs::read(fx.p(png)).unwrap();
+        assert!(b.starts_with(b"\x89PNG") && b.len() > 1000, "{png}");
+    }
 }
 
 /// Runs a command that must fail: non-zero exit, an error naming `want`, no output, inputs unchanged.
