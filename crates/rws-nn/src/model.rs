@@ -319,6 +319,26 @@ impl Model {
         while i < prog.len() {
             match &prog[i] {
                 Op::Conv { w, b, stride, pad } => {
+                    // Training: conv → BN → ReLU as one fused op (one graph node per block).
+                    if train {
+                        if let (Some(Op::Bn { p }), Some(Op::Relu)) = (prog.get(i + 1), prog.get(i + 2)) {
+                            let (y, mean, var) = ops::conv2d_bn_relu_train(
+                                &x,
+                                self.t(*w),
+                                b.map(|b| self.t(b)),
+                                self.t(p[0]),
+                                self.t(p[1]),
+                                *stride,
+                                *pad,
+                                BN_EPS,
+                            )?;
+                            let (n, _, h, wd) = y.dims4()?;
+                            self.update_running(p, &mean, &var, n * h * wd)?;
+                            x = y;
+                            i += 3;
+                            continue;
+                        }
+                    }
                     // In eval mode fold a following BatchNorm into the conv: one op instead of four.
                     if !train {
                         if let Some(Op::Bn { p }) = prog.get(i + 1) {
@@ -374,23 +394,28 @@ impl Model {
         Ok((wf, bf.detach()))
     }
 
+    /// PyTorch's update: momentum 0.1, unbiased variance in the running estimate, count + 1.
+    fn update_running(&self, p: &[usize; 5], mean: &Tensor, var: &Tensor, cnt: usize) -> Result<()> {
+        let m = BN_MOMENTUM;
+        let cnt = cnt as f64;
+        let unbias = if cnt > 1.0 { cnt / (cnt - 1.0) } else { 1.0 };
+        let rm = ((self.t(p[2]) * (1.0 - m))? + (mean.detach() * m)?)?;
+        let rv = ((self.t(p[3]) * (1.0 - m))? + (var.detach() * (m * unbias))?)?;
+        self.params[p[2]].var.set(&rm)?;
+        self.params[p[3]].var.set(&rv)?;
+        // `+ 1.0` on i64 goes through affine in f64 and comes back i64.
+        let nb = (self.t(p[4]) + 1.0)?;
+        self.params[p[4]].var.set(&nb.to_dtype(DType::I64)?)?;
+        Ok(())
+    }
+
     /// `relu`: apply the ReLU that follows (fused into the training op).
     fn batch_norm(&self, x: &Tensor, p: &[usize; 5], train: bool, relu: bool) -> Result<Tensor> {
         let c = x.dim(1)?;
         if train {
             let (n, _, h, w) = x.dims4()?;
-            let cnt = (n * h * w) as f64;
             let (y, mean, var) = ops::batch_norm_train(x, self.t(p[0]), self.t(p[1]), BN_EPS, relu)?;
-            // PyTorch's update: momentum 0.1, unbiased variance in the running estimate.
-            let m = BN_MOMENTUM;
-            let unbias = if cnt > 1.0 { cnt / (cnt - 1.0) } else { 1.0 };
-            let rm = ((self.t(p[2]) * (1.0 - m))? + (mean.detach() * m)?)?;
-            let rv = ((self.t(p[3]) * (1.0 - m))? + (var.detach() * (m * unbias))?)?;
-            self.params[p[2]].var.set(&rm)?;
-            self.params[p[3]].var.set(&rv)?;
-            let nb = (self.t(p[4]) + 1.0)?;
-            // `+ 1.0` on i64 goes through affine in f64 and comes back i64.
-            self.params[p[4]].var.set(&nb.to_dtype(DType::I64)?)?;
+            self.update_running(p, &mean, &var, n * h * w)?;
             Ok(y)
         } else {
             let rm = self.t(p[2]).reshape((1, c, 1, 1))?;
