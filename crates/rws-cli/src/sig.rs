@@ -212,10 +212,11 @@ pub fn inspect(a: InspectArgs) -> Result<()> {
         );
         return Ok(());
     }
-    println!("signature {}  corruption {:?} severity {:?} dataset {:?}", sig.info.name, sig.info.corruption, sig.info.severity, sig.info.dataset);
+    let opt = |o: &Option<String>| o.clone().unwrap_or_else(|| "-".into());
+    println!("signature {}  corruption {}  severity {}  dataset {}", sig.info.name, opt(&sig.info.corruption), opt(&sig.info.severity.map(|s| s.to_string())), opt(&sig.info.dataset));
     println!("{:<40} {:>10} {:>14} {:>10} {:>12}", "tensor", "elements", "codec", "bytes", "L2");
     for r in &rows {
-        println!("{:<40} {:>10} {:>14} {:>10} {:>12.6}", r["name"].as_str().unwrap(), r["elements"], r["codec"].as_str().unwrap(), r["bytes"], r["l2"].as_f64().unwrap());
+        println!("{:<40} {:>10} {:>14} {:>10} {:>12.6}", r["name"].as_str().unwrap(), r["elements"].as_u64().unwrap(), r["codec"].as_str().unwrap(), r["bytes"].as_u64().unwrap(), r["l2"].as_f64().unwrap());
     }
     println!("{:<40} {:>10} {:>14} {:>10} {:>12.6}", "total", tot_n, "", sig.payload_bytes(), tot_sq.sqrt());
     println!("file {file_bytes} bytes; covered model tensors {touched_bytes} bytes");

@@ -100,6 +100,14 @@ fn main() {
         sig.save(&sp).unwrap();
         sig_paths.push(sp);
     }
+    for codec in [Codec::F32, Codec::F16, Codec::Int { bits: 4, per_channel: false }] {
+        let r = mk(&mut seed.clone());
+        let sig = extract(&p, &c, &[&r], &Selection::First(7), codec, SigInfo::named("x")).unwrap();
+        let sp = dir.path().join("codec.rws");
+        sig.save(&sp).unwrap();
+        let b = std::fs::metadata(&sp).unwrap().len();
+        println!("{codec} signature, 7 layers: {b} bytes, full model / signature = {:.0}×", size as f64 / b as f64);
+    }
     let touched: usize = first7.iter().map(|(_, s)| s.iter().product::<usize>() * 4).sum();
     println!("signatures: 3 × 7 layers, touched tensor bytes {touched}");
     let runs = 5;
