@@ -77,6 +77,9 @@ fn main() {
     }
     let base = std::env::var("RWS_BENCH_DIR").map(PathBuf::from).unwrap_or_else(|_| std::env::temp_dir());
     let dir = tempfile::tempdir_in(base).unwrap();
+    if std::env::var("RWS_BENCH_KEEP").is_ok() {
+        println!("keeping {}", dir.path().display());
+    }
     let shapes = vgg16_shapes();
     let mut seed = 0x9e3779b97f4a7c15u64;
     let model = dir.path().join("vgg16.safetensors");
@@ -110,19 +113,22 @@ fn main() {
     }
     let touched: usize = first7.iter().map(|(_, s)| s.iter().product::<usize>() * 4).sum();
     println!("signatures: 3 × 7 layers, touched tensor bytes {touched}");
-    let runs = 5;
+    // Interleaved runs, so a load change on a shared machine hits every contender alike.
+    let runs = 7;
     let cp_out = dir.path().join("cp.safetensors");
-    let mut cp_t = Vec::new();
+    let out = dir.path().join("patched.safetensors");
+    let (mut cp_t, mut fc_t) = (Vec::new(), Vec::new());
+    let (mut patch_wall, mut patch_in, mut hwm, mut anon) = (Vec::new(), Vec::new(), 0u64, 0u64);
     for _ in 0..runs {
         let _ = std::fs::remove_file(&cp_out);
         let t = Instant::now();
         assert!(std::process::Command::new("cp").arg(&model).arg(&cp_out).status().unwrap().success());
         cp_t.push(t.elapsed().as_secs_f64());
-    }
-    let _ = std::fs::remove_file(&cp_out);
-    let out = dir.path().join("patched.safetensors");
-    let (mut patch_wall, mut patch_in, mut hwm, mut anon) = (Vec::new(), Vec::new(), 0u64, 0u64);
-    for _ in 0..runs {
+        let _ = std::fs::remove_file(&cp_out);
+        let t = Instant::now();
+        std::fs::copy(&model, &cp_out).unwrap();
+        fc_t.push(t.elapsed().as_secs_f64());
+        let _ = std::fs::remove_file(&cp_out);
         let _ = std::fs::remove_file(&out);
         let t = Instant::now();
         let o = std::process::Command::new(std::env::current_exe().unwrap()).arg("--child-patch").arg(&model).arg(&out).args(&sig_paths).output().unwrap();
@@ -134,6 +140,7 @@ fn main() {
         hwm = hwm.max(f[1].parse().unwrap());
         anon = anon.max(f[2].parse().unwrap());
     }
+    println!("std::fs::copy:      median {:.3} s", median(fc_t));
     let (cpm, pwm, pim) = (median(cp_t), median(patch_wall), median(patch_in));
     println!("cp:                 median {cpm:.3} s over {runs} runs");
     println!("rws patch (process) median {pwm:.3} s ({:.2}× cp); patch_file alone {pim:.3} s ({:.2}× cp)", pwm / cpm, pim / cpm);
@@ -155,6 +162,9 @@ fn main() {
         let t = Instant::now();
         patcher.reset(&mut m);
         tr.push(t.elapsed().as_secs_f64());
+    }
+    if std::env::var("RWS_BENCH_KEEP").is_ok() {
+        let _ = dir.keep();
     }
     println!("in-process: apply median {:.2} ms, reset median {:.3} ms (10 runs, 1 signature, 7 layers, {} threads)", median(ta) * 1e3, median(tr) * 1e3, rayon::current_num_threads());
 }

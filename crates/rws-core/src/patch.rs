@@ -156,22 +156,23 @@ pub fn patch_file(model: &Path, sigs: &[(Signature, f64)], out: &Path, opts: &Pa
             (oh, t, l.into_iter().map(|(s, a)| (std::borrow::Cow::<Signature>::Owned(s), a)).collect::<Vec<_>>())
         }
     };
-    // Checksums hash the whole payload: compute each once.
-    let mut sums: Vec<String> = list.iter().map(|(x, _)| x.checksum()).collect();
+    // Checksums hash the whole payload: each signature's parts (which carry it) are built once.
+    let mut parts: Vec<_> = list.iter().map(|(x, _)| x.to_parts()).collect();
     for (s, a) in sigs {
-        let c = s.checksum();
-        if let Some(i) = sums.iter().position(|x| *x == c) {
+        let p = s.to_parts();
+        if let Some(i) = parts.iter().position(|x| x.0["rws.checksum"] == p.0["rws.checksum"]) {
             list[i].1 = *a;
         } else {
             list.push((std::borrow::Cow::Borrowed(s), *a));
-            sums.push(c);
+            parts.push(p);
         }
     }
     let keep: Vec<bool> = list.iter().map(|(_, a)| *a != 0.0).collect();
     let mut it = keep.iter();
     list.retain(|_| *it.next().unwrap());
     let mut it = keep.iter();
-    sums.retain(|_| *it.next().unwrap());
+    parts.retain(|_| *it.next().unwrap());
+    let sums: Vec<String> = parts.iter().map(|p| p.0["rws.checksum"].clone()).collect();
     let refs: Vec<(&Signature, f64)> = list.iter().map(|(s, a)| (s.as_ref(), *a)).collect();
     check_compat(&refs, |n| by_name.get(n).filter(|_| !n.starts_with(PREFIX)).map(|e| (e.dtype, e.shape.as_slice())), opts.force)?;
     touched.extend(list.iter().flat_map(|(s, _)| s.tensors.iter().map(|t| t.name.clone())));
@@ -203,7 +204,6 @@ pub fn patch_file(model: &Path, sigs: &[(Signature, f64)], out: &Path, opts: &Pa
         let e = by_name[n.as_str()];
         items.push((format!("{PREFIX}orig.{n}"), e.dtype, e.shape.clone(), Chunk::Bytes(pristine(n)?)));
     }
-    let parts: Vec<_> = list.iter().map(|(s, _)| s.to_parts()).collect();
     for (k, (_, payload)) in parts.iter().enumerate() {
         for (key, (d, s, b)) in payload {
             items.push((format!("{PREFIX}sig{k}.{key}"), *d, s.clone(), Chunk::Bytes(b.as_slice())));
