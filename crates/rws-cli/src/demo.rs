@@ -21,6 +21,10 @@ pub struct DemoArgs {
     /// Corruptions (comma-separated reference names) instead of the default set.
     #[arg(long, value_delimiter = ',')]
     corruptions: Option<Vec<String>>,
+    /// Network (see `rws train --help`); the default has no BatchNorm, whose running statistics a
+    /// weight signature cannot carry.
+    #[arg(long)]
+    arch: Option<String>,
     /// Weight layers a signature covers in the main table.
     #[arg(long)]
     k: Option<usize>,
@@ -41,6 +45,9 @@ pub fn run(a: DemoArgs) -> anyhow::Result<()> {
     cfg.seed = a.seed;
     if let Some(c) = a.corruptions {
         cfg.corruptions = c;
+    }
+    if let Some(x) = a.arch {
+        cfg.arch = x;
     }
     if let Some(k) = a.k {
         anyhow::ensure!(k >= 1, "--k must be at least 1");
