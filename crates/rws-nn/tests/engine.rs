@@ -89,6 +89,14 @@ fn resnets_match_torchvision_parameter_counts() {
         assert_eq!(m.num_parameters(), params, "{arch}");
         assert_eq!(m.params().len() - 2, entries, "{arch} (plus normalize.mean|std)");
     }
+    // torchvision vgg16_bn: 138,365,992 parameters, classifier.0/.3/.6, last conv at features.40.
+    let v = Model::new("vgg16_bn", 1000, 3, 0).unwrap();
+    assert_eq!(v.num_parameters(), 138_365_992);
+    let vn: Vec<&str> = v.params().iter().map(|p| p.name.as_str()).collect();
+    for n in ["features.40.weight", "features.41.num_batches_tracked", "classifier.0.weight", "classifier.6.bias"] {
+        assert!(vn.contains(&n), "{n} missing");
+    }
+    drop(v);
     let m = Model::new("resnet18", 10, 1, 0).unwrap();
     let names: Vec<&str> = m.params().iter().map(|p| p.name.as_str()).collect();
     for n in ["conv1.weight", "layer2.0.downsample.0.weight", "layer4.1.bn2.running_var", "fc.bias"] {
