@@ -146,12 +146,11 @@ pub fn pack(q: &[u8], bits: u8) -> Vec<u8> {
     let b = bits as usize;
     let mut out = vec![0u8; (q.len() * b).div_ceil(8)];
     for (i, &v) in q.iter().enumerate() {
-        let mut bit = i * b;
         for k in 0..b {
+            let bit = i * b + k;
             if (v >> k) & 1 == 1 {
                 out[bit / 8] |= 1 << (bit % 8);
             }
-            bit += 1;
         }
     }
     out

@@ -17,7 +17,7 @@ pub use analysis::{cosine_similarity, relative_diff, similarity_matrix, LayerDif
 pub use codec::{decode, encode, quantize, Codec, Encoded};
 pub use patch::{patch_file, unpatch_file, PatchOptions, PatchReport, Patcher};
 pub use select::{select_tensors, weight_layers, Layer, Selection};
-pub use signature::{extract, SigInfo, SigTensor, Signature};
+pub use signature::{extract, Payload, SigInfo, SigTensor, Signature};
 pub use tensor::{DType, Tensor, TensorMap};
 
 use std::path::{Path, PathBuf};

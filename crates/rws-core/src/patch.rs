@@ -223,7 +223,7 @@ pub fn patch_file(model: &Path, sigs: &[(Signature, f64)], out: &Path, opts: &Pa
     let mut header = build_header(&metadata, items.iter().map(|(n, d, s, b)| (n.as_str(), *d, s.as_slice(), len(b))))?;
     // Same data offset modulo the page size as the input, so the kernel copies whole pages.
     let pad = (st.data_start % 4096 + 4096 - (8 + header.len()) % 4096) % 4096;
-    header.extend(std::iter::repeat(' ').take(pad));
+    header.push_str(&" ".repeat(pad));
     let chunks: Vec<Chunk> = items.into_iter().map(|i| i.3).collect();
     write_atomic_chunks(out, &header, &file, model, &chunks)?;
     Ok(PatchReport { touched: touched_v, signatures: list.iter().zip(sums).map(|((s, a), c)| (s.info.name.clone(), c, *a)).collect() })

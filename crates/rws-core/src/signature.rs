@@ -9,6 +9,9 @@ use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::path::Path;
 
+/// Payload tensors of a `.rws` file by key: (dtype, shape, bytes).
+pub type Payload = BTreeMap<String, (DType, Vec<usize>, Vec<u8>)>;
+
 /// What a signature is about; corruption/severity/dataset are optional labels.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct SigInfo {
@@ -157,7 +160,7 @@ impl Signature {
         m
     }
     /// Metadata and payload tensors, key order, with the checksum filled in.
-    pub fn to_parts(&self) -> (BTreeMap<String, String>, BTreeMap<String, (DType, Vec<usize>, Vec<u8>)>) {
+    pub fn to_parts(&self) -> (BTreeMap<String, String>, Payload) {
         let mut payload = BTreeMap::new();
         let mut list = Vec::new();
         for t in &self.tensors {
@@ -194,7 +197,7 @@ impl Signature {
         self.to_parts().0["rws.checksum"].clone()
     }
     /// Rebuilds a signature from its metadata and payload tensors; verifies the checksum.
-    pub fn from_parts(path: &Path, md: &BTreeMap<String, String>, payload: &BTreeMap<String, (DType, Vec<usize>, Vec<u8>)>) -> Result<Signature> {
+    pub fn from_parts(path: &Path, md: &BTreeMap<String, String>, payload: &Payload) -> Result<Signature> {
         let bad = |m: String| Error::format(path, m);
         if md.get("rws.format").map(|s| s.as_str()) != Some("rws-signature") {
             return Err(bad("not an rws signature (no rws.format = rws-signature in the metadata)".into()));

@@ -3,7 +3,6 @@
 
 use crate::{Error, Result};
 use sha2::{Digest, Sha256};
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -215,10 +214,8 @@ impl TensorMap {
     }
     /// Writes one safetensors file (tensors in name order) through a temp file and a rename.
     pub fn save(&self, path: &Path) -> Result<()> {
-        let items: Vec<(&str, DType, &[usize], Cow<[u8]>)> =
-            self.tensors.iter().map(|(n, t)| (n.as_str(), t.dtype, t.shape.as_slice(), Cow::Borrowed(t.data.as_slice()))).collect();
-        let header = build_header(&self.metadata, items.iter().map(|(n, d, s, b)| (*n, *d, *s, b.len())))?;
-        write_atomic(path, &header, items.iter().map(|i| i.3.as_ref()))
+        let header = build_header(&self.metadata, self.tensors.iter().map(|(n, t)| (n.as_str(), t.dtype, t.shape.as_slice(), t.data.len())))?;
+        write_atomic(path, &header, self.tensors.values().map(|t| t.data.as_slice()))
     }
 }
 
@@ -311,7 +308,7 @@ pub fn parse_header_json(path: &Path, header_json: String, data_len: Option<usiz
         }
         entries.push(StEntry { name: name.clone(), dtype, shape, start, end });
     }
-    entries.sort_by(|a, b| (a.start, a.end).cmp(&(b.start, b.end)));
+    entries.sort_by_key(|e| (e.start, e.end));
     let mut pos = 0usize;
     for e in &entries {
         if e.start < pos {
@@ -385,9 +382,8 @@ pub fn build_header<'a>(metadata: &BTreeMap<String, String>, items: impl Iterato
         off += len;
     }
     let mut s = serde_json::to_string(&serde_json::Value::Object(obj)).unwrap();
-    while (8 + s.len()) % 8 != 0 {
-        s.push(' ');
-    }
+    let pad = (8 - s.len() % 8) % 8;
+    s.push_str(&" ".repeat(pad));
     Ok(s)
 }
 

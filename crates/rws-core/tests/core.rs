@@ -250,8 +250,9 @@ fn run_case(seed: u64, layers: &[(DType, usize, usize)], alphas: &[(usize, f64)]
     let mut applied: Vec<(usize, f64)> = Vec::new();
     for (i, (k, a)) in alphas.iter().enumerate() {
         let next = dir.path().join(format!("p{i}.safetensors"));
+        let input = std::fs::read(&cur).unwrap();
         patch_file(&cur, &[(sigs[*k].clone(), *a)], &next, &PatchOptions::default()).unwrap();
-        prop_assert_eq!(std::fs::read(&cur).unwrap().len() > 0, true);
+        prop_assert_eq!(std::fs::read(&cur).unwrap(), input, "input modified");
         if let Some(e) = applied.iter_mut().find(|e| e.0 == *k) { e.1 = *a } else { applied.push((*k, *a)) }
         applied.retain(|e| e.1 != 0.0);
         // The file's model tensors equal a from-pristine in-process patch with the same list.
