@@ -24,7 +24,7 @@ fn fast(t: &Tensor) -> bool {
 
 /// 2-D convolution, NCHW input, OIHW weight, optional bias of length O.
 pub fn conv2d(x: &Tensor, w: &Tensor, b: Option<&Tensor>, stride: usize, padding: usize) -> Result<Tensor> {
-    if fast(x) && fast(w) && b.map_or(true, fast) {
+    if fast(x) && fast(w) && b.iter().all(|t| fast(t)) {
         let (x, w) = (x.contiguous()?, w.contiguous()?);
         return match b {
             Some(b) => x.apply_op3(&w, &b.contiguous()?, conv::ConvBias { stride, pad: padding }),
@@ -108,7 +108,7 @@ pub fn conv2d_bn_relu_train(
     padding: usize,
     eps: f64,
 ) -> Result<(Tensor, Tensor, Tensor)> {
-    if !(fast(x) && fast(w) && fast(gamma) && fast(beta) && b.map_or(true, fast)) {
+    if !(fast(x) && fast(w) && fast(gamma) && fast(beta) && b.iter().all(|t| fast(t))) {
         let y = conv2d(x, w, b, stride, padding)?;
         return batch_norm_train(&y, gamma, beta, eps, true);
     }
