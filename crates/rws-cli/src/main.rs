@@ -8,6 +8,12 @@ mod train;
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc keeps freed memory for reuse: training allocates and frees the same tensor sizes every
+/// step, and glibc's malloc returned them to the kernel (820k minor page faults a benchmark run
+/// against 40k with mimalloc; docs/BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "rws", version, about = "Robust Weight Signatures: extract, patch and evaluate corruption robustness as weight patches")]
 struct Cli {
