@@ -1,23 +1,12 @@
 //! Fused training-mode BatchNorm(+ReLU) against the same computation in candle's tensor ops,
 //! and identical bytes with 1 and 2 rayon threads.
-use candle_core::{Device, Tensor, Var};
-use rand::{Rng, SeedableRng};
+use candle_core::Var;
+use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rws_nn::ops;
 
-fn rand_t(rng: &mut ChaCha8Rng, shape: &[usize], lo: f32, hi: f32) -> Tensor {
-    let n: usize = shape.iter().product();
-    let v: Vec<f32> = (0..n).map(|_| rng.gen_range(lo..hi)).collect();
-    Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
-}
-
-fn max_rel_diff(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims());
-    let a: Vec<f32> = a.flatten_all().unwrap().to_vec1().unwrap();
-    let b: Vec<f32> = b.flatten_all().unwrap().to_vec1().unwrap();
-    let scale = b.iter().fold(1e-3f32, |m, v| m.max(v.abs()));
-    a.iter().zip(&b).map(|(x, y)| (x - y).abs() / scale).fold(0.0, f32::max)
-}
+mod common;
+use common::{max_rel_diff, rand_t};
 
 #[test]
 fn batch_norm_matches_candle_ops() {
