@@ -34,6 +34,12 @@ pub struct DemoArgs {
     /// Signature codec in the main table (f32, f16, bf16, intN, intN-channel).
     #[arg(long)]
     codec: Option<String>,
+    /// Signatures carry the BN running statistics of their layers (default true).
+    #[arg(long)]
+    bn_stats: Option<bool>,
+    /// Re-estimate BN statistics of each patched model on 2048 clean training images.
+    #[arg(long)]
+    bn_adapt: bool,
     /// Print the whole report.json to stdout.
     #[arg(long)]
     json: bool,
@@ -57,6 +63,10 @@ pub fn run(a: DemoArgs) -> anyhow::Result<()> {
         anyhow::ensure!(x.is_finite(), "--alpha must be a finite number");
         cfg.alpha = x;
     }
+    if let Some(b) = a.bn_stats {
+        cfg.bn_stats = b;
+    }
+    cfg.bn_adapt = a.bn_adapt;
     if let Some(c) = a.codec {
         cfg.codec = c;
     }

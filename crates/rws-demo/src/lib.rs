@@ -68,6 +68,9 @@ pub struct DemoConfig {
     /// patched BN network normalises the robust weights' features with the clean model's
     /// statistics (the paper re-estimates BN statistics for its ResNet-50 for the same reason).
     pub bn_stats: bool,
+    /// Re-estimate the BN running statistics of every patched model on clean fine-tuning images
+    /// (the paper's treatment of its ResNet-50), instead of or on top of `bn_stats`.
+    pub bn_adapt: bool,
     /// Test images for the main table and for the sweeps.
     pub test_images: usize,
     pub sweep_images: usize,
@@ -108,6 +111,7 @@ impl DemoConfig {
             alpha: 1.0,
             codec: "int4".into(),
             bn_stats: true,
+            bn_adapt: false,
             test_images: 10_000,
             sweep_images: 1_000,
         }
@@ -362,9 +366,14 @@ pub fn run(cfg: DemoConfig) -> Result<Value> {
     let mut patched_model = clean.copy()?;
     let mut patch_map = ms.clone();
     let mut patcher = Patcher::new();
-    let eval_patched = |model: &mut Model, map: &mut TensorMap, patcher: &mut Patcher, set: &[(&Signature, f64)], data: &[&Dataset]| -> Result<Vec<f64>> {
+    const ADAPT_IMAGES: usize = 2048;
+    let adapt_main = ctx.ft_data.limit(ADAPT_IMAGES);
+    let eval_patched = |model: &mut Model, map: &mut TensorMap, patcher: &mut Patcher, set: &[(&Signature, f64)], data: &[&Dataset], adapt: &Dataset| -> Result<Vec<f64>> {
         patcher.apply(map, set)?;
         set_map(model, map)?;
+        if cfg.bn_adapt && model.has_batch_norm() {
+            rws_nn::bn_adapt(model, adapt, 128, None, true, false)?;
+        }
         let r = data.iter().map(|d| rws_nn::evaluate(model, d).map_err(Error::from)).collect::<Result<Vec<_>>>();
         patcher.reset(map);
         r
@@ -377,7 +386,7 @@ pub fn run(cfg: DemoConfig) -> Result<Value> {
         std_ra.insert(c, rws_nn::evaluate(&clean.model, &ctx.test_c[&c])?);
         let rm = &robust[&c].model;
         robust_res.insert(c, TaRa { ta: rws_nn::evaluate(rm, &ctx.test)?, ra: rws_nn::evaluate(rm, &ctx.test_c[&c])? });
-        let v = eval_patched(&mut patched_model, &mut patch_map, &mut patcher, &[(&sigs[&c], cfg.alpha)], &[&ctx.test, &ctx.test_c[&c]])?;
+        let v = eval_patched(&mut patched_model, &mut patch_map, &mut patcher, &[(&sigs[&c], cfg.alpha)], &[&ctx.test, &ctx.test_c[&c]], &adapt_main)?;
         patched_res.insert(c, TaRa { ta: v[0], ra: v[1] });
     }
     let sig_bytes: HashMap<Corruption, u64> = cors.iter().map(|c| {
@@ -391,7 +400,7 @@ pub fn run(cfg: DemoConfig) -> Result<Value> {
         let mut per = BTreeMap::new();
         for &c in &cors {
             let (s, a) = set_for(c)?;
-            let v = eval_patched(patched_model, patch_map, patcher, &[(&s, a)], &[&ctx.sweep_test, &ctx.sweep_c[&c]])?;
+            let v = eval_patched(patched_model, patch_map, patcher, &[(&s, a)], &[&ctx.sweep_test, &ctx.sweep_c[&c]], &adapt_main)?;
             per.insert(c.name().to_string(), TaRa { ta: v[0], ra: v[1] });
         }
         let ta = mean(&per.values().map(|r| r.ta).collect::<Vec<_>>());
@@ -447,7 +456,7 @@ pub fn run(cfg: DemoConfig) -> Result<Value> {
     let n = cors.len() as f64;
     let mut best: Option<(f64, Value)> = None;
     for (scheme, a) in [("sum", 1.0), ("mean", 1.0 / n), ("scaled 2/n", 2.0 / n), ("scaled 1/√n", 1.0 / n.sqrt())] {
-        let v = eval_patched(&mut patched_model, &mut patch_map, &mut patcher, &all_set(a), &comp_data)?;
+        let v = eval_patched(&mut patched_model, &mut patch_map, &mut patcher, &all_set(a), &comp_data, &adapt_main)?;
         let ra: BTreeMap<String, f64> = cors.iter().zip(&v[1..]).map(|(c, r)| (c.name().to_string(), *r)).collect();
         let row = json!({"scheme": scheme, "alpha_each": a, "ta": v[0], "ra": ra, "ra_mean": mean(&v[1..])});
         let score = v[0] + mean(&v[1..]);
@@ -476,6 +485,7 @@ pub fn run(cfg: DemoConfig) -> Result<Value> {
     let mut b_model = clean_b.copy()?;
     let mut b_map = mb.clone();
     let b_ta = rws_nn::evaluate(&clean_b.model, &test_b)?;
+    let adapt_b = ft_b.limit(ADAPT_IMAGES);
     for (i, &c) in cors.iter().enumerate() {
         let data_a = ctx.corrupted(&ft_a, &desc_a, c, 30_000 + i as u64)?;
         let data_b = ctx.corrupted(&ft_b, &desc_b, c, 40_000 + i as u64)?;
@@ -486,7 +496,7 @@ pub fn run(cfg: DemoConfig) -> Result<Value> {
         let sig_a = extract(c, k_transfer, codec, &m0, &ma, &tensor_map(&robust_a.model)?)?;
         let test_b_c = ctx.test_c[&c].subset_classes(&b_classes)?;
         let b_ra = rws_nn::evaluate(&clean_b.model, &test_b_c)?;
-        let v = eval_patched(&mut b_model, &mut b_map, &mut patcher, &[(&sig_a, cfg.alpha)], &[&test_b, &test_b_c])?;
+        let v = eval_patched(&mut b_model, &mut b_map, &mut patcher, &[(&sig_a, cfg.alpha)], &[&test_b, &test_b_c], &adapt_b)?;
         let own = TaRa { ta: rws_nn::evaluate(&robust_b.model, &test_b)?, ra: rws_nn::evaluate(&robust_b.model, &test_b_c)? };
         transfer.insert(c.name().to_string(), json!({
             "clean_b": {"ta": b_ta, "ra": b_ra},
@@ -506,7 +516,7 @@ pub fn run(cfg: DemoConfig) -> Result<Value> {
     let mut continual = BTreeMap::new();
     for &c in &cors {
         let u_ra = rws_nn::evaluate(&updated.model, &ctx.sweep_c[&c])?;
-        let v = eval_patched(&mut u_model, &mut u_map, &mut patcher, &[(&sigs[&c], cfg.alpha)], &[&ctx.sweep_test, &ctx.sweep_c[&c]])?;
+        let v = eval_patched(&mut u_model, &mut u_map, &mut patcher, &[(&sigs[&c], cfg.alpha)], &[&ctx.sweep_test, &ctx.sweep_c[&c]], &adapt_main)?;
         continual.insert(c.name().to_string(), json!({"updated": {"ta": u_ta, "ra": u_ra}, "updated_patched_old_sig": {"ta": v[0], "ra": v[1]}}));
     }
 
