@@ -34,12 +34,12 @@ pub struct DemoArgs {
     /// Signature codec in the main table (f32, f16, bf16, intN, intN-channel).
     #[arg(long)]
     codec: Option<String>,
-    /// Signatures carry the BN running statistics of their layers (default true).
+    /// Signatures also carry the BN running statistics of their layers (default false).
     #[arg(long)]
     bn_stats: Option<bool>,
-    /// Re-estimate BN statistics of each patched model on 2048 clean training images.
+    /// Re-estimate BN statistics of each patched model on 2048 clean training images (default true).
     #[arg(long)]
-    bn_adapt: bool,
+    bn_adapt: Option<bool>,
     /// Print the whole report.json to stdout.
     #[arg(long)]
     json: bool,
@@ -66,7 +66,9 @@ pub fn run(a: DemoArgs) -> anyhow::Result<()> {
     if let Some(b) = a.bn_stats {
         cfg.bn_stats = b;
     }
-    cfg.bn_adapt = a.bn_adapt;
+    if let Some(b) = a.bn_adapt {
+        cfg.bn_adapt = b;
+    }
     if let Some(c) = a.codec {
         cfg.codec = c;
     }
