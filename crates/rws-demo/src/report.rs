@@ -49,10 +49,10 @@ pub fn write(out: &Path, r: &Value, cors: &[Corruption]) -> Result<()> {
     let _ = writeln!(
         md,
         "Settings: arch `{}`, severity {}, pretraining {} images × {} epochs (lr {}), fine-tuning {} images × {} epochs (lr {}), \
-         batch {}, seed {}; signatures on the first k = {} of {} weight layers (BN running statistics included: {}), α = {}, codec `{}`. Main table on {} test images, \
+         batch {}, seed {}; signatures on the first k = {} of {} weight layers (BN running statistics in the signature: {}; BN statistics re-estimated on clean images after patching: {}), α = {}, codec `{}`. Main table on {} test images, \
          sweeps/composition/continual on the first {}. All accuracies in percent. Run time {:.0} s.{}\n",
         s["arch"].as_str().unwrap_or(""), s["severity"], s["pretrain_images"], s["pretrain_epochs"], s["lr"], s["finetune_images"],
-        s["finetune_epochs"], s["finetune_lr"], s["batch_size"], s["seed"], s["k"], r["layers_total"], s["bn_stats"], s["alpha"],
+        s["finetune_epochs"], s["finetune_lr"], s["batch_size"], s["seed"], s["k"], r["layers_total"], s["bn_stats"], s["bn_adapt"], s["alpha"],
         s["codec"].as_str().unwrap_or(""), s["test_images"], s["sweep_images"], f(&r["seconds"]),
         if s["quick"].as_bool() == Some(true) { " **Quick run** (smaller data and fewer corruptions)." } else { "" }
     );
