@@ -368,7 +368,8 @@ impl Iterator for Batches<'_> {
 }
 
 /// SplitMix64 finaliser: decorrelates (seed, epoch, position) into independent stream seeds.
-fn mix(a: u64, b: u64) -> u64 {
+/// Public so the training engine derives its per-image and per-batch seeds the same way.
+pub fn mix(a: u64, b: u64) -> u64 {
     let mut z = a ^ b.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(17);
     z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);

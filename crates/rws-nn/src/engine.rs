@@ -141,13 +141,7 @@ pub fn param_set_for(h: usize, w: usize) -> ParamSet {
     }
 }
 
-fn mix(a: u64, b: u64) -> u64 {
-    let mut z = a ^ b.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(17);
-    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
+use rws_data::mix;
 
 fn corrupt_one(img: &[u8], h: usize, w: usize, c: usize, cor: Corruption, sev: usize, seed: u64) -> Result<Vec<u8>> {
     let x = FImage { h, w, c, data: img.iter().map(|&v| v as f64).collect() };
