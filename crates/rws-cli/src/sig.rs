@@ -113,7 +113,8 @@ fn parse_sig_arg(s: &str) -> Result<(PathBuf, f64)> {
 
 #[derive(clap::Args)]
 pub struct PatchArgs {
-    /// Model to patch (one safetensors file; may itself be a patched file).
+    /// Model to patch: safetensors (may itself be a patched file), a sharded index or folder, or a
+    /// PyTorch zip checkpoint (converted to safetensors on the way).
     model: PathBuf,
     /// Signature and scale, FILE.rws[:ALPHA] (ALPHA may be negative; default 1). Repeatable.
     #[arg(long = "sig", required = true, allow_hyphen_values = true)]
@@ -130,6 +131,18 @@ pub struct PatchArgs {
     json: bool,
 }
 
+/// A plain safetensors file, judged by its first bytes (never the whole file: models are large).
+fn is_single_safetensors(p: &Path) -> Result<bool> {
+    use std::io::Read;
+    if p.is_dir() || p.to_string_lossy().ends_with(".json") {
+        return Ok(false);
+    }
+    let mut head = [0u8; 8];
+    let mut f = std::fs::File::open(p).with_context(|| format!("opening {}", p.display()))?;
+    let n = f.read(&mut head).with_context(|| format!("reading {}", p.display()))?;
+    Ok(!(head[..n].starts_with(b"PK\x03\x04") || (n > 1 && head[0] == 0x80 && head[1] <= 5)))
+}
+
 pub fn patch(a: PatchArgs) -> Result<()> {
     let mut sigs = Vec::new();
     for s in &a.sigs {
@@ -144,11 +157,22 @@ pub fn patch(a: PatchArgs) -> Result<()> {
             }
         }
     }
-    if a.model.is_dir() || std::fs::read(&a.model).map(|b| b.starts_with(b"PK")).unwrap_or(false) {
-        bail!("{}: patch works on one safetensors file (convert sharded or PyTorch checkpoints first)", a.model.display());
-    }
     let pb = spinner(a.json, "patching");
-    let rep = rws_core::patch_file(&a.model, &sigs, &a.output, &PatchOptions { force: a.force })?;
+    // Only a single safetensors file can be copied by ranges; anything else (sharded, PyTorch zip)
+    // is converted in memory into a temp safetensors next to the output first, so unpatch gives
+    // back its tensors bit for bit, as safetensors.
+    let converted = if is_single_safetensors(&a.model)? {
+        None
+    } else {
+        let map = load(&a.model)?;
+        let dir = a.output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let tmp = tempfile::Builder::new().prefix(".rws-convert-").suffix(".safetensors").tempfile_in(dir).with_context(|| format!("creating a temp file in {}", dir.display()))?;
+        map.save(tmp.path())?;
+        Some(tmp)
+    };
+    let source = converted.as_ref().map(|t| t.path()).unwrap_or(&a.model);
+    let rep = rws_core::patch_file(source, &sigs, &a.output, &PatchOptions { force: a.force })?;
+    drop(converted);
     pb.finish_and_clear();
     if a.json {
         println!("{}", serde_json::json!({"output": a.output, "touched": rep.touched, "signatures": rep.signatures.iter().map(|(n, c, al)| serde_json::json!({"name": n, "checksum": c, "alpha": al})).collect::<Vec<_>>()}));

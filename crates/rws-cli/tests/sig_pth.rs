@@ -190,6 +190,30 @@ fn reads_torch_save_layout_with_nested_state_dict() {
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     }
     assert_eq!(std::fs::read(s("a.rws")).unwrap(), std::fs::read(s("b.rws")).unwrap());
+    // `rws patch` takes the .pth.tar as it is: the same patched file as from the safetensors copy,
+    // no temp file left beside the output, and unpatch gives back the tensors bit for bit.
+    let run = |args: &[&str]| {
+        let o = Command::new(env!("CARGO_BIN_EXE_rws")).args(args).output().unwrap();
+        assert!(o.status.success(), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    };
+    let mut rob = want.clone();
+    for (n, tt) in rob.tensors.iter_mut() {
+        if tt.dtype == DType::F32 {
+            let v: Vec<f32> = tt.to_f32(n).unwrap().iter().enumerate().map(|(i, x)| x * 1.1 + 0.05 * (i % 5) as f32).collect();
+            *tt = Tensor::from_f32(tt.shape.clone(), &v).unwrap();
+        }
+    }
+    rob.save(&dir.path().join("r.safetensors")).unwrap();
+    run(&["extract", "--pretrained", &s("p.safetensors"), "--clean", &s("c.safetensors"), "--robust", &s("r.safetensors"), "--first", "2", "--name", "r", "-o", &s("r.rws")]);
+    run(&["patch", &s("ck.pth.tar"), "--sig", &format!("{}:0.75", s("r.rws")), "-o", &s("pp.safetensors")]);
+    run(&["patch", &s("c.safetensors"), "--sig", &format!("{}:0.75", s("r.rws")), "-o", &s("ps.safetensors")]);
+    assert_eq!(std::fs::read(s("pp.safetensors")).unwrap(), std::fs::read(s("ps.safetensors")).unwrap());
+    let patched = TensorMap::load(Path::new(&s("pp.safetensors"))).unwrap();
+    assert_ne!(patched.tensors["features.0.weight"], want.tensors["features.0.weight"]);
+    run(&["unpatch", &s("pp.safetensors"), "-o", &s("u.safetensors")]);
+    assert_eq!(TensorMap::load(Path::new(&s("u.safetensors"))).unwrap().tensors, want.tensors);
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().starts_with(".rws-convert")).collect();
+    assert!(leftovers.is_empty(), "temp files left: {leftovers:?}");
 }
 
 #[test]

@@ -184,18 +184,17 @@ pub fn patch_file(model: &Path, sigs: &[(Signature, f64)], out: &Path, opts: &Pa
         }
     };
     let touched_v: Vec<String> = touched.iter().cloned().collect();
-    let new: BTreeMap<String, Vec<u8>> = touched_v
-        .par_iter()
-        .map(|n| {
-            let e = by_name[n.as_str()];
-            Ok((n.clone(), patched_bytes(n, e.dtype, pristine(n)?, &refs)?))
-        })
-        .collect::<Result<_>>()?;
+    let touched_idx: BTreeMap<&str, usize> = touched_v.iter().enumerate().map(|(i, n)| (n.as_str(), i)).collect();
+    // Every pristine value is there before a byte is written (no partial output on a bad name).
+    for n in &touched_v {
+        pristine(n)?;
+    }
     // Layout: model tensors in their offset order, then pristine copies, then signature payloads.
+    // Patched tensors are computed while the kernel copies the untouched ones.
     let mut items: Vec<(String, DType, Vec<usize>, Chunk)> = Vec::new();
     for e in &entries {
-        let data = match new.get(&e.name) {
-            Some(v) => Chunk::Bytes(v.as_slice()),
+        let data = match touched_idx.get(e.name.as_str()) {
+            Some(&key) => Chunk::Computed { key, len: (e.end - e.start) as u64 },
             None => Chunk::Range { offset: (st.data_start + e.start) as u64, len: (e.end - e.start) as u64 },
         };
         items.push((e.name.clone(), e.dtype, e.shape.clone(), data));
@@ -216,16 +215,16 @@ pub fn patch_file(model: &Path, sigs: &[(Signature, f64)], out: &Path, opts: &Pa
         "signatures": list.iter().zip(&parts).map(|((_, a), (md, _))| serde_json::json!({"alpha": format!("{a:?}"), "metadata": md})).collect::<Vec<_>>(),
     });
     metadata.insert("rws.patch".into(), state.to_string());
-    let len = |c: &Chunk| match c {
-        Chunk::Bytes(b) => b.len(),
-        Chunk::Range { len, .. } => *len as usize,
-    };
-    let mut header = build_header(&metadata, items.iter().map(|(n, d, s, b)| (n.as_str(), *d, s.as_slice(), len(b))))?;
+    let mut header = build_header(&metadata, items.iter().map(|(n, d, s, b)| (n.as_str(), *d, s.as_slice(), b.len() as usize)))?;
     // Same data offset modulo the page size as the input, so the kernel copies whole pages.
     let pad = (st.data_start % 4096 + 4096 - (8 + header.len()) % 4096) % 4096;
     header.push_str(&" ".repeat(pad));
     let chunks: Vec<Chunk> = items.into_iter().map(|i| i.3).collect();
-    write_atomic_chunks(out, &header, &file, model, &chunks)?;
+    let compute = |key: usize| -> Result<Vec<u8>> {
+        let n = &touched_v[key];
+        patched_bytes(n, by_name[n.as_str()].dtype, pristine(n)?, &refs)
+    };
+    write_atomic_chunks(out, &header, &file, model, &chunks, &compute)?;
     Ok(PatchReport { touched: touched_v, signatures: list.iter().zip(sums).map(|((s, a), c)| (s.info.name.clone(), c, *a)).collect() })
 }
 
@@ -302,5 +301,5 @@ pub fn unpatch_file(patched: &Path, out: &Path) -> Result<()> {
         }
         chunks.push(Chunk::Range { offset: (st.data_start + cur.start) as u64, len: (cur.end - cur.start) as u64 });
     }
-    write_atomic_chunks(out, &oh, &file, patched, &chunks)
+    write_atomic_chunks(out, &oh, &file, patched, &chunks, &|k| Err(Error::Invalid(format!("unpatch has no computed chunk {k}"))))
 }

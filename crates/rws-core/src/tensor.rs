@@ -430,18 +430,40 @@ pub fn read_header(path: &Path, file: &std::fs::File) -> Result<StFile> {
     parse_header_json(path, json, Some((len - 8 - n) as usize))
 }
 
-/// A piece of an output file: bytes in memory, or a byte range of the source file, copied by the
-/// kernel (copy_file_range) without passing through rws's memory.
+/// A piece of an output file: bytes in memory, a byte range of the source file copied by the
+/// kernel (copy_file_range) without passing through rws's memory, or bytes computed while that
+/// copy runs.
 pub enum Chunk<'a> {
     Bytes(&'a [u8]),
     Range { offset: u64, len: u64 },
+    /// `len` bytes that the `compute` callback of [`write_atomic_chunks`] produces for `key`.
+    Computed { key: usize, len: u64 },
 }
 
-/// Like [`write_atomic`], with ranges copied from `src`. Consecutive ranges that keep the same
-/// source-to-output displacement, with byte chunks of equal size in between (a patched tensor in the
-/// middle of untouched ones), are copied as one kernel copy and the byte chunks written over it: the
-/// cost stays that of `cp` plus the touched bytes.
-pub fn write_atomic_chunks(path: &Path, header: &str, src: &std::fs::File, src_path: &Path, chunks: &[Chunk]) -> Result<()> {
+impl Chunk<'_> {
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    pub fn len(&self) -> u64 {
+        match self {
+            Chunk::Bytes(b) => b.len() as u64,
+            Chunk::Range { len, .. } | Chunk::Computed { len, .. } => *len,
+        }
+    }
+}
+
+/// Like [`write_atomic`], with ranges copied from `src`. The kernel copy of the ranges (nearly
+/// all of a model's bytes) runs on its own thread while this one computes and writes everything
+/// else (patched tensors, pristine copies, payloads) into the gaps between them, so a patch costs
+/// the copy plus little more on two cores. Adjacent ranges with the same displacement are one copy.
+pub fn write_atomic_chunks(
+    path: &Path,
+    header: &str,
+    src: &std::fs::File,
+    src_path: &Path,
+    chunks: &[Chunk],
+    compute: &(dyn Fn(usize) -> Result<Vec<u8>> + Sync),
+) -> Result<()> {
     use std::io::{Read, Seek, SeekFrom};
     use std::os::unix::fs::FileExt;
     let dir = match path.parent() {
@@ -457,55 +479,68 @@ pub fn write_atomic_chunks(path: &Path, header: &str, src: &std::fs::File, src_p
     let mut pos = data0;
     for c in chunks {
         offs.push(pos);
-        pos += match c {
-            Chunk::Bytes(b) => b.len() as u64,
-            Chunk::Range { len, .. } => *len,
-        };
+        pos += c.len();
     }
     // Copy segments: (src offset, out offset, len).
     let mut segs: Vec<(u64, u64, u64)> = Vec::new();
-    let mut cur: Option<(u64, u64, u64)> = None;
     for (c, &o) in chunks.iter().zip(&offs) {
         if let Chunk::Range { offset, len } = c {
-            match &mut cur {
-                Some((s0, o0, l)) if *s0 as i128 - *o0 as i128 == *offset as i128 - o as i128 => *l = o + len - *o0,
-                _ => {
-                    if let Some(sg) = cur.take() {
-                        segs.push(sg);
-                    }
-                    cur = Some((*offset, o, *len));
-                }
+            match segs.last_mut() {
+                Some((s0, o0, l)) if *o0 + *l == o && *s0 + *l == *offset => *l += len,
+                _ => segs.push((*offset, o, *len)),
             }
         }
     }
-    segs.extend(cur);
-    // The kernel copies much faster from page-aligned offsets (measured ~1.7× on ext4): when the
-    // first segment starts the data region and source and output agree modulo the page size, start
-    // the copy at the page boundary; the bytes that land in the header area is overwritten below.
+    // The kernel copies faster from page-aligned offsets (measured ~1.7× on ext4): when the first
+    // segment starts the data region and source and output agree modulo the page size, start the
+    // copy at the page boundary; what lands in the header area is overwritten after the copy.
     if let Some(first) = segs.first_mut() {
         let k = first.0 % 4096;
         if first.1 == data0 && first.1 % 4096 == k && first.1 >= k {
             *first = (first.0 - k, first.1 - k, first.2 + k);
         }
     }
-    let mut w = out;
-    let mut r = src;
-    for (s0, o0, l) in segs {
-        w.seek(SeekFrom::Start(o0)).map_err(ioe)?;
-        r.seek(SeekFrom::Start(s0)).map_err(|e| Error::io(src_path, e))?;
-        let got = std::io::copy(&mut r.take(l), &mut w).map_err(ioe)?;
-        if got != l {
-            return Err(Error::format(src_path, "file shrank while being read"));
+    out.set_len(pos).map_err(ioe)?;
+    let copy = || -> Result<()> {
+        // std::io::copy moves the file positions (it becomes copy_file_range without offsets).
+        // (The other thread only uses positional writes, so sharing them is safe.)
+        let mut r = src.try_clone().map_err(|e| Error::io(src_path, e))?;
+        let mut w = out.try_clone().map_err(ioe)?;
+        for &(s0, o0, l) in &segs {
+            w.seek(SeekFrom::Start(o0)).map_err(ioe)?;
+            r.seek(SeekFrom::Start(s0)).map_err(|e| Error::io(src_path, e))?;
+            let got = std::io::copy(&mut (&mut r).take(l), &mut w).map_err(ioe)?;
+            if got != l {
+                return Err(Error::format(src_path, "file shrank while being read"));
+            }
         }
-    }
+        Ok(())
+    };
+    let write_rest = || -> Result<()> {
+        for (c, &o) in chunks.iter().zip(&offs) {
+            match c {
+                Chunk::Bytes(b) => out.write_all_at(b, o).map_err(ioe)?,
+                Chunk::Computed { key, len } => {
+                    let b = compute(*key)?;
+                    if b.len() as u64 != *len {
+                        return Err(Error::Invalid(format!("computed chunk {key}: {} bytes, expected {len}", b.len())));
+                    }
+                    out.write_all_at(&b, o).map_err(ioe)?
+                }
+                Chunk::Range { .. } => {}
+            }
+        }
+        Ok(())
+    };
+    let (copied, written) = std::thread::scope(|sc| {
+        let h = sc.spawn(copy);
+        let w = write_rest();
+        (h.join().unwrap_or_else(|_| Err(Error::Invalid("copy thread panicked".into()))), w)
+    });
+    copied?;
+    written?;
     out.write_all_at(&(header.len() as u64).to_le_bytes(), 0).map_err(ioe)?;
     out.write_all_at(header.as_bytes(), 8).map_err(ioe)?;
-    for (c, &o) in chunks.iter().zip(&offs) {
-        if let Chunk::Bytes(b) = c {
-            out.write_all_at(b, o).map_err(ioe)?;
-        }
-    }
-    out.set_len(pos).map_err(ioe)?;
     tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
     Ok(())
 }
