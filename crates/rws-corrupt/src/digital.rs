@@ -16,48 +16,160 @@ fn pick<T: Copy>(p: ParamSet, s: usize, c32: [T; 5], t64: [T; 5], ic: [T; 5]) ->
 /// to that pixel and the result is returned as one channel by ITU-R 601 luma (equal channels
 /// come back unchanged; saturate's b > 0 turns grey reddish, which luma turns back into a grey
 /// level).
+fn hsv_px(r: f64, g: f64, b: f64, f: &impl Fn(f64, f64, f64) -> (f64, f64, f64)) -> (f64, f64, f64) {
+    let (h, s, v) = rgb2hsv(r / 255.0, g / 255.0, b / 255.0);
+    let (h, s, v) = f(h, s, v);
+    let (r, g, b) = hsv2rgb(h, s, v);
+    (r.clamp(0.0, 1.0) * 255.0, g.clamp(0.0, 1.0) * 255.0, b.clamp(0.0, 1.0) * 255.0)
+}
+
+fn hsv_grey(v: f64, f: &impl Fn(f64, f64, f64) -> (f64, f64, f64)) -> f64 {
+    let (r, g, b) = hsv_px(v, v, v, f);
+    if r == g && g == b {
+        r
+    } else {
+        0.299 * r + 0.587 * g + 0.114 * b
+    }
+}
+
 fn hsv_edit(x: &FImage, f: impl Fn(f64, f64, f64) -> (f64, f64, f64)) -> FImage {
-    let px = |r: f64, g: f64, b: f64| {
-        let (h, s, v) = rgb2hsv(r / 255.0, g / 255.0, b / 255.0);
-        let (h, s, v) = f(h, s, v);
-        let (r, g, b) = hsv2rgb(h, s, v);
-        (r.clamp(0.0, 1.0) * 255.0, g.clamp(0.0, 1.0) * 255.0, b.clamp(0.0, 1.0) * 255.0)
-    };
     let mut out = x.clone();
     if x.c == 3 {
         for (o, i) in out.data.chunks_exact_mut(3).zip(x.data.chunks_exact(3)) {
-            let (r, g, b) = px(i[0], i[1], i[2]);
+            let (r, g, b) = hsv_px(i[0], i[1], i[2], &f);
             o[0] = r;
             o[1] = g;
             o[2] = b;
         }
     } else {
         for (o, &v) in out.data.iter_mut().zip(&x.data) {
-            let (r, g, b) = px(v, v, v);
-            *o = if r == g && g == b { r } else { 0.299 * r + 0.587 * g + 0.114 * b };
+            *o = hsv_grey(v, &f);
+        }
+    }
+    out
+}
+
+/// [`hsv_edit`] from uint8 to uint8 (the same arithmetic, then the reference's cast). Grey
+/// images have 256 possible inputs: one table.
+fn hsv_edit_u8(x: &[u8], c: usize, f: impl Fn(f64, f64, f64) -> (f64, f64, f64)) -> Vec<u8> {
+    let cast = |v: f64| v.clamp(0.0, 255.0) as u8;
+    if c == 3 {
+        let mut out = vec![0u8; x.len()];
+        for (o, i) in out.chunks_exact_mut(3).zip(x.chunks_exact(3)) {
+            let (r, g, b) = hsv_px(i[0] as f64, i[1] as f64, i[2] as f64, &f);
+            o[0] = cast(r);
+            o[1] = cast(g);
+            o[2] = cast(b);
+        }
+        out
+    } else {
+        let lut: Vec<u8> = (0..256).map(|v| cast(hsv_grey(v as f64, &f))).collect();
+        x.iter().map(|&v| lut[v as usize]).collect()
+    }
+}
+
+fn brightness_c(severity: usize, p: ParamSet) -> f64 {
+    pick(p, severity, [0.05, 0.1, 0.15, 0.2, 0.3], [0.1, 0.2, 0.3, 0.4, 0.5], [0.1, 0.2, 0.3, 0.4, 0.5])
+}
+
+fn saturate_ab(severity: usize, p: ParamSet) -> (f64, f64) {
+    pick(
+        p,
+        severity,
+        [(0.3, 0.0), (0.1, 0.0), (1.5, 0.0), (2.0, 0.1), (2.5, 0.2)],
+        [(0.3, 0.0), (0.1, 0.0), (2.0, 0.0), (5.0, 0.1), (30.0, 0.2)],
+        [(0.3, 0.0), (0.1, 0.0), (2.0, 0.0), (5.0, 0.1), (20.0, 0.2)],
+    )
+}
+
+fn contrast_c(severity: usize, p: ParamSet) -> f64 {
+    pick(p, severity, [0.75, 0.5, 0.4, 0.3, 0.15], [0.4, 0.3, 0.2, 0.1, 0.05], [0.4, 0.3, 0.2, 0.1, 0.05])
+}
+
+fn pixelate_c(severity: usize, p: ParamSet) -> f64 {
+    pick(p, severity, [0.95, 0.9, 0.85, 0.75, 0.65], [0.9, 0.8, 0.7, 0.6, 0.5], [0.6, 0.5, 0.4, 0.3, 0.25])
+}
+
+fn jpeg_q(severity: usize, p: ParamSet) -> u32 {
+    pick(p, severity, [80, 65, 58, 50, 40], [65, 58, 50, 40, 25], [25, 18, 15, 10, 7])
+}
+
+pub(crate) fn brightness_u8(x: &[u8], c: usize, severity: usize, p: ParamSet) -> Vec<u8> {
+    let k = brightness_c(severity, p);
+    hsv_edit_u8(x, c, |h, s, v| (h, s, (v + k).clamp(0.0, 1.0)))
+}
+
+pub(crate) fn saturate_u8(x: &[u8], c: usize, severity: usize, p: ParamSet) -> Vec<u8> {
+    let (a, b) = saturate_ab(severity, p);
+    hsv_edit_u8(x, c, |h, s, v| (h, (s * a + b).clamp(0.0, 1.0), v))
+}
+
+/// contrast on uint8: the channel means from exact integer sums, then one 256-entry table per
+/// channel holding the reference's per-value formula.
+pub(crate) fn contrast_u8(x: &[u8], c: usize, severity: usize, p: ParamSet) -> Vec<u8> {
+    let k = contrast_c(severity, p);
+    let n = (x.len() / c) as f64;
+    let mut sums = [0u64; 3];
+    if c == 3 {
+        // Three interleaved channels: sum 24-byte groups (8 pixels) as u32 lanes, channel = lane % 3.
+        let mut acc = [0u32; 24];
+        let mut chunks = x.chunks_exact(24);
+        let mut left = 0usize;
+        for ch in &mut chunks {
+            for (a, &v) in acc.iter_mut().zip(ch) {
+                *a += v as u32;
+            }
+            left += 1;
+            if left == 1 << 16 {
+                for (i, a) in acc.iter_mut().enumerate() {
+                    sums[i % 3] += *a as u64;
+                    *a = 0;
+                }
+                left = 0;
+            }
+        }
+        for (i, a) in acc.iter().enumerate() {
+            sums[i % 3] += *a as u64;
+        }
+        for (i, &v) in chunks.remainder().iter().enumerate() {
+            sums[i % 3] += v as u64;
+        }
+    } else {
+        sums[0] = x.iter().map(|&v| v as u64).sum();
+    }
+    let luts: Vec<[u8; 256]> = (0..c)
+        .map(|ch| {
+            let m = sums[ch] as f64 / 255.0 / n;
+            std::array::from_fn(|v| (((v as f64 / 255.0 - m) * k + m).clamp(0.0, 1.0) * 255.0) as u8)
+        })
+        .collect();
+    let mut out = vec![0u8; x.len()];
+    if c == 3 {
+        for (o, i) in out.chunks_exact_mut(3).zip(x.chunks_exact(3)) {
+            o[0] = luts[0][i[0] as usize];
+            o[1] = luts[1][i[1] as usize];
+            o[2] = luts[2][i[2] as usize];
+        }
+    } else {
+        for (o, &i) in out.iter_mut().zip(x) {
+            *o = luts[0][i as usize];
         }
     }
     out
 }
 
 pub(crate) fn brightness(x: &FImage, severity: usize, p: ParamSet, _rng: &mut Rng) -> Result<FImage> {
-    let c = pick(p, severity, [0.05, 0.1, 0.15, 0.2, 0.3], [0.1, 0.2, 0.3, 0.4, 0.5], [0.1, 0.2, 0.3, 0.4, 0.5]);
+    let c = brightness_c(severity, p);
     Ok(hsv_edit(x, |h, s, v| (h, s, (v + c).clamp(0.0, 1.0))))
 }
 
 pub(crate) fn saturate(x: &FImage, severity: usize, p: ParamSet, _rng: &mut Rng) -> Result<FImage> {
-    let (a, b) = pick(
-        p,
-        severity,
-        [(0.3, 0.0), (0.1, 0.0), (1.5, 0.0), (2.0, 0.1), (2.5, 0.2)],
-        [(0.3, 0.0), (0.1, 0.0), (2.0, 0.0), (5.0, 0.1), (30.0, 0.2)],
-        [(0.3, 0.0), (0.1, 0.0), (2.0, 0.0), (5.0, 0.1), (20.0, 0.2)],
-    );
+    let (a, b) = saturate_ab(severity, p);
     Ok(hsv_edit(x, |h, s, v| (h, (s * a + b).clamp(0.0, 1.0), v)))
 }
 
 pub(crate) fn contrast(x: &FImage, severity: usize, p: ParamSet, _rng: &mut Rng) -> Result<FImage> {
-    let c = pick(p, severity, [0.75, 0.5, 0.4, 0.3, 0.15], [0.4, 0.3, 0.2, 0.1, 0.05], [0.4, 0.3, 0.2, 0.1, 0.05]);
+    let c = contrast_c(severity, p);
     let n = (x.h * x.w) as f64;
     let mut means = vec![0.0; x.c];
     for px in x.data.chunks_exact(x.c) {
@@ -114,54 +226,82 @@ fn box_coeffs(in_size: usize, out_size: usize) -> Vec<(usize, Vec<i32>)> {
 }
 
 /// Pillow `Image.resize(size, BOX)` of a uint8 HWC image: horizontal pass then vertical, each
-/// rounding to uint8, as `ImagingResample` does.
+/// rounding to uint8, as `ImagingResample` does (32-bit fixed point, as Pillow's `INT32`).
 pub(crate) fn pil_resize_box(src: &[u8], h: usize, w: usize, c: usize, oh: usize, ow: usize) -> Vec<u8> {
-    let clip8 = |ss: i64| -> u8 { (ss >> PRECISION_BITS).clamp(0, 255) as u8 };
-    let mut tmp = src.to_vec();
+    let clip8 = |ss: i32| -> u8 { (ss >> PRECISION_BITS).clamp(0, 255) as u8 };
+    let half: i32 = 1 << (PRECISION_BITS - 1);
+    let mut tmp = std::borrow::Cow::Borrowed(src);
     let mut tw = w;
     if ow != w {
         let k = box_coeffs(w, ow);
         let mut t = vec![0u8; h * ow * c];
-        for y in 0..h {
-            for (xx, (xmin, kk)) in k.iter().enumerate() {
-                for ch in 0..c {
-                    let mut ss: i64 = 1 << (PRECISION_BITS - 1);
-                    for (j, &kv) in kk.iter().enumerate() {
-                        ss += src[(y * w + xmin + j) * c + ch] as i64 * kv as i64;
+        for (srow, trow) in src.chunks_exact(w * c).zip(t.chunks_exact_mut(ow * c)) {
+            for ((xmin, kk), o) in k.iter().zip(trow.chunks_exact_mut(c)) {
+                let s = &srow[xmin * c..(xmin + kk.len()) * c];
+                if c == 3 {
+                    let (mut a, mut b, mut d) = (half, half, half);
+                    for (px, &kv) in s.chunks_exact(3).zip(kk) {
+                        a += px[0] as i32 * kv;
+                        b += px[1] as i32 * kv;
+                        d += px[2] as i32 * kv;
                     }
-                    t[(y * ow + xx) * c + ch] = clip8(ss);
+                    o[0] = clip8(a);
+                    o[1] = clip8(b);
+                    o[2] = clip8(d);
+                } else {
+                    o[0] = clip8(s.iter().zip(kk).fold(half, |acc, (&v, &kv)| acc + v as i32 * kv));
                 }
             }
         }
-        tmp = t;
+        tmp = std::borrow::Cow::Owned(t);
         tw = ow;
     }
     if oh != h {
         let k = box_coeffs(h, oh);
-        let mut t = vec![0u8; oh * tw * c];
-        for (yy, (ymin, kk)) in k.iter().enumerate() {
-            for x in 0..tw * c {
-                let mut ss: i64 = 1 << (PRECISION_BITS - 1);
-                for (j, &kv) in kk.iter().enumerate() {
-                    ss += tmp[(ymin + j) * tw * c + x] as i64 * kv as i64;
+        let rw = tw * c;
+        let mut t = vec![0u8; oh * rw];
+        let mut acc = vec![0i32; rw];
+        for ((ymin, kk), orow) in k.iter().zip(t.chunks_exact_mut(rw)) {
+            acc.iter_mut().for_each(|a| *a = half);
+            for (j, &kv) in kk.iter().enumerate() {
+                let row = &tmp[(ymin + j) * rw..(ymin + j + 1) * rw];
+                for (a, &v) in acc.iter_mut().zip(row) {
+                    *a += v as i32 * kv;
                 }
-                t[yy * tw * c + x] = clip8(ss);
+            }
+            for (o, &a) in orow.iter_mut().zip(&acc) {
+                *o = clip8(a);
             }
         }
-        tmp = t;
+        return t;
     }
-    tmp
+    tmp.into_owned()
 }
 
 /// Pillow `resize(size, NEAREST)`: source index ⌊(o + 0.5)·in/out⌋.
 fn pil_resize_nearest(src: &[u8], h: usize, w: usize, c: usize, oh: usize, ow: usize) -> Vec<u8> {
     let idx = |o: usize, n: usize, m: usize| (((o as f64 + 0.5) * n as f64 / m as f64) as usize).min(n - 1);
-    let mut out = Vec::with_capacity(oh * ow * c);
+    let xs: Vec<usize> = (0..ow).map(|x| idx(x, w, ow) * c).collect();
+    let rw = ow * c;
+    let mut out = vec![0u8; oh * rw];
+    let mut prev = usize::MAX;
     for y in 0..oh {
         let sy = idx(y, h, oh);
-        for x in 0..ow {
-            let sx = idx(x, w, ow);
-            out.extend_from_slice(&src[(sy * w + sx) * c..(sy * w + sx + 1) * c]);
+        if sy == prev {
+            out.copy_within((y - 1) * rw..y * rw, y * rw);
+            continue;
+        }
+        prev = sy;
+        let srow = &src[sy * w * c..(sy + 1) * w * c];
+        let orow = &mut out[y * rw..(y + 1) * rw];
+        if c == 3 {
+            for (o, &sx) in orow.chunks_exact_mut(3).zip(&xs) {
+                o.copy_from_slice(&srow[sx..sx + 3]);
+            }
+        } else {
+            for (o, &sx) in orow.iter_mut().zip(&xs) {
+                *o = srow[sx];
+            }
         }
     }
     out
@@ -172,25 +312,32 @@ pub(crate) fn as_u8(x: &FImage) -> Vec<u8> {
     crate::to_u8(x)
 }
 
-pub(crate) fn pixelate(x: &FImage, severity: usize, p: ParamSet, _rng: &mut Rng) -> Result<FImage> {
-    let c = pick(p, severity, [0.95, 0.9, 0.85, 0.75, 0.65], [0.9, 0.8, 0.7, 0.6, 0.5], [0.6, 0.5, 0.4, 0.3, 0.25]);
-    let (h, w, ch) = (x.h, x.w, x.c);
+/// Pillow BOX down by the severity's factor, then back up (NEAREST for imagecorruptions, BOX for
+/// the CIFAR/Tiny scripts), on uint8 as Pillow works.
+pub(crate) fn pixelate_u8(u: &[u8], h: usize, w: usize, ch: usize, severity: usize, p: ParamSet) -> Result<Vec<u8>> {
+    let c = pixelate_c(severity, p);
     let (sh, sw) = ((h as f64 * c) as usize, (w as f64 * c) as usize);
     if sh == 0 || sw == 0 {
         return Err(Error::TooSmall { corruption: "pixelate", h, w, why: format!("downscaling by {c} leaves no pixel") });
     }
-    let u = as_u8(x);
-    let small = pil_resize_box(&u, h, w, ch, sh, sw);
-    let back = match p {
+    let small = pil_resize_box(u, h, w, ch, sh, sw);
+    Ok(match p {
         ParamSet::ImageNet => pil_resize_nearest(&small, sh, sw, ch, h, w),
         _ => pil_resize_box(&small, sh, sw, ch, h, w),
-    };
+    })
+}
+
+pub(crate) fn jpeg_u8(u: &[u8], h: usize, w: usize, c: usize, severity: usize, p: ParamSet) -> Vec<u8> {
+    crate::jpeg::round_trip(u, h, w, c, jpeg_q(severity, p))
+}
+
+pub(crate) fn pixelate(x: &FImage, severity: usize, p: ParamSet, _rng: &mut Rng) -> Result<FImage> {
+    let (h, w, ch) = (x.h, x.w, x.c);
+    let back = pixelate_u8(&as_u8(x), h, w, ch, severity, p)?;
     Ok(FImage { h, w, c: ch, data: back.into_iter().map(|v| v as f64).collect() })
 }
 
 pub(crate) fn jpeg_compression(x: &FImage, severity: usize, p: ParamSet, _rng: &mut Rng) -> Result<FImage> {
-    let q = pick(p, severity, [80, 65, 58, 50, 40], [65, 58, 50, 40, 25], [25, 18, 15, 10, 7]);
-    let u = as_u8(x);
-    let out = crate::jpeg::round_trip(&u, x.h, x.w, x.c, q);
+    let out = crate::jpeg::round_trip(&as_u8(x), x.h, x.w, x.c, jpeg_q(severity, p));
     Ok(FImage { h: x.h, w: x.w, c: x.c, data: out.into_iter().map(|v| v as f64).collect() })
 }

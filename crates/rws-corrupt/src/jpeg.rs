@@ -29,26 +29,26 @@ fn quant_table(base: &[u32; 64], quality: u32) -> [i32; 64] {
 
 const CONST_BITS: i32 = 13;
 const PASS1_BITS: i32 = 2;
-const FIX_0_298631336: i64 = 2446;
-const FIX_0_390180644: i64 = 3196;
-const FIX_0_541196100: i64 = 4433;
-const FIX_0_765366865: i64 = 6270;
-const FIX_0_899976223: i64 = 7373;
-const FIX_1_175875602: i64 = 9633;
-const FIX_1_501321110: i64 = 12299;
-const FIX_1_847759065: i64 = 15137;
-const FIX_1_961570560: i64 = 16069;
-const FIX_2_053119869: i64 = 16819;
-const FIX_2_562915447: i64 = 20995;
-const FIX_3_072711026: i64 = 25172;
+const FIX_0_298631336: i32 = 2446;
+const FIX_0_390180644: i32 = 3196;
+const FIX_0_541196100: i32 = 4433;
+const FIX_0_765366865: i32 = 6270;
+const FIX_0_899976223: i32 = 7373;
+const FIX_1_175875602: i32 = 9633;
+const FIX_1_501321110: i32 = 12299;
+const FIX_1_847759065: i32 = 15137;
+const FIX_1_961570560: i32 = 16069;
+const FIX_2_053119869: i32 = 16819;
+const FIX_2_562915447: i32 = 20995;
+const FIX_3_072711026: i32 = 25172;
 
 #[inline]
-fn descale(x: i64, n: i32) -> i64 {
+fn descale(x: i32, n: i32) -> i32 {
     (x + (1 << (n - 1))) >> n
 }
 
 /// `jpeg_fdct_islow` (IJG 6b / libjpeg-turbo jfdctint.c); input already level-shifted.
-fn fdct_islow(data: &mut [i64; 64]) {
+fn fdct_islow(data: &mut [i32; 64]) {
     for r in 0..8 {
         let d = &mut data[r * 8..r * 8 + 8];
         let tmp0 = d[0] + d[7];
@@ -100,7 +100,7 @@ fn fdct_islow(data: &mut [i64; 64]) {
         let tmp13 = tmp0 - tmp3;
         let tmp11 = tmp1 + tmp2;
         let tmp12 = tmp1 - tmp2;
-        let mut o = [0i64; 8];
+        let mut o = [0i32; 8];
         o[0] = descale(tmp10 + tmp11, PASS1_BITS);
         o[4] = descale(tmp10 - tmp11, PASS1_BITS);
         let z1 = (tmp12 + tmp13) * FIX_0_541196100;
@@ -130,8 +130,8 @@ fn fdct_islow(data: &mut [i64; 64]) {
 }
 
 /// `jpeg_idct_islow`: dequantised coefficients in, 0..255 samples out (range-limited).
-fn idct_islow(coef: &[i64; 64], out: &mut [u8; 64]) {
-    let mut ws = [0i64; 64];
+fn idct_islow(coef: &[i32; 64], out: &mut [u8; 64]) {
+    let mut ws = [0i32; 64];
     for c in 0..8 {
         let g = |i: usize| coef[i * 8 + c];
         if (1..8).all(|i| g(i) == 0) {
@@ -182,7 +182,7 @@ fn idct_islow(coef: &[i64; 64], out: &mut [u8; 64]) {
     }
     // range_limit: samples are centred on 128 and clamped; the table wraps at 1024 (RANGE_MASK),
     // which only matters for corrupt data.
-    let lim = |v: i64| -> u8 {
+    let lim = |v: i32| -> u8 {
         let v = v & 1023;
         let v = if v >= 512 { v - 1024 } else { v };
         (v + 128).clamp(0, 255) as u8
@@ -236,88 +236,110 @@ fn idct_islow(coef: &[i64; 64], out: &mut [u8; 64]) {
     }
 }
 
-/// Encode and decode one plane (`pw`×`ph`, padded to whole blocks by edge replication) with
-/// quantisation table `qt`; returns the decoded plane at the same padded size.
-fn code_plane(plane: &[u8], pw: usize, ph: usize, qt: &[i32; 64]) -> Vec<u8> {
-    let bw = pw.div_ceil(8);
-    let bh = ph.div_ceil(8);
-    let (fw, fh) = (bw * 8, bh * 8);
+/// Encode and decode one plane whose sides `fw`, `fh` are whole blocks (the caller pads by edge
+/// replication, as libjpeg does); returns the decoded plane, same size.
+fn code_plane(plane: &[u8], fw: usize, fh: usize, qt: &[i32; 64]) -> Vec<u8> {
+    debug_assert!(fw % 8 == 0 && fh % 8 == 0 && plane.len() == fw * fh);
+    // jcdctmgr: divisor = q·8 for the islow DCT, round half away from zero. Division by the
+    // reciprocal m = ⌈2³²/d⌉ is exact here: the dividend stays below 2¹⁷ and d ≤ 2040, so the
+    // error n·(m·d − 2³²)/(d·2³²) < n/2³² never reaches 1/d.
+    let div: [(u32, u64); 64] = std::array::from_fn(|i| {
+        let d = (qt[i] as u32) << 3;
+        (d, (1u64 << 32).div_ceil(d as u64))
+    });
     let mut out = vec![0u8; fw * fh];
-    let mut blk = [0i64; 64];
+    let mut blk = [0i32; 64];
     let mut dec = [0u8; 64];
-    for by in 0..bh {
-        for bx in 0..bw {
+    for by in 0..fh / 8 {
+        for bx in 0..fw / 8 {
             for y in 0..8 {
-                let sy = (by * 8 + y).min(ph - 1);
+                let row = &plane[(by * 8 + y) * fw + bx * 8..][..8];
                 for x in 0..8 {
-                    let sx = (bx * 8 + x).min(pw - 1);
-                    blk[y * 8 + x] = plane[sy * pw + sx] as i64 - 128;
+                    blk[y * 8 + x] = row[x] as i32 - 128;
                 }
             }
             fdct_islow(&mut blk);
             for i in 0..64 {
-                // jcdctmgr: divisor = q·8 for the islow DCT, round half away from zero.
-                let qv = (qt[i] as i64) << 3;
+                let (d, m) = div[i];
                 let t = blk[i];
-                let qc = if t < 0 { -((-t + (qv >> 1)) / qv) } else { (t + (qv >> 1)) / qv };
-                blk[i] = qc * qt[i] as i64;
+                let q = (((t.unsigned_abs() + (d >> 1)) as u64 * m) >> 32) as i32;
+                blk[i] = if t < 0 { -q } else { q } * qt[i];
             }
             idct_islow(&blk, &mut dec);
             for y in 0..8 {
-                out[(by * 8 + y) * fw + bx * 8..(by * 8 + y) * fw + bx * 8 + 8].copy_from_slice(&dec[y * 8..y * 8 + 8]);
+                out[(by * 8 + y) * fw + bx * 8..][..8].copy_from_slice(&dec[y * 8..y * 8 + 8]);
             }
         }
     }
-    // Return at the padded-to-block width so callers index with `fw`.
-    out.truncate(fw * fh);
     out
 }
 
+/// Edge-replicate an `h`×`w` plane to `mw`×`mh`.
+fn pad_plane(p: &[u8], h: usize, w: usize, mw: usize, mh: usize) -> Vec<u8> {
+    let mut o = vec![0u8; mw * mh];
+    for y in 0..mh {
+        let src = &p[y.min(h - 1) * w..][..w];
+        let row = &mut o[y * mw..(y + 1) * mw];
+        row[..w].copy_from_slice(src);
+        let last = src[w - 1];
+        row[w..].iter_mut().for_each(|v| *v = last);
+    }
+    o
+}
+
 const SCALEBITS: i32 = 16;
-const ONE_HALF: i64 = 1 << (SCALEBITS - 1);
-fn fix(x: f64) -> i64 {
-    (x * (1i64 << SCALEBITS) as f64 + 0.5) as i64
+const ONE_HALF: i32 = 1 << (SCALEBITS - 1);
+fn fix(x: f64) -> i32 {
+    (x * (1i64 << SCALEBITS) as f64 + 0.5) as i32
 }
 
 /// Compress at `quality` and decompress, as Pillow + libjpeg-turbo do; `c` is 1 or 3.
 pub(crate) fn round_trip(img: &[u8], h: usize, w: usize, c: usize, quality: u32) -> Vec<u8> {
     let ql = quant_table(&STD_LUM, quality);
     if c == 1 {
-        let d = code_plane(img, w, h, &ql);
-        let fw = w.div_ceil(8) * 8;
-        return (0..h).flat_map(|y| d[y * fw..y * fw + w].to_vec()).collect();
+        let (fw, fh) = (w.div_ceil(8) * 8, h.div_ceil(8) * 8);
+        let d = code_plane(&pad_plane(img, h, w, fw, fh), fw, fh, &ql);
+        let mut out = Vec::with_capacity(h * w);
+        for y in 0..h {
+            out.extend_from_slice(&d[y * fw..y * fw + w]);
+        }
+        return out;
     }
     let qc = quant_table(&STD_CHR, quality);
     // Colour conversion (jccolor.c).
     let (fy_r, fy_g, fy_b) = (fix(0.299), fix(0.587), fix(0.114));
     let (fcb_r, fcb_g, fhalf) = (fix(0.16874), fix(0.33126), fix(0.5));
     let (fcr_g, fcr_b) = (fix(0.41869), fix(0.08131));
-    let cbcr_off = 128i64 << SCALEBITS;
-    let mut yp = vec![0u8; h * w];
-    let mut cb = vec![0u8; h * w];
-    let mut cr = vec![0u8; h * w];
-    for i in 0..h * w {
-        let (r, g, b) = (img[i * 3] as i64, img[i * 3 + 1] as i64, img[i * 3 + 2] as i64);
-        yp[i] = ((fy_r * r + fy_g * g + fy_b * b + ONE_HALF) >> SCALEBITS) as u8;
-        cb[i] = ((-fcb_r * r - fcb_g * g + fhalf * b + cbcr_off + ONE_HALF - 1) >> SCALEBITS) as u8;
-        cr[i] = ((fhalf * r - fcr_g * g - fcr_b * b + cbcr_off + ONE_HALF - 1) >> SCALEBITS) as u8;
-    }
-    // Luma: MCU is 16×16, so the plane is padded to multiples of 16 (edge replication).
+    let cbcr_off = 128i32 << SCALEBITS;
+    // Luma: MCU is 16×16, so the planes are padded to multiples of 16 (edge replication).
     let (mw, mh) = (w.div_ceil(16) * 16, h.div_ceil(16) * 16);
-    let pad = |p: &[u8]| -> Vec<u8> {
-        let mut o = vec![0u8; mw * mh];
+    let mut yp = vec![0u8; mw * mh];
+    let mut cb = vec![0u8; mw * mh];
+    let mut cr = vec![0u8; mw * mh];
+    for y in 0..h {
+        let src = &img[y * w * 3..(y + 1) * w * 3];
+        let o = y * mw;
+        for (x, px) in src.chunks_exact(3).enumerate() {
+            let (r, g, b) = (px[0] as i32, px[1] as i32, px[2] as i32);
+            yp[o + x] = ((fy_r * r + fy_g * g + fy_b * b + ONE_HALF) >> SCALEBITS) as u8;
+            cb[o + x] = ((-fcb_r * r - fcb_g * g + fhalf * b + cbcr_off + ONE_HALF - 1) >> SCALEBITS) as u8;
+            cr[o + x] = ((fhalf * r - fcr_g * g - fcr_b * b + cbcr_off + ONE_HALF - 1) >> SCALEBITS) as u8;
+        }
+    }
+    for p in [&mut yp, &mut cb, &mut cr] {
         for y in 0..mh {
-            for x in 0..mw {
-                o[y * mw + x] = p[y.min(h - 1) * w + x.min(w - 1)];
+            if y >= h {
+                p.copy_within((h - 1) * mw..h * mw, y * mw);
+            } else {
+                let last = p[y * mw + w - 1];
+                p[y * mw + w..(y + 1) * mw].iter_mut().for_each(|v| *v = last);
             }
         }
-        o
-    };
-    let yd = code_plane(&pad(&yp), mw, mh, &ql);
+    }
+    let yd = code_plane(&yp, mw, mh, &ql);
     // h2v2_downsample with alternating bias 1, 2.
     let (cw, chh) = (mw / 2, mh / 2);
-    let down = |p: &[u8]| -> Vec<u8> {
-        let pp = pad(p);
+    let down = |pp: &[u8]| -> Vec<u8> {
         let mut o = vec![0u8; cw * chh];
         for y in 0..chh {
             let mut bias = 1u32;
@@ -373,9 +395,9 @@ pub(crate) fn round_trip(img: &[u8], h: usize, w: usize, c: usize, quality: u32)
     let (f_cr_r, f_cb_b, f_cr_g, f_cb_g) = (fix(1.402), fix(1.772), fix(0.71414), fix(0.34414));
     for y in 0..h {
         for x in 0..w {
-            let yy = yd[y * mw + x] as i64;
-            let cbv = cbu[y * uw + x] as i64 - 128;
-            let crv = cru[y * uw + x] as i64 - 128;
+            let yy = yd[y * mw + x] as i32;
+            let cbv = cbu[y * uw + x] as i32 - 128;
+            let crv = cru[y * uw + x] as i32 - 128;
             let r = yy + ((f_cr_r * crv + ONE_HALF) >> SCALEBITS);
             let g = yy + ((-f_cb_g * cbv + ONE_HALF - f_cr_g * crv) >> SCALEBITS);
             let b = yy + ((f_cb_b * cbv + ONE_HALF) >> SCALEBITS);

@@ -20,6 +20,7 @@
 mod blur;
 mod digital;
 mod elastic;
+mod fast;
 mod fog;
 mod frost;
 mod glass;
@@ -171,6 +172,23 @@ pub fn corrupt_float(x: &FImage, c: Corruption, severity: usize, p: ParamSet, rn
 /// Corrupt one uint8 HWC image (c = 1 or 3) and cast as the reference does.
 #[allow(clippy::too_many_arguments)]
 pub fn corrupt_u8(img: &[u8], h: usize, w: usize, c: usize, corruption: Corruption, severity: usize, p: ParamSet, rng: &mut Rng) -> Result<Vec<u8>> {
+    if c != 1 && c != 3 {
+        return Err(Error::Msg(format!("images must have 1 or 3 channels, got {c}")));
+    }
+    if img.len() != h * w * c {
+        return Err(Error::Msg(format!("image buffer holds {} bytes, expected {h}x{w}x{c} = {}", img.len(), h * w * c)));
+    }
+    if !(1..=5).contains(&severity) {
+        return Err(Error::Severity(severity));
+    }
+    if h == 0 || w == 0 {
+        return Err(Error::TooSmall { corruption: corruption.name(), h, w, why: "the image is empty".into() });
+    }
+    // Most corruptions have a uint8 path that skips the whole-image f64 buffers (see fast.rs);
+    // the others go through the float path and the reference's cast.
+    if let Some(out) = fast::corrupt_u8_fast(img, h, w, c, corruption, severity, p, rng) {
+        return out;
+    }
     let x = FImage::from_u8(img, h, w, c)?;
     Ok(to_u8(&corrupt_float(&x, corruption, severity, p, rng)?))
 }

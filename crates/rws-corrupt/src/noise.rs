@@ -132,13 +132,110 @@ fn map_pairs(x: &FImage, fast: &mut Fast, f: impl Fn(f64, f64) -> f64) -> FImage
     FImage { h: x.h, w: x.w, c: x.c, data }
 }
 
-/// Additive N(0, σ²) on the [0, 1] scale, clipped.
-pub(crate) fn gaussian_noise(x: &FImage, severity: usize, p: ParamSet, rng: &mut Rng) -> Result<FImage> {
-    let s = match p {
+/// [`map_pairs`] on uint8 values straight to uint8 (clip, then truncate as the reference's cast):
+/// the same draws and arithmetic, so the bytes equal `to_u8` of the float path, without two
+/// whole-image f64 buffers.
+fn map_pairs_u8(x: &[u8], fast: &mut Fast, f: impl Fn(f64, f64) -> f64) -> Vec<u8> {
+    let mut out = vec![0u8; x.len()];
+    let mut chunks = out.chunks_exact_mut(2);
+    let mut src = x.chunks_exact(2);
+    for (o, i) in (&mut chunks).zip(&mut src) {
+        let (a, b) = fast.normal2();
+        o[0] = f(i[0] as f64, a).clamp(0.0, 255.0) as u8;
+        o[1] = f(i[1] as f64, b).clamp(0.0, 255.0) as u8;
+    }
+    if let (Some(o), Some(&v)) = (chunks.into_remainder().first_mut(), src.remainder().first()) {
+        *o = f(v as f64, fast.normal2().0).clamp(0.0, 255.0) as u8;
+    }
+    out
+}
+
+fn gaussian_sigma(severity: usize, p: ParamSet) -> f64 {
+    let t = match p {
         ParamSet::Cifar10 => [0.04, 0.06, 0.08, 0.09, 0.10],
         ParamSet::TinyImageNet => [0.04, 0.08, 0.12, 0.15, 0.18],
         ParamSet::ImageNet => [0.08, 0.12, 0.18, 0.26, 0.38],
-    }[severity - 1];
+    };
+    t[severity - 1]
+}
+
+fn speckle_sigma(severity: usize, p: ParamSet) -> f64 {
+    let t = match p {
+        ParamSet::Cifar10 => [0.06, 0.10, 0.12, 0.16, 0.20],
+        ParamSet::TinyImageNet => [0.15, 0.20, 0.25, 0.30, 0.35],
+        ParamSet::ImageNet => [0.15, 0.20, 0.35, 0.45, 0.60],
+    };
+    t[severity - 1]
+}
+
+fn impulse_amount(severity: usize, p: ParamSet) -> f64 {
+    let t = match p {
+        ParamSet::Cifar10 => [0.01, 0.02, 0.03, 0.05, 0.07],
+        ParamSet::TinyImageNet => [0.01, 0.02, 0.05, 0.08, 0.14],
+        ParamSet::ImageNet => [0.03, 0.06, 0.09, 0.17, 0.27],
+    };
+    t[severity - 1]
+}
+
+fn shot_lambda(severity: usize, p: ParamSet) -> f64 {
+    let t = match p {
+        ParamSet::Cifar10 => [500.0, 250.0, 100.0, 75.0, 50.0],
+        ParamSet::TinyImageNet => [250.0, 100.0, 50.0, 30.0, 15.0],
+        ParamSet::ImageNet => [60.0, 25.0, 12.0, 5.0, 3.0],
+    };
+    t[severity - 1]
+}
+
+pub(crate) fn gaussian_noise_u8(x: &[u8], severity: usize, p: ParamSet, rng: &mut Rng) -> Vec<u8> {
+    let k = 255.0 * gaussian_sigma(severity, p);
+    map_pairs_u8(x, &mut Fast::from_rng(rng), |v, z| v + k * z)
+}
+
+pub(crate) fn speckle_noise_u8(x: &[u8], severity: usize, p: ParamSet, rng: &mut Rng) -> Vec<u8> {
+    let s = speckle_sigma(severity, p);
+    map_pairs_u8(x, &mut Fast::from_rng(rng), |v, z| v + v * s * z)
+}
+
+pub(crate) fn impulse_noise_u8(x: &[u8], severity: usize, p: ParamSet, rng: &mut Rng) -> Vec<u8> {
+    let thr = (impulse_amount(severity, p) * (1u64 << 53) as f64) as u64;
+    let mut f = Fast::from_rng(rng);
+    x.iter()
+        .map(|&v| {
+            let r = f.next_u64();
+            let mask = (((r >> 11) < thr) as u8).wrapping_neg();
+            let salt = ((r & 1) as u8).wrapping_neg();
+            (salt & mask) | (v & !mask)
+        })
+        .collect()
+}
+
+pub(crate) fn shot_noise_u8(x: &[u8], severity: usize, p: ParamSet, rng: &mut Rng) -> Vec<u8> {
+    let lam = shot_lambda(severity, p);
+    let tables: TableSet = POISSON.with(|c| c.borrow_mut().entry(lam.to_bits()).or_insert_with(|| std::rc::Rc::new(std::array::from_fn(|_| std::cell::OnceCell::new()))).clone());
+    let out_scale = 255.0 / lam;
+    let mut fast = Fast::from_rng(rng);
+    // Per input value, its table and the output byte of every count k (the same f64 arithmetic
+    // as the float path), so the loop is two lookups.
+    let mut luts: [Option<(&PoissonTable, Vec<u8>)>; 256] = std::array::from_fn(|_| None);
+    let mut out = Vec::with_capacity(x.len());
+    for &v in x {
+        if v == 0 {
+            out.push(0);
+            continue;
+        }
+        let (t, bytes) = luts[v as usize].get_or_insert_with(|| {
+            let t = tables[v as usize].get_or_init(|| PoissonTable::new(v as f64 / 255.0 * lam));
+            let bytes = (0..t.lo as usize + t.cols.len()).map(|k| ((k as f64 * out_scale).min(255.0)) as u8).collect();
+            (t, bytes)
+        });
+        out.push(bytes[t.sample(fast.next_u64()) as usize]);
+    }
+    out
+}
+
+/// Additive N(0, σ²) on the [0, 1] scale, clipped.
+pub(crate) fn gaussian_noise(x: &FImage, severity: usize, p: ParamSet, rng: &mut Rng) -> Result<FImage> {
+    let s = gaussian_sigma(severity, p);
     let mut f = Fast::from_rng(rng);
     let k = 255.0 * s;
     Ok(map_pairs(x, &mut f, |v, z| v + k * z))
@@ -146,11 +243,7 @@ pub(crate) fn gaussian_noise(x: &FImage, severity: usize, p: ParamSet, rng: &mut
 
 /// Multiplicative x + x·N(0, σ²), clipped.
 pub(crate) fn speckle_noise(x: &FImage, severity: usize, p: ParamSet, rng: &mut Rng) -> Result<FImage> {
-    let s = match p {
-        ParamSet::Cifar10 => [0.06, 0.10, 0.12, 0.16, 0.20],
-        ParamSet::TinyImageNet => [0.15, 0.20, 0.25, 0.30, 0.35],
-        ParamSet::ImageNet => [0.15, 0.20, 0.35, 0.45, 0.60],
-    }[severity - 1];
+    let s = speckle_sigma(severity, p);
     let mut f = Fast::from_rng(rng);
     Ok(map_pairs(x, &mut f, |v, z| v + v * s * z))
 }
@@ -159,11 +252,7 @@ pub(crate) fn speckle_noise(x: &FImage, severity: usize, p: ParamSet, rng: &mut 
 /// becomes 1 or 0 with probability ½ each. One 64-bit draw per value: its top 53 bits decide the
 /// hit, its lowest bit salt vs pepper.
 pub(crate) fn impulse_noise(x: &FImage, severity: usize, p: ParamSet, rng: &mut Rng) -> Result<FImage> {
-    let a = match p {
-        ParamSet::Cifar10 => [0.01, 0.02, 0.03, 0.05, 0.07],
-        ParamSet::TinyImageNet => [0.01, 0.02, 0.05, 0.08, 0.14],
-        ParamSet::ImageNet => [0.03, 0.06, 0.09, 0.17, 0.27],
-    }[severity - 1];
+    let a = impulse_amount(severity, p);
     let thr = (a * (1u64 << 53) as f64) as u64;
     let mut f = Fast::from_rng(rng);
     // Untouched values come back exactly (the reference's v/255·255 is exact for all v in 0..=255).
@@ -273,11 +362,7 @@ thread_local! {
 /// Poisson(x·λ)/λ, clipped. Integer pixel values (the usual case) use cached inverse-CDF tables;
 /// any other value falls back to `rand_distr::Poisson`.
 pub(crate) fn shot_noise(x: &FImage, severity: usize, p: ParamSet, rng: &mut Rng) -> Result<FImage> {
-    let lam: f64 = match p {
-        ParamSet::Cifar10 => [500.0, 250.0, 100.0, 75.0, 50.0],
-        ParamSet::TinyImageNet => [250.0, 100.0, 50.0, 30.0, 15.0],
-        ParamSet::ImageNet => [60.0, 25.0, 12.0, 5.0, 3.0],
-    }[severity - 1];
+    let lam = shot_lambda(severity, p);
     let tables: TableSet = POISSON.with(|c| c.borrow_mut().entry(lam.to_bits()).or_insert_with(|| std::rc::Rc::new(std::array::from_fn(|_| std::cell::OnceCell::new()))).clone());
     let out_scale = 255.0 / lam;
     let mut fast = Fast::from_rng(rng);

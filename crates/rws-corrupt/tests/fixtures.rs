@@ -1,7 +1,7 @@
 //! Deterministic corruptions against the reference generator's outputs (shared/corruptions/fixtures,
 //! CIFAR-10-C parameters, 16 images of 32×32×3). Float fixtures: max |diff| ≤ 0.5 on 0..255;
 //! uint8 fixtures: ≥ 99% of values within ±1. Skips with a notice when the fixtures are absent.
-use rws_corrupt::{corrupt_float, motion_blur_at, to_u8, Corruption, FImage, ParamSet, Rng};
+use rws_corrupt::{corrupt_float, corrupt_u8, motion_blur_at, to_u8, Corruption, FImage, ParamSet, Rng};
 use std::path::PathBuf;
 
 fn fixtures_dir() -> Option<PathBuf> {
@@ -92,7 +92,29 @@ fn check(name: &str) {
         } else {
             assert!(md <= 0.5, "{name} s{s}: max float diff {md}");
         }
+        // The public uint8 path (corrupt_u8) has its own faster code for most corruptions: it must
+        // agree with the reference's bytes as closely as the float path does.
+        let (w8, e8) = compare_u8(&dir, name, s, &xs, c);
+        println!("{name} s{s} uint8 path: within ±1 {:.4}%, exact {:.4}%", w8 * 100.0, e8 * 100.0);
+        assert!(w8 >= within.min(0.999) && e8 >= exact - 0.002, "{name} s{s}: uint8 path within ±1 {w8}, exact {e8} vs float path {within}, {exact}");
     }
+}
+
+/// (within ±1, exact) of `corrupt_u8` against the uint8 fixture.
+fn compare_u8(dir: &std::path::Path, name: &str, s: usize, xs: &[FImage], c: Corruption) -> (f64, f64) {
+    let (_, a) = read_npy(&dir.join(format!("{name}_s{s}.npy")));
+    let r = u8s(a);
+    let o: Vec<u8> = xs
+        .iter()
+        .flat_map(|x| {
+            let u: Vec<u8> = x.data.iter().map(|&v| v as u8).collect();
+            corrupt_u8(&u, x.h, x.w, x.c, c, s, ParamSet::Cifar10, &mut rng()).unwrap()
+        })
+        .collect();
+    assert_eq!(o.len(), r.len());
+    let within = o.iter().zip(&r).filter(|(a, b)| (**a as i32 - **b as i32).abs() <= 1).count() as f64 / r.len() as f64;
+    let exact = o.iter().zip(&r).filter(|(a, b)| a == b).count() as f64 / r.len() as f64;
+    (within, exact)
 }
 
 #[test]
@@ -142,6 +164,8 @@ fn jpeg_matches_libjpeg_turbo() {
             exact_p * 100.0
         );
         assert!(within_m >= 0.99, "jpeg s{s} vs libjpeg-turbo: {:.3}% within ±1", within_m * 100.0);
+        let (w8, e8) = compare_u8(&dir.join("modern"), "jpeg_compression", s, &xs, Corruption::JpegCompression);
+        assert!(w8 >= within_m && e8 >= exact_m, "jpeg s{s}: uint8 path within ±1 {w8}, exact {e8}");
         // Fashion-MNIST images (first 8) are grey: IJG and turbo agree there.
         let (_, a) = read_npy(&dir.join(format!("jpeg_compression_s{s}.npy")));
         let r = u8s(a);
