@@ -12,8 +12,12 @@ fn pick<T: Copy>(p: ParamSet, s: usize, c32: [T; 5], t64: [T; 5], ic: [T; 5]) ->
     }
 }
 
+pub(crate) fn gaussian_sigma(severity: usize, p: ParamSet) -> f64 {
+    pick(p, severity, [0.4, 0.6, 0.7, 0.8, 1.0], [0.5, 0.75, 1.0, 1.25, 1.5], [1.0, 2.0, 3.0, 4.0, 6.0])
+}
+
 pub(crate) fn gaussian_blur(x: &FImage, severity: usize, p: ParamSet, _rng: &mut Rng) -> Result<FImage> {
-    let sigma = pick(p, severity, [0.4, 0.6, 0.7, 0.8, 1.0], [0.5, 0.75, 1.0, 1.25, 1.5], [1.0, 2.0, 3.0, 4.0, 6.0]);
+    let sigma = gaussian_sigma(severity, p);
     let u = x.map(|v| v / 255.0);
     Ok(ndimage::gaussian_filter(&u, sigma, Mode::Nearest, 4.0).map(|v| v.clamp(0.0, 1.0) * 255.0))
 }

@@ -7,7 +7,8 @@
 //! draws as the float path, so they return the same bytes as `to_u8(corrupt_float(..))`
 //! (contrast: the channel mean from an exact integer sum). The blurs run in f32 with integer
 //! running sums; tests/fast.rs bounds their difference from the float path.
-use crate::{digital, noise, Corruption, ParamSet, Result, Rng};
+use crate::ndimage::{boundary_index, Mode};
+use crate::{blur, digital, noise, Corruption, ParamSet, Result, Rng};
 
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn corrupt_u8_fast(x: &[u8], h: usize, w: usize, c: usize, cor: Corruption, s: usize, p: ParamSet, rng: &mut Rng) -> Option<Result<Vec<u8>>> {
@@ -21,6 +22,153 @@ pub(crate) fn corrupt_u8_fast(x: &[u8], h: usize, w: usize, c: usize, cor: Corru
         Corruption::Contrast => digital::contrast_u8(x, c, s, p),
         Corruption::Pixelate => return Some(digital::pixelate_u8(x, h, w, c, s, p)),
         Corruption::JpegCompression => digital::jpeg_u8(x, h, w, c, s, p),
+        Corruption::GaussianBlur => gaussian_blur_u8(x, h, w, c, s, p),
         _ => return None,
     }))
+}
+
+/// Accumulator types of the separable filter: f32 (fast) or f64 (the float path's exact order).
+pub(crate) trait Flt: Copy + Default + std::ops::Add<Output = Self> + std::ops::Mul<Output = Self> + std::ops::AddAssign {}
+impl Flt for f32 {}
+impl Flt for f64 {}
+
+/// Pixel sources of the separable filter: uint8 input or a float intermediate image.
+pub(crate) trait Px<F>: Copy {
+    fn get(self) -> F;
+}
+impl Px<f32> for u8 {
+    #[inline(always)]
+    fn get(self) -> f32 {
+        self as f32
+    }
+}
+impl Px<f32> for f32 {
+    #[inline(always)]
+    fn get(self) -> f32 {
+        self
+    }
+}
+impl Px<f64> for f64 {
+    #[inline(always)]
+    fn get(self) -> f64 {
+        self
+    }
+}
+
+/// Correlate an HWC image with odd kernels `kv` along H and `kh` along W under `mode` (not
+/// Constant), then map every value through `fin`. One output row at a time (the vertical pass
+/// into a row buffer, padded, then the horizontal pass), so no whole-image intermediate is
+/// allocated; the loops are axpys over whole rows that the compiler vectorises, with AVX2 when
+/// the CPU has it (runtime detection; the portable build stays SSE2). `paired` adds mirrored
+/// taps of a symmetric kernel before multiplying (half the multiplies); unpaired, the taps are
+/// summed in order from 0.0, exactly as `ndimage::correlate_rows`/`correlate_cols` do.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn sep_filter<F: Flt, T: Px<F>, O: Copy + Default>(src: &[T], h: usize, w: usize, c: usize, kv: &[F], kh: &[F], mode: Mode, paired: bool, fin: impl Fn(F) -> O) -> Vec<O> {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2 (checked just above).
+        return unsafe { sep_filter_avx2(src, h, w, c, kv, kh, mode, paired, fin) };
+    }
+    sep_filter_impl(src, h, w, c, kv, kh, mode, paired, fin)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn sep_filter_avx2<F: Flt, T: Px<F>, O: Copy + Default>(src: &[T], h: usize, w: usize, c: usize, kv: &[F], kh: &[F], mode: Mode, paired: bool, fin: impl Fn(F) -> O) -> Vec<O> {
+    sep_filter_impl(src, h, w, c, kv, kh, mode, paired, fin)
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn sep_filter_impl<F: Flt, T: Px<F>, O: Copy + Default>(src: &[T], h: usize, w: usize, c: usize, kv: &[F], kh: &[F], mode: Mode, paired: bool, fin: impl Fn(F) -> O) -> Vec<O> {
+    let rw = w * c;
+    let (rv, rh) = (kv.len() / 2, kh.len() / 2);
+    let mut out = vec![O::default(); h * rw];
+    let mut buf = vec![F::default(); (w + 2 * rh) * c];
+    let mut acc = vec![F::default(); rw];
+    let row = |y: isize| -> &[T] {
+        let sy = boundary_index(y, h, mode).expect("mode without zeros");
+        &src[sy * rw..(sy + 1) * rw]
+    };
+    for y in 0..h {
+        if paired {
+            // acc = k[r]·x[y] + Σ k[t]·(x[y−r+t] + x[y+r−t])
+            let kc = kv[rv];
+            for (a, &s) in acc.iter_mut().zip(row(y as isize)) {
+                *a = kc * s.get();
+            }
+            for (t, &k) in kv[..rv].iter().enumerate() {
+                let d = (rv - t) as isize;
+                let (up, down) = (row(y as isize - d), row(y as isize + d));
+                for ((a, &u), &v) in acc.iter_mut().zip(up).zip(down) {
+                    *a += k * (u.get() + v.get());
+                }
+            }
+        } else {
+            acc.iter_mut().for_each(|a| *a = F::default());
+            for (t, &k) in kv.iter().enumerate() {
+                for (a, &s) in acc.iter_mut().zip(row(y as isize + t as isize - rv as isize)) {
+                    *a += k * s.get();
+                }
+            }
+        }
+        // Horizontal pass on the padded row.
+        buf[rh * c..rh * c + rw].copy_from_slice(&acc);
+        for j in 0..rh {
+            let l = boundary_index(j as isize - rh as isize, w, mode).unwrap_or(0);
+            let r = boundary_index((w + j) as isize, w, mode).unwrap_or(0);
+            for ch in 0..c {
+                buf[j * c + ch] = acc[l * c + ch];
+                buf[(w + rh + j) * c + ch] = acc[r * c + ch];
+            }
+        }
+        if paired {
+            let kc = kh[rh];
+            for (a, &s) in acc.iter_mut().zip(&buf[rh * c..rh * c + rw]) {
+                *a = kc * s;
+            }
+            for (t, &k) in kh[..rh].iter().enumerate() {
+                let d = rh - t;
+                let (l, r) = (&buf[(rh - d) * c..(rh - d) * c + rw], &buf[(rh + d) * c..(rh + d) * c + rw]);
+                for ((a, &u), &v) in acc.iter_mut().zip(l).zip(r) {
+                    *a += k * (u + v);
+                }
+            }
+        } else {
+            acc.iter_mut().for_each(|a| *a = F::default());
+            for (t, &k) in kh.iter().enumerate() {
+                for (a, &s) in acc.iter_mut().zip(&buf[t * c..t * c + rw]) {
+                    *a += k * s;
+                }
+            }
+        }
+        for (o, &a) in out[y * rw..(y + 1) * rw].iter_mut().zip(&acc) {
+            *o = fin(a);
+        }
+    }
+    out
+}
+
+/// Images up to this many pixels take the f64 path that reproduces the float path's operation
+/// order (and so its bytes); larger ones the f32 path.
+const EXACT_MAX_PIXELS: usize = 64 * 64;
+
+/// The float path's final `clip(v/255, 0, 1)·255` and the reference's uint8 cast, for f32 values
+/// on the 0..255 scale. f32 sums of a flat region can land a few ulps below the integer that f64
+/// (and the reference) reach exactly; the 1e-3 nudge keeps those on the integer.
+#[inline(always)]
+fn cast_nudged(v: f32) -> u8 {
+    (v + 1e-3).clamp(0.0, 255.0) as u8
+}
+
+pub(crate) fn gaussian_blur_u8(x: &[u8], h: usize, w: usize, c: usize, severity: usize, p: ParamSet) -> Vec<u8> {
+    let sigma = blur::gaussian_sigma(severity, p);
+    let k = crate::ndimage::gaussian_kernel1d(sigma, 4.0);
+    if h * w <= EXACT_MAX_PIXELS {
+        let u: Vec<f64> = x.iter().map(|&v| v as f64 / 255.0).collect();
+        return sep_filter(&u, h, w, c, &k, &k, Mode::Nearest, false, |v: f64| (v.clamp(0.0, 1.0) * 255.0) as u8);
+    }
+    let k: Vec<f32> = k.iter().map(|&v| v as f32).collect();
+    sep_filter(x, h, w, c, &k, &k, Mode::Nearest, true, cast_nudged)
 }
