@@ -23,7 +23,7 @@ pub(crate) fn gaussian_blur(x: &FImage, severity: usize, p: ParamSet, _rng: &mut
 }
 
 /// OpenCV `getGaussianKernel(n, sigma, CV_32F)` for sigma > 0.
-fn cv_gaussian_kernel(n: usize, sigma: f64) -> Vec<f32> {
+pub(crate) fn cv_gaussian_kernel(n: usize, sigma: f64) -> Vec<f32> {
     let scale2x = -0.5 / (sigma * sigma);
     let mut k: Vec<f32> = (0..n)
         .map(|i| {
@@ -74,14 +74,33 @@ pub(crate) fn disk_kernel(radius: f64, alias: f64) -> (Vec<f64>, usize) {
     (k.iter().map(|&v| v as f64).collect(), n)
 }
 
-pub(crate) fn defocus_blur(x: &FImage, severity: usize, p: ParamSet, _rng: &mut Rng) -> Result<FImage> {
-    let (r, a): (f64, f64) = pick(
+/// (disk radius, anti-alias σ).
+pub(crate) fn defocus_params(severity: usize, p: ParamSet) -> (f64, f64) {
+    pick(
         p,
         severity,
         [(0.3, 0.4), (0.4, 0.5), (0.5, 0.6), (1.0, 0.2), (1.5, 0.1)],
         [(0.5, 0.6), (1.0, 0.1), (1.5, 0.1), (2.5, 0.01), (3.0, 0.1)],
         [(3.0, 0.1), (4.0, 0.5), (6.0, 0.5), (8.0, 0.5), (10.0, 0.5)],
-    );
+    )
+}
+
+/// Rows of the integer disk x² + y² ≤ r²: (dy, half-width a), row dy spans −a..=a.
+pub(crate) fn disk_runs(r: f64) -> Vec<(isize, isize)> {
+    let rr = r.floor() as isize;
+    (-rr..=rr)
+        .filter_map(|dy| {
+            let mut a = -1isize;
+            while (((a + 1) * (a + 1) + dy * dy) as f64) <= r * r {
+                a += 1;
+            }
+            (a >= 0).then_some((dy, a))
+        })
+        .collect()
+}
+
+pub(crate) fn defocus_blur(x: &FImage, severity: usize, p: ParamSet, _rng: &mut Rng) -> Result<FImage> {
+    let (r, a) = defocus_params(severity, p);
     let u = x.map(|v| v / 255.0);
     let half = if r <= 8.0 { 8.0 } else { r.floor() };
     let ks = if r <= 8.0 { 3 } else { 5 };
@@ -107,15 +126,7 @@ pub(crate) fn defocus_blur(x: &FImage, severity: usize, p: ParamSet, _rng: &mut 
 fn disk_filter(x: &FImage, r: f64) -> FImage {
     let (h, w, c) = (x.h, x.w, x.c);
     let rr = r.floor() as isize;
-    let runs: Vec<(isize, isize)> = (-rr..=rr)
-        .filter_map(|dy| {
-            let mut a = -1isize;
-            while (((a + 1) * (a + 1) + dy * dy) as f64) <= r * r {
-                a += 1;
-            }
-            (a >= 0).then_some((dy, a))
-        })
-        .collect();
+    let runs = disk_runs(r);
     let count: isize = runs.iter().map(|&(_, a)| 2 * a + 1).sum();
     let inv = 1.0 / count as f64;
     // Prefix sums of each symmetric-padded row: P[j] = Σ_{i<j} row[i − rr].

@@ -23,6 +23,7 @@ pub(crate) fn corrupt_u8_fast(x: &[u8], h: usize, w: usize, c: usize, cor: Corru
         Corruption::Pixelate => return Some(digital::pixelate_u8(x, h, w, c, s, p)),
         Corruption::JpegCompression => digital::jpeg_u8(x, h, w, c, s, p),
         Corruption::GaussianBlur => gaussian_blur_u8(x, h, w, c, s, p),
+        Corruption::DefocusBlur => defocus_blur_u8(x, h, w, c, s, p),
         _ => return None,
     }))
 }
@@ -171,4 +172,149 @@ pub(crate) fn gaussian_blur_u8(x: &[u8], h: usize, w: usize, c: usize, severity:
     }
     let k: Vec<f32> = k.iter().map(|&v| v as f32).collect();
     sep_filter(x, h, w, c, &k, &k, Mode::Nearest, true, cast_nudged)
+}
+
+/// `out += Σ k·pad[y+i][x+j]` over the taps (i, j, k) in order, `pad` being the image padded by
+/// the kernel's half-sizes (row stride `pw` pixels): `ndimage::correlate2d`'s loop.
+#[allow(clippy::too_many_arguments)]
+fn corr_taps<F: Flt, T: Px<F>>(pad: &[T], pw: usize, h: usize, w: usize, c: usize, taps: &[(usize, usize, F)], out: &mut [F]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2 (checked just above).
+        return unsafe { corr_taps_avx2(pad, pw, h, w, c, taps, out) };
+    }
+    corr_taps_impl(pad, pw, h, w, c, taps, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn corr_taps_avx2<F: Flt, T: Px<F>>(pad: &[T], pw: usize, h: usize, w: usize, c: usize, taps: &[(usize, usize, F)], out: &mut [F]) {
+    corr_taps_impl(pad, pw, h, w, c, taps, out)
+}
+
+#[inline(always)]
+fn corr_taps_impl<F: Flt, T: Px<F>>(pad: &[T], pw: usize, h: usize, w: usize, c: usize, taps: &[(usize, usize, F)], out: &mut [F]) {
+    let rw = w * c;
+    for y in 0..h {
+        let orow = &mut out[y * rw..(y + 1) * rw];
+        for &(i, j, k) in taps {
+            let s = &pad[((y + i) * pw + j) * c..((y + i) * pw + j) * c + rw];
+            for (o, &v) in orow.iter_mut().zip(s) {
+                *o += k * v.get();
+            }
+        }
+    }
+}
+
+/// `src` (HWC) padded by `ry` rows and `rx` columns under `mode`.
+fn pad_image<T: Copy>(src: &[T], h: usize, w: usize, c: usize, ry: usize, rx: usize, mode: Mode) -> Vec<T> {
+    let pw = w + 2 * rx;
+    let mut out = Vec::with_capacity((h + 2 * ry) * pw * c);
+    let xs: Vec<usize> = (0..pw).map(|px| boundary_index(px as isize - rx as isize, w, mode).expect("mode without zeros")).collect();
+    for py in 0..h + 2 * ry {
+        let sy = boundary_index(py as isize - ry as isize, h, mode).expect("mode without zeros");
+        let row = &src[sy * w * c..(sy + 1) * w * c];
+        for &sx in &xs {
+            out.extend_from_slice(&row[sx * c..(sx + 1) * c]);
+        }
+    }
+    out
+}
+
+/// Small images: the float path's direct correlation with the OpenCV kernel, same order in f64
+/// (same bytes). Larger ones: the disk by integer running sums per row, the separable Gaussian
+/// in f32, plus the difference between the reference's kernel and Gaussian ⊛ disk (non-zero
+/// only where the reference blurs the disk against its own grid border, radius ≥ 8) as sparse taps.
+pub(crate) fn defocus_blur_u8(x: &[u8], h: usize, w: usize, c: usize, severity: usize, p: ParamSet) -> Vec<u8> {
+    let (r, a) = blur::defocus_params(severity, p);
+    let (k, n) = blur::disk_kernel(r, a);
+    let half = n / 2;
+    if h * w <= EXACT_MAX_PIXELS {
+        let u: Vec<f64> = x.iter().map(|&v| v as f64 / 255.0).collect();
+        let pad = pad_image(&u, h, w, c, half, half, Mode::Mirror);
+        let taps: Vec<(usize, usize, f64)> = (0..n).flat_map(|i| (0..n).map(move |j| (i, j))).map(|(i, j)| (i, j, k[i * n + j])).filter(|t| t.2 != 0.0).collect();
+        let mut out = vec![0f64; h * w * c];
+        corr_taps(&pad, w + 2 * half, h, w, c, &taps, &mut out);
+        return out.iter().map(|&v| (v.clamp(0.0, 1.0) * 255.0) as u8).collect();
+    }
+    let runs = blur::disk_runs(r);
+    let count: isize = runs.iter().map(|&(_, a)| 2 * a + 1).sum();
+    let d = disk_sum_u8(x, h, w, c, r, &runs, 1.0 / count as f32);
+    let g64: Vec<f64> = blur::cv_gaussian_kernel(if r <= 8.0 { 3 } else { 5 }, a).iter().map(|&v| v as f64).collect();
+    let g: Vec<f32> = g64.iter().map(|&v| v as f32).collect();
+    let gr = g.len() / 2;
+    let mut y = sep_filter(&d, h, w, c, &g, &g, Mode::Mirror, true, |v: f32| v);
+    // E = K − G ⊛ D on the (n + 2·gr)² support, with D the uniform disk.
+    let m = n + 2 * gr;
+    let mut dd = vec![0f64; m * m];
+    for &(dy, aa) in &runs {
+        for dx in -aa..=aa {
+            dd[((dy + (m / 2) as isize) as usize) * m + (dx + (m / 2) as isize) as usize] = 1.0 / count as f64;
+        }
+    }
+    let mut gd = vec![0f64; m * m];
+    for yy in 0..m {
+        for xx in 0..m {
+            let mut s = 0.0;
+            for (i, gi) in g64.iter().enumerate() {
+                for (j, gj) in g64.iter().enumerate() {
+                    let (sy, sx) = (yy as isize + i as isize - gr as isize, xx as isize + j as isize - gr as isize);
+                    if (0..m as isize).contains(&sy) && (0..m as isize).contains(&sx) {
+                        s += gi * gj * dd[sy as usize * m + sx as usize];
+                    }
+                }
+            }
+            gd[yy * m + xx] = s;
+        }
+    }
+    let taps: Vec<(usize, usize, f32)> = (0..m)
+        .flat_map(|i| (0..m).map(move |j| (i, j)))
+        .filter_map(|(i, j)| {
+            let kk = if (gr..gr + n).contains(&i) && (gr..gr + n).contains(&j) { k[(i - gr) * n + j - gr] } else { 0.0 };
+            let e = kk - gd[i * m + j];
+            (e.abs() > 1e-9).then_some((i, j, e as f32))
+        })
+        .collect();
+    if !taps.is_empty() {
+        let pad = pad_image(x, h, w, c, m / 2, m / 2, Mode::Mirror);
+        corr_taps(&pad, w + 2 * (m / 2), h, w, c, &taps, &mut y);
+    }
+    y.iter().map(|&v| cast_nudged(v)).collect()
+}
+
+/// Mean of the uint8 values over the integer disk (rows `runs`) around each pixel, whole-sample
+/// symmetric border, scaled by `inv`: exact integer running sums per row, one f32 rounding.
+fn disk_sum_u8(x: &[u8], h: usize, w: usize, c: usize, r: f64, runs: &[(isize, isize)], inv: f32) -> Vec<f32> {
+    let rr = r.floor() as usize;
+    let pw = w + 2 * rr + 1;
+    let mut pre = vec![0u32; h * pw * c];
+    let xs: Vec<usize> = (1..pw).map(|j| boundary_index(j as isize - 1 - rr as isize, w, Mode::Mirror).unwrap()).collect();
+    for y in 0..h {
+        let row = &x[y * w * c..(y + 1) * w * c];
+        let p = &mut pre[y * pw * c..(y + 1) * pw * c];
+        for (j, &sx) in xs.iter().enumerate() {
+            for ch in 0..c {
+                p[(j + 1) * c + ch] = p[j * c + ch] + row[sx * c + ch] as u32;
+            }
+        }
+    }
+    let rw = w * c;
+    let mut out = vec![0f32; h * rw];
+    let mut acc = vec![0u32; rw];
+    for y in 0..h {
+        acc.iter_mut().for_each(|a| *a = 0);
+        for &(dy, a) in runs {
+            let sy = boundary_index(y as isize + dy, h, Mode::Mirror).unwrap();
+            let p = &pre[sy * pw * c..(sy + 1) * pw * c];
+            let hi = &p[(rr + a as usize + 1) * c..][..rw];
+            let lo = &p[(rr - a as usize) * c..][..rw];
+            for ((o, &h1), &l1) in acc.iter_mut().zip(hi).zip(lo) {
+                *o += h1 - l1;
+            }
+        }
+        for (o, &a) in out[y * rw..(y + 1) * rw].iter_mut().zip(&acc) {
+            *o = a as f32 * inv;
+        }
+    }
+    out
 }
