@@ -40,6 +40,9 @@ pub struct DemoArgs {
     /// Re-estimate BN statistics of each patched model on 2048 clean training images (default true).
     #[arg(long)]
     bn_adapt: Option<bool>,
+    /// Share (0–1] of each robust model's fine-tuning images that are corrupted; the rest stay clean.
+    #[arg(long)]
+    robust_mix: Option<f64>,
     /// Print the whole report.json to stdout.
     #[arg(long)]
     json: bool,
@@ -68,6 +71,10 @@ pub fn run(a: DemoArgs) -> anyhow::Result<()> {
     }
     if let Some(b) = a.bn_adapt {
         cfg.bn_adapt = b;
+    }
+    if let Some(m) = a.robust_mix {
+        anyhow::ensure!(m > 0.0 && m <= 1.0, "--robust-mix must be in (0, 1], got {m}");
+        cfg.robust_mix = m;
     }
     if let Some(c) = a.codec {
         cfg.codec = c;
