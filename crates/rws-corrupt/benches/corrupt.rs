@@ -5,6 +5,11 @@
 //!
 //! Run: `cargo bench -p rws-corrupt --bench corrupt` (env BENCH_QUICK=1 for fewer repetitions).
 use rand::SeedableRng;
+
+/// The allocator of the `rws` binary (rws-cli/src/main.rs), which is what runs corruptions in
+/// practice: with glibc malloc every 224×224 f64 buffer is a fresh mmap and its page faults.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use rws_corrupt::{corrupt_u8, Corruption, ParamSet, Rng};
 use std::collections::HashMap;
 use std::time::Instant;

@@ -214,20 +214,14 @@ pub(crate) fn shot_noise_u8(x: &[u8], severity: usize, p: ParamSet, rng: &mut Rn
     let tables: TableSet = POISSON.with(|c| c.borrow_mut().entry(lam.to_bits()).or_insert_with(|| std::rc::Rc::new(std::array::from_fn(|_| std::cell::OnceCell::new()))).clone());
     let out_scale = 255.0 / lam;
     let mut fast = Fast::from_rng(rng);
-    // Per input value, its table and the output byte of every count k (the same f64 arithmetic
-    // as the float path), so the loop is two lookups.
-    let mut luts: [Option<(&PoissonTable, Vec<u8>)>; 256] = std::array::from_fn(|_| None);
     let mut out = Vec::with_capacity(x.len());
     for &v in x {
         if v == 0 {
             out.push(0);
             continue;
         }
-        let (t, bytes) = luts[v as usize].get_or_insert_with(|| {
-            let t = tables[v as usize].get_or_init(|| PoissonTable::new(v as f64 / 255.0 * lam));
-            let bytes = (0..t.lo as usize + t.cols.len()).map(|k| ((k as f64 * out_scale).min(255.0)) as u8).collect();
-            (t, bytes)
-        });
+        let t = tables[v as usize].get_or_init(|| PoissonTable::new(v as f64 / 255.0 * lam));
+        let bytes = t.bytes.get_or_init(|| (0..t.lo as usize + t.cols.len()).map(|k| ((k as f64 * out_scale).min(255.0)) as u8).collect());
         out.push(bytes[t.sample(fast.next_u64()) as usize]);
     }
     out
@@ -277,6 +271,8 @@ struct PoissonTable {
     lo: u32,
     /// (acceptance threshold scaled to 2³², alias index) per column.
     cols: Vec<(u32, u32)>,
+    /// The uint8 output of every count k (clip(k·255/λ) cast), for the uint8 path.
+    bytes: std::cell::OnceCell<Vec<u8>>,
 }
 
 impl PoissonTable {
@@ -326,7 +322,7 @@ impl PoissonTable {
             prob[i] = 1.0;
         }
         let cols = prob.iter().zip(&alias).map(|(&p, &a)| (((p * 4294967296.0).min(4294967295.0)) as u32, a)).collect();
-        PoissonTable { lo: lo_k as u32, cols }
+        PoissonTable { lo: lo_k as u32, cols, bytes: std::cell::OnceCell::new() }
     }
 
     /// One sample from 64 random bits: the high half picks the column, the low half accepts it
