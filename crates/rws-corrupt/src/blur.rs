@@ -263,6 +263,17 @@ pub(crate) fn motion_params(severity: usize, p: ParamSet) -> (usize, f64) {
 /// replicate); floor of this float equals ImageMagick 6 Q16 output for 99.7% of values (PARAMS.md).
 /// Values keep the input's scale. Angle in degrees, y pointing down as in the image.
 pub fn motion_blur_kernel(x: &FImage, radius: usize, sigma: f64, angle: f64) -> FImage {
+    let (h, w, c) = (x.h, x.w, x.c);
+    let mut out = vec![0.0f64; h * w * c];
+    for (kv, dy, dx) in motion_taps(radius, sigma, angle, h, w) {
+        motion_tap(&x.data, h, w, c, kv, dy, dx, &mut out, |v| v);
+    }
+    FImage { h, w, c, data: out }
+}
+
+/// The taps of [`motion_blur_kernel`]: (weight, dy, dx) in order; pixel p reads
+/// p + (ceil(i·sin − 0.5), ceil(i·cos − 0.5)), clamped to the image.
+pub(crate) fn motion_taps(radius: usize, sigma: f64, angle: f64, h: usize, w: usize) -> Vec<(f64, isize, isize)> {
     let width = radius * 2 + 1;
     let mut k: Vec<f64> = (0..width)
         .map(|i| (-((i * i) as f64) / (2.0 * sigma * sigma)).exp() / ((2.0 * std::f64::consts::PI).sqrt() * sigma))
@@ -272,39 +283,54 @@ pub fn motion_blur_kernel(x: &FImage, radius: usize, sigma: f64, angle: f64) -> 
     let a = angle.to_radians();
     let (py, px) = (width as f64 * a.sin(), width as f64 * a.cos());
     let hyp = py.hypot(px);
-    let (h, w, c) = (x.h, x.w, x.c);
-    let mut out = vec![0.0f64; h * w * c];
+    let mut taps = Vec::new();
     for (i, &kv) in k.iter().enumerate() {
-        // pixel p reads p + (ceil(i·cos − 0.5), ceil(i·sin − 0.5)), clamped to the image.
         let dy = ((i as f64 * py) / hyp - 0.5).ceil() as isize;
         let dx = ((i as f64 * px) / hyp - 0.5).ceil() as isize;
         if dy.unsigned_abs() >= h || dx.unsigned_abs() >= w {
             break;
         }
-        // Columns [x0, x1) read in range; those left of x0 read column 0, right of x1 column w−1.
-        let x0 = (-dx).max(0) as usize;
-        let x1 = (w as isize - dx).min(w as isize) as usize;
-        for y in 0..h {
-            let sy = (y as isize + dy).clamp(0, h as isize - 1) as usize;
-            let srow = &x.data[sy * w * c..(sy + 1) * w * c];
-            let orow = &mut out[y * w * c..(y + 1) * w * c];
-            let s0 = (x0 as isize + dx) as usize;
-            for (o, s) in orow[x0 * c..x1 * c].iter_mut().zip(&srow[s0 * c..(s0 + x1 - x0) * c]) {
-                *o += kv * s;
+        taps.push((kv, dy, dx));
+    }
+    taps
+}
+
+/// out += kv · x shifted by (dy, dx) with edge replication; `get` reads a value.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn motion_tap<T: Copy, F: Copy + std::ops::Add<Output = F> + std::ops::Mul<Output = F>>(
+    x: &[T],
+    h: usize,
+    w: usize,
+    c: usize,
+    kv: F,
+    dy: isize,
+    dx: isize,
+    out: &mut [F],
+    get: impl Fn(T) -> F,
+) {
+    // Columns [x0, x1) read in range; those left of x0 read column 0, right of x1 column w−1.
+    let x0 = (-dx).max(0) as usize;
+    let x1 = (w as isize - dx).min(w as isize) as usize;
+    for y in 0..h {
+        let sy = (y as isize + dy).clamp(0, h as isize - 1) as usize;
+        let srow = &x[sy * w * c..(sy + 1) * w * c];
+        let orow = &mut out[y * w * c..(y + 1) * w * c];
+        let s0 = (x0 as isize + dx) as usize;
+        for (o, &s) in orow[x0 * c..x1 * c].iter_mut().zip(&srow[s0 * c..(s0 + x1 - x0) * c]) {
+            *o = *o + kv * get(s);
+        }
+        for xx in 0..x0 {
+            for ch in 0..c {
+                orow[xx * c + ch] = orow[xx * c + ch] + kv * get(srow[ch]);
             }
-            for xx in 0..x0 {
-                for ch in 0..c {
-                    orow[xx * c + ch] += kv * srow[ch];
-                }
-            }
-            for xx in x1..w {
-                for ch in 0..c {
-                    orow[xx * c + ch] += kv * srow[(w - 1) * c + ch];
-                }
+        }
+        for xx in x1..w {
+            for ch in 0..c {
+                orow[xx * c + ch] = orow[xx * c + ch] + kv * get(srow[(w - 1) * c + ch]);
             }
         }
     }
-    FImage { h, w, c, data: out }
 }
 
 /// motion_blur at a given angle (the corruption's only randomness), for reproducing fixtures.

@@ -24,6 +24,7 @@ pub(crate) fn corrupt_u8_fast(x: &[u8], h: usize, w: usize, c: usize, cor: Corru
         Corruption::JpegCompression => digital::jpeg_u8(x, h, w, c, s, p),
         Corruption::GaussianBlur => gaussian_blur_u8(x, h, w, c, s, p),
         Corruption::DefocusBlur => defocus_blur_u8(x, h, w, c, s, p),
+        Corruption::MotionBlur => motion_blur_u8(x, h, w, c, s, p, rng),
         _ => return None,
     }))
 }
@@ -317,4 +318,43 @@ fn disk_sum_u8(x: &[u8], h: usize, w: usize, c: usize, r: f64, runs: &[(isize, i
         }
     }
     out
+}
+
+/// motion_blur: the same angle draw and taps as the float path. Small images in f64 in the
+/// float path's order (same bytes), larger ones in f32 (AVX2 when present).
+pub(crate) fn motion_blur_u8(x: &[u8], h: usize, w: usize, c: usize, severity: usize, p: ParamSet, rng: &mut Rng) -> Vec<u8> {
+    use rand::Rng as _;
+    let angle: f64 = rng.gen_range(-45.0..45.0);
+    let (r, s) = blur::motion_params(severity, p);
+    let taps = blur::motion_taps(r, s, angle, h, w);
+    if h * w <= EXACT_MAX_PIXELS {
+        let mut out = vec![0f64; h * w * c];
+        for &(kv, dy, dx) in &taps {
+            blur::motion_tap(x, h, w, c, kv, dy, dx, &mut out, |v| v as f64);
+        }
+        return out.iter().map(|&v| v.clamp(0.0, 255.0) as u8).collect();
+    }
+    let taps: Vec<(f32, isize, isize)> = taps.iter().map(|&(k, dy, dx)| (k as f32, dy, dx)).collect();
+    let mut out = vec![0f32; h * w * c];
+    motion_f32(x, h, w, c, &taps, &mut out);
+    out.iter().map(|&v| cast_nudged(v)).collect()
+}
+
+fn motion_f32(x: &[u8], h: usize, w: usize, c: usize, taps: &[(f32, isize, isize)], out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2 (checked just above).
+        return unsafe { motion_f32_avx2(x, h, w, c, taps, out) };
+    }
+    for &(kv, dy, dx) in taps {
+        blur::motion_tap(x, h, w, c, kv, dy, dx, out, |v| v as f32);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn motion_f32_avx2(x: &[u8], h: usize, w: usize, c: usize, taps: &[(f32, isize, isize)], out: &mut [f32]) {
+    for &(kv, dy, dx) in taps {
+        blur::motion_tap(x, h, w, c, kv, dy, dx, out, |v| v as f32);
+    }
 }
