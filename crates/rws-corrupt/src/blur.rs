@@ -171,7 +171,7 @@ pub(crate) fn np_arange(start: f64, stop: f64, step: f64) -> Vec<f64> {
 /// The reference's `clipped_zoom` of an HWC image: central crop of side ⌈n/z⌉, scipy zoom
 /// order 1 (corner-aligned, output side round(side·z)), then the central (CIFAR/Tiny) or top-left
 /// (imagecorruptions) h×w. Only the kept output pixels are computed.
-pub(crate) fn clipped_zoom(src: &[f64], h: usize, w: usize, c: usize, z: f64, top_left: bool) -> Vec<f64> {
+pub(crate) fn clipped_zoom_rows(src: &[f64], h: usize, w: usize, c: usize, z: f64, top_left: bool, mut row: impl FnMut(usize, &[f64], &[f64], f64)) {
     let ch = (h as f64 / z).ceil() as usize;
     // The CIFAR script crops the square [top, top+ch) in both axes (it assumes H = W).
     let cw = if top_left { (w as f64 / z).ceil() as usize } else { ch };
@@ -195,23 +195,49 @@ pub(crate) fn clipped_zoom(src: &[f64], h: usize, w: usize, c: usize, z: f64, to
     };
     let cy = coords(ch, oh, top, ty, h);
     let cx = coords(cw, ow, left, tx, w);
-    let mut out = vec![0.0; h * w * c];
     let mut r0 = vec![0.0; cx.len() * c];
     let mut r1 = vec![0.0; cx.len() * c];
-    for (y, &(y0, y1, fy)) in cy.iter().enumerate() {
-        let (s0, s1) = (&src[y0 * w * c..(y0 + 1) * w * c], &src[y1 * w * c..(y1 + 1) * w * c]);
-        for (x, &(x0, x1, fx)) in cx.iter().enumerate() {
-            for k in 0..c {
-                r0[x * c + k] = s0[x0 * c + k] * (1.0 - fx) + s0[x1 * c + k] * fx;
-                r1[x * c + k] = s1[x0 * c + k] * (1.0 - fx) + s1[x1 * c + k] * fx;
+    let lerp_row = |s: &[f64], r: &mut [f64]| {
+        if c == 3 {
+            for (&(x0, x1, fx), o) in cx.iter().zip(r.chunks_exact_mut(3)) {
+                let (a, b) = (&s[x0 * 3..x0 * 3 + 3], &s[x1 * 3..x1 * 3 + 3]);
+                o[0] = a[0] * (1.0 - fx) + b[0] * fx;
+                o[1] = a[1] * (1.0 - fx) + b[1] * fx;
+                o[2] = a[2] * (1.0 - fx) + b[2] * fx;
+            }
+        } else {
+            for (x, &(x0, x1, fx)) in cx.iter().enumerate() {
+                for k in 0..c {
+                    r[x * c + k] = s[x0 * c + k] * (1.0 - fx) + s[x1 * c + k] * fx;
+                }
             }
         }
-        let orow = &mut out[y * w * c..y * w * c + cx.len() * c];
-        for ((o, a), b) in orow.iter_mut().zip(&r0).zip(&r1) {
+    };
+    for (y, &(y0, y1, fy)) in cy.iter().enumerate() {
+        lerp_row(&src[y0 * w * c..(y0 + 1) * w * c], &mut r0);
+        lerp_row(&src[y1 * w * c..(y1 + 1) * w * c], &mut r1);
+        row(y, &r0, &r1, fy);
+    }
+}
+
+/// [`clipped_zoom_rows`] as an image (zeros where the zoomed copy does not reach).
+pub(crate) fn clipped_zoom(src: &[f64], h: usize, w: usize, c: usize, z: f64, top_left: bool) -> Vec<f64> {
+    let mut out = vec![0.0; h * w * c];
+    clipped_zoom_rows(src, h, w, c, z, top_left, |y, r0, r1, fy| {
+        for ((o, a), b) in out[y * w * c..].iter_mut().zip(r0).zip(r1) {
             *o = a * (1.0 - fy) + b * fy;
         }
-    }
+    });
     out
+}
+
+/// The zoom_blur accumulation: `acc += clipped_zoom(..) as f32`, without the f64 image.
+pub(crate) fn clipped_zoom_add(src: &[f64], h: usize, w: usize, c: usize, z: f64, top_left: bool, acc: &mut [f32]) {
+    clipped_zoom_rows(src, h, w, c, z, top_left, |y, r0, r1, fy| {
+        for ((o, a), b) in acc[y * w * c..].iter_mut().zip(r0).zip(r1) {
+            *o += (a * (1.0 - fy) + b * fy) as f32;
+        }
+    });
 }
 
 pub(crate) fn zoom_factors(severity: usize, p: ParamSet) -> Vec<f64> {
@@ -223,29 +249,33 @@ pub(crate) fn zoom_factors(severity: usize, p: ParamSet) -> Vec<f64> {
 }
 
 pub(crate) fn zoom_blur(x: &FImage, severity: usize, p: ParamSet, _rng: &mut Rng) -> Result<FImage> {
+    // float32 throughout, as the reference (`(x/255).astype(np.float32)`).
+    let xf: Vec<f32> = x.data.iter().map(|&v| (v / 255.0) as f32).collect();
+    let out = zoom_blur_f32(&xf, x.h, x.w, x.c, severity, p)?;
+    Ok(FImage { h: x.h, w: x.w, c: x.c, data: out.into_iter().map(|v| v as f64).collect() })
+}
+
+/// zoom_blur of uint8 input: the same f32 values as the float path, cast.
+pub(crate) fn zoom_blur_u8(x: &[u8], h: usize, w: usize, c: usize, severity: usize, p: ParamSet) -> Result<Vec<u8>> {
+    let lut: Vec<f32> = (0..256).map(|v| (v as f64 / 255.0) as f32).collect();
+    let xf: Vec<f32> = x.iter().map(|&v| lut[v as usize]).collect();
+    Ok(zoom_blur_f32(&xf, h, w, c, severity, p)?.into_iter().map(|v| v as u8).collect())
+}
+
+/// The reference's zoom blur on x/255 in f32, returned on the 0..255 scale (before the cast).
+/// Each zoomed copy is computed in f64 from the f32 values and stored as f32, as scipy does.
+fn zoom_blur_f32(xf: &[f32], h: usize, w: usize, c: usize, severity: usize, p: ParamSet) -> Result<Vec<f32>> {
     let zs = zoom_factors(severity, p);
-    let (h, w, c) = (x.h, x.w, x.c);
     if p != ParamSet::ImageNet && h != w {
         return Err(Error::Msg(format!("zoom_blur with {p:?} parameters needs a square image, got {h}x{w} (use --params imagenet)")));
     }
-    // float32 throughout, as the reference (`(x/255).astype(np.float32)`); each zoomed copy is
-    // computed in f64 from the f32 values and stored as f32, as scipy does.
-    let xf: Vec<f32> = x.data.iter().map(|&v| (v / 255.0) as f32).collect();
     let xd: Vec<f64> = xf.iter().map(|&v| v as f64).collect();
     let mut out = vec![0f32; h * w * c];
     for &z in &zs {
-        let zz = clipped_zoom(&xd, h, w, c, z, p == ParamSet::ImageNet);
-        for (o, v) in out.iter_mut().zip(&zz) {
-            *o += *v as f32;
-        }
+        clipped_zoom_add(&xd, h, w, c, z, p == ParamSet::ImageNet, &mut out);
     }
     let n1 = (zs.len() + 1) as f32;
-    Ok(FImage {
-        h,
-        w,
-        c,
-        data: xf.iter().zip(&out).map(|(&a, &o)| (((a + o) / n1).clamp(0.0, 1.0) * 255.0) as f64).collect(),
-    })
+    Ok(xf.iter().zip(&out).map(|(&a, &o)| ((a + o) / n1).clamp(0.0, 1.0) * 255.0).collect())
 }
 
 pub(crate) fn motion_params(severity: usize, p: ParamSet) -> (usize, f64) {
