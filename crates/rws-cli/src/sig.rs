@@ -144,11 +144,16 @@ fn is_single_safetensors(p: &Path) -> Result<bool> {
 }
 
 pub fn patch(a: PatchArgs) -> Result<()> {
-    let mut sigs = Vec::new();
-    for s in &a.sigs {
-        let (f, alpha) = parse_sig_arg(s)?;
-        sigs.push((Signature::load(&f)?, alpha));
-    }
+    use rayon::prelude::*;
+    // Loading verifies each file's checksum: in parallel, it overlaps for several signatures.
+    let sigs = a
+        .sigs
+        .par_iter()
+        .map(|s| {
+            let (f, alpha) = parse_sig_arg(s)?;
+            Ok((Signature::load(&f)?, alpha))
+        })
+        .collect::<Result<Vec<_>>>()?;
     if let Some(p) = &a.pretrained {
         let fp = rws_core::signature::fingerprint(&load(p)?);
         for (s, _) in &sigs {
