@@ -114,20 +114,49 @@ fn normal_from_u32(r: u32, fast: &mut Fast) -> f64 {
     t[i] + f * (t[i + 1] - t[i])
 }
 
+const BLOCK: usize = 64;
+
+/// 64 standard normals as [`normal_from_u32`] defines them, from 32 draws made up front: the
+/// quantile lerp runs without branches over the block (so it vectorises), and the rare
+/// outermost cells are then redrawn by the exact tail sampler, in order.
+#[inline(always)]
+fn normal_block(fast: &mut Fast, z: &mut [f64; BLOCK]) {
+    let t = normal_table();
+    let mut r = [0u32; BLOCK];
+    for pair in r.chunks_exact_mut(2) {
+        let v = fast.next_u64();
+        pair[0] = v as u32;
+        pair[1] = (v >> 32) as u32;
+    }
+    let mut tails = 0u32;
+    for (o, &ri) in z.iter_mut().zip(&r) {
+        let i = (ri >> 20) as usize;
+        tails |= (i == 0 || i == NQ - 1) as u32;
+        let f = (ri & 0xF_FFFF) as f64 * (1.0 / (1u32 << 20) as f64);
+        let (a, b) = (t[i], t[i + 1]);
+        *o = a + f * (b - a);
+    }
+    if tails != 0 {
+        for (o, &ri) in z.iter_mut().zip(&r) {
+            let i = (ri >> 20) as usize;
+            if i == 0 || i == NQ - 1 {
+                *o = normal_from_u32(ri, fast);
+            }
+        }
+    }
+}
+
 /// Apply `f(value, z)` with z ~ N(0, 1), two values per random draw, clipped to 0..255. Works on
 /// the 0..255 scale directly: clip(x/255 + σz, 0, 1)·255 = clip(x + 255σz, 0, 255) up to rounding
 /// in the last bit, and it saves a division per value.
 fn map_pairs(x: &FImage, fast: &mut Fast, f: impl Fn(f64, f64) -> f64) -> FImage {
     let mut data = vec![0.0; x.data.len()];
-    let mut chunks = data.chunks_exact_mut(2);
-    let mut src = x.data.chunks_exact(2);
-    for (o, i) in (&mut chunks).zip(&mut src) {
-        let (a, b) = fast.normal2();
-        o[0] = f(i[0], a).clamp(0.0, 255.0);
-        o[1] = f(i[1], b).clamp(0.0, 255.0);
-    }
-    if let (Some(o), Some(&v)) = (chunks.into_remainder().first_mut(), src.remainder().first()) {
-        *o = f(v, fast.normal2().0).clamp(0.0, 255.0);
+    let mut z = [0.0; BLOCK];
+    for (o, i) in data.chunks_mut(BLOCK).zip(x.data.chunks(BLOCK)) {
+        normal_block(fast, &mut z);
+        for ((o, &v), &z) in o.iter_mut().zip(i).zip(&z) {
+            *o = f(v, z).clamp(0.0, 255.0);
+        }
     }
     FImage { h: x.h, w: x.w, c: x.c, data }
 }
@@ -137,15 +166,13 @@ fn map_pairs(x: &FImage, fast: &mut Fast, f: impl Fn(f64, f64) -> f64) -> FImage
 /// whole-image f64 buffers.
 fn map_pairs_u8(x: &[u8], fast: &mut Fast, f: impl Fn(f64, f64) -> f64) -> Vec<u8> {
     let mut out = vec![0u8; x.len()];
-    let mut chunks = out.chunks_exact_mut(2);
-    let mut src = x.chunks_exact(2);
-    for (o, i) in (&mut chunks).zip(&mut src) {
-        let (a, b) = fast.normal2();
-        o[0] = f(i[0] as f64, a).clamp(0.0, 255.0) as u8;
-        o[1] = f(i[1] as f64, b).clamp(0.0, 255.0) as u8;
-    }
-    if let (Some(o), Some(&v)) = (chunks.into_remainder().first_mut(), src.remainder().first()) {
-        *o = f(v as f64, fast.normal2().0).clamp(0.0, 255.0) as u8;
+    let mut z = [0.0; BLOCK];
+    for (o, i) in out.chunks_mut(BLOCK).zip(x.chunks(BLOCK)) {
+        normal_block(fast, &mut z);
+        for ((o, &v), &z) in o.iter_mut().zip(i).zip(&z) {
+            // In range after the clamp, so the cast needs no saturation logic.
+            *o = f(v as f64, z).clamp(0.0, 255.0) as u8;
+        }
     }
     out
 }
