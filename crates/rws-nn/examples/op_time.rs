@@ -1,37 +1,39 @@
-//! Micro-timings of candle ops used by BatchNorm (profiling aid).
-use candle_core::{Device, Tensor};
+//! Micro-timings of the fast ops on the reference network's largest activation (profiling aid).
+//! `RAYON_NUM_THREADS=1 cargo run --release -p rws-nn --example op_time`
+use candle_core::{Device, Tensor, Var};
+use rws_nn::ops;
 use std::time::Instant;
-fn time<F: FnMut() -> candle_core::Result<Tensor>>(name: &str, mut f: F) -> candle_core::Result<()> {
+
+fn time<F: FnMut() -> candle_core::Result<()>>(name: &str, mut f: F) -> candle_core::Result<()> {
     f()?;
     let t = Instant::now();
-    for _ in 0..5 {
+    for _ in 0..10 {
         f()?;
     }
-    println!("{name}: {:.2} ms", t.elapsed().as_secs_f64() * 200.0);
+    println!("{name:28} {:8.2} ms", t.elapsed().as_secs_f64() * 100.0);
     Ok(())
 }
+
 fn main() -> candle_core::Result<()> {
-    let x = Tensor::rand(0f32, 1f32, (128, 16, 28, 28), &Device::Cpu)?;
-    let s = Tensor::rand(0f32, 1f32, (1, 16, 1, 1), &Device::Cpu)?;
-    time("sum_keepdim(0,2,3)", || x.sum_keepdim((0, 2, 3)))?;
-    time("reshape sum(2) sum(0)", || x.reshape((128, 16, 784))?.sum(2)?.sum(0))?;
-    let x3 = x.reshape((128, 16, 784))?;
-    time("x3 sum_keepdim(0)", || x3.sum_keepdim(0))?;
-    time("x3 sum_keepdim(2)", || x3.sum_keepdim(2))?;
-    time("x3 sum_keepdim((0,2))", || x3.sum_keepdim((0, 2)))?;
-    let x2 = x.reshape((128, 16 * 784))?;
-    time("x2 sum_keepdim(0)", || x2.sum_keepdim(0))?;
-    let ones = Tensor::ones((1, 128), candle_core::DType::F32, &Device::Cpu)?;
-    time("ones.matmul(x2)", || ones.matmul(&x2))?;
-    time("broadcast_mul", || x.broadcast_mul(&s))?;
-    time("broadcast_add", || x.broadcast_add(&s))?;
-    time("mul", || x.mul(&x))?;
-    time("sqr", || x.sqr())?;
-    time("relu", || x.relu())?;
-    time("s.broadcast_as", || s.broadcast_as(x.shape())?.contiguous())?;
-    time("conv2d 16->16", || {
-        let w = Tensor::rand(0f32, 1f32, (16, 16, 3, 3), &Device::Cpu)?;
-        rws_nn::ops::conv2d(&x, &w, None, 1, 1)
+    let x = Var::from_tensor(&Tensor::randn(0f32, 1f32, (128, 32, 28, 28), &Device::Cpu)?)?;
+    let g = Var::from_tensor(&Tensor::ones(32, candle_core::DType::F32, &Device::Cpu)?)?;
+    let b = Var::from_tensor(&Tensor::zeros(32, candle_core::DType::F32, &Device::Cpu)?)?;
+    let r = Tensor::randn(0f32, 1f32, (128, 32, 28, 28), &Device::Cpu)?;
+    let r2 = Tensor::randn(0f32, 1f32, (128, 32, 14, 14), &Device::Cpu)?;
+    time("max_pool2d fwd (untracked)", || ops::max_pool2d(&x.as_tensor().detach(), 2).map(|_| ()))?;
+    time("max_pool2d fwd (tracked)", || ops::max_pool2d(x.as_tensor(), 2).map(|_| ()))?;
+    time("max_pool2d fwd+bwd", || {
+        let y = ops::max_pool2d(x.as_tensor(), 2)?;
+        (y * &r2)?.sum_all()?.backward().map(|_| ())
     })?;
+    time("bn_train fwd", || ops::batch_norm_train(x.as_tensor(), g.as_tensor(), b.as_tensor(), 1e-5, true).map(|_| ()))?;
+    time("bn_train fwd+bwd", || {
+        let (y, _, _) = ops::batch_norm_train(x.as_tensor(), g.as_tensor(), b.as_tensor(), 1e-5, true)?;
+        (y * &r)?.sum_all()?.backward().map(|_| ())
+    })?;
+    time("mul+sum_all+backward only", || (x.as_tensor() * &r)?.sum_all()?.backward().map(|_| ()))?;
+    for (n, t, c, cpu) in ops::take_profile() {
+        println!("  {n:20} {:8.2} ms/call, CPU {:8.2} ({c} calls)", t * 1e3 / c as f64, cpu * 1e3 / c as f64);
+    }
     Ok(())
 }

@@ -3,7 +3,7 @@
 //! Every parallel loop runs over images (or fixed chunks of images for the weight gradient), each
 //! worker using a single-threaded gemm, and partial sums are added in chunk order: results are
 //! the same bytes whatever the number of threads.
-use super::util::{f32_slice, gemm_f32, output_buf, with_scratch};
+use super::util::{f32_slice, gemm_f32, lanes_sum, output_buf, with_scratch};
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -139,6 +139,7 @@ fn col2im(g: &Geom, col: &[f32], dx: &mut [f32]) {
 }
 
 pub(crate) fn fwd(g: &Geom, x: &[f32], w: &[f32], b: Option<&[f32]>) -> Vec<f32> {
+    let _s = super::prof::span("conv fwd");
     let (k, p, o) = (g.k(), g.p(), g.o);
     let in_img = g.c * g.h * g.w;
     let mut y = output_buf(g.n * o * p);
@@ -163,9 +164,16 @@ pub(crate) fn fwd(g: &Geom, x: &[f32], w: &[f32], b: Option<&[f32]>) -> Vec<f32>
 
 /// Input gradient: per image, dcol = Wᵀ·dy then col2im.
 pub(crate) fn bwd_input(g: &Geom, dy: &[f32], w: &[f32]) -> Vec<f32> {
+    let mut dx = output_buf(g.n * g.c * g.h * g.w);
+    bwd_input_into(g, dy, w, &mut dx);
+    dx
+}
+
+/// [`bwd_input`] into a caller's buffer (overwritten), so fused ops can pack it without a copy.
+pub(crate) fn bwd_input_into(g: &Geom, dy: &[f32], w: &[f32], dx: &mut [f32]) {
+    let _s = super::prof::span("conv bwd input");
     let (k, p, o) = (g.k(), g.p(), g.o);
     let in_img = g.c * g.h * g.w;
-    let mut dx = output_buf(g.n * in_img);
     dx.par_chunks_mut(in_img).enumerate().for_each(|(i, dxi)| {
         let dyi = &dy[i * o * p..(i + 1) * o * p];
         if g.direct() {
@@ -177,12 +185,12 @@ pub(crate) fn bwd_input(g: &Geom, dy: &[f32], w: &[f32]) -> Vec<f32> {
             });
         }
     });
-    dx
 }
 
 /// Weight and bias gradients packed as [gw (O·K) | gb (O)]: fixed chunks of images give
 /// partial sums that are then added in chunk order.
 pub(crate) fn bwd_weight(g: &Geom, x: &[f32], dy: &[f32]) -> Vec<f32> {
+    let _s = super::prof::span("conv bwd weight");
     let (k, p, o) = (g.k(), g.p(), g.o);
     let in_img = g.c * g.h * g.w;
     let len = o * k + o;
@@ -205,7 +213,7 @@ pub(crate) fn bwd_weight(g: &Geom, x: &[f32], dy: &[f32]) -> Vec<f32> {
                 });
             }
             for (r, b) in gb.iter_mut().enumerate() {
-                *b += dyi[r * p..(r + 1) * p].iter().sum::<f32>();
+                *b += lanes_sum(&dyi[r * p..(r + 1) * p], |v| v);
             }
         }
     });

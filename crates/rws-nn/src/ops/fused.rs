@@ -3,7 +3,7 @@
 //! output out of the graph (held by the op for the backward pass), which removes one full-size
 //! gradient buffer, its zero-fill and its addition per block.
 use super::bn;
-use super::conv::{bwd_input, bwd_weight, fwd, Geom};
+use super::conv::{bwd_input_into, bwd_weight, fwd, Geom};
 use super::util::{f32_slice, output_buf};
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use std::sync::{Arc, Mutex};
@@ -40,6 +40,7 @@ impl CustomOp2 for ConvBnRelu {
         "rws-conv-bn-relu"
     }
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let _s = super::prof::span("fused fwd total");
         let g = Geom::new(l1.shape().dims(), &self.w_shape, self.stride, self.pad)?;
         let x = f32_slice(s1, l1, "conv input")?;
         let p = f32_slice(s2, l2, "conv/batch-norm parameters")?;
@@ -94,6 +95,7 @@ impl CustomOp3 for ConvBnReluBwd {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
+        let _s = super::prof::span("fused bwd total");
         let g = self.g;
         let x = f32_slice(s1, l1, "conv input")?;
         let dy = f32_slice(s2, l2, "conv_bn_relu output gradient")?;
@@ -106,13 +108,14 @@ impl CustomOp3 for ConvBnReluBwd {
         let dz = &bnb[..zl];
         let wb = bwd_weight(&g, x, dz); // [gw | gb]
         let nx = if self.need_dx { x.len() } else { 0 };
-        let mut out = Vec::with_capacity(nx + ok + 3 * o);
+        let len = nx + ok + 3 * o;
+        let mut out = output_buf(len);
+        let (dx, rest) = out.split_at_mut(nx);
         if self.need_dx {
-            out.extend_from_slice(&bwd_input(&g, dz, &self.params[..ok]));
+            bwd_input_into(&g, dz, &self.params[..ok], dx);
         }
-        out.extend_from_slice(&wb);
-        out.extend_from_slice(&bnb[zl..]);
-        let len = out.len();
+        rest[..ok + o].copy_from_slice(&wb);
+        rest[ok + o..].copy_from_slice(&bnb[zl..]);
         Ok((CpuStorage::F32(out), Shape::from(len)))
     }
 }

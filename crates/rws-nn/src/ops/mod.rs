@@ -9,7 +9,10 @@ use candle_core::{DType, Device, Result, Tensor};
 
 mod conv;
 mod pool;
+mod prof;
 mod util;
+
+pub use prof::take_profile;
 
 /// `RWS_OPS=candle` routes every op to candle's built-ins: an A/B switch for benchmarking the
 /// real models without rebuilding.
@@ -46,7 +49,7 @@ pub fn conv2d_candle(x: &Tensor, w: &Tensor, b: Option<&Tensor>, stride: usize, 
 /// Max-pooling with a square kernel of size `k` and stride `k` (floor mode, as PyTorch).
 pub fn max_pool2d(x: &Tensor, k: usize) -> Result<Tensor> {
     if fast(x) {
-        return x.contiguous()?.apply_op1(pool::MaxPool::new(k));
+        return x.contiguous()?.apply_op1(pool::MaxPool::new(k, x.track_op()));
     }
     x.max_pool2d(k)
 }

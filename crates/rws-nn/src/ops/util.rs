@@ -102,3 +102,57 @@ pub(crate) fn output_buf(n: usize) -> Vec<f32> {
     };
     v
 }
+
+/// Sum of `f(v)` over one contiguous run in LANES independent f32 accumulators (vectorisable,
+/// unlike one serial chain), combined in a fixed order: the bytes depend only on the data.
+/// Runs are one image's plane (≤ a few thousand values); callers add runs in f64.
+#[inline(always)]
+pub(crate) fn lanes_sum(v: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+    let mut acc = [0f32; LANES];
+    let ch = v.chunks_exact(LANES);
+    let tail = ch.remainder();
+    for c in ch {
+        for l in 0..LANES {
+            acc[l] += f(c[l]);
+        }
+    }
+    let mut t = 0f32;
+    for &x in tail {
+        t += f(x);
+    }
+    fold_lanes(acc) + t
+}
+
+pub(crate) const LANES: usize = 16;
+
+#[inline(always)]
+pub(crate) fn fold_lanes(a: [f32; LANES]) -> f32 {
+    let mut w = a;
+    let mut n = LANES / 2;
+    while n > 0 {
+        for l in 0..n {
+            w[l] += w[l + n];
+        }
+        n /= 2;
+    }
+    w[0]
+}
+
+
+/// Σ a·(b − m) over two equal-length runs, in LANES accumulators as [`lanes_sum`].
+#[inline(always)]
+pub(crate) fn lanes_dot(a: &[f32], b: &[f32], m: f32) -> f32 {
+    let mut acc = [0f32; LANES];
+    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let (ta, tb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for l in 0..LANES {
+            acc[l] += x[l] * (y[l] - m);
+        }
+    }
+    let mut t = 0f32;
+    for (x, y) in ta.iter().zip(tb) {
+        t += x * (y - m);
+    }
+    fold_lanes(acc) + t
+}
