@@ -17,7 +17,13 @@ fn pick<T: Copy>(p: ParamSet, s: usize, c32: [T; 5], t64: [T; 5], ic: [T; 5]) ->
 /// come back unchanged; saturate's b > 0 turns grey reddish, which luma turns back into a grey
 /// level).
 fn hsv_px(r: f64, g: f64, b: f64, f: &impl Fn(f64, f64, f64) -> (f64, f64, f64)) -> (f64, f64, f64) {
-    let (h, s, v) = rgb2hsv(r / 255.0, g / 255.0, b / 255.0);
+    hsv_px01(r / 255.0, g / 255.0, b / 255.0, f)
+}
+
+/// [`hsv_px`] of values already divided by 255.
+#[inline(always)]
+fn hsv_px01(r: f64, g: f64, b: f64, f: &impl Fn(f64, f64, f64) -> (f64, f64, f64)) -> (f64, f64, f64) {
+    let (h, s, v) = rgb2hsv(r, g, b);
     let (h, s, v) = f(h, s, v);
     let (r, g, b) = hsv2rgb(h, s, v);
     (r.clamp(0.0, 1.0) * 255.0, g.clamp(0.0, 1.0) * 255.0, b.clamp(0.0, 1.0) * 255.0)
@@ -55,8 +61,10 @@ fn hsv_edit_u8(x: &[u8], c: usize, f: impl Fn(f64, f64, f64) -> (f64, f64, f64))
     let cast = |v: f64| v.clamp(0.0, 255.0) as u8;
     if c == 3 {
         let mut out = vec![0u8; x.len()];
+        // v/255 from a table: the same correctly rounded quotients, three divisions fewer per pixel.
+        let d: [f64; 256] = std::array::from_fn(|v| v as f64 / 255.0);
         for (o, i) in out.chunks_exact_mut(3).zip(x.chunks_exact(3)) {
-            let (r, g, b) = hsv_px(i[0] as f64, i[1] as f64, i[2] as f64, &f);
+            let (r, g, b) = hsv_px01(d[i[0] as usize], d[i[1] as usize], d[i[2] as usize], &f);
             o[0] = cast(r);
             o[1] = cast(g);
             o[2] = cast(b);

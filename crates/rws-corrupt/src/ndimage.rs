@@ -227,15 +227,20 @@ pub fn rgb2hsv(r: f64, g: f64, b: f64) -> (f64, f64, f64) {
     if b == v {
         h = 4.0 + (r - g) / delta;
     }
-    let h = (h / 6.0).rem_euclid(1.0);
+    // h/6 lies in [−1/6, 5/6], where rem_euclid(1) is exactly "add 1 if negative" (and that
+    // avoids a libm fmod call per pixel).
+    let h = h / 6.0;
+    let h = if h < 0.0 { h + 1.0 } else { h };
     (h, s, v)
 }
 
 /// skimage `hsv2rgb` of one pixel.
 #[inline]
 pub fn hsv2rgb(h: f64, s: f64, v: f64) -> (f64, f64, f64) {
-    let hi = (h * 6.0).floor();
-    let f = h * 6.0 - hi;
+    // floor without a libm call on the usual non-negative hue (truncation is floor there).
+    let h6 = h * 6.0;
+    let hi = if h6 >= 0.0 && h6 < 9.0e15 { (h6 as i64) as f64 } else { h6.floor() };
+    let f = h6 - hi;
     let p = v * (1.0 - s);
     let q = v * (1.0 - f * s);
     let t = v * (1.0 - (1.0 - f) * s);
