@@ -198,39 +198,38 @@ pub(crate) fn contrast(x: &FImage, severity: usize, p: ParamSet, _rng: &mut Rng)
 const PRECISION_BITS: u32 = 32 - 8 - 2;
 
 /// Pillow's `precompute_coeffs` for the BOX filter plus `normalize_coeffs_8bpc`: per output
-/// pixel, the first input index and the fixed-point weights.
-fn box_coeffs(in_size: usize, out_size: usize) -> Vec<(usize, Vec<i32>)> {
+/// pixel, the first input index and the range of its fixed-point weights in one flat vector.
+fn box_coeffs_flat(in_size: usize, out_size: usize) -> (Vec<(usize, std::ops::Range<usize>)>, Vec<i32>) {
     let scale = in_size as f64 / out_size as f64;
     let filterscale = scale.max(1.0);
     let support = 0.5 * filterscale;
     let ss = 1.0 / filterscale;
-    (0..out_size)
-        .map(|xx| {
-            let center = (xx as f64 + 0.5) * scale;
-            let xmin = ((center - support + 0.5) as i64).max(0) as usize;
-            let xmax = (((center + support + 0.5) as i64).min(in_size as i64) as usize).saturating_sub(xmin);
-            let w: Vec<f64> = (0..xmax)
-                .map(|x| {
-                    let t = (x as f64 + xmin as f64 - center + 0.5) * ss;
-                    if t > -0.5 && t <= 0.5 {
-                        1.0
-                    } else {
-                        0.0
-                    }
-                })
-                .collect();
-            let ww: f64 = w.iter().sum();
-            let k = w
-                .iter()
-                .map(|&v| {
-                    let v = if ww != 0.0 { v / ww } else { v };
-                    let f = v * (1u32 << PRECISION_BITS) as f64;
-                    (if f < 0.0 { f - 0.5 } else { f + 0.5 }) as i32
-                })
-                .collect();
-            (xmin, k)
-        })
-        .collect()
+    let mut spans = Vec::with_capacity(out_size);
+    let mut flat = Vec::with_capacity(out_size * (support * 2.0 + 2.0) as usize);
+    let mut w = Vec::new();
+    for xx in 0..out_size {
+        let center = (xx as f64 + 0.5) * scale;
+        let xmin = ((center - support + 0.5) as i64).max(0) as usize;
+        let xmax = (((center + support + 0.5) as i64).min(in_size as i64) as usize).saturating_sub(xmin);
+        w.clear();
+        w.extend((0..xmax).map(|x| {
+            let t = (x as f64 + xmin as f64 - center + 0.5) * ss;
+            if t > -0.5 && t <= 0.5 {
+                1.0
+            } else {
+                0.0
+            }
+        }));
+        let ww: f64 = w.iter().sum();
+        let start = flat.len();
+        flat.extend(w.iter().map(|&v| {
+            let v = if ww != 0.0 { v / ww } else { v };
+            let f = v * (1u32 << PRECISION_BITS) as f64;
+            (if f < 0.0 { f - 0.5 } else { f + 0.5 }) as i32
+        }));
+        spans.push((xmin, start..flat.len()));
+    }
+    (spans, flat)
 }
 
 /// Pillow `Image.resize(size, BOX)` of a uint8 HWC image: horizontal pass then vertical, each
@@ -241,10 +240,11 @@ pub(crate) fn pil_resize_box(src: &[u8], h: usize, w: usize, c: usize, oh: usize
     let mut tmp = std::borrow::Cow::Borrowed(src);
     let mut tw = w;
     if ow != w {
-        let k = box_coeffs(w, ow);
+        let (k, flat) = box_coeffs_flat(w, ow);
         let mut t = vec![0u8; h * ow * c];
         for (srow, trow) in src.chunks_exact(w * c).zip(t.chunks_exact_mut(ow * c)) {
-            for ((xmin, kk), o) in k.iter().zip(trow.chunks_exact_mut(c)) {
+            for ((xmin, kr), o) in k.iter().zip(trow.chunks_exact_mut(c)) {
+                let kk = &flat[kr.clone()];
                 let s = &srow[xmin * c..(xmin + kk.len()) * c];
                 if c == 3 {
                     let (mut a, mut b, mut d) = (half, half, half);
@@ -265,11 +265,12 @@ pub(crate) fn pil_resize_box(src: &[u8], h: usize, w: usize, c: usize, oh: usize
         tw = ow;
     }
     if oh != h {
-        let k = box_coeffs(h, oh);
+        let (k, flat) = box_coeffs_flat(h, oh);
         let rw = tw * c;
         let mut t = vec![0u8; oh * rw];
         let mut acc = vec![0i32; rw];
-        for ((ymin, kk), orow) in k.iter().zip(t.chunks_exact_mut(rw)) {
+        for ((ymin, kr), orow) in k.iter().zip(t.chunks_exact_mut(rw)) {
+            let kk = &flat[kr.clone()];
             acc.iter_mut().for_each(|a| *a = half);
             for (j, &kv) in kk.iter().enumerate() {
                 let row = &tmp[(ymin + j) * rw..(ymin + j + 1) * rw];

@@ -224,16 +224,33 @@ pub(crate) fn speckle_noise_u8(x: &[u8], severity: usize, p: ParamSet, rng: &mut
 }
 
 pub(crate) fn impulse_noise_u8(x: &[u8], severity: usize, p: ParamSet, rng: &mut Rng) -> Vec<u8> {
-    let thr = (impulse_amount(severity, p) * (1u64 << 53) as f64) as u64;
-    let mut f = Fast::from_rng(rng);
-    x.iter()
-        .map(|&v| {
-            let r = f.next_u64();
-            let mask = (((r >> 11) < thr) as u8).wrapping_neg();
-            let salt = ((r & 1) as u8).wrapping_neg();
-            (salt & mask) | (v & !mask)
-        })
-        .collect()
+    let mut out = vec![0u8; x.len()];
+    impulse_apply(x, &mut out, impulse_amount(severity, p), &mut Fast::from_rng(rng), |v, hit, salt| {
+        let mask = (hit as u8).wrapping_neg();
+        ((salt as u8).wrapping_neg() & mask) | (v & !mask)
+    });
+    out
+}
+
+/// The salt-and-pepper draw shared by both paths: one 32-bit half of a draw per value, its top
+/// 31 bits decide the hit (probability `amount`), its lowest bit salt vs pepper.
+#[inline(always)]
+fn impulse_apply<T: Copy, O>(x: &[T], out: &mut [O], amount: f64, f: &mut Fast, g: impl Fn(T, bool, bool) -> O) {
+    let thr = (amount * (1u64 << 31) as f64) as u32;
+    let half = |r: u32| ((r >> 1) < thr, r & 1 == 1);
+    let mut o2 = out.chunks_exact_mut(2);
+    let mut x2 = x.chunks_exact(2);
+    for (o, v) in (&mut o2).zip(&mut x2) {
+        let r = f.next_u64();
+        let (h0, s0) = half(r as u32);
+        let (h1, s1) = half((r >> 32) as u32);
+        o[0] = g(v[0], h0, s0);
+        o[1] = g(v[1], h1, s1);
+    }
+    if let (Some(o), Some(&v)) = (o2.into_remainder().first_mut(), x2.remainder().first()) {
+        let (h0, s0) = half(f.next_u64() as u32);
+        *o = g(v, h0, s0);
+    }
 }
 
 pub(crate) fn shot_noise_u8(x: &[u8], severity: usize, p: ParamSet, rng: &mut Rng) -> Vec<u8> {
@@ -270,24 +287,13 @@ pub(crate) fn speckle_noise(x: &FImage, severity: usize, p: ParamSet, rng: &mut 
 }
 
 /// skimage `random_noise(mode='s&p', amount=p)`: each value is hit with probability p and a hit
-/// becomes 1 or 0 with probability ½ each. One 64-bit draw per value: its top 53 bits decide the
-/// hit, its lowest bit salt vs pepper.
+/// becomes 1 or 0 with probability ½ each (draws: see `impulse_apply`).
 pub(crate) fn impulse_noise(x: &FImage, severity: usize, p: ParamSet, rng: &mut Rng) -> Result<FImage> {
     let a = impulse_amount(severity, p);
-    let thr = (a * (1u64 << 53) as f64) as u64;
     let mut f = Fast::from_rng(rng);
     // Untouched values come back exactly (the reference's v/255·255 is exact for all v in 0..=255).
-    let data = x
-        .data
-        .iter()
-        .map(|&v| {
-            let r = f.next_u64();
-            // Branch-free select: hits are random, so a branch would mispredict at rate ~p.
-            let mask = (((r >> 11) < thr) as u64).wrapping_neg();
-            let salt = ((r & 1) * 255) as f64;
-            f64::from_bits((salt.to_bits() & mask) | (v.clamp(0.0, 255.0).to_bits() & !mask))
-        })
-        .collect();
+    let mut data = vec![0.0; x.data.len()];
+    impulse_apply(&x.data, &mut data, a, &mut f, |v, hit, salt| if hit { if salt { 255.0 } else { 0.0 } } else { v.clamp(0.0, 255.0) });
     Ok(FImage { h: x.h, w: x.w, c: x.c, data })
 }
 
