@@ -25,6 +25,7 @@ pub(crate) fn corrupt_u8_fast(x: &[u8], h: usize, w: usize, c: usize, cor: Corru
         Corruption::GaussianBlur => gaussian_blur_u8(x, h, w, c, s, p),
         Corruption::DefocusBlur => defocus_blur_u8(x, h, w, c, s, p),
         Corruption::MotionBlur => motion_blur_u8(x, h, w, c, s, p, rng),
+        Corruption::Fog => crate::fog::fog_u8(x, h, w, c, s, p, rng),
         Corruption::ZoomBlur => return Some(blur::zoom_blur_u8(x, h, w, c, s, p)),
         _ => return None,
     }))

@@ -67,26 +67,39 @@ pub(crate) fn fog_map_size(p: ParamSet, h: usize, w: usize) -> usize {
 /// out = clip((x + c·P)·m/(m + c)) with m the clean image's maximum over all channels; the same
 /// fractal value is added to every channel (so grey images stay grey).
 pub(crate) fn fog(x: &FImage, severity: usize, p: ParamSet, rng: &mut Rng) -> Result<FImage> {
+    let mx = x.data.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    let data = fog_apply(&x.data, x.h, x.w, x.c, mx, severity, p, rng, |v| v, |v| v);
+    Ok(FImage { h: x.h, w: x.w, c: x.c, data })
+}
+
+/// fog from uint8 to uint8: the same draws and arithmetic as [`fog`], then the reference's cast.
+pub(crate) fn fog_u8(x: &[u8], h: usize, w: usize, c: usize, severity: usize, p: ParamSet, rng: &mut Rng) -> Vec<u8> {
+    let mx = x.iter().copied().max().unwrap_or(0) as f64;
+    fog_apply(x, h, w, c, mx, severity, p, rng, |v| v as f64, |v| v as u8)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn fog_apply<T: Copy, O>(x: &[T], h: usize, w: usize, ch: usize, mx: f64, severity: usize, p: ParamSet, rng: &mut Rng, get: impl Fn(T) -> f64, put: impl Fn(f64) -> O) -> Vec<O> {
     let (c, d) = match p {
         ParamSet::Cifar10 => [(0.2, 3.0), (0.5, 3.0), (0.75, 2.5), (1.0, 2.0), (1.5, 1.75)],
         ParamSet::TinyImageNet => [(0.4, 3.0), (0.7, 3.0), (1.0, 2.5), (1.5, 2.0), (2.0, 1.75)],
         ParamSet::ImageNet => [(1.5, 2.0), (2.0, 2.0), (2.5, 1.7), (2.5, 1.5), (3.0, 1.4)],
     }[severity - 1];
-    let n = fog_map_size(p, x.h, x.w);
+    let n = fog_map_size(p, h, w);
     let pm = plasma_fractal(n, d, &mut Fast::from_rng(rng));
-    let mx = x.data.iter().cloned().fold(f64::NEG_INFINITY, f64::max) / 255.0;
+    let mx = mx / 255.0;
     let scale = mx / (mx + c);
     // On the 0..255 scale: clip((x/255 + c·P)·s, 0, 1)·255 = clip(x·s + 255·c·s·P, 0, 255).
     let k = 255.0 * c * scale;
-    let mut data = Vec::with_capacity(x.data.len());
-    for r in 0..x.h {
-        for col in 0..x.w {
-            let add = k * pm[r * n + col];
-            let base = (r * x.w + col) * x.c;
-            for ch in 0..x.c {
-                data.push((x.data[base + ch] * scale + add).clamp(0.0, 255.0));
+    let mut data = Vec::with_capacity(x.len());
+    for r in 0..h {
+        let xr = &x[r * w * ch..(r + 1) * w * ch];
+        for (px, &pv) in xr.chunks_exact(ch).zip(&pm[r * n..r * n + w]) {
+            let add = k * pv;
+            for &v in px {
+                data.push(put((get(v) * scale + add).clamp(0.0, 255.0)));
             }
         }
     }
-    Ok(FImage { h: x.h, w: x.w, c: x.c, data })
+    data
 }

@@ -22,7 +22,7 @@ fn picture(h: usize, w: usize, c: usize, seed: u64) -> Vec<u8> {
 /// Corruptions whose uint8 path uses the float path's exact arithmetic and random draws.
 fn same_bytes(c: Corruption) -> bool {
     use Corruption::*;
-    matches!(c, GaussianNoise | ShotNoise | ImpulseNoise | SpeckleNoise | Brightness | Saturate | Pixelate | JpegCompression | ZoomBlur)
+    matches!(c, GaussianNoise | ShotNoise | ImpulseNoise | SpeckleNoise | Brightness | Saturate | Pixelate | JpegCompression | ZoomBlur | Fog)
 }
 
 #[test]
