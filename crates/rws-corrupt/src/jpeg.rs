@@ -239,7 +239,7 @@ fn idct_islow(coef: &[i32; 64], out: &mut [u8; 64]) {
 /// Encode and decode one plane whose sides `fw`, `fh` are whole blocks (the caller pads by edge
 /// replication, as libjpeg does); returns the decoded plane, same size.
 fn code_plane(plane: &[u8], fw: usize, fh: usize, qt: &[i32; 64]) -> Vec<u8> {
-    debug_assert!(fw % 8 == 0 && fh % 8 == 0 && plane.len() == fw * fh);
+    debug_assert!(fw.is_multiple_of(8) && fh.is_multiple_of(8) && plane.len() == fw * fh);
     // jcdctmgr: divisor = q·8 for the islow DCT, round half away from zero. Division by the
     // reciprocal m = ⌈2³²/d⌉ is exact here: the dividend stays below 2¹⁷ and d ≤ 2040, so the
     // error n·(m·d − 2³²)/(d·2³²) < n/2³² never reaches 1/d.

@@ -239,7 +239,7 @@ pub fn rgb2hsv(r: f64, g: f64, b: f64) -> (f64, f64, f64) {
 pub fn hsv2rgb(h: f64, s: f64, v: f64) -> (f64, f64, f64) {
     // floor without a libm call on the usual non-negative hue (truncation is floor there).
     let h6 = h * 6.0;
-    let hi = if h6 >= 0.0 && h6 < 9.0e15 { (h6 as i64) as f64 } else { h6.floor() };
+    let hi = if (0.0..9.0e15).contains(&h6) { (h6 as i64) as f64 } else { h6.floor() };
     let f = h6 - hi;
     let p = v * (1.0 - s);
     let q = v * (1.0 - f * s);
