@@ -333,19 +333,7 @@ pub fn train(model: &mut Model, data: &Dataset, val: Option<&Dataset>, cfg: &Tra
             for (j, &i) in trainable.iter().enumerate() {
                 let p = &model.params()[i].var;
                 let Some(g) = grads.get(p.as_tensor()) else { continue };
-                let mut g = g.clone();
-                if cfg.weight_decay != 0.0 {
-                    g = (g + (p.as_tensor() * cfg.weight_decay)?)?;
-                }
-                if cfg.momentum != 0.0 {
-                    let buf = match &momentum[j] {
-                        None => g.clone(),
-                        Some(m) => ((m * cfg.momentum)? + &g)?,
-                    };
-                    g = if cfg.nesterov { (g + (&buf * cfg.momentum)?)? } else { buf.clone() };
-                    momentum[j] = Some(buf);
-                }
-                p.set(&(p.as_tensor() - (g * lr)?)?)?;
+                crate::ops::sgd_step(p, g, &mut momentum[j], lr, cfg.momentum, cfg.weight_decay, cfg.nesterov)?;
             }
             let pred = logits.argmax(1)?.to_dtype(DType::U32)?.to_vec1::<u32>()?;
             correct += pred.iter().zip(&b.labels).filter(|(p, l)| p == l).count();

@@ -81,8 +81,13 @@ impl Net {
                 let o = scale.dim(0)?;
                 let wf = w.as_tensor().broadcast_mul(&scale.reshape((o, 1, 1, 1))?)?;
                 let bf = ((b.as_tensor() - rm)? * &scale)?.add(be.as_tensor())?;
-                x = if self.fast { ops::conv2d(&x, &wf, Some(&bf), 1, 1)? } else { ops::conv2d_candle(&x, &wf, Some(&bf), 1, 1)? };
-                x = x.relu()?;
+                if self.fast && std::env::var("OLD").is_err() {
+                    // conv + ReLU (+ pool) in one inference op; nothing is tracked in eval.
+                    let pool = if l % 2 == 1 { 2 } else { 0 };
+                    x = ops::conv2d_relu_pool(&x, &wf.detach(), Some(&bf.detach()), 1, 1, pool)?;
+                    continue;
+                }
+                x = if self.fast { ops::conv2d(&x, &wf, Some(&bf), 1, 1)? } else { ops::conv2d_candle(&x, &wf, Some(&bf), 1, 1)? }.relu()?;
             }
             if l % 2 == 1 {
                 x = if self.fast { ops::max_pool2d(&x, 2)? } else { ops::max_pool2d_candle(&x, 2)? };
@@ -106,13 +111,7 @@ struct Sgd {
 impl Sgd {
     fn step(&mut self, vars: &[&Var], grads: &candle_core::backprop::GradStore, lr: f64) -> candle_core::Result<()> {
         for (i, v) in vars.iter().enumerate() {
-            let g = (grads.get(v).expect("gradient") + (v.as_tensor() * 5e-4)?)?;
-            let m = match &self.mom[i] {
-                Some(m) => ((m * 0.9)? + g)?,
-                None => g,
-            };
-            v.set(&(v.as_tensor() - (&m * lr)?)?)?;
-            self.mom[i] = Some(m);
+            ops::sgd_step(v, grads.get(v).expect("gradient"), &mut self.mom[i], lr, 0.9, 5e-4, false)?;
         }
         Ok(())
     }

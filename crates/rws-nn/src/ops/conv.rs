@@ -3,7 +3,7 @@
 //! Every parallel loop runs over images (or fixed chunks of images for the weight gradient), each
 //! worker using a single-threaded gemm, and partial sums are added in chunk order: results are
 //! the same bytes whatever the number of threads.
-use super::util::{f32_slice, gemm_f32, lanes_sum, output_buf, with_scratch};
+use super::util::{f32_slice, gemm_f32, lanes_sum, output_buf, with_scratch, with_scratch2};
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -140,9 +140,14 @@ fn col2im(g: &Geom, col: &[f32], dx: &mut [f32]) {
 
 pub(crate) fn fwd(g: &Geom, x: &[f32], w: &[f32], b: Option<&[f32]>) -> Vec<f32> {
     let _s = super::prof::span("conv fwd");
+    let mut y = output_buf(g.n * g.o * g.p());
+    fwd_into(g, x, w, b, &mut y);
+    y
+}
+
+fn fwd_into(g: &Geom, x: &[f32], w: &[f32], b: Option<&[f32]>, y: &mut [f32]) {
     let (k, p, o) = (g.k(), g.p(), g.o);
     let in_img = g.c * g.h * g.w;
-    let mut y = output_buf(g.n * o * p);
     y.par_chunks_mut(o * p).enumerate().for_each(|(i, yi)| {
         let xi = &x[i * in_img..(i + 1) * in_img];
         if let Some(b) = b {
@@ -159,7 +164,113 @@ pub(crate) fn fwd(g: &Geom, x: &[f32], w: &[f32], b: Option<&[f32]>) -> Vec<f32>
             });
         }
     });
-    y
+}
+
+/// For stride 1 and padding < kernel size, the input gradient is itself a stride-1 convolution
+/// of the output gradient (padding k−1−p) with the kernel flipped and its channel axes swapped.
+/// That runs through the forward path: a gemm with reduction length O·kh·kw instead of O (far
+/// better use of the gemm kernel) and an im2col instead of col2im's scatter-add.
+fn transposed(g: &Geom, w: &[f32]) -> Option<(Geom, Vec<f32>)> {
+    if g.stride != 1 || g.pad >= g.kh || g.kh != g.kw || g.direct() {
+        return None;
+    }
+    let (o, c, kh, kw) = (g.o, g.c, g.kh, g.kw);
+    let mut wt = vec![0f32; c * o * kh * kw];
+    for oc in 0..o {
+        for ic in 0..c {
+            for i in 0..kh {
+                for j in 0..kw {
+                    wt[((ic * o + oc) * kh + (kh - 1 - i)) * kw + (kw - 1 - j)] = w[((oc * c + ic) * kh + i) * kw + j];
+                }
+            }
+        }
+    }
+    let gt = Geom { n: g.n, c: o, h: g.oh, w: g.ow, o: c, kh, kw, stride: 1, pad: kh - 1 - g.pad, oh: g.h, ow: g.w };
+    debug_assert_eq!((gt.h + 2 * gt.pad + 1 - kh, gt.w + 2 * gt.pad + 1 - kw), (g.h, g.w));
+    Some((gt, wt))
+}
+
+/// Inference conv + bias + ReLU (+ max-pool k when `pool` ≥ 2), one image at a time so the conv
+/// output is pooled while still in cache and never written out at full size. ReLU is applied
+/// after the pooling: max and ReLU commute, and the pooled tensor is k² times smaller.
+pub(crate) fn fwd_relu_pool(g: &Geom, x: &[f32], w: &[f32], b: &[f32], pool: usize) -> (Vec<f32>, Shape) {
+    let _s = super::prof::span("conv relu pool fwd");
+    let (k, p, o) = (g.k(), g.p(), g.o);
+    let in_img = g.c * g.h * g.w;
+    let pool = pool.max(1);
+    let (ph, pw) = (g.oh / pool, g.ow / pool);
+    let per = o * ph * pw;
+    let mut y = output_buf(g.n * per);
+    let conv_one = |xi: &[f32], yi: &mut [f32]| {
+        for (r, bv) in b.iter().enumerate() {
+            yi[r * p..(r + 1) * p].fill(*bv);
+        }
+        if g.direct() {
+            gemm_f32(o, p, k, yi, p, true, w, k, 1, xi, p, 1);
+        } else {
+            with_scratch(k * p, |col| {
+                im2col(g, xi, col);
+                gemm_f32(o, p, k, yi, p, true, w, k, 1, col, p, 1);
+            });
+        }
+    };
+    y.par_chunks_mut(per.max(1)).enumerate().for_each(|(i, yo)| {
+        let xi = &x[i * in_img..(i + 1) * in_img];
+        if pool == 1 {
+            conv_one(xi, yo);
+        } else {
+            with_scratch2(o * p, |z| {
+                conv_one(xi, z);
+                for r in 0..o {
+                    let (zp, yp) = (&z[r * p..(r + 1) * p], &mut yo[r * ph * pw..(r + 1) * ph * pw]);
+                    if pool == 2 {
+                        super::pool::pool2(zp, g.ow, ph, pw, yp, None);
+                    } else {
+                        super::pool::pool_k(zp, g.ow, pool, ph, pw, yp, None);
+                    }
+                }
+            });
+        }
+        for v in yo.iter_mut() {
+            if *v < 0.0 {
+                *v = 0.0;
+            }
+        }
+    });
+    (y, Shape::from((g.n, o, ph, pw)))
+}
+
+/// Inference-only op for [`fwd_relu_pool`] (no backward: callers use it on untracked tensors).
+pub(crate) struct ConvReluPool {
+    pub stride: usize,
+    pub pad: usize,
+    pub pool: usize,
+}
+
+impl CustomOp3 for ConvReluPool {
+    fn name(&self) -> &'static str {
+        "rws-conv2d-relu-pool"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = geom_of(l1, l2, self.stride, self.pad)?;
+        let b = f32_slice(s3, l3, "conv2d bias")?;
+        if b.len() != g.o {
+            candle_core::bail!("conv2d: bias has {} values, weight has {} output channels", b.len(), g.o);
+        }
+        if self.pool >= 2 && (g.oh < self.pool || g.ow < self.pool) {
+            candle_core::bail!("max_pool2d: kernel {} does not fit input {}x{}", self.pool, g.oh, g.ow);
+        }
+        let (y, shape) = fwd_relu_pool(&g, f32_slice(s1, l1, "conv2d input")?, f32_slice(s2, l2, "conv2d weight")?, b, self.pool);
+        Ok((CpuStorage::F32(y), shape))
+    }
 }
 
 /// Input gradient: per image, dcol = Wᵀ·dy then col2im.
@@ -172,6 +283,12 @@ pub(crate) fn bwd_input(g: &Geom, dy: &[f32], w: &[f32]) -> Vec<f32> {
 /// [`bwd_input`] into a caller's buffer (overwritten), so fused ops can pack it without a copy.
 pub(crate) fn bwd_input_into(g: &Geom, dy: &[f32], w: &[f32], dx: &mut [f32]) {
     let _s = super::prof::span("conv bwd input");
+    if let Some((gt, wt)) = transposed(g, w) {
+        if std::env::var("RWS_OLD_DX").is_err() {
+            fwd_into(&gt, dy, &wt, None, dx);
+            return;
+        }
+    }
     let (k, p, o) = (g.k(), g.p(), g.o);
     let in_img = g.c * g.h * g.w;
     dx.par_chunks_mut(in_img).enumerate().for_each(|(i, dxi)| {

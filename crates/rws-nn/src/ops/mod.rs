@@ -46,6 +46,31 @@ pub fn conv2d_candle(x: &Tensor, w: &Tensor, b: Option<&Tensor>, stride: usize, 
     }
 }
 
+/// Inference block: conv (+ bias) → ReLU → max-pool `pool` (0 or 1: no pooling), fused so the
+/// full-size conv output never leaves the cache. Tracked tensors (training) take the separate
+/// differentiable ops instead, so the result is the same either way.
+pub fn conv2d_relu_pool(x: &Tensor, w: &Tensor, b: Option<&Tensor>, stride: usize, padding: usize, pool: usize) -> Result<Tensor> {
+    let tracked = x.track_op() || w.track_op() || b.is_some_and(|b| b.track_op());
+    if !tracked && fast(x) && fast(w) && b.iter().all(|t| fast(t)) {
+        let o = w.dim(0)?;
+        let zeros;
+        let b = match b {
+            Some(b) => b,
+            None => {
+                zeros = Tensor::zeros(o, DType::F32, x.device())?;
+                &zeros
+            }
+        };
+        return x.contiguous()?.apply_op3_no_bwd(&w.contiguous()?, &b.contiguous()?, &conv::ConvReluPool { stride, pad: padding, pool });
+    }
+    let y = conv2d(x, w, b, stride, padding)?.relu()?;
+    if pool >= 2 {
+        max_pool2d(&y, pool)
+    } else {
+        Ok(y)
+    }
+}
+
 /// Max-pooling with a square kernel of size `k` and stride `k` (floor mode, as PyTorch).
 pub fn max_pool2d(x: &Tensor, k: usize) -> Result<Tensor> {
     if fast(x) {
@@ -132,4 +157,42 @@ pub fn conv2d_bn_relu_train(
     let mean = Tensor::from_slice(&s.mean, o, x.device())?;
     let var = Tensor::from_slice(&s.var, o, x.device())?;
     Ok((y, mean, var))
+}
+
+mod sgd;
+
+/// One PyTorch-style SGD step for one parameter: `g ← grad + wd·p`, `buf ← μ·buf + g` (`buf`
+/// starts as `g`: pass `None` on the first step), `p ← p − lr·(nesterov ? g + μ·buf : buf)`;
+/// with `momentum == 0` simply `p ← p − lr·g`. `p` and `buf` are updated in place on the f32
+/// CPU path (two passes, no allocation after the first step); elsewhere through candle ops.
+pub fn sgd_step(p: &candle_core::Var, grad: &Tensor, buf: &mut Option<Tensor>, lr: f64, momentum: f64, weight_decay: f64, nesterov: bool) -> Result<()> {
+    let pt = p.as_tensor();
+    if fast(pt) && fast(grad) && pt.is_contiguous() && momentum != 0.0 {
+        let grad = grad.contiguous()?;
+        if buf.as_ref().is_none_or(|b| !fast(b) || !b.is_contiguous() || b.dims() != pt.dims()) {
+            // μ·0 + g = g: the first step's buffer is the gradient, as PyTorch's.
+            let b = match buf.take() {
+                Some(b) if b.dims() == pt.dims() => b.to_dtype(DType::F32)?.to_device(&Device::Cpu)?.copy()?,
+                _ => Tensor::zeros(pt.shape(), DType::F32, &Device::Cpu)?,
+            };
+            *buf = Some(b);
+        }
+        let b = buf.as_ref().expect("momentum buffer");
+        let (mu, wd) = (momentum as f32, weight_decay as f32);
+        b.inplace_op3(&grad, pt, &sgd::MomUpdate { momentum: mu, wd })?;
+        return pt.inplace_op3(&grad, b, &sgd::ParamUpdate { lr: lr as f32, momentum: mu, wd, nesterov });
+    }
+    let mut g = grad.clone();
+    if weight_decay != 0.0 {
+        g = (g + (pt * weight_decay)?)?;
+    }
+    if momentum != 0.0 {
+        let nb = match buf.as_ref() {
+            None => g.clone(),
+            Some(m) => ((m * momentum)? + &g)?,
+        };
+        g = if nesterov { (g + (&nb * momentum)?)? } else { nb.clone() };
+        *buf = Some(nb);
+    }
+    p.set(&(pt - (g * lr)?)?)
 }

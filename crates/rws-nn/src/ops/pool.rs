@@ -45,7 +45,7 @@ fn wins(v: f32, best: f32) -> bool {
 }
 
 /// k = 2: two input rows per output row, scanned in PyTorch's order (row-major in the window).
-fn pool2(xp: &[f32], w: usize, oh: usize, ow: usize, yp: &mut [f32], mut ap: Option<&mut [u32]>) {
+pub(crate) fn pool2(xp: &[f32], w: usize, oh: usize, ow: usize, yp: &mut [f32], mut ap: Option<&mut [u32]>) {
     for oy in 0..oh {
         let r0 = &xp[2 * oy * w..2 * oy * w + 2 * ow];
         let r1 = &xp[(2 * oy + 1) * w..(2 * oy + 1) * w + 2 * ow];
@@ -92,7 +92,7 @@ fn pool2(xp: &[f32], w: usize, oh: usize, ow: usize, yp: &mut [f32], mut ap: Opt
     }
 }
 
-fn pool_k(xp: &[f32], w: usize, k: usize, oh: usize, ow: usize, yp: &mut [f32], mut ap: Option<&mut [u32]>) {
+pub(crate) fn pool_k(xp: &[f32], w: usize, k: usize, oh: usize, ow: usize, yp: &mut [f32], mut ap: Option<&mut [u32]>) {
     for oy in 0..oh {
         for ox in 0..ow {
             let mut bi = oy * k * w + ox * k;

@@ -20,6 +20,19 @@ thread_local! {
     // the largest temporaries of a conv and re-allocating them per image is what made candle's
     // CPU path fault pages by the hundred million.
     static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    // A second one for ops that need the conv output and its column matrix at once.
+    static SCRATCH2: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// [`with_scratch`] on this thread's second buffer.
+pub(crate) fn with_scratch2<R>(n: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    SCRATCH2.with(|c| {
+        let mut b = c.borrow_mut();
+        if b.len() < n {
+            b.resize(n, 0.0);
+        }
+        f(&mut b[..n])
+    })
 }
 
 /// Run `f` with this thread's scratch buffer resized to `n` (contents unspecified).
