@@ -13,6 +13,18 @@ pub use engine::{bn_adapt, channel_stats, corrupt_dataset, evaluate, param_set_f
 pub use io::{read_checkpoint, Checkpoint};
 pub use model::{Kind, Model, Param, ARCH_HELP, DEFAULT_ARCH};
 
+/// Make candle's CPU ops run on the calling thread instead of candle's own spinning thread pool,
+/// unless `CANDLE_NUM_THREADS` is already set. The heavy ops of this crate run on rayon's pool;
+/// candle's pool (one more thread per core, spinning ~25k rounds after every candle op) then
+/// competes with rayon's workers for the same cores: on 2 cores that cost about a third of the
+/// training throughput (docs/BENCHMARKS.md). Call it first thing in `main`, before any tensor
+/// op and before other threads exist (it sets an environment variable).
+pub fn prefer_rayon_threads() {
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        std::env::set_var("CANDLE_NUM_THREADS", "1");
+    }
+}
+
 /// The one error type of this crate.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

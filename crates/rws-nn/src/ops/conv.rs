@@ -166,30 +166,6 @@ fn fwd_into(g: &Geom, x: &[f32], w: &[f32], b: Option<&[f32]>, y: &mut [f32]) {
     });
 }
 
-/// For stride 1 and padding < kernel size, the input gradient is itself a stride-1 convolution
-/// of the output gradient (padding k−1−p) with the kernel flipped and its channel axes swapped.
-/// That runs through the forward path: a gemm with reduction length O·kh·kw instead of O (far
-/// better use of the gemm kernel) and an im2col instead of col2im's scatter-add.
-fn transposed(g: &Geom, w: &[f32]) -> Option<(Geom, Vec<f32>)> {
-    if g.stride != 1 || g.pad >= g.kh || g.kh != g.kw || g.direct() {
-        return None;
-    }
-    let (o, c, kh, kw) = (g.o, g.c, g.kh, g.kw);
-    let mut wt = vec![0f32; c * o * kh * kw];
-    for oc in 0..o {
-        for ic in 0..c {
-            for i in 0..kh {
-                for j in 0..kw {
-                    wt[((ic * o + oc) * kh + (kh - 1 - i)) * kw + (kw - 1 - j)] = w[((oc * c + ic) * kh + i) * kw + j];
-                }
-            }
-        }
-    }
-    let gt = Geom { n: g.n, c: o, h: g.oh, w: g.ow, o: c, kh, kw, stride: 1, pad: kh - 1 - g.pad, oh: g.h, ow: g.w };
-    debug_assert_eq!((gt.h + 2 * gt.pad + 1 - kh, gt.w + 2 * gt.pad + 1 - kw), (g.h, g.w));
-    Some((gt, wt))
-}
-
 /// Inference conv + bias + ReLU (+ max-pool k when `pool` ≥ 2), one image at a time so the conv
 /// output is pooled while still in cache and never written out at full size. ReLU is applied
 /// after the pooling: max and ReLU commute, and the pooled tensor is k² times smaller.
@@ -283,12 +259,6 @@ pub(crate) fn bwd_input(g: &Geom, dy: &[f32], w: &[f32]) -> Vec<f32> {
 /// [`bwd_input`] into a caller's buffer (overwritten), so fused ops can pack it without a copy.
 pub(crate) fn bwd_input_into(g: &Geom, dy: &[f32], w: &[f32], dx: &mut [f32]) {
     let _s = super::prof::span("conv bwd input");
-    if let Some((gt, wt)) = transposed(g, w) {
-        if std::env::var("RWS_OLD_DX").is_err() {
-            fwd_into(&gt, dy, &wt, None, dx);
-            return;
-        }
-    }
     let (k, p, o) = (g.k(), g.p(), g.o);
     let in_img = g.c * g.h * g.w;
     dx.par_chunks_mut(in_img).enumerate().for_each(|(i, dxi)| {

@@ -41,7 +41,8 @@ fn dims(l: &Layout, k: usize) -> Result<(usize, usize, usize, usize, usize, usiz
 /// propagates NaN); ties keep the first index.
 #[inline(always)]
 fn wins(v: f32, best: f32) -> bool {
-    v > best || (v.is_nan() && !best.is_nan())
+    // Non-short-circuit `|`/`&`: selects instead of branches that mispredict on real data.
+    (v > best) | (v.is_nan() & !best.is_nan())
 }
 
 /// k = 2: two input rows per output row, scanned in PyTorch's order (row-major in the window).
@@ -55,15 +56,9 @@ pub(crate) fn pool2(xp: &[f32], w: usize, oh: usize, ow: usize, yp: &mut [f32], 
                 for ox in 0..ow {
                     let (a, b, c, d) = (r0[2 * ox], r0[2 * ox + 1], r1[2 * ox], r1[2 * ox + 1]);
                     let mut m = a;
-                    if wins(b, m) {
-                        m = b;
-                    }
-                    if wins(c, m) {
-                        m = c;
-                    }
-                    if wins(d, m) {
-                        m = d;
-                    }
+                    m = if wins(b, m) { b } else { m };
+                    m = if wins(c, m) { c } else { m };
+                    m = if wins(d, m) { d } else { m };
                     yr[ox] = m;
                 }
             }
@@ -75,15 +70,15 @@ pub(crate) fn pool2(xp: &[f32], w: usize, oh: usize, ow: usize, yp: &mut [f32], 
                     let (a, b, c, d) = (r0[2 * ox], r0[2 * ox + 1], r1[2 * ox], r1[2 * ox + 1]);
                     let o2 = 2 * ox as u32;
                     let (mut m, mut i) = (a, base0 + o2);
-                    if wins(b, m) {
-                        (m, i) = (b, base0 + o2 + 1);
-                    }
-                    if wins(c, m) {
-                        (m, i) = (c, base1 + o2);
-                    }
-                    if wins(d, m) {
-                        (m, i) = (d, base1 + o2 + 1);
-                    }
+                    let t = wins(b, m);
+                    m = if t { b } else { m };
+                    i = if t { base0 + o2 + 1 } else { i };
+                    let t = wins(c, m);
+                    m = if t { c } else { m };
+                    i = if t { base1 + o2 } else { i };
+                    let t = wins(d, m);
+                    m = if t { d } else { m };
+                    i = if t { base1 + o2 + 1 } else { i };
                     yr[ox] = m;
                     ar[ox] = i;
                 }
