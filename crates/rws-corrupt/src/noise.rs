@@ -116,17 +116,58 @@ fn normal_from_u32(r: u32, fast: &mut Fast) -> f64 {
 
 const BLOCK: usize = 64;
 
-/// 64 standard normals as [`normal_from_u32`] defines them, from 32 draws made up front: the
-/// quantile lerp runs without branches over the block (so it vectorises), and the rare
-/// outermost cells are then redrawn by the exact tail sampler, in order.
+/// Four xoshiro256++ streams side by side (state as structure of arrays, so one step of all four
+/// is a handful of vector instructions), seeded from one [`Fast`] through splitmix64.
+struct Fast4 {
+    s: [[u64; 4]; 4],
+}
+
+impl Fast4 {
+    fn from_fast(f: &mut Fast) -> Self {
+        let mut z = f.next_u64();
+        let mut s = [[0u64; 4]; 4];
+        for k in 0..4 {
+            for lane in 0..4 {
+                z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+                let mut x = z;
+                x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+                x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+                s[k][lane] = x ^ (x >> 31);
+            }
+        }
+        Fast4 { s }
+    }
+
+    #[inline(always)]
+    fn next4(&mut self) -> [u64; 4] {
+        let [s0, s1, s2, s3] = &mut self.s;
+        let mut r = [0u64; 4];
+        for l in 0..4 {
+            r[l] = (s0[l].wrapping_add(s3[l])).rotate_left(23).wrapping_add(s0[l]);
+            let t = s1[l] << 17;
+            s2[l] ^= s0[l];
+            s3[l] ^= s1[l];
+            s1[l] ^= s2[l];
+            s0[l] ^= s3[l];
+            s2[l] ^= t;
+            s3[l] = s3[l].rotate_left(45);
+        }
+        r
+    }
+}
+
+/// 64 standard normals as [`normal_from_u32`] defines them, from 32 draws of the four streams
+/// made up front: the quantile lerp runs without branches over the block (so it vectorises), and
+/// the rare outermost cells are then redrawn by the exact tail sampler from `tail`, in order.
 #[inline(always)]
-fn normal_block(fast: &mut Fast, z: &mut [f64; BLOCK]) {
-    let t = normal_table();
+fn normal_block(f4: &mut Fast4, tail: &mut Fast, t: &[f64; NQ + 1], z: &mut [f64; BLOCK]) {
     let mut r = [0u32; BLOCK];
-    for pair in r.chunks_exact_mut(2) {
-        let v = fast.next_u64();
-        pair[0] = v as u32;
-        pair[1] = (v >> 32) as u32;
+    for q in r.chunks_exact_mut(8) {
+        let v = f4.next4();
+        for l in 0..4 {
+            q[2 * l] = v[l] as u32;
+            q[2 * l + 1] = (v[l] >> 32) as u32;
+        }
     }
     let mut tails = 0u32;
     for (o, &ri) in z.iter_mut().zip(&r) {
@@ -140,8 +181,38 @@ fn normal_block(fast: &mut Fast, z: &mut [f64; BLOCK]) {
         for (o, &ri) in z.iter_mut().zip(&r) {
             let i = (ri >> 20) as usize;
             if i == 0 || i == NQ - 1 {
-                *o = normal_from_u32(ri, fast);
+                *o = normal_from_u32(ri, tail);
             }
+        }
+    }
+}
+
+/// `out[i] = g(x[i], z_i)` with z_i standard normals (see [`normal_block`]); the loop is compiled
+/// for AVX2 as well and picked at run time.
+fn map_normals<T: Copy, O>(x: &[T], out: &mut [O], fast: &mut Fast, g: impl Fn(T, f64) -> O) {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2 (checked just above).
+        return unsafe { map_normals_avx2(x, out, fast, g) };
+    }
+    map_normals_impl(x, out, fast, g)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn map_normals_avx2<T: Copy, O>(x: &[T], out: &mut [O], fast: &mut Fast, g: impl Fn(T, f64) -> O) {
+    map_normals_impl(x, out, fast, g)
+}
+
+#[inline(always)]
+fn map_normals_impl<T: Copy, O>(x: &[T], out: &mut [O], fast: &mut Fast, g: impl Fn(T, f64) -> O) {
+    let t = normal_table();
+    let mut f4 = Fast4::from_fast(fast);
+    let mut z = [0.0; BLOCK];
+    for (o, i) in out.chunks_mut(BLOCK).zip(x.chunks(BLOCK)) {
+        normal_block(&mut f4, fast, t, &mut z);
+        for ((o, &v), &z) in o.iter_mut().zip(i).zip(&z) {
+            *o = g(v, z);
         }
     }
 }
@@ -151,13 +222,7 @@ fn normal_block(fast: &mut Fast, z: &mut [f64; BLOCK]) {
 /// in the last bit, and it saves a division per value.
 fn map_pairs(x: &FImage, fast: &mut Fast, f: impl Fn(f64, f64) -> f64) -> FImage {
     let mut data = vec![0.0; x.data.len()];
-    let mut z = [0.0; BLOCK];
-    for (o, i) in data.chunks_mut(BLOCK).zip(x.data.chunks(BLOCK)) {
-        normal_block(fast, &mut z);
-        for ((o, &v), &z) in o.iter_mut().zip(i).zip(&z) {
-            *o = f(v, z).clamp(0.0, 255.0);
-        }
-    }
+    map_normals(&x.data, &mut data, fast, |v, z| f(v, z).clamp(0.0, 255.0));
     FImage { h: x.h, w: x.w, c: x.c, data }
 }
 
@@ -166,14 +231,13 @@ fn map_pairs(x: &FImage, fast: &mut Fast, f: impl Fn(f64, f64) -> f64) -> FImage
 /// whole-image f64 buffers.
 fn map_pairs_u8(x: &[u8], fast: &mut Fast, f: impl Fn(f64, f64) -> f64) -> Vec<u8> {
     let mut out = vec![0u8; x.len()];
-    let mut z = [0.0; BLOCK];
-    for (o, i) in out.chunks_mut(BLOCK).zip(x.chunks(BLOCK)) {
-        normal_block(fast, &mut z);
-        for ((o, &v), &z) in o.iter_mut().zip(i).zip(&z) {
-            // In range after the clamp, so the cast needs no saturation logic.
-            *o = f(v as f64, z).clamp(0.0, 255.0) as u8;
-        }
-    }
+    map_normals(x, &mut out, fast, |v, z| {
+        // max/min (not clamp) so even a NaN lands in 0..=255, which makes the unchecked cast
+        // sound; it vectorises where `as u8`'s saturation logic does not.
+        let c = f(v as f64, z).max(0.0).min(255.0);
+        // SAFETY: c is finite and within 0..=255.
+        unsafe { c.to_int_unchecked::<i32>() as u8 }
+    });
     out
 }
 
