@@ -259,7 +259,7 @@ pub(crate) fn zoom_blur(x: &FImage, severity: usize, p: ParamSet, _rng: &mut Rng
 pub(crate) fn zoom_blur_u8(x: &[u8], h: usize, w: usize, c: usize, severity: usize, p: ParamSet) -> Result<Vec<u8>> {
     let lut: Vec<f32> = (0..256).map(|v| (v as f64 / 255.0) as f32).collect();
     let xf: Vec<f32> = x.iter().map(|&v| lut[v as usize]).collect();
-    Ok(zoom_blur_f32(&xf, h, w, c, severity, p)?.into_iter().map(|v| v as u8).collect())
+    Ok(zoom_blur_f32(&xf, h, w, c, severity, p)?.into_iter().map(crate::cast_u8_f32).collect())
 }
 
 /// The reference's zoom blur on x/255 in f32, returned on the 0..255 scale (before the cast).

@@ -58,7 +58,7 @@ fn hsv_edit(x: &FImage, f: impl Fn(f64, f64, f64) -> (f64, f64, f64)) -> FImage 
 /// [`hsv_edit`] from uint8 to uint8 (the same arithmetic, then the reference's cast). Grey
 /// images have 256 possible inputs: one table.
 fn hsv_edit_u8(x: &[u8], c: usize, f: impl Fn(f64, f64, f64) -> (f64, f64, f64)) -> Vec<u8> {
-    let cast = |v: f64| v.clamp(0.0, 255.0) as u8;
+    let cast = crate::cast_u8;
     if c == 3 {
         let mut out = vec![0u8; x.len()];
         // v/255 from a table: the same correctly rounded quotients, three divisions fewer per pixel.

@@ -163,7 +163,7 @@ const EXACT_MAX_PIXELS: usize = 64 * 64;
 /// (and the reference) reach exactly; the 1e-3 nudge keeps those on the integer.
 #[inline(always)]
 fn cast_nudged(v: f32) -> u8 {
-    (v + 1e-3).clamp(0.0, 255.0) as u8
+    crate::cast_u8_f32(v + 1e-3)
 }
 
 pub(crate) fn gaussian_blur_u8(x: &[u8], h: usize, w: usize, c: usize, severity: usize, p: ParamSet) -> Vec<u8> {
@@ -171,7 +171,7 @@ pub(crate) fn gaussian_blur_u8(x: &[u8], h: usize, w: usize, c: usize, severity:
     let k = crate::ndimage::gaussian_kernel1d(sigma, 4.0);
     if h * w <= EXACT_MAX_PIXELS {
         let u: Vec<f64> = x.iter().map(|&v| v as f64 / 255.0).collect();
-        return sep_filter(&u, h, w, c, &k, &k, Mode::Nearest, false, |v: f64| (v.clamp(0.0, 1.0) * 255.0) as u8);
+        return sep_filter(&u, h, w, c, &k, &k, Mode::Nearest, false, |v: f64| crate::cast_u8(v.clamp(0.0, 1.0) * 255.0));
     }
     let k: Vec<f32> = k.iter().map(|&v| v as f32).collect();
     sep_filter(x, h, w, c, &k, &k, Mode::Nearest, true, cast_nudged)
@@ -238,7 +238,7 @@ pub(crate) fn defocus_blur_u8(x: &[u8], h: usize, w: usize, c: usize, severity: 
         let taps: Vec<(usize, usize, f64)> = (0..n).flat_map(|i| (0..n).map(move |j| (i, j))).map(|(i, j)| (i, j, k[i * n + j])).filter(|t| t.2 != 0.0).collect();
         let mut out = vec![0f64; h * w * c];
         corr_taps(&pad, w + 2 * half, h, w, c, &taps, &mut out);
-        return out.iter().map(|&v| (v.clamp(0.0, 1.0) * 255.0) as u8).collect();
+        return out.iter().map(|&v| crate::cast_u8(v.clamp(0.0, 1.0) * 255.0)).collect();
     }
     let runs = blur::disk_runs(r);
     let count: isize = runs.iter().map(|&(_, a)| 2 * a + 1).sum();
@@ -334,7 +334,7 @@ pub(crate) fn motion_blur_u8(x: &[u8], h: usize, w: usize, c: usize, severity: u
         for &(kv, dy, dx) in &taps {
             blur::motion_tap(x, h, w, c, kv, dy, dx, &mut out, |v| v as f64);
         }
-        return out.iter().map(|&v| v.clamp(0.0, 255.0) as u8).collect();
+        return out.iter().map(|&v| crate::cast_u8(v)).collect();
     }
     let taps: Vec<(f32, isize, isize)> = taps.iter().map(|&(k, dy, dx)| (k as f32, dy, dx)).collect();
     let mut out = vec![0f32; h * w * c];

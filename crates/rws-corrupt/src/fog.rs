@@ -75,7 +75,7 @@ pub(crate) fn fog(x: &FImage, severity: usize, p: ParamSet, rng: &mut Rng) -> Re
 /// fog from uint8 to uint8: the same draws and arithmetic as [`fog`], then the reference's cast.
 pub(crate) fn fog_u8(x: &[u8], h: usize, w: usize, c: usize, severity: usize, p: ParamSet, rng: &mut Rng) -> Vec<u8> {
     let mx = x.iter().copied().max().unwrap_or(0) as f64;
-    fog_apply(x, h, w, c, mx, severity, p, rng, |v| v as f64, |v| v as u8)
+    fog_apply(x, h, w, c, mx, severity, p, rng, |v| v as f64, crate::cast_u8)
 }
 
 #[allow(clippy::too_many_arguments)]

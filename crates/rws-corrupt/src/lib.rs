@@ -248,5 +248,23 @@ pub fn corrupt_batch(images: &[u8], n: usize, h: usize, w: usize, c: usize, corr
 
 /// The reference's final `np.uint8(...)`: values are clipped to 0..=255 and truncated.
 pub fn to_u8(x: &FImage) -> Vec<u8> {
-    x.data.iter().map(|&v| if v.is_nan() { 0 } else { v.clamp(0.0, 255.0) as u8 }).collect()
+    x.data.iter().map(|&v| cast_u8(v)).collect()
+}
+
+/// Clip to 0..=255 and truncate (NaN → 0). `max`/`min` rather than `clamp` + `as u8`: they send
+/// NaN to 0 and always return a value in range, so the unchecked conversion is sound, and the
+/// loops around it vectorise (the saturating `as u8` compiles to per-value branches).
+#[inline(always)]
+pub(crate) fn cast_u8(v: f64) -> u8 {
+    let c = v.max(0.0).min(255.0);
+    // SAFETY: c is a finite value in 0..=255.
+    unsafe { c.to_int_unchecked::<i32>() as u8 }
+}
+
+/// [`cast_u8`] for f32.
+#[inline(always)]
+pub(crate) fn cast_u8_f32(v: f32) -> u8 {
+    let c = v.max(0.0).min(255.0);
+    // SAFETY: c is a finite value in 0..=255.
+    unsafe { c.to_int_unchecked::<i32>() as u8 }
 }

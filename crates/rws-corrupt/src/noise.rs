@@ -232,11 +232,7 @@ fn map_pairs(x: &FImage, fast: &mut Fast, f: impl Fn(f64, f64) -> f64) -> FImage
 fn map_pairs_u8(x: &[u8], fast: &mut Fast, f: impl Fn(f64, f64) -> f64) -> Vec<u8> {
     let mut out = vec![0u8; x.len()];
     map_normals(x, &mut out, fast, |v, z| {
-        // max/min (not clamp) so even a NaN lands in 0..=255, which makes the unchecked cast
-        // sound; it vectorises where `as u8`'s saturation logic does not.
-        let c = f(v as f64, z).max(0.0).min(255.0);
-        // SAFETY: c is finite and within 0..=255.
-        unsafe { c.to_int_unchecked::<i32>() as u8 }
+        crate::cast_u8(f(v as f64, z))
     });
     out
 }
