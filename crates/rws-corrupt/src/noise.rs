@@ -315,20 +315,44 @@ fn impulse_apply<T: Copy, O>(x: &[T], out: &mut [O], amount: f64, f: &mut Fast, 
 
 pub(crate) fn shot_noise_u8(x: &[u8], severity: usize, p: ParamSet, rng: &mut Rng) -> Vec<u8> {
     let lam = shot_lambda(severity, p);
-    let tables: TableSet = POISSON.with(|c| c.borrow_mut().entry(lam.to_bits()).or_insert_with(|| std::rc::Rc::new(std::array::from_fn(|_| std::cell::OnceCell::new()))).clone());
+    let tables = poisson_tables(lam);
     let out_scale = 255.0 / lam;
-    let mut fast = Fast::from_rng(rng);
-    let mut out = Vec::with_capacity(x.len());
-    for &v in x {
-        if v == 0 {
-            out.push(0);
-            continue;
+    let mut f4 = Fast4::from_fast(&mut Fast::from_rng(rng));
+    // Per value: its table's columns, offset and output bytes, resolved once per call.
+    let mut slots: [Option<(&[(u32, u32)], u32, &[u8])>; 256] = [None; 256];
+    let mut out = vec![0u8; x.len()];
+    let mut r = [0u64; SHOT_BLOCK];
+    for (o, xs) in out.chunks_mut(SHOT_BLOCK).zip(x.chunks(SHOT_BLOCK)) {
+        for q in r.chunks_exact_mut(4) {
+            q.copy_from_slice(&f4.next4());
         }
-        let t = tables[v as usize].get_or_init(|| PoissonTable::new(v as f64 / 255.0 * lam));
-        let bytes = t.bytes.get_or_init(|| (0..t.lo as usize + t.cols.len()).map(|k| ((k as f64 * out_scale).min(255.0)) as u8).collect());
-        out.push(bytes[t.sample(fast.next_u64()) as usize]);
+        for ((o, &v), &ri) in o.iter_mut().zip(xs).zip(&r) {
+            if v == 0 {
+                continue;
+            }
+            let (cols, lo, bytes) = *slots[v as usize].get_or_insert_with(|| {
+                let t = tables[v as usize].get_or_init(|| PoissonTable::new(v as f64 / 255.0 * lam));
+                let b = t.bytes.get_or_init(|| (0..t.lo as usize + t.cols.len()).map(|k| ((k as f64 * out_scale).min(255.0)) as u8).collect());
+                (&t.cols[..], t.lo, &b[..])
+            });
+            *o = bytes[alias_sample(cols, lo, ri) as usize];
+        }
     }
     out
+}
+
+/// Draws per block: one 64-bit draw per value, from [`Fast4`], zeros included.
+const SHOT_BLOCK: usize = 64;
+
+fn poisson_tables(lam: f64) -> TableSet {
+    POISSON.with(|c| c.borrow_mut().entry(lam.to_bits()).or_insert_with(|| std::rc::Rc::new(std::array::from_fn(|_| std::cell::OnceCell::new()))).clone())
+}
+
+#[inline(always)]
+fn alias_sample(cols: &[(u32, u32)], lo: u32, r: u64) -> u32 {
+    let col = (((r >> 32) * cols.len() as u64) >> 32) as usize;
+    let (thr, alias) = cols[col];
+    lo + if (r as u32) < thr { col as u32 } else { alias }
 }
 
 /// Additive N(0, σ²) on the [0, 1] scale, clipped.
@@ -421,10 +445,9 @@ impl PoissonTable {
     /// One sample from 64 random bits: the high half picks the column, the low half accepts it
     /// or takes its alias.
     #[inline(always)]
+    #[cfg(test)]
     fn sample(&self, r: u64) -> u32 {
-        let col = (((r >> 32) * self.cols.len() as u64) >> 32) as usize;
-        let (thr, alias) = self.cols[col];
-        self.lo + if (r as u32) < thr { col as u32 } else { alias }
+        alias_sample(&self.cols, self.lo, r)
     }
 }
 
@@ -452,21 +475,27 @@ thread_local! {
 /// any other value falls back to `rand_distr::Poisson`.
 pub(crate) fn shot_noise(x: &FImage, severity: usize, p: ParamSet, rng: &mut Rng) -> Result<FImage> {
     let lam = shot_lambda(severity, p);
-    let tables: TableSet = POISSON.with(|c| c.borrow_mut().entry(lam.to_bits()).or_insert_with(|| std::rc::Rc::new(std::array::from_fn(|_| std::cell::OnceCell::new()))).clone());
+    let tables = poisson_tables(lam);
     let out_scale = 255.0 / lam;
-    let mut fast = Fast::from_rng(rng);
+    let mut f4 = Fast4::from_fast(&mut Fast::from_rng(rng));
     let mut data = Vec::with_capacity(x.data.len());
-    for &v in &x.data {
-        let mean = v / 255.0 * lam;
-        let k = if mean <= 0.0 || mean.is_nan() {
-            0.0
-        } else if v <= 255.0 && (v as u32) as f64 == v {
-            let t = tables[v as usize].get_or_init(|| PoissonTable::new(mean));
-            t.sample(fast.next_u64()) as f64
-        } else {
-            Poisson::new(mean).map(|d| d.sample(rng)).unwrap_or(0.0)
-        };
-        data.push((k * out_scale).min(255.0));
+    let mut r = [0u64; SHOT_BLOCK];
+    for xs in x.data.chunks(SHOT_BLOCK) {
+        for q in r.chunks_exact_mut(4) {
+            q.copy_from_slice(&f4.next4());
+        }
+        for (&v, &ri) in xs.iter().zip(&r) {
+            let mean = v / 255.0 * lam;
+            let k = if mean <= 0.0 || mean.is_nan() {
+                0.0
+            } else if v <= 255.0 && (v as u32) as f64 == v {
+                let t = tables[v as usize].get_or_init(|| PoissonTable::new(mean));
+                alias_sample(&t.cols, t.lo, ri) as f64
+            } else {
+                Poisson::new(mean).map(|d| d.sample(rng)).unwrap_or(0.0)
+            };
+            data.push((k * out_scale).min(255.0));
+        }
     }
     Ok(FImage { h: x.h, w: x.w, c: x.c, data })
 }
