@@ -93,9 +93,10 @@ const DEFAULT_CORRUPTIONS: &[&str] = &[
     "contrast",
     "pixelate",
 ];
-/// A noise pair for the similarity claim, and the corruptions a clean model handles worst, so the
-/// small run's effects stand above the noise of 2 000 test images.
-const QUICK_CORRUPTIONS: &[&str] = &["gaussian_noise", "impulse_noise", "fog", "contrast"];
+/// A noise pair for the similarity claim and fog, which a clean model handles worst: with 2 000 test
+/// images (±1 point of noise) only large effects show. (Contrast was tried too: at this scale its
+/// transfer signature changes B's RA by less than the noise.)
+const QUICK_CORRUPTIONS: &[&str] = &["gaussian_noise", "impulse_noise", "fog"];
 
 impl DemoConfig {
     pub fn default_run(out: &Path) -> DemoConfig {
