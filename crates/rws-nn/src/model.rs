@@ -339,14 +339,29 @@ impl Model {
                             continue;
                         }
                     }
-                    // In eval mode fold a following BatchNorm into the conv: one op instead of four.
+                    // In eval mode fold a following BatchNorm into the conv, and run conv → ReLU
+                    // (→ max-pool) as one inference op. Weights are detached: eval-mode passes
+                    // give no weight gradients (training and BN adaptation run in train mode).
                     if !train {
-                        if let Some(Op::Bn { p }) = prog.get(i + 1) {
-                            let (wf, bf) = self.fold(*w, *b, p)?;
-                            x = ops::conv2d(&x, &wf, Some(&bf), *stride, *pad)?;
-                            i += 2;
-                            continue;
+                        let (wf, bf, mut j) = match prog.get(i + 1) {
+                            Some(Op::Bn { p }) => {
+                                let (wf, bf) = self.fold(*w, *b, p)?;
+                                (wf, Some(bf), i + 2)
+                            }
+                            _ => (self.t(*w).detach(), b.map(|b| self.t(b).detach()), i + 1),
+                        };
+                        if matches!(prog.get(j), Some(Op::Relu)) {
+                            let pool = match prog.get(j + 1) {
+                                Some(Op::MaxPool(k)) => *k,
+                                _ => 0,
+                            };
+                            x = ops::conv2d_relu_pool(&x, &wf, bf.as_ref(), *stride, *pad, pool)?;
+                            j += if pool > 0 { 2 } else { 1 };
+                        } else {
+                            x = ops::conv2d(&x, &wf, bf.as_ref(), *stride, *pad)?;
                         }
+                        i = j;
+                        continue;
                     }
                     x = ops::conv2d(&x, self.t(*w), b.map(|b| self.t(b)), *stride, *pad)?;
                 }
@@ -385,7 +400,7 @@ impl Model {
     fn fold(&self, w: usize, b: Option<usize>, p: &[usize; 5]) -> Result<(Tensor, Tensor)> {
         let scale = self.t(p[0]).broadcast_div(&(self.t(p[3]) + BN_EPS)?.sqrt()?)?;
         let o = scale.dim(0)?;
-        let wf = self.t(w).detach().broadcast_mul(&scale.reshape((o, 1, 1, 1))?)?;
+        let wf = self.t(w).detach().broadcast_mul(&scale.reshape((o, 1, 1, 1))?)?.detach();
         let b0 = match b {
             Some(b) => self.t(b).clone(),
             None => Tensor::zeros(o, DType::F32, &Device::Cpu)?,

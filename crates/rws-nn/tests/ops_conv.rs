@@ -190,3 +190,25 @@ fn ops_are_identical_with_one_and_two_threads() {
     let c = p3.install(run_bytes);
     assert!(a == b && b == c, "results differ between thread counts");
 }
+
+/// The inference block (conv → ReLU → pool in one op) against candle's conv, relu and max-pool,
+/// on odd sizes (floor-mode pooling drops the last row/column), with and without bias.
+#[test]
+fn conv_relu_pool_matches_candle_ops() {
+    let mut rng = ChaCha8Rng::seed_from_u64(9);
+    for (n, c, h, w, o, k, pad, pool, bias) in
+        [(3, 2, 9, 7, 5, 3, 1, 2, true), (2, 3, 8, 8, 4, 3, 1, 0, true), (2, 1, 11, 10, 3, 3, 0, 3, false), (1, 4, 6, 6, 6, 1, 0, 2, true)]
+    {
+        let x = rand_t(&mut rng, &[n, c, h, w]);
+        let wt = rand_t(&mut rng, &[o, c, k, k]);
+        let b = rand_t(&mut rng, &[o]);
+        let bias = bias.then_some(&b);
+        let got = ops::conv2d_relu_pool(&x, &wt, bias, 1, pad, pool).unwrap();
+        let mut want = ops::conv2d_candle(&x, &wt, bias, 1, pad).unwrap().relu().unwrap();
+        if pool >= 2 {
+            want = ops::max_pool2d_candle(&want, pool).unwrap();
+        }
+        assert_eq!(got.dims(), want.dims());
+        assert!(max_rel_diff(&got, &want) < 1e-5, "n{n} c{c} {h}x{w} o{o} k{k} pool {pool}: {}", max_rel_diff(&got, &want));
+    }
+}
