@@ -40,21 +40,54 @@ pub(crate) fn snow(x: &FImage, severity: usize, p: ParamSet, rng: &mut Rng) -> R
     let layer = if p == ParamSet::ImageNet {
         FImage { h, w, c: 1, data: layer.into_iter().map(|v| v * 255.0).collect() }
     } else {
-        FImage { h, w, c: 1, data: layer.into_iter().map(|v| (v * 255.0).floor()).collect() }
+        // v·255 ≥ 0 here, where truncation is floor (and needs no libm call).
+        FImage { h, w, c: 1, data: layer.into_iter().map(|v| ((v * 255.0) as i64) as f64).collect() }
     };
     let blurred = motion_blur_kernel(&layer, r, s, angle);
-    let sl: Vec<f64> = blurred.data.iter().map(|v| v.round().clamp(0.0, 255.0) / 255.0).collect();
+    let sl: Vec<f64> = blurred.data.iter().map(|&v| round_half_away(v).clamp(0.0, 255.0) / 255.0).collect();
     let mut out = Vec::with_capacity(h * w * c);
     for i in 0..h * w {
         // float32 image as the reference; grey = OpenCV RGB2GRAY.
-        let px: Vec<f32> = (0..c).map(|ch| (x.data[i * c + ch] / 255.0) as f32).collect();
+        let mut px = [0f32; 3];
+        for (ch, v) in px.iter_mut().enumerate().take(c) {
+            *v = (x.data[i * c + ch] / 255.0) as f32;
+        }
         let grey = if c == 3 { px[0] * 0.299 + px[1] * 0.587 + px[2] * 0.114 } else { px[0] };
         let lift = grey * 1.5 + 0.5;
         let add = sl[i] + sl[h * w - 1 - i];
-        for &v in &px {
+        for &v in &px[..c] {
             let v = b as f32 * v + (1.0 - b as f32) * v.max(lift);
             out.push((v as f64 + add).clamp(0.0, 1.0) * 255.0);
         }
     }
     Ok(FImage { h, w, c, data: out })
+}
+
+/// `f64::round` (half away from zero) without the libm call the baseline x86-64 target makes:
+/// exact, since x − trunc(x) is exact for |x| < 2⁵².
+#[inline(always)]
+fn round_half_away(x: f64) -> f64 {
+    if x.abs() >= 4.0e15 || x.is_nan() {
+        return x.round();
+    }
+    let t = (x as i64) as f64;
+    let d = x - t;
+    if d >= 0.5 {
+        t + 1.0
+    } else if d <= -0.5 {
+        t - 1.0
+    } else {
+        t
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn round_half_away_is_round() {
+        for x in [0.0, 0.5, 1.5, 2.5, -0.5, -1.5, 0.49999999999999994, 254.5, 254.49999999999997, -3.2, 7.7, 1e16, f64::NAN] {
+            let (a, b) = (super::round_half_away(x), x.round());
+            assert!(a == b || (a.is_nan() && b.is_nan()), "{x}: {a} vs {b}");
+        }
+    }
 }
