@@ -254,18 +254,21 @@ fn prepared_cache() -> &'static PreparedCache {
 }
 
 fn blend(x: &FImage, a: f64, f: f64, tex: impl Fn(usize, usize, usize) -> f64) -> FImage {
-    let mut data = Vec::with_capacity(x.data.len());
+    let mut data = vec![0.0; x.data.len()];
+    let (w, c) = (x.w, x.c);
     for r in 0..x.h {
-        for col in 0..x.w {
-            let base = (r * x.w + col) * x.c;
-            if x.c == 3 {
+        let (src, dst) = (&x.data[r * w * c..(r + 1) * w * c], &mut data[r * w * c..(r + 1) * w * c]);
+        if c == 3 {
+            for (col, (o, i)) in dst.chunks_exact_mut(3).zip(src.chunks_exact(3)).enumerate() {
                 for ch in 0..3 {
-                    data.push((a * x.data[base + ch] + f * tex(r, col, ch)).clamp(0.0, 255.0));
+                    o[ch] = (a * i[ch] + f * tex(r, col, ch)).clamp(0.0, 255.0);
                 }
-            } else {
+            }
+        } else {
+            for (col, (o, i)) in dst.chunks_exact_mut(c).zip(src.chunks_exact(c)).enumerate() {
                 let g: f64 = (0..3).map(|ch| GREY_W[ch] * tex(r, col, ch)).sum();
-                for ch in 0..x.c {
-                    data.push((a * x.data[base + ch] + f * g).clamp(0.0, 255.0));
+                for (o, &v) in o.iter_mut().zip(i) {
+                    *o = (a * v + f * g).clamp(0.0, 255.0);
                 }
             }
         }

@@ -118,12 +118,12 @@ const BLOCK: usize = 64;
 
 /// Four xoshiro256++ streams side by side (state as structure of arrays, so one step of all four
 /// is a handful of vector instructions), seeded from one [`Fast`] through splitmix64.
-struct Fast4 {
+pub(crate) struct Fast4 {
     s: [[u64; 4]; 4],
 }
 
 impl Fast4 {
-    fn from_fast(f: &mut Fast) -> Self {
+    pub(crate) fn from_fast(f: &mut Fast) -> Self {
         let mut z = f.next_u64();
         let mut s = [[0u64; 4]; 4];
         for k in 0..4 {
@@ -139,7 +139,7 @@ impl Fast4 {
     }
 
     #[inline(always)]
-    fn next4(&mut self) -> [u64; 4] {
+    pub(crate) fn next4(&mut self) -> [u64; 4] {
         let [s0, s1, s2, s3] = &mut self.s;
         let mut r = [0u64; 4];
         for l in 0..4 {
