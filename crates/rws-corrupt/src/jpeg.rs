@@ -316,14 +316,22 @@ pub(crate) fn round_trip(img: &[u8], h: usize, w: usize, c: usize, quality: u32)
     let mut yp = vec![0u8; mw * mh];
     let mut cb = vec![0u8; mw * mh];
     let mut cr = vec![0u8; mw * mh];
+    // Deinterleave a row into planes, then convert lane by lane (the loop vectorises).
+    let (mut rr, mut gg, mut bb) = (vec![0i32; w], vec![0i32; w], vec![0i32; w]);
     for y in 0..h {
         let src = &img[y * w * 3..(y + 1) * w * 3];
-        let o = y * mw;
         for (x, px) in src.chunks_exact(3).enumerate() {
-            let (r, g, b) = (px[0] as i32, px[1] as i32, px[2] as i32);
-            yp[o + x] = ((fy_r * r + fy_g * g + fy_b * b + ONE_HALF) >> SCALEBITS) as u8;
-            cb[o + x] = ((-fcb_r * r - fcb_g * g + fhalf * b + cbcr_off + ONE_HALF - 1) >> SCALEBITS) as u8;
-            cr[o + x] = ((fhalf * r - fcr_g * g - fcr_b * b + cbcr_off + ONE_HALF - 1) >> SCALEBITS) as u8;
+            rr[x] = px[0] as i32;
+            gg[x] = px[1] as i32;
+            bb[x] = px[2] as i32;
+        }
+        let o = y * mw;
+        let (yo, cbo, cro) = (&mut yp[o..o + w], &mut cb[o..o + w], &mut cr[o..o + w]);
+        for x in 0..w {
+            let (r, g, b) = (rr[x], gg[x], bb[x]);
+            yo[x] = ((fy_r * r + fy_g * g + fy_b * b + ONE_HALF) >> SCALEBITS) as u8;
+            cbo[x] = ((-fcb_r * r - fcb_g * g + fhalf * b + cbcr_off + ONE_HALF - 1) >> SCALEBITS) as u8;
+            cro[x] = ((fhalf * r - fcr_g * g - fcr_b * b + cbcr_off + ONE_HALF - 1) >> SCALEBITS) as u8;
         }
     }
     for p in [&mut yp, &mut cb, &mut cr] {
@@ -393,18 +401,21 @@ pub(crate) fn round_trip(img: &[u8], h: usize, w: usize, c: usize, quality: u32)
     let uw = dw * 2;
     let mut out = vec![0u8; h * w * 3];
     let (f_cr_r, f_cb_b, f_cr_g, f_cb_g) = (fix(1.402), fix(1.772), fix(0.71414), fix(0.34414));
+    let (mut rr, mut gg, mut bb) = (vec![0u8; w], vec![0u8; w], vec![0u8; w]);
     for y in 0..h {
+        let (yr, cbr, crr) = (&yd[y * mw..y * mw + w], &cbu[y * uw..y * uw + w], &cru[y * uw..y * uw + w]);
         for x in 0..w {
-            let yy = yd[y * mw + x] as i32;
-            let cbv = cbu[y * uw + x] as i32 - 128;
-            let crv = cru[y * uw + x] as i32 - 128;
-            let r = yy + ((f_cr_r * crv + ONE_HALF) >> SCALEBITS);
-            let g = yy + ((-f_cb_g * cbv + ONE_HALF - f_cr_g * crv) >> SCALEBITS);
-            let b = yy + ((f_cb_b * cbv + ONE_HALF) >> SCALEBITS);
-            let o = &mut out[(y * w + x) * 3..(y * w + x) * 3 + 3];
-            o[0] = r.clamp(0, 255) as u8;
-            o[1] = g.clamp(0, 255) as u8;
-            o[2] = b.clamp(0, 255) as u8;
+            let yy = yr[x] as i32;
+            let cbv = cbr[x] as i32 - 128;
+            let crv = crr[x] as i32 - 128;
+            rr[x] = (yy + ((f_cr_r * crv + ONE_HALF) >> SCALEBITS)).clamp(0, 255) as u8;
+            gg[x] = (yy + ((-f_cb_g * cbv + ONE_HALF - f_cr_g * crv) >> SCALEBITS)).clamp(0, 255) as u8;
+            bb[x] = (yy + ((f_cb_b * cbv + ONE_HALF) >> SCALEBITS)).clamp(0, 255) as u8;
+        }
+        for (x, o) in out[y * w * 3..(y + 1) * w * 3].chunks_exact_mut(3).enumerate() {
+            o[0] = rr[x];
+            o[1] = gg[x];
+            o[2] = bb[x];
         }
     }
     out
