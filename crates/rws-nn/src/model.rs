@@ -322,7 +322,15 @@ impl Model {
                     // Training: conv → BN → ReLU as one fused op (one graph node per block).
                     if train {
                         if let (Some(Op::Bn { p }), Some(Op::Relu)) = (prog.get(i + 1), prog.get(i + 2)) {
-                            let (y, mean, var) = ops::conv2d_bn_relu_train(
+                            // A max-pool right after the block joins the same op.
+                            let pool = match prog.get(i + 3) {
+                                Some(Op::MaxPool(k)) => *k,
+                                _ => 0,
+                            };
+                            let (n, _, h, wd) = x.dims4()?;
+                            let kk = self.t(*w).dim(2)?;
+                            let (oh, ow) = ((h + 2 * pad - kk) / stride + 1, (wd + 2 * pad - kk) / stride + 1);
+                            let (y, mean, var) = ops::conv2d_bn_relu_pool_train(
                                 &x,
                                 self.t(*w),
                                 b.map(|b| self.t(b)),
@@ -331,11 +339,12 @@ impl Model {
                                 *stride,
                                 *pad,
                                 BN_EPS,
+                                pool,
                             )?;
-                            let (n, _, h, wd) = y.dims4()?;
-                            self.update_running(p, &mean, &var, n * h * wd)?;
+                            // The statistics count the unpooled activation.
+                            self.update_running(p, &mean, &var, n * oh * ow)?;
                             x = y;
-                            i += 3;
+                            i += if pool > 0 { 4 } else { 3 };
                             continue;
                         }
                     }

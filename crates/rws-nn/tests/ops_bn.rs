@@ -96,8 +96,11 @@ fn fused_bytes() -> Vec<u32> {
     let (y, _, _) = ops::conv2d_bn_relu_train(x.as_tensor(), w.as_tensor(), None, g.as_tensor(), be.as_tensor(), 1, 1, 1e-5).unwrap();
     let r = rand_t(&mut rng, y.dims(), -1.0, 1.0);
     let gr = (&y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+    let (yp, _, _) = ops::conv2d_bn_relu_pool_train(x.as_tensor(), w.as_tensor(), None, g.as_tensor(), be.as_tensor(), 1, 1, 1e-5, 2).unwrap();
+    let rp = rand_t(&mut rng, yp.dims(), -1.0, 1.0);
+    let gp = (&yp * &rp).unwrap().sum_all().unwrap().backward().unwrap();
     let mut out = Vec::new();
-    for t in [&y, gr.get(&x).unwrap(), gr.get(&w).unwrap(), gr.get(&g).unwrap(), gr.get(&be).unwrap()] {
+    for t in [&y, gr.get(&x).unwrap(), gr.get(&w).unwrap(), gr.get(&g).unwrap(), gr.get(&be).unwrap(), &yp, gp.get(&x).unwrap(), gp.get(&w).unwrap()] {
         let v: Vec<f32> = t.flatten_all().unwrap().to_vec1().unwrap();
         out.extend(v.iter().map(|f| f.to_bits()));
     }
@@ -109,4 +112,34 @@ fn fused_conv_bn_relu_is_identical_with_one_and_two_threads() {
     let a = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap().install(fused_bytes);
     let b = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap().install(fused_bytes);
     assert!(a == b, "results differ between thread counts");
+}
+
+/// conv → BN → ReLU → max-pool in one op against the same block followed by the stand-alone
+/// pooling op: output, batch statistics (of the unpooled activation) and every gradient agree
+/// bit for bit, since both run the same arithmetic; odd sizes exercise floor-mode pooling.
+#[test]
+fn fused_block_with_pooling_matches_block_then_pool() {
+    let mut rng = ChaCha8Rng::seed_from_u64(15);
+    for &(n, c, h, w, o, pool) in &[(3, 2, 8, 8, 4, 2), (2, 3, 9, 7, 5, 2), (2, 2, 9, 9, 3, 3)] {
+        let x = Var::from_tensor(&rand_t(&mut rng, &[n, c, h, w], -1.0, 1.0)).unwrap();
+        let wt = Var::from_tensor(&rand_t(&mut rng, &[o, c, 3, 3], -0.5, 0.5)).unwrap();
+        let b = Var::from_tensor(&rand_t(&mut rng, &[o], -0.5, 0.5)).unwrap();
+        let g = Var::from_tensor(&rand_t(&mut rng, &[o], 0.5, 1.5)).unwrap();
+        let be = Var::from_tensor(&rand_t(&mut rng, &[o], -0.5, 0.5)).unwrap();
+        let (t, tb, tg, tbe) = (x.as_tensor(), Some(b.as_tensor()), g.as_tensor(), be.as_tensor());
+        let (y1, m1, v1) = ops::conv2d_bn_relu_pool_train(t, wt.as_tensor(), tb, tg, tbe, 1, 1, 1e-5, pool).unwrap();
+        let (z, m2, v2) = ops::conv2d_bn_relu_train(t, wt.as_tensor(), tb, tg, tbe, 1, 1, 1e-5).unwrap();
+        let y2 = ops::max_pool2d(&z, pool).unwrap();
+        let what = format!("{n}x{c}x{h}x{w} o{o} pool {pool}");
+        assert_eq!(y1.dims(), y2.dims(), "{what}");
+        assert_eq!(max_rel_diff(&y1, &y2), 0.0, "forward {what}");
+        assert_eq!((max_rel_diff(&m1, &m2), max_rel_diff(&v1, &v2)), (0.0, 0.0), "stats {what}");
+        let r = rand_t(&mut rng, y1.dims(), -1.0, 1.0);
+        let g1 = (&y1 * &r).unwrap().sum_all().unwrap().backward().unwrap();
+        let g2 = (&y2 * &r).unwrap().sum_all().unwrap().backward().unwrap();
+        for (name, v) in [("input", &x), ("weight", &wt), ("bias", &b), ("gamma", &g), ("beta", &be)] {
+            let d = max_rel_diff(g1.get(v).unwrap(), g2.get(v).unwrap());
+            assert!(d < 1e-6, "{name} grad {what}: {d}");
+        }
+    }
 }

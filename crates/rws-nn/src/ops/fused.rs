@@ -4,13 +4,18 @@
 //! gradient buffer, its zero-fill and its addition per block.
 use super::bn;
 use super::conv::{bwd_input_into, bwd_weight, fwd, Geom};
+use super::pool::{pool2, pool_k};
 use super::util::{f32_slice, output_buf};
+use rayon::prelude::*;
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use std::sync::{Arc, Mutex};
 
 #[derive(Default)]
 pub(crate) struct Saved {
     pub z: Arc<Vec<f32>>,
+    /// With pooling: the full-size post-ReLU output (the ReLU mask) and each window's argmax.
+    pub y_full: Option<Arc<Vec<f32>>>,
+    pub argmax: Option<Arc<Vec<u32>>>,
     pub mean: Vec<f32>,
     pub var: Vec<f32>,
     pub params: Vec<f32>,
@@ -22,6 +27,8 @@ pub(crate) struct ConvBnRelu {
     pub pad: usize,
     pub w_shape: [usize; 4],
     pub eps: f64,
+    /// Max-pool kernel (= stride) applied after the ReLU; 0 or 1: none.
+    pub pool: usize,
     pub saved: Arc<Mutex<Saved>>,
 }
 
@@ -33,6 +40,9 @@ struct ConvBnReluBwd {
     mean: Vec<f32>,
     var: Vec<f32>,
     params: Vec<f32>,
+    y_full: Option<Arc<Vec<f32>>>,
+    argmax: Option<Arc<Vec<u32>>>,
+    pool: usize,
 }
 
 impl CustomOp2 for ConvBnRelu {
@@ -58,6 +68,31 @@ impl CustomOp2 for ConvBnRelu {
         s.mean = st.iter().map(|v| v.0).collect();
         s.var = st.iter().map(|v| v.1).collect();
         s.params = p.to_vec();
+        if self.pool >= 2 {
+            let k = self.pool;
+            if g.oh < k || g.ow < k {
+                candle_core::bail!("max_pool2d: kernel {k} does not fit input {}x{}", g.oh, g.ow);
+            }
+            let (ph, pw) = (g.oh / k, g.ow / k);
+            let po = ph * pw;
+            let mut yp = output_buf(pl * po);
+            let mut am = vec![0u32; pl * po];
+            // One task per image (all its planes), as the stand-alone pooling op.
+            yp.par_chunks_mut(o * po).zip(am.par_chunks_mut(o * po)).enumerate().for_each(|(i, (yi, ai))| {
+                for r in 0..o {
+                    let src = &y[(i * o + r) * hw..(i * o + r + 1) * hw];
+                    let (yr, ar) = (&mut yi[r * po..(r + 1) * po], &mut ai[r * po..(r + 1) * po]);
+                    if k == 2 {
+                        pool2(src, g.ow, ph, pw, yr, Some(ar));
+                    } else {
+                        pool_k(src, g.ow, k, ph, pw, yr, Some(ar));
+                    }
+                }
+            });
+            s.y_full = Some(Arc::new(y));
+            s.argmax = Some(Arc::new(am));
+            return Ok((CpuStorage::F32(yp), Shape::from((g.n, g.o, ph, pw))));
+        }
         Ok((CpuStorage::F32(y), Shape::from((g.n, g.o, g.oh, g.ow))))
     }
     fn bwd(&self, x: &Tensor, packed: &Tensor, res: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
@@ -72,6 +107,9 @@ impl CustomOp2 for ConvBnRelu {
             mean: s.mean.clone(),
             var: s.var.clone(),
             params: s.params.clone(),
+            y_full: s.y_full.clone(),
+            argmax: s.argmax.clone(),
+            pool: self.pool,
         };
         drop(s);
         let out = x.apply_op3_no_bwd(&dy.contiguous()?, res, &op)?;
@@ -101,6 +139,31 @@ impl CustomOp3 for ConvBnReluBwd {
         let dy = f32_slice(s2, l2, "conv_bn_relu output gradient")?;
         let y = f32_slice(s3, l3, "conv_bn_relu output")?;
         let (ok, o, hw) = (g.o * g.k(), g.o, g.p());
+        // With pooling, route the pooled gradient back to each window's maximum (windows do not
+        // overlap) and take the ReLU mask from the saved full-size output.
+        let dy_full;
+        let (dy, y) = match (&self.y_full, &self.argmax) {
+            (Some(yf), Some(am)) if self.pool >= 2 => {
+                let po = (g.oh / self.pool) * (g.ow / self.pool);
+                if dy.len() != am.len() {
+                    candle_core::bail!("conv_bn_relu_pool backward: gradient has {} values, expected {}", dy.len(), am.len());
+                }
+                let mut d = output_buf(g.n * o * hw);
+                d.par_chunks_mut(o * hw).enumerate().for_each(|(i, di)| {
+                    di.fill(0.0);
+                    for r in 0..o {
+                        let pl = i * o + r;
+                        let dp = &mut di[r * hw..(r + 1) * hw];
+                        for (gv, &a) in dy[pl * po..(pl + 1) * po].iter().zip(&am[pl * po..(pl + 1) * po]) {
+                            dp[a as usize] = *gv;
+                        }
+                    }
+                });
+                dy_full = d;
+                (&dy_full[..], &yf[..])
+            }
+            _ => (dy, y),
+        };
         let gamma = &self.params[ok + o..ok + 2 * o];
         // [dz | dgamma | dbeta]
         let bnb = bn::backward(&self.z, dy, y, &self.mean, &self.var, gamma, g.n, o, hw, self.eps, true);

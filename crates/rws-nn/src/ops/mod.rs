@@ -136,9 +136,30 @@ pub fn conv2d_bn_relu_train(
     padding: usize,
     eps: f64,
 ) -> Result<(Tensor, Tensor, Tensor)> {
+    conv2d_bn_relu_pool_train(x, w, b, gamma, beta, stride, padding, eps, 0)
+}
+
+/// [`conv2d_bn_relu_train`] followed by max-pooling with kernel = stride = `pool` (0 or 1: no
+/// pooling), still one op: the full-size activation and its gradient never become graph
+/// tensors, which saves candle's zero-fill and addition of that gradient and a separate
+/// pooling op each way. The batch statistics are those of the BatchNorm (before pooling).
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_bn_relu_pool_train(
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    gamma: &Tensor,
+    beta: &Tensor,
+    stride: usize,
+    padding: usize,
+    eps: f64,
+    pool: usize,
+) -> Result<(Tensor, Tensor, Tensor)> {
     if !(fast(x) && fast(w) && fast(gamma) && fast(beta) && b.iter().all(|t| fast(t))) {
         let y = conv2d(x, w, b, stride, padding)?;
-        return batch_norm_train(&y, gamma, beta, eps, true);
+        let (y, m, v) = batch_norm_train(&y, gamma, beta, eps, true)?;
+        let y = if pool >= 2 { max_pool2d(&y, pool)? } else { y };
+        return Ok((y, m, v));
     }
     let (o, c, kh, kw) = w.dims4()?;
     let zeros;
@@ -151,7 +172,7 @@ pub fn conv2d_bn_relu_train(
     };
     let packed = Tensor::cat(&[&w.flatten_all()?, &b.flatten_all()?, &gamma.flatten_all()?, &beta.flatten_all()?], 0)?;
     let saved = std::sync::Arc::new(std::sync::Mutex::new(fused::Saved::default()));
-    let op = fused::ConvBnRelu { stride, pad: padding, w_shape: [o, c, kh, kw], eps, saved: saved.clone() };
+    let op = fused::ConvBnRelu { stride, pad: padding, w_shape: [o, c, kh, kw], eps, pool, saved: saved.clone() };
     let y = x.contiguous()?.apply_op2(&packed, op)?;
     let s = saved.lock().unwrap();
     let mean = Tensor::from_slice(&s.mean, o, x.device())?;
