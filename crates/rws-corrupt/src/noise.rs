@@ -352,7 +352,8 @@ fn poisson_tables(lam: f64) -> TableSet {
 fn alias_sample(cols: &[(u32, u32)], lo: u32, r: u64) -> u32 {
     let col = (((r >> 32) * cols.len() as u64) >> 32) as usize;
     let (thr, alias) = cols[col];
-    lo + if (r as u32) < thr { col as u32 } else { alias }
+    // Branch-free select: accept vs alias is a coin flip, which a branch would mispredict.
+    lo + std::hint::select_unpredictable((r as u32) < thr, col as u32, alias)
 }
 
 /// Additive N(0, σ²) on the [0, 1] scale, clipped.
