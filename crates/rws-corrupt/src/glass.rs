@@ -15,7 +15,7 @@ pub(crate) enum Border {
 }
 
 /// Index of sample `i` (possibly outside `0..n`) under the boundary mode.
-#[inline]
+#[cfg(test)]
 fn border_index(i: isize, n: usize, b: Border) -> usize {
     let n = n as isize;
     if (0..n).contains(&i) {
@@ -53,43 +53,19 @@ pub(crate) fn gaussian_kernel(sigma: f64, truncate: f64) -> Option<Vec<f64>> {
 /// order differs from scipy's only by rounding (≈1e-16).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn gaussian_hwc(data: &mut [f64], h: usize, w: usize, c: usize, sy: f64, sx: f64, b: Border, truncate: f64) {
-    let row = w * c;
-    if h == 0 || row == 0 {
+    if h == 0 || w * c == 0 {
         return;
     }
-    if let Some(k) = gaussian_kernel(sy, truncate) {
-        let r = k.len() / 2;
-        let src = data.to_vec();
-        for y in 0..h {
-            let out = &mut data[y * row..(y + 1) * row];
-            out.iter_mut().for_each(|v| *v = 0.0);
-            for (j, &kj) in k.iter().enumerate() {
-                let sy_ = border_index(y as isize + j as isize - r as isize, h, b);
-                let s = &src[sy_ * row..(sy_ + 1) * row];
-                for (o, &v) in out.iter_mut().zip(s) {
-                    *o += kj * v;
-                }
-            }
-        }
-    }
-    if let Some(k) = gaussian_kernel(sx, truncate) {
-        let r = k.len() / 2;
-        let mut buf = vec![0.0; (w + 2 * r) * c];
-        for y in 0..h {
-            let line = &mut data[y * row..(y + 1) * row];
-            for j in 0..w + 2 * r {
-                let sx_ = border_index(j as isize - r as isize, w, b);
-                buf[j * c..(j + 1) * c].copy_from_slice(&line[sx_ * c..(sx_ + 1) * c]);
-            }
-            line.iter_mut().for_each(|v| *v = 0.0);
-            for (j, &kj) in k.iter().enumerate() {
-                let s = &buf[j * c..j * c + row];
-                for (o, &v) in line.iter_mut().zip(s) {
-                    *o += kj * v;
-                }
-            }
-        }
-    }
+    // A skipped axis is the identity kernel [1.0] (0 + 1·v = v exactly). The shared separable
+    // filter sums the taps in the same order as before, with AVX2 where the CPU has it.
+    let ky = gaussian_kernel(sy, truncate).unwrap_or_else(|| vec![1.0]);
+    let kx = gaussian_kernel(sx, truncate).unwrap_or_else(|| vec![1.0]);
+    let mode = match b {
+        Border::Nearest => crate::ndimage::Mode::Nearest,
+        Border::Reflect => crate::ndimage::Mode::Reflect,
+    };
+    let out = crate::fast::sep_filter(&*data, h, w, c, &ky, &kx, mode, false, |v: f64| v);
+    data.copy_from_slice(&out);
 }
 
 /// Single-channel convenience wrapper.
@@ -169,6 +145,58 @@ mod tests {
         for i in 0..8 {
             assert!((a[i] - want_n[i]).abs() < 1e-12, "nearest {a:?}");
             assert!((b[i] - want_r[i]).abs() < 1e-12, "reflect {b:?}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod gaussian_tests {
+    use super::*;
+
+    /// The filter as scipy's correlate1d loops spell it (zero, then taps in order, per axis).
+    fn reference(data: &[f64], h: usize, w: usize, c: usize, sy: f64, sx: f64, b: Border) -> Vec<f64> {
+        let mut v = data.to_vec();
+        if let Some(k) = gaussian_kernel(sy, 4.0) {
+            let r = (k.len() / 2) as isize;
+            let src = v.clone();
+            for y in 0..h {
+                for i in 0..w * c {
+                    let mut acc = 0.0;
+                    for (j, &kj) in k.iter().enumerate() {
+                        acc += kj * src[border_index(y as isize + j as isize - r, h, b) * w * c + i];
+                    }
+                    v[y * w * c + i] = acc;
+                }
+            }
+        }
+        if let Some(k) = gaussian_kernel(sx, 4.0) {
+            let r = (k.len() / 2) as isize;
+            let src = v.clone();
+            for y in 0..h {
+                for x in 0..w {
+                    for ch in 0..c {
+                        let mut acc = 0.0;
+                        for (j, &kj) in k.iter().enumerate() {
+                            acc += kj * src[(y * w + border_index(x as isize + j as isize - r, w, b)) * c + ch];
+                        }
+                        v[(y * w + x) * c + ch] = acc;
+                    }
+                }
+            }
+        }
+        v
+    }
+
+    #[test]
+    fn gaussian_hwc_sums_in_scipy_order() {
+        let (h, w) = (23, 17);
+        for c in [1, 3] {
+            let data: Vec<f64> = (0..h * w * c).map(|i| ((i * 7919) % 251) as f64 / 250.0).collect();
+            for (sy, sx, b) in [(1.3, 0.7, Border::Reflect), (0.0, 2.5, Border::Nearest), (3.0, 0.0, Border::Reflect), (6.0, 6.0, Border::Nearest)] {
+                let mut got = data.clone();
+                gaussian_hwc(&mut got, h, w, c, sy, sx, b, 4.0);
+                assert!(got == reference(&data, h, w, c, sy, sx, b), "c={c} σ=({sy},{sx}) {b:?}");
+            }
         }
     }
 }
