@@ -137,10 +137,11 @@ fn is_single_safetensors(p: &Path) -> Result<bool> {
     if p.is_dir() || p.to_string_lossy().ends_with(".json") {
         return Ok(false);
     }
-    let mut head = [0u8; 8];
+    let mut head = [0u8; 9];
     let mut f = std::fs::File::open(p).with_context(|| format!("opening {}", p.display()))?;
     let n = f.read(&mut head).with_context(|| format!("reading {}", p.display()))?;
-    Ok(!(head[..n].starts_with(b"PK\x03\x04") || (n > 1 && head[0] == 0x80 && head[1] <= 5)))
+    // A length prefix, then the JSON header's '{' (anything else is for TensorMap::load to judge).
+    Ok(n == 9 && head[8] == b'{')
 }
 
 pub fn patch(a: PatchArgs) -> Result<()> {

@@ -216,8 +216,10 @@ pub fn patch_file(model: &Path, sigs: &[(Signature, f64)], out: &Path, opts: &Pa
     });
     metadata.insert("rws.patch".into(), state.to_string());
     let mut header = build_header(&metadata, items.iter().map(|(n, d, s, b)| (n.as_str(), *d, s.as_slice(), b.len() as usize)))?;
-    // Same data offset modulo the page size as the input, so the kernel copies whole pages.
-    let pad = (st.data_start % 4096 + 4096 - (8 + header.len()) % 4096) % 4096;
+    // Same data offset modulo COPY_ALIGN as the input, so the kernel copy can start on an aligned
+    // output offset (see write_atomic_chunks); costs at most 64 KiB of header spaces.
+    let a = crate::tensor::COPY_ALIGN as usize;
+    let pad = (st.data_start % a + a - (8 + header.len()) % a) % a;
     header.push_str(&" ".repeat(pad));
     let chunks: Vec<Chunk> = items.into_iter().map(|i| i.3).collect();
     let compute = |key: usize| -> Result<Vec<u8>> {

@@ -207,7 +207,8 @@ impl TensorMap {
         if bytes.starts_with(b"PK\x03\x04") {
             return crate::pth::load_pth_bytes(path, &bytes);
         }
-        if bytes.first() == Some(&0x80) && bytes.len() > 1 && bytes[1] <= 5 {
+        // A safetensors length prefix may start with 0x80 too: its header opens with '{'.
+        if bytes.first() == Some(&0x80) && bytes.len() > 1 && bytes[1] <= 5 && bytes.get(8) != Some(&b'{') {
             return Err(Error::format(path, "a legacy (non-zip) PyTorch pickle file: re-save it with torch >= 1.6 (zip format) or as safetensors"));
         }
         parse_safetensors_owned(path, &bytes)
@@ -430,6 +431,9 @@ pub fn read_header(path: &Path, file: &std::fs::File) -> Result<StFile> {
     parse_header_json(path, json, Some((len - 8 - n) as usize))
 }
 
+/// Output offset alignment that makes the kernel's file-to-file copy fast (see write_atomic_chunks).
+pub(crate) const COPY_ALIGN: u64 = 64 * 1024;
+
 /// A piece of an output file: bytes in memory, a byte range of the source file copied by the
 /// kernel (copy_file_range) without passing through rws's memory, or bytes computed while that
 /// copy runs.
@@ -491,14 +495,24 @@ pub fn write_atomic_chunks(
             }
         }
     }
-    // The kernel copies faster from page-aligned offsets (measured ~1.7× on ext4): when the first
-    // segment starts the data region and source and output agree modulo the page size, start the
-    // copy at the page boundary; what lands in the header area is overwritten after the copy.
-    if let Some(first) = segs.first_mut() {
-        let k = first.0 % 4096;
-        if first.1 == data0 && first.1 % 4096 == k && first.1 >= k {
-            *first = (first.0 - k, first.1 - k, first.2 + k);
+    // The kernel copy is ~1.5× faster when its output offset is a multiple of 64 KiB (measured on
+    // ext4, kernel 6.18: 0.18 s vs 0.27 s for 494 MB; splice writes 64 KiB pipe buffers, and
+    // unaligned ones get small page-cache folios). So a segment starts earlier, at the aligned
+    // offset, when the source has the bytes before it and no other segment owns that stretch of
+    // output; the chunks (or header) it overwrites there are written after the copy.
+    let mut late = vec![false; chunks.len()];
+    let mut prev_end = 0u64;
+    for seg in segs.iter_mut() {
+        let k = seg.1 % COPY_ALIGN;
+        if k > 0 && k <= seg.0 && seg.1 - k >= prev_end {
+            for (i, (c, &o)) in chunks.iter().zip(&offs).enumerate() {
+                if !matches!(c, Chunk::Range { .. }) && o < seg.1 && o + c.len() > seg.1 - k {
+                    late[i] = true;
+                }
+            }
+            *seg = (seg.0 - k, seg.1 - k, seg.2 + k);
         }
+        prev_end = seg.1 + seg.2;
     }
     out.set_len(pos).map_err(ioe)?;
     let copy = || -> Result<()> {
@@ -516,8 +530,11 @@ pub fn write_atomic_chunks(
         }
         Ok(())
     };
-    let write_rest = || -> Result<()> {
-        for (c, &o) in chunks.iter().zip(&offs) {
+    let write_chunks = |late_ones: bool| -> Result<()> {
+        for ((c, &o), &l) in chunks.iter().zip(&offs).zip(&late) {
+            if l != late_ones {
+                continue;
+            }
             match c {
                 Chunk::Bytes(b) => out.write_all_at(b, o).map_err(ioe)?,
                 Chunk::Computed { key, len } => {
@@ -534,11 +551,12 @@ pub fn write_atomic_chunks(
     };
     let (copied, written) = std::thread::scope(|sc| {
         let h = sc.spawn(copy);
-        let w = write_rest();
+        let w = write_chunks(false);
         (h.join().unwrap_or_else(|_| Err(Error::Invalid("copy thread panicked".into()))), w)
     });
     copied?;
     written?;
+    write_chunks(true)?;
     out.write_all_at(&(header.len() as u64).to_le_bytes(), 0).map_err(ioe)?;
     out.write_all_at(header.as_bytes(), 8).map_err(ioe)?;
     tmp.persist(path).map_err(|e| Error::io(path, e.error))?;

@@ -371,3 +371,19 @@ fn analysis() {
     let m = similarity_matrix(&[a.clone(), neg]).unwrap();
     assert!((m[0][0] - 1.0).abs() < 1e-12 && (m[0][1] + 1.0).abs() < 1e-12);
 }
+
+#[test]
+fn header_length_starting_with_0x80_is_safetensors_not_pickle() {
+    // A 384-byte header gives the length prefix 80 01 00 …, the first bytes of a pickle stream.
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("m.safetensors");
+    let mut h = String::from(r#"{"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#);
+    h.push_str(&" ".repeat(384 - h.len()));
+    let mut bytes = (h.len() as u64).to_le_bytes().to_vec();
+    assert_eq!(&bytes[..2], &[0x80, 0x01]);
+    bytes.extend_from_slice(h.as_bytes());
+    bytes.extend_from_slice(&f64_to_bytes(DType::F32, &[1.0, 2.0]).unwrap());
+    std::fs::write(&p, &bytes).unwrap();
+    let m = TensorMap::load(&p).unwrap();
+    assert_eq!(m.tensors["w"].to_f32("w").unwrap(), vec![1.0, 2.0]);
+}
