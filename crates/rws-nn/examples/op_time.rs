@@ -20,6 +20,15 @@ fn main() -> candle_core::Result<()> {
     let b = Var::from_tensor(&Tensor::zeros(32, candle_core::DType::F32, &Device::Cpu)?)?;
     let r = Tensor::randn(0f32, 1f32, (128, 32, 28, 28), &Device::Cpu)?;
     let r2 = Tensor::randn(0f32, 1f32, (128, 32, 14, 14), &Device::Cpu)?;
+    let wc = Tensor::randn(0f32, 0.1f32, (32, 32, 3, 3), &Device::Cpu)?;
+    let xd = x.as_tensor().detach();
+    time("conv2d 32->32 28x28 fwd", || ops::conv2d(&xd, &wc, None, 1, 1).map(|_| ()))?;
+    let x4 = Tensor::randn(0f32, 1f32, (128, 64, 14, 14), &Device::Cpu)?;
+    let w4 = Tensor::randn(0f32, 0.1f32, (64, 64, 3, 3), &Device::Cpu)?;
+    time("conv2d 64->64 14x14 fwd", || ops::conv2d(&x4, &w4, None, 1, 1).map(|_| ()))?;
+    if std::env::var("ONLY_CONV").is_ok() {
+        return Ok(());
+    }
     time("max_pool2d fwd (untracked)", || ops::max_pool2d(&x.as_tensor().detach(), 2).map(|_| ()))?;
     time("max_pool2d fwd (tracked)", || ops::max_pool2d(x.as_tensor(), 2).map(|_| ()))?;
     time("max_pool2d fwd+bwd", || {
