@@ -32,9 +32,43 @@ pub(crate) fn corrupt_u8_fast(x: &[u8], h: usize, w: usize, c: usize, cor: Corru
 }
 
 /// Accumulator types of the separable filter: f32 (fast) or f64 (the float path's exact order).
-pub(crate) trait Flt: Copy + Default + std::ops::Add<Output = Self> + std::ops::Mul<Output = Self> + std::ops::AddAssign {}
-impl Flt for f32 {}
-impl Flt for f64 {}
+pub(crate) trait Flt: Copy + Default + std::ops::Add<Output = Self> + std::ops::Mul<Output = Self> + std::ops::AddAssign {
+    /// Whether `c + a·b` may be fused: f32 paths only (the f64 paths reproduce the float path's
+    /// separate roundings bit for bit).
+    const FUSE: bool;
+    fn fused(a: Self, b: Self, c: Self) -> Self;
+}
+impl Flt for f32 {
+    const FUSE: bool = true;
+    #[inline(always)]
+    fn fused(a: f32, b: f32, c: f32) -> f32 {
+        a.mul_add(b, c)
+    }
+}
+impl Flt for f64 {
+    const FUSE: bool = false;
+    #[inline(always)]
+    fn fused(a: f64, b: f64, c: f64) -> f64 {
+        c + a * b
+    }
+}
+
+/// `c + a·b`, one FMA instruction when compiled for FMA and the type allows it.
+#[inline(always)]
+fn madd<const FMA: bool, F: Flt>(a: F, b: F, c: F) -> F {
+    if FMA && F::FUSE {
+        F::fused(a, b, c)
+    } else {
+        c + a * b
+    }
+}
+
+/// AVX2 and FMA both present (checked once per call; `is_x86_feature_detected` caches).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn avx2_fma() -> bool {
+    std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
+}
 
 /// Pixel sources of the separable filter: uint8 input or a float intermediate image.
 pub(crate) trait Px<F>: Copy {
@@ -62,30 +96,30 @@ impl Px<f64> for f64 {
 /// Correlate an HWC image with odd kernels `kv` along H and `kh` along W under `mode` (not
 /// Constant), then map every value through `fin`. One output row at a time (the vertical pass
 /// into a row buffer, padded, then the horizontal pass), so no whole-image intermediate is
-/// allocated; the loops are axpys over whole rows that the compiler vectorises, with AVX2 when
-/// the CPU has it (runtime detection; the portable build stays SSE2). `paired` adds mirrored
+/// allocated; the loops are axpys over whole rows that the compiler vectorises, with AVX2 + FMA
+/// when the CPU has them (runtime detection; the portable build stays SSE2; FMA only in f32). `paired` adds mirrored
 /// taps of a symmetric kernel before multiplying (half the multiplies); unpaired, the taps are
 /// summed in order from 0.0, exactly as `ndimage::correlate_rows`/`correlate_cols` do.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn sep_filter<F: Flt, T: Px<F>, O: Copy + Default>(src: &[T], h: usize, w: usize, c: usize, kv: &[F], kh: &[F], mode: Mode, paired: bool, fin: impl Fn(F) -> O) -> Vec<O> {
     #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU supports AVX2 (checked just above).
+    if avx2_fma() {
+        // SAFETY: the CPU supports AVX2 and FMA (checked just above).
         return unsafe { sep_filter_avx2(src, h, w, c, kv, kh, mode, paired, fin) };
     }
-    sep_filter_impl(src, h, w, c, kv, kh, mode, paired, fin)
+    sep_filter_impl::<F, T, O, false>(src, h, w, c, kv, kh, mode, paired, fin)
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
+#[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)]
 unsafe fn sep_filter_avx2<F: Flt, T: Px<F>, O: Copy + Default>(src: &[T], h: usize, w: usize, c: usize, kv: &[F], kh: &[F], mode: Mode, paired: bool, fin: impl Fn(F) -> O) -> Vec<O> {
-    sep_filter_impl(src, h, w, c, kv, kh, mode, paired, fin)
+    sep_filter_impl::<F, T, O, true>(src, h, w, c, kv, kh, mode, paired, fin)
 }
 
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn sep_filter_impl<F: Flt, T: Px<F>, O: Copy + Default>(src: &[T], h: usize, w: usize, c: usize, kv: &[F], kh: &[F], mode: Mode, paired: bool, fin: impl Fn(F) -> O) -> Vec<O> {
+fn sep_filter_impl<F: Flt, T: Px<F>, O: Copy + Default, const FMA: bool>(src: &[T], h: usize, w: usize, c: usize, kv: &[F], kh: &[F], mode: Mode, paired: bool, fin: impl Fn(F) -> O) -> Vec<O> {
     let rw = w * c;
     let (rv, rh) = (kv.len() / 2, kh.len() / 2);
     let mut out = vec![O::default(); h * rw];
@@ -106,14 +140,14 @@ fn sep_filter_impl<F: Flt, T: Px<F>, O: Copy + Default>(src: &[T], h: usize, w: 
                 let d = (rv - t) as isize;
                 let (up, down) = (row(y as isize - d), row(y as isize + d));
                 for ((a, &u), &v) in acc.iter_mut().zip(up).zip(down) {
-                    *a += k * (u.get() + v.get());
+                    *a = madd::<FMA, F>(k, u.get() + v.get(), *a);
                 }
             }
         } else {
             acc.iter_mut().for_each(|a| *a = F::default());
             for (t, &k) in kv.iter().enumerate() {
                 for (a, &s) in acc.iter_mut().zip(row(y as isize + t as isize - rv as isize)) {
-                    *a += k * s.get();
+                    *a = madd::<FMA, F>(k, s.get(), *a);
                 }
             }
         }
@@ -136,14 +170,14 @@ fn sep_filter_impl<F: Flt, T: Px<F>, O: Copy + Default>(src: &[T], h: usize, w: 
                 let d = rh - t;
                 let (l, r) = (&buf[(rh - d) * c..(rh - d) * c + rw], &buf[(rh + d) * c..(rh + d) * c + rw]);
                 for ((a, &u), &v) in acc.iter_mut().zip(l).zip(r) {
-                    *a += k * (u + v);
+                    *a = madd::<FMA, F>(k, u + v, *a);
                 }
             }
         } else {
             acc.iter_mut().for_each(|a| *a = F::default());
             for (t, &k) in kh.iter().enumerate() {
                 for (a, &s) in acc.iter_mut().zip(&buf[t * c..t * c + rw]) {
-                    *a += k * s;
+                    *a = madd::<FMA, F>(k, s, *a);
                 }
             }
         }
@@ -182,28 +216,28 @@ pub(crate) fn gaussian_blur_u8(x: &[u8], h: usize, w: usize, c: usize, severity:
 #[allow(clippy::too_many_arguments)]
 fn corr_taps<F: Flt, T: Px<F>>(pad: &[T], pw: usize, h: usize, w: usize, c: usize, taps: &[(usize, usize, F)], out: &mut [F]) {
     #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU supports AVX2 (checked just above).
+    if avx2_fma() {
+        // SAFETY: the CPU supports AVX2 and FMA (checked just above).
         return unsafe { corr_taps_avx2(pad, pw, h, w, c, taps, out) };
     }
-    corr_taps_impl(pad, pw, h, w, c, taps, out)
+    corr_taps_impl::<F, T, false>(pad, pw, h, w, c, taps, out)
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
+#[target_feature(enable = "avx2,fma")]
 unsafe fn corr_taps_avx2<F: Flt, T: Px<F>>(pad: &[T], pw: usize, h: usize, w: usize, c: usize, taps: &[(usize, usize, F)], out: &mut [F]) {
-    corr_taps_impl(pad, pw, h, w, c, taps, out)
+    corr_taps_impl::<F, T, true>(pad, pw, h, w, c, taps, out)
 }
 
 #[inline(always)]
-fn corr_taps_impl<F: Flt, T: Px<F>>(pad: &[T], pw: usize, h: usize, w: usize, c: usize, taps: &[(usize, usize, F)], out: &mut [F]) {
+fn corr_taps_impl<F: Flt, T: Px<F>, const FMA: bool>(pad: &[T], pw: usize, h: usize, w: usize, c: usize, taps: &[(usize, usize, F)], out: &mut [F]) {
     let rw = w * c;
     for y in 0..h {
         let orow = &mut out[y * rw..(y + 1) * rw];
         for &(i, j, k) in taps {
             let s = &pad[((y + i) * pw + j) * c..((y + i) * pw + j) * c + rw];
             for (o, &v) in orow.iter_mut().zip(s) {
-                *o += k * v.get();
+                *o = madd::<FMA, F>(k, v.get(), *o);
             }
         }
     }
@@ -358,5 +392,33 @@ fn motion_f32(x: &[u8], h: usize, w: usize, c: usize, taps: &[(f32, isize, isize
 unsafe fn motion_f32_avx2(x: &[u8], h: usize, w: usize, c: usize, taps: &[(f32, isize, isize)], out: &mut [f32]) {
     for &(kv, dy, dx) in taps {
         blur::motion_tap(x, h, w, c, kv, dy, dx, out, |v| v as f32);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The portable build (no AVX2/FMA) runs the same generic code: it must give the f64 paths'
+    /// exact sums and the f32 paths' values to float rounding.
+    #[test]
+    fn portable_and_dispatched_filters_agree() {
+        let (h, w, c) = (37, 29, 3);
+        let x: Vec<u8> = (0..h * w * c).map(|i| ((i * 7919 + 13) % 256) as u8).collect();
+        let xd: Vec<f64> = x.iter().map(|&v| v as f64 / 255.0).collect();
+        let k64 = crate::ndimage::gaussian_kernel1d(2.0, 4.0);
+        let k32: Vec<f32> = k64.iter().map(|&v| v as f32).collect();
+        let a = sep_filter(&xd, h, w, c, &k64, &k64, Mode::Nearest, false, |v: f64| v);
+        let b = sep_filter_impl::<f64, f64, f64, false>(&xd, h, w, c, &k64, &k64, Mode::Nearest, false, |v| v);
+        assert!(a == b);
+        let a = sep_filter(&x, h, w, c, &k32, &k32, Mode::Mirror, true, |v: f32| v);
+        let b = sep_filter_impl::<f32, u8, f32, false>(&x, h, w, c, &k32, &k32, Mode::Mirror, true, |v| v);
+        assert!(a.iter().zip(&b).all(|(p, q)| (p - q).abs() < 1e-3));
+        let taps: Vec<(usize, usize, f32)> = vec![(0, 0, 0.25), (1, 2, -0.5), (2, 1, 0.125)];
+        let pad = pad_image(&x, h, w, c, 1, 1, Mode::Mirror);
+        let (mut o1, mut o2) = (vec![1f32; h * w * c], vec![1f32; h * w * c]);
+        corr_taps(&pad, w + 2, h, w, c, &taps, &mut o1);
+        corr_taps_impl::<f32, u8, false>(&pad, w + 2, h, w, c, &taps, &mut o2);
+        assert!(o1.iter().zip(&o2).all(|(p, q)| (p - q).abs() < 1e-3));
     }
 }
