@@ -255,6 +255,7 @@ pub fn to_u8(x: &FImage) -> Vec<u8> {
 /// NaN to 0 and always return a value in range, so the unchecked conversion is sound, and the
 /// loops around it vectorise (the saturating `as u8` compiles to per-value branches).
 #[inline(always)]
+#[allow(clippy::manual_clamp)] // clamp keeps NaN; max/min send it to 0
 pub(crate) fn cast_u8(v: f64) -> u8 {
     let c = v.max(0.0).min(255.0);
     // SAFETY: c is a finite value in 0..=255.
@@ -263,6 +264,7 @@ pub(crate) fn cast_u8(v: f64) -> u8 {
 
 /// [`cast_u8`] for f32.
 #[inline(always)]
+#[allow(clippy::manual_clamp)]
 pub(crate) fn cast_u8_f32(v: f32) -> u8 {
     let c = v.max(0.0).min(255.0);
     // SAFETY: c is a finite value in 0..=255.

@@ -126,14 +126,12 @@ impl Fast4 {
     pub(crate) fn from_fast(f: &mut Fast) -> Self {
         let mut z = f.next_u64();
         let mut s = [[0u64; 4]; 4];
-        for k in 0..4 {
-            for lane in 0..4 {
-                z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
-                let mut x = z;
-                x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-                x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-                s[k][lane] = x ^ (x >> 31);
-            }
+        for v in s.iter_mut().flatten() {
+            z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut x = z;
+            x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            *v = x ^ (x >> 31);
         }
         Fast4 { s }
     }
@@ -319,7 +317,8 @@ pub(crate) fn shot_noise_u8(x: &[u8], severity: usize, p: ParamSet, rng: &mut Rn
     let out_scale = 255.0 / lam;
     let mut f4 = Fast4::from_fast(&mut Fast::from_rng(rng));
     // Per value: its table's columns, offset and output bytes, resolved once per call.
-    let mut slots: [Option<(&[(u32, u32)], u32, &[u8])>; 256] = [None; 256];
+    type Slot<'a> = Option<(&'a [(u32, u32)], u32, &'a [u8])>;
+    let mut slots: [Slot; 256] = [None; 256];
     let mut out = vec![0u8; x.len()];
     let mut r = [0u64; SHOT_BLOCK];
     for (o, xs) in out.chunks_mut(SHOT_BLOCK).zip(x.chunks(SHOT_BLOCK)) {
