@@ -146,39 +146,39 @@ fn is_single_safetensors(p: &Path) -> Result<bool> {
 
 pub fn patch(a: PatchArgs) -> Result<()> {
     use rayon::prelude::*;
+    let parsed = a.sigs.iter().map(|s| parse_sig_arg(s)).collect::<Result<Vec<_>>>()?;
     // Loading verifies each file's checksum: in parallel, it overlaps for several signatures.
-    let sigs = a
-        .sigs
-        .par_iter()
-        .map(|s| {
-            let (f, alpha) = parse_sig_arg(s)?;
-            Ok((Signature::load(&f)?, alpha))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    if let Some(p) = &a.pretrained {
-        let fp = rws_core::signature::fingerprint(&load(p)?);
-        for (s, _) in &sigs {
-            if s.fingerprint != fp && !a.force {
-                bail!("signature {} was extracted against other pretrained weights than {} (fingerprint differs; --force to apply anyway)", s.info.name, p.display());
+    let load_all = || -> Result<Vec<(Signature, f64)>> { parsed.par_iter().map(|(f, alpha)| Ok((Signature::load(f)?, *alpha))).collect() };
+    let opts = PatchOptions { force: a.force };
+    let pb = spinner(a.json, "patching");
+    let rep = if a.pretrained.is_none() && is_single_safetensors(&a.model)? {
+        // The common case: the kernel copies the model while the signatures load.
+        rws_core::patch_file_with_sig_files(&a.model, &parsed, &a.output, &opts)?
+    } else {
+        let sigs = load_all()?;
+        if let Some(p) = &a.pretrained {
+            let fp = rws_core::signature::fingerprint(&load(p)?);
+            for (s, _) in &sigs {
+                if s.fingerprint != fp && !a.force {
+                    bail!("signature {} was extracted against other pretrained weights than {} (fingerprint differs; --force to apply anyway)", s.info.name, p.display());
+                }
             }
         }
-    }
-    let pb = spinner(a.json, "patching");
-    // Only a single safetensors file can be copied by ranges; anything else (sharded, PyTorch zip)
-    // is converted in memory into a temp safetensors next to the output first, so unpatch gives
-    // back its tensors bit for bit, as safetensors.
-    let converted = if is_single_safetensors(&a.model)? {
-        None
-    } else {
-        let map = load(&a.model)?;
-        let dir = a.output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        let tmp = tempfile::Builder::new().prefix(".rws-convert-").suffix(".safetensors").tempfile_in(dir).with_context(|| format!("creating a temp file in {}", dir.display()))?;
-        map.save(tmp.path())?;
-        Some(tmp)
+        // Only a single safetensors file can be copied by ranges; anything else (sharded, PyTorch
+        // zip) is converted in memory into a temp safetensors next to the output first, so unpatch
+        // gives back its tensors bit for bit, as safetensors.
+        let converted = if is_single_safetensors(&a.model)? {
+            None
+        } else {
+            let map = load(&a.model)?;
+            let dir = a.output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            let tmp = tempfile::Builder::new().prefix(".rws-convert-").suffix(".safetensors").tempfile_in(dir).with_context(|| format!("creating a temp file in {}", dir.display()))?;
+            map.save(tmp.path())?;
+            Some(tmp)
+        };
+        let source = converted.as_ref().map(|t| t.path()).unwrap_or(&a.model);
+        rws_core::patch_file(source, &sigs, &a.output, &opts)?
     };
-    let source = converted.as_ref().map(|t| t.path()).unwrap_or(&a.model);
-    let rep = rws_core::patch_file(source, &sigs, &a.output, &PatchOptions { force: a.force })?;
-    drop(converted);
     pb.finish_and_clear();
     if a.json {
         println!("{}", serde_json::json!({"output": a.output, "touched": rep.touched, "signatures": rep.signatures.iter().map(|(n, c, al)| serde_json::json!({"name": n, "checksum": c, "alpha": al})).collect::<Vec<_>>()}));

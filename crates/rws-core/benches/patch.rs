@@ -5,7 +5,7 @@
 //! `cargo bench -p rws-core --bench patch` (RWS_BENCH_DIR picks the scratch folder, default the
 //! system temp dir; it needs ~2 GB free).
 
-use rws_core::{extract, patch_file, unpatch_file, Codec, PatchOptions, Patcher, Selection, SigInfo, Signature, TensorMap};
+use rws_core::{extract, patch_file_with_sig_files, unpatch_file, Codec, PatchOptions, Patcher, Selection, SigInfo, Signature, TensorMap};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -73,9 +73,10 @@ fn main() {
         // Child: patch only, then report its own peak memory (VmHWM) in kB.
         let model = PathBuf::from(&args[2]);
         let out = PathBuf::from(&args[3]);
-        let sigs: Vec<(Signature, f64)> = args[4..].iter().map(|s| (Signature::load(Path::new(s)).unwrap(), 0.5)).collect();
+        // What `rws patch` does: signatures read (and checked) while the model is being copied.
+        let sigs: Vec<(PathBuf, f64)> = args[4..].iter().map(|s| (PathBuf::from(s), 0.5)).collect();
         let t = Instant::now();
-        patch_file(&model, &sigs, &out, &PatchOptions::default()).unwrap();
+        patch_file_with_sig_files(&model, &sigs, &out, &PatchOptions::default()).unwrap();
         println!("{} {} {}", t.elapsed().as_secs_f64(), status("VmHWM:"), status("RssAnon:"));
         return;
     }
@@ -175,7 +176,7 @@ fn main() {
     println!("std::fs::copy:      median {:.3} s", median(fc_t));
     let (cpm, pwm, pim) = (median(cp_t), median(patch_wall), median(patch_in));
     println!("cp:                 median {cpm:.3} s over {runs} runs");
-    println!("rws patch (process) median {pwm:.3} s ({:.2}× cp); patch_file alone {pim:.3} s ({:.2}× cp)", pwm / cpm, pim / cpm);
+    println!("rws patch (process) median {pwm:.3} s ({:.2}× cp); patch_file_with_sig_files alone {pim:.3} s ({:.2}× cp)", pwm / cpm, pim / cpm);
     if !cli_t.is_empty() {
         let c = median(cli_t);
         println!("`rws patch` CLI     median {c:.3} s ({:.2}× cp) [{}]", c / cpm, cli.display());

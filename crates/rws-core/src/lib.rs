@@ -15,7 +15,7 @@ pub mod tensor;
 
 pub use analysis::{cosine_similarity, relative_diff, similarity_matrix, LayerDiff};
 pub use codec::{decode, encode, quantize, Codec, Encoded};
-pub use patch::{patch_file, unpatch_file, PatchOptions, PatchReport, Patcher};
+pub use patch::{patch_file, patch_file_with_sig_files, unpatch_file, PatchOptions, PatchReport, Patcher};
 pub use select::{select_tensors, weight_layers, Layer, Selection};
 pub use signature::{extract, Payload, SigInfo, SigTensor, Signature};
 pub use tensor::{DType, Tensor, TensorMap};

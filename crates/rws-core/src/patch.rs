@@ -126,13 +126,165 @@ impl Patcher {
     }
 }
 
-/// Adds `sigs` to a safetensors file. Untouched tensors are copied from a memory map without being
-/// parsed. A patched input keeps its pristine values and signature list (same checksum: α replaced,
-/// α = 0: removed).
+/// A byte of a planned output file: a range of the model file, or bytes rws made.
+enum Piece {
+    Range { offset: u64, len: u64 },
+    Owned(Vec<u8>),
+}
+
+/// A patched file, planned before a byte is written: header (unpadded) and pieces in file order.
+struct Plan {
+    header: String,
+    pieces: Vec<Piece>,
+}
+
+impl Plan {
+    fn chunks(&self) -> Vec<Chunk<'_>> {
+        self.pieces
+            .iter()
+            .map(|p| match p {
+                Piece::Range { offset, len } => Chunk::Range { offset: *offset, len: *len },
+                Piece::Owned(b) => Chunk::Bytes(b),
+            })
+            .collect()
+    }
+}
+
+/// Pads a header so the data starts at the input's offset modulo COPY_ALIGN: the kernel copy can
+/// then start on an aligned output offset (see write_atomic_chunks); at most 64 KiB of spaces.
+fn pad_header(mut header: String, data_start: usize) -> String {
+    let a = crate::tensor::COPY_ALIGN as usize;
+    let pad = (data_start % a + a - (8 + header.len()) % a) % a;
+    header.push_str(&" ".repeat(pad));
+    header
+}
+
+/// Adds `sigs` to a safetensors file. Untouched tensors are copied by the kernel without being
+/// read into memory. A patched input keeps its pristine values and signature list (same
+/// checksum: α replaced, α = 0: removed).
 pub fn patch_file(model: &Path, sigs: &[(Signature, f64)], out: &Path, opts: &PatchOptions) -> Result<PatchReport> {
     refuse_same(model, out)?;
     let file = std::fs::File::open(model).map_err(|e| Error::io(model, e))?;
     let st = read_header(model, &file)?;
+    let refs: Vec<(&Signature, f64)> = sigs.iter().map(|(s, a)| (s, *a)).collect();
+    let (plan, report) = plan(model, &file, &st, &refs, opts)?;
+    write_atomic_chunks(out, &pad_header(plan.header.clone(), st.data_start), &file, model, &plan.chunks())?;
+    Ok(report)
+}
+
+/// [`patch_file`] with the signatures given as `.rws` files: the kernel starts copying the model
+/// while the signatures are still being read and checked, so patching costs little more than the
+/// copy. The header space is reserved from the sizes of the inputs' headers; in the rare case the
+/// new header does not fit, the file is written again the plain way.
+pub fn patch_file_with_sig_files(model: &Path, sigs: &[(std::path::PathBuf, f64)], out: &Path, opts: &PatchOptions) -> Result<PatchReport> {
+    use std::os::unix::fs::FileExt;
+    refuse_same(model, out)?;
+    let file = std::fs::File::open(model).map_err(|e| Error::io(model, e))?;
+    let st = read_header(model, &file)?;
+    let load = || -> Result<Vec<(Signature, f64)>> { sigs.par_iter().map(|(p, a)| Ok((Signature::load(p)?, *a))).collect() };
+    // The model tensors must form one stretch with rws's own entries (if any) after it.
+    let model_entries = st.entries.iter().filter(|e| !e.name.starts_with(PREFIX));
+    let span = (model_entries.clone().map(|e| e.start).min().unwrap_or(0), model_entries.map(|e| e.end).max().unwrap_or(0));
+    if span.1 == span.0 || st.entries.iter().any(|e| e.name.starts_with(PREFIX) && e.start < span.1) {
+        return patch_file(model, &load()?, out, opts);
+    }
+    let mut est = 8 + 3 * st.header_json.len() + 16 * 1024;
+    for (p, _) in sigs {
+        let mut b8 = [0u8; 8];
+        let f = std::fs::File::open(p).map_err(|e| Error::io(p, e))?;
+        f.read_exact_at(&mut b8, 0).map_err(|e| Error::io(p, e))?;
+        // (Capped: a larger header simply takes the plain path below.)
+        est += 3 * (u64::from_le_bytes(b8).min(1 << 20) as usize);
+    }
+    let align = crate::tensor::COPY_ALIGN as usize;
+    let data0 = est + (st.data_start % align + align - est % align) % align;
+    let shift = data0 - st.data_start;
+    let dir = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    let tmp = tempfile::NamedTempFile::new_in(&dir).map_err(|e| Error::io(&dir, e))?;
+    let ioe = |e| Error::io(out, e);
+    // From an aligned output offset (the bytes before it land in the header area, written last).
+    let k = ((st.data_start + span.0) % align) as u64;
+    let seg = ((st.data_start + span.0) as u64 - k, (data0 + span.0) as u64 - k, (span.1 - span.0) as u64 + k);
+    let (result, copied) = std::thread::scope(|sc| {
+        let copier = sc.spawn(|| -> Result<()> {
+            use std::io::{Read, Seek, SeekFrom};
+            let mut r = file.try_clone().map_err(|e| Error::io(model, e))?;
+            let mut w = tmp.as_file().try_clone().map_err(ioe)?;
+            w.seek(SeekFrom::Start(seg.1)).map_err(ioe)?;
+            r.seek(SeekFrom::Start(seg.0)).map_err(|e| Error::io(model, e))?;
+            let got = std::io::copy(&mut (&mut r).take(seg.2), &mut w).map_err(ioe)?;
+            if got != seg.2 {
+                return Err(Error::format(model, "file shrank while being read"));
+            }
+            Ok(())
+        });
+        let planned = load().and_then(|l| {
+            let refs: Vec<(&Signature, f64)> = l.iter().map(|(s, a)| (s, *a)).collect();
+            plan(model, &file, &st, &refs, opts)
+        });
+        // Pieces past the model stretch go in while the copy runs; the rest after it.
+        let mut fits = false;
+        let mut late = Vec::new();
+        let written = planned.as_ref().map_err(|_| ()).and_then(|(plan, _)| {
+            if 8 + plan.header.len() > data0 {
+                return Err(());
+            }
+            let mut pos = data0 as u64;
+            let mut ok = true;
+            for piece in &plan.pieces {
+                match piece {
+                    Piece::Range { offset, len } => {
+                        ok &= *offset + shift as u64 == pos && pos + len <= seg.1 + seg.2;
+                        pos += len;
+                    }
+                    Piece::Owned(b) => {
+                        if pos < seg.1 + seg.2 {
+                            late.push((pos, b.as_slice()));
+                        } else if ok {
+                            ok &= tmp.as_file().write_all_at(b, pos).is_ok();
+                        }
+                        pos += b.len() as u64;
+                    }
+                }
+            }
+            fits = ok;
+            Ok(pos)
+        });
+        let copied = copier.join().unwrap_or_else(|_| Err(Error::Invalid("copy thread panicked".into())));
+        let done = match (written, fits) {
+            (Ok(end), true) => (|| -> Result<bool> {
+                copied.as_ref().map_err(|e| Error::Invalid(e.to_string()))?;
+                let f = tmp.as_file();
+                for (pos, b) in &late {
+                    f.write_all_at(b, *pos).map_err(ioe)?;
+                }
+                let header = &planned.as_ref().unwrap().0.header;
+                let padded = format!("{header}{}", " ".repeat(data0 - 8 - header.len()));
+                f.write_all_at(&(padded.len() as u64).to_le_bytes(), 0).map_err(ioe)?;
+                f.write_all_at(padded.as_bytes(), 8).map_err(ioe)?;
+                f.set_len(end).map_err(ioe)?;
+                Ok(true)
+            })(),
+            _ => Ok(false),
+        };
+        (planned.map(|p| (p, done)), copied)
+    });
+    let ((plan, report), done) = result?;
+    if done? {
+        copied?;
+        tmp.persist(out).map_err(|e| Error::io(out, e.error))?;
+    } else {
+        drop(tmp);
+        write_atomic_chunks(out, &pad_header(plan.header.clone(), st.data_start), &file, model, &plan.chunks())?;
+    }
+    Ok(report)
+}
+
+/// Everything a patched file holds, before any byte is written (so a bad signature leaves nothing).
+fn plan(model: &Path, file: &std::fs::File, st: &crate::tensor::StFile, sigs: &[(&Signature, f64)], opts: &PatchOptions) -> Result<(Plan, PatchReport)> {
     // Only what arithmetic needs is read: touched tensors and rws's own entries.
     let mut wanted: BTreeSet<String> = st.entries.iter().filter(|e| e.name.starts_with(PREFIX)).map(|e| e.name.clone()).collect();
     wanted.extend(sigs.iter().flat_map(|(s, _)| s.tensors.iter().map(|t| t.name.clone())));
@@ -143,7 +295,7 @@ pub fn patch_file(model: &Path, sigs: &[(Signature, f64)], out: &Path, opts: &Pa
             }
         }
     }
-    let loaded = read_entries(model, &file, &st, &wanted)?;
+    let loaded = read_entries(model, file, st, &wanted)?;
     let slice = |e: &crate::tensor::StEntry| -> &[u8] { loaded.get(&e.name).map(|v| v.as_slice()).unwrap_or(&[]) };
     let mut metadata = st.metadata.clone();
     let prev = metadata.remove("rws.patch");
@@ -163,7 +315,7 @@ pub fn patch_file(model: &Path, sigs: &[(Signature, f64)], out: &Path, opts: &Pa
         if let Some(i) = parts.iter().position(|x| x.0["rws.checksum"] == p.0["rws.checksum"]) {
             list[i].1 = *a;
         } else {
-            list.push((std::borrow::Cow::Borrowed(s), *a));
+            list.push((std::borrow::Cow::Borrowed(*s), *a));
             parts.push(p);
         }
     }
@@ -184,29 +336,25 @@ pub fn patch_file(model: &Path, sigs: &[(Signature, f64)], out: &Path, opts: &Pa
         }
     };
     let touched_v: Vec<String> = touched.iter().cloned().collect();
-    let touched_idx: BTreeMap<&str, usize> = touched_v.iter().enumerate().map(|(i, n)| (n.as_str(), i)).collect();
-    // Every pristine value is there before a byte is written (no partial output on a bad name).
-    for n in &touched_v {
-        pristine(n)?;
-    }
+    let mut new: BTreeMap<String, Vec<u8>> = touched_v
+        .par_iter()
+        .map(|n| {
+            let e = by_name[n.as_str()];
+            Ok((n.clone(), patched_bytes(n, e.dtype, pristine(n)?, &refs)?))
+        })
+        .collect::<Result<_>>()?;
     // Layout: model tensors in their offset order, then pristine copies, then signature payloads.
-    // Patched tensors are computed while the kernel copies the untouched ones.
-    let mut items: Vec<(String, DType, Vec<usize>, Chunk)> = Vec::new();
+    let mut items: Vec<(String, DType, Vec<usize>, Piece)> = Vec::new();
     for e in &entries {
-        let data = match touched_idx.get(e.name.as_str()) {
-            Some(&key) => Chunk::Computed { key, len: (e.end - e.start) as u64 },
-            None => Chunk::Range { offset: (st.data_start + e.start) as u64, len: (e.end - e.start) as u64 },
+        let data = match new.remove(&e.name) {
+            Some(v) => Piece::Owned(v),
+            None => Piece::Range { offset: (st.data_start + e.start) as u64, len: (e.end - e.start) as u64 },
         };
         items.push((e.name.clone(), e.dtype, e.shape.clone(), data));
     }
     for n in &touched_v {
         let e = by_name[n.as_str()];
-        items.push((format!("{PREFIX}orig.{n}"), e.dtype, e.shape.clone(), Chunk::Bytes(pristine(n)?)));
-    }
-    for (k, (_, payload)) in parts.iter().enumerate() {
-        for (key, (d, s, b)) in payload {
-            items.push((format!("{PREFIX}sig{k}.{key}"), *d, s.clone(), Chunk::Bytes(b.as_slice())));
-        }
+        items.push((format!("{PREFIX}orig.{n}"), e.dtype, e.shape.clone(), Piece::Owned(pristine(n)?.to_vec())));
     }
     let state = serde_json::json!({
         "version": FORMAT_VERSION,
@@ -214,20 +362,19 @@ pub fn patch_file(model: &Path, sigs: &[(Signature, f64)], out: &Path, opts: &Pa
         "touched": touched_v,
         "signatures": list.iter().zip(&parts).map(|((_, a), (md, _))| serde_json::json!({"alpha": format!("{a:?}"), "metadata": md})).collect::<Vec<_>>(),
     });
+    for (k, (_, payload)) in parts.into_iter().enumerate() {
+        for (key, (d, s, b)) in payload {
+            items.push((format!("{PREFIX}sig{k}.{key}"), d, s, Piece::Owned(b)));
+        }
+    }
     metadata.insert("rws.patch".into(), state.to_string());
-    let mut header = build_header(&metadata, items.iter().map(|(n, d, s, b)| (n.as_str(), *d, s.as_slice(), b.len() as usize)))?;
-    // Same data offset modulo COPY_ALIGN as the input, so the kernel copy can start on an aligned
-    // output offset (see write_atomic_chunks); costs at most 64 KiB of header spaces.
-    let a = crate::tensor::COPY_ALIGN as usize;
-    let pad = (st.data_start % a + a - (8 + header.len()) % a) % a;
-    header.push_str(&" ".repeat(pad));
-    let chunks: Vec<Chunk> = items.into_iter().map(|i| i.3).collect();
-    let compute = |key: usize| -> Result<Vec<u8>> {
-        let n = &touched_v[key];
-        patched_bytes(n, by_name[n.as_str()].dtype, pristine(n)?, &refs)
+    let len = |p: &Piece| match p {
+        Piece::Range { len, .. } => *len as usize,
+        Piece::Owned(b) => b.len(),
     };
-    write_atomic_chunks(out, &header, &file, model, &chunks, &compute)?;
-    Ok(PatchReport { touched: touched_v, signatures: list.iter().zip(sums).map(|((s, a), c)| (s.info.name.clone(), c, *a)).collect() })
+    let header = build_header(&metadata, items.iter().map(|(n, d, s, b)| (n.as_str(), *d, s.as_slice(), len(b))))?;
+    let report = PatchReport { touched: touched_v, signatures: list.iter().zip(sums).map(|((s, a), c)| (s.info.name.clone(), c, *a)).collect() };
+    Ok((Plan { header, pieces: items.into_iter().map(|i| i.3).collect() }, report))
 }
 
 type State = (String, BTreeSet<String>, Vec<(Signature, f64)>);
@@ -303,5 +450,5 @@ pub fn unpatch_file(patched: &Path, out: &Path) -> Result<()> {
         }
         chunks.push(Chunk::Range { offset: (st.data_start + cur.start) as u64, len: (cur.end - cur.start) as u64 });
     }
-    write_atomic_chunks(out, &oh, &file, patched, &chunks, &|k| Err(Error::Invalid(format!("unpatch has no computed chunk {k}"))))
+    write_atomic_chunks(out, &oh, &file, patched, &chunks)
 }

@@ -434,14 +434,11 @@ pub fn read_header(path: &Path, file: &std::fs::File) -> Result<StFile> {
 /// Output offset alignment that makes the kernel's file-to-file copy fast (see write_atomic_chunks).
 pub(crate) const COPY_ALIGN: u64 = 64 * 1024;
 
-/// A piece of an output file: bytes in memory, a byte range of the source file copied by the
-/// kernel (copy_file_range) without passing through rws's memory, or bytes computed while that
-/// copy runs.
+/// A piece of an output file: bytes in memory, or a byte range of the source file copied by the
+/// kernel (copy_file_range) without passing through rws's memory.
 pub enum Chunk<'a> {
     Bytes(&'a [u8]),
     Range { offset: u64, len: u64 },
-    /// `len` bytes that the `compute` callback of [`write_atomic_chunks`] produces for `key`.
-    Computed { key: usize, len: u64 },
 }
 
 impl Chunk<'_> {
@@ -451,22 +448,20 @@ impl Chunk<'_> {
     pub fn len(&self) -> u64 {
         match self {
             Chunk::Bytes(b) => b.len() as u64,
-            Chunk::Range { len, .. } | Chunk::Computed { len, .. } => *len,
+            Chunk::Range { len, .. } => *len,
         }
     }
 }
 
 /// Like [`write_atomic`], with ranges copied from `src`. The kernel copy of the ranges (nearly
-/// all of a model's bytes) runs on its own thread while this one computes and writes everything
-/// else (patched tensors, pristine copies, payloads) into the gaps between them, so a patch costs
-/// the copy plus little more on two cores. Adjacent ranges with the same displacement are one copy.
+/// all of a model's bytes) runs on its own thread while this one writes everything else
+/// (patched tensors, pristine copies, payloads) into the gaps between them. Adjacent ranges with the same displacement are one copy.
 pub fn write_atomic_chunks(
     path: &Path,
     header: &str,
     src: &std::fs::File,
     src_path: &Path,
     chunks: &[Chunk],
-    compute: &(dyn Fn(usize) -> Result<Vec<u8>> + Sync),
 ) -> Result<()> {
     use std::io::{Read, Seek, SeekFrom};
     use std::os::unix::fs::FileExt;
@@ -537,13 +532,6 @@ pub fn write_atomic_chunks(
             }
             match c {
                 Chunk::Bytes(b) => out.write_all_at(b, o).map_err(ioe)?,
-                Chunk::Computed { key, len } => {
-                    let b = compute(*key)?;
-                    if b.len() as u64 != *len {
-                        return Err(Error::Invalid(format!("computed chunk {key}: {} bytes, expected {len}", b.len())));
-                    }
-                    out.write_all_at(&b, o).map_err(ioe)?
-                }
                 Chunk::Range { .. } => {}
             }
         }

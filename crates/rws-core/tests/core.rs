@@ -251,7 +251,14 @@ fn run_case(seed: u64, layers: &[(DType, usize, usize)], alphas: &[(usize, f64)]
     for (i, (k, a)) in alphas.iter().enumerate() {
         let next = dir.path().join(format!("p{i}.safetensors"));
         let input = std::fs::read(&cur).unwrap();
-        patch_file(&cur, &[(sigs[*k].clone(), *a)], &next, &PatchOptions::default()).unwrap();
+        // Both file paths: signatures in memory, and as files (copy started before they load).
+        if (seed as usize + i) % 2 == 0 {
+            patch_file(&cur, &[(sigs[*k].clone(), *a)], &next, &PatchOptions::default()).unwrap();
+        } else {
+            let sp = dir.path().join(format!("s{k}.rws"));
+            sigs[*k].save(&sp).unwrap();
+            patch_file_with_sig_files(&cur, &[(sp, *a)], &next, &PatchOptions::default()).unwrap();
+        }
         prop_assert_eq!(std::fs::read(&cur).unwrap(), input, "input modified");
         if let Some(e) = applied.iter_mut().find(|e| e.0 == *k) { e.1 = *a } else { applied.push((*k, *a)) }
         applied.retain(|e| e.1 != 0.0);
