@@ -247,11 +247,16 @@ fn corr_taps_impl<F: Flt, T: Px<F>, const FMA: bool>(pad: &[T], pw: usize, h: us
 fn pad_image<T: Copy>(src: &[T], h: usize, w: usize, c: usize, ry: usize, rx: usize, mode: Mode) -> Vec<T> {
     let pw = w + 2 * rx;
     let mut out = Vec::with_capacity((h + 2 * ry) * pw * c);
-    let xs: Vec<usize> = (0..pw).map(|px| boundary_index(px as isize - rx as isize, w, mode).expect("mode without zeros")).collect();
+    let side = |px: usize| boundary_index(px as isize - rx as isize, w, mode).expect("mode without zeros");
+    let (left, right): (Vec<usize>, Vec<usize>) = ((0..rx).map(side).collect(), (rx + w..pw).map(side).collect());
     for py in 0..h + 2 * ry {
         let sy = boundary_index(py as isize - ry as isize, h, mode).expect("mode without zeros");
         let row = &src[sy * w * c..(sy + 1) * w * c];
-        for &sx in &xs {
+        for &sx in &left {
+            out.extend_from_slice(&row[sx * c..(sx + 1) * c]);
+        }
+        out.extend_from_slice(row);
+        for &sx in &right {
             out.extend_from_slice(&row[sx * c..(sx + 1) * c]);
         }
     }
@@ -264,7 +269,21 @@ fn pad_image<T: Copy>(src: &[T], h: usize, w: usize, c: usize, ry: usize, rx: us
 /// only where the reference blurs the disk against its own grid border, radius ≥ 8) as sparse taps.
 pub(crate) fn defocus_blur_u8(x: &[u8], h: usize, w: usize, c: usize, severity: usize, p: ParamSet) -> Vec<u8> {
     let (r, a) = blur::defocus_params(severity, p);
-    let (k, n) = blur::disk_kernel(r, a);
+    // The kernel depends on (r, a) only: built once per thread.
+    thread_local! {
+        static KERNELS: std::cell::RefCell<Vec<((u64, u64), std::rc::Rc<(Vec<f64>, usize)>)>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    let key = (r.to_bits(), a.to_bits());
+    let kn = KERNELS.with(|c| {
+        let mut c = c.borrow_mut();
+        if let Some((_, v)) = c.iter().find(|(k, _)| *k == key) {
+            return v.clone();
+        }
+        let v = std::rc::Rc::new(blur::disk_kernel(r, a));
+        c.push((key, v.clone()));
+        v
+    });
+    let (k, n) = (&kn.0, kn.1);
     let half = n / 2;
     if h * w <= EXACT_MAX_PIXELS {
         let u: Vec<f64> = x.iter().map(|&v| v as f64 / 255.0).collect();
@@ -322,6 +341,22 @@ pub(crate) fn defocus_blur_u8(x: &[u8], h: usize, w: usize, c: usize, severity: 
 /// Mean of the uint8 values over the integer disk (rows `runs`) around each pixel, whole-sample
 /// symmetric border, scaled by `inv`: exact integer running sums per row, one f32 rounding.
 fn disk_sum_u8(x: &[u8], h: usize, w: usize, c: usize, r: f64, runs: &[(isize, isize)], inv: f32) -> Vec<f32> {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2 (checked just above).
+        return unsafe { disk_sum_u8_avx2(x, h, w, c, r, runs, inv) };
+    }
+    disk_sum_u8_impl(x, h, w, c, r, runs, inv)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn disk_sum_u8_avx2(x: &[u8], h: usize, w: usize, c: usize, r: f64, runs: &[(isize, isize)], inv: f32) -> Vec<f32> {
+    disk_sum_u8_impl(x, h, w, c, r, runs, inv)
+}
+
+#[inline(always)]
+fn disk_sum_u8_impl(x: &[u8], h: usize, w: usize, c: usize, r: f64, runs: &[(isize, isize)], inv: f32) -> Vec<f32> {
     let rr = r.floor() as usize;
     let pw = w + 2 * rr + 1;
     let mut pre = vec![0u32; h * pw * c];
