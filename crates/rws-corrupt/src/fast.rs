@@ -270,8 +270,9 @@ fn pad_image<T: Copy>(src: &[T], h: usize, w: usize, c: usize, ry: usize, rx: us
 pub(crate) fn defocus_blur_u8(x: &[u8], h: usize, w: usize, c: usize, severity: usize, p: ParamSet) -> Vec<u8> {
     let (r, a) = blur::defocus_params(severity, p);
     // The kernel depends on (r, a) only: built once per thread.
+    type Cached = ((u64, u64), std::rc::Rc<(Vec<f64>, usize)>);
     thread_local! {
-        static KERNELS: std::cell::RefCell<Vec<((u64, u64), std::rc::Rc<(Vec<f64>, usize)>)>> = const { std::cell::RefCell::new(Vec::new()) };
+        static KERNELS: std::cell::RefCell<Vec<Cached>> = const { std::cell::RefCell::new(Vec::new()) };
     }
     let key = (r.to_bits(), a.to_bits());
     let kn = KERNELS.with(|c| {
