@@ -146,24 +146,27 @@ pub(crate) fn fwd(g: &Geom, x: &[f32], w: &[f32], b: Option<&[f32]>) -> Vec<f32>
 }
 
 fn fwd_into(g: &Geom, x: &[f32], w: &[f32], b: Option<&[f32]>, y: &mut [f32]) {
-    let (k, p, o) = (g.k(), g.p(), g.o);
+    let (p, o) = (g.p(), g.o);
     let in_img = g.c * g.h * g.w;
-    y.par_chunks_mut(o * p).enumerate().for_each(|(i, yi)| {
-        let xi = &x[i * in_img..(i + 1) * in_img];
-        if let Some(b) = b {
-            for (r, bv) in b.iter().enumerate() {
-                yi[r * p..(r + 1) * p].fill(*bv);
-            }
+    y.par_chunks_mut(o * p).enumerate().for_each(|(i, yi)| fwd_image(g, &x[i * in_img..(i + 1) * in_img], w, b, yi));
+}
+
+/// One image's conv output (O×P) into `yi`.
+pub(crate) fn fwd_image(g: &Geom, xi: &[f32], w: &[f32], b: Option<&[f32]>, yi: &mut [f32]) {
+    let (k, p, o) = (g.k(), g.p(), g.o);
+    if let Some(b) = b {
+        for (r, bv) in b.iter().enumerate() {
+            yi[r * p..(r + 1) * p].fill(*bv);
         }
-        if g.direct() {
-            gemm_f32(o, p, k, yi, p, b.is_some(), w, k, 1, xi, p, 1);
-        } else {
-            with_scratch(k * p, |col| {
-                im2col(g, xi, col);
-                gemm_f32(o, p, k, yi, p, b.is_some(), w, k, 1, col, p, 1);
-            });
-        }
-    });
+    }
+    if g.direct() {
+        gemm_f32(o, p, k, yi, p, b.is_some(), w, k, 1, xi, p, 1);
+    } else {
+        with_scratch(k * p, |col| {
+            im2col(g, xi, col);
+            gemm_f32(o, p, k, yi, p, b.is_some(), w, k, 1, col, p, 1);
+        });
+    }
 }
 
 /// Inference conv + bias + ReLU (+ max-pool k when `pool` ≥ 2), one image at a time so the conv

@@ -3,9 +3,9 @@
 //! output out of the graph (held by the op for the backward pass), which removes one full-size
 //! gradient buffer, its zero-fill and its addition per block.
 use super::bn;
-use super::conv::{bwd_input_into, bwd_weight, fwd, Geom};
+use super::conv::{self, bwd_input_into, bwd_weight, Geom};
 use super::pool::{pool2, pool_k};
-use super::util::{f32_slice, output_buf};
+use super::util::{f32_slice, lanes_sum, output_buf};
 use rayon::prelude::*;
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use std::sync::{Arc, Mutex};
@@ -58,37 +58,86 @@ impl CustomOp2 for ConvBnRelu {
         if p.len() != ok + 3 * o {
             candle_core::bail!("conv_bn_relu: {} packed parameters, expected {}", p.len(), ok + 3 * o);
         }
-        let z = fwd(&g, x, &p[..ok], Some(&p[ok..ok + o]));
-        let (pl, hw) = (g.n * o, g.p());
-        let st = bn::stats(&z, g.n, o, hw);
-        let mut y = output_buf(pl * hw);
-        bn::apply(&z, &st, &p[ok + o..ok + 2 * o], &p[ok + 2 * o..], o, hw, self.eps, true, &mut y);
-        let mut s = self.saved.lock().unwrap();
-        s.z = Arc::new(z);
-        s.mean = st.iter().map(|v| v.0).collect();
-        s.var = st.iter().map(|v| v.1).collect();
-        s.params = p.to_vec();
-        if self.pool >= 2 {
-            let k = self.pool;
-            if g.oh < k || g.ow < k {
-                candle_core::bail!("max_pool2d: kernel {k} does not fit input {}x{}", g.oh, g.ow);
+        let (n, hw) = (g.n, g.p());
+        let in_img = g.c * g.h * g.w;
+        let (w, b, gamma, beta) = (&p[..ok], &p[ok..ok + o], &p[ok + o..ok + 2 * o], &p[ok + 2 * o..]);
+        // Pass 1, per image: the conv, then each channel's mean and sum of squared deviations
+        // while the image's output is still in cache.
+        let mut z = output_buf(n * o * hw);
+        let mut part = vec![(0f64, 0f64); n * o];
+        z.par_chunks_mut(o * hw).zip(part.par_chunks_mut(o)).enumerate().for_each(|(i, (zi, pi))| {
+            conv::fwd_image(&g, &x[i * in_img..(i + 1) * in_img], w, Some(b), zi);
+            for (r, pr) in pi.iter_mut().enumerate() {
+                let zr = &zi[r * hw..(r + 1) * hw];
+                let m = lanes_sum(zr, |v| v) as f64 / hw as f64;
+                let mf = m as f32;
+                *pr = (m, lanes_sum(zr, |v| (v - mf) * (v - mf)) as f64);
             }
-            let (ph, pw) = (g.oh / k, g.ow / k);
-            let po = ph * pw;
-            let mut yp = output_buf(pl * po);
-            let mut am = vec![0u32; pl * po];
-            // One task per image (all its planes), as the stand-alone pooling op.
-            yp.par_chunks_mut(o * po).zip(am.par_chunks_mut(o * po)).enumerate().for_each(|(i, (yi, ai))| {
+        });
+        // Per channel, merge the images in order (Chan et al.'s pairwise update): fixed order,
+        // so the statistics do not depend on the thread count.
+        let mut mean = vec![0f32; o];
+        let mut var = vec![0f32; o];
+        for r in 0..o {
+            let (mut m, mut m2, mut cnt) = (0f64, 0f64, 0f64);
+            for i in 0..n {
+                let (mb, m2b) = part[i * o + r];
+                let nb = hw as f64;
+                let tot = cnt + nb;
+                let d = mb - m;
+                m += d * nb / tot;
+                m2 += m2b + d * d * cnt * nb / tot;
+                cnt = tot;
+            }
+            mean[r] = m as f32;
+            var[r] = (m2 / cnt) as f32;
+        }
+        // Pass 2, per image: normalise + ReLU (+ pool with argmax).
+        let scale: Vec<f32> = (0..o).map(|r| gamma[r] / ((var[r] as f64 + self.eps).sqrt() as f32)).collect();
+        let shift: Vec<f32> = (0..o).map(|r| beta[r] - mean[r] * scale[r]).collect();
+        let mut y = output_buf(n * o * hw);
+        let k = self.pool.max(1);
+        if k >= 2 && (g.oh < k || g.ow < k) {
+            candle_core::bail!("max_pool2d: kernel {k} does not fit input {}x{}", g.oh, g.ow);
+        }
+        let (ph, pw) = (g.oh / k, g.ow / k);
+        let po = ph * pw;
+        let (mut yp, mut am) = if k >= 2 { (output_buf(n * o * po), vec![0u32; n * o * po]) } else { (Vec::new(), Vec::new()) };
+        let per_img = |i: usize, yi: &mut [f32], pooled: Option<(&mut [f32], &mut [u32])>| {
+            let zi = &z[i * o * hw..(i + 1) * o * hw];
+            for r in 0..o {
+                let (sc, sh) = (scale[r], shift[r]);
+                for (yv, &zv) in yi[r * hw..(r + 1) * hw].iter_mut().zip(&zi[r * hw..(r + 1) * hw]) {
+                    let t = zv * sc + sh;
+                    *yv = if t < 0.0 { 0.0 } else { t };
+                }
+            }
+            if let Some((ypi, ai)) = pooled {
                 for r in 0..o {
-                    let src = &y[(i * o + r) * hw..(i * o + r + 1) * hw];
-                    let (yr, ar) = (&mut yi[r * po..(r + 1) * po], &mut ai[r * po..(r + 1) * po]);
+                    let src = &yi[r * hw..(r + 1) * hw];
+                    let (yr, ar) = (&mut ypi[r * po..(r + 1) * po], &mut ai[r * po..(r + 1) * po]);
                     if k == 2 {
                         pool2(src, g.ow, ph, pw, yr, Some(ar));
                     } else {
                         pool_k(src, g.ow, k, ph, pw, yr, Some(ar));
                     }
                 }
-            });
+            }
+        };
+        if k >= 2 {
+            y.par_chunks_mut(o * hw)
+                .zip(yp.par_chunks_mut(o * po).zip(am.par_chunks_mut(o * po)))
+                .enumerate()
+                .for_each(|(i, (yi, (ypi, ai)))| per_img(i, yi, Some((ypi, ai))));
+        } else {
+            y.par_chunks_mut(o * hw).enumerate().for_each(|(i, yi)| per_img(i, yi, None));
+        }
+        let mut s = self.saved.lock().unwrap();
+        s.z = Arc::new(z);
+        s.mean = mean;
+        s.var = var;
+        s.params = p.to_vec();
+        if k >= 2 {
             s.y_full = Some(Arc::new(y));
             s.argmax = Some(Arc::new(am));
             return Ok((CpuStorage::F32(yp), Shape::from((g.n, g.o, ph, pw))));
