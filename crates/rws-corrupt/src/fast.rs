@@ -412,22 +412,37 @@ pub(crate) fn motion_blur_u8(x: &[u8], h: usize, w: usize, c: usize, severity: u
     out.iter().map(|&v| cast_nudged(v)).collect()
 }
 
+/// The f32 motion blur: rows padded by edge replication as far as the taps reach sideways, so
+/// each tap is one fused axpy per row (the vertical clamp picks the source row).
 fn motion_f32(x: &[u8], h: usize, w: usize, c: usize, taps: &[(f32, isize, isize)], out: &mut [f32]) {
+    let p = taps.iter().map(|t| t.2.unsigned_abs()).max().unwrap_or(0);
+    let pad = pad_image(x, h, w, c, 0, p, Mode::Nearest);
     #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU supports AVX2 (checked just above).
-        return unsafe { motion_f32_avx2(x, h, w, c, taps, out) };
+    if avx2_fma() {
+        // SAFETY: the CPU supports AVX2 and FMA (checked just above).
+        return unsafe { motion_rows_avx2(&pad, p, h, w, c, taps, out) };
     }
-    for &(kv, dy, dx) in taps {
-        blur::motion_tap(x, h, w, c, kv, dy, dx, out, |v| v as f32);
-    }
+    motion_rows::<false>(&pad, p, h, w, c, taps, out)
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn motion_f32_avx2(x: &[u8], h: usize, w: usize, c: usize, taps: &[(f32, isize, isize)], out: &mut [f32]) {
-    for &(kv, dy, dx) in taps {
-        blur::motion_tap(x, h, w, c, kv, dy, dx, out, |v| v as f32);
+#[target_feature(enable = "avx2,fma")]
+unsafe fn motion_rows_avx2(pad: &[u8], p: usize, h: usize, w: usize, c: usize, taps: &[(f32, isize, isize)], out: &mut [f32]) {
+    motion_rows::<true>(pad, p, h, w, c, taps, out)
+}
+
+#[inline(always)]
+fn motion_rows<const FMA: bool>(pad: &[u8], p: usize, h: usize, w: usize, c: usize, taps: &[(f32, isize, isize)], out: &mut [f32]) {
+    let (rw, prw) = (w * c, (w + 2 * p) * c);
+    for y in 0..h {
+        let orow = &mut out[y * rw..(y + 1) * rw];
+        for &(kv, dy, dx) in taps {
+            let sy = (y as isize + dy).clamp(0, h as isize - 1) as usize;
+            let start = sy * prw + (p as isize + dx) as usize * c;
+            for (o, &v) in orow.iter_mut().zip(&pad[start..start + rw]) {
+                *o = madd::<FMA, f32>(kv, v as f32, *o);
+            }
+        }
     }
 }
 
