@@ -294,11 +294,8 @@ pub(crate) fn motion_params(severity: usize, p: ParamSet) -> (usize, f64) {
 /// Values keep the input's scale. Angle in degrees, y pointing down as in the image.
 pub fn motion_blur_kernel(x: &FImage, radius: usize, sigma: f64, angle: f64) -> FImage {
     let (h, w, c) = (x.h, x.w, x.c);
-    let mut out = vec![0.0f64; h * w * c];
-    for (kv, dy, dx) in motion_taps(radius, sigma, angle, h, w) {
-        motion_tap(&x.data, h, w, c, kv, dy, dx, &mut out, |v| v);
-    }
-    FImage { h, w, c, data: out }
+    let taps = motion_taps(radius, sigma, angle, h, w);
+    FImage { h, w, c, data: crate::fast::motion_f64(&x.data, h, w, c, &taps) }
 }
 
 /// The taps of [`motion_blur_kernel`]: (weight, dy, dx) in order; pixel p reads
@@ -325,8 +322,9 @@ pub(crate) fn motion_taps(radius: usize, sigma: f64, angle: f64, h: usize, w: us
     taps
 }
 
-/// out += kv · x shifted by (dy, dx) with edge replication; `get` reads a value.
-#[inline(always)]
+/// out += kv · x shifted by (dy, dx) with edge replication; `get` reads a value. The plain
+/// definition, kept as the reference the padded-row implementation is tested against.
+#[cfg(test)]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn motion_tap<T: Copy, F: Copy + std::ops::Add<Output = F> + std::ops::Mul<Output = F>>(
     x: &[T],
@@ -380,6 +378,22 @@ pub(crate) fn motion_blur(x: &FImage, severity: usize, p: ParamSet, rng: &mut Rn
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The padded-row motion blur sums exactly what the edge-clamped definition sums.
+    #[test]
+    fn padded_motion_matches_definition() {
+        for (h, w, c) in [(40, 33, 3), (9, 50, 1), (64, 64, 3)] {
+            let x: Vec<f64> = (0..h * w * c).map(|i| ((i * 7919) % 256) as f64).collect();
+            for angle in [-44.0, -10.0, 0.0, 30.0, -100.0] {
+                let taps = motion_taps(15, 5.0, angle, h, w);
+                let mut want = vec![0.0; h * w * c];
+                for &(kv, dy, dx) in &taps {
+                    motion_tap(&x, h, w, c, kv, dy, dx, &mut want, |v| v);
+                }
+                assert!(crate::fast::motion_f64(&x, h, w, c, &taps) == want, "{h}x{w}x{c} angle {angle}");
+            }
+        }
+    }
 
     /// The factorised defocus (running-sum disk, then separable Gaussian) equals the direct
     /// correlation with the OpenCV kernel up to float32 kernel rounding.

@@ -400,16 +400,33 @@ pub(crate) fn motion_blur_u8(x: &[u8], h: usize, w: usize, c: usize, severity: u
     let (r, s) = blur::motion_params(severity, p);
     let taps = blur::motion_taps(r, s, angle, h, w);
     if h * w <= EXACT_MAX_PIXELS {
-        let mut out = vec![0f64; h * w * c];
-        for &(kv, dy, dx) in &taps {
-            blur::motion_tap(x, h, w, c, kv, dy, dx, &mut out, |v| v as f64);
-        }
-        return out.iter().map(|&v| crate::cast_u8(v)).collect();
+        let xd: Vec<f64> = x.iter().map(|&v| v as f64).collect();
+        return motion_f64(&xd, h, w, c, &taps).into_iter().map(crate::cast_u8).collect();
     }
     let taps: Vec<(f32, isize, isize)> = taps.iter().map(|&(k, dy, dx)| (k as f32, dy, dx)).collect();
     let mut out = vec![0f32; h * w * c];
     motion_f32(x, h, w, c, &taps, &mut out);
     out.iter().map(|&v| cast_nudged(v)).collect()
+}
+
+/// [`blur::motion_blur_kernel`]'s sum in f64, taps in order (each value: 0 + k₀·s₀ + k₁·s₁ + …),
+/// on edge-padded rows; the float path and small images use it.
+pub(crate) fn motion_f64(x: &[f64], h: usize, w: usize, c: usize, taps: &[(f64, isize, isize)]) -> Vec<f64> {
+    let p = taps.iter().map(|t| t.2.unsigned_abs()).max().unwrap_or(0);
+    let pad = pad_image(x, h, w, c, 0, p, Mode::Nearest);
+    let (rw, prw) = (w * c, (w + 2 * p) * c);
+    let mut out = vec![0f64; h * rw];
+    for y in 0..h {
+        let orow = &mut out[y * rw..(y + 1) * rw];
+        for &(kv, dy, dx) in taps {
+            let sy = (y as isize + dy).clamp(0, h as isize - 1) as usize;
+            let start = sy * prw + (p as isize + dx) as usize * c;
+            for (o, &v) in orow.iter_mut().zip(&pad[start..start + rw]) {
+                *o += kv * v;
+            }
+        }
+    }
+    out
 }
 
 /// The f32 motion blur: rows padded by edge replication as far as the taps reach sideways, so
