@@ -185,6 +185,14 @@ fn normal_block(f4: &mut Fast4, tail: &mut Fast, t: &[f64; NQ + 1], z: &mut [f64
     }
 }
 
+/// `n` standard normals (see [`normal_block`]) seeded from the caller's RNG.
+pub(crate) fn normals(rng: &mut Rng, n: usize) -> Vec<f64> {
+    let mut out = vec![0.0; n];
+    let idx: Vec<u8> = vec![0; n];
+    map_normals(&idx, &mut out, &mut Fast::from_rng(rng), |_, z| z);
+    out
+}
+
 /// `out[i] = g(x[i], z_i)` with z_i standard normals (see [`normal_block`]); the loop is compiled
 /// for AVX2 as well and picked at run time.
 fn map_normals<T: Copy, O>(x: &[T], out: &mut [O], fast: &mut Fast, g: impl Fn(T, f64) -> O) {

@@ -3,7 +3,6 @@
 use crate::blur::{clipped_zoom, motion_blur_kernel};
 use crate::{Error, FImage, ParamSet, Result, Rng};
 use rand::Rng as _;
-use rand_distr::{Distribution, StandardNormal};
 
 pub(crate) fn snow(x: &FImage, severity: usize, p: ParamSet, rng: &mut Rng) -> Result<FImage> {
     let c32 = [
@@ -31,7 +30,7 @@ pub(crate) fn snow(x: &FImage, severity: usize, p: ParamSet, rng: &mut Rng) -> R
     if p != ParamSet::ImageNet && h != w {
         return Err(Error::Msg(format!("snow with {p:?} parameters needs a square image, got {h}x{w} (use --params imagenet)")));
     }
-    let layer: Vec<f64> = (0..h * w).map(|_| mu + sd * { let v: f64 = StandardNormal.sample(rng); v }).collect();
+    let layer: Vec<f64> = crate::noise::normals(rng, h * w).into_iter().map(|z| mu + sd * z).collect();
     let layer = clipped_zoom(&layer, h, w, 1, z, p == ParamSet::ImageNet);
     let angle = rng.gen_range(-135.0..-45.0);
     let layer: Vec<f64> = layer.into_iter().map(|v| if v < t { 0.0 } else { v.clamp(0.0, 1.0) }).collect();
