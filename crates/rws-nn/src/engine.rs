@@ -209,6 +209,10 @@ pub fn evaluate(model: &Model, ds: &Dataset) -> Result<f64> {
 
 /// Predicted class of every image, in dataset order.
 pub fn predict(model: &Model, ds: &Dataset) -> Result<Vec<u32>> {
+    on_worker(|| predict_inner(model, ds))
+}
+
+fn predict_inner(model: &Model, ds: &Dataset) -> Result<Vec<u32>> {
     check_fit(model, ds, "dataset")?;
     let mut out = Vec::with_capacity(ds.len());
     let mut rng = ChaCha8Rng::seed_from_u64(0);
@@ -248,6 +252,21 @@ fn best_path(ck: &Path) -> PathBuf {
 /// Train `model` in place. Deterministic for a seed: batch order and augmentation come from
 /// rws-data's seeded iterator, dropout and corruption draws from (seed, epoch, batch).
 pub fn train(model: &mut Model, data: &Dataset, val: Option<&Dataset>, cfg: &TrainConfig) -> Result<TrainReport> {
+    on_worker(|| train_inner(model, data, val, cfg))
+}
+
+/// Run `f` on a rayon worker thread. The ops' parallel loops then start on the calling worker
+/// and wake one sibling, instead of handing every loop from the main thread to sleeping
+/// workers and waiting to be woken back: on a loaded 2-core machine each hand-off costs.
+fn on_worker<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    if rayon::current_thread_index().is_some() {
+        f()
+    } else {
+        rayon::scope(|_| f())
+    }
+}
+
+fn train_inner(model: &mut Model, data: &Dataset, val: Option<&Dataset>, cfg: &TrainConfig) -> Result<TrainReport> {
     check_fit(model, data, "training set")?;
     if let Some(v) = val {
         check_fit(model, v, "validation set")?;

@@ -223,7 +223,13 @@ fn bench_main() -> candle_core::Result<()> {
     let rows = [("fused-pool", true, 3), ("fused", true, 2), ("fast", true, 1), ("fast-nobn", true, 0), ("candle", false, 0)];
     for (name, fast, fused_bn) in rows {
         if which == name || (which == "both" && (name == "fused-pool" || name == "candle")) || which == "all" {
-            let [tr, ev, trc, evc] = run(fast, fused_bn, batches, bs)?;
+            // On a rayon worker (as rws-nn's train/evaluate run): parallel loops then start on
+            // this thread and need one wake-up, not a hand-off to two sleeping workers and back.
+            let [tr, ev, trc, evc] = if std::env::var("RWS_ON_MAIN").is_ok() {
+                run(fast, fused_bn, batches, bs)?
+            } else {
+                rayon::scope(|_| run(fast, fused_bn, batches, bs))?
+            };
             println!("{name:10} train {tr:8.1} img/s   eval {ev:8.1} img/s   (per CPU-second: train {trc:8.1}, eval {evc:8.1})");
         }
     }
