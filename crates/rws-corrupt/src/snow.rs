@@ -44,19 +44,22 @@ pub(crate) fn snow(x: &FImage, severity: usize, p: ParamSet, rng: &mut Rng) -> R
     };
     let blurred = motion_blur_kernel(&layer, r, s, angle);
     let sl: Vec<f64> = blurred.data.iter().map(|&v| round_half_away(v).clamp(0.0, 255.0) / 255.0).collect();
-    let mut out = Vec::with_capacity(h * w * c);
-    for i in 0..h * w {
+    let mut out = vec![0.0; h * w * c];
+    let (bf, b1) = (b as f32, 1.0 - b as f32);
+    for (i, (o, src)) in out.chunks_exact_mut(c).zip(x.data.chunks_exact(c)).enumerate() {
         // float32 image as the reference; grey = OpenCV RGB2GRAY.
         let mut px = [0f32; 3];
-        for (ch, v) in px.iter_mut().enumerate().take(c) {
-            *v = (x.data[i * c + ch] / 255.0) as f32;
+        for (v, &s) in px.iter_mut().zip(src) {
+            *v = (s / 255.0) as f32;
         }
         let grey = if c == 3 { px[0] * 0.299 + px[1] * 0.587 + px[2] * 0.114 } else { px[0] };
         let lift = grey * 1.5 + 0.5;
         let add = sl[i] + sl[h * w - 1 - i];
-        for &v in &px[..c] {
-            let v = b as f32 * v + (1.0 - b as f32) * v.max(lift);
-            out.push((v as f64 + add).clamp(0.0, 1.0) * 255.0);
+        for (o, &v) in o.iter_mut().zip(&px) {
+            // v and lift are never NaN, so a plain comparison is `max`.
+            let m = if v > lift { v } else { lift };
+            let v = bf * v + b1 * m;
+            *o = (v as f64 + add).clamp(0.0, 1.0) * 255.0;
         }
     }
     Ok(FImage { h, w, c, data: out })
