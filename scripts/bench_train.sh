@@ -9,7 +9,7 @@ cargo bench -p rws-nn --bench train_speed --bench train_speed_mimalloc --no-run
 for r in $(seq "$R"); do
   echo "== round $r: $(uptime)"
   RAYON_NUM_THREADS=$T cargo bench -q -p rws-nn --bench train_speed -- fused-pool "$N" 128 | tail -1
-  RAYON_NUM_THREADS=$T cargo bench -q -p rws-nn --bench train_speed_mimalloc -- fused-pool "$N" 128 | tail -1 | sed "s/^fused-pool /fused-pool+mi/"
+  RAYON_NUM_THREADS=$T cargo bench -q -p rws-nn --bench train_speed_mimalloc -- fused-pool "$N" 128 | tail -1 | sed "s/^fused-pool /fused-pool+mi /"
   RAYON_NUM_THREADS=$T cargo bench -q -p rws-nn --bench train_speed -- fast "$N" 128 | tail -1
   python3 scripts/bench_train_pytorch.py "$N" 128 "$T" | tail -1
 done
