@@ -249,7 +249,7 @@ impl Ctx {
         // A per-image coin from the seed, so the choice does not depend on the set's order or size.
         let threshold = (mix * u64::MAX as f64) as u64;
         for i in 0..ds.len() {
-            if rws_data::mix(seed ^ 0x6D69_78, i as u64) > threshold {
+            if rws_data::mix(seed ^ 0x006D_6978, i as u64) > threshold {
                 d.images[i * per..(i + 1) * per].copy_from_slice(&ds.images[i * per..(i + 1) * per]);
             }
         }
@@ -503,7 +503,7 @@ pub fn run(cfg: DemoConfig) -> Result<Value> {
         let ra: BTreeMap<String, f64> = cors.iter().zip(&v[1..]).map(|(c, r)| (c.name().to_string(), *r)).collect();
         let row = json!({"scheme": scheme, "alpha_each": a, "ta": v[0], "ra": ra, "ra_mean": mean(&v[1..])});
         let score = v[0] + mean(&v[1..]);
-        if best.as_ref().map_or(true, |(s, _)| score > *s) {
+        if best.as_ref().is_none_or(|(s, _)| score > *s) {
             best = Some((score, row.clone()));
         }
         composition.push(row);
