@@ -163,10 +163,11 @@ pub(crate) fn elastic_transform(x: &FImage, severity: usize, p: ParamSet, rng: &
             let k = r * w + col;
             let (y0, y1, fy) = lin_index(r as f64 + dy[k], h);
             let (x0, x1, fx) = lin_index(col as f64 + dx[k], w);
-            for ch in 0..c {
-                let g = |yy: usize, xx: usize| img[(yy * w + xx) * c + ch];
-                let v = (1.0 - fy) * ((1.0 - fx) * g(y0, x0) + fx * g(y0, x1)) + fy * ((1.0 - fx) * g(y1, x0) + fx * g(y1, x1));
-                data[k * c + ch] = v.clamp(0.0, 255.0);
+            let (p00, p01) = (&img[(y0 * w + x0) * c..][..c], &img[(y0 * w + x1) * c..][..c]);
+            let (p10, p11) = (&img[(y1 * w + x0) * c..][..c], &img[(y1 * w + x1) * c..][..c]);
+            for (ch, o) in data[k * c..(k + 1) * c].iter_mut().enumerate() {
+                let v = (1.0 - fy) * ((1.0 - fx) * p00[ch] + fx * p01[ch]) + fy * ((1.0 - fx) * p10[ch] + fx * p11[ch]);
+                *o = v.clamp(0.0, 255.0);
             }
         }
     }
