@@ -262,19 +262,22 @@ pub(crate) fn bwd_input(g: &Geom, dy: &[f32], w: &[f32]) -> Vec<f32> {
 /// [`bwd_input`] into a caller's buffer (overwritten), so fused ops can pack it without a copy.
 pub(crate) fn bwd_input_into(g: &Geom, dy: &[f32], w: &[f32], dx: &mut [f32]) {
     let _s = super::prof::span("conv bwd input");
-    let (k, p, o) = (g.k(), g.p(), g.o);
+    let (p, o) = (g.p(), g.o);
     let in_img = g.c * g.h * g.w;
-    dx.par_chunks_mut(in_img).enumerate().for_each(|(i, dxi)| {
-        let dyi = &dy[i * o * p..(i + 1) * o * p];
-        if g.direct() {
-            gemm_f32(k, p, o, dxi, p, false, w, 1, k, dyi, p, 1);
-        } else {
-            with_scratch(k * p, |col| {
-                gemm_f32(k, p, o, col, p, false, w, 1, k, dyi, p, 1);
-                col2im(g, col, dxi);
-            });
-        }
-    });
+    dx.par_chunks_mut(in_img).enumerate().for_each(|(i, dxi)| bwd_input_image(g, &dy[i * o * p..(i + 1) * o * p], w, dxi));
+}
+
+/// One image's input gradient (C×H×W, overwritten) from its output gradient `dyi` (O×P).
+pub(crate) fn bwd_input_image(g: &Geom, dyi: &[f32], w: &[f32], dxi: &mut [f32]) {
+    let (k, p, o) = (g.k(), g.p(), g.o);
+    if g.direct() {
+        gemm_f32(k, p, o, dxi, p, false, w, 1, k, dyi, p, 1);
+    } else {
+        with_scratch(k * p, |col| {
+            gemm_f32(k, p, o, col, p, false, w, 1, k, dyi, p, 1);
+            col2im(g, col, dxi);
+        });
+    }
 }
 
 /// Weight and bias gradients packed as [gw (O·K) | gb (O)]: fixed chunks of images give

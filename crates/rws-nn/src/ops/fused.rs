@@ -2,10 +2,9 @@
 //! zero tensor and an addition for every gradient it stores; fusing the block keeps the conv
 //! output out of the graph (held by the op for the backward pass), which removes one full-size
 //! gradient buffer, its zero-fill and its addition per block.
-use super::bn;
-use super::conv::{self, bwd_input_into, bwd_weight, Geom};
+use super::conv::{self, bwd_weight, Geom};
 use super::pool::{pool2, pool_k};
-use super::util::{f32_slice, lanes_sum, output_buf};
+use super::util::{f32_slice, lanes_dot, lanes_sum, output_buf};
 use rayon::prelude::*;
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use std::sync::{Arc, Mutex};
@@ -187,18 +186,28 @@ impl CustomOp3 for ConvBnReluBwd {
         let x = f32_slice(s1, l1, "conv input")?;
         let dy = f32_slice(s2, l2, "conv_bn_relu output gradient")?;
         let y = f32_slice(s3, l3, "conv_bn_relu output")?;
-        let (ok, o, hw) = (g.o * g.k(), g.o, g.p());
-        // With pooling, route the pooled gradient back to each window's maximum (windows do not
-        // overlap) and take the ReLU mask from the saved full-size output.
-        let dy_full;
-        let (dy, y) = match (&self.y_full, &self.argmax) {
+        let (ok, o, hw, n) = (g.o * g.k(), g.o, g.p(), g.n);
+        let pooled = match (&self.y_full, &self.argmax) {
             (Some(yf), Some(am)) if self.pool >= 2 => {
-                let po = (g.oh / self.pool) * (g.ow / self.pool);
                 if dy.len() != am.len() {
                     candle_core::bail!("conv_bn_relu_pool backward: gradient has {} values, expected {}", dy.len(), am.len());
                 }
-                let mut d = output_buf(g.n * o * hw);
-                d.par_chunks_mut(o * hw).enumerate().for_each(|(i, di)| {
+                Some((&yf[..], &am[..], (g.oh / self.pool) * (g.ow / self.pool)))
+            }
+            _ => None,
+        };
+        let y = pooled.map_or(y, |p| p.0);
+        let z = &self.z[..];
+        let gamma = &self.params[ok + o..ok + 2 * o];
+        let inv: Vec<f32> = self.var.iter().map(|&v| (1.0 / (v as f64 + self.eps).sqrt()) as f32).collect();
+        // Pass 1, per image: with pooling, route the pooled gradient to each window's maximum
+        // (windows do not overlap); then the ReLU-masked gradient and each channel's two BN
+        // sums, while the image is in cache. `dm` keeps the masked gradient for pass 2.
+        let mut dm = output_buf(n * o * hw);
+        let mut part = vec![(0f64, 0f64); n * o];
+        dm.par_chunks_mut(o * hw).zip(part.par_chunks_mut(o)).enumerate().for_each(|(i, (di, pi))| {
+            match pooled {
+                Some((_, am, po)) => {
                     di.fill(0.0);
                     for r in 0..o {
                         let pl = i * o + r;
@@ -207,27 +216,70 @@ impl CustomOp3 for ConvBnReluBwd {
                             dp[a as usize] = *gv;
                         }
                     }
-                });
-                dy_full = d;
-                (&dy_full[..], &yf[..])
+                }
+                None => di.copy_from_slice(&dy[i * o * hw..(i + 1) * o * hw]),
             }
-            _ => (dy, y),
-        };
-        let gamma = &self.params[ok + o..ok + 2 * o];
-        // [dz | dgamma | dbeta]
-        let bnb = bn::backward(&self.z, dy, y, &self.mean, &self.var, gamma, g.n, o, hw, self.eps, true);
-        let zl = g.n * o * hw;
-        let dz = &bnb[..zl];
-        let wb = bwd_weight(&g, x, dz); // [gw | gb]
+            let base = i * o * hw;
+            for (r, pr) in pi.iter_mut().enumerate() {
+                let t = &mut di[r * hw..(r + 1) * hw];
+                for (tv, &yv) in t.iter_mut().zip(&y[base + r * hw..base + (r + 1) * hw]) {
+                    *tv = relu_grad(*tv, yv);
+                }
+                let zr = &z[base + r * hw..base + (r + 1) * hw];
+                *pr = (lanes_sum(t, |v| v) as f64, (lanes_dot(t, zr, self.mean[r]) * inv[r]) as f64);
+            }
+        });
+        // Per channel, add the images' sums in order: the bytes do not depend on the threads.
+        let mut sd = vec![0f64; o];
+        let mut sdx = vec![0f64; o];
+        for i in 0..n {
+            for r in 0..o {
+                sd[r] += part[i * o + r].0;
+                sdx[r] += part[i * o + r].1;
+            }
+        }
+        // Pass 2, per image: dz = γ·inv·(d − mean(d) − x̂·mean(d·x̂)) in place of d, then (when
+        // the input needs one) that image's input gradient while dz is in cache.
+        let cnt = (n * hw) as f64;
         let nx = if self.need_dx { x.len() } else { 0 };
         let len = nx + ok + 3 * o;
         let mut out = output_buf(len);
         let (dx, rest) = out.split_at_mut(nx);
+        let in_img = g.c * g.h * g.w;
+        let w = &self.params[..ok];
+        let dz_image = |i: usize, di: &mut [f32]| {
+            let base = i * o * hw;
+            for r in 0..o {
+                let (m, iv) = (self.mean[r], inv[r]);
+                let k = gamma[r] * iv;
+                let (md, mdx) = ((sd[r] / cnt) as f32, (sdx[r] / cnt) as f32);
+                for (dv, &zv) in di[r * hw..(r + 1) * hw].iter_mut().zip(&z[base + r * hw..base + (r + 1) * hw]) {
+                    *dv = k * (*dv - md - (zv - m) * iv * mdx);
+                }
+            }
+        };
         if self.need_dx {
-            bwd_input_into(&g, dz, &self.params[..ok], dx);
+            dm.par_chunks_mut(o * hw).zip(dx.par_chunks_mut(in_img)).enumerate().for_each(|(i, (di, dxi))| {
+                dz_image(i, di);
+                conv::bwd_input_image(&g, di, w, dxi);
+            });
+        } else {
+            dm.par_chunks_mut(o * hw).enumerate().for_each(|(i, di)| dz_image(i, di));
         }
+        let wb = bwd_weight(&g, x, &dm); // [gw | gb]
         rest[..ok + o].copy_from_slice(&wb);
-        rest[ok + o..].copy_from_slice(&bnb[zl..]);
+        for r in 0..o {
+            rest[ok + o + r] = sdx[r] as f32;
+            rest[ok + 2 * o + r] = sd[r] as f32;
+        }
         Ok((CpuStorage::F32(out), Shape::from(len)))
     }
+}
+
+/// The gradient through the ReLU: `d`, or 0 where the output `y` was clamped (a bit mask: a
+/// branch here mispredicts on half the elements and blocks vectorisation).
+#[inline(always)]
+fn relu_grad(d: f32, y: f32) -> f32 {
+    let clamp = ((y <= 0.0) as u32).wrapping_neg();
+    f32::from_bits(d.to_bits() & !clamp)
 }
