@@ -217,16 +217,15 @@ pub fn rgb2hsv(r: f64, g: f64, b: f64) -> (f64, f64, f64) {
         return (0.0, 0.0, v);
     }
     let s = delta / v;
-    let mut h = 0.0;
-    if r == v {
-        h = (g - b) / delta;
-    }
-    if g == v {
-        h = 2.0 + (b - r) / delta;
-    }
-    if b == v {
-        h = 4.0 + (r - g) / delta;
-    }
+    // Which channel is the maximum decides the formula (blue over green over red on ties); picked
+    // without branches, since on real images that choice is unpredictable. Same operations as
+    // the three-branch form: one division, then the offset added (none for red).
+    use std::hint::select_unpredictable as sel;
+    let (is_b, is_g) = (b == v, g == v);
+    let num = sel(is_b, r - g, sel(is_g, b - r, g - b));
+    let off = sel(is_b, 4.0, sel(is_g, 2.0, 0.0));
+    let q = num / delta;
+    let h = sel(is_b || is_g, off + q, q);
     // h/6 lies in [−1/6, 5/6], where rem_euclid(1) is exactly "add 1 if negative" (and that
     // avoids a libm fmod call per pixel).
     let h = h / 6.0;
@@ -244,14 +243,9 @@ pub fn hsv2rgb(h: f64, s: f64, v: f64) -> (f64, f64, f64) {
     let p = v * (1.0 - s);
     let q = v * (1.0 - f * s);
     let t = v * (1.0 - (1.0 - f) * s);
-    match (hi as i64).rem_euclid(6) {
-        0 => (v, t, p),
-        1 => (q, v, p),
-        2 => (p, v, t),
-        3 => (p, q, v),
-        4 => (t, p, v),
-        _ => (v, p, q),
-    }
+    // The sector's permutation of (v, t, p, q) by table lookups, not a six-way branch.
+    let i = (hi as i64).rem_euclid(6) as usize;
+    ([v, q, p, p, t, v][i], [t, v, v, q, p, p][i], [p, p, t, v, v, q][i])
 }
 
 #[cfg(test)]
@@ -283,6 +277,58 @@ mod tests {
         let y = gaussian_filter(&FImage { h: 21, w: 21, c: 1, data: d }, 1.2, Mode::Constant, 4.0);
         assert!((y.data.iter().sum::<f64>() - 1.0).abs() < 1e-12);
         assert!(y.data[10 * 21 + 15] > 0.0 && y.data[10 * 21 + 16] == 0.0);
+    }
+
+    /// skimage's branchy formulation, for checking the branch-free one value for value.
+    fn rgb2hsv_branchy(r: f64, g: f64, b: f64) -> (f64, f64, f64) {
+        let v = r.max(g).max(b);
+        let delta = v - r.min(g).min(b);
+        if delta == 0.0 {
+            return (0.0, 0.0, v);
+        }
+        let mut h = 0.0;
+        if r == v {
+            h = (g - b) / delta;
+        }
+        if g == v {
+            h = 2.0 + (b - r) / delta;
+        }
+        if b == v {
+            h = 4.0 + (r - g) / delta;
+        }
+        ((h / 6.0).rem_euclid(1.0), delta / v, v)
+    }
+
+    fn hsv2rgb_branchy(h: f64, s: f64, v: f64) -> (f64, f64, f64) {
+        let hi = (h * 6.0).floor();
+        let f = h * 6.0 - hi;
+        let (p, q, t) = (v * (1.0 - s), v * (1.0 - f * s), v * (1.0 - (1.0 - f) * s));
+        match (hi as i64).rem_euclid(6) {
+            0 => (v, t, p),
+            1 => (q, v, p),
+            2 => (p, v, t),
+            3 => (p, q, v),
+            4 => (t, p, v),
+            _ => (v, p, q),
+        }
+    }
+
+    #[test]
+    fn hsv_matches_branchy_form_bit_for_bit() {
+        let bits = |(a, b, c): (f64, f64, f64)| (a.to_bits(), b.to_bits(), c.to_bits());
+        for r in (0..256).step_by(5) {
+            for g in (0..256).step_by(3) {
+                for b in (0..256).step_by(7).chain([g, r]) {
+                    let (r, g, b) = (r as f64 / 255.0, g as f64 / 255.0, b as f64 / 255.0);
+                    let hsv = rgb2hsv(r, g, b);
+                    assert_eq!(bits(hsv), bits(rgb2hsv_branchy(r, g, b)), "{r} {g} {b}");
+                    let (h, s, v) = hsv;
+                    for (s2, v2) in [(s, v), ((s * 2.5).min(1.0), v), (s, (v + 0.3).min(1.0))] {
+                        assert_eq!(bits(hsv2rgb(h, s2, v2)), bits(hsv2rgb_branchy(h, s2, v2)));
+                    }
+                }
+            }
+        }
     }
 
     #[test]
