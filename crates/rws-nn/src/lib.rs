@@ -13,15 +13,16 @@ pub use engine::{bn_adapt, channel_stats, corrupt_dataset, evaluate, param_set_f
 pub use io::{read_checkpoint, Checkpoint};
 pub use model::{Kind, Model, Param, ARCH_HELP, DEFAULT_ARCH};
 
-/// Make candle's CPU ops run on the calling thread instead of candle's own spinning thread pool,
-/// unless `CANDLE_NUM_THREADS` is already set. The heavy ops of this crate run on rayon's pool;
-/// candle's pool (one more thread per core, spinning ~25k rounds after every candle op) then
-/// competes with rayon's workers for the same cores: on 2 cores that cost about a third of the
-/// training throughput (docs/BENCHMARKS.md). Call it first thing in `main`, before any tensor
-/// op and before other threads exist (it sets an environment variable).
-pub fn prefer_rayon_threads() {
-    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
-        std::env::set_var("CANDLE_NUM_THREADS", "1");
+/// Cap how long candle's own CPU thread pool spins after each candle op (2 000 rounds instead of
+/// 25 000), unless `CANDLE_BARRIER_POOL_SPIN_LIMIT` is already set. The heavy ops of this crate
+/// run on rayon's pool; candle 0.11's pool (cores − 1 more threads) spinning ~1 ms after every
+/// small candle op takes the cores rayon's workers need: on 2 cores capping it raised the
+/// reference network's training from ≈ 690 to ≈ 780 img/s and `rws train` from ≈ 1 700 to
+/// ≈ 1 900–2 800 img/s (docs/BENCHMARKS.md). Call it first thing in `main`, before any tensor op
+/// and before other threads exist (it sets an environment variable).
+pub fn configure_cpu_threads() {
+    if std::env::var_os("CANDLE_BARRIER_POOL_SPIN_LIMIT").is_none() {
+        std::env::set_var("CANDLE_BARRIER_POOL_SPIN_LIMIT", "2000");
     }
 }
 

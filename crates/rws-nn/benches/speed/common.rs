@@ -209,9 +209,9 @@ fn run(fast: bool, fused_bn: u8, batches: usize, bs: usize) -> candle_core::Resu
 }
 
 fn bench_main() -> candle_core::Result<()> {
-    // As the `rws` binary: candle's own pool off, rayon's threads do the work (RWS_CANDLE_POOL=1: on).
-    if std::env::var("RWS_CANDLE_POOL").map_or(true, |v| v != "1") {
-        rws_nn::prefer_rayon_threads();
+    // As the `rws` binary should: candle's pool spins briefly (RWS_CANDLE_SPIN=default: 25 000 rounds).
+    if std::env::var("RWS_CANDLE_SPIN").map_or(true, |v| v != "default") {
+        rws_nn::configure_cpu_threads();
     }
     let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
     let which = args.first().map(String::as_str).unwrap_or("both");
