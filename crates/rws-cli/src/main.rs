@@ -14,6 +14,17 @@ use clap::{Parser, Subcommand};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+extern "C" {
+    /// From the mimalloc library the `mimalloc` crate links (its `extended` Rust bindings lack
+    /// this option's constant).
+    fn mi_option_set(option: i32, value: std::os::raw::c_long);
+}
+/// `mi_option_purge_delay` in mimalloc v3's `mi_option_t` (mimalloc.h). By default mimalloc gives
+/// freed memory back to the kernel after 10 ms, so every training batch faulted its activations
+/// in again (7–45 ms per 13 MB on this VM); −1 keeps it (16 421 → 346 page faults a bench run,
+/// docs/BENCHMARKS.md).
+const MI_OPTION_PURGE_DELAY: i32 = 15;
+
 #[derive(Parser)]
 #[command(name = "rws", version, about = "Robust Weight Signatures: extract, patch and evaluate corruption robustness as weight patches")]
 struct Cli {
@@ -51,6 +62,10 @@ enum Command {
 }
 
 fn main() {
+    // SAFETY: sets one integer option of the allocator; no pointer is involved.
+    unsafe { mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
+    // Before any tensor op and any other thread (it sets an environment variable).
+    rws_nn::configure_cpu_threads();
     let cli = Cli::parse();
     if let Some(n) = cli.threads {
         std::env::set_var("RAYON_NUM_THREADS", n.to_string());
