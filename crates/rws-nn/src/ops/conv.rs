@@ -239,11 +239,7 @@ impl CustomOp3 for ConvReluPool {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let g = geom_of(l1, l2, self.stride, self.pad)?;
-        let b = f32_slice(s3, l3, "conv2d bias")?;
-        if b.len() != g.o {
-            candle_core::bail!("conv2d: bias has {} values, weight has {} output channels", b.len(), g.o);
-        }
+        let (g, b) = geom_with_bias(l1, l2, s3, l3, self.stride, self.pad)?;
         if self.pool >= 2 && (g.oh < self.pool || g.ow < self.pool) {
             candle_core::bail!("max_pool2d: kernel {} does not fit input {}x{}", self.pool, g.oh, g.ow);
         }
@@ -323,6 +319,16 @@ fn geom_of(l1: &Layout, l2: &Layout, stride: usize, pad: usize) -> Result<Geom> 
     Geom::new(l1.shape().dims(), l2.shape().dims(), stride, pad)
 }
 
+/// The geometry of a biased conv and its bias, checked against the weight's output channels.
+fn geom_with_bias<'a>(l1: &Layout, l2: &Layout, s3: &'a CpuStorage, l3: &Layout, stride: usize, pad: usize) -> Result<(Geom, &'a [f32])> {
+    let g = geom_of(l1, l2, stride, pad)?;
+    let b = f32_slice(s3, l3, "conv2d bias")?;
+    if b.len() != g.o {
+        candle_core::bail!("conv2d: bias has {} values, weight has {} output channels", b.len(), g.o);
+    }
+    Ok((g, b))
+}
+
 /// Forward conv without bias.
 pub(crate) struct Conv {
     pub stride: usize,
@@ -378,11 +384,7 @@ impl CustomOp3 for ConvBias {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let g = geom_of(l1, l2, self.stride, self.pad)?;
-        let b = f32_slice(s3, l3, "conv2d bias")?;
-        if b.len() != g.o {
-            candle_core::bail!("conv2d: bias has {} values, weight has {} output channels", b.len(), g.o);
-        }
+        let (g, b) = geom_with_bias(l1, l2, s3, l3, self.stride, self.pad)?;
         let y = fwd(&g, f32_slice(s1, l1, "conv2d input")?, f32_slice(s2, l2, "conv2d weight")?, Some(b));
         Ok((CpuStorage::F32(y), out_shape(&g)))
     }
