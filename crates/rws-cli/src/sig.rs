@@ -131,19 +131,6 @@ pub struct PatchArgs {
     json: bool,
 }
 
-/// A plain safetensors file, judged by its first bytes (never the whole file: models are large).
-fn is_single_safetensors(p: &Path) -> Result<bool> {
-    use std::io::Read;
-    if p.is_dir() || p.to_string_lossy().ends_with(".json") {
-        return Ok(false);
-    }
-    let mut head = [0u8; 9];
-    let mut f = std::fs::File::open(p).with_context(|| format!("opening {}", p.display()))?;
-    let n = f.read(&mut head).with_context(|| format!("reading {}", p.display()))?;
-    // A length prefix, then the JSON header's '{' (anything else is for TensorMap::load to judge).
-    Ok(n == 9 && head[8] == b'{')
-}
-
 pub fn patch(a: PatchArgs) -> Result<()> {
     use rayon::prelude::*;
     let parsed = a.sigs.iter().map(|s| parse_sig_arg(s)).collect::<Result<Vec<_>>>()?;
@@ -151,7 +138,7 @@ pub fn patch(a: PatchArgs) -> Result<()> {
     let load_all = || -> Result<Vec<(Signature, f64)>> { parsed.par_iter().map(|(f, alpha)| Ok((Signature::load(f)?, *alpha))).collect() };
     let opts = PatchOptions { force: a.force };
     let pb = spinner(a.json, "patching");
-    let rep = if a.pretrained.is_none() && is_single_safetensors(&a.model)? {
+    let rep = if a.pretrained.is_none() && TensorMap::is_single_safetensors(&a.model)? {
         // The common case: the kernel copies the model while the signatures load.
         rws_core::patch_file_with_sig_files(&a.model, &parsed, &a.output, &opts)?
     } else {
@@ -167,7 +154,7 @@ pub fn patch(a: PatchArgs) -> Result<()> {
         // Only a single safetensors file can be copied by ranges; anything else (sharded, PyTorch
         // zip) is converted in memory into a temp safetensors next to the output first, so unpatch
         // gives back its tensors bit for bit, as safetensors.
-        let converted = if is_single_safetensors(&a.model)? {
+        let converted = if TensorMap::is_single_safetensors(&a.model)? {
             None
         } else {
             let map = load(&a.model)?;

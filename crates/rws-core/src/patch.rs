@@ -3,7 +3,7 @@
 //! bytes and the signatures, docs/FORMAT.md).
 
 use crate::signature::Signature;
-use crate::tensor::{build_header, bytes_to_f64, f64_to_bytes, parse_header_json, read_header, write_atomic_chunks, Chunk, DType, Tensor, TensorMap};
+use crate::tensor::{build_header, bytes_to_f64, copy_range, f64_to_bytes, parse_header_json, read_header, temp_beside, write_atomic_chunks, write_header_at, Chunk, DType, Tensor, TensorMap, COPY_ALIGN};
 use crate::{Error, Result, FORMAT_VERSION};
 use rayon::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
@@ -138,6 +138,15 @@ struct Plan {
     pieces: Vec<Piece>,
 }
 
+impl Piece {
+    fn len(&self) -> u64 {
+        match self {
+            Piece::Range { len, .. } => *len,
+            Piece::Owned(b) => b.len() as u64,
+        }
+    }
+}
+
 impl Plan {
     fn chunks(&self) -> Vec<Chunk<'_>> {
         self.pieces
@@ -148,15 +157,18 @@ impl Plan {
             })
             .collect()
     }
+    /// The header padded with spaces so the data starts at `data0`.
+    fn header_for(&self, data0: usize) -> String {
+        format!("{}{}", self.header, " ".repeat(data0 - 8 - self.header.len()))
+    }
 }
 
-/// Pads a header so the data starts at the input's offset modulo COPY_ALIGN: the kernel copy can
-/// then start on an aligned output offset (see write_atomic_chunks); at most 64 KiB of spaces.
-fn pad_header(mut header: String, data_start: usize) -> String {
-    let a = crate::tensor::COPY_ALIGN as usize;
-    let pad = (data_start % a + a - (8 + header.len()) % a) % a;
-    header.push_str(&" ".repeat(pad));
-    header
+/// The first data offset ≥ `min` that equals the input's `data_start` modulo COPY_ALIGN, so the
+/// kernel copy can start on an aligned output offset (see write_atomic_chunks); the header pays at
+/// most 64 KiB of spaces for it.
+fn data_offset(min: usize, data_start: usize) -> usize {
+    let a = COPY_ALIGN as usize;
+    min + (data_start % a + a - min % a) % a
 }
 
 /// Adds `sigs` to a safetensors file. Untouched tensors are copied by the kernel without being
@@ -168,7 +180,7 @@ pub fn patch_file(model: &Path, sigs: &[(Signature, f64)], out: &Path, opts: &Pa
     let st = read_header(model, &file)?;
     let refs: Vec<(&Signature, f64)> = sigs.iter().map(|(s, a)| (s, *a)).collect();
     let (plan, report) = plan(model, &file, &st, &refs, opts)?;
-    write_atomic_chunks(out, &pad_header(plan.header.clone(), st.data_start), &file, model, &plan.chunks())?;
+    write_atomic_chunks(out, &plan.header_for(data_offset(8 + plan.header.len(), st.data_start)), &file, model, &plan.chunks())?;
     Ok(report)
 }
 
@@ -196,89 +208,62 @@ pub fn patch_file_with_sig_files(model: &Path, sigs: &[(std::path::PathBuf, f64)
         // (Capped: a larger header simply takes the plain path below.)
         est += 3 * (u64::from_le_bytes(b8).min(1 << 20) as usize);
     }
-    let align = crate::tensor::COPY_ALIGN as usize;
-    let data0 = est + (st.data_start % align + align - est % align) % align;
-    let shift = data0 - st.data_start;
-    let dir = match out.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => std::path::PathBuf::from("."),
-    };
-    let tmp = tempfile::NamedTempFile::new_in(&dir).map_err(|e| Error::io(&dir, e))?;
-    let ioe = |e| Error::io(out, e);
+    let data0 = data_offset(est, st.data_start);
+    let shift = (data0 - st.data_start) as u64;
+    let tmp = temp_beside(out)?;
+    let f = tmp.as_file();
     // From an aligned output offset (the bytes before it land in the header area, written last).
-    let k = ((st.data_start + span.0) % align) as u64;
+    let k = ((st.data_start + span.0) as u64) % COPY_ALIGN;
     let seg = ((st.data_start + span.0) as u64 - k, (data0 + span.0) as u64 - k, (span.1 - span.0) as u64 + k);
-    let (result, copied) = std::thread::scope(|sc| {
-        let copier = sc.spawn(|| -> Result<()> {
-            use std::io::{Read, Seek, SeekFrom};
-            let mut r = file.try_clone().map_err(|e| Error::io(model, e))?;
-            let mut w = tmp.as_file().try_clone().map_err(ioe)?;
-            w.seek(SeekFrom::Start(seg.1)).map_err(ioe)?;
-            r.seek(SeekFrom::Start(seg.0)).map_err(|e| Error::io(model, e))?;
-            let got = std::io::copy(&mut (&mut r).take(seg.2), &mut w).map_err(ioe)?;
-            if got != seg.2 {
-                return Err(Error::format(model, "file shrank while being read"));
-            }
-            Ok(())
-        });
+    let seg_end = seg.1 + seg.2;
+    let (planned, copied, finished) = std::thread::scope(|sc| {
+        let copier = sc.spawn(|| copy_range(&file, model, f, out, seg));
         let planned = load().and_then(|l| {
             let refs: Vec<(&Signature, f64)> = l.iter().map(|(s, a)| (s, *a)).collect();
             plan(model, &file, &st, &refs, opts)
         });
-        // Pieces past the model stretch go in while the copy runs; the rest after it.
-        let mut fits = false;
+        // The plan fits the early layout when its header fits and its model ranges are where the
+        // copy put them. Pieces past the copied stretch go in while the copy runs (positional
+        // writes only); those inside it (patched tensors), and the header, after.
         let mut late = Vec::new();
-        let written = planned.as_ref().map_err(|_| ()).and_then(|(plan, _)| {
-            if 8 + plan.header.len() > data0 {
-                return Err(());
-            }
-            let mut pos = data0 as u64;
-            let mut ok = true;
-            for piece in &plan.pieces {
-                match piece {
-                    Piece::Range { offset, len } => {
-                        ok &= *offset + shift as u64 == pos && pos + len <= seg.1 + seg.2;
-                        pos += len;
+        let written: Result<Option<u64>> = match &planned {
+            Ok((plan, _)) if 8 + plan.header.len() <= data0 => (|| {
+                let mut pos = data0 as u64;
+                for piece in &plan.pieces {
+                    match piece {
+                        Piece::Range { offset, len } if *offset + shift != pos || pos + len > seg_end => return Ok(None),
+                        Piece::Range { .. } => {}
+                        Piece::Owned(b) if pos < seg_end => late.push((pos, b.as_slice())),
+                        Piece::Owned(b) => f.write_all_at(b, pos).map_err(|e| Error::io(out, e))?,
                     }
-                    Piece::Owned(b) => {
-                        if pos < seg.1 + seg.2 {
-                            late.push((pos, b.as_slice()));
-                        } else if ok {
-                            ok &= tmp.as_file().write_all_at(b, pos).is_ok();
-                        }
-                        pos += b.len() as u64;
-                    }
+                    pos += piece.len();
                 }
-            }
-            fits = ok;
-            Ok(pos)
-        });
+                Ok(Some(pos))
+            })(),
+            _ => Ok(None),
+        };
         let copied = copier.join().unwrap_or_else(|_| Err(Error::Invalid("copy thread panicked".into())));
-        let done = match (written, fits) {
-            (Ok(end), true) => (|| -> Result<bool> {
-                copied.as_ref().map_err(|e| Error::Invalid(e.to_string()))?;
-                let f = tmp.as_file();
+        let finished = match (&planned, &copied, written) {
+            (Ok((plan, _)), Ok(()), Ok(Some(end))) => (|| {
                 for (pos, b) in &late {
-                    f.write_all_at(b, *pos).map_err(ioe)?;
+                    f.write_all_at(b, *pos).map_err(|e| Error::io(out, e))?;
                 }
-                let header = &planned.as_ref().unwrap().0.header;
-                let padded = format!("{header}{}", " ".repeat(data0 - 8 - header.len()));
-                f.write_all_at(&(padded.len() as u64).to_le_bytes(), 0).map_err(ioe)?;
-                f.write_all_at(padded.as_bytes(), 8).map_err(ioe)?;
-                f.set_len(end).map_err(ioe)?;
+                write_header_at(f, out, &plan.header_for(data0))?;
+                f.set_len(end).map_err(|e| Error::io(out, e))?;
                 Ok(true)
             })(),
+            (_, _, Err(e)) => Err(e),
             _ => Ok(false),
         };
-        (planned.map(|p| (p, done)), copied)
+        (planned, copied, finished)
     });
-    let ((plan, report), done) = result?;
-    if done? {
-        copied?;
+    let (plan, report) = planned?;
+    copied?;
+    if finished? {
         tmp.persist(out).map_err(|e| Error::io(out, e.error))?;
     } else {
         drop(tmp);
-        write_atomic_chunks(out, &pad_header(plan.header.clone(), st.data_start), &file, model, &plan.chunks())?;
+        write_atomic_chunks(out, &plan.header_for(data_offset(8 + plan.header.len(), st.data_start)), &file, model, &plan.chunks())?;
     }
     Ok(report)
 }
@@ -368,11 +353,7 @@ fn plan(model: &Path, file: &std::fs::File, st: &crate::tensor::StFile, sigs: &[
         }
     }
     metadata.insert("rws.patch".into(), state.to_string());
-    let len = |p: &Piece| match p {
-        Piece::Range { len, .. } => *len as usize,
-        Piece::Owned(b) => b.len(),
-    };
-    let header = build_header(&metadata, items.iter().map(|(n, d, s, b)| (n.as_str(), *d, s.as_slice(), len(b))))?;
+    let header = build_header(&metadata, items.iter().map(|(n, d, s, b)| (n.as_str(), *d, s.as_slice(), b.len() as usize)))?;
     let report = PatchReport { touched: touched_v, signatures: list.iter().zip(sums).map(|((s, a), c)| (s.info.name.clone(), c, *a)).collect() };
     Ok((Plan { header, pieces: items.into_iter().map(|i| i.3).collect() }, report))
 }

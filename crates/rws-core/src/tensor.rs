@@ -186,6 +186,17 @@ impl TensorMap {
         self.tensors.insert(name.to_string(), Tensor::from_f32(shape, values)?);
         Ok(())
     }
+    /// Whether `path` is a single safetensors file, from its first 9 bytes only (models are large).
+    pub fn is_single_safetensors(path: &Path) -> Result<bool> {
+        use std::io::Read;
+        if path.is_dir() || path.to_string_lossy().ends_with(".json") {
+            return Ok(false);
+        }
+        let mut head = [0u8; 9];
+        let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+        let n = f.read(&mut head).map_err(|e| Error::io(path, e))?;
+        Ok(looks_like_safetensors(&head[..n]))
+    }
     /// Loads safetensors (a file, a sharded `*.index.json`, or a folder holding either) or a
     /// PyTorch zip checkpoint (`.pt`, `.pth`, `.pth.tar`), told apart by content, not by name.
     pub fn load(path: &Path) -> Result<TensorMap> {
@@ -207,8 +218,8 @@ impl TensorMap {
         if bytes.starts_with(b"PK\x03\x04") {
             return crate::pth::load_pth_bytes(path, &bytes);
         }
-        // A safetensors length prefix may start with 0x80 too: its header opens with '{'.
-        if bytes.first() == Some(&0x80) && bytes.len() > 1 && bytes[1] <= 5 && bytes.get(8) != Some(&b'{') {
+        // A safetensors length prefix may start with 0x80 too.
+        if !looks_like_safetensors(&bytes) && bytes.first() == Some(&0x80) && bytes.len() > 1 && bytes[1] <= 5 {
             return Err(Error::format(path, "a legacy (non-zip) PyTorch pickle file: re-save it with torch >= 1.6 (zip format) or as safetensors"));
         }
         parse_safetensors_owned(path, &bytes)
@@ -390,12 +401,44 @@ pub fn build_header<'a>(metadata: &BTreeMap<String, String>, items: impl Iterato
 
 /// Writes `len | header | chunks…` to a temp file in the target folder, then renames it into place:
 /// a failure never leaves a partial output behind.
-pub fn write_atomic<'a>(path: &Path, header: &str, chunks: impl Iterator<Item = &'a [u8]>) -> Result<()> {
+/// A length prefix, then the JSON header's '{' (a pickle or zip never has that byte there).
+fn looks_like_safetensors(head: &[u8]) -> bool {
+    head.len() >= 9 && head[8] == b'{'
+}
+
+/// A temp file in `path`'s folder, so the final rename stays on one filesystem (atomic).
+pub(crate) fn temp_beside(path: &Path) -> Result<tempfile::NamedTempFile> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let tmp = tempfile::NamedTempFile::new_in(&dir).map_err(|e| Error::io(&dir, e))?;
+    tempfile::NamedTempFile::new_in(&dir).map_err(|e| Error::io(&dir, e))
+}
+
+/// Copies `len` bytes from `src_off` of `src` to `out_off` of `out` in the kernel
+/// (std::io::copy becomes copy_file_range). It moves both file positions: callers writing to the
+/// same files from another thread must use positional writes only.
+pub(crate) fn copy_range(src: &std::fs::File, src_path: &Path, out: &std::fs::File, out_path: &Path, (src_off, out_off, len): (u64, u64, u64)) -> Result<()> {
+    use std::io::{Read, Seek, SeekFrom};
+    let (mut r, mut w) = (src, out);
+    w.seek(SeekFrom::Start(out_off)).map_err(|e| Error::io(out_path, e))?;
+    r.seek(SeekFrom::Start(src_off)).map_err(|e| Error::io(src_path, e))?;
+    let got = std::io::copy(&mut r.take(len), &mut w).map_err(|e| Error::io(out_path, e))?;
+    if got != len {
+        return Err(Error::format(src_path, "file shrank while being read"));
+    }
+    Ok(())
+}
+
+/// The length prefix and JSON header of a safetensors file, at its start.
+pub(crate) fn write_header_at(out: &std::fs::File, out_path: &Path, header: &str) -> Result<()> {
+    use std::os::unix::fs::FileExt;
+    out.write_all_at(&(header.len() as u64).to_le_bytes(), 0).map_err(|e| Error::io(out_path, e))?;
+    out.write_all_at(header.as_bytes(), 8).map_err(|e| Error::io(out_path, e))
+}
+
+pub fn write_atomic<'a>(path: &Path, header: &str, chunks: impl Iterator<Item = &'a [u8]>) -> Result<()> {
+    let tmp = temp_beside(path)?;
     {
         let mut w = std::io::BufWriter::with_capacity(1 << 20, tmp.as_file());
         w.write_all(&(header.len() as u64).to_le_bytes()).map_err(|e| Error::io(path, e))?;
@@ -463,13 +506,8 @@ pub fn write_atomic_chunks(
     src_path: &Path,
     chunks: &[Chunk],
 ) -> Result<()> {
-    use std::io::{Read, Seek, SeekFrom};
     use std::os::unix::fs::FileExt;
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let tmp = tempfile::NamedTempFile::new_in(&dir).map_err(|e| Error::io(&dir, e))?;
+    let tmp = temp_beside(path)?;
     let out = tmp.as_file();
     let ioe = |e| Error::io(path, e);
     let data0 = 8 + header.len() as u64;
@@ -510,21 +548,8 @@ pub fn write_atomic_chunks(
         prev_end = seg.1 + seg.2;
     }
     out.set_len(pos).map_err(ioe)?;
-    let copy = || -> Result<()> {
-        // std::io::copy moves the file positions (it becomes copy_file_range without offsets).
-        // (The other thread only uses positional writes, so sharing them is safe.)
-        let mut r = src.try_clone().map_err(|e| Error::io(src_path, e))?;
-        let mut w = out.try_clone().map_err(ioe)?;
-        for &(s0, o0, l) in &segs {
-            w.seek(SeekFrom::Start(o0)).map_err(ioe)?;
-            r.seek(SeekFrom::Start(s0)).map_err(|e| Error::io(src_path, e))?;
-            let got = std::io::copy(&mut (&mut r).take(l), &mut w).map_err(ioe)?;
-            if got != l {
-                return Err(Error::format(src_path, "file shrank while being read"));
-            }
-        }
-        Ok(())
-    };
+    // The other thread only uses positional writes, so the moved file positions are harmless.
+    let copy = || segs.iter().try_for_each(|&seg| copy_range(src, src_path, out, path, seg));
     let write_chunks = |late_ones: bool| -> Result<()> {
         for ((c, &o), &l) in chunks.iter().zip(&offs).zip(&late) {
             if l != late_ones {
@@ -545,8 +570,7 @@ pub fn write_atomic_chunks(
     copied?;
     written?;
     write_chunks(true)?;
-    out.write_all_at(&(header.len() as u64).to_le_bytes(), 0).map_err(ioe)?;
-    out.write_all_at(header.as_bytes(), 8).map_err(ioe)?;
+    write_header_at(out, path, header)?;
     tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
     Ok(())
 }
