@@ -129,56 +129,55 @@ fn fdct_islow(data: &mut [i32; 64]) {
     }
 }
 
+/// One 1-D pass of `jpeg_idct_islow`'s butterfly (both passes share it): the eight outputs in
+/// natural order, still scaled up by 2^CONST_BITS (the caller descales by its pass's shift).
+fn idct_1d(x: [i32; 8]) -> [i32; 8] {
+    let z2 = x[2];
+    let z3 = x[6];
+    let z1 = (z2 + z3) * FIX_0_541196100;
+    let tmp2 = z1 + z3 * (-FIX_1_847759065);
+    let tmp3 = z1 + z2 * FIX_0_765366865;
+    let tmp0 = (x[0] + x[4]) << CONST_BITS;
+    let tmp1 = (x[0] - x[4]) << CONST_BITS;
+    let tmp10 = tmp0 + tmp3;
+    let tmp13 = tmp0 - tmp3;
+    let tmp11 = tmp1 + tmp2;
+    let tmp12 = tmp1 - tmp2;
+    let (t0, t1, t2, t3) = (x[7], x[5], x[3], x[1]);
+    let z1 = t0 + t3;
+    let z2 = t1 + t2;
+    let z3 = t0 + t2;
+    let z4 = t1 + t3;
+    let z5 = (z3 + z4) * FIX_1_175875602;
+    let t0 = t0 * FIX_0_298631336;
+    let t1 = t1 * FIX_2_053119869;
+    let t2 = t2 * FIX_3_072711026;
+    let t3 = t3 * FIX_1_501321110;
+    let z1 = z1 * (-FIX_0_899976223);
+    let z2 = z2 * (-FIX_2_562915447);
+    let z3 = z3 * (-FIX_1_961570560) + z5;
+    let z4 = z4 * (-FIX_0_390180644) + z5;
+    let t0 = t0 + z1 + z3;
+    let t1 = t1 + z2 + z4;
+    let t2 = t2 + z2 + z3;
+    let t3 = t3 + z1 + z4;
+    [tmp10 + t3, tmp11 + t2, tmp12 + t1, tmp13 + t0, tmp13 - t0, tmp12 - t1, tmp11 - t2, tmp10 - t3]
+}
+
 /// `jpeg_idct_islow`: dequantised coefficients in, 0..255 samples out (range-limited).
 fn idct_islow(coef: &[i32; 64], out: &mut [u8; 64]) {
     let mut ws = [0i32; 64];
     for c in 0..8 {
-        let g = |i: usize| coef[i * 8 + c];
-        if (1..8).all(|i| g(i) == 0) {
-            let dc = g(0) << PASS1_BITS;
+        let col: [i32; 8] = std::array::from_fn(|i| coef[i * 8 + c]);
+        if col[1..].iter().all(|&v| v == 0) {
             for i in 0..8 {
-                ws[i * 8 + c] = dc;
+                ws[i * 8 + c] = col[0] << PASS1_BITS;
             }
             continue;
         }
-        let z2 = g(2);
-        let z3 = g(6);
-        let z1 = (z2 + z3) * FIX_0_541196100;
-        let tmp2 = z1 + z3 * (-FIX_1_847759065);
-        let tmp3 = z1 + z2 * FIX_0_765366865;
-        let tmp0 = (g(0) + g(4)) << CONST_BITS;
-        let tmp1 = (g(0) - g(4)) << CONST_BITS;
-        let tmp10 = tmp0 + tmp3;
-        let tmp13 = tmp0 - tmp3;
-        let tmp11 = tmp1 + tmp2;
-        let tmp12 = tmp1 - tmp2;
-        let (t0, t1, t2, t3) = (g(7), g(5), g(3), g(1));
-        let z1 = t0 + t3;
-        let z2 = t1 + t2;
-        let z3 = t0 + t2;
-        let z4 = t1 + t3;
-        let z5 = (z3 + z4) * FIX_1_175875602;
-        let t0 = t0 * FIX_0_298631336;
-        let t1 = t1 * FIX_2_053119869;
-        let t2 = t2 * FIX_3_072711026;
-        let t3 = t3 * FIX_1_501321110;
-        let z1 = z1 * (-FIX_0_899976223);
-        let z2 = z2 * (-FIX_2_562915447);
-        let z3 = z3 * (-FIX_1_961570560) + z5;
-        let z4 = z4 * (-FIX_0_390180644) + z5;
-        let t0 = t0 + z1 + z3;
-        let t1 = t1 + z2 + z4;
-        let t2 = t2 + z2 + z3;
-        let t3 = t3 + z1 + z4;
-        let n = CONST_BITS - PASS1_BITS;
-        ws[c] = descale(tmp10 + t3, n);
-        ws[7 * 8 + c] = descale(tmp10 - t3, n);
-        ws[8 + c] = descale(tmp11 + t2, n);
-        ws[6 * 8 + c] = descale(tmp11 - t2, n);
-        ws[2 * 8 + c] = descale(tmp12 + t1, n);
-        ws[5 * 8 + c] = descale(tmp12 - t1, n);
-        ws[3 * 8 + c] = descale(tmp13 + t0, n);
-        ws[4 * 8 + c] = descale(tmp13 - t0, n);
+        for (i, v) in idct_1d(col).into_iter().enumerate() {
+            ws[i * 8 + c] = descale(v, CONST_BITS - PASS1_BITS);
+        }
     }
     // range_limit: samples are centred on 128 and clamped; the table wraps at 1024 (RANGE_MASK),
     // which only matters for corrupt data.
@@ -188,51 +187,15 @@ fn idct_islow(coef: &[i32; 64], out: &mut [u8; 64]) {
         (v + 128).clamp(0, 255) as u8
     };
     for r in 0..8 {
-        let w = &ws[r * 8..r * 8 + 8];
-        let n = CONST_BITS + PASS1_BITS + 3;
+        let w: [i32; 8] = ws[r * 8..r * 8 + 8].try_into().unwrap();
+        let o = &mut out[r * 8..r * 8 + 8];
         if w[1..].iter().all(|&v| v == 0) {
-            let dc = lim(descale(w[0], PASS1_BITS + 3));
-            out[r * 8..r * 8 + 8].iter_mut().for_each(|o| *o = dc);
+            o.fill(lim(descale(w[0], PASS1_BITS + 3)));
             continue;
         }
-        let z2 = w[2];
-        let z3 = w[6];
-        let z1 = (z2 + z3) * FIX_0_541196100;
-        let tmp2 = z1 + z3 * (-FIX_1_847759065);
-        let tmp3 = z1 + z2 * FIX_0_765366865;
-        let tmp0 = (w[0] + w[4]) << CONST_BITS;
-        let tmp1 = (w[0] - w[4]) << CONST_BITS;
-        let tmp10 = tmp0 + tmp3;
-        let tmp13 = tmp0 - tmp3;
-        let tmp11 = tmp1 + tmp2;
-        let tmp12 = tmp1 - tmp2;
-        let (t0, t1, t2, t3) = (w[7], w[5], w[3], w[1]);
-        let z1 = t0 + t3;
-        let z2 = t1 + t2;
-        let z3 = t0 + t2;
-        let z4 = t1 + t3;
-        let z5 = (z3 + z4) * FIX_1_175875602;
-        let t0 = t0 * FIX_0_298631336;
-        let t1 = t1 * FIX_2_053119869;
-        let t2 = t2 * FIX_3_072711026;
-        let t3 = t3 * FIX_1_501321110;
-        let z1 = z1 * (-FIX_0_899976223);
-        let z2 = z2 * (-FIX_2_562915447);
-        let z3 = z3 * (-FIX_1_961570560) + z5;
-        let z4 = z4 * (-FIX_0_390180644) + z5;
-        let t0 = t0 + z1 + z3;
-        let t1 = t1 + z2 + z4;
-        let t2 = t2 + z2 + z3;
-        let t3 = t3 + z1 + z4;
-        let o = &mut out[r * 8..r * 8 + 8];
-        o[0] = lim(descale(tmp10 + t3, n));
-        o[7] = lim(descale(tmp10 - t3, n));
-        o[1] = lim(descale(tmp11 + t2, n));
-        o[6] = lim(descale(tmp11 - t2, n));
-        o[2] = lim(descale(tmp12 + t1, n));
-        o[5] = lim(descale(tmp12 - t1, n));
-        o[3] = lim(descale(tmp13 + t0, n));
-        o[4] = lim(descale(tmp13 - t0, n));
+        for (o, v) in o.iter_mut().zip(idct_1d(w)) {
+            *o = lim(descale(v, CONST_BITS + PASS1_BITS + 3));
+        }
     }
 }
 
