@@ -48,18 +48,24 @@ pub(crate) fn plasma_fractal(n: usize, decay: f64, rng: &mut Fast) -> Vec<f64> {
         step /= 2;
         wib /= decay;
     }
-    let mn = m.iter().cloned().fold(f64::INFINITY, f64::min);
-    m.iter_mut().for_each(|v| *v -= mn);
-    let mx = m.iter().cloned().fold(0.0, f64::max);
-    if mx > 0.0 {
-        m.iter_mut().for_each(|v| *v /= mx);
-    }
+    normalise01(&mut m);
     m
 }
 
 /// Map side: the reference's (32 for CIFAR, 64 for Tiny-ImageNet; imagecorruptions: the next power
 /// of two ≥ max(H, W), 256 at 224), grown to the next power of two ≥ max(H, W) when the image is
 /// larger than that, so any size works; smaller images take the top-left H×W, as the reference.
+/// Shift to a minimum of 0, then scale to a maximum of 1 (a flat map stays 0), as the reference's
+/// `plasma_fractal` ends.
+fn normalise01(m: &mut [f64]) {
+    let mn = m.iter().cloned().fold(f64::INFINITY, f64::min);
+    m.iter_mut().for_each(|v| *v -= mn);
+    let mx = m.iter().cloned().fold(0.0, f64::max);
+    if mx > 0.0 {
+        m.iter_mut().for_each(|v| *v /= mx);
+    }
+}
+
 pub(crate) fn fog_map_size(p: ParamSet, h: usize, w: usize) -> usize {
     let need = h.max(w).max(1).next_power_of_two();
     match p {
@@ -164,12 +170,7 @@ mod tests {
             step /= 2;
             wib /= decay;
         }
-        let mn = m.iter().cloned().fold(f64::INFINITY, f64::min);
-        m.iter_mut().for_each(|v| *v -= mn);
-        let mx = m.iter().cloned().fold(0.0, f64::max);
-        if mx > 0.0 {
-            m.iter_mut().for_each(|v| *v /= mx);
-        }
+        normalise01(&mut m);
         m
     }
 

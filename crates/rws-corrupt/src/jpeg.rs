@@ -47,84 +47,52 @@ fn descale(x: i32, n: i32) -> i32 {
     (x + (1 << (n - 1))) >> n
 }
 
+/// One 1-D pass of `jpeg_fdct_islow`'s butterfly (both passes share it): the eight outputs in
+/// natural order, 0 and 4 unscaled, the others scaled up by 2^CONST_BITS (each pass rescales).
+fn fdct_1d(x: [i32; 8]) -> [i32; 8] {
+    let tmp0 = x[0] + x[7];
+    let tmp7 = x[0] - x[7];
+    let tmp1 = x[1] + x[6];
+    let tmp6 = x[1] - x[6];
+    let tmp2 = x[2] + x[5];
+    let tmp5 = x[2] - x[5];
+    let tmp3 = x[3] + x[4];
+    let tmp4 = x[3] - x[4];
+    let tmp10 = tmp0 + tmp3;
+    let tmp13 = tmp0 - tmp3;
+    let tmp11 = tmp1 + tmp2;
+    let tmp12 = tmp1 - tmp2;
+    let z1 = (tmp12 + tmp13) * FIX_0_541196100;
+    let (o2, o6) = (z1 + tmp13 * FIX_0_765366865, z1 + tmp12 * (-FIX_1_847759065));
+    let z1 = tmp4 + tmp7;
+    let z2 = tmp5 + tmp6;
+    let z3 = tmp4 + tmp6;
+    let z4 = tmp5 + tmp7;
+    let z5 = (z3 + z4) * FIX_1_175875602;
+    let t4 = tmp4 * FIX_0_298631336;
+    let t5 = tmp5 * FIX_2_053119869;
+    let t6 = tmp6 * FIX_3_072711026;
+    let t7 = tmp7 * FIX_1_501321110;
+    let z1 = z1 * (-FIX_0_899976223);
+    let z2 = z2 * (-FIX_2_562915447);
+    let z3 = z3 * (-FIX_1_961570560) + z5;
+    let z4 = z4 * (-FIX_0_390180644) + z5;
+    [tmp10 + tmp11, t7 + z1 + z4, o2, t6 + z2 + z3, tmp10 - tmp11, t5 + z2 + z4, o6, t4 + z1 + z3]
+}
+
 /// `jpeg_fdct_islow` (IJG 6b / libjpeg-turbo jfdctint.c); input already level-shifted.
 fn fdct_islow(data: &mut [i32; 64]) {
     for r in 0..8 {
         let d = &mut data[r * 8..r * 8 + 8];
-        let tmp0 = d[0] + d[7];
-        let tmp7 = d[0] - d[7];
-        let tmp1 = d[1] + d[6];
-        let tmp6 = d[1] - d[6];
-        let tmp2 = d[2] + d[5];
-        let tmp5 = d[2] - d[5];
-        let tmp3 = d[3] + d[4];
-        let tmp4 = d[3] - d[4];
-        let tmp10 = tmp0 + tmp3;
-        let tmp13 = tmp0 - tmp3;
-        let tmp11 = tmp1 + tmp2;
-        let tmp12 = tmp1 - tmp2;
-        d[0] = (tmp10 + tmp11) << PASS1_BITS;
-        d[4] = (tmp10 - tmp11) << PASS1_BITS;
-        let z1 = (tmp12 + tmp13) * FIX_0_541196100;
-        d[2] = descale(z1 + tmp13 * FIX_0_765366865, CONST_BITS - PASS1_BITS);
-        d[6] = descale(z1 + tmp12 * (-FIX_1_847759065), CONST_BITS - PASS1_BITS);
-        let z1 = tmp4 + tmp7;
-        let z2 = tmp5 + tmp6;
-        let z3 = tmp4 + tmp6;
-        let z4 = tmp5 + tmp7;
-        let z5 = (z3 + z4) * FIX_1_175875602;
-        let t4 = tmp4 * FIX_0_298631336;
-        let t5 = tmp5 * FIX_2_053119869;
-        let t6 = tmp6 * FIX_3_072711026;
-        let t7 = tmp7 * FIX_1_501321110;
-        let z1 = z1 * (-FIX_0_899976223);
-        let z2 = z2 * (-FIX_2_562915447);
-        let z3 = z3 * (-FIX_1_961570560) + z5;
-        let z4 = z4 * (-FIX_0_390180644) + z5;
-        d[7] = descale(t4 + z1 + z3, CONST_BITS - PASS1_BITS);
-        d[5] = descale(t5 + z2 + z4, CONST_BITS - PASS1_BITS);
-        d[3] = descale(t6 + z2 + z3, CONST_BITS - PASS1_BITS);
-        d[1] = descale(t7 + z1 + z4, CONST_BITS - PASS1_BITS);
+        let y = fdct_1d(d.try_into().unwrap());
+        for (i, (o, v)) in d.iter_mut().zip(y).enumerate() {
+            *o = if i % 4 == 0 { v << PASS1_BITS } else { descale(v, CONST_BITS - PASS1_BITS) };
+        }
     }
     for c in 0..8 {
-        let g = |i: usize| data[i * 8 + c];
-        let tmp0 = g(0) + g(7);
-        let tmp7 = g(0) - g(7);
-        let tmp1 = g(1) + g(6);
-        let tmp6 = g(1) - g(6);
-        let tmp2 = g(2) + g(5);
-        let tmp5 = g(2) - g(5);
-        let tmp3 = g(3) + g(4);
-        let tmp4 = g(3) - g(4);
-        let tmp10 = tmp0 + tmp3;
-        let tmp13 = tmp0 - tmp3;
-        let tmp11 = tmp1 + tmp2;
-        let tmp12 = tmp1 - tmp2;
-        let mut o = [0i32; 8];
-        o[0] = descale(tmp10 + tmp11, PASS1_BITS);
-        o[4] = descale(tmp10 - tmp11, PASS1_BITS);
-        let z1 = (tmp12 + tmp13) * FIX_0_541196100;
-        o[2] = descale(z1 + tmp13 * FIX_0_765366865, CONST_BITS + PASS1_BITS);
-        o[6] = descale(z1 + tmp12 * (-FIX_1_847759065), CONST_BITS + PASS1_BITS);
-        let z1 = tmp4 + tmp7;
-        let z2 = tmp5 + tmp6;
-        let z3 = tmp4 + tmp6;
-        let z4 = tmp5 + tmp7;
-        let z5 = (z3 + z4) * FIX_1_175875602;
-        let t4 = tmp4 * FIX_0_298631336;
-        let t5 = tmp5 * FIX_2_053119869;
-        let t6 = tmp6 * FIX_3_072711026;
-        let t7 = tmp7 * FIX_1_501321110;
-        let z1 = z1 * (-FIX_0_899976223);
-        let z2 = z2 * (-FIX_2_562915447);
-        let z3 = z3 * (-FIX_1_961570560) + z5;
-        let z4 = z4 * (-FIX_0_390180644) + z5;
-        o[7] = descale(t4 + z1 + z3, CONST_BITS + PASS1_BITS);
-        o[5] = descale(t5 + z2 + z4, CONST_BITS + PASS1_BITS);
-        o[3] = descale(t6 + z2 + z3, CONST_BITS + PASS1_BITS);
-        o[1] = descale(t7 + z1 + z4, CONST_BITS + PASS1_BITS);
-        for i in 0..8 {
-            data[i * 8 + c] = o[i];
+        let y = fdct_1d(std::array::from_fn(|i| data[i * 8 + c]));
+        for (i, v) in y.into_iter().enumerate() {
+            data[i * 8 + c] = if i % 4 == 0 { descale(v, PASS1_BITS) } else { descale(v, CONST_BITS + PASS1_BITS) };
         }
     }
 }
