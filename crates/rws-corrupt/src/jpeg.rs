@@ -47,6 +47,22 @@ fn descale(x: i32, n: i32) -> i32 {
     (x + (1 << (n - 1))) >> n
 }
 
+/// The odd part that islow's forward and inverse transforms share (jfdctint.c / jidctint.c,
+/// scaled by 2^CONST_BITS): for inputs (a, b, c, d) it returns
+/// (a·k₀ + z1 + z3, b·k₁ + z2 + z4, c·k₂ + z2 + z3, d·k₃ + z1 + z4).
+fn odd_rotation(a: i32, b: i32, c: i32, d: i32) -> [i32; 4] {
+    let z1 = a + d;
+    let z2 = b + c;
+    let z3 = a + c;
+    let z4 = b + d;
+    let z5 = (z3 + z4) * FIX_1_175875602;
+    let z1 = z1 * (-FIX_0_899976223);
+    let z2 = z2 * (-FIX_2_562915447);
+    let z3 = z3 * (-FIX_1_961570560) + z5;
+    let z4 = z4 * (-FIX_0_390180644) + z5;
+    [a * FIX_0_298631336 + z1 + z3, b * FIX_2_053119869 + z2 + z4, c * FIX_3_072711026 + z2 + z3, d * FIX_1_501321110 + z1 + z4]
+}
+
 /// One 1-D pass of `jpeg_fdct_islow`'s butterfly (both passes share it): the eight outputs in
 /// natural order, 0 and 4 unscaled, the others scaled up by 2^CONST_BITS (each pass rescales).
 fn fdct_1d(x: [i32; 8]) -> [i32; 8] {
@@ -64,20 +80,8 @@ fn fdct_1d(x: [i32; 8]) -> [i32; 8] {
     let tmp12 = tmp1 - tmp2;
     let z1 = (tmp12 + tmp13) * FIX_0_541196100;
     let (o2, o6) = (z1 + tmp13 * FIX_0_765366865, z1 + tmp12 * (-FIX_1_847759065));
-    let z1 = tmp4 + tmp7;
-    let z2 = tmp5 + tmp6;
-    let z3 = tmp4 + tmp6;
-    let z4 = tmp5 + tmp7;
-    let z5 = (z3 + z4) * FIX_1_175875602;
-    let t4 = tmp4 * FIX_0_298631336;
-    let t5 = tmp5 * FIX_2_053119869;
-    let t6 = tmp6 * FIX_3_072711026;
-    let t7 = tmp7 * FIX_1_501321110;
-    let z1 = z1 * (-FIX_0_899976223);
-    let z2 = z2 * (-FIX_2_562915447);
-    let z3 = z3 * (-FIX_1_961570560) + z5;
-    let z4 = z4 * (-FIX_0_390180644) + z5;
-    [tmp10 + tmp11, t7 + z1 + z4, o2, t6 + z2 + z3, tmp10 - tmp11, t5 + z2 + z4, o6, t4 + z1 + z3]
+    let [o7, o5, o3, o1] = odd_rotation(tmp4, tmp5, tmp6, tmp7);
+    [tmp10 + tmp11, o1, o2, o3, tmp10 - tmp11, o5, o6, o7]
 }
 
 /// `jpeg_fdct_islow` (IJG 6b / libjpeg-turbo jfdctint.c); input already level-shifted.
@@ -111,24 +115,7 @@ fn idct_1d(x: [i32; 8]) -> [i32; 8] {
     let tmp13 = tmp0 - tmp3;
     let tmp11 = tmp1 + tmp2;
     let tmp12 = tmp1 - tmp2;
-    let (t0, t1, t2, t3) = (x[7], x[5], x[3], x[1]);
-    let z1 = t0 + t3;
-    let z2 = t1 + t2;
-    let z3 = t0 + t2;
-    let z4 = t1 + t3;
-    let z5 = (z3 + z4) * FIX_1_175875602;
-    let t0 = t0 * FIX_0_298631336;
-    let t1 = t1 * FIX_2_053119869;
-    let t2 = t2 * FIX_3_072711026;
-    let t3 = t3 * FIX_1_501321110;
-    let z1 = z1 * (-FIX_0_899976223);
-    let z2 = z2 * (-FIX_2_562915447);
-    let z3 = z3 * (-FIX_1_961570560) + z5;
-    let z4 = z4 * (-FIX_0_390180644) + z5;
-    let t0 = t0 + z1 + z3;
-    let t1 = t1 + z2 + z4;
-    let t2 = t2 + z2 + z3;
-    let t3 = t3 + z1 + z4;
+    let [t0, t1, t2, t3] = odd_rotation(x[7], x[5], x[3], x[1]);
     [tmp10 + t3, tmp11 + t2, tmp12 + t1, tmp13 + t0, tmp13 - t0, tmp12 - t1, tmp11 - t2, tmp10 - t3]
 }
 
