@@ -27,7 +27,7 @@ pub(crate) fn corrupt_u8_fast(x: &[u8], h: usize, w: usize, c: usize, cor: Corru
         Corruption::MotionBlur => motion_blur_u8(x, h, w, c, s, p, rng),
         Corruption::Fog => crate::fog::fog_u8(x, h, w, c, s, p, rng),
         Corruption::ZoomBlur => return Some(blur::zoom_blur_u8(x, h, w, c, s, p)),
-        _ => return None,
+        _ => return crate::weather_u8::corrupt_u8_weather(x, h, w, c, cor, s, p, rng),
     }))
 }
 

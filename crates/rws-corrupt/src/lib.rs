@@ -37,6 +37,7 @@ pub mod ndimage;
 mod noise;
 mod snow;
 mod spatter;
+mod weather_u8;
 
 /// The RNG every random corruption draws from; seeded by the caller so runs are reproducible.
 pub type Rng = rand_chacha::ChaCha8Rng;
