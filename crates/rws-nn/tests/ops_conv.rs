@@ -173,7 +173,13 @@ fn run_bytes() -> Vec<u32> {
     let r = rand_t(&mut rng, p.dims());
     let g = (&p * &r).unwrap().sum_all().unwrap().backward().unwrap();
     let mut out = Vec::new();
-    for t in [&p, g.get(&x).unwrap(), g.get(&w).unwrap(), g.get(&b).unwrap()] {
+    // The inference block (Winograd path: 3×3, ≥ 8 input channels) on a batch that splits
+    // into several image groups.
+    let xi = rand_t(&mut rng, &[23, 8, 10, 10]);
+    let wi = rand_t(&mut rng, &[6, 8, 3, 3]);
+    let bi = rand_t(&mut rng, &[6]);
+    let yi = ops::conv2d_relu_pool(&xi, &wi, Some(&bi), 1, 1, 2).unwrap();
+    for t in [&p, g.get(&x).unwrap(), g.get(&w).unwrap(), g.get(&b).unwrap(), &yi] {
         let v: Vec<f32> = t.flatten_all().unwrap().to_vec1().unwrap();
         out.extend(v.iter().map(|f| f.to_bits()));
     }
@@ -198,6 +204,18 @@ fn conv_relu_pool_matches_candle_ops() {
     let mut rng = ChaCha8Rng::seed_from_u64(9);
     for (n, c, h, w, o, k, pad, pool, bias) in
         [(3, 2, 9, 7, 5, 3, 1, 2, true), (2, 3, 8, 8, 4, 3, 1, 0, true), (2, 1, 11, 10, 3, 3, 0, 3, false), (1, 4, 6, 6, 6, 1, 0, 2, true)]
+            .into_iter()
+            // 3×3 with ≥ 8 input channels: the Winograd path (even and odd sizes, padding 0–2,
+            // pooled and not, several image groups).
+            .chain([
+                (5, 8, 28, 28, 16, 3, 1, 2, true),
+                (3, 16, 7, 9, 8, 3, 1, 0, true),
+                (4, 8, 7, 7, 5, 3, 1, 2, false),
+                (2, 9, 6, 5, 3, 3, 0, 0, true),
+                (2, 8, 5, 6, 4, 3, 2, 2, true),
+                (9, 12, 3, 3, 4, 3, 1, 0, true),
+                (40, 8, 14, 14, 8, 3, 1, 2, true),
+            ])
     {
         let x = rand_t(&mut rng, &[n, c, h, w]);
         let wt = rand_t(&mut rng, &[o, c, k, k]);

@@ -161,6 +161,11 @@ pub(crate) fn fwd_image(g: &Geom, xi: &[f32], w: &[f32], b: Option<&[f32]>, yi: 
     }
     if g.direct() {
         gemm_f32(o, p, k, yi, p, b.is_some(), w, k, 1, xi, p, 1);
+    } else if g.stride == 1 && k <= DIRECT_MAX_K {
+        if b.is_none() {
+            yi.fill(0.0);
+        }
+        direct_image(g, xi, w, yi);
     } else {
         with_scratch(k * p, |col| {
             im2col(g, xi, col);
@@ -169,30 +174,104 @@ pub(crate) fn fwd_image(g: &Geom, xi: &[f32], w: &[f32], b: Option<&[f32]>, yi: 
     }
 }
 
+/// Largest C·kh·kw computed by [`direct_image`]: an RGB or grey input layer. There im2col + gemm
+/// runs a 9–27-deep gemm far below its peak and spends most of its time writing the column
+/// matrix; row-by-row multiply-adds do the same arithmetic in a fraction of the time.
+const DIRECT_MAX_K: usize = 27;
+
+/// Stride-1 convolution added into `yi` (which holds the bias, or zeros): for each output
+/// row, one multiply-add of a shifted padded input row per tap.
+fn direct_image(g: &Geom, xi: &[f32], w: &[f32], yi: &mut [f32]) {
+    // The scratch is fetched out here: a closure would not inherit the AVX2 code generation.
+    with_scratch(g.c * (g.h + 2 * g.pad) * direct_row(g), |xp| {
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx2") {
+            #[target_feature(enable = "avx2")]
+            unsafe fn wide(g: &Geom, xi: &[f32], w: &[f32], yi: &mut [f32], xp: &mut [f32]) {
+                direct_image_impl::<true>(g, xi, w, yi, xp)
+            }
+            // SAFETY: the CPU has AVX2 (checked above).
+            return unsafe { wide(g, xi, w, yi, xp) };
+        }
+        direct_image_impl::<false>(g, xi, w, yi, xp)
+    })
+}
+
+/// Padded row length of [`direct_image`]'s input copy: whole 8-wide output chunks plus the
+/// kernel's reach, so the last chunk reads zeros instead of running off the row.
+fn direct_row(g: &Geom) -> usize {
+    g.ow.div_ceil(8) * 8 + g.kw - 1
+}
+
+#[inline(always)]
+fn direct_image_impl<const AVX2: bool>(g: &Geom, xi: &[f32], w: &[f32], yi: &mut [f32], xp: &mut [f32]) {
+    let (hp, wp) = (g.h + 2 * g.pad, direct_row(g));
+    let (p, ow) = (g.p(), g.ow);
+    xp.fill(0.0);
+    for c in 0..g.c {
+        for y in 0..g.h {
+            let d = (c * hp + y + g.pad) * wp + g.pad;
+            xp[d..d + g.w].copy_from_slice(&xi[(c * g.h + y) * g.w..(c * g.h + y + 1) * g.w]);
+        }
+    }
+    let k = g.k();
+    // Per 8-wide output chunk: its k = C·kh·kw input vectors once, then every output channel
+    // from them in registers (per-channel loops re-read the inputs and ran at loop overhead).
+    let mut vin = [[0f32; 8]; DIRECT_MAX_K];
+    for oy in 0..g.oh {
+        for x0 in (0..ow).step_by(8) {
+            let n = (ow - x0).min(8);
+            let mut t = 0;
+            for c in 0..g.c {
+                for ki in 0..g.kh {
+                    let at = (c * hp + oy + ki) * wp + x0;
+                    for kj in 0..g.kw {
+                        vin[t].copy_from_slice(&xp[at + kj..at + kj + 8]);
+                        t += 1;
+                    }
+                }
+            }
+            for o in 0..g.o {
+                let wo = &w[o * k..(o + 1) * k];
+                let out = &mut yi[o * p + oy * ow + x0..o * p + oy * ow + x0 + n];
+                let mut acc = [0f32; 8];
+                acc[..n].copy_from_slice(out);
+                if AVX2 {
+                    #[cfg(target_arch = "x86_64")]
+                    // SAFETY: only instantiated under AVX2 (`wide`); all pointers are to 8-float arrays.
+                    unsafe {
+                        use std::arch::x86_64::*;
+                        let mut a = _mm256_loadu_ps(acc.as_ptr());
+                        for (wv, v) in wo.iter().zip(&vin[..k]) {
+                            a = _mm256_add_ps(a, _mm256_mul_ps(_mm256_set1_ps(*wv), _mm256_loadu_ps(v.as_ptr())));
+                        }
+                        _mm256_storeu_ps(acc.as_mut_ptr(), a);
+                    }
+                } else {
+                    for (wv, v) in wo.iter().zip(&vin[..k]) {
+                        for l in 0..8 {
+                            acc[l] += wv * v[l];
+                        }
+                    }
+                }
+                out.copy_from_slice(&acc[..n]);
+            }
+        }
+    }
+}
+
 /// Inference conv + bias + ReLU (+ max-pool k when `pool` ≥ 2), one image at a time so the conv
 /// output is pooled while still in cache and never written out at full size. ReLU is applied
 /// after the pooling: max and ReLU commute, and the pooled tensor is k² times smaller.
 pub(crate) fn fwd_relu_pool(g: &Geom, x: &[f32], w: &[f32], b: &[f32], pool: usize) -> (Vec<f32>, Shape) {
     let _s = super::prof::span("conv relu pool fwd");
-    let (k, p, o) = (g.k(), g.p(), g.o);
+    let (p, o) = (g.p(), g.o);
     let in_img = g.c * g.h * g.w;
     let pool = pool.max(1);
     let (ph, pw) = (g.oh / pool, g.ow / pool);
     let per = o * ph * pw;
     let mut y = output_buf(g.n * per);
-    let conv_one = |xi: &[f32], yi: &mut [f32]| {
-        for (r, bv) in b.iter().enumerate() {
-            yi[r * p..(r + 1) * p].fill(*bv);
-        }
-        if g.direct() {
-            gemm_f32(o, p, k, yi, p, true, w, k, 1, xi, p, 1);
-        } else {
-            with_scratch(k * p, |col| {
-                im2col(g, xi, col);
-                gemm_f32(o, p, k, yi, p, true, w, k, 1, col, p, 1);
-            });
-        }
-    };
+    let conv_one = |xi: &[f32], yi: &mut [f32]| fwd_image(g, xi, w, Some(b), yi);
     y.par_chunks_mut(per.max(1)).enumerate().for_each(|(i, yo)| {
         let xi = &x[i * in_img..(i + 1) * in_img];
         if pool == 1 {
@@ -210,13 +289,18 @@ pub(crate) fn fwd_relu_pool(g: &Geom, x: &[f32], w: &[f32], b: &[f32], pool: usi
                 }
             });
         }
+        // A select, not a conditional store: the branchy form compiled to per-value tests.
         for v in yo.iter_mut() {
-            if *v < 0.0 {
-                *v = 0.0;
-            }
+            *v = if *v < 0.0 { 0.0 } else { *v };
         }
     });
     (y, Shape::from((g.n, o, ph, pw)))
+}
+
+/// `RWS_WINOGRAD=0` runs inference 3×3 convs through im2col + gemm instead of Winograd (A/B).
+fn winograd_off() -> bool {
+    static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *OFF.get_or_init(|| std::env::var("RWS_WINOGRAD").is_ok_and(|v| v == "0"))
 }
 
 /// Inference-only op for [`fwd_relu_pool`] (no backward: callers use it on untracked tensors).
@@ -243,7 +327,13 @@ impl CustomOp3 for ConvReluPool {
         if self.pool >= 2 && (g.oh < self.pool || g.ow < self.pool) {
             candle_core::bail!("max_pool2d: kernel {} does not fit input {}x{}", self.pool, g.oh, g.ow);
         }
-        let (y, shape) = fwd_relu_pool(&g, f32_slice(s1, l1, "conv2d input")?, f32_slice(s2, l2, "conv2d weight")?, b, self.pool);
+        let (x, w) = (f32_slice(s1, l1, "conv2d input")?, f32_slice(s2, l2, "conv2d weight")?);
+        if super::winograd::applies(&g, self.pool) && !winograd_off() {
+            let y = super::winograd::fwd_relu_pool(&g, x, w, b, self.pool);
+            let shape = if self.pool == 2 { Shape::from((g.n, g.o, g.oh / 2, g.ow / 2)) } else { out_shape(&g) };
+            return Ok((CpuStorage::F32(y), shape));
+        }
+        let (y, shape) = fwd_relu_pool(&g, x, w, b, self.pool);
         Ok((CpuStorage::F32(y), shape))
     }
 }

@@ -9,6 +9,7 @@ use candle_core::{DType, Device, Result, Tensor};
 
 mod conv;
 mod pool;
+mod winograd;
 mod prof;
 mod util;
 
