@@ -58,7 +58,17 @@ fn batch_norm_is_identical_with_one_and_two_threads() {
 #[test]
 fn fused_conv_bn_relu_matches_separate_ops() {
     let mut rng = ChaCha8Rng::seed_from_u64(13);
-    for &(n, c, h, w, o, stride, pad, bias) in &[(3, 2, 7, 7, 4, 1, 1, true), (5, 3, 9, 9, 6, 2, 1, false), (2, 4, 5, 6, 3, 1, 0, true)] {
+    // The last four run 3×3 stride-1 convs with ≥ 8 channels each way: Winograd forward and
+    // input gradient (padding 0–2, odd sizes).
+    for &(n, c, h, w, o, stride, pad, bias) in &[
+        (3, 2, 7, 7, 4, 1, 1, true),
+        (5, 3, 9, 9, 6, 2, 1, false),
+        (2, 4, 5, 6, 3, 1, 0, true),
+        (4, 8, 10, 10, 8, 1, 1, true),
+        (3, 9, 7, 9, 12, 1, 1, false),
+        (2, 8, 6, 6, 8, 1, 0, true),
+        (2, 8, 5, 7, 10, 1, 2, true),
+    ] {
         let x = Var::from_tensor(&rand_t(&mut rng, &[n, c, h, w], -1.0, 1.0)).unwrap();
         let wt = Var::from_tensor(&rand_t(&mut rng, &[o, c, 3, 3], -0.5, 0.5)).unwrap();
         let b = Var::from_tensor(&rand_t(&mut rng, &[o], -0.5, 0.5)).unwrap();
@@ -99,8 +109,16 @@ fn fused_bytes() -> Vec<u32> {
     let (yp, _, _) = ops::conv2d_bn_relu_pool_train(x.as_tensor(), w.as_tensor(), None, g.as_tensor(), be.as_tensor(), 1, 1, 1e-5, 2).unwrap();
     let rp = rand_t(&mut rng, yp.dims(), -1.0, 1.0);
     let gp = (&yp * &rp).unwrap().sum_all().unwrap().backward().unwrap();
+    // 8 channels in and out: the Winograd forward and input gradient, several image groups.
+    let x8 = Var::from_tensor(&rand_t(&mut rng, &[19, 8, 10, 10], -1.0, 1.0)).unwrap();
+    let w8 = Var::from_tensor(&rand_t(&mut rng, &[8, 8, 3, 3], -0.5, 0.5)).unwrap();
+    let g8 = Var::from_tensor(&rand_t(&mut rng, &[8], 0.5, 1.5)).unwrap();
+    let b8 = Var::from_tensor(&rand_t(&mut rng, &[8], -0.5, 0.5)).unwrap();
+    let (y8, _, _) = ops::conv2d_bn_relu_pool_train(x8.as_tensor(), w8.as_tensor(), None, g8.as_tensor(), b8.as_tensor(), 1, 1, 1e-5, 2).unwrap();
+    let r8 = rand_t(&mut rng, y8.dims(), -1.0, 1.0);
+    let g8r = (&y8 * &r8).unwrap().sum_all().unwrap().backward().unwrap();
     let mut out = Vec::new();
-    for t in [&y, gr.get(&x).unwrap(), gr.get(&w).unwrap(), gr.get(&g).unwrap(), gr.get(&be).unwrap(), &yp, gp.get(&x).unwrap(), gp.get(&w).unwrap()] {
+    for t in [&y, gr.get(&x).unwrap(), gr.get(&w).unwrap(), gr.get(&g).unwrap(), gr.get(&be).unwrap(), &yp, gp.get(&x).unwrap(), gp.get(&w).unwrap(), &y8, g8r.get(&x8).unwrap(), g8r.get(&w8).unwrap()] {
         let v: Vec<f32> = t.flatten_all().unwrap().to_vec1().unwrap();
         out.extend(v.iter().map(|f| f.to_bits()));
     }
@@ -120,7 +138,7 @@ fn fused_conv_bn_relu_is_identical_with_one_and_two_threads() {
 #[test]
 fn fused_block_with_pooling_matches_block_then_pool() {
     let mut rng = ChaCha8Rng::seed_from_u64(15);
-    for &(n, c, h, w, o, pool) in &[(3, 2, 8, 8, 4, 2), (2, 3, 9, 7, 5, 2), (2, 2, 9, 9, 3, 3)] {
+    for &(n, c, h, w, o, pool) in &[(3, 2, 8, 8, 4, 2), (2, 3, 9, 7, 5, 2), (2, 2, 9, 9, 3, 3), (3, 8, 8, 8, 8, 2), (2, 8, 9, 7, 9, 2)] {
         let x = Var::from_tensor(&rand_t(&mut rng, &[n, c, h, w], -1.0, 1.0)).unwrap();
         let wt = Var::from_tensor(&rand_t(&mut rng, &[o, c, 3, 3], -0.5, 0.5)).unwrap();
         let b = Var::from_tensor(&rand_t(&mut rng, &[o], -0.5, 0.5)).unwrap();

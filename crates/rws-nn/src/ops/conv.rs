@@ -297,12 +297,6 @@ pub(crate) fn fwd_relu_pool(g: &Geom, x: &[f32], w: &[f32], b: &[f32], pool: usi
     (y, Shape::from((g.n, o, ph, pw)))
 }
 
-/// `RWS_WINOGRAD=0` runs inference 3×3 convs through im2col + gemm instead of Winograd (A/B).
-fn winograd_off() -> bool {
-    static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *OFF.get_or_init(|| std::env::var("RWS_WINOGRAD").is_ok_and(|v| v == "0"))
-}
-
 /// Inference-only op for [`fwd_relu_pool`] (no backward: callers use it on untracked tensors).
 pub(crate) struct ConvReluPool {
     pub stride: usize,
@@ -328,7 +322,7 @@ impl CustomOp3 for ConvReluPool {
             candle_core::bail!("max_pool2d: kernel {} does not fit input {}x{}", self.pool, g.oh, g.ow);
         }
         let (x, w) = (f32_slice(s1, l1, "conv2d input")?, f32_slice(s2, l2, "conv2d weight")?);
-        if super::winograd::applies(&g, self.pool) && !winograd_off() {
+        if super::winograd::applies(&g, self.pool) {
             let y = super::winograd::fwd_relu_pool(&g, x, w, b, self.pool);
             let shape = if self.pool == 2 { Shape::from((g.n, g.o, g.oh / 2, g.ow / 2)) } else { out_shape(&g) };
             return Ok((CpuStorage::F32(y), shape));

@@ -3,6 +3,7 @@
 //! output out of the graph (held by the op for the backward pass), which removes one full-size
 //! gradient buffer, its zero-fill and its addition per block.
 use super::conv::{self, bwd_weight, Geom};
+use super::winograd;
 use super::pool::{pool2, pool_k};
 use super::util::{f32_slice, lanes_dot, lanes_sum, output_buf};
 use rayon::prelude::*;
@@ -64,15 +65,24 @@ impl CustomOp2 for ConvBnRelu {
         // while the image's output is still in cache.
         let mut z = output_buf(n * o * hw);
         let mut part = vec![(0f64, 0f64); n * o];
-        z.par_chunks_mut(o * hw).zip(part.par_chunks_mut(o)).enumerate().for_each(|(i, (zi, pi))| {
-            conv::fwd_image(&g, &x[i * in_img..(i + 1) * in_img], w, Some(b), zi);
+        let stats = |zi: &[f32], pi: &mut [(f64, f64)]| {
             for (r, pr) in pi.iter_mut().enumerate() {
                 let zr = &zi[r * hw..(r + 1) * hw];
                 let m = lanes_sum(zr, |v| v) as f64 / hw as f64;
                 let mf = m as f32;
                 *pr = (m, lanes_sum(zr, |v| (v - mf) * (v - mf)) as f64);
             }
-        });
+        };
+        if winograd::applies(&g, 0) {
+            // Winograd runs several images per gemm, so the statistics come in a second pass.
+            winograd::conv(&g, x, w, Some(b), winograd::Epilogue::Linear, &mut z);
+            z.par_chunks(o * hw).zip(part.par_chunks_mut(o)).for_each(|(zi, pi)| stats(zi, pi));
+        } else {
+            z.par_chunks_mut(o * hw).zip(part.par_chunks_mut(o)).enumerate().for_each(|(i, (zi, pi))| {
+                conv::fwd_image(&g, &x[i * in_img..(i + 1) * in_img], w, Some(b), zi);
+                stats(zi, pi);
+            });
+        }
         // Per channel, merge the images in order (Chan et al.'s pairwise update): fixed order,
         // so the statistics do not depend on the thread count.
         let mut mean = vec![0f32; o];
@@ -258,7 +268,12 @@ impl CustomOp3 for ConvBnReluBwd {
                 }
             }
         };
-        if self.need_dx {
+        let wino_dx = if self.need_dx { winograd::transposed_geom(&g) } else { None };
+        if let Some(gt) = wino_dx {
+            // The input gradient as a Winograd conv of dz with the rotated weights.
+            dm.par_chunks_mut(o * hw).enumerate().for_each(|(i, di)| dz_image(i, di));
+            winograd::conv(&gt, &dm, &winograd::transposed_weights(w, o, g.c), None, winograd::Epilogue::Linear, dx);
+        } else if self.need_dx {
             dm.par_chunks_mut(o * hw).zip(dx.par_chunks_mut(in_img)).enumerate().for_each(|(i, (di, dxi))| {
                 dz_image(i, di);
                 conv::bwd_input_image(&g, di, w, dxi);
@@ -266,7 +281,8 @@ impl CustomOp3 for ConvBnReluBwd {
         } else {
             dm.par_chunks_mut(o * hw).enumerate().for_each(|(i, di)| dz_image(i, di));
         }
-        let wb = bwd_weight(&g, x, &dm); // [gw | gb]
+        // [gw | gb]
+        let wb = if winograd::applies(&g, 0) { winograd::weight_grad(&g, x, &dm) } else { bwd_weight(&g, x, &dm) };
         rest[..ok + o].copy_from_slice(&wb);
         for r in 0..o {
             rest[ok + o + r] = sdx[r] as f32;

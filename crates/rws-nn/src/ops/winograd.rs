@@ -22,7 +22,23 @@ const TILES_PER_GROUP: usize = 256;
 /// channels to make the gemm's inner dimension worth it, and no pooling or a 2×2 one (whose
 /// windows coincide with the 2×2 output tiles).
 pub(crate) fn applies(g: &Geom, pool: usize) -> bool {
-    g.kh == 3 && g.kw == 3 && g.stride == 1 && g.pad <= 2 && g.c >= 8 && pool <= 2 && g.oh >= 1 && g.ow >= 1
+    g.kh == 3 && g.kw == 3 && g.stride == 1 && g.pad <= 2 && g.c >= 8 && pool <= 2 && g.oh >= 1 && g.ow >= 1 && !disabled()
+}
+
+/// `RWS_WINOGRAD=0` runs every 3×3 conv through im2col + gemm instead (an A/B switch).
+fn disabled() -> bool {
+    static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *OFF.get_or_init(|| std::env::var("RWS_WINOGRAD").is_ok_and(|v| v == "0"))
+}
+
+/// The geometry of the convolution that gives `g`'s input gradient (see
+/// [`transposed_weights`]), when Winograd can run it.
+pub(crate) fn transposed_geom(g: &Geom) -> Option<Geom> {
+    if g.kh != 3 || g.kw != 3 || g.stride != 1 || g.pad > 2 {
+        return None;
+    }
+    let t = Geom::new(&[g.n, g.o, g.oh, g.ow], &[g.c, g.o, 3, 3], 1, 2 - g.pad).ok()?;
+    (t.oh == g.h && t.ow == g.w && applies(&t, 0)).then_some(t)
 }
 
 /// U = G·g·Gᵀ for every (output, input) channel pair, stored as 16 matrices O×C (one per tile
@@ -193,7 +209,8 @@ fn input_scratch(g: &Geom) -> usize {
 /// then ReLU, either pooled 2×2 (one value per tile, floor mode) or as the full output: built
 /// channels-last in the scratch, then transposed channels-first into `y`.
 #[inline(always)]
-fn transform_output_impl(g: &Geom, m: &[f32], scratch: &mut [f32], ng: usize, col0: usize, b: &[f32], pool: bool, y: &mut [f32]) {
+fn transform_output_impl(g: &Geom, m: &[f32], scratch: &mut [f32], ng: usize, col0: usize, b: &[f32], ep: Epilogue, y: &mut [f32]) {
+    let (pool, relu) = (ep == Epilogue::ReluPool2, ep != Epilogue::Linear);
     let o = g.o;
     let (th, tw) = (g.oh.div_ceil(2), g.ow.div_ceil(2));
     let ms = ng * o;
@@ -253,7 +270,7 @@ fn transform_output_impl(g: &Geom, m: &[f32], scratch: &mut [f32], ng: usize, co
                 for (ox, dst) in out.chunks_exact_mut(o).enumerate() {
                     let src = if ox % 2 == 0 { a } else { c };
                     for (d, &v) in dst.iter_mut().zip(&src[(ox / 2) * o..(ox / 2 + 1) * o]) {
-                        *d = if v < 0.0 { 0.0 } else { v };
+                        *d = if relu && v < 0.0 { 0.0 } else { v };
                     }
                 }
             }
@@ -283,35 +300,77 @@ fn transform_input(g: &Geom, x: &[f32], scratch: &mut [f32], v: &mut [f32], ng: 
 }
 
 #[allow(clippy::too_many_arguments)]
-fn transform_output(g: &Geom, m: &[f32], scratch: &mut [f32], ng: usize, col0: usize, b: &[f32], pool: bool, y: &mut [f32]) {
+fn transform_output(g: &Geom, m: &[f32], scratch: &mut [f32], ng: usize, col0: usize, b: &[f32], ep: Epilogue, y: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx2") {
         #[target_feature(enable = "avx2")]
         #[allow(clippy::too_many_arguments)]
-        unsafe fn wide(g: &Geom, m: &[f32], scratch: &mut [f32], ng: usize, col0: usize, b: &[f32], pool: bool, y: &mut [f32]) {
-            transform_output_impl(g, m, scratch, ng, col0, b, pool, y)
+        unsafe fn wide(g: &Geom, m: &[f32], scratch: &mut [f32], ng: usize, col0: usize, b: &[f32], ep: Epilogue, y: &mut [f32]) {
+            transform_output_impl(g, m, scratch, ng, col0, b, ep, y)
         }
         // SAFETY: the CPU has AVX2 (checked above).
-        return unsafe { wide(g, m, scratch, ng, col0, b, pool, y) };
+        return unsafe { wide(g, m, scratch, ng, col0, b, ep, y) };
     }
-    transform_output_impl(g, m, scratch, ng, col0, b, pool, y)
+    transform_output_impl(g, m, scratch, ng, col0, b, ep, y)
+}
+
+/// What follows the convolution, applied while each tile row is in cache.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Epilogue {
+    /// Nothing: the plain conv output (training keeps it for BatchNorm; input gradients).
+    Linear,
+    Relu,
+    /// ReLU and a 2×2 max-pool (floor mode): one value per tile.
+    ReluPool2,
 }
 
 /// conv (+ bias) → ReLU (→ 2×2 max-pool when `pool` = 2) of a batch, NCHW in, NCHW out
 /// (N×O×⌊oh/2⌋×⌊ow/2⌋ pooled, else N×O×oh×ow). Only for shapes where [`applies`] holds.
 pub(crate) fn fwd_relu_pool(g: &Geom, x: &[f32], w: &[f32], b: &[f32], pool: usize) -> Vec<f32> {
     let _s = super::prof::span("winograd conv relu pool");
-    let pool = pool == 2;
+    let ep = if pool == 2 { Epilogue::ReluPool2 } else { Epilogue::Relu };
+    let per_out = if pool == 2 { g.o * (g.oh / 2) * (g.ow / 2) } else { g.o * g.oh * g.ow };
+    let mut y = output_buf(g.n * per_out);
+    conv(g, x, w, Some(b), ep, &mut y);
+    y
+}
+
+/// The weights of the convolution that computes a 3×3 conv's input gradient: channels
+/// swapped and the kernel rotated by 180° (O×C×3×3 → C×O×3×3). With padding 2 − pad the
+/// gradient is then an ordinary conv of the output gradient, which Winograd handles too.
+pub(crate) fn transposed_weights(w: &[f32], o: usize, c: usize) -> Vec<f32> {
+    let mut t = vec![0f32; o * c * 9];
+    for oc in 0..o {
+        for ic in 0..c {
+            for k in 0..9 {
+                t[(ic * o + oc) * 9 + 8 - k] = w[(oc * c + ic) * 9 + k];
+            }
+        }
+    }
+    t
+}
+
+/// The convolution of a batch into `y` (N × per-image output, overwritten), with the bias (or
+/// none) and the epilogue `ep`. Only for shapes where [`applies`] holds.
+pub(crate) fn conv(g: &Geom, x: &[f32], w: &[f32], b: Option<&[f32]>, ep: Epilogue, y: &mut [f32]) {
     let (o, c) = (g.o, g.c);
     let t = g.oh.div_ceil(2) * g.ow.div_ceil(2);
-    let per_out = if pool { o * (g.oh / 2) * (g.ow / 2) } else { o * g.oh * g.ow };
+    let per_out = if ep == Epilogue::ReluPool2 { o * (g.oh / 2) * (g.ow / 2) } else { o * g.oh * g.ow };
     let in_img = c * g.h * g.w;
     let per_group = (TILES_PER_GROUP / t).max(1);
-    let u = transform_weights(w, o, c);
-    let mut y = output_buf(g.n * per_out);
+    assert_eq!(y.len(), g.n * per_out, "winograd conv: output buffer size");
     if per_out == 0 {
-        return y;
+        return;
     }
+    let u = transform_weights(w, o, c);
+    let zeros;
+    let b = match b {
+        Some(b) => b,
+        None => {
+            zeros = vec![0f32; o];
+            &zeros
+        }
+    };
     let (isz, osz) = (input_scratch(g), output_scratch(g));
     y.par_chunks_mut(per_group * per_out).enumerate().for_each(|(gi, yg)| {
         let imgs = yg.len() / per_out;
@@ -334,9 +393,145 @@ pub(crate) fn fwd_relu_pool(g: &Geom, x: &[f32], w: &[f32], b: &[f32], pool: usi
             drop(_b);
             let _c = super::prof::span("wino out");
             for (j, yj) in yg.chunks_mut(per_out).enumerate() {
-                transform_output(g, m, tmp, ng, j * t, b, pool, yj);
+                transform_output(g, m, tmp, ng, j * t, b, ep, yj);
             }
         })
     });
-    y
+}
+
+/// A·dz·Aᵀ of every 2×2 tile of one image's output gradient (O×oh×ow, channels-first; zero
+/// beyond the edge): tile t's 16 values × O go to row `col0 + t` of the 16 matrices `ng`×O.
+#[inline(always)]
+fn transform_grad_impl(g: &Geom, dz: &[f32], scratch: &mut [f32], zt: &mut [f32], ng: usize, col0: usize) {
+    let o = g.o;
+    let (th, tw) = (g.oh.div_ceil(2), g.ow.div_ceil(2));
+    let rl = 2 * tw * o; // one padded output row, channels-last
+    let (p, s) = scratch.split_at_mut(2 * th * rl);
+    if g.oh % 2 == 1 || g.ow % 2 == 1 {
+        p.fill(0.0);
+    }
+    for y in 0..g.oh {
+        transpose(&dz[y * g.ow..], g.oh * g.ow, &mut p[y * rl..], o, o, g.ow);
+    }
+    let zs = ng * o;
+    for ty in 0..th {
+        // A along the rows: s0 = r0, s1 = r0 + r1, s2 = r0 − r1, s3 = −r1.
+        let (r0, r1) = (&p[2 * ty * rl..(2 * ty + 1) * rl], &p[(2 * ty + 1) * rl..(2 * ty + 2) * rl]);
+        let (s1, rest) = s[..3 * rl].split_at_mut(rl);
+        let (s2, s3) = rest.split_at_mut(rl);
+        for i in 0..rl {
+            s1[i] = r0[i] + r1[i];
+            s2[i] = r0[i] - r1[i];
+            s3[i] = -r1[i];
+        }
+        // A along the columns of each tile: q0, q0 + q1, q0 − q1, −q1.
+        for tx in 0..tw {
+            let n = col0 + ty * tw + tx;
+            for k in 0..4 {
+                let sk = match k {
+                    0 => r0,
+                    1 => &*s1,
+                    2 => &*s2,
+                    _ => &*s3,
+                };
+                let (q0, q1) = (&sk[2 * tx * o..(2 * tx + 1) * o], &sk[(2 * tx + 1) * o..(2 * tx + 2) * o]);
+                let off = 4 * k * zs + n * o;
+                let (z0, rest) = zt[off..].split_at_mut(zs);
+                let (z1, rest) = rest.split_at_mut(zs);
+                let (z2, rest) = rest.split_at_mut(zs);
+                let (z0, z1, z2, z3) = (&mut z0[..o], &mut z1[..o], &mut z2[..o], &mut rest[..o]);
+                for i in 0..o {
+                    z0[i] = q0[i];
+                    z1[i] = q0[i] + q1[i];
+                    z2[i] = q0[i] - q1[i];
+                    z3[i] = -q1[i];
+                }
+            }
+        }
+    }
+}
+
+fn transform_grad(g: &Geom, dz: &[f32], scratch: &mut [f32], zt: &mut [f32], ng: usize, col0: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        #[target_feature(enable = "avx2")]
+        unsafe fn wide(g: &Geom, dz: &[f32], scratch: &mut [f32], zt: &mut [f32], ng: usize, col0: usize) {
+            transform_grad_impl(g, dz, scratch, zt, ng, col0)
+        }
+        // SAFETY: the CPU has AVX2 (checked above).
+        return unsafe { wide(g, dz, scratch, zt, ng, col0) };
+    }
+    transform_grad_impl(g, dz, scratch, zt, ng, col0)
+}
+
+/// Weight and bias gradients of a 3×3 conv, packed [gw (O·C·9) | gb (O)] as
+/// `conv::bwd_weight` packs them, from its input `x` and output gradient `dz`.
+///
+/// By the transposition principle of bilinear algorithms, F(2×2, 3×3)'s matrices also give the
+/// weight gradient of a tile, F(3×3, 2×2): dW = Gᵀ·[(A·dz·Aᵀ) ⊙ (Bᵀ·d·B)]·G. Summed over
+/// tiles in the transformed domain, that is 16 gemms O×T · T×C per group of images instead of
+/// one O×P · P×9C: 2.25× fewer multiply-adds. Groups give partial sums added in group order,
+/// and the group size depends only on the shape: the bytes do not depend on the thread count.
+pub(crate) fn weight_grad(g: &Geom, x: &[f32], dz: &[f32]) -> Vec<f32> {
+    let _s = super::prof::span("winograd weight grad");
+    let (o, c) = (g.o, g.c);
+    let t = g.oh.div_ceil(2) * g.ow.div_ceil(2);
+    let (in_img, out_img, hw) = (c * g.h * g.w, o * g.oh * g.ow, g.oh * g.ow);
+    let per_group = (TILES_PER_GROUP / t).max(1);
+    let groups = g.n.div_ceil(per_group);
+    let len = 16 * o * c + o;
+    let mut parts = vec![0f32; groups * len];
+    let gsz = 2 * g.oh.div_ceil(2) * (2 * g.ow.div_ceil(2)) * o + 3 * 2 * g.ow.div_ceil(2) * o;
+    let scratch = input_scratch(g).max(gsz);
+    parts.par_chunks_mut(len).enumerate().for_each(|(gi, part)| {
+        let first = gi * per_group;
+        let imgs = per_group.min(g.n - first);
+        let ng = imgs * t;
+        let (m, gb) = part.split_at_mut(16 * o * c);
+        with_scratch(16 * (c + o) * ng + scratch, |buf| {
+            let (v, rest) = buf.split_at_mut(16 * c * ng);
+            let (zt, tmp) = rest.split_at_mut(16 * o * ng);
+            for j in 0..imgs {
+                let i = first + j;
+                transform_input(g, &x[i * in_img..(i + 1) * in_img], tmp, v, ng, j * t);
+                let dzi = &dz[i * out_img..(i + 1) * out_img];
+                transform_grad(g, dzi, tmp, zt, ng, j * t);
+                for (r, b) in gb.iter_mut().enumerate() {
+                    *b += super::util::lanes_sum(&dzi[r * hw..(r + 1) * hw], |v| v);
+                }
+            }
+            // Per tile position: M (O×C) = Zᵀ (O×ng) · V (ng×C).
+            for xi in 0..16 {
+                gemm_f32(o, c, ng, &mut m[xi * o * c..(xi + 1) * o * c], c, false, &zt[xi * ng * o..(xi + 1) * ng * o], 1, o, &v[xi * ng * c..(xi + 1) * ng * c], c, 1);
+            }
+        })
+    });
+    // Sum the groups in order, then Gᵀ·M·G per channel pair.
+    let (first, rest) = parts.split_at_mut(len);
+    for part in rest.chunks(len) {
+        for (a, b) in first.iter_mut().zip(part) {
+            *a += *b;
+        }
+    }
+    let mut out = vec![0f32; o * c * 9 + o];
+    let oc_n = o * c;
+    for oc in 0..oc_n {
+        let mm = |xi: usize| first[xi * oc_n + oc];
+        // Gᵀ = [[1, ½, ½, 0], [0, ½, −½, 0], [0, ½, ½, 1]], on the rows, then on the columns.
+        let mut r = [[0f32; 4]; 3];
+        for l in 0..4 {
+            let (m0, m1, m2, m3) = (mm(l), mm(4 + l), mm(8 + l), mm(12 + l));
+            r[0][l] = m0 + 0.5 * (m1 + m2);
+            r[1][l] = 0.5 * (m1 - m2);
+            r[2][l] = 0.5 * (m1 + m2) + m3;
+        }
+        for (a, row) in r.iter().enumerate() {
+            let dst = &mut out[oc * 9 + 3 * a..oc * 9 + 3 * a + 3];
+            dst[0] = row[0] + 0.5 * (row[1] + row[2]);
+            dst[1] = 0.5 * (row[1] - row[2]);
+            dst[2] = 0.5 * (row[1] + row[2]) + row[3];
+        }
+    }
+    out[oc_n * 9..].copy_from_slice(&first[16 * oc_n..]);
+    out
 }
