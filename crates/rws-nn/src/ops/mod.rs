@@ -1,6 +1,9 @@
 //! Differentiable ops the models call, with fast CPU implementations (candle custom ops):
-//! im2col + gemm convolution whose backward passes are gemms too (no conv-transpose), and
-//! max-pooling that records argmax. f32 tensors on the CPU take the fast path; anything else
+//! im2col + gemm convolution whose backward passes are gemms too (no conv-transpose); 3×3
+//! stride-1 convolutions with ≥ 8 input channels by Winograd F(2×2, 3×3) in inference, in the
+//! training block's forward pass and in both of its gradients (2.25× fewer multiply-adds;
+//! `RWS_WINOGRAD=0` turns it off); a direct convolution for input layers with C·kh·kw ≤ 27;
+//! and max-pooling that records argmax. f32 tensors on the CPU take the fast path; anything else
 //! (other dtypes, GPU devices) falls back to candle's built-ins, so model code never changes.
 //!
 //! All fast ops split work into fixed chunks (images, planes) and add partial sums in a fixed

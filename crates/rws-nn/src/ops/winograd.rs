@@ -66,6 +66,28 @@ fn transform_weights(w: &[f32], o: usize, c: usize) -> Vec<f32> {
     u
 }
 
+/// Defines `$name` that runs `$imp` compiled for AVX2 when the CPU has it (the check is
+/// cached by std), else as baseline code. The transforms only add, subtract and halve, so
+/// both give the same bits.
+macro_rules! avx2_dispatch {
+    ($name:ident => $imp:ident($($a:ident: $t:ty),*)) => {
+        #[allow(clippy::too_many_arguments)]
+        fn $name($($a: $t),*) {
+            #[cfg(target_arch = "x86_64")]
+            if std::is_x86_feature_detected!("avx2") {
+                #[target_feature(enable = "avx2")]
+                #[allow(clippy::too_many_arguments)]
+                unsafe fn wide($($a: $t),*) {
+                    $imp($($a),*)
+                }
+                // SAFETY: the CPU has AVX2 (checked above).
+                return unsafe { wide($($a),*) };
+            }
+            $imp($($a),*)
+        }
+    };
+}
+
 /// `dst[j·dst_rs + i] = src[i·src_rs + j]` for i < rows, j < cols: the channels-first ⇄
 /// channels-last moves around the transforms. Element-wise strided stores ran at ~7 cycles a
 /// value here (2/3 of the input transform); 8×8 register transposes (AVX2) move 64 values in
@@ -286,33 +308,9 @@ fn output_scratch(g: &Geom) -> usize {
     (12 * g.ow.div_ceil(2) + g.oh * g.ow) * g.o
 }
 
-fn transform_input(g: &Geom, x: &[f32], scratch: &mut [f32], v: &mut [f32], ng: usize, col0: usize) {
-    #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") {
-        #[target_feature(enable = "avx2")]
-        unsafe fn wide(g: &Geom, x: &[f32], scratch: &mut [f32], v: &mut [f32], ng: usize, col0: usize) {
-            transform_input_impl(g, x, scratch, v, ng, col0)
-        }
-        // SAFETY: the CPU has AVX2 (checked above).
-        return unsafe { wide(g, x, scratch, v, ng, col0) };
-    }
-    transform_input_impl(g, x, scratch, v, ng, col0)
-}
+avx2_dispatch!(transform_input => transform_input_impl(g: &Geom, x: &[f32], scratch: &mut [f32], v: &mut [f32], ng: usize, col0: usize));
 
-#[allow(clippy::too_many_arguments)]
-fn transform_output(g: &Geom, m: &[f32], scratch: &mut [f32], ng: usize, col0: usize, b: &[f32], ep: Epilogue, y: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") {
-        #[target_feature(enable = "avx2")]
-        #[allow(clippy::too_many_arguments)]
-        unsafe fn wide(g: &Geom, m: &[f32], scratch: &mut [f32], ng: usize, col0: usize, b: &[f32], ep: Epilogue, y: &mut [f32]) {
-            transform_output_impl(g, m, scratch, ng, col0, b, ep, y)
-        }
-        // SAFETY: the CPU has AVX2 (checked above).
-        return unsafe { wide(g, m, scratch, ng, col0, b, ep, y) };
-    }
-    transform_output_impl(g, m, scratch, ng, col0, b, ep, y)
-}
+avx2_dispatch!(transform_output => transform_output_impl(g: &Geom, m: &[f32], scratch: &mut [f32], ng: usize, col0: usize, b: &[f32], ep: Epilogue, y: &mut [f32]));
 
 /// What follows the convolution, applied while each tile row is in cache.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -451,18 +449,7 @@ fn transform_grad_impl(g: &Geom, dz: &[f32], scratch: &mut [f32], zt: &mut [f32]
     }
 }
 
-fn transform_grad(g: &Geom, dz: &[f32], scratch: &mut [f32], zt: &mut [f32], ng: usize, col0: usize) {
-    #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") {
-        #[target_feature(enable = "avx2")]
-        unsafe fn wide(g: &Geom, dz: &[f32], scratch: &mut [f32], zt: &mut [f32], ng: usize, col0: usize) {
-            transform_grad_impl(g, dz, scratch, zt, ng, col0)
-        }
-        // SAFETY: the CPU has AVX2 (checked above).
-        return unsafe { wide(g, dz, scratch, zt, ng, col0) };
-    }
-    transform_grad_impl(g, dz, scratch, zt, ng, col0)
-}
+avx2_dispatch!(transform_grad => transform_grad_impl(g: &Geom, dz: &[f32], scratch: &mut [f32], zt: &mut [f32], ng: usize, col0: usize));
 
 /// Weight and bias gradients of a 3×3 conv, packed [gw (O·C·9) | gb (O)] as
 /// `conv::bwd_weight` packs them, from its input `x` and output gradient `dz`.
