@@ -1,10 +1,11 @@
 //! snow: a zoomed, thresholded Gaussian snow layer smeared by ImageMagick's motion blur (native
 //! model in blur.rs), added twice (as is and rotated 180°) to a whitened image.
-use crate::blur::{clipped_zoom, motion_blur_kernel};
+use crate::blur::{clipped_zoom, clipped_zoom_rows, motion_blur_kernel, motion_taps};
 use crate::{Error, FImage, ParamSet, Result, Rng};
 use rand::Rng as _;
 
-pub(crate) fn snow(x: &FImage, severity: usize, p: ParamSet, rng: &mut Rng) -> Result<FImage> {
+/// (μ, σ, zoom, threshold, motion radius, motion σ, blend) of the reference's table.
+fn params(severity: usize, p: ParamSet) -> (f64, f64, f64, f64, usize, f64, f64) {
     let c32 = [
         (0.1, 0.2, 1.0, 0.6, 8, 3.0, 0.95),
         (0.1, 0.2, 1.0, 0.5, 10, 4.0, 0.9),
@@ -12,7 +13,7 @@ pub(crate) fn snow(x: &FImage, severity: usize, p: ParamSet, rng: &mut Rng) -> R
         (0.25, 0.3, 2.25, 0.6, 12, 6.0, 0.85),
         (0.3, 0.3, 1.25, 0.65, 14, 12.0, 0.8),
     ];
-    let (mu, sd, z, t, r, s, b) = match p {
+    match p {
         ParamSet::Cifar10 => c32[severity - 1],
         ParamSet::TinyImageNet => {
             let v = c32[severity - 1];
@@ -25,11 +26,20 @@ pub(crate) fn snow(x: &FImage, severity: usize, p: ParamSet, rng: &mut Rng) -> R
             (0.55, 0.3, 4.5, 0.85, 12, 8.0, 0.65),
             (0.55, 0.3, 2.5, 0.85, 12, 12.0, 0.55),
         ][severity - 1],
-    };
-    let (h, w, c) = (x.h, x.w, x.c);
+    }
+}
+
+fn check_square(p: ParamSet, h: usize, w: usize) -> Result<()> {
     if p != ParamSet::ImageNet && h != w {
         return Err(Error::Msg(format!("snow with {p:?} parameters needs a square image, got {h}x{w} (use --params imagenet)")));
     }
+    Ok(())
+}
+
+pub(crate) fn snow(x: &FImage, severity: usize, p: ParamSet, rng: &mut Rng) -> Result<FImage> {
+    let (mu, sd, z, t, r, s, b) = params(severity, p);
+    let (h, w, c) = (x.h, x.w, x.c);
+    check_square(p, h, w)?;
     let layer: Vec<f64> = crate::noise::normals(rng, h * w).into_iter().map(|z| mu + sd * z).collect();
     let layer = clipped_zoom(&layer, h, w, 1, z, p == ParamSet::ImageNet);
     let angle = rng.gen_range(-135.0..-45.0);
@@ -47,22 +57,133 @@ pub(crate) fn snow(x: &FImage, severity: usize, p: ParamSet, rng: &mut Rng) -> R
     let mut out = vec![0.0; h * w * c];
     let (bf, b1) = (b as f32, 1.0 - b as f32);
     for (i, (o, src)) in out.chunks_exact_mut(c).zip(x.data.chunks_exact(c)).enumerate() {
-        // float32 image as the reference; grey = OpenCV RGB2GRAY.
         let mut px = [0f32; 3];
         for (v, &s) in px.iter_mut().zip(src) {
             *v = (s / 255.0) as f32;
         }
-        let grey = if c == 3 { px[0] * 0.299 + px[1] * 0.587 + px[2] * 0.114 } else { px[0] };
-        let lift = grey * 1.5 + 0.5;
-        let add = sl[i] + sl[h * w - 1 - i];
-        for (o, &v) in o.iter_mut().zip(&px) {
-            // v and lift are never NaN, so a plain comparison is `max`.
-            let m = if v > lift { v } else { lift };
-            let v = bf * v + b1 * m;
-            *o = (v as f64 + add).clamp(0.0, 1.0) * 255.0;
-        }
+        let vals = blend_px(px, c, bf, b1, sl[i] + sl[h * w - 1 - i]);
+        o.copy_from_slice(&vals[..c]);
     }
     Ok(FImage { h, w, c, data: out })
+}
+
+/// uint8 → uint8 snow: the float path's random draws and f64 arithmetic in the same order (same
+/// bytes), but the snow layer lives in one edge-padded f64 plane reused per thread, its motion
+/// blur skips source rows that thresholding left all zero (adding +0.0 changes no sum), the
+/// blurred layer is kept as the whole numbers it is rounded to, and the blend reads the u8
+/// pixels: no whole-image f64 buffer.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn snow_u8(x: &[u8], h: usize, w: usize, c: usize, severity: usize, p: ParamSet, rng: &mut Rng) -> Result<Vec<u8>> {
+    let (mu, sd, z, t, r, s, b) = params(severity, p);
+    check_square(p, h, w)?;
+    let mut layer = crate::noise::normals(rng, h * w);
+    layer.iter_mut().for_each(|v| *v = mu + sd * *v);
+    let angle: f64 = rng.gen_range(-135.0..-45.0);
+    let taps = motion_taps(r, s, angle, h, w);
+    let pad = taps.iter().map(|t| t.2.unsigned_abs()).max().unwrap_or(0);
+    let pw = w + 2 * pad;
+    let imagenet = p == ParamSet::ImageNet;
+    thread_local! {
+        static PLANE: std::cell::RefCell<(Vec<f64>, Vec<bool>, Vec<f64>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new(), Vec::new())) };
+    }
+    let mut sl = vec![0u8; h * w];
+    PLANE.with_borrow_mut(|(plane, live, acc)| {
+        plane.clear();
+        plane.resize(h * pw, 0.0);
+        live.clear();
+        live.resize(h, false);
+        acc.clear();
+        acc.resize(w, 0.0);
+        clipped_zoom_rows(&layer, h, w, 1, z, imagenet, |y, r0, r1, fy| {
+            let row = &mut plane[y * pw..(y + 1) * pw];
+            let mut any = false;
+            for ((o, &a), &b) in row[pad..pad + w].iter_mut().zip(r0).zip(r1) {
+                let v = a * (1.0 - fy) + b * fy;
+                let v = if v < t { 0.0 } else { v.clamp(0.0, 1.0) };
+                *o = if imagenet { v * 255.0 } else { ((v * 255.0) as i64) as f64 };
+                any |= *o != 0.0;
+            }
+            let (first, last) = (row[pad], row[pad + w - 1]);
+            row[..pad].fill(first);
+            row[pad + w..].fill(last);
+            live[y] = any;
+        });
+        blur_layer(plane, live, acc, &mut sl, h, w, pad, &taps);
+    });
+    let lut: [f32; 256] = std::array::from_fn(|v| (v as f64 / 255.0) as f32);
+    let sl_f: [f64; 256] = std::array::from_fn(|v| v as f64 / 255.0);
+    let (bf, b1) = (b as f32, 1.0 - b as f32);
+    let mut out = vec![0u8; h * w * c];
+    for (i, (o, src)) in out.chunks_exact_mut(c).zip(x.chunks_exact(c)).enumerate() {
+        let mut px = [0f32; 3];
+        for (v, &s) in px.iter_mut().zip(src) {
+            *v = lut[s as usize];
+        }
+        let add = sl_f[sl[i] as usize] + sl_f[sl[h * w - 1 - i] as usize];
+        let vals = blend_px(px, c, bf, b1, add);
+        for (o, &v) in o.iter_mut().zip(&vals) {
+            *o = crate::cast_u8(v);
+        }
+    }
+    Ok(out)
+}
+
+/// One pixel of the final blend (float32 image as the reference; grey = OpenCV RGB2GRAY), on the
+/// 0..255 scale before the cast; shared by both paths so their arithmetic cannot drift apart.
+#[inline(always)]
+fn blend_px(px: [f32; 3], c: usize, bf: f32, b1: f32, add: f64) -> [f64; 3] {
+    let grey = if c == 3 { px[0] * 0.299 + px[1] * 0.587 + px[2] * 0.114 } else { px[0] };
+    let lift = grey * 1.5 + 0.5;
+    let mut out = [0.0; 3];
+    for (o, &v) in out.iter_mut().zip(&px).take(c) {
+        // v and lift are never NaN, so a plain comparison is `max`.
+        let m = if v > lift { v } else { lift };
+        let v = bf * v + b1 * m;
+        *o = (v as f64 + add).clamp(0.0, 1.0) * 255.0;
+    }
+    out
+}
+
+/// The snow layer's motion blur (taps in order from 0.0, as [`crate::blur::motion_blur_kernel`]
+/// sums them), rounded half away from zero into `sl`. AVX2 where present: wider vectors, and no
+/// FMA, so the sums are the same bits as the portable build's.
+#[allow(clippy::too_many_arguments)]
+fn blur_layer(plane: &[f64], live: &[bool], acc: &mut [f64], sl: &mut [u8], h: usize, w: usize, pad: usize, taps: &[(f64, isize, isize)]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2 (checked just above).
+        return unsafe { blur_layer_avx2(plane, live, acc, sl, h, w, pad, taps) };
+    }
+    blur_layer_impl(plane, live, acc, sl, h, w, pad, taps)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn blur_layer_avx2(plane: &[f64], live: &[bool], acc: &mut [f64], sl: &mut [u8], h: usize, w: usize, pad: usize, taps: &[(f64, isize, isize)]) {
+    blur_layer_impl(plane, live, acc, sl, h, w, pad, taps)
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn blur_layer_impl(plane: &[f64], live: &[bool], acc: &mut [f64], sl: &mut [u8], h: usize, w: usize, pad: usize, taps: &[(f64, isize, isize)]) {
+    let pw = w + 2 * pad;
+    for y in 0..h {
+        acc.fill(0.0);
+        for &(kv, dy, dx) in taps {
+            let sy = (y as isize + dy).clamp(0, h as isize - 1) as usize;
+            if !live[sy] {
+                continue;
+            }
+            let start = sy * pw + (pad as isize + dx) as usize;
+            for (o, &v) in acc.iter_mut().zip(&plane[start..start + w]) {
+                *o += kv * v;
+            }
+        }
+        for (o, &a) in sl[y * w..(y + 1) * w].iter_mut().zip(acc.iter()) {
+            *o = round_half_away(a).clamp(0.0, 255.0) as u8;
+        }
+    }
 }
 
 /// `f64::round` (half away from zero) without the libm call the baseline x86-64 target makes:
