@@ -307,7 +307,15 @@ impl Model {
         let mean = self.params[0].var.as_tensor().detach().reshape((1, self.in_channels, 1, 1))?;
         let std = self.params[1].var.as_tensor().detach().reshape((1, self.in_channels, 1, 1))?;
         let x = x.broadcast_sub(&mean)?.broadcast_div(&std)?;
-        self.run(&self.program, x, train, rng)
+        let (h, w) = (x.dim(2)?, x.dim(3)?);
+        self.run(&self.program, x, train, rng).map_err(|e| match e {
+            // A stack of pools shrinks small images to nothing (vgg16 halves 28×28 five times):
+            // say which architecture and input size, not just which op gave up.
+            Error::Candle(c) if c.to_string().contains("does not fit input") => {
+                Error::Msg(format!("{}: {h}×{w} images are too small for this architecture ({c}); use larger images or a `vgg:` cfg with fewer M", self.arch))
+            }
+            e => e,
+        })
     }
 
     fn t(&self, i: usize) -> &Tensor {

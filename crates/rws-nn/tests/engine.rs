@@ -183,6 +183,11 @@ fn bad_checkpoints_and_data_give_clear_errors() {
     // Unknown architecture lists the valid ones.
     let e = Model::new("lenet", 10, 1, 0).err().unwrap().to_string();
     assert!(e.contains("resnet18"), "{e}");
+    // Images too small for the architecture's pools: the architecture and the size are named.
+    let deep = Model::new("vgg:4,M,4,M,4,M", 4, 1, 0).unwrap();
+    let x = candle_core::Tensor::zeros((2, 1, 6, 6), candle_core::DType::F32, &candle_core::Device::Cpu).unwrap();
+    let e = deep.forward(&x, false, &mut rand_chacha::ChaCha8Rng::seed_from_u64(0)).unwrap_err().to_string();
+    assert!(e.contains("vgg:4,M,4,M,4,M") && e.contains("6×6") && e.contains("too small"), "{e}");
     std::fs::remove_dir_all(d).ok();
 }
 
