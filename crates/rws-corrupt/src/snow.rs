@@ -1,6 +1,6 @@
 //! snow: a zoomed, thresholded Gaussian snow layer smeared by ImageMagick's motion blur (native
 //! model in blur.rs), added twice (as is and rotated 180°) to a whitened image.
-use crate::blur::{clipped_zoom, clipped_zoom_rows, motion_blur_kernel, motion_taps};
+use crate::blur::{clipped_zoom, motion_blur_kernel, motion_taps};
 use crate::{Error, FImage, ParamSet, Result, Rng};
 use rand::Rng as _;
 
@@ -80,6 +80,26 @@ pub(crate) fn snow_u8(x: &[u8], h: usize, w: usize, c: usize, severity: usize, p
     layer.iter_mut().for_each(|v| *v = mu + sd * *v);
     let angle: f64 = rng.gen_range(-135.0..-45.0);
     let taps = motion_taps(r, s, angle, h, w);
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2 (checked just above).
+        return Ok(unsafe { snow_u8_avx2(x, h, w, c, &layer, &taps, p, (z, t, b)) });
+    }
+    Ok(snow_u8_impl(x, h, w, c, &layer, &taps, p, (z, t, b)))
+}
+
+/// [`snow_u8_impl`] compiled for AVX2 (no FMA: the same bits as the portable build).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn snow_u8_avx2(x: &[u8], h: usize, w: usize, c: usize, layer: &[f64], taps: &[(f64, isize, isize)], p: ParamSet, ztb: (f64, f64, f64)) -> Vec<u8> {
+    snow_u8_impl(x, h, w, c, layer, taps, p, ztb)
+}
+
+/// [`snow_u8`] after its random draws: zoom, threshold, blur and blend.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn snow_u8_impl(x: &[u8], h: usize, w: usize, c: usize, layer: &[f64], taps: &[(f64, isize, isize)], p: ParamSet, (z, t, b): (f64, f64, f64)) -> Vec<u8> {
     let pad = taps.iter().map(|t| t.2.unsigned_abs()).max().unwrap_or(0);
     let pw = w + 2 * pad;
     let imagenet = p == ParamSet::ImageNet;
@@ -94,7 +114,7 @@ pub(crate) fn snow_u8(x: &[u8], h: usize, w: usize, c: usize, severity: usize, p
         live.resize(h, false);
         acc.clear();
         acc.resize(w, 0.0);
-        clipped_zoom_rows(&layer, h, w, 1, z, imagenet, |y, r0, r1, fy| {
+        zoom_plane_rows(layer, h, w, z, imagenet, |y, r0, r1, fy| {
             let row = &mut plane[y * pw..(y + 1) * pw];
             let mut any = false;
             for ((o, &a), &b) in row[pad..pad + w].iter_mut().zip(r0).zip(r1) {
@@ -108,24 +128,90 @@ pub(crate) fn snow_u8(x: &[u8], h: usize, w: usize, c: usize, severity: usize, p
             row[pad + w..].fill(last);
             live[y] = any;
         });
-        blur_layer(plane, live, acc, &mut sl, h, w, pad, &taps);
+        blur_layer(plane, live, acc, &mut sl, h, w, pad, taps);
     });
     let lut: [f32; 256] = std::array::from_fn(|v| (v as f64 / 255.0) as f32);
     let sl_f: [f64; 256] = std::array::from_fn(|v| v as f64 / 255.0);
     let (bf, b1) = (b as f32, 1.0 - b as f32);
     let mut out = vec![0u8; h * w * c];
-    for (i, (o, src)) in out.chunks_exact_mut(c).zip(x.chunks_exact(c)).enumerate() {
-        let mut px = [0f32; 3];
-        for (v, &s) in px.iter_mut().zip(src) {
-            *v = lut[s as usize];
+    // Row by row in planar buffers, so the per-value arithmetic runs as vector loops.
+    let mut add = vec![0f64; w];
+    let mut px = vec![[0f32; 3]; w];
+    for y in 0..h {
+        let (row, orow) = (&x[y * w * c..(y + 1) * w * c], &mut out[y * w * c..(y + 1) * w * c]);
+        for (i, a) in add.iter_mut().enumerate() {
+            let k = y * w + i;
+            *a = sl_f[sl[k] as usize] + sl_f[sl[h * w - 1 - k] as usize];
         }
-        let add = sl_f[sl[i] as usize] + sl_f[sl[h * w - 1 - i] as usize];
-        let vals = blend_px(px, c, bf, b1, add);
-        for (o, &v) in o.iter_mut().zip(&vals) {
-            *o = crate::cast_u8(v);
+        if c == 3 {
+            for (p, s) in px.iter_mut().zip(row.chunks_exact(3)) {
+                *p = [lut[s[0] as usize], lut[s[1] as usize], lut[s[2] as usize]];
+            }
+            for ((o, p), &a) in orow.chunks_exact_mut(3).zip(&px).zip(&add) {
+                let v = blend_px(*p, 3, bf, b1, a);
+                o.copy_from_slice(&[crate::cast_u8(v[0]), crate::cast_u8(v[1]), crate::cast_u8(v[2])]);
+            }
+        } else {
+            for ((o, &s), &a) in orow.iter_mut().zip(row).zip(&add) {
+                *o = crate::cast_u8(blend_px([lut[s as usize], 0.0, 0.0], 1, bf, b1, a)[0]);
+            }
         }
     }
-    Ok(out)
+    out
+}
+
+/// The reference's `clipped_zoom` of one plane as [`crate::blur::clipped_zoom_rows`] computes it
+/// (same geometry, same lerps, same bits; tests/fast_weather.rs compares the outputs), but each
+/// horizontally interpolated source row is computed once and reused by the output rows that
+/// read it (about 1/z of them), instead of twice per output row.
+#[inline(always)]
+fn zoom_plane_rows(src: &[f64], h: usize, w: usize, z: f64, top_left: bool, mut row: impl FnMut(usize, &[f64], &[f64], f64)) {
+    let ch = (h as f64 / z).ceil() as usize;
+    let cw = if top_left { (w as f64 / z).ceil() as usize } else { ch };
+    let top = (h - ch.min(h)) / 2;
+    let left = if top_left { (w - cw.min(w)) / 2 } else { top };
+    let ch = ch.min(h - top);
+    let cw = cw.min(w - left);
+    let oh = (ch as f64 * z).round() as usize;
+    let ow = (cw as f64 * z).round() as usize;
+    let (ty, tx) = if top_left { (0, 0) } else { (oh.saturating_sub(h) / 2, ow.saturating_sub(w) / 2) };
+    let coords = |n: usize, m: usize, off: usize, trim: usize, len: usize| -> Vec<(usize, usize, f64)> {
+        let scale = if m > 1 { (n as f64 - 1.0) / (m as f64 - 1.0) } else { 0.0 };
+        (0..len.min(m.saturating_sub(trim)))
+            .map(|o| {
+                let cc = (o + trim) as f64 * scale;
+                let i0 = (cc.floor() as usize).min(n - 1);
+                let i1 = (i0 + 1).min(n - 1);
+                (off + i0, off + i1, cc - i0 as f64)
+            })
+            .collect()
+    };
+    let cy = coords(ch, oh, top, ty, h);
+    let cx = coords(cw, ow, left, tx, w);
+    let lerp = |sy: usize, r: &mut [f64]| {
+        let s = &src[sy * w..(sy + 1) * w];
+        for (&(x0, x1, fx), o) in cx.iter().zip(r.iter_mut()) {
+            *o = s[x0] * (1.0 - fx) + s[x1] * fx;
+        }
+    };
+    let (mut ia, mut ib) = (usize::MAX, usize::MAX);
+    let (mut ra, mut rb) = (vec![0.0; cx.len()], vec![0.0; cx.len()]);
+    for (y, &(y0, y1, fy)) in cy.iter().enumerate() {
+        if ia != y0 {
+            if ib == y0 {
+                std::mem::swap(&mut ra, &mut rb);
+                std::mem::swap(&mut ia, &mut ib);
+            } else {
+                lerp(y0, &mut ra);
+                ia = y0;
+            }
+        }
+        if ib != y1 {
+            lerp(y1, &mut rb);
+            ib = y1;
+        }
+        row(y, &ra, &rb, fy);
+    }
 }
 
 /// One pixel of the final blend (float32 image as the reference; grey = OpenCV RGB2GRAY), on the
