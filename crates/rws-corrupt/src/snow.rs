@@ -69,7 +69,7 @@ pub(crate) fn snow(x: &FImage, severity: usize, p: ParamSet, rng: &mut Rng) -> R
 
 /// uint8 → uint8 snow: the float path's random draws and f64 arithmetic in the same order (same
 /// bytes), but the snow layer lives in one edge-padded f64 plane reused per thread, its motion
-/// blur skips source rows that thresholding left all zero (adding +0.0 changes no sum), the
+/// blur reads only the span of each row that thresholding left non-zero (adding +0.0 changes no sum), the
 /// blurred layer is kept as the whole numbers it is rounded to, and the blend reads the u8
 /// pixels: no whole-image f64 buffer.
 #[allow(clippy::too_many_arguments)]
@@ -104,32 +104,42 @@ fn snow_u8_impl(x: &[u8], h: usize, w: usize, c: usize, layer: &[f64], taps: &[(
     let pw = w + 2 * pad;
     let imagenet = p == ParamSet::ImageNet;
     thread_local! {
-        static PLANE: std::cell::RefCell<(Vec<f64>, Vec<bool>, Vec<f64>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new(), Vec::new())) };
+        static PLANE: std::cell::Cell<(Vec<f64>, Vec<(usize, usize)>, Vec<f64>)> = const { std::cell::Cell::new((Vec::new(), Vec::new(), Vec::new())) };
     }
+    // Taken out of the thread-local and put back after, so the work below is compiled in this
+    // function (with its target features), not in a closure.
+    let (mut plane, mut live, mut acc) = PLANE.take();
     let mut sl = vec![0u8; h * w];
-    PLANE.with_borrow_mut(|(plane, live, acc)| {
-        plane.clear();
-        plane.resize(h * pw, 0.0);
-        live.clear();
-        live.resize(h, false);
-        acc.clear();
-        acc.resize(w, 0.0);
-        zoom_plane_rows(layer, h, w, z, imagenet, |y, r0, r1, fy| {
-            let row = &mut plane[y * pw..(y + 1) * pw];
-            let mut any = false;
-            for ((o, &a), &b) in row[pad..pad + w].iter_mut().zip(r0).zip(r1) {
-                let v = a * (1.0 - fy) + b * fy;
-                let v = if v < t { 0.0 } else { v.clamp(0.0, 1.0) };
-                *o = if imagenet { v * 255.0 } else { ((v * 255.0) as i64) as f64 };
-                any |= *o != 0.0;
+    plane.clear();
+    plane.resize(h * pw, 0.0);
+    live.clear();
+    live.resize(h, (0, 0));
+    acc.clear();
+    acc.resize(w, 0.0);
+    zoom_plane_rows(layer, h, w, z, imagenet, |y, r0, r1, fy| {
+        let row = &mut plane[y * pw..(y + 1) * pw];
+        let (mut lo, mut hi) = (usize::MAX, 0);
+        for (i, ((o, &a), &b)) in row[pad..pad + w].iter_mut().zip(r0).zip(r1).enumerate() {
+            let v = a * (1.0 - fy) + b * fy;
+            let v = if v < t { 0.0 } else { v.clamp(0.0, 1.0) };
+            *o = if imagenet { v * 255.0 } else { ((v * 255.0) as i64) as f64 };
+            if *o != 0.0 {
+                lo = lo.min(i);
+                hi = i + 1;
             }
-            let (first, last) = (row[pad], row[pad + w - 1]);
-            row[..pad].fill(first);
-            row[pad + w..].fill(last);
-            live[y] = any;
-        });
-        blur_layer(plane, live, acc, &mut sl, h, w, pad, taps);
+        }
+        let (first, last) = (row[pad], row[pad + w - 1]);
+        row[..pad].fill(first);
+        row[pad + w..].fill(last);
+        // The span of the padded row that may hold non-zero values.
+        if hi > 0 {
+            let lo = if lo == 0 { 0 } else { lo + pad };
+            let hi = if hi == w { pw } else { hi + pad };
+            live[y] = (lo, hi);
+        }
     });
+    blur_layer(&plane, &live, &mut acc, &mut sl, h, w, pad, taps);
+    PLANE.set((plane, live, acc));
     let lut: [f32; 256] = std::array::from_fn(|v| (v as f64 / 255.0) as f32);
     let sl_f: [f64; 256] = std::array::from_fn(|v| v as f64 / 255.0);
     let (bf, b1) = (b as f32, 1.0 - b as f32);
@@ -234,7 +244,7 @@ fn blend_px(px: [f32; 3], c: usize, bf: f32, b1: f32, add: f64) -> [f64; 3] {
 /// sums them), rounded half away from zero into `sl`. AVX2 where present: wider vectors, and no
 /// FMA, so the sums are the same bits as the portable build's.
 #[allow(clippy::too_many_arguments)]
-fn blur_layer(plane: &[f64], live: &[bool], acc: &mut [f64], sl: &mut [u8], h: usize, w: usize, pad: usize, taps: &[(f64, isize, isize)]) {
+fn blur_layer(plane: &[f64], live: &[(usize, usize)], acc: &mut [f64], sl: &mut [u8], h: usize, w: usize, pad: usize, taps: &[(f64, isize, isize)]) {
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU supports AVX2 (checked just above).
@@ -246,23 +256,29 @@ fn blur_layer(plane: &[f64], live: &[bool], acc: &mut [f64], sl: &mut [u8], h: u
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn blur_layer_avx2(plane: &[f64], live: &[bool], acc: &mut [f64], sl: &mut [u8], h: usize, w: usize, pad: usize, taps: &[(f64, isize, isize)]) {
+unsafe fn blur_layer_avx2(plane: &[f64], live: &[(usize, usize)], acc: &mut [f64], sl: &mut [u8], h: usize, w: usize, pad: usize, taps: &[(f64, isize, isize)]) {
     blur_layer_impl(plane, live, acc, sl, h, w, pad, taps)
 }
 
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn blur_layer_impl(plane: &[f64], live: &[bool], acc: &mut [f64], sl: &mut [u8], h: usize, w: usize, pad: usize, taps: &[(f64, isize, isize)]) {
+fn blur_layer_impl(plane: &[f64], live: &[(usize, usize)], acc: &mut [f64], sl: &mut [u8], h: usize, w: usize, pad: usize, taps: &[(f64, isize, isize)]) {
     let pw = w + 2 * pad;
     for y in 0..h {
         acc.fill(0.0);
         for &(kv, dy, dx) in taps {
             let sy = (y as isize + dy).clamp(0, h as isize - 1) as usize;
-            if !live[sy] {
+            // Only the outputs that read the row's non-zero span: elsewhere the term is
+            // kv·0 = +0.0, which leaves every (non-negative) sum as it is.
+            let (lo, hi) = live[sy];
+            let off = pad as isize + dx;
+            let x0 = (lo as isize - off).clamp(0, w as isize) as usize;
+            let x1 = (hi as isize - off).clamp(0, w as isize) as usize;
+            if x0 >= x1 {
                 continue;
             }
-            let start = sy * pw + (pad as isize + dx) as usize;
-            for (o, &v) in acc.iter_mut().zip(&plane[start..start + w]) {
+            let start = sy * pw + (off + x0 as isize) as usize;
+            for (o, &v) in acc[x0..x1].iter_mut().zip(&plane[start..start + (x1 - x0)]) {
                 *o += kv * v;
             }
         }
