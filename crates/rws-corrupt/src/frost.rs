@@ -276,10 +276,37 @@ fn blend(x: &FImage, a: f64, f: f64, tex: impl Fn(usize, usize, usize) -> f64) -
     FImage { h: x.h, w: x.w, c: x.c, data }
 }
 
-/// frost with explicit textures (`None`: procedural).
-pub(crate) fn frost_with(x: &FImage, severity: usize, p: ParamSet, rng: &mut Rng, textures: Option<&Arc<Vec<Texture>>>) -> Result<FImage> {
-    let (a, f) = params(p, severity);
-    let (h, w) = (x.h, x.w);
+/// The texture crop one call blends in, after the call's random draws.
+enum Tex {
+    /// A prepared reference texture and the crop's top-left corner.
+    File { t: Arc<Vec<Texture>>, idx: usize, y0: usize, x0: usize },
+    /// The procedural frost: per-channel base and spread, and the plasma map (side `n`) whose
+    /// ridged, standardised values (mean, sd over the crop) make the pattern.
+    Proc { base: [f64; 3], sd_ch: [f64; 3], pm: Vec<f64>, n: usize, mean: f64, sd: f64 },
+}
+
+impl Tex {
+    /// Texture value at (r, c, ch) on the 0..255 scale.
+    #[inline(always)]
+    fn get(&self, r: usize, c: usize, ch: usize) -> f64 {
+        match self {
+            Tex::File { t, idx, y0, x0 } => {
+                let t = &t[*idx];
+                t.data[((y0 + r) * t.w + x0 + c) * 3 + ch] as f64
+            }
+            Tex::Proc { base, sd_ch, pm, n, mean, sd } => (base[ch] + sd_ch[ch] * ((ridge(pm[r * n + c]) - mean) / sd)).clamp(0.0, 255.0),
+        }
+    }
+}
+
+/// The ridged pattern value of a plasma value.
+#[inline(always)]
+fn ridge(v: f64) -> f64 {
+    1.0 - (2.0 * v - 1.0).abs()
+}
+
+/// The random draws of one call (texture choice and crop, or the procedural style, z and map).
+fn draw(p: ParamSet, h: usize, w: usize, rng: &mut Rng, textures: Option<&Arc<Vec<Texture>>>) -> Tex {
     let idx = rng.gen_range(0..5usize);
     if let Some(texs) = textures {
         let key = (Arc::as_ptr(texs) as usize, p, h, w);
@@ -295,23 +322,94 @@ pub(crate) fn frost_with(x: &FImage, severity: usize, p: ParamSet, rng: &mut Rng
         let t = &prepared[idx];
         let y0 = rng.gen_range(0..t.h - h);
         let x0 = rng.gen_range(0..t.w - w);
-        return Ok(blend(x, a, f, |r, c, ch| t.data[((y0 + r) * t.w + x0 + c) * 3 + ch] as f64));
+        return Tex::File { t: prepared, idx, y0, x0 };
     }
     let style = STYLE[p as usize][idx];
     let z: f64 = rng.sample(StandardNormal);
     let n = h.max(w).max(2).next_power_of_two();
     let pm = plasma_fractal(n, 1.8, &mut crate::noise::Fast::from_rng(rng));
-    let mut pat: Vec<f64> = (0..h).flat_map(|r| (0..w).map(move |c| (r, c))).map(|(r, c)| 1.0 - (2.0 * pm[r * n + c] - 1.0).abs()).collect();
-    let mean = pat.iter().sum::<f64>() / pat.len() as f64;
-    let sd = (pat.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / pat.len() as f64).sqrt().max(1e-12);
-    pat.iter_mut().for_each(|v| *v = (*v - mean) / sd);
+    // Mean and (population) sd of the pattern over the crop, summed in row-major order.
+    let crop = || (0..h).flat_map(|r| pm[r * n..r * n + w].iter().map(|&v| ridge(v)));
+    let len = (h * w) as f64;
+    let mean = crop().sum::<f64>() / len;
+    let sd = (crop().map(|v| (v - mean) * (v - mean)).sum::<f64>() / len).sqrt().max(1e-12);
     let base: [f64; 3] = std::array::from_fn(|ch| style[0][ch] + z * style[1][ch]);
-    Ok(blend(x, a, f, |r, c, ch| (base[ch] + style[2][ch] * pat[r * w + c]).clamp(0.0, 255.0)))
+    Tex::Proc { base, sd_ch: style[2], pm, n, mean, sd }
+}
+
+/// frost with explicit textures (`None`: procedural).
+pub(crate) fn frost_with(x: &FImage, severity: usize, p: ParamSet, rng: &mut Rng, textures: Option<&Arc<Vec<Texture>>>) -> Result<FImage> {
+    let (a, f) = params(p, severity);
+    let tex = draw(p, x.h, x.w, rng, textures);
+    Ok(blend(x, a, f, |r, c, ch| tex.get(r, c, ch)))
 }
 
 pub(crate) fn frost(x: &FImage, severity: usize, p: ParamSet, rng: &mut Rng) -> Result<FImage> {
     let t = env_textures()?;
     frost_with(x, severity, p, rng, t.as_ref())
+}
+
+/// uint8 → uint8 frost: the float path's draws and per-value arithmetic (same bytes), reading
+/// the u8 pixels and the texture crop directly (no whole-image f64 buffer, no pattern buffer).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn frost_u8(x: &[u8], h: usize, w: usize, c: usize, severity: usize, p: ParamSet, rng: &mut Rng) -> Result<Vec<u8>> {
+    let t = env_textures()?;
+    let (a, f) = params(p, severity);
+    let tex = draw(p, h, w, rng, t.as_ref());
+    let mut out = vec![0u8; x.len()];
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2 (checked just above).
+        unsafe { blend_u8_avx2(x, &mut out, w, c, a, f, &tex) };
+        return Ok(out);
+    }
+    blend_u8(x, &mut out, w, c, a, f, &tex);
+    Ok(out)
+}
+
+/// [`blend_u8`] compiled for AVX2 (no FMA: the same bits).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn blend_u8_avx2(x: &[u8], out: &mut [u8], w: usize, c: usize, a: f64, f: f64, tex: &Tex) {
+    blend_u8(x, out, w, c, a, f, tex)
+}
+
+/// [`blend`] on u8 input and output, one texture row at a time (planar, so the value loops
+/// vectorise).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn blend_u8(x: &[u8], out: &mut [u8], w: usize, c: usize, a: f64, f: f64, tex: &Tex) {
+    let mut trow = vec![0f64; w * 3];
+    for (r, (src, dst)) in x.chunks_exact(w * c).zip(out.chunks_exact_mut(w * c)).enumerate() {
+        match tex {
+            Tex::File { t, idx, y0, x0 } => {
+                let t = &t[*idx];
+                let s = &t.data[((y0 + r) * t.w + x0) * 3..][..w * 3];
+                for (o, &v) in trow.iter_mut().zip(s) {
+                    *o = v as f64;
+                }
+            }
+            Tex::Proc { base, sd_ch, pm, n, mean, sd } => {
+                for (o, &v) in trow.chunks_exact_mut(3).zip(&pm[r * n..r * n + w]) {
+                    let z = (ridge(v) - mean) / sd;
+                    for ch in 0..3 {
+                        o[ch] = (base[ch] + sd_ch[ch] * z).clamp(0.0, 255.0);
+                    }
+                }
+            }
+        }
+        if c == 3 {
+            for ((o, &i), &t) in dst.iter_mut().zip(src).zip(trow.iter()) {
+                *o = crate::cast_u8((a * i as f64 + f * t).clamp(0.0, 255.0));
+            }
+        } else {
+            for ((o, &i), t) in dst.iter_mut().zip(src).zip(trow.chunks_exact(3)) {
+                let g: f64 = (0..3).map(|ch| GREY_W[ch] * t[ch]).sum();
+                *o = crate::cast_u8((a * i as f64 + f * g).clamp(0.0, 255.0));
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ use crate::{Corruption, ParamSet, Result, Rng};
 pub(crate) fn corrupt_u8_weather(x: &[u8], h: usize, w: usize, c: usize, cor: Corruption, s: usize, p: ParamSet, rng: &mut Rng) -> Option<Result<Vec<u8>>> {
     match cor {
         Corruption::Snow => Some(crate::snow::snow_u8(x, h, w, c, s, p, rng)),
+        Corruption::Frost => Some(crate::frost::frost_u8(x, h, w, c, s, p, rng)),
         _ => None,
     }
 }

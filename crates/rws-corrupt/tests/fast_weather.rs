@@ -78,3 +78,32 @@ fn snow_u8_refuses_non_square_cifar_images() {
     let e = corrupt_u8(&img, 32, 40, 3, Corruption::Snow, 2, ParamSet::Cifar10, &mut Rng::seed_from_u64(1)).unwrap_err().to_string();
     assert!(e.contains("square") && e.contains("32x40"), "{e}");
 }
+
+fn write_texture(path: &std::path::Path, h: usize, w: usize, seed: u64) {
+    let mut hdr = format!("{{'descr': '|u1', 'fortran_order': False, 'shape': ({h}, {w}, 3), }}");
+    while (10 + hdr.len() + 1) % 64 != 0 {
+        hdr.push(' ');
+    }
+    hdr.push('\n');
+    let mut b = b"\x93NUMPY\x01\x00".to_vec();
+    b.extend((hdr.len() as u16).to_le_bytes());
+    b.extend(hdr.as_bytes());
+    b.extend(picture(h, w, 3, seed));
+    std::fs::write(path, b).unwrap();
+}
+
+/// Procedural frost, then frost from a texture folder (one test: the folder is process-wide).
+#[test]
+fn frost_u8_is_the_float_path_procedural_and_with_textures() {
+    agree(Corruption::Frost, true);
+    reproducible(Corruption::Frost);
+    let dir = std::env::temp_dir().join(format!("rws-fast-weather-frost-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for k in 1..=5 {
+        write_texture(&dir.join(format!("frost{k}.npy")), 180 + 7 * k, 250 + 3 * k, k as u64);
+    }
+    rws_corrupt::set_frost_dir(Some(&dir)).unwrap();
+    agree(Corruption::Frost, true);
+    rws_corrupt::set_frost_dir(None).unwrap();
+    std::fs::remove_dir_all(&dir).ok();
+}
