@@ -57,6 +57,11 @@ fn conv_matches_candle_on_random_shapes() {
         Case { n: 2, c: 4, h: 7, w: 5, o: 3, k: 1, stride: 2, pad: 0, bias: false },
         Case { n: 17, c: 1, h: 8, w: 8, o: 6, k: 3, stride: 1, pad: 0, bias: true },
         Case { n: 2, c: 3, h: 11, w: 9, o: 2, k: 7, stride: 2, pad: 3, bias: true },
+        // 3×3 stride 1 with ≥ 8 channels each way: Winograd forward, input and weight gradients.
+        Case { n: 5, c: 8, h: 10, w: 10, o: 8, k: 3, stride: 1, pad: 1, bias: true },
+        Case { n: 3, c: 9, h: 7, w: 9, o: 12, k: 3, stride: 1, pad: 1, bias: false },
+        Case { n: 2, c: 8, h: 6, w: 5, o: 8, k: 3, stride: 1, pad: 0, bias: true },
+        Case { n: 11, c: 8, h: 5, w: 5, o: 10, k: 3, stride: 1, pad: 2, bias: true },
     ];
     for cs in &fixed {
         check_conv(cs, &mut rng);

@@ -146,6 +146,9 @@ pub(crate) fn fwd(g: &Geom, x: &[f32], w: &[f32], b: Option<&[f32]>) -> Vec<f32>
 }
 
 fn fwd_into(g: &Geom, x: &[f32], w: &[f32], b: Option<&[f32]>, y: &mut [f32]) {
+    if super::winograd::applies(g, 0) {
+        return super::winograd::conv(g, x, w, b, super::winograd::Epilogue::Linear, y);
+    }
     let (p, o) = (g.p(), g.o);
     let in_img = g.c * g.h * g.w;
     y.par_chunks_mut(o * p).enumerate().for_each(|(i, yi)| fwd_image(g, &x[i * in_img..(i + 1) * in_img], w, b, yi));
@@ -342,6 +345,10 @@ pub(crate) fn bwd_input(g: &Geom, dy: &[f32], w: &[f32]) -> Vec<f32> {
 /// [`bwd_input`] into a caller's buffer (overwritten), so fused ops can pack it without a copy.
 pub(crate) fn bwd_input_into(g: &Geom, dy: &[f32], w: &[f32], dx: &mut [f32]) {
     let _s = super::prof::span("conv bwd input");
+    if let Some(gt) = super::winograd::transposed_geom(g) {
+        let wt = super::winograd::transposed_weights(w, g.o, g.c);
+        return super::winograd::conv(&gt, dy, &wt, None, super::winograd::Epilogue::Linear, dx);
+    }
     let (p, o) = (g.p(), g.o);
     let in_img = g.c * g.h * g.w;
     dx.par_chunks_mut(in_img).enumerate().for_each(|(i, dxi)| bwd_input_image(g, &dy[i * o * p..(i + 1) * o * p], w, dxi));
@@ -364,6 +371,9 @@ pub(crate) fn bwd_input_image(g: &Geom, dyi: &[f32], w: &[f32], dxi: &mut [f32])
 /// partial sums that are then added in chunk order.
 pub(crate) fn bwd_weight(g: &Geom, x: &[f32], dy: &[f32]) -> Vec<f32> {
     let _s = super::prof::span("conv bwd weight");
+    if super::winograd::applies(g, 0) {
+        return super::winograd::weight_grad(g, x, dy);
+    }
     let (k, p, o) = (g.k(), g.p(), g.o);
     let in_img = g.c * g.h * g.w;
     let len = o * k + o;

@@ -282,7 +282,7 @@ impl CustomOp3 for ConvBnReluBwd {
             dm.par_chunks_mut(o * hw).enumerate().for_each(|(i, di)| dz_image(i, di));
         }
         // [gw | gb]
-        let wb = if winograd::applies(&g, 0) { winograd::weight_grad(&g, x, &dm) } else { bwd_weight(&g, x, &dm) };
+        let wb = bwd_weight(&g, x, &dm);
         rest[..ok + o].copy_from_slice(&wb);
         for r in 0..o {
             rest[ok + o + r] = sdx[r] as f32;
