@@ -110,18 +110,18 @@ fn field(h: usize, w: usize, amp: f64, sy: f64, sx: f64, alpha: f64, rng: &mut F
     f
 }
 
+/// The call's random draws: the CIFAR/Tiny affine (None for ImageNet) and the two displacement
+/// fields, in the reference's order.
+type Draws = (Option<[[f64; 3]; 2]>, Vec<f64>, Vec<f64>);
+
 /// CIFAR/Tiny parameters are multiples of the reference size (32 / 64) and are used unchanged at
 /// other sizes (as the reference scripts would); the affine's control points follow the real size.
 /// Images under 3×3 are refused (the affine's control square would be empty).
-pub(crate) fn elastic_transform(x: &FImage, severity: usize, p: ParamSet, rng: &mut Rng) -> Result<FImage> {
-    let (h, w, c) = (x.h, x.w, x.c);
+fn draw(h: usize, w: usize, severity: usize, p: ParamSet, rng: &mut Rng) -> Result<Draws> {
     if h < 3 || w < 3 {
         return Err(Error::TooSmall { corruption: "elastic_transform", h, w, why: "needs at least 3x3 pixels".into() });
     }
-    // Interpolation is linear, so it runs on the 0..255 scale directly.
-    let img: &[f64] = &x.data;
-    let warped: Vec<f64>;
-    let (img, dx, dy) = match p {
+    Ok(match p {
         ParamSet::Cifar10 | ParamSet::TinyImageNet => {
             let (s, t) = if p == ParamSet::Cifar10 {
                 (32.0, [(0.0, 0.0, 0.08), (0.05, 0.2, 0.07), (0.08, 0.06, 0.06), (0.1, 0.04, 0.05), (0.1, 0.03, 0.03)])
@@ -141,11 +141,10 @@ pub(crate) fn elastic_transform(x: &FImage, severity: usize, p: ParamSet, rng: &
                 }
             }
             let m = affine_from_points(p1, p2);
-            warped = warp_affine(img, h, w, c, m);
             let mut fast = Fast::from_rng(rng);
             let dx = field(h, w, 1.0, sigma, sigma, alpha, &mut fast);
             let dy = field(h, w, 1.0, sigma, sigma, alpha, &mut fast);
-            (&warped[..], dx, dy)
+            (Some(m), dx, dy)
         }
         ParamSet::ImageNet => {
             let alpha = 250.0 * [0.05, 0.065, 0.085, 0.1, 0.12][severity - 1];
@@ -154,24 +153,80 @@ pub(crate) fn elastic_transform(x: &FImage, severity: usize, p: ParamSet, rng: &
             let mut fast = Fast::from_rng(rng);
             let dx = field(h, w, amp, sy, sx, alpha, &mut fast);
             let dy = field(h, w, amp, sy, sx, alpha, &mut fast);
-            (img, dx, dy)
+            (None, dx, dy)
         }
+    })
+}
+
+pub(crate) fn elastic_transform(x: &FImage, severity: usize, p: ParamSet, rng: &mut Rng) -> Result<FImage> {
+    let (h, w, c) = (x.h, x.w, x.c);
+    let (m, dx, dy) = draw(h, w, severity, p, rng)?;
+    // Interpolation is linear, so it runs on the 0..255 scale directly.
+    let data = match m {
+        Some(m) => remap(&warp_affine(&x.data, h, w, c, m), h, w, c, &dx, &dy, |v| v, |v| v.clamp(0.0, 255.0)),
+        None => remap(&x.data, h, w, c, &dx, &dy, |v| v, |v| v.clamp(0.0, 255.0)),
     };
-    let mut data = vec![0.0; h * w * c];
+    Ok(FImage { h, w, c, data })
+}
+
+/// uint8 → uint8 elastic_transform: the float path's draws and f64 arithmetic (same bytes); the
+/// ImageNet parameters interpolate straight from the u8 pixels (no whole-image f64 buffer).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn elastic_u8(x: &[u8], h: usize, w: usize, c: usize, severity: usize, p: ParamSet, rng: &mut Rng) -> Result<Vec<u8>> {
+    let (m, dx, dy) = draw(h, w, severity, p, rng)?;
+    Ok(match m {
+        Some(m) => {
+            let xf: Vec<f64> = x.iter().map(|&v| v as f64).collect();
+            remap(&warp_affine(&xf, h, w, c, m), h, w, c, &dx, &dy, |v| v, crate::cast_u8)
+        }
+        None => remap(x, h, w, c, &dx, &dy, |v: u8| v as f64, crate::cast_u8),
+    })
+}
+
+/// scipy `map_coordinates(order=1, mode='reflect')` of every channel at (row + dy, col + dx),
+/// each value then mapped by `fin`. AVX2 where present (no FMA: the same bits).
+#[allow(clippy::too_many_arguments)]
+fn remap<T: Copy, O: Copy + Default>(img: &[T], h: usize, w: usize, c: usize, dx: &[f64], dy: &[f64], get: impl Fn(T) -> f64, fin: impl Fn(f64) -> O) -> Vec<O> {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2 (checked just above).
+        return unsafe { remap_avx2(img, h, w, c, dx, dy, get, fin) };
+    }
+    remap_impl(img, h, w, c, dx, dy, get, fin)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn remap_avx2<T: Copy, O: Copy + Default>(img: &[T], h: usize, w: usize, c: usize, dx: &[f64], dy: &[f64], get: impl Fn(T) -> f64, fin: impl Fn(f64) -> O) -> Vec<O> {
+    remap_impl(img, h, w, c, dx, dy, get, fin)
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn remap_impl<T: Copy, O: Copy + Default>(img: &[T], h: usize, w: usize, c: usize, dx: &[f64], dy: &[f64], get: impl Fn(T) -> f64, fin: impl Fn(f64) -> O) -> Vec<O> {
+    let mut data = vec![O::default(); h * w * c];
     for r in 0..h {
         for col in 0..w {
             let k = r * w + col;
             let (y0, y1, fy) = lin_index(r as f64 + dy[k], h);
             let (x0, x1, fx) = lin_index(col as f64 + dx[k], w);
-            let (p00, p01) = (&img[(y0 * w + x0) * c..][..c], &img[(y0 * w + x1) * c..][..c]);
-            let (p10, p11) = (&img[(y1 * w + x0) * c..][..c], &img[(y1 * w + x1) * c..][..c]);
-            for (ch, o) in data[k * c..(k + 1) * c].iter_mut().enumerate() {
-                let v = (1.0 - fy) * ((1.0 - fx) * p00[ch] + fx * p01[ch]) + fy * ((1.0 - fx) * p10[ch] + fx * p11[ch]);
-                *o = v.clamp(0.0, 255.0);
+            let (i00, i01, i10, i11) = ((y0 * w + x0) * c, (y0 * w + x1) * c, (y1 * w + x0) * c, (y1 * w + x1) * c);
+            let interp = |ch: usize| {
+                let (p00, p01, p10, p11) = (get(img[i00 + ch]), get(img[i01 + ch]), get(img[i10 + ch]), get(img[i11 + ch]));
+                fin((1.0 - fy) * ((1.0 - fx) * p00 + fx * p01) + fy * ((1.0 - fx) * p10 + fx * p11))
+            };
+            if c == 3 {
+                let o = &mut data[k * 3..k * 3 + 3];
+                o[0] = interp(0);
+                o[1] = interp(1);
+                o[2] = interp(2);
+            } else {
+                data[k] = interp(0);
             }
         }
     }
-    Ok(FImage { h, w, c, data })
+    data
 }
 
 #[cfg(test)]

@@ -107,3 +107,11 @@ fn frost_u8_is_the_float_path_procedural_and_with_textures() {
     rws_corrupt::set_frost_dir(None).unwrap();
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn elastic_u8_is_the_float_path() {
+    agree(Corruption::ElasticTransform, true);
+    reproducible(Corruption::ElasticTransform);
+    let e = corrupt_u8(&[0; 2 * 5 * 3], 2, 5, 3, Corruption::ElasticTransform, 1, ParamSet::ImageNet, &mut Rng::seed_from_u64(1)).unwrap_err().to_string();
+    assert!(e.contains("elastic_transform") && e.contains("2x5"), "{e}");
+}
