@@ -160,6 +160,9 @@ fn draw(h: usize, w: usize, severity: usize, p: ParamSet, rng: &mut Rng) -> Resu
 
 pub(crate) fn elastic_transform(x: &FImage, severity: usize, p: ParamSet, rng: &mut Rng) -> Result<FImage> {
     let (h, w, c) = (x.h, x.w, x.c);
+    if h * w * c > u32::MAX as usize {
+        return Err(Error::Msg(format!("elastic_transform: image {h}x{w}x{c} is too large (over 2^32 values)")));
+    }
     let (m, dx, dy) = draw(h, w, severity, p, rng)?;
     // Interpolation is linear, so it runs on the 0..255 scale directly.
     let data = match m {
@@ -173,6 +176,9 @@ pub(crate) fn elastic_transform(x: &FImage, severity: usize, p: ParamSet, rng: &
 /// ImageNet parameters interpolate straight from the u8 pixels (no whole-image f64 buffer).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn elastic_u8(x: &[u8], h: usize, w: usize, c: usize, severity: usize, p: ParamSet, rng: &mut Rng) -> Result<Vec<u8>> {
+    if h * w * c > u32::MAX as usize {
+        return Err(Error::Msg(format!("elastic_transform: image {h}x{w}x{c} is too large (over 2^32 values)")));
+    }
     let (m, dx, dy) = draw(h, w, severity, p, rng)?;
     Ok(match m {
         Some(m) => {
@@ -206,23 +212,26 @@ unsafe fn remap_avx2<T: Copy, O: Copy + Default>(img: &[T], h: usize, w: usize, 
 #[allow(clippy::too_many_arguments)]
 fn remap_impl<T: Copy, O: Copy + Default>(img: &[T], h: usize, w: usize, c: usize, dx: &[f64], dy: &[f64], get: impl Fn(T) -> f64, fin: impl Fn(f64) -> O) -> Vec<O> {
     let mut data = vec![O::default(); h * w * c];
+    // Per row: the taps of every pixel first (planar, flat offsets into `img`), then the
+    // interpolation of each channel as one loop over the row.
+    let mut idx = vec![[0u32; 4]; w];
+    let mut fxs = vec![0f64; w];
+    let mut fys = vec![0f64; w];
     for r in 0..h {
         for col in 0..w {
             let k = r * w + col;
             let (y0, y1, fy) = lin_index(r as f64 + dy[k], h);
             let (x0, x1, fx) = lin_index(col as f64 + dx[k], w);
-            let (i00, i01, i10, i11) = ((y0 * w + x0) * c, (y0 * w + x1) * c, (y1 * w + x0) * c, (y1 * w + x1) * c);
-            let interp = |ch: usize| {
-                let (p00, p01, p10, p11) = (get(img[i00 + ch]), get(img[i01 + ch]), get(img[i10 + ch]), get(img[i11 + ch]));
-                fin((1.0 - fy) * ((1.0 - fx) * p00 + fx * p01) + fy * ((1.0 - fx) * p10 + fx * p11))
-            };
-            if c == 3 {
-                let o = &mut data[k * 3..k * 3 + 3];
-                o[0] = interp(0);
-                o[1] = interp(1);
-                o[2] = interp(2);
-            } else {
-                data[k] = interp(0);
+            idx[col] = [((y0 * w + x0) * c) as u32, ((y0 * w + x1) * c) as u32, ((y1 * w + x0) * c) as u32, ((y1 * w + x1) * c) as u32];
+            fxs[col] = fx;
+            fys[col] = fy;
+        }
+        let orow = &mut data[r * w * c..(r + 1) * w * c];
+        for ch in 0..c {
+            let im = &img[ch..];
+            for (((o, i), &fx), &fy) in orow[ch..].iter_mut().step_by(c).zip(&idx).zip(&fxs).zip(&fys) {
+                let (p00, p01, p10, p11) = (get(im[i[0] as usize]), get(im[i[1] as usize]), get(im[i[2] as usize]), get(im[i[3] as usize]));
+                *o = fin((1.0 - fy) * ((1.0 - fx) * p00 + fx * p01) + fy * ((1.0 - fx) * p10 + fx * p11));
             }
         }
     }
