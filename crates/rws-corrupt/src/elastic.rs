@@ -3,9 +3,10 @@
 //! parameters follow imagecorruptions (displacement field only, σ and amplitude scaled by the
 //! image size). The same displacement applies to every channel, so grey images work unchanged.
 
-use crate::glass::{gaussian_plane, Border};
+use crate::glass::gaussian_kernel;
+use crate::ndimage::Mode;
 use crate::{Error, FImage, ParamSet, Result, Rng};
-use crate::noise::Fast;
+use crate::noise::{Fast, Fast4};
 use rand::Rng as _;
 
 /// scipy `map_coordinates(order=1, mode='reflect')` along one axis: reflect the coordinate into
@@ -103,11 +104,22 @@ fn warp_affine(img: &[f64], h: usize, w: usize, c: usize, m: [[f64; 3]; 2]) -> V
 }
 
 /// A smoothed uniform displacement field: gaussian(U(−amp, amp), σ, mode reflect, truncate 3)·α.
+/// The uniforms come from four xoshiro streams side by side (52-bit mantissa fills, so the loop
+/// vectorises); the filter's final map applies α, the same product as a separate pass.
 fn field(h: usize, w: usize, amp: f64, sy: f64, sx: f64, alpha: f64, rng: &mut Fast) -> Vec<f64> {
-    let mut f: Vec<f64> = (0..h * w).map(|_| rng.range(-amp, amp)).collect();
-    gaussian_plane(&mut f, h, w, sy, sx, Border::Reflect, 3.0);
-    f.iter_mut().for_each(|v| *v *= alpha);
-    f
+    let mut f4 = Fast4::from_fast(rng);
+    let mut f = vec![0.0; h * w];
+    for q in f.chunks_mut(4) {
+        let v = f4.next4();
+        for (o, &b) in q.iter_mut().zip(&v) {
+            // Uniform in [0, 1): 1.m − 1 with 52 random mantissa bits.
+            let u = f64::from_bits(0x3FF0_0000_0000_0000 | (b >> 12)) - 1.0;
+            *o = -amp + 2.0 * amp * u;
+        }
+    }
+    let ky = gaussian_kernel(sy, 3.0).unwrap_or_else(|| vec![1.0]);
+    let kx = gaussian_kernel(sx, 3.0).unwrap_or_else(|| vec![1.0]);
+    crate::fast::sep_filter(&f, h, w, 1, &ky, &kx, Mode::Reflect, false, |v: f64| v * alpha)
 }
 
 /// The call's random draws: the CIFAR/Tiny affine (None for ImageNet) and the two displacement
@@ -217,6 +229,7 @@ fn remap_impl<T: Copy, O: Copy + Default>(img: &[T], h: usize, w: usize, c: usiz
     let mut idx = vec![[0u32; 4]; w];
     let mut fxs = vec![0f64; w];
     let mut fys = vec![0f64; w];
+    let mut tmp = vec![O::default(); w];
     for r in 0..h {
         for col in 0..w {
             let k = r * w + col;
@@ -229,9 +242,16 @@ fn remap_impl<T: Copy, O: Copy + Default>(img: &[T], h: usize, w: usize, c: usiz
         let orow = &mut data[r * w * c..(r + 1) * w * c];
         for ch in 0..c {
             let im = &img[ch..];
-            for (((o, i), &fx), &fy) in orow[ch..].iter_mut().step_by(c).zip(&idx).zip(&fxs).zip(&fys) {
-                let (p00, p01, p10, p11) = (get(im[i[0] as usize]), get(im[i[1] as usize]), get(im[i[2] as usize]), get(im[i[3] as usize]));
+            // Every offset is at most (h·w − 1)·c (lin_index clamps to the grid), inside `im`.
+            assert!(im.len() > (h * w - 1) * c);
+            for (((o, i), &fx), &fy) in tmp.iter_mut().zip(&idx).zip(&fxs).zip(&fys) {
+                // SAFETY: i[..] ≤ (h·w − 1)·c < im.len() (asserted above).
+                let g = |j: u32| get(unsafe { *im.get_unchecked(j as usize) });
+                let (p00, p01, p10, p11) = (g(i[0]), g(i[1]), g(i[2]), g(i[3]));
                 *o = fin((1.0 - fy) * ((1.0 - fx) * p00 + fx * p01) + fy * ((1.0 - fx) * p10 + fx * p11));
+            }
+            for (o, &v) in orow[ch..].iter_mut().step_by(c).zip(&tmp) {
+                *o = v;
             }
         }
     }
