@@ -194,35 +194,94 @@ pub(crate) fn elastic_u8(x: &[u8], h: usize, w: usize, c: usize, severity: usize
     let (m, dx, dy) = draw(h, w, severity, p, rng)?;
     Ok(match m {
         Some(m) => {
-            let xf: Vec<f64> = x.iter().map(|&v| v as f64).collect();
-            remap(&warp_affine(&xf, h, w, c, m), h, w, c, &dx, &dy, |v| v, crate::cast_u8)
+            remap(&warp_affine_fast(x, h, w, c, m, |v: u8| v as f64), h, w, c, &dx, &dy, |v| v, crate::cast_u8)
         }
         None => remap(x, h, w, c, &dx, &dy, |v: u8| v as f64, crate::cast_u8),
     })
 }
 
 /// scipy `map_coordinates(order=1, mode='reflect')` of every channel at (row + dy, col + dx),
-/// each value then mapped by `fin`. AVX2 where present (no FMA: the same bits).
+/// each value then mapped by `fin`.
 #[allow(clippy::too_many_arguments)]
 fn remap<T: Copy, O: Copy + Default>(img: &[T], h: usize, w: usize, c: usize, dx: &[f64], dy: &[f64], get: impl Fn(T) -> f64, fin: impl Fn(f64) -> O) -> Vec<O> {
+    resample(img, h, w, c, &ElasticTap { dx, dy, h, w }, get, fin)
+}
+
+/// Where each output pixel reads: the taps of one resampling (inlined into its loop).
+trait Tap {
+    /// ([y0, y1, x0, x1], fx, fy) of output pixel (r, col).
+    fn at(&self, r: usize, col: usize) -> ([usize; 4], f64, f64);
+}
+
+/// map_coordinates at (row + dy, col + dx), reflect mode.
+struct ElasticTap<'a> {
+    dx: &'a [f64],
+    dy: &'a [f64],
+    h: usize,
+    w: usize,
+}
+
+impl Tap for ElasticTap<'_> {
+    #[inline(always)]
+    fn at(&self, r: usize, col: usize) -> ([usize; 4], f64, f64) {
+        let k = r * self.w + col;
+        let (y0, y1, fy) = lin_index(r as f64 + self.dy[k], self.h);
+        let (x0, x1, fx) = lin_index(col as f64 + self.dx[k], self.w);
+        ([y0, y1, x0, x1], fx, fy)
+    }
+}
+
+/// cv2.warpAffine's source point M⁻¹·(x, y), BORDER_REFLECT_101.
+struct AffineTap {
+    inv: [f64; 6],
+    h: usize,
+    w: usize,
+}
+
+impl Tap for AffineTap {
+    #[inline(always)]
+    fn at(&self, y: usize, x: usize) -> ([usize; 4], f64, f64) {
+        let [ia, ib, itx, id, ie, ity] = self.inv;
+        let sx = ia * x as f64 + ib * y as f64 + itx;
+        let sy = id * x as f64 + ie * y as f64 + ity;
+        let (fx, fy) = (ffloor(sx), ffloor(sy));
+        let (ax, ay) = (sx - fx, sy - fy);
+        let (h, w) = (self.h, self.w);
+        ([reflect101(fy as isize, h), reflect101(fy as isize + 1, h), reflect101(fx as isize, w), reflect101(fx as isize + 1, w)], ax, ay)
+    }
+}
+
+/// [`warp_affine`] (the same taps and arithmetic, so the same bits) from any pixel type, on the
+/// row-wise resampler.
+fn warp_affine_fast<T: Copy>(img: &[T], h: usize, w: usize, c: usize, m: [[f64; 3]; 2], get: impl Fn(T) -> f64) -> Vec<f64> {
+    let [[a, b, tx], [d, e, ty]] = m;
+    let det = a * e - b * d;
+    let (ia, ib, id, ie) = (e / det, -b / det, -d / det, a / det);
+    let (itx, ity) = (-(ia * tx + ib * ty), -(id * tx + ie * ty));
+    resample(img, h, w, c, &AffineTap { inv: [ia, ib, itx, id, ie, ity], h, w }, get, |v| v)
+}
+
+/// Bilinear resampling: output pixel (r, col) = (1−fy)·((1−fx)·p(y0,x0) + fx·p(y0,x1)) +
+/// fy·((1−fx)·p(y1,x0) + fx·p(y1,x1)) per channel, with ([y0, y1, x0, x1], fx,
+/// fy) inside the grid (from `tap`); each value mapped by `fin`. AVX2 where present (no FMA: the same bits).
+fn resample<T: Copy, O: Copy + Default>(img: &[T], h: usize, w: usize, c: usize, tap: &impl Tap, get: impl Fn(T) -> f64, fin: impl Fn(f64) -> O) -> Vec<O> {
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU supports AVX2 (checked just above).
-        return unsafe { remap_avx2(img, h, w, c, dx, dy, get, fin) };
+        return unsafe { resample_avx2(img, h, w, c, tap, get, fin) };
     }
-    remap_impl(img, h, w, c, dx, dy, get, fin)
+    resample_impl(img, h, w, c, tap, get, fin)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn remap_avx2<T: Copy, O: Copy + Default>(img: &[T], h: usize, w: usize, c: usize, dx: &[f64], dy: &[f64], get: impl Fn(T) -> f64, fin: impl Fn(f64) -> O) -> Vec<O> {
-    remap_impl(img, h, w, c, dx, dy, get, fin)
+unsafe fn resample_avx2<T: Copy, O: Copy + Default>(img: &[T], h: usize, w: usize, c: usize, tap: &impl Tap, get: impl Fn(T) -> f64, fin: impl Fn(f64) -> O) -> Vec<O> {
+    resample_impl(img, h, w, c, tap, get, fin)
 }
 
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn remap_impl<T: Copy, O: Copy + Default>(img: &[T], h: usize, w: usize, c: usize, dx: &[f64], dy: &[f64], get: impl Fn(T) -> f64, fin: impl Fn(f64) -> O) -> Vec<O> {
+fn resample_impl<T: Copy, O: Copy + Default>(img: &[T], h: usize, w: usize, c: usize, tap: &impl Tap, get: impl Fn(T) -> f64, fin: impl Fn(f64) -> O) -> Vec<O> {
+    assert!(img.len() == h * w * c && h * w * c <= u32::MAX as usize);
     let mut data = vec![O::default(); h * w * c];
     // Per row: the taps of every pixel first (planar, flat offsets into `img`), then the
     // interpolation of each channel as one loop over the row.
@@ -232,9 +291,9 @@ fn remap_impl<T: Copy, O: Copy + Default>(img: &[T], h: usize, w: usize, c: usiz
     let mut tmp = vec![O::default(); w];
     for r in 0..h {
         for col in 0..w {
-            let k = r * w + col;
-            let (y0, y1, fy) = lin_index(r as f64 + dy[k], h);
-            let (x0, x1, fx) = lin_index(col as f64 + dx[k], w);
+            let ([y0, y1, x0, x1], fx, fy) = tap.at(r, col);
+            // Clamped so every offset is inside the image whatever `tap` returns.
+            let (y0, y1, x0, x1) = (y0.min(h - 1), y1.min(h - 1), x0.min(w - 1), x1.min(w - 1));
             idx[col] = [((y0 * w + x0) * c) as u32, ((y0 * w + x1) * c) as u32, ((y1 * w + x0) * c) as u32, ((y1 * w + x1) * c) as u32];
             fxs[col] = fx;
             fys[col] = fy;
@@ -242,10 +301,9 @@ fn remap_impl<T: Copy, O: Copy + Default>(img: &[T], h: usize, w: usize, c: usiz
         let orow = &mut data[r * w * c..(r + 1) * w * c];
         for ch in 0..c {
             let im = &img[ch..];
-            // Every offset is at most (h·w − 1)·c (lin_index clamps to the grid), inside `im`.
-            assert!(im.len() > (h * w - 1) * c);
             for (((o, i), &fx), &fy) in tmp.iter_mut().zip(&idx).zip(&fxs).zip(&fys) {
-                // SAFETY: i[..] ≤ (h·w − 1)·c < im.len() (asserted above).
+                // SAFETY: every offset is at most (h·w − 1)·c (clamped above) and
+                // im.len() = h·w·c − ch > (h·w − 1)·c.
                 let g = |j: u32| get(unsafe { *im.get_unchecked(j as usize) });
                 let (p00, p01, p10, p11) = (g(i[0]), g(i[1]), g(i[2]), g(i[3]));
                 *o = fin((1.0 - fy) * ((1.0 - fx) * p00 + fx * p01) + fy * ((1.0 - fx) * p10 + fx * p11));
