@@ -425,8 +425,8 @@ mod box_avx2 {
 
     /// [`super::box_row`] for RGB, four output pixels a step: each pixel's run (up to four input
     /// pixels) is shuffled into one 4-byte group per channel and summed by two multiply-adds
-    /// with ones. Returns how many output pixels it wrote (it stops before a run longer than
-    /// four or a load that would pass the row's end).
+    /// with ones. The last groups read from a zero-padded copy of the row's end. Returns how
+    /// many output pixels it wrote (all, unless a run is longer than four pixels).
     #[target_feature(enable = "avx2")]
     pub(super) unsafe fn row3(src: &[u8], spans: &[Span], out: &mut [u8]) -> usize {
         let masks: [__m128i; 5] = std::array::from_fn(|n| {
@@ -437,29 +437,47 @@ mod box_avx2 {
         let ones16 = _mm_set1_epi16(1);
         let half = _mm_set1_epi32(1 << (PRECISION_BITS - 1));
         let compact = _mm_setr_epi8(0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14, -1, -1, -1, -1);
-        let one = |sp: &Span| -> __m128i {
-            let px = _mm_loadu_si128(src.as_ptr().add(sp.start as usize * 3) as *const __m128i);
+        // Sum of the run of `sp` read from `base` (the row, or the padded copy starting at byte `off`).
+        let one = |base: *const u8, off: usize, sp: &Span| -> __m128i {
+            let px = _mm_loadu_si128(base.add(sp.start as usize * 3 - off) as *const __m128i);
             let v = _mm_shuffle_epi8(px, masks[sp.n as usize]);
             let sum = _mm_madd_epi16(_mm_maddubs_epi16(v, ones8), ones16);
             _mm_srli_epi32::<{ PRECISION_BITS as i32 }>(_mm_add_epi32(_mm_mullo_epi32(sum, _mm_set1_epi32(sp.k as i32)), half))
         };
+        let group = |base: *const u8, off: usize, g: &[Span; 4]| -> __m128i {
+            let a = _mm_packus_epi32(one(base, off, &g[0]), one(base, off, &g[1]));
+            let b = _mm_packus_epi32(one(base, off, &g[2]), one(base, off, &g[3]));
+            _mm_shuffle_epi8(_mm_packus_epi16(a, b), compact)
+        };
+        if spans.iter().any(|sp| sp.n > 4) {
+            return 0;
+        }
         let mut i = 0;
         while i + 4 <= spans.len() {
-            let g = &spans[i..i + 4];
-            if g.iter().any(|sp| sp.n > 4 || sp.start as usize * 3 + 16 > src.len()) {
+            let g: &[Span; 4] = spans[i..i + 4].try_into().unwrap();
+            if g[3].start as usize * 3 + 16 > src.len() || i * 3 + 16 > out.len() {
                 break;
             }
-            let a = _mm_packus_epi32(one(&g[0]), one(&g[1]));
-            let b = _mm_packus_epi32(one(&g[2]), one(&g[3]));
-            let o = _mm_shuffle_epi8(_mm_packus_epi16(a, b), compact);
-            if i * 3 + 16 <= out.len() {
-                _mm_storeu_si128(out.as_mut_ptr().add(i * 3) as *mut __m128i, o);
-            } else {
-                let mut t = [0u8; 16];
-                _mm_storeu_si128(t.as_mut_ptr() as *mut __m128i, o);
-                out[i * 3..i * 3 + 12].copy_from_slice(&t[..12]);
-            }
+            _mm_storeu_si128(out.as_mut_ptr().add(i * 3) as *mut __m128i, group(src.as_ptr(), 0, g));
             i += 4;
+        }
+        // The rest: runs start no earlier than the previous ones (spans are increasing).
+        let mut pad = [0u8; 256];
+        while i < spans.len() {
+            let m = (spans.len() - i).min(4);
+            let mut g = [Span { start: spans[i].start, n: 0, k: 0 }; 4];
+            g[..m].copy_from_slice(&spans[i..i + m]);
+            let off = g[0].start as usize * 3;
+            let tail = &src[off.min(src.len())..];
+            if g.iter().any(|sp| sp.start < g[0].start) || tail.len() > pad.len() - 16 {
+                break;
+            }
+            pad[..tail.len()].copy_from_slice(tail);
+            pad[tail.len()..].fill(0);
+            let mut t = [0u8; 16];
+            _mm_storeu_si128(t.as_mut_ptr() as *mut __m128i, group(pad.as_ptr(), off, &g));
+            out[i * 3..(i + m) * 3].copy_from_slice(&t[..m * 3]);
+            i += m;
         }
         i
     }
@@ -534,6 +552,8 @@ pub(crate) fn pil_resize_box(src: &[u8], h: usize, w: usize, c: usize, oh: usize
 fn remap(src: &[u8], w: usize, c: usize, ys: &[usize], xs: &[usize]) -> Vec<u8> {
     let rw = xs.len() * c;
     let mut out = vec![0u8; ys.len() * rw];
+    #[cfg(target_arch = "x86_64")]
+    let chunks = (c == 3 && std::arch::is_x86_feature_detected!("avx2")).then(|| remap_avx2::chunks(xs)).flatten();
     let mut prev = usize::MAX;
     for (y, &sy) in ys.iter().enumerate() {
         if sy == prev {
@@ -543,6 +563,12 @@ fn remap(src: &[u8], w: usize, c: usize, ys: &[usize], xs: &[usize]) -> Vec<u8> 
         prev = sy;
         let srow = &src[sy * w * c..(sy + 1) * w * c];
         let orow = &mut out[y * rw..(y + 1) * rw];
+        #[cfg(target_arch = "x86_64")]
+        if let Some(ch) = &chunks {
+            // SAFETY: chunks exist only where AVX2 is present.
+            unsafe { remap_avx2::row3(src, sy * w * 3, ch, orow) };
+            continue;
+        }
         if c == 3 {
             for (o, &sx) in orow.chunks_exact_mut(3).zip(xs) {
                 o.copy_from_slice(&srow[sx * 3..sx * 3 + 3]);
@@ -554,6 +580,59 @@ fn remap(src: &[u8], w: usize, c: usize, ys: &[usize], xs: &[usize]) -> Vec<u8> 
         }
     }
     out
+}
+
+#[cfg(target_arch = "x86_64")]
+mod remap_avx2 {
+    use std::arch::x86_64::*;
+
+    /// Five output pixels (15 bytes) per step: where they come from (byte offset in the source
+    /// row) and the byte shuffle that spreads the source pixels over them.
+    pub(super) struct Chunk {
+        off: usize,
+        mask: [u8; 16],
+    }
+
+    /// `None` when some five consecutive output pixels span more than five source pixels (a
+    /// reduction), which one 16-byte load cannot cover.
+    pub(super) fn chunks(xs: &[usize]) -> Option<Vec<Chunk>> {
+        xs.chunks(5)
+            .map(|g| {
+                let lo = *g.iter().min().unwrap();
+                if g.iter().any(|&x| x - lo > 4) {
+                    return None;
+                }
+                let mask = std::array::from_fn(|b| if b < g.len() * 3 { ((g[b / 3] - lo) * 3 + b % 3) as u8 } else { 0x80 });
+                Some(Chunk { off: lo * 3, mask })
+            })
+            .collect()
+    }
+
+    /// One output row from the source row starting at byte `row` of `src`.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn row3(src: &[u8], row: usize, ch: &[Chunk], out: &mut [u8]) {
+        let mut pad = [0u8; 16];
+        for (j, c) in ch.iter().enumerate() {
+            let at = row + c.off;
+            let v = if at + 16 <= src.len() {
+                _mm_loadu_si128(src.as_ptr().add(at) as *const __m128i)
+            } else {
+                let t = &src[at..];
+                pad[..t.len()].copy_from_slice(t);
+                _mm_loadu_si128(pad.as_ptr() as *const __m128i)
+            };
+            let o = _mm_shuffle_epi8(v, _mm_loadu_si128(c.mask.as_ptr() as *const __m128i));
+            let ob = j * 15;
+            if ob + 16 <= out.len() {
+                _mm_storeu_si128(out.as_mut_ptr().add(ob) as *mut __m128i, o);
+            } else {
+                let mut t = [0u8; 16];
+                _mm_storeu_si128(t.as_mut_ptr() as *mut __m128i, o);
+                let n = out.len() - ob;
+                out[ob..].copy_from_slice(&t[..n]);
+            }
+        }
+    }
 }
 
 /// Pillow `resize(size, NEAREST)`: source index ⌊(o + 0.5)·in/out⌋.
@@ -670,6 +749,23 @@ mod tests {
                     for (oh, ow) in [(oh, ow), (h, ow), (oh, w)] {
                         let a = pil_resize_box(&img, h, w, c, oh, ow);
                         assert!(a == pil_resize_box_ref(&img, h, w, c, oh, ow), "{h}x{w}x{c} -> {oh}x{ow}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn nearest_matches_the_index_formula() {
+        let mut rng = crate::Rng::seed_from_u64(8);
+        for (h, w, oh, ow) in [(89, 89, 224, 224), (56, 56, 224, 224), (1, 1, 3, 7), (5, 17, 13, 40), (40, 30, 20, 10), (37, 24, 150, 97)] {
+            for c in [1, 3] {
+                let img: Vec<u8> = (0..h * w * c).map(|_| rng.gen()).collect();
+                let out = pil_resize_nearest(&img, h, w, c, oh, ow);
+                for y in 0..oh {
+                    for x in 0..ow {
+                        let (sy, sx) = ((((y as f64 + 0.5) * h as f64 / oh as f64) as usize).min(h - 1), (((x as f64 + 0.5) * w as f64 / ow as f64) as usize).min(w - 1));
+                        assert_eq!(&out[(y * ow + x) * c..][..c], &img[(sy * w + sx) * c..][..c], "{h}x{w}x{c} -> {oh}x{ow} at {y},{x}");
                     }
                 }
             }
