@@ -438,17 +438,23 @@ mod box_avx2 {
         let half = _mm_set1_epi32(1 << (PRECISION_BITS - 1));
         let compact = _mm_setr_epi8(0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14, -1, -1, -1, -1);
         // Sum of the run of `sp` read from `base` (the row, or the padded copy starting at byte `off`).
-        let one = |base: *const u8, off: usize, sp: &Span| -> __m128i {
-            let px = _mm_loadu_si128(base.add(sp.start as usize * 3 - off) as *const __m128i);
-            let v = _mm_shuffle_epi8(px, masks[sp.n as usize]);
-            let sum = _mm_madd_epi16(_mm_maddubs_epi16(v, ones8), ones16);
-            _mm_srli_epi32::<{ PRECISION_BITS as i32 }>(_mm_add_epi32(_mm_mullo_epi32(sum, _mm_set1_epi32(sp.k as i32)), half))
-        };
-        let group = |base: *const u8, off: usize, g: &[Span; 4]| -> __m128i {
-            let a = _mm_packus_epi32(one(base, off, &g[0]), one(base, off, &g[1]));
-            let b = _mm_packus_epi32(one(base, off, &g[2]), one(base, off, &g[3]));
-            _mm_shuffle_epi8(_mm_packus_epi16(a, b), compact)
-        };
+        macro_rules! one {
+            ($base:expr, $off:expr, $sp:expr) => {{
+                let sp: &Span = $sp;
+                let px = _mm_loadu_si128($base.add(sp.start as usize * 3 - $off) as *const __m128i);
+                let v = _mm_shuffle_epi8(px, masks[sp.n as usize]);
+                let sum = _mm_madd_epi16(_mm_maddubs_epi16(v, ones8), ones16);
+                _mm_srli_epi32::<{ PRECISION_BITS as i32 }>(_mm_add_epi32(_mm_mullo_epi32(sum, _mm_set1_epi32(sp.k as i32)), half))
+            }};
+        }
+        macro_rules! group {
+            ($base:expr, $off:expr, $g:expr) => {{
+                let g: &[Span; 4] = $g;
+                let a = _mm_packus_epi32(one!($base, $off, &g[0]), one!($base, $off, &g[1]));
+                let b = _mm_packus_epi32(one!($base, $off, &g[2]), one!($base, $off, &g[3]));
+                _mm_shuffle_epi8(_mm_packus_epi16(a, b), compact)
+            }};
+        }
         if spans.iter().any(|sp| sp.n > 4) {
             return 0;
         }
@@ -458,7 +464,7 @@ mod box_avx2 {
             if g[3].start as usize * 3 + 16 > src.len() || i * 3 + 16 > out.len() {
                 break;
             }
-            _mm_storeu_si128(out.as_mut_ptr().add(i * 3) as *mut __m128i, group(src.as_ptr(), 0, g));
+            _mm_storeu_si128(out.as_mut_ptr().add(i * 3) as *mut __m128i, group!(src.as_ptr(), 0, g));
             i += 4;
         }
         // The rest: runs start no earlier than the previous ones (spans are increasing).
@@ -475,7 +481,7 @@ mod box_avx2 {
             pad[..tail.len()].copy_from_slice(tail);
             pad[tail.len()..].fill(0);
             let mut t = [0u8; 16];
-            _mm_storeu_si128(t.as_mut_ptr() as *mut __m128i, group(pad.as_ptr(), off, &g));
+            _mm_storeu_si128(t.as_mut_ptr() as *mut __m128i, group!(pad.as_ptr(), off, &g));
             out[i * 3..(i + m) * 3].copy_from_slice(&t[..m * 3]);
             i += m;
         }
@@ -516,22 +522,85 @@ fn box_col(tmp: &[u8], rw: usize, spans: &[Span], out: &mut [u8]) {
     box_col_generic(tmp, rw, spans, out, &mut acc)
 }
 
+/// How one axis is resampled, computed once per (filter, input size, output size) and thread:
+/// at 32×32 the float arithmetic of the weights and indices costs as much as the pixels.
+struct Axis {
+    /// BOX runs (empty for NEAREST).
+    spans: Vec<Span>,
+    /// Source index per output pixel, where every output is one input pixel (NEAREST, or BOX
+    /// runs all one pixel long).
+    idx: Option<Vec<usize>>,
+    /// The byte shuffles of an RGB row map along this axis ([`remap_avx2`]).
+    #[cfg(target_arch = "x86_64")]
+    chunks: Option<Vec<remap_avx2::Chunk>>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+enum Filter {
+    Box,
+    Nearest,
+}
+
+fn axis(f: Filter, n: usize, m: usize) -> std::rc::Rc<Axis> {
+    use std::{cell::RefCell, collections::HashMap, rc::Rc};
+    thread_local! {
+        static PLANS: RefCell<HashMap<(Filter, usize, usize), Rc<Axis>>> = RefCell::new(HashMap::new());
+    }
+    PLANS.with_borrow_mut(|plans| {
+        if let Some(a) = plans.get(&(f, n, m)) {
+            return a.clone();
+        }
+        let (spans, idx) = match f {
+            Filter::Box => {
+                let s = box_spans(n, m);
+                let idx: Option<Vec<usize>> = s.iter().all(|sp| sp.n == 1).then(|| s.iter().map(|sp| sp.start as usize).collect());
+                (s, idx)
+            }
+            // Pillow `resize(size, NEAREST)`: source index ⌊(o + 0.5)·in/out⌋.
+            Filter::Nearest => (vec![], Some((0..m).map(|o| (((o as f64 + 0.5) * n as f64 / m as f64) as usize).min(n - 1)).collect::<Vec<usize>>())),
+        };
+        #[cfg(target_arch = "x86_64")]
+        let chunks = idx.as_ref().filter(|_| std::arch::is_x86_feature_detected!("avx2")).and_then(|i| remap_avx2::chunks(i));
+        let a = Rc::new(Axis {
+            spans,
+            idx,
+            #[cfg(target_arch = "x86_64")]
+            chunks,
+        });
+        if plans.len() >= 64 {
+            plans.clear();
+        }
+        plans.insert((f, n, m), a.clone());
+        a
+    })
+}
+
 /// Pillow `Image.resize(size, BOX)` of a uint8 HWC image: horizontal pass then vertical, each
 /// rounding to uint8, as `ImagingResample` does (32-bit fixed point, as Pillow's `INT32`).
 pub(crate) fn pil_resize_box(src: &[u8], h: usize, w: usize, c: usize, oh: usize, ow: usize) -> Vec<u8> {
-    let xs = (ow != w).then(|| box_spans(w, ow));
-    let ys = (oh != h).then(|| box_spans(h, oh));
+    let xs = (ow != w).then(|| axis(Filter::Box, w, ow));
+    let ys = (oh != h).then(|| axis(Filter::Box, h, oh));
     // A pass whose runs are all one pixel long copies pixels: a nearest-neighbour map.
-    let single = |s: &Option<Vec<Span>>| s.as_ref().is_none_or(|s| s.iter().all(|sp| sp.n == 1));
+    let single = |s: &Option<std::rc::Rc<Axis>>| s.as_ref().is_none_or(|s| s.idx.is_some());
     if single(&xs) && single(&ys) {
-        let idx = |s: Option<Vec<Span>>, n: usize| -> Vec<usize> { s.map_or_else(|| (0..n).collect(), |s| s.iter().map(|sp| sp.start as usize).collect()) };
-        return remap(src, w, c, &idx(ys, h), &idx(xs, w));
+        let ident;
+        let yi: &[usize] = match &ys {
+            Some(a) => a.idx.as_ref().unwrap(),
+            None => {
+                ident = (0..h).collect::<Vec<_>>();
+                &ident
+            }
+        };
+        return match &xs {
+            Some(a) => remap(src, w, c, yi, a),
+            None => remap(src, w, c, yi, &axis(Filter::Nearest, w, w)),
+        };
     }
     let tmp = match &xs {
         Some(xs) => {
             let mut t = vec![0u8; h * ow * c];
             for (srow, trow) in src.chunks_exact(w * c).zip(t.chunks_exact_mut(ow * c)) {
-                box_row(srow, c, xs, trow);
+                box_row(srow, c, &xs.spans, trow);
             }
             std::borrow::Cow::Owned(t)
         }
@@ -540,7 +609,7 @@ pub(crate) fn pil_resize_box(src: &[u8], h: usize, w: usize, c: usize, oh: usize
     match &ys {
         Some(ys) => {
             let mut t = vec![0u8; oh * ow * c];
-            box_col(&tmp, ow * c, ys, &mut t);
+            box_col(&tmp, ow * c, &ys.spans, &mut t);
             t
         }
         None => tmp.into_owned(),
@@ -549,11 +618,12 @@ pub(crate) fn pil_resize_box(src: &[u8], h: usize, w: usize, c: usize, oh: usize
 
 /// out[y][x] = src[ys[y]][xs[x]] for an image `w` pixels wide; an output row whose source row
 /// is the previous one's is a copy of that output row.
-fn remap(src: &[u8], w: usize, c: usize, ys: &[usize], xs: &[usize]) -> Vec<u8> {
+fn remap(src: &[u8], w: usize, c: usize, ys: &[usize], xa: &Axis) -> Vec<u8> {
+    let xs = xa.idx.as_deref().expect("a one-pixel map");
     let rw = xs.len() * c;
     let mut out = vec![0u8; ys.len() * rw];
     #[cfg(target_arch = "x86_64")]
-    let chunks = (c == 3 && std::arch::is_x86_feature_detected!("avx2")).then(|| remap_avx2::chunks(xs)).flatten();
+    let chunks = xa.chunks.as_ref().filter(|_| c == 3);
     let mut prev = usize::MAX;
     for (y, &sy) in ys.iter().enumerate() {
         if sy == prev {
@@ -564,7 +634,7 @@ fn remap(src: &[u8], w: usize, c: usize, ys: &[usize], xs: &[usize]) -> Vec<u8> 
         let srow = &src[sy * w * c..(sy + 1) * w * c];
         let orow = &mut out[y * rw..(y + 1) * rw];
         #[cfg(target_arch = "x86_64")]
-        if let Some(ch) = &chunks {
+        if let Some(ch) = chunks {
             // SAFETY: chunks exist only where AVX2 is present.
             unsafe { remap_avx2::row3(src, sy * w * 3, ch, orow) };
             continue;
@@ -635,12 +705,9 @@ mod remap_avx2 {
     }
 }
 
-/// Pillow `resize(size, NEAREST)`: source index ⌊(o + 0.5)·in/out⌋.
+/// Pillow `resize(size, NEAREST)`.
 fn pil_resize_nearest(src: &[u8], h: usize, w: usize, c: usize, oh: usize, ow: usize) -> Vec<u8> {
-    let idx = |o: usize, n: usize, m: usize| (((o as f64 + 0.5) * n as f64 / m as f64) as usize).min(n - 1);
-    let xs: Vec<usize> = (0..ow).map(|x| idx(x, w, ow)).collect();
-    let ys: Vec<usize> = (0..oh).map(|y| idx(y, h, oh)).collect();
-    remap(src, w, c, &ys, &xs)
+    remap(src, w, c, axis(Filter::Nearest, h, oh).idx.as_ref().unwrap(), &axis(Filter::Nearest, w, ow))
 }
 
 /// The input as the uint8 image PIL would see (the reference's pixelate/jpeg get a PIL image).
