@@ -4,7 +4,9 @@
 //! Grey images receive the luminance (skimage rgb2gray weights) of the colour the reference adds,
 //! as imagecorruptions does.
 
-use crate::glass::{gaussian_plane, Border};
+use crate::fast::sep_filter;
+use crate::glass::{gaussian_kernel, gaussian_plane, Border};
+use crate::ndimage::Mode;
 use crate::{FImage, ParamSet, Result, Rng};
 
 const GREY_W: [f64; 3] = [0.2125, 0.7154, 0.0721];
@@ -228,8 +230,9 @@ fn equalize_hist(src: &mut [u8]) {
     src.iter_mut().for_each(|v| *v = lut[*v as usize]);
 }
 
-pub(crate) fn spatter(x: &FImage, severity: usize, p: ParamSet, rng: &mut Rng) -> Result<FImage> {
-    let (mu, s, sigma, t, k, mode) = match p {
+/// (μ, σ of the liquid, its blur σ, threshold, mud blur σ or water scale, mode 0 water / 1 mud).
+fn params(severity: usize, p: ParamSet) -> (f64, f64, f64, f64, f64, u8) {
+    let t = match p {
         ParamSet::Cifar10 => [
             (0.62, 0.1, 0.7, 0.7, 0.5, 0),
             (0.65, 0.1, 0.8, 0.7, 0.5, 0),
@@ -251,8 +254,12 @@ pub(crate) fn spatter(x: &FImage, severity: usize, p: ParamSet, rng: &mut Rng) -
             (0.65, 0.3, 1.0, 0.65, 1.5, 1),
             (0.67, 0.4, 1.0, 0.65, 1.5, 1),
         ],
-    }[severity - 1];
-    let (h, w, c) = (x.h, x.w, x.c);
+    };
+    t[severity - 1]
+}
+
+/// The unsmoothed liquid layer: μ + s·N(0, 1), two normals per draw.
+fn liquid_noise(h: usize, w: usize, mu: f64, s: f64, rng: &mut Rng) -> Vec<f64> {
     let mut fast = crate::noise::Fast::from_rng(rng);
     let mut liquid: Vec<f64> = Vec::with_capacity(h * w + 1);
     while liquid.len() < h * w {
@@ -261,6 +268,13 @@ pub(crate) fn spatter(x: &FImage, severity: usize, p: ParamSet, rng: &mut Rng) -
         liquid.push(mu + s * b);
     }
     liquid.truncate(h * w);
+    liquid
+}
+
+pub(crate) fn spatter(x: &FImage, severity: usize, p: ParamSet, rng: &mut Rng) -> Result<FImage> {
+    let (mu, s, sigma, t, k, mode) = params(severity, p);
+    let (h, w, c) = (x.h, x.w, x.c);
+    let mut liquid = liquid_noise(h, w, mu, s, rng);
     gaussian_plane(&mut liquid, h, w, sigma, sigma, Border::Nearest, 4.0);
     liquid.iter_mut().for_each(|v| {
         if *v < t {
@@ -315,4 +329,126 @@ pub(crate) fn spatter(x: &FImage, severity: usize, p: ParamSet, rng: &mut Rng) -
         }
     }
     Ok(FImage { h, w, c, data })
+}
+
+/// uint8 → uint8 spatter: the float path's draws and arithmetic. The liquid is thresholded (and
+/// cast or masked) in the Gaussian filter's final map; the stages on whole numbers (emboss, the
+/// second box blur, the liquid × blur product) run in integers, which is exact; the distance
+/// map's box blur keeps the float path's f64 sum order. Same bytes as the float path.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn spatter_u8(x: &[u8], h: usize, w: usize, c: usize, severity: usize, p: ParamSet, rng: &mut Rng) -> Result<Vec<u8>> {
+    let (mu, s, sigma, t, k, mode) = params(severity, p);
+    let liquid = liquid_noise(h, w, mu, s, rng);
+    let kern = gaussian_kernel(sigma, 4.0).unwrap_or_else(|| vec![1.0]);
+    let mut out = vec![0u8; x.len()];
+    if mode == 0 {
+        // astype(np.uint8) of liquid·255 (truncation, wrapping as the C cast does).
+        let l8: Vec<u8> = sep_filter(&liquid, h, w, 1, &kern, &kern, Mode::Nearest, false, |v: f64| {
+            let v = if v < t { 0.0 } else { v };
+            ((v * 255.0) as i64 & 255) as u8
+        });
+        let edges = canny(&l8, h, w, 50, 150);
+        let notedge: Vec<u8> = edges.iter().map(|e| 255 - e).collect();
+        let mut d8 = box3_capped_u8(&distance_transform(&notedge, h, w), h, w, 20.0);
+        equalize_hist(&mut d8);
+        let e = emboss_int(&d8, h, w);
+        let blurred = box3_round_int(&e, h, w);
+        let m: Vec<u32> = l8.iter().zip(&blurred).map(|(&l, &d)| l as u32 * d as u32).collect();
+        let mx = m.iter().copied().max().unwrap_or(0) as f64;
+        let scale = if mx > 0.0 { k / mx } else { 0.0 };
+        let cols = spatter_colour(c, [175.0 / 255.0, 238.0 / 255.0, 238.0 / 255.0]);
+        blend_u8(x, &mut out, c, |i| m[i] as f64 * scale, cols, false);
+    } else {
+        let mask: Vec<f64> = sep_filter(&liquid, h, w, 1, &kern, &kern, Mode::Nearest, false, |v: f64| {
+            let v = if v < t { 0.0 } else { v };
+            if v > t {
+                1.0
+            } else {
+                0.0
+            }
+        });
+        let kk = gaussian_kernel(k, 4.0).unwrap_or_else(|| vec![1.0]);
+        let m: Vec<f64> = sep_filter(&mask, h, w, 1, &kk, &kk, Mode::Nearest, false, |v: f64| if v < 0.8 { 0.0 } else { v });
+        let cols = spatter_colour(c, [63.0 / 255.0, 42.0 / 255.0, 20.0 / 255.0]);
+        blend_u8(x, &mut out, c, |i| m[i], cols, true);
+    }
+    Ok(out)
+}
+
+/// The colour added per channel (grey images: its luminance).
+fn spatter_colour(c: usize, color: [f64; 3]) -> [f64; 3] {
+    let grey_col: f64 = color.iter().zip(GREY_W).map(|(a, b)| a * b).sum();
+    if c == 3 {
+        color
+    } else {
+        [grey_col; 3]
+    }
+}
+
+/// The final blend of [`spatter`] from u8 pixels: water adds mv·colour, mud mixes towards it.
+fn blend_u8(x: &[u8], out: &mut [u8], c: usize, mv: impl Fn(usize) -> f64, cols: [f64; 3], mud: bool) {
+    for (i, (o, px)) in out.chunks_exact_mut(c).zip(x.chunks_exact(c)).enumerate() {
+        let mv = mv(i);
+        for ch in 0..c {
+            let v = px[ch] as f64;
+            let r = if mud { v * (1.0 - mv) + mv * cols[ch] * 255.0 } else { v + mv * cols[ch] * 255.0 };
+            o[ch] = crate::cast_u8(r.clamp(0.0, 255.0));
+        }
+    }
+}
+
+/// cv2.blur 3×3 (BORDER_REFLECT_101) of min(d, cap), truncated to u8: [`box3`]'s f64 sums in
+/// its order (row by row, taps left to right), without its intermediate images.
+fn box3_capped_u8(d: &[f64], h: usize, w: usize, cap: f64) -> Vec<u8> {
+    let capped: Vec<f64> = d.iter().map(|v| v.min(cap)).collect();
+    let p = pad101(&capped, h, w);
+    let pw = w + 2;
+    let mut out = vec![0u8; h * w];
+    let mut acc = vec![0.0f64; w];
+    for y in 0..h {
+        acc.fill(0.0);
+        for ky in 0..3 {
+            let row = &p[(y + ky) * pw..(y + ky + 1) * pw];
+            for kx in 0..3 {
+                for (a, &v) in acc.iter_mut().zip(&row[kx..kx + w]) {
+                    *a += v;
+                }
+            }
+        }
+        for (o, &a) in out[y * w..(y + 1) * w].iter_mut().zip(&acc) {
+            *o = (a / 9.0) as u8;
+        }
+    }
+    out
+}
+
+/// [`emboss_u8`] in integers: the sums are whole numbers, exact in any order.
+fn emboss_int(src: &[u8], h: usize, w: usize) -> Vec<u8> {
+    let p = pad101(src, h, w);
+    let pw = w + 2;
+    let mut out = vec![0u8; h * w];
+    for y in 0..h {
+        let (r0, r1, r2) = (&p[y * pw..(y + 1) * pw], &p[(y + 1) * pw..(y + 2) * pw], &p[(y + 2) * pw..(y + 3) * pw]);
+        for (x, o) in out[y * w..(y + 1) * w].iter_mut().enumerate() {
+            let v = -2 * r0[x] as i32 - r0[x + 1] as i32 - r1[x] as i32 + r1[x + 1] as i32 + r1[x + 2] as i32 + r2[x + 1] as i32 + 2 * r2[x + 2] as i32;
+            *o = v.clamp(0, 255) as u8;
+        }
+    }
+    out
+}
+
+/// cv2.blur 3×3 (BORDER_REFLECT_101) of u8 values, rounded as the float path does
+/// (`round_pos(S/9)`): S/9 is never a tie (9 is odd), so that is ⌊(2S + 9)/18⌋ exactly.
+fn box3_round_int(src: &[u8], h: usize, w: usize) -> Vec<u8> {
+    let p = pad101(src, h, w);
+    let pw = w + 2;
+    let mut out = vec![0u8; h * w];
+    for y in 0..h {
+        let (r0, r1, r2) = (&p[y * pw..(y + 1) * pw], &p[(y + 1) * pw..(y + 2) * pw], &p[(y + 2) * pw..(y + 3) * pw]);
+        for (x, o) in out[y * w..(y + 1) * w].iter_mut().enumerate() {
+            let s: u32 = (0..3).map(|k| r0[x + k] as u32 + r1[x + k] as u32 + r2[x + k] as u32).sum();
+            *o = ((2 * s + 9) / 18) as u8;
+        }
+    }
+    out
 }

@@ -10,6 +10,7 @@ pub(crate) fn corrupt_u8_weather(x: &[u8], h: usize, w: usize, c: usize, cor: Co
         Corruption::Snow => Some(crate::snow::snow_u8(x, h, w, c, s, p, rng)),
         Corruption::Frost => Some(crate::frost::frost_u8(x, h, w, c, s, p, rng)),
         Corruption::ElasticTransform => Some(crate::elastic::elastic_u8(x, h, w, c, s, p, rng)),
+        Corruption::Spatter => Some(crate::spatter::spatter_u8(x, h, w, c, s, p, rng)),
         _ => None,
     }
 }

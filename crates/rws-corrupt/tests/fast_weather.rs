@@ -115,3 +115,9 @@ fn elastic_u8_is_the_float_path() {
     let e = corrupt_u8(&[0; 2 * 5 * 3], 2, 5, 3, Corruption::ElasticTransform, 1, ParamSet::ImageNet, &mut Rng::seed_from_u64(1)).unwrap_err().to_string();
     assert!(e.contains("elastic_transform") && e.contains("2x5"), "{e}");
 }
+
+#[test]
+fn spatter_u8_is_the_float_path() {
+    agree(Corruption::Spatter, true);
+    reproducible(Corruption::Spatter);
+}
