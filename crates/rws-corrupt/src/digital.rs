@@ -575,6 +575,10 @@ fn axis(f: Filter, n: usize, m: usize) -> std::rc::Rc<Axis> {
     })
 }
 
+thread_local! {
+    static SCRATCH: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
 /// Pillow `Image.resize(size, BOX)` of a uint8 HWC image: horizontal pass then vertical, each
 /// rounding to uint8, as `ImagingResample` does (32-bit fixed point, as Pillow's `INT32`).
 pub(crate) fn pil_resize_box(src: &[u8], h: usize, w: usize, c: usize, oh: usize, ow: usize) -> Vec<u8> {
@@ -598,7 +602,11 @@ pub(crate) fn pil_resize_box(src: &[u8], h: usize, w: usize, c: usize, oh: usize
     }
     let tmp = match &xs {
         Some(xs) => {
-            let mut t = vec![0u8; h * ow * c];
+            // The intermediate image in a per-thread buffer (every byte is written before use).
+            let mut t = SCRATCH.take();
+            if t.len() < h * ow * c {
+                t.resize(h * ow * c, 0);
+            }
             for (srow, trow) in src.chunks_exact(w * c).zip(t.chunks_exact_mut(ow * c)) {
                 box_row(srow, c, &xs.spans, trow);
             }
@@ -606,14 +614,18 @@ pub(crate) fn pil_resize_box(src: &[u8], h: usize, w: usize, c: usize, oh: usize
         }
         None => std::borrow::Cow::Borrowed(src),
     };
-    match &ys {
+    let out = match &ys {
         Some(ys) => {
             let mut t = vec![0u8; oh * ow * c];
             box_col(&tmp, ow * c, &ys.spans, &mut t);
             t
         }
-        None => tmp.into_owned(),
+        None => tmp[..h * ow * c].to_vec(),
+    };
+    if let std::borrow::Cow::Owned(t) = tmp {
+        SCRATCH.set(t);
     }
+    out
 }
 
 /// out[y][x] = src[ys[y]][xs[x]] for an image `w` pixels wide; an output row whose source row
@@ -621,32 +633,33 @@ pub(crate) fn pil_resize_box(src: &[u8], h: usize, w: usize, c: usize, oh: usize
 fn remap(src: &[u8], w: usize, c: usize, ys: &[usize], xa: &Axis) -> Vec<u8> {
     let xs = xa.idx.as_deref().expect("a one-pixel map");
     let rw = xs.len() * c;
-    let mut out = vec![0u8; ys.len() * rw];
+    // Filled row by row (no zeroing first: at 224×224 that memset costs as much as the map).
+    let mut out = Vec::with_capacity(ys.len() * rw);
     #[cfg(target_arch = "x86_64")]
     let chunks = xa.chunks.as_ref().filter(|_| c == 3);
     let mut prev = usize::MAX;
     for (y, &sy) in ys.iter().enumerate() {
         if sy == prev {
-            out.copy_within((y - 1) * rw..y * rw, y * rw);
+            out.extend_from_within((y - 1) * rw..y * rw);
             continue;
         }
         prev = sy;
         let srow = &src[sy * w * c..(sy + 1) * w * c];
-        let orow = &mut out[y * rw..(y + 1) * rw];
         #[cfg(target_arch = "x86_64")]
         if let Some(ch) = chunks {
-            // SAFETY: chunks exist only where AVX2 is present.
-            unsafe { remap_avx2::row3(src, sy * w * 3, ch, orow) };
+            let spare = &mut out.spare_capacity_mut()[..rw];
+            // SAFETY: chunks exist only where AVX2 is present; row3 writes all rw bytes of
+            // `spare` (and nothing outside it), so they are initialised when the length grows.
+            unsafe {
+                remap_avx2::row3(src, sy * w * 3, ch, spare.as_mut_ptr() as *mut u8, rw);
+                out.set_len(out.len() + rw);
+            }
             continue;
         }
         if c == 3 {
-            for (o, &sx) in orow.chunks_exact_mut(3).zip(xs) {
-                o.copy_from_slice(&srow[sx * 3..sx * 3 + 3]);
-            }
+            out.extend(xs.iter().flat_map(|&sx| [srow[sx * 3], srow[sx * 3 + 1], srow[sx * 3 + 2]]));
         } else {
-            for (o, &sx) in orow.iter_mut().zip(xs) {
-                *o = srow[sx];
-            }
+            out.extend(xs.iter().map(|&sx| srow[sx]));
         }
     }
     out
@@ -678,9 +691,10 @@ mod remap_avx2 {
             .collect()
     }
 
-    /// One output row from the source row starting at byte `row` of `src`.
+    /// One output row (`len` bytes at `out`, the chunks' pixels) from the source row starting
+    /// at byte `row` of `src`.
     #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn row3(src: &[u8], row: usize, ch: &[Chunk], out: &mut [u8]) {
+    pub(super) unsafe fn row3(src: &[u8], row: usize, ch: &[Chunk], out: *mut u8, len: usize) {
         let mut pad = [0u8; 16];
         for (j, c) in ch.iter().enumerate() {
             let at = row + c.off;
@@ -693,13 +707,12 @@ mod remap_avx2 {
             };
             let o = _mm_shuffle_epi8(v, _mm_loadu_si128(c.mask.as_ptr() as *const __m128i));
             let ob = j * 15;
-            if ob + 16 <= out.len() {
-                _mm_storeu_si128(out.as_mut_ptr().add(ob) as *mut __m128i, o);
+            if ob + 16 <= len {
+                _mm_storeu_si128(out.add(ob) as *mut __m128i, o);
             } else {
                 let mut t = [0u8; 16];
                 _mm_storeu_si128(t.as_mut_ptr() as *mut __m128i, o);
-                let n = out.len() - ob;
-                out[ob..].copy_from_slice(&t[..n]);
+                std::ptr::copy_nonoverlapping(t.as_ptr(), out.add(ob), len - ob);
             }
         }
     }
