@@ -386,13 +386,41 @@ fn spatter_colour(c: usize, color: [f64; 3]) -> [f64; 3] {
 }
 
 /// The final blend of [`spatter`] from u8 pixels: water adds mv·colour, mud mixes towards it.
+/// The mask is computed first (planar), then blended per channel count; AVX2 where present (no
+/// FMA: the same bits).
 fn blend_u8(x: &[u8], out: &mut [u8], c: usize, mv: impl Fn(usize) -> f64, cols: [f64; 3], mud: bool) {
-    for (i, (o, px)) in out.chunks_exact_mut(c).zip(x.chunks_exact(c)).enumerate() {
-        let mv = mv(i);
-        for ch in 0..c {
-            let v = px[ch] as f64;
-            let r = if mud { v * (1.0 - mv) + mv * cols[ch] * 255.0 } else { v + mv * cols[ch] * 255.0 };
-            o[ch] = crate::cast_u8(r.clamp(0.0, 255.0));
+    let m: Vec<f64> = (0..out.len() / c).map(mv).collect();
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2 (checked just above).
+        return unsafe { blend_avx2(x, out, c, &m, cols, mud) };
+    }
+    blend_impl(x, out, c, &m, cols, mud)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn blend_avx2(x: &[u8], out: &mut [u8], c: usize, m: &[f64], cols: [f64; 3], mud: bool) {
+    blend_impl(x, out, c, m, cols, mud)
+}
+
+#[inline(always)]
+fn blend_impl(x: &[u8], out: &mut [u8], c: usize, m: &[f64], cols: [f64; 3], mud: bool) {
+    #[inline(always)]
+    fn one(v: u8, mv: f64, col: f64, mud: bool) -> u8 {
+        let v = v as f64;
+        let r = if mud { v * (1.0 - mv) + mv * col * 255.0 } else { v + mv * col * 255.0 };
+        crate::cast_u8(r.clamp(0.0, 255.0))
+    }
+    if c == 3 {
+        for ((o, px), &mv) in out.chunks_exact_mut(3).zip(x.chunks_exact(3)).zip(m) {
+            o[0] = one(px[0], mv, cols[0], mud);
+            o[1] = one(px[1], mv, cols[1], mud);
+            o[2] = one(px[2], mv, cols[2], mud);
+        }
+    } else {
+        for ((o, &v), &mv) in out.iter_mut().zip(x).zip(m) {
+            *o = one(v, mv, cols[0], mud);
         }
     }
 }
