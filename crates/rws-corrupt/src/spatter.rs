@@ -13,7 +13,8 @@ const GREY_W: [f64; 3] = [0.2125, 0.7154, 0.0721];
 
 /// OpenCV Canny(img, low, high) with aperture 3 and L1 gradient; returns 255 on edges.
 fn canny(img: &[u8], h: usize, w: usize, low: i32, high: i32) -> Vec<u8> {
-    // Replicate-padded copy so the Sobel taps need no bounds checks.
+    // Replicate-padded copy so the Sobel taps need no bounds checks; the Sobel sums then run as
+    // loops over whole rows (integers: exact in any order).
     let pw = w + 2;
     let mut pad = vec![0i32; (h + 2) * pw];
     for y in 0..h + 2 {
@@ -21,18 +22,19 @@ fn canny(img: &[u8], h: usize, w: usize, low: i32, high: i32) -> Vec<u8> {
             pad[y * pw + x] = img[(y.clamp(1, h) - 1) * w + x.clamp(1, w) - 1] as i32;
         }
     }
-    let g = |y: isize, x: isize| pad[((y + 1) as usize) * pw + (x + 1) as usize];
     let mut dxs = vec![0i32; h * w];
     let mut dys = vec![0i32; h * w];
     let mut mag = vec![0i32; (h + 2) * (w + 2)];
-    for y in 0..h as isize {
-        for x in 0..w as isize {
-            let dx = (g(y - 1, x + 1) + 2 * g(y, x + 1) + g(y + 1, x + 1)) - (g(y - 1, x - 1) + 2 * g(y, x - 1) + g(y + 1, x - 1));
-            let dy = (g(y + 1, x - 1) + 2 * g(y + 1, x) + g(y + 1, x + 1)) - (g(y - 1, x - 1) + 2 * g(y - 1, x) + g(y - 1, x + 1));
-            let k = y as usize * w + x as usize;
-            dxs[k] = dx;
-            dys[k] = dy;
-            mag[(y as usize + 1) * (w + 2) + x as usize + 1] = dx.abs() + dy.abs();
+    for y in 0..h {
+        let (r0, r1, r2) = (&pad[y * pw..(y + 1) * pw], &pad[(y + 1) * pw..(y + 2) * pw], &pad[(y + 2) * pw..(y + 3) * pw]);
+        let (dxr, dyr) = (&mut dxs[y * w..(y + 1) * w], &mut dys[y * w..(y + 1) * w]);
+        let mr = &mut mag[(y + 1) * pw + 1..(y + 1) * pw + 1 + w];
+        for x in 0..w {
+            let dx = (r0[x + 2] + 2 * r1[x + 2] + r2[x + 2]) - (r0[x] + 2 * r1[x] + r2[x]);
+            let dy = (r2[x] + 2 * r2[x + 1] + r2[x + 2]) - (r0[x] + 2 * r0[x + 1] + r0[x + 2]);
+            dxr[x] = dx;
+            dyr[x] = dy;
+            mr[x] = dx.abs() + dy.abs();
         }
     }
     // 0: not an edge, 1: weak candidate, 2: edge.
