@@ -12,6 +12,7 @@ use crate::{FImage, ParamSet, Result, Rng};
 const GREY_W: [f64; 3] = [0.2125, 0.7154, 0.0721];
 
 /// OpenCV Canny(img, low, high) with aperture 3 and L1 gradient; returns 255 on edges.
+#[inline(always)]
 fn canny(img: &[u8], h: usize, w: usize, low: i32, high: i32) -> Vec<u8> {
     // Replicate-padded copy so the Sobel taps need no bounds checks; the Sobel sums then run as
     // loops over whole rows (integers: exact in any order).
@@ -96,6 +97,7 @@ fn canny(img: &[u8], h: usize, w: usize, low: i32, high: i32) -> Vec<u8> {
 /// cv2.distanceTransform(src, DIST_L2, 5): 5×5 chamfer (1, 1.4, 2.1969) distance of every
 /// non-zero pixel to the nearest zero pixel. Outside the image counts as far away (a 2-pixel
 /// border of "infinity" spares the bounds checks).
+#[inline(always)]
 fn distance_transform(src: &[u8], h: usize, w: usize) -> Vec<f64> {
     const A: f64 = 1.0;
     const B: f64 = 1.4;
@@ -142,6 +144,7 @@ fn distance_transform(src: &[u8], h: usize, w: usize) -> Vec<f64> {
 }
 
 /// BORDER_REFLECT_101-padded copy (1 pixel) of a plane, so 3×3 filters run without bounds checks.
+#[inline(always)]
 fn pad101<T: Copy + Default>(src: &[T], h: usize, w: usize) -> Vec<T> {
     let r = |i: usize, n: usize| -> usize {
         // padded index i ∈ 0..n+2 → source index
@@ -213,6 +216,7 @@ fn emboss_u8(src: &[u8], h: usize, w: usize) -> Vec<u8> {
 }
 
 /// cv2.equalizeHist.
+#[inline(always)]
 fn equalize_hist(src: &mut [u8]) {
     let mut hist = [0usize; 256];
     src.iter().for_each(|&v| hist[v as usize] += 1);
@@ -349,13 +353,7 @@ pub(crate) fn spatter_u8(x: &[u8], h: usize, w: usize, c: usize, severity: usize
             let v = if v < t { 0.0 } else { v };
             ((v * 255.0) as i64 & 255) as u8
         });
-        let edges = canny(&l8, h, w, 50, 150);
-        let notedge: Vec<u8> = edges.iter().map(|e| 255 - e).collect();
-        let mut d8 = box3_capped_u8(&distance_transform(&notedge, h, w), h, w, 20.0);
-        equalize_hist(&mut d8);
-        let e = emboss_int(&d8, h, w);
-        let blurred = box3_round_int(&e, h, w);
-        let m: Vec<u32> = l8.iter().zip(&blurred).map(|(&l, &d)| l as u32 * d as u32).collect();
+        let m = water_mask(&l8, h, w);
         let mx = m.iter().copied().max().unwrap_or(0) as f64;
         let scale = if mx > 0.0 { k / mx } else { 0.0 };
         let cols = spatter_colour(c, [175.0 / 255.0, 238.0 / 255.0, 238.0 / 255.0]);
@@ -375,6 +373,34 @@ pub(crate) fn spatter_u8(x: &[u8], h: usize, w: usize, c: usize, severity: usize
         blend_u8(x, &mut out, c, |i| m[i], cols, true);
     }
     Ok(out)
+}
+
+/// The water layer's edge/distance pipeline from the liquid bytes to liquid × blurred emboss
+/// (whole numbers), AVX2 where present (integer and f64 sums without FMA: the same values).
+fn water_mask(l8: &[u8], h: usize, w: usize) -> Vec<u32> {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2 (checked just above).
+        return unsafe { water_mask_avx2(l8, h, w) };
+    }
+    water_mask_impl(l8, h, w)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn water_mask_avx2(l8: &[u8], h: usize, w: usize) -> Vec<u32> {
+    water_mask_impl(l8, h, w)
+}
+
+#[inline(always)]
+fn water_mask_impl(l8: &[u8], h: usize, w: usize) -> Vec<u32> {
+    let edges = canny(l8, h, w, 50, 150);
+    let notedge: Vec<u8> = edges.iter().map(|e| 255 - e).collect();
+    let mut d8 = box3_capped_u8(&distance_transform(&notedge, h, w), h, w, 20.0);
+    equalize_hist(&mut d8);
+    let e = emboss_int(&d8, h, w);
+    let blurred = box3_round_int(&e, h, w);
+    l8.iter().zip(&blurred).map(|(&l, &d)| l as u32 * d as u32).collect()
 }
 
 /// The colour added per channel (grey images: its luminance).
@@ -429,6 +455,7 @@ fn blend_impl(x: &[u8], out: &mut [u8], c: usize, m: &[f64], cols: [f64; 3], mud
 
 /// cv2.blur 3×3 (BORDER_REFLECT_101) of min(d, cap), truncated to u8: [`box3`]'s f64 sums in
 /// its order (row by row, taps left to right), without its intermediate images.
+#[inline(always)]
 fn box3_capped_u8(d: &[f64], h: usize, w: usize, cap: f64) -> Vec<u8> {
     let capped: Vec<f64> = d.iter().map(|v| v.min(cap)).collect();
     let p = pad101(&capped, h, w);
@@ -453,6 +480,7 @@ fn box3_capped_u8(d: &[f64], h: usize, w: usize, cap: f64) -> Vec<u8> {
 }
 
 /// [`emboss_u8`] in integers: the sums are whole numbers, exact in any order.
+#[inline(always)]
 fn emboss_int(src: &[u8], h: usize, w: usize) -> Vec<u8> {
     let p = pad101(src, h, w);
     let pw = w + 2;
@@ -469,6 +497,7 @@ fn emboss_int(src: &[u8], h: usize, w: usize) -> Vec<u8> {
 
 /// cv2.blur 3×3 (BORDER_REFLECT_101) of u8 values, rounded as the float path does
 /// (`round_pos(S/9)`): S/9 is never a tie (9 is odd), so that is ⌊(2S + 9)/18⌋ exactly.
+#[inline(always)]
 fn box3_round_int(src: &[u8], h: usize, w: usize) -> Vec<u8> {
     let p = pad101(src, h, w);
     let pw = w + 2;
