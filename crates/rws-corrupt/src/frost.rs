@@ -330,7 +330,7 @@ fn draw(p: ParamSet, h: usize, w: usize, rng: &mut Rng, textures: Option<&Arc<Ve
     let pm = plasma_fractal(n, 1.8, &mut crate::noise::Fast::from_rng(rng));
     // Mean and (population) sd of the pattern over the crop.
     let len = (h * w) as f64;
-    let mean = crop_sum(&pm, n, h, w, |v| ridge(v)) / len;
+    let mean = crop_sum(&pm, n, h, w, ridge) / len;
     let sd = (crop_sum(&pm, n, h, w, |v| {
         let d = ridge(v) - mean;
         d * d

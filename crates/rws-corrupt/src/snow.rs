@@ -103,8 +103,10 @@ fn snow_u8_impl(x: &[u8], h: usize, w: usize, c: usize, layer: &[f64], taps: &[(
     let pad = taps.iter().map(|t| t.2.unsigned_abs()).max().unwrap_or(0);
     let pw = w + 2 * pad;
     let imagenet = p == ParamSet::ImageNet;
+    /// The padded layer plane, each row's non-zero span, the blur's accumulator row.
+    type Scratch = (Vec<f64>, Vec<(usize, usize)>, Vec<f64>);
     thread_local! {
-        static PLANE: std::cell::Cell<(Vec<f64>, Vec<(usize, usize)>, Vec<f64>)> = const { std::cell::Cell::new((Vec::new(), Vec::new(), Vec::new())) };
+        static PLANE: std::cell::Cell<Scratch> = const { std::cell::Cell::new((Vec::new(), Vec::new(), Vec::new())) };
     }
     // Taken out of the thread-local and put back after, so the work below is compiled in this
     // function (with its target features), not in a closure.
