@@ -408,6 +408,58 @@ fn fix(x: f64) -> i32 {
     (x * (1i64 << SCALEBITS) as f64 + 0.5) as i32
 }
 
+/// libjpeg `h2v2_downsample`: each 2×2 block's sum plus a bias alternating 1, 2 along the row,
+/// over 4. Written lane-wise so that it vectorises.
+#[inline(always)]
+fn downsample_h2v2(pp: &[u8], mw: usize, cw: usize, chh: usize) -> Vec<u8> {
+    let mut o = vec![0u8; cw * chh];
+    for (y, orow) in o.chunks_exact_mut(cw).enumerate() {
+        let r0 = &pp[2 * y * mw..][..2 * cw];
+        let r1 = &pp[(2 * y + 1) * mw..][..2 * cw];
+        for (x, ((o, a), b)) in orow.iter_mut().zip(r0.chunks_exact(2)).zip(r1.chunks_exact(2)).enumerate() {
+            let s = a[0] as u16 + a[1] as u16 + b[0] as u16 + b[1] as u16;
+            *o = ((s + 1 + (x as u16 & 1)) >> 2) as u8;
+        }
+    }
+    o
+}
+
+/// libjpeg `h2v2_fancy_upsample` (triangle filter, 3:1 weights, biases 8 and 7) of a `dw`×`dh`
+/// component stored `cw` wide; rows and columns past the edges replicate the edge. Column sums
+/// (3·near + far ≤ 1020) and results in u16 lanes.
+#[inline(always)]
+fn upsample_h2v2_fancy(p: &[u8], cw: usize, dw: usize, dh: usize) -> Vec<u8> {
+    let ow = dw * 2;
+    let mut o = vec![0u8; dh * 2 * ow];
+    let mut cs = vec![0u16; dw];
+    for row in 0..dh {
+        for v in 0..2 {
+            let r1 = if v == 0 { row.saturating_sub(1) } else { (row + 1).min(dh - 1) };
+            let (near, far) = (&p[row * cw..][..dw], &p[r1 * cw..][..dw]);
+            for ((c, &a), &b) in cs.iter_mut().zip(near).zip(far) {
+                *c = a as u16 * 3 + b as u16;
+            }
+            let orow = &mut o[(2 * row + v) * ow..][..ow];
+            if dw == 1 {
+                orow[0] = ((cs[0] * 4 + 8) >> 4) as u8;
+                orow[1] = ((cs[0] * 4 + 7) >> 4) as u8;
+                continue;
+            }
+            orow[0] = ((cs[0] * 4 + 8) >> 4) as u8;
+            orow[1] = ((cs[0] * 3 + cs[1] + 7) >> 4) as u8;
+            // Interior columns: left neighbour for the even output, right for the odd.
+            for (x, pair) in orow[2..ow - 2].chunks_exact_mut(2).enumerate() {
+                let (l, m, r) = (cs[x], cs[x + 1], cs[x + 2]);
+                pair[0] = ((m * 3 + l + 8) >> 4) as u8;
+                pair[1] = ((m * 3 + r + 7) >> 4) as u8;
+            }
+            orow[ow - 2] = ((cs[dw - 1] * 3 + cs[dw - 2] + 8) >> 4) as u8;
+            orow[ow - 1] = ((cs[dw - 1] * 4 + 7) >> 4) as u8;
+        }
+    }
+    o
+}
+
 /// Compress at `quality` and decompress, as Pillow + libjpeg-turbo do; `c` is 1 or 3. With
 /// AVX2 the blocks run through [`block_avx2`] and the rest is compiled for AVX2: the same bytes.
 pub(crate) fn round_trip(img: &[u8], h: usize, w: usize, c: usize, quality: u32) -> Vec<u8> {
@@ -485,55 +537,11 @@ fn round_trip_impl<const AVX2: bool>(img: &[u8], h: usize, w: usize, c: usize, q
     let yd = code_plane::<AVX2>(&yp, mw, mh, &ql);
     // h2v2_downsample with alternating bias 1, 2.
     let (cw, chh) = (mw / 2, mh / 2);
-    let down = |pp: &[u8]| -> Vec<u8> {
-        let mut o = vec![0u8; cw * chh];
-        for y in 0..chh {
-            let mut bias = 1u32;
-            for x in 0..cw {
-                let s = pp[2 * y * mw + 2 * x] as u32 + pp[2 * y * mw + 2 * x + 1] as u32 + pp[(2 * y + 1) * mw + 2 * x] as u32 + pp[(2 * y + 1) * mw + 2 * x + 1] as u32;
-                o[y * cw + x] = ((s + bias) >> 2) as u8;
-                bias ^= 3;
-            }
-        }
-        o
-    };
-    let cbd = code_plane::<AVX2>(&down(&cb), cw, chh, &qc);
-    let crd = code_plane::<AVX2>(&down(&cr), cw, chh, &qc);
+    let cbd = code_plane::<AVX2>(&downsample_h2v2(&cb, mw, cw, chh), cw, chh, &qc);
+    let crd = code_plane::<AVX2>(&downsample_h2v2(&cr, mw, cw, chh), cw, chh, &qc);
     // Fancy upsampling over the component's real downsampled size (⌈w/2⌉ × ⌈h/2⌉), edges replicated.
     let (dw, dh) = (w.div_ceil(2), h.div_ceil(2));
-    let up = |p: &[u8]| -> Vec<u8> {
-        let mut o = vec![0u8; dh * 2 * dw * 2];
-        for row in 0..dh {
-            for v in 0..2 {
-                let r0 = row;
-                let r1 = if v == 0 { row.saturating_sub(1) } else { (row + 1).min(dh - 1) };
-                let cs = |x: usize| p[r0 * cw + x] as i32 * 3 + p[r1 * cw + x] as i32;
-                let orow = &mut o[(2 * row + v) * dw * 2..(2 * row + v + 1) * dw * 2];
-                if dw == 1 {
-                    let t = cs(0);
-                    orow[0] = ((t * 4 + 8) >> 4) as u8;
-                    orow[1] = ((t * 4 + 7) >> 4) as u8;
-                    continue;
-                }
-                let mut this = cs(0);
-                let mut next = cs(1);
-                orow[0] = ((this * 4 + 8) >> 4) as u8;
-                orow[1] = ((this * 3 + next + 7) >> 4) as u8;
-                let mut last = this;
-                this = next;
-                for x in 1..dw - 1 {
-                    next = cs(x + 1);
-                    orow[2 * x] = ((this * 3 + last + 8) >> 4) as u8;
-                    orow[2 * x + 1] = ((this * 3 + next + 7) >> 4) as u8;
-                    last = this;
-                    this = next;
-                }
-                orow[2 * (dw - 1)] = ((this * 3 + last + 8) >> 4) as u8;
-                orow[2 * (dw - 1) + 1] = ((this * 4 + 7) >> 4) as u8;
-            }
-        }
-        o
-    };
+    let up = |p: &[u8]| upsample_h2v2_fancy(p, cw, dw, dh);
     let cbu = up(&cbd);
     let cru = up(&crd);
     let uw = dw * 2;
