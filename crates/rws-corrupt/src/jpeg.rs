@@ -506,19 +506,19 @@ fn round_trip_impl<const AVX2: bool>(img: &[u8], h: usize, w: usize, c: usize, q
     let mut yp = vec![0u8; mw * mh];
     let mut cb = vec![0u8; mw * mh];
     let mut cr = vec![0u8; mw * mh];
-    // Deinterleave a row into planes, then convert lane by lane (the loop vectorises).
-    let (mut rr, mut gg, mut bb) = (vec![0i32; w], vec![0i32; w], vec![0i32; w]);
     for y in 0..h {
         let src = &img[y * w * 3..(y + 1) * w * 3];
-        for (x, px) in src.chunks_exact(3).enumerate() {
-            rr[x] = px[0] as i32;
-            gg[x] = px[1] as i32;
-            bb[x] = px[2] as i32;
-        }
         let o = y * mw;
         let (yo, cbo, cro) = (&mut yp[o..o + w], &mut cb[o..o + w], &mut cr[o..o + w]);
-        for x in 0..w {
-            let (r, g, b) = (rr[x], gg[x], bb[x]);
+        #[allow(unused_mut)]
+        let mut done = 0;
+        #[cfg(target_arch = "x86_64")]
+        if AVX2 {
+            // SAFETY: AVX2 is the caller's promise.
+            done = unsafe { color_avx2::rgb_to_ycc(src, yo, cbo, cro) };
+        }
+        for (x, px) in src.chunks_exact(3).enumerate().skip(done) {
+            let (r, g, b) = (px[0] as i32, px[1] as i32, px[2] as i32);
             yo[x] = ((fy_r * r + fy_g * g + fy_b * b + ONE_HALF) >> SCALEBITS) as u8;
             cbo[x] = ((-fcb_r * r - fcb_g * g + fhalf * b + cbcr_off + ONE_HALF - 1) >> SCALEBITS) as u8;
             cro[x] = ((fhalf * r - fcr_g * g - fcr_b * b + cbcr_off + ONE_HALF - 1) >> SCALEBITS) as u8;
@@ -547,24 +547,102 @@ fn round_trip_impl<const AVX2: bool>(img: &[u8], h: usize, w: usize, c: usize, q
     let uw = dw * 2;
     let mut out = vec![0u8; h * w * 3];
     let (f_cr_r, f_cb_b, f_cr_g, f_cb_g) = (fix(1.402), fix(1.772), fix(0.71414), fix(0.34414));
-    let (mut rr, mut gg, mut bb) = (vec![0u8; w], vec![0u8; w], vec![0u8; w]);
     for y in 0..h {
         let (yr, cbr, crr) = (&yd[y * mw..y * mw + w], &cbu[y * uw..y * uw + w], &cru[y * uw..y * uw + w]);
-        for x in 0..w {
+        let orow = &mut out[y * w * 3..(y + 1) * w * 3];
+        #[allow(unused_mut)]
+        let mut done = 0;
+        #[cfg(target_arch = "x86_64")]
+        if AVX2 {
+            // SAFETY: AVX2 is the caller's promise.
+            done = unsafe { color_avx2::ycc_to_rgb(yr, cbr, crr, orow) };
+        }
+        for (x, o) in orow.chunks_exact_mut(3).enumerate().skip(done) {
             let yy = yr[x] as i32;
             let cbv = cbr[x] as i32 - 128;
             let crv = crr[x] as i32 - 128;
-            rr[x] = (yy + ((f_cr_r * crv + ONE_HALF) >> SCALEBITS)).clamp(0, 255) as u8;
-            gg[x] = (yy + ((-f_cb_g * cbv + ONE_HALF - f_cr_g * crv) >> SCALEBITS)).clamp(0, 255) as u8;
-            bb[x] = (yy + ((f_cb_b * cbv + ONE_HALF) >> SCALEBITS)).clamp(0, 255) as u8;
-        }
-        for (x, o) in out[y * w * 3..(y + 1) * w * 3].chunks_exact_mut(3).enumerate() {
-            o[0] = rr[x];
-            o[1] = gg[x];
-            o[2] = bb[x];
+            o[0] = (yy + ((f_cr_r * crv + ONE_HALF) >> SCALEBITS)).clamp(0, 255) as u8;
+            o[1] = (yy + ((-f_cb_g * cbv + ONE_HALF - f_cr_g * crv) >> SCALEBITS)).clamp(0, 255) as u8;
+            o[2] = (yy + ((f_cb_b * cbv + ONE_HALF) >> SCALEBITS)).clamp(0, 255) as u8;
         }
     }
     out
+}
+
+/// The colour conversions of [`round_trip`] (jccolor.c / jdcolor.c fixed point), eight pixels a
+/// step in i32 lanes: the scalar formulas lane by lane, pixels (de)interleaved by byte shuffles.
+/// Each returns how many pixels it did; the caller finishes the row.
+#[cfg(target_arch = "x86_64")]
+mod color_avx2 {
+    use super::{fix, ONE_HALF, SCALEBITS};
+    use std::arch::x86_64::*;
+
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn rgb_to_ycc(src: &[u8], yo: &mut [u8], cbo: &mut [u8], cro: &mut [u8]) -> usize {
+        let w = yo.len();
+        let k = |v: i32| _mm256_set1_epi32(v);
+        let (fy_r, fy_g, fy_b) = (k(fix(0.299)), k(fix(0.587)), k(fix(0.114)));
+        let (fcb_r, fcb_g, fhalf) = (k(-fix(0.16874)), k(-fix(0.33126)), k(fix(0.5)));
+        let (fcr_g, fcr_b) = (k(-fix(0.41869)), k(-fix(0.08131)));
+        let y_off = k(ONE_HALF);
+        let c_off = k((128 << SCALEBITS) + ONE_HALF - 1);
+        let sh = |c: i8| _mm_setr_epi8(c, -1, -1, -1, c + 3, -1, -1, -1, c + 6, -1, -1, -1, c + 9, -1, -1, -1);
+        let (sr, sg, sb) = (sh(0), sh(1), sh(2));
+        // The eight bytes of i32 lanes 0..8 (each 0..255), in order.
+        let bytes = _mm256_setr_epi8(0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, 0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1);
+        let store8 = |v: __m256i, dst: *mut u8| {
+            let v = _mm256_shuffle_epi8(v, bytes);
+            let lo = _mm_cvtsi128_si32(_mm256_castsi256_si128(v)) as u32;
+            let hi = _mm_cvtsi128_si32(_mm256_extracti128_si256::<1>(v)) as u32;
+            std::ptr::write_unaligned(dst as *mut u64, lo as u64 | (hi as u64) << 32);
+        };
+        let mut x = 0;
+        // Loads of 16 bytes at pixels x and x+4 must stay inside the row.
+        while x + 8 <= w && x * 3 + 12 + 16 <= src.len() {
+            let a = _mm_loadu_si128(src.as_ptr().add(x * 3) as *const __m128i);
+            let b = _mm_loadu_si128(src.as_ptr().add(x * 3 + 12) as *const __m128i);
+            let r = _mm256_set_m128i(_mm_shuffle_epi8(b, sr), _mm_shuffle_epi8(a, sr));
+            let g = _mm256_set_m128i(_mm_shuffle_epi8(b, sg), _mm_shuffle_epi8(a, sg));
+            let bl = _mm256_set_m128i(_mm_shuffle_epi8(b, sb), _mm_shuffle_epi8(a, sb));
+            let mul = |a: __m256i, f: __m256i| _mm256_mullo_epi32(a, f);
+            let add = |a: __m256i, b: __m256i| _mm256_add_epi32(a, b);
+            let yy = _mm256_srai_epi32::<SCALEBITS>(add(add(add(mul(r, fy_r), mul(g, fy_g)), mul(bl, fy_b)), y_off));
+            let cb = _mm256_srai_epi32::<SCALEBITS>(add(add(add(mul(r, fcb_r), mul(g, fcb_g)), mul(bl, fhalf)), c_off));
+            let cr = _mm256_srai_epi32::<SCALEBITS>(add(add(add(mul(r, fhalf), mul(g, fcr_g)), mul(bl, fcr_b)), c_off));
+            store8(yy, yo.as_mut_ptr().add(x));
+            store8(cb, cbo.as_mut_ptr().add(x));
+            store8(cr, cro.as_mut_ptr().add(x));
+            x += 8;
+        }
+        x
+    }
+
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn ycc_to_rgb(yr: &[u8], cbr: &[u8], crr: &[u8], out: &mut [u8]) -> usize {
+        let w = yr.len();
+        let k = |v: i32| _mm256_set1_epi32(v);
+        let (f_cr_r, f_cb_b, f_cr_g, f_cb_g) = (k(fix(1.402)), k(fix(1.772)), k(-fix(0.71414)), k(-fix(0.34414)));
+        let (half, c128) = (k(ONE_HALF), k(128));
+        let pack = _mm256_setr_epi8(0, 4, 8, 1, 5, 9, 2, 6, 10, 3, 7, 11, -1, -1, -1, -1, 0, 4, 8, 1, 5, 9, 2, 6, 10, 3, 7, 11, -1, -1, -1, -1);
+        let load8 = |p: *const u8| _mm256_cvtepu8_epi32(_mm_loadl_epi64(p as *const __m128i));
+        let mut x = 0;
+        // Stores of 16 bytes at bytes 3x and 3x + 12 must stay inside the row.
+        while x + 8 <= w && x * 3 + 12 + 16 <= out.len() {
+            let yy = load8(yr.as_ptr().add(x));
+            let cb = _mm256_sub_epi32(load8(cbr.as_ptr().add(x)), c128);
+            let cr = _mm256_sub_epi32(load8(crr.as_ptr().add(x)), c128);
+            let r = _mm256_add_epi32(yy, _mm256_srai_epi32::<SCALEBITS>(_mm256_add_epi32(_mm256_mullo_epi32(f_cr_r, cr), half)));
+            let g = _mm256_add_epi32(yy, _mm256_srai_epi32::<SCALEBITS>(_mm256_add_epi32(_mm256_add_epi32(_mm256_mullo_epi32(f_cb_g, cb), half), _mm256_mullo_epi32(f_cr_g, cr))));
+            let b = _mm256_add_epi32(yy, _mm256_srai_epi32::<SCALEBITS>(_mm256_add_epi32(_mm256_mullo_epi32(f_cb_b, cb), half)));
+            // Saturating packs clamp to 0..255: [r0-3 g0-3 b0-3 b0-3 | r4-7 g4-7 b4-7 b4-7].
+            let v = _mm256_packus_epi16(_mm256_packus_epi32(r, g), _mm256_packus_epi32(b, b));
+            let v = _mm256_shuffle_epi8(v, pack);
+            _mm_storeu_si128(out.as_mut_ptr().add(x * 3) as *mut __m128i, _mm256_castsi256_si128(v));
+            _mm_storeu_si128(out.as_mut_ptr().add(x * 3 + 12) as *mut __m128i, _mm256_extracti128_si256::<1>(v));
+            x += 8;
+        }
+        x
+    }
 }
 
 #[cfg(test)]
