@@ -211,6 +211,50 @@ fn remap<T: Copy, O: Copy + Default>(img: &[T], h: usize, w: usize, c: usize, dx
 trait Tap {
     /// ([y0, y1, x0, x1], fx, fy) of output pixel (r, col).
     fn at(&self, r: usize, col: usize) -> ([usize; 4], f64, f64);
+
+    /// [`Tap::at`] for every pixel of row r, planar: `ids` = [y0s, y1s, x0s, x1s] (u32: the
+    /// image has under 2³² values).
+    #[inline(always)]
+    fn row(&self, r: usize, ids: &mut [Vec<u32>; 4], fxs: &mut [f64], fys: &mut [f64]) {
+        for col in 0..fxs.len() {
+            let (t, ax, ay) = self.at(r, col);
+            for (v, &i) in ids.iter_mut().zip(&t) {
+                v[col] = i as u32;
+            }
+            fxs[col] = ax;
+            fys[col] = ay;
+        }
+    }
+}
+
+/// [`lin_index`] of c = base + d for a whole row, branch-free where c lies in [−0.5, n − 0.5]
+/// (the same arithmetic: truncation of a non-negative t, then the two clamped indices), so the
+/// loop vectorises; the rare coordinates outside go through [`lin_index`] itself.
+#[inline(always)]
+fn lin_row(base: impl Fn(usize) -> f64, d: &[f64], n: usize, lo: &mut [u32], hi: &mut [u32], frs: &mut [f64]) {
+    let nf = n as f64;
+    let top = (n - 1) as u32;
+    let mut outside = false;
+    for (k, (((&dv, l), u), f)) in d.iter().zip(lo.iter_mut()).zip(hi.iter_mut()).zip(frs.iter_mut()).enumerate() {
+        let cc = base(k) + dv;
+        outside |= !(cc >= -0.5 && cc <= nf - 0.5);
+        // Clamped into range only so the conversion is sound; such values are redone below.
+        let t = cc.max(0.0).min(nf);
+        // SAFETY: 0 ≤ t ≤ n < 2³², a valid u32 after truncation.
+        let i: u32 = unsafe { t.to_int_unchecked() };
+        *f = if cc < 0.0 { 0.0 } else { t - i as f64 };
+        *l = i.min(top);
+        *u = if cc < 0.0 { 0 } else { (i + 1).min(top) };
+    }
+    if outside {
+        for (k, &dv) in d.iter().enumerate() {
+            let cc = base(k) + dv;
+            if !(cc >= -0.5 && cc <= nf - 0.5) {
+                let (a, b, fr) = lin_index(cc, n);
+                (lo[k], hi[k], frs[k]) = (a as u32, b as u32, fr);
+            }
+        }
+    }
 }
 
 /// map_coordinates at (row + dy, col + dx), reflect mode.
@@ -228,6 +272,14 @@ impl Tap for ElasticTap<'_> {
         let (y0, y1, fy) = lin_index(r as f64 + self.dy[k], self.h);
         let (x0, x1, fx) = lin_index(col as f64 + self.dx[k], self.w);
         ([y0, y1, x0, x1], fx, fy)
+    }
+
+    #[inline(always)]
+    fn row(&self, r: usize, ids: &mut [Vec<u32>; 4], fxs: &mut [f64], fys: &mut [f64]) {
+        let w = self.w;
+        let [y0, y1, x0, x1] = ids;
+        lin_row(|_| r as f64, &self.dy[r * w..(r + 1) * w], self.h, y0, y1, fys);
+        lin_row(|k| k as f64, &self.dx[r * w..(r + 1) * w], w, x0, x1, fxs);
     }
 }
 
@@ -289,14 +341,15 @@ fn resample_impl<T: Copy, O: Copy + Default>(img: &[T], h: usize, w: usize, c: u
     let mut fxs = vec![0f64; w];
     let mut fys = vec![0f64; w];
     let mut tmp = vec![O::default(); w];
+    let mut rows: [Vec<u32>; 4] = std::array::from_fn(|_| vec![0u32; w]);
     for r in 0..h {
-        for col in 0..w {
-            let ([y0, y1, x0, x1], fx, fy) = tap.at(r, col);
+        tap.row(r, &mut rows, &mut fxs, &mut fys);
+        let [y0s, y1s, x0s, x1s] = &rows;
+        for ((((o, &y0), &y1), &x0), &x1) in idx.iter_mut().zip(y0s).zip(y1s).zip(x0s).zip(x1s) {
             // Clamped so every offset is inside the image whatever `tap` returns.
-            let (y0, y1, x0, x1) = (y0.min(h - 1), y1.min(h - 1), x0.min(w - 1), x1.min(w - 1));
-            idx[col] = [((y0 * w + x0) * c) as u32, ((y0 * w + x1) * c) as u32, ((y1 * w + x0) * c) as u32, ((y1 * w + x1) * c) as u32];
-            fxs[col] = fx;
-            fys[col] = fy;
+            let (y0, y1, x0, x1) = (y0.min(h as u32 - 1), y1.min(h as u32 - 1), x0.min(w as u32 - 1), x1.min(w as u32 - 1));
+            let (w, c) = (w as u32, c as u32);
+            *o = [(y0 * w + x0) * c, (y0 * w + x1) * c, (y1 * w + x0) * c, (y1 * w + x1) * c];
         }
         let orow = &mut data[r * w * c..(r + 1) * w * c];
         for ch in 0..c {
