@@ -515,7 +515,7 @@ fn round_trip_impl<const AVX2: bool>(img: &[u8], h: usize, w: usize, c: usize, q
         #[cfg(target_arch = "x86_64")]
         if AVX2 {
             // SAFETY: AVX2 is the caller's promise.
-            done = unsafe { color_avx2::rgb_to_ycc(src, yo, cbo, cro) };
+            done = unsafe { color_avx2::rgb_to_ycc(img, y * w * 3, yo, cbo, cro) };
         }
         for (x, px) in src.chunks_exact(3).enumerate().skip(done) {
             let (r, g, b) = (px[0] as i32, px[1] as i32, px[2] as i32);
@@ -549,14 +549,14 @@ fn round_trip_impl<const AVX2: bool>(img: &[u8], h: usize, w: usize, c: usize, q
     let (f_cr_r, f_cb_b, f_cr_g, f_cb_g) = (fix(1.402), fix(1.772), fix(0.71414), fix(0.34414));
     for y in 0..h {
         let (yr, cbr, crr) = (&yd[y * mw..y * mw + w], &cbu[y * uw..y * uw + w], &cru[y * uw..y * uw + w]);
-        let orow = &mut out[y * w * 3..(y + 1) * w * 3];
         #[allow(unused_mut)]
         let mut done = 0;
         #[cfg(target_arch = "x86_64")]
         if AVX2 {
             // SAFETY: AVX2 is the caller's promise.
-            done = unsafe { color_avx2::ycc_to_rgb(yr, cbr, crr, orow) };
+            done = unsafe { color_avx2::ycc_to_rgb(yr, cbr, crr, &mut out[y * w * 3..]) };
         }
+        let orow = &mut out[y * w * 3..(y + 1) * w * 3];
         for (x, o) in orow.chunks_exact_mut(3).enumerate().skip(done) {
             let yy = yr[x] as i32;
             let cbv = cbr[x] as i32 - 128;
@@ -578,7 +578,8 @@ mod color_avx2 {
     use std::arch::x86_64::*;
 
     #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn rgb_to_ycc(src: &[u8], yo: &mut [u8], cbo: &mut [u8], cro: &mut [u8]) -> usize {
+    pub(super) unsafe fn rgb_to_ycc(img: &[u8], at: usize, yo: &mut [u8], cbo: &mut [u8], cro: &mut [u8]) -> usize {
+        let src = &img[at..];
         let w = yo.len();
         let k = |v: i32| _mm256_set1_epi32(v);
         let (fy_r, fy_g, fy_b) = (k(fix(0.299)), k(fix(0.587)), k(fix(0.114)));
@@ -597,7 +598,7 @@ mod color_avx2 {
             std::ptr::write_unaligned(dst as *mut u64, lo as u64 | (hi as u64) << 32);
         };
         let mut x = 0;
-        // Loads of 16 bytes at pixels x and x+4 must stay inside the row.
+        // Loads of 16 bytes at pixels x and x+4 may run into the next row, not past the image.
         while x + 8 <= w && x * 3 + 12 + 16 <= src.len() {
             let a = _mm_loadu_si128(src.as_ptr().add(x * 3) as *const __m128i);
             let b = _mm_loadu_si128(src.as_ptr().add(x * 3 + 12) as *const __m128i);
@@ -619,6 +620,7 @@ mod color_avx2 {
 
     #[target_feature(enable = "avx2")]
     pub(super) unsafe fn ycc_to_rgb(yr: &[u8], cbr: &[u8], crr: &[u8], out: &mut [u8]) -> usize {
+        debug_assert!(out.len() >= yr.len() * 3);
         let w = yr.len();
         let k = |v: i32| _mm256_set1_epi32(v);
         let (f_cr_r, f_cb_b, f_cr_g, f_cb_g) = (k(fix(1.402)), k(fix(1.772)), k(-fix(0.71414)), k(-fix(0.34414)));
@@ -626,7 +628,8 @@ mod color_avx2 {
         let pack = _mm256_setr_epi8(0, 4, 8, 1, 5, 9, 2, 6, 10, 3, 7, 11, -1, -1, -1, -1, 0, 4, 8, 1, 5, 9, 2, 6, 10, 3, 7, 11, -1, -1, -1, -1);
         let load8 = |p: *const u8| _mm256_cvtepu8_epi32(_mm_loadl_epi64(p as *const __m128i));
         let mut x = 0;
-        // Stores of 16 bytes at bytes 3x and 3x + 12 must stay inside the row.
+        // Stores of 16 bytes at bytes 3x and 3x + 12 may run into the next row (written after
+        // this one), not past the image.
         while x + 8 <= w && x * 3 + 12 + 16 <= out.len() {
             let yy = load8(yr.as_ptr().add(x));
             let cb = _mm256_sub_epi32(load8(cbr.as_ptr().add(x)), c128);
