@@ -118,28 +118,46 @@ fn snow_u8_impl(x: &[u8], h: usize, w: usize, c: usize, layer: &[f64], taps: &[(
     live.resize(h, (0, 0));
     acc.clear();
     acc.resize(w, 0.0);
-    zoom_plane_rows(layer, h, w, z, imagenet, |y, r0, r1, fy| {
+    let (cy, cx) = zoom_coords(h, w, z, imagenet);
+    let lerp = |sy: usize, r: &mut [f64]| {
+        let s = &layer[sy * w..(sy + 1) * w];
+        for (&(x0, x1, fx), o) in cx.iter().zip(r.iter_mut()) {
+            *o = s[x0] * (1.0 - fx) + s[x1] * fx;
+        }
+    };
+    // Each horizontally interpolated source row is computed once and kept while output rows
+    // read it (about z of them in a row).
+    let (mut ia, mut ib) = (usize::MAX, usize::MAX);
+    let (mut ra, mut rb) = (vec![0.0; cx.len()], vec![0.0; cx.len()]);
+    for (y, &(y0, y1, fy)) in cy.iter().enumerate() {
+        if ia != y0 {
+            if ib == y0 {
+                std::mem::swap(&mut ra, &mut rb);
+                std::mem::swap(&mut ia, &mut ib);
+            } else {
+                lerp(y0, &mut ra);
+                ia = y0;
+            }
+        }
+        if ib != y1 {
+            lerp(y1, &mut rb);
+            ib = y1;
+        }
         let row = &mut plane[y * pw..(y + 1) * pw];
-        let (mut lo, mut hi) = (usize::MAX, 0);
-        for (i, ((o, &a), &b)) in row[pad..pad + w].iter_mut().zip(r0).zip(r1).enumerate() {
+        for ((o, &a), &b) in row[pad..pad + w].iter_mut().zip(&ra).zip(&rb) {
             let v = a * (1.0 - fy) + b * fy;
             let v = if v < t { 0.0 } else { v.clamp(0.0, 1.0) };
             *o = if imagenet { v * 255.0 } else { ((v * 255.0) as i64) as f64 };
-            if *o != 0.0 {
-                lo = lo.min(i);
-                hi = i + 1;
-            }
         }
         let (first, last) = (row[pad], row[pad + w - 1]);
         row[..pad].fill(first);
         row[pad + w..].fill(last);
-        // The span of the padded row that may hold non-zero values.
-        if hi > 0 {
-            let lo = if lo == 0 { 0 } else { lo + pad };
-            let hi = if hi == w { pw } else { hi + pad };
+        // The span of the padded row that may hold non-zero values (the pads copy the ends).
+        if let Some(lo) = row.iter().position(|&v| v != 0.0) {
+            let hi = row.iter().rposition(|&v| v != 0.0).unwrap_or(lo) + 1;
             live[y] = (lo, hi);
         }
-    });
+    }
     blur_layer(&plane, &live, &mut acc, &mut sl, h, w, pad, taps);
     PLANE.set((plane, live, acc));
     let lut: [f32; 256] = std::array::from_fn(|v| (v as f64 / 255.0) as f32);
@@ -172,12 +190,10 @@ fn snow_u8_impl(x: &[u8], h: usize, w: usize, c: usize, layer: &[f64], taps: &[(
     out
 }
 
-/// The reference's `clipped_zoom` of one plane as [`crate::blur::clipped_zoom_rows`] computes it
-/// (same geometry, same lerps, same bits; tests/fast_weather.rs compares the outputs), but each
-/// horizontally interpolated source row is computed once and reused by the output rows that
-/// read it (about 1/z of them), instead of twice per output row.
-#[inline(always)]
-fn zoom_plane_rows(src: &[f64], h: usize, w: usize, z: f64, top_left: bool, mut row: impl FnMut(usize, &[f64], &[f64], f64)) {
+/// The reference's `clipped_zoom` geometry for one plane, as [`crate::blur::clipped_zoom_rows`]
+/// computes it: (first source index, second, weight) per kept output row and column. The snow
+/// path interpolates with it in the same order (tests/fast_weather.rs compares the bytes).
+fn zoom_coords(h: usize, w: usize, z: f64, top_left: bool) -> (Vec<(usize, usize, f64)>, Vec<(usize, usize, f64)>) {
     let ch = (h as f64 / z).ceil() as usize;
     let cw = if top_left { (w as f64 / z).ceil() as usize } else { ch };
     let top = (h - ch.min(h)) / 2;
@@ -198,32 +214,7 @@ fn zoom_plane_rows(src: &[f64], h: usize, w: usize, z: f64, top_left: bool, mut 
             })
             .collect()
     };
-    let cy = coords(ch, oh, top, ty, h);
-    let cx = coords(cw, ow, left, tx, w);
-    let lerp = |sy: usize, r: &mut [f64]| {
-        let s = &src[sy * w..(sy + 1) * w];
-        for (&(x0, x1, fx), o) in cx.iter().zip(r.iter_mut()) {
-            *o = s[x0] * (1.0 - fx) + s[x1] * fx;
-        }
-    };
-    let (mut ia, mut ib) = (usize::MAX, usize::MAX);
-    let (mut ra, mut rb) = (vec![0.0; cx.len()], vec![0.0; cx.len()]);
-    for (y, &(y0, y1, fy)) in cy.iter().enumerate() {
-        if ia != y0 {
-            if ib == y0 {
-                std::mem::swap(&mut ra, &mut rb);
-                std::mem::swap(&mut ia, &mut ib);
-            } else {
-                lerp(y0, &mut ra);
-                ia = y0;
-            }
-        }
-        if ib != y1 {
-            lerp(y1, &mut rb);
-            ib = y1;
-        }
-        row(y, &ra, &rb, fy);
-    }
+    (coords(ch, oh, top, ty, h), coords(cw, ow, left, tx, w))
 }
 
 /// One pixel of the final blend (float32 image as the reference; grey = OpenCV RGB2GRAY), on the
