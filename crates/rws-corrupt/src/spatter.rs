@@ -160,11 +160,11 @@ fn pad101<T: Copy + Default>(src: &[T], h: usize, w: usize) -> Vec<T> {
     };
     let pw = w + 2;
     let mut p = vec![T::default(); (h + 2) * pw];
-    for y in 0..h + 2 {
-        let sy = r(y, h);
-        for x in 0..w + 2 {
-            p[y * pw + x] = src[sy * w + r(x, w)];
-        }
+    for (y, prow) in p.chunks_exact_mut(pw).enumerate() {
+        let src_row = &src[r(y, h) * w..][..w];
+        prow[1..w + 1].copy_from_slice(src_row);
+        prow[0] = src_row[r(0, w)];
+        prow[w + 1] = src_row[r(w + 1, w)];
     }
     p
 }
