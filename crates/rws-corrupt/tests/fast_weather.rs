@@ -92,9 +92,13 @@ fn write_texture(path: &std::path::Path, h: usize, w: usize, seed: u64) {
     std::fs::write(path, b).unwrap();
 }
 
-/// Procedural frost, then frost from a texture folder (one test: the folder is process-wide).
+/// Held by every test that runs frost: the texture folder is process-wide.
+static FROST_DIR: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Procedural frost, then frost from a texture folder.
 #[test]
 fn frost_u8_is_the_float_path_procedural_and_with_textures() {
+    let _g = FROST_DIR.lock().unwrap_or_else(|e| e.into_inner());
     agree(Corruption::Frost, true);
     reproducible(Corruption::Frost);
     let dir = std::env::temp_dir().join(format!("rws-fast-weather-frost-{}", std::process::id()));
@@ -120,4 +124,30 @@ fn elastic_u8_is_the_float_path() {
 fn spatter_u8_is_the_float_path() {
     agree(Corruption::Spatter, true);
     reproducible(Corruption::Spatter);
+}
+
+/// Tiny and thin images: the uint8 paths give the float path's bytes, or the same error.
+#[test]
+fn tiny_images_match_or_fail_alike() {
+    let _g = FROST_DIR.lock().unwrap_or_else(|e| e.into_inner());
+    for cor in [Corruption::Snow, Corruption::Frost, Corruption::Spatter, Corruption::ElasticTransform] {
+        for (h, w) in [(1, 1), (2, 3), (3, 2), (1, 9), (9, 1), (5, 7), (3, 3)] {
+            for c in [1, 3] {
+                let img = picture(h, w, c, 7);
+                let x = FImage::from_u8(&img, h, w, c).unwrap();
+                for p in [ParamSet::Cifar10, ParamSet::ImageNet] {
+                    for sev in [1, 5] {
+                        let fast = corrupt_u8(&img, h, w, c, cor, sev, p, &mut Rng::seed_from_u64(2));
+                        let slow = corrupt_float(&x, cor, sev, p, &mut Rng::seed_from_u64(2)).map(|y| to_u8(&y));
+                        let tag = format!("{} s{sev} {h}x{w}x{c} {p:?}", cor.name());
+                        match (fast, slow) {
+                            (Ok(a), Ok(b)) => assert!(a == b, "{tag}: bytes differ"),
+                            (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string(), "{tag}"),
+                            (a, b) => panic!("{tag}: uint8 path {:?}, float path {:?}", a.map(|_| ()), b.map(|_| ())),
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
