@@ -401,16 +401,10 @@ fn box_round(sum: u32, k: u32) -> u8 {
     ((sum * k + (1 << (PRECISION_BITS - 1))) >> PRECISION_BITS) as u8
 }
 
-/// Horizontal BOX pass over one row of `c`-channel pixels.
+/// Horizontal BOX pass over one row of `c`-channel pixels (scalar; RGB rows normally take
+/// [`box_avx2::row3`]).
 fn box_row(src: &[u8], c: usize, spans: &[Span], out: &mut [u8]) {
-    #[allow(unused_mut)]
-    let mut done = 0;
-    #[cfg(target_arch = "x86_64")]
-    if c == 3 && std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: AVX2 is present.
-        done = unsafe { box_avx2::row3(src, spans, out) };
-    }
-    for (sp, o) in spans[done..].iter().zip(out[done * c..].chunks_exact_mut(c)) {
+    for (sp, o) in spans.iter().zip(out.chunks_exact_mut(c)) {
         let s = &src[sp.start as usize * c..(sp.start + sp.n) as usize * c];
         for (ch, o) in o.iter_mut().enumerate() {
             *o = box_round(s.iter().skip(ch).step_by(c).map(|&v| v as u32).sum(), sp.k);
@@ -423,69 +417,83 @@ mod box_avx2 {
     use super::{Span, PRECISION_BITS};
     use std::arch::x86_64::*;
 
-    /// [`super::box_row`] for RGB, four output pixels a step: each pixel's run (up to four input
-    /// pixels) is shuffled into one 4-byte group per channel and summed by two multiply-adds
-    /// with ones. The last groups read from a zero-padded copy of the row's end. Returns how
-    /// many output pixels it wrote (all, unless a run is longer than four pixels).
+    /// Two output pixels of an RGB row, one per 128-bit half: where each one's 16-byte window
+    /// starts, the shuffle that puts each channel's run (up to four pixels) into its own 4-byte
+    /// group, and the weight k per group.
+    pub(super) struct Pair {
+        off: [usize; 2],
+        mask: [u8; 32],
+        k: [i32; 8],
+    }
+
+    /// The pairs of a row `in_w` pixels wide, eight output pixels per four pairs (pixels j and
+    /// j + 4 of each eight share a pair, so the packs come out in order); `None` where a run is
+    /// longer than four pixels or the row shorter than one window. Windows near the row's end
+    /// start earlier (the shuffle shifted to match), so no load passes the row.
+    pub(super) fn plan(in_w: usize, spans: &[Span]) -> Option<Vec<Pair>> {
+        let len = in_w * 3;
+        if len < 16 || spans.iter().any(|sp| sp.n > 4) {
+            return None;
+        }
+        let px = |i: usize| -> (usize, [u8; 16], i32) {
+            match spans.get(i) {
+                None => (0, [0x80; 16], 0),
+                Some(sp) => {
+                    let start = sp.start as usize * 3;
+                    let off = start.min(len - 16);
+                    let sh = start - off;
+                    let n = sp.n as usize;
+                    let mask = std::array::from_fn(|b| if b < 12 && b % 4 < n { (sh + 3 * (b % 4) + b / 4) as u8 } else { 0x80 });
+                    (off, mask, sp.k as i32)
+                }
+            }
+        };
+        let mut v = Vec::with_capacity(spans.len().div_ceil(8) * 4);
+        for g in 0..spans.len().div_ceil(8) {
+            for j in 0..4 {
+                let (a, b) = (px(8 * g + j), px(8 * g + j + 4));
+                let mut mask = [0u8; 32];
+                mask[..16].copy_from_slice(&a.1);
+                mask[16..].copy_from_slice(&b.1);
+                v.push(Pair { off: [a.0, b.0], mask, k: [a.2, a.2, a.2, a.2, b.2, b.2, b.2, b.2] });
+            }
+        }
+        Some(v)
+    }
+
+    /// Bytes [`row3`] may write: whole groups of eight pixels, plus 4.
+    pub(super) fn row_bytes(plan: &[Pair]) -> usize {
+        plan.len() / 4 * 24 + 4
+    }
+
+    /// One RGB row through its plan: runs summed by two multiply-adds with ones, times k,
+    /// rounded, packed. Writes [`row_bytes`] bytes from the start of `out`: past the row's
+    /// pixels it writes garbage, which the caller overwrites (the next row) or ignores.
     #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn row3(src: &[u8], spans: &[Span], out: &mut [u8]) -> usize {
-        let masks: [__m128i; 5] = std::array::from_fn(|n| {
-            let m: [i8; 16] = std::array::from_fn(|i| if i < 12 && i % 4 < n { (3 * (i % 4) + i / 4) as i8 } else { -1 });
-            _mm_loadu_si128(m.as_ptr() as *const __m128i)
-        });
-        let ones8 = _mm_set1_epi8(1);
-        let ones16 = _mm_set1_epi16(1);
-        let half = _mm_set1_epi32(1 << (PRECISION_BITS - 1));
-        let compact = _mm_setr_epi8(0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14, -1, -1, -1, -1);
-        // Sum of the run of `sp` read from `base` (the row, or the padded copy starting at byte `off`).
-        macro_rules! one {
-            ($base:expr, $off:expr, $sp:expr) => {{
-                let sp: &Span = $sp;
-                let px = _mm_loadu_si128($base.add(sp.start as usize * 3 - $off) as *const __m128i);
-                let v = _mm_shuffle_epi8(px, masks[sp.n as usize]);
-                let sum = _mm_madd_epi16(_mm_maddubs_epi16(v, ones8), ones16);
-                _mm_srli_epi32::<{ PRECISION_BITS as i32 }>(_mm_add_epi32(_mm_mullo_epi32(sum, _mm_set1_epi32(sp.k as i32)), half))
-            }};
+    pub(super) unsafe fn row3(src: &[u8], plan: &[Pair], out: &mut [u8]) {
+        assert!(out.len() >= row_bytes(plan));
+        let ones8 = _mm256_set1_epi8(1);
+        let ones16 = _mm256_set1_epi16(1);
+        let half = _mm256_set1_epi32(1 << (PRECISION_BITS - 1));
+        let compact = _mm256_setr_epi8(0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14, -1, -1, -1, -1, 0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14, -1, -1, -1, -1);
+        let sp = src.as_ptr();
+        for (g, p) in plan.chunks_exact(4).enumerate() {
+            let v: [__m256i; 4] = std::array::from_fn(|j| {
+                let pr = &p[j];
+                debug_assert!(pr.off[0] + 16 <= src.len() && pr.off[1] + 16 <= src.len());
+                let x = _mm256_loadu2_m128i(sp.add(pr.off[1]) as *const __m128i, sp.add(pr.off[0]) as *const __m128i);
+                let x = _mm256_shuffle_epi8(x, _mm256_loadu_si256(pr.mask.as_ptr() as *const __m256i));
+                let sum = _mm256_madd_epi16(_mm256_maddubs_epi16(x, ones8), ones16);
+                let k = _mm256_loadu_si256(pr.k.as_ptr() as *const __m256i);
+                _mm256_srli_epi32::<{ PRECISION_BITS as i32 }>(_mm256_add_epi32(_mm256_mullo_epi32(sum, k), half))
+            });
+            // [p0 p1 | p4 p5], [p2 p3 | p6 p7] → bytes [p0..p3 | p4..p7] → 12 + 12 bytes.
+            let o = _mm256_packus_epi16(_mm256_packus_epi32(v[0], v[1]), _mm256_packus_epi32(v[2], v[3]));
+            let o = _mm256_shuffle_epi8(o, compact);
+            let d = out.as_mut_ptr().add(24 * g);
+            _mm_storeu_si128(d as *mut __m128i, _mm256_castsi256_si128(o));
+            _mm_storeu_si128(d.add(12) as *mut __m128i, _mm256_extracti128_si256::<1>(o));
         }
-        macro_rules! group {
-            ($base:expr, $off:expr, $g:expr) => {{
-                let g: &[Span; 4] = $g;
-                let a = _mm_packus_epi32(one!($base, $off, &g[0]), one!($base, $off, &g[1]));
-                let b = _mm_packus_epi32(one!($base, $off, &g[2]), one!($base, $off, &g[3]));
-                _mm_shuffle_epi8(_mm_packus_epi16(a, b), compact)
-            }};
-        }
-        if spans.iter().any(|sp| sp.n > 4) {
-            return 0;
-        }
-        let mut i = 0;
-        while i + 4 <= spans.len() {
-            let g: &[Span; 4] = spans[i..i + 4].try_into().unwrap();
-            if g[3].start as usize * 3 + 16 > src.len() || i * 3 + 16 > out.len() {
-                break;
-            }
-            _mm_storeu_si128(out.as_mut_ptr().add(i * 3) as *mut __m128i, group!(src.as_ptr(), 0, g));
-            i += 4;
-        }
-        // The rest: runs start no earlier than the previous ones (spans are increasing).
-        let mut pad = [0u8; 256];
-        while i < spans.len() {
-            let m = (spans.len() - i).min(4);
-            let mut g = [Span { start: spans[i].start, n: 0, k: 0 }; 4];
-            g[..m].copy_from_slice(&spans[i..i + m]);
-            let off = g[0].start as usize * 3;
-            let tail = &src[off.min(src.len())..];
-            if g.iter().any(|sp| sp.start < g[0].start) || tail.len() > pad.len() - 16 {
-                break;
-            }
-            pad[..tail.len()].copy_from_slice(tail);
-            pad[tail.len()..].fill(0);
-            let mut t = [0u8; 16];
-            _mm_storeu_si128(t.as_mut_ptr() as *mut __m128i, group!(pad.as_ptr(), off, &g));
-            out[i * 3..(i + m) * 3].copy_from_slice(&t[..m * 3]);
-            i += m;
-        }
-        i
     }
 }
 
@@ -533,6 +541,9 @@ struct Axis {
     /// The byte shuffles of an RGB row map along this axis ([`remap_avx2`]).
     #[cfg(target_arch = "x86_64")]
     chunks: Option<Vec<remap_avx2::Chunk>>,
+    /// The vector plan of an RGB row's BOX pass along this axis ([`box_avx2`]).
+    #[cfg(target_arch = "x86_64")]
+    rows3: Option<Vec<box_avx2::Pair>>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -561,11 +572,15 @@ fn axis(f: Filter, n: usize, m: usize) -> std::rc::Rc<Axis> {
         };
         #[cfg(target_arch = "x86_64")]
         let chunks = idx.as_ref().filter(|_| std::arch::is_x86_feature_detected!("avx2")).and_then(|i| remap_avx2::chunks(i));
+        #[cfg(target_arch = "x86_64")]
+        let rows3 = (f == Filter::Box && std::arch::is_x86_feature_detected!("avx2")).then(|| box_avx2::plan(n, &spans)).flatten();
         let a = Rc::new(Axis {
             spans,
             idx,
             #[cfg(target_arch = "x86_64")]
             chunks,
+            #[cfg(target_arch = "x86_64")]
+            rows3,
         });
         if plans.len() >= 64 {
             plans.clear();
@@ -604,11 +619,24 @@ pub(crate) fn pil_resize_box(src: &[u8], h: usize, w: usize, c: usize, oh: usize
         Some(xs) => {
             // The intermediate image in a per-thread buffer (every byte is written before use).
             let mut t = SCRATCH.take();
-            if t.len() < h * ow * c {
-                t.resize(h * ow * c, 0);
+            // Slack for the vector rows' overrun past the last row.
+            if t.len() < h * ow * c + 32 {
+                t.resize(h * ow * c + 32, 0);
             }
-            for (srow, trow) in src.chunks_exact(w * c).zip(t.chunks_exact_mut(ow * c)) {
-                box_row(srow, c, &xs.spans, trow);
+            let mut done = false;
+            #[cfg(target_arch = "x86_64")]
+            if let Some(plan) = xs.rows3.as_ref().filter(|p| c == 3 && box_avx2::row_bytes(p) <= ow * 3 + 32) {
+                for (y, srow) in src.chunks_exact(w * 3).enumerate() {
+                    // SAFETY: plans exist only where AVX2 is present; rows are written in order,
+                    // so a row's overrun into the next is overwritten.
+                    unsafe { box_avx2::row3(srow, plan, &mut t[y * ow * 3..]) };
+                }
+                done = true;
+            }
+            if !done {
+                for (srow, trow) in src.chunks_exact(w * c).zip(t.chunks_exact_mut(ow * c)) {
+                    box_row(srow, c, &xs.spans, trow);
+                }
             }
             std::borrow::Cow::Owned(t)
         }
