@@ -514,10 +514,38 @@ fn box_col_generic(tmp: &[u8], rw: usize, spans: &[Span], out: &mut [u8], acc: &
     }
 }
 
+/// [`box_col_generic`] sixteen bytes of the row at a time: u16 sums of the run's rows, then the
+/// weight in u32 lanes; the row's last bytes (under sixteen) go through the generic code.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn box_col_avx2(tmp: &[u8], rw: usize, spans: &[Span], out: &mut [u8], acc: &mut [u32]) {
-    box_col_generic(tmp, rw, spans, out, acc)
+    use std::arch::x86_64::*;
+    let half = _mm256_set1_epi32(1 << (PRECISION_BITS - 1));
+    let body = rw / 16 * 16;
+    for (sp, orow) in spans.iter().zip(out.chunks_exact_mut(rw)) {
+        if sp.n > 257 {
+            // u16 sums could overflow.
+            box_col_generic(tmp, rw, std::slice::from_ref(sp), orow, acc);
+            continue;
+        }
+        let k = _mm256_set1_epi32(sp.k as i32);
+        let rows = &tmp[sp.start as usize * rw..(sp.start + sp.n) as usize * rw];
+        for j in (0..body).step_by(16) {
+            let mut sum = _mm256_setzero_si256();
+            for r in 0..sp.n as usize {
+                let v = _mm_loadu_si128(rows[r * rw + j..][..16].as_ptr() as *const __m128i);
+                sum = _mm256_add_epi16(sum, _mm256_cvtepu8_epi16(v));
+            }
+            let f = |x: __m128i| _mm256_srli_epi32::<{ PRECISION_BITS as i32 }>(_mm256_add_epi32(_mm256_mullo_epi32(_mm256_cvtepu16_epi32(x), k), half));
+            let (lo, hi) = (f(_mm256_castsi256_si128(sum)), f(_mm256_extracti128_si256::<1>(sum)));
+            let p = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_packus_epi32(lo, hi));
+            let b = _mm256_permute4x64_epi64::<0b00_00_10_00>(_mm256_packus_epi16(p, p));
+            _mm_storeu_si128(orow[j..][..16].as_mut_ptr() as *mut __m128i, _mm256_castsi256_si128(b));
+        }
+        for (x, o) in orow.iter_mut().enumerate().skip(body) {
+            *o = box_round((0..sp.n as usize).map(|r| rows[r * rw + x] as u32).sum(), sp.k);
+        }
+    }
 }
 
 fn box_col(tmp: &[u8], rw: usize, spans: &[Span], out: &mut [u8]) {
