@@ -651,6 +651,7 @@ pub(crate) fn pil_resize_box(src: &[u8], h: usize, w: usize, c: usize, oh: usize
             if t.len() < h * ow * c + 32 {
                 t.resize(h * ow * c + 32, 0);
             }
+            #[allow(unused_mut)]
             let mut done = false;
             #[cfg(target_arch = "x86_64")]
             if let Some(plan) = xs.rows3.as_ref().filter(|p| c == 3 && box_avx2::row_bytes(p) <= ow * 3 + 32) {
