@@ -223,23 +223,90 @@ fn map_normals_impl<T: Copy, O>(x: &[T], out: &mut [O], fast: &mut Fast, g: impl
     }
 }
 
-/// Apply `f(value, z)` with z ~ N(0, 1), two values per random draw, clipped to 0..255. Works on
-/// the 0..255 scale directly: clip(x/255 + σz, 0, 1)·255 = clip(x + 255σz, 0, 255) up to rounding
-/// in the last bit, and it saves a division per value.
-fn map_pairs(x: &FImage, fast: &mut Fast, f: impl Fn(f64, f64) -> f64) -> FImage {
+/// Per inner cell of [`normal_table`]: its lower knot and its width, in f32, side by side so one
+/// 8-byte load serves a value.
+fn normal_table32() -> &'static [[f32; 2]; NQ] {
+    static T: std::sync::OnceLock<Box<[[f32; 2]; NQ]>> = std::sync::OnceLock::new();
+    T.get_or_init(|| {
+        let t = normal_table();
+        let mut o = Box::new([[0f32; 2]; NQ]);
+        for i in 1..NQ - 1 {
+            o[i] = [t[i] as f32, (t[i + 1] - t[i]) as f32];
+        }
+        o
+    })
+}
+
+/// [`normal_block`] in f32 (the lerp `a + f·w` from [`normal_table32`], separate multiply and add,
+/// so the bytes do not depend on FMA): half the memory traffic and twice the lanes.
+#[inline(always)]
+fn normal_block32(f4: &mut Fast4, tail: &mut Fast, t: &[[f32; 2]; NQ], z: &mut [f32; BLOCK]) {
+    let mut r = [0u32; BLOCK];
+    fill_u32(f4, &mut r);
+    let mut tails = 0u32;
+    for (o, &ri) in z.iter_mut().zip(&r) {
+        let i = (ri >> 20) as usize;
+        tails |= (i == 0 || i == NQ - 1) as u32;
+        let f = (ri & 0xF_FFFF) as f32 * (1.0 / (1u32 << 20) as f32);
+        let [a, w] = t[i];
+        *o = a + f * w;
+    }
+    if tails != 0 {
+        for (o, &ri) in z.iter_mut().zip(&r) {
+            let i = (ri >> 20) as usize;
+            if i == 0 || i == NQ - 1 {
+                *o = normal_from_u32(ri, tail) as f32;
+            }
+        }
+    }
+}
+
+/// `out[i] = g(x[i], z_i)` with z_i standard normals from [`normal_block32`]; the loop is
+/// compiled for AVX2 as well and picked at run time.
+fn map_normals32<T: Copy, O>(x: &[T], out: &mut [O], fast: &mut Fast, g: impl Fn(T, f32) -> O) {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2 (checked just above).
+        return unsafe { map_normals32_avx2(x, out, fast, g) };
+    }
+    map_normals32_impl(x, out, fast, g)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn map_normals32_avx2<T: Copy, O>(x: &[T], out: &mut [O], fast: &mut Fast, g: impl Fn(T, f32) -> O) {
+    map_normals32_impl(x, out, fast, g)
+}
+
+#[inline(always)]
+fn map_normals32_impl<T: Copy, O>(x: &[T], out: &mut [O], fast: &mut Fast, g: impl Fn(T, f32) -> O) {
+    let t = normal_table32();
+    let mut f4 = Fast4::from_fast(fast);
+    let mut z = [0f32; BLOCK];
+    for (o, i) in out.chunks_mut(BLOCK).zip(x.chunks(BLOCK)) {
+        normal_block32(&mut f4, fast, t, &mut z);
+        for ((o, &v), &z) in o.iter_mut().zip(i).zip(&z) {
+            *o = g(v, z);
+        }
+    }
+}
+
+/// Apply `f(value, z)` with z ~ N(0, 1), clipped to 0..255, in f32 on the 0..255 scale:
+/// clip(x/255 + σz, 0, 1)·255 = clip(x + 255σz, 0, 255) up to rounding, without a division per
+/// value. f32 keeps the noise far finer than the uint8 cast and lets the uint8 path (which runs
+/// the same f32 expression) return the same bytes eight lanes at a time.
+fn map_pairs(x: &FImage, fast: &mut Fast, f: impl Fn(f32, f32) -> f32) -> FImage {
     let mut data = vec![0.0; x.data.len()];
-    map_normals(&x.data, &mut data, fast, |v, z| f(v, z).clamp(0.0, 255.0));
+    map_normals32(&x.data, &mut data, fast, |v, z| (f(v as f32, z) as f64).clamp(0.0, 255.0));
     FImage { h: x.h, w: x.w, c: x.c, data }
 }
 
 /// [`map_pairs`] on uint8 values straight to uint8 (clip, then truncate as the reference's cast):
 /// the same draws and arithmetic, so the bytes equal `to_u8` of the float path, without two
 /// whole-image f64 buffers.
-fn map_pairs_u8(x: &[u8], fast: &mut Fast, f: impl Fn(f64, f64) -> f64) -> Vec<u8> {
+fn map_pairs_u8(x: &[u8], fast: &mut Fast, f: impl Fn(f32, f32) -> f32) -> Vec<u8> {
     let mut out = vec![0u8; x.len()];
-    map_normals(x, &mut out, fast, |v, z| {
-        crate::cast_u8(f(v as f64, z))
-    });
+    map_normals32(x, &mut out, fast, |v, z| crate::cast_u8_f32(f(v as f32, z)));
     out
 }
 
@@ -280,12 +347,12 @@ fn shot_lambda(severity: usize, p: ParamSet) -> f64 {
 }
 
 pub(crate) fn gaussian_noise_u8(x: &[u8], severity: usize, p: ParamSet, rng: &mut Rng) -> Vec<u8> {
-    let k = 255.0 * gaussian_sigma(severity, p);
+    let k = (255.0 * gaussian_sigma(severity, p)) as f32;
     map_pairs_u8(x, &mut Fast::from_rng(rng), |v, z| v + k * z)
 }
 
 pub(crate) fn speckle_noise_u8(x: &[u8], severity: usize, p: ParamSet, rng: &mut Rng) -> Vec<u8> {
-    let s = speckle_sigma(severity, p);
+    let s = speckle_sigma(severity, p) as f32;
     map_pairs_u8(x, &mut Fast::from_rng(rng), |v, z| v + v * s * z)
 }
 
@@ -298,24 +365,46 @@ pub(crate) fn impulse_noise_u8(x: &[u8], severity: usize, p: ParamSet, rng: &mut
     out
 }
 
-/// The salt-and-pepper draw shared by both paths: one 32-bit half of a draw per value, its top
-/// 31 bits decide the hit (probability `amount`), its lowest bit salt vs pepper.
-#[inline(always)]
+/// The salt-and-pepper draw shared by both paths: 32 bits per value from the four [`Fast4`]
+/// streams, drawn 64 values ahead so the generator and the selects vectorise; the top 31 bits
+/// decide the hit (probability `amount`), the lowest bit salt vs pepper.
 fn impulse_apply<T: Copy, O>(x: &[T], out: &mut [O], amount: f64, f: &mut Fast, g: impl Fn(T, bool, bool) -> O) {
-    let thr = (amount * (1u64 << 31) as f64) as u32;
-    let half = |r: u32| ((r >> 1) < thr, r & 1 == 1);
-    let mut o2 = out.chunks_exact_mut(2);
-    let mut x2 = x.chunks_exact(2);
-    for (o, v) in (&mut o2).zip(&mut x2) {
-        let r = f.next_u64();
-        let (h0, s0) = half(r as u32);
-        let (h1, s1) = half((r >> 32) as u32);
-        o[0] = g(v[0], h0, s0);
-        o[1] = g(v[1], h1, s1);
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2 (checked just above).
+        return unsafe { impulse_apply_avx2(x, out, amount, f, g) };
     }
-    if let (Some(o), Some(&v)) = (o2.into_remainder().first_mut(), x2.remainder().first()) {
-        let (h0, s0) = half(f.next_u64() as u32);
-        *o = g(v, h0, s0);
+    impulse_apply_impl(x, out, amount, f, g)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn impulse_apply_avx2<T: Copy, O>(x: &[T], out: &mut [O], amount: f64, f: &mut Fast, g: impl Fn(T, bool, bool) -> O) {
+    impulse_apply_impl(x, out, amount, f, g)
+}
+
+#[inline(always)]
+fn impulse_apply_impl<T: Copy, O>(x: &[T], out: &mut [O], amount: f64, f: &mut Fast, g: impl Fn(T, bool, bool) -> O) {
+    let thr = (amount * (1u64 << 31) as f64) as u32;
+    let mut f4 = Fast4::from_fast(f);
+    let mut r = [0u32; BLOCK];
+    for (o, xs) in out.chunks_mut(BLOCK).zip(x.chunks(BLOCK)) {
+        fill_u32(&mut f4, &mut r);
+        for ((o, &v), &ri) in o.iter_mut().zip(xs).zip(&r) {
+            *o = g(v, (ri >> 1) < thr, ri & 1 == 1);
+        }
+    }
+}
+
+/// `r` filled with 32-bit uniforms, the two halves of each 64-bit draw of the four streams.
+#[inline(always)]
+fn fill_u32(f4: &mut Fast4, r: &mut [u32; BLOCK]) {
+    for q in r.chunks_exact_mut(8) {
+        let v = f4.next4();
+        for l in 0..4 {
+            q[2 * l] = v[l] as u32;
+            q[2 * l + 1] = (v[l] >> 32) as u32;
+        }
     }
 }
 
@@ -367,13 +456,13 @@ fn alias_sample(cols: &[(u32, u32)], lo: u32, r: u64) -> u32 {
 pub(crate) fn gaussian_noise(x: &FImage, severity: usize, p: ParamSet, rng: &mut Rng) -> Result<FImage> {
     let s = gaussian_sigma(severity, p);
     let mut f = Fast::from_rng(rng);
-    let k = 255.0 * s;
+    let k = (255.0 * s) as f32;
     Ok(map_pairs(x, &mut f, |v, z| v + k * z))
 }
 
 /// Multiplicative x + x·N(0, σ²), clipped.
 pub(crate) fn speckle_noise(x: &FImage, severity: usize, p: ParamSet, rng: &mut Rng) -> Result<FImage> {
-    let s = speckle_sigma(severity, p);
+    let s = speckle_sigma(severity, p) as f32;
     let mut f = Fast::from_rng(rng);
     Ok(map_pairs(x, &mut f, |v, z| v + v * s * z))
 }
