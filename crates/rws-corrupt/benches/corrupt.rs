@@ -10,6 +10,10 @@ use rand::SeedableRng;
 /// practice: with glibc malloc every 224×224 f64 buffer is a fresh mmap and its page faults.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+extern "C" {
+    fn mi_option_set(option: i32, value: std::os::raw::c_long);
+}
 use rws_corrupt::{corrupt_u8, Corruption, ParamSet, Rng};
 use std::collections::HashMap;
 use std::time::Instant;
@@ -73,6 +77,11 @@ fn time_ms(c: Corruption, sev: usize, p: ParamSet, side: usize, imgs: &[Vec<u8>]
 }
 
 fn main() {
+    // As the `rws` binary does (rws-cli/src/main.rs): mimalloc keeps freed memory mapped instead
+    // of purging it after 10 ms, so each call's buffers are not page-faulted in anew (without
+    // this, kernel page clearing was 61% of spatter's time at 224×224).
+    // SAFETY: plain option setter of the linked mimalloc; 15 = mi_option_purge_delay.
+    unsafe { mi_option_set(15, -1) };
     // Single-threaded: the corruption functions themselves never spawn threads; pin rayon anyway.
     let _ = rayon::ThreadPoolBuilder::new().num_threads(1).build_global();
     let quick = std::env::var("BENCH_QUICK").is_ok();
