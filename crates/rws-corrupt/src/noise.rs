@@ -154,6 +154,48 @@ impl Fast4 {
     }
 }
 
+impl Fast4 {
+    /// `r` filled with successive [`Fast4::next4`] outputs (`r.len()` a multiple of 4): AVX2
+    /// when the CPU has it (the four streams in four registers), the same values either way.
+    #[inline(always)]
+    pub(crate) fn fill(&mut self, r: &mut [u64]) {
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2 (checked just above).
+            return unsafe { self.fill_avx2(r) };
+        }
+        for q in r.chunks_exact_mut(4) {
+            q.copy_from_slice(&self.next4());
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn fill_avx2(&mut self, r: &mut [u64]) {
+        use std::arch::x86_64::*;
+        // SAFETY: loads and stores stay inside `self.s` (four rows of four u64) and inside `r`
+        // (one store of 4 per chunk of 4).
+        let st = self.s.as_mut_ptr() as *mut __m256i;
+        let (mut s0, mut s1, mut s2, mut s3) = (_mm256_loadu_si256(st), _mm256_loadu_si256(st.add(1)), _mm256_loadu_si256(st.add(2)), _mm256_loadu_si256(st.add(3)));
+        for q in r.chunks_exact_mut(4) {
+            let a = _mm256_add_epi64(s0, s3);
+            let v = _mm256_add_epi64(_mm256_or_si256(_mm256_slli_epi64(a, 23), _mm256_srli_epi64(a, 41)), s0);
+            let t = _mm256_slli_epi64(s1, 17);
+            s2 = _mm256_xor_si256(s2, s0);
+            s3 = _mm256_xor_si256(s3, s1);
+            s1 = _mm256_xor_si256(s1, s2);
+            s0 = _mm256_xor_si256(s0, s3);
+            s2 = _mm256_xor_si256(s2, t);
+            s3 = _mm256_or_si256(_mm256_slli_epi64(s3, 45), _mm256_srli_epi64(s3, 19));
+            _mm256_storeu_si256(q.as_mut_ptr() as *mut __m256i, v);
+        }
+        _mm256_storeu_si256(st, s0);
+        _mm256_storeu_si256(st.add(1), s1);
+        _mm256_storeu_si256(st.add(2), s2);
+        _mm256_storeu_si256(st.add(3), s3);
+    }
+}
+
 /// 64 standard normals as [`normal_from_u32`] defines them, from 32 draws of the four streams
 /// made up front: the quantile lerp runs without branches over the block (so it vectorises), and
 /// the rare outermost cells are then redrawn by the exact tail sampler from `tail`, in order.
@@ -261,6 +303,61 @@ fn normal_block32(f4: &mut Fast4, tail: &mut Fast, t: &[[f32; 2]; NQ], z: &mut [
     }
 }
 
+/// [`normal_block32`] with AVX2 intrinsics: the four streams in four registers and the cell
+/// lookups as gathers (the compiler's version inserts the 128 table values one by one). Same
+/// integer steps and the same f32 multiply and add, so the same values.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn normal_block32_avx2(f4: &mut Fast4, tail: &mut Fast, t: &[[f32; 2]; NQ], z: &mut [f32; BLOCK]) {
+    use std::arch::x86_64::*;
+    let mut r = [0u32; BLOCK];
+    // SAFETY (whole block): loads and stores stay inside `f4.s`, `r` and `z` (8 lanes × 8 steps
+    // = 64 = BLOCK); gather indices are i < NQ (12 bits), so t[i] and its second half are in bounds.
+    let st = f4.s.as_mut_ptr() as *mut __m256i;
+    let (mut s0, mut s1, mut s2, mut s3) = (_mm256_loadu_si256(st), _mm256_loadu_si256(st.add(1)), _mm256_loadu_si256(st.add(2)), _mm256_loadu_si256(st.add(3)));
+    let rotl = |x: __m256i, k: i32| -> __m256i {
+        match k {
+            23 => _mm256_or_si256(_mm256_slli_epi64(x, 23), _mm256_srli_epi64(x, 41)),
+            _ => _mm256_or_si256(_mm256_slli_epi64(x, 45), _mm256_srli_epi64(x, 19)),
+        }
+    };
+    let base = t.as_ptr() as *const f32;
+    let mask = _mm256_set1_epi32(0xF_FFFF);
+    let scale = _mm256_set1_ps(1.0 / (1u32 << 20) as f32);
+    let (lo, hi) = (_mm256_setzero_si256(), _mm256_set1_epi32((NQ - 1) as i32));
+    let mut tails = _mm256_setzero_si256();
+    for q in 0..BLOCK / 8 {
+        let v = _mm256_add_epi64(rotl(_mm256_add_epi64(s0, s3), 23), s0);
+        let tt = _mm256_slli_epi64(s1, 17);
+        s2 = _mm256_xor_si256(s2, s0);
+        s3 = _mm256_xor_si256(s3, s1);
+        s1 = _mm256_xor_si256(s1, s2);
+        s0 = _mm256_xor_si256(s0, s3);
+        s2 = _mm256_xor_si256(s2, tt);
+        s3 = rotl(s3, 45);
+        _mm256_storeu_si256(r.as_mut_ptr().add(8 * q) as *mut __m256i, v);
+        let i = _mm256_srli_epi32(v, 20);
+        tails = _mm256_or_si256(tails, _mm256_or_si256(_mm256_cmpeq_epi32(i, lo), _mm256_cmpeq_epi32(i, hi)));
+        let f = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_and_si256(v, mask)), scale);
+        let i2 = _mm256_add_epi32(i, i);
+        let a = _mm256_i32gather_ps::<4>(base, i2);
+        let w = _mm256_i32gather_ps::<4>(base.add(1), i2);
+        _mm256_storeu_ps(z.as_mut_ptr().add(8 * q), _mm256_add_ps(a, _mm256_mul_ps(f, w)));
+    }
+    _mm256_storeu_si256(st, s0);
+    _mm256_storeu_si256(st.add(1), s1);
+    _mm256_storeu_si256(st.add(2), s2);
+    _mm256_storeu_si256(st.add(3), s3);
+    if _mm256_movemask_epi8(tails) != 0 {
+        for (o, &ri) in z.iter_mut().zip(&r) {
+            let i = (ri >> 20) as usize;
+            if i == 0 || i == NQ - 1 {
+                *o = normal_from_u32(ri, tail) as f32;
+            }
+        }
+    }
+}
+
 /// `out[i] = g(x[i], z_i)` with z_i standard normals from [`normal_block32`]; the loop is
 /// compiled for AVX2 as well and picked at run time.
 fn map_normals32<T: Copy, O>(x: &[T], out: &mut [O], fast: &mut Fast, g: impl Fn(T, f32) -> O) {
@@ -275,7 +372,16 @@ fn map_normals32<T: Copy, O>(x: &[T], out: &mut [O], fast: &mut Fast, g: impl Fn
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn map_normals32_avx2<T: Copy, O>(x: &[T], out: &mut [O], fast: &mut Fast, g: impl Fn(T, f32) -> O) {
-    map_normals32_impl(x, out, fast, g)
+    let t = normal_table32();
+    let mut f4 = Fast4::from_fast(fast);
+    let mut z = [0f32; BLOCK];
+    for (o, i) in out.chunks_mut(BLOCK).zip(x.chunks(BLOCK)) {
+        // SAFETY: the CPU supports AVX2 (this function's caller checked).
+        unsafe { normal_block32_avx2(&mut f4, fast, t, &mut z) };
+        for ((o, &v), &z) in o.iter_mut().zip(i).zip(&z) {
+            *o = g(v, z);
+        }
+    }
 }
 
 #[inline(always)]
@@ -399,42 +505,63 @@ fn impulse_apply_impl<T: Copy, O>(x: &[T], out: &mut [O], amount: f64, f: &mut F
 /// `r` filled with 32-bit uniforms, the two halves of each 64-bit draw of the four streams.
 #[inline(always)]
 fn fill_u32(f4: &mut Fast4, r: &mut [u32; BLOCK]) {
-    for q in r.chunks_exact_mut(8) {
-        let v = f4.next4();
-        for l in 0..4 {
-            q[2 * l] = v[l] as u32;
-            q[2 * l + 1] = (v[l] >> 32) as u32;
-        }
+    let mut w = [0u64; BLOCK / 2];
+    f4.fill(&mut w);
+    for (q, v) in r.chunks_exact_mut(2).zip(w) {
+        q[0] = v as u32;
+        q[1] = (v >> 32) as u32;
     }
 }
 
 pub(crate) fn shot_noise_u8(x: &[u8], severity: usize, p: ParamSet, rng: &mut Rng) -> Vec<u8> {
     let lam = shot_lambda(severity, p);
-    let tables = poisson_tables(lam);
-    let out_scale = 255.0 / lam;
+    let t = shot_u8_tables(lam);
+    let (meta, flat) = (&t.0, &t.1[..]);
     let mut f4 = Fast4::from_fast(&mut Fast::from_rng(rng));
-    // Per value: its table's columns, offset and output bytes, resolved once per call.
-    type Slot<'a> = Option<(&'a [(u32, u32)], u32, &'a [u8])>;
-    let mut slots: [Slot; 256] = [None; 256];
     let mut out = vec![0u8; x.len()];
     let mut r = [0u64; SHOT_BLOCK];
     for (o, xs) in out.chunks_mut(SHOT_BLOCK).zip(x.chunks(SHOT_BLOCK)) {
-        for q in r.chunks_exact_mut(4) {
-            q.copy_from_slice(&f4.next4());
-        }
+        f4.fill(&mut r);
         for ((o, &v), &ri) in o.iter_mut().zip(xs).zip(&r) {
-            if v == 0 {
-                continue;
-            }
-            let (cols, lo, bytes) = *slots[v as usize].get_or_insert_with(|| {
-                let t = tables[v as usize].get_or_init(|| PoissonTable::new(v as f64 / 255.0 * lam));
-                let b = t.bytes.get_or_init(|| (0..t.lo as usize + t.cols.len()).map(|k| ((k as f64 * out_scale).min(255.0)) as u8).collect());
-                (&t.cols[..], t.lo, &b[..])
-            });
-            *o = bytes[alias_sample(cols, lo, ri) as usize];
+            let (off, n) = meta[v as usize];
+            let col = (((ri >> 32) * n as u64) >> 32) as usize;
+            let e = flat[off as usize + col];
+            // The same accept/alias decision as `alias_sample`, straight to the output byte.
+            *o = std::hint::select_unpredictable((ri as u32) < e as u32, (e >> 32) as u8, (e >> 40) as u8);
         }
     }
     out
+}
+
+/// Per value v: (offset, columns) into one flat array of alias columns packed as acceptance
+/// threshold | accepted byte << 32 | alias byte << 40, the bytes being the float path's cast of
+/// min(k·255/λ, 255): one 8-byte load per value instead of the table, its count offset and a
+/// byte map. v = 0 has one column that always gives 0. All 256 values are built on first use of
+/// λ in a thread (a few ms), so no build lands inside an image's time later.
+type ShotU8 = std::rc::Rc<([(u32, u32); 256], Vec<u64>)>;
+
+fn shot_u8_tables(lam: f64) -> ShotU8 {
+    thread_local! {
+        static SHOT_U8: RefCell<HashMap<u64, ShotU8>> = RefCell::new(HashMap::new());
+    }
+    SHOT_U8.with(|c| {
+        c.borrow_mut()
+            .entry(lam.to_bits())
+            .or_insert_with(|| {
+                let tables = poisson_tables(lam);
+                let out_scale = 255.0 / lam;
+                let byte = |k: u32| ((k as f64 * out_scale).min(255.0)) as u8 as u64;
+                let mut meta = [(0u32, 1u32); 256];
+                let mut flat = vec![u32::MAX as u64];
+                for v in 1..256usize {
+                    let t = tables[v].get_or_init(|| PoissonTable::new(v as f64 / 255.0 * lam));
+                    meta[v] = (flat.len() as u32, t.cols.len() as u32);
+                    flat.extend(t.cols.iter().enumerate().map(|(col, &(thr, alias))| thr as u64 | byte(t.lo + col as u32) << 32 | byte(t.lo + alias) << 40));
+                }
+                std::rc::Rc::new((meta, flat))
+            })
+            .clone()
+    })
 }
 
 /// Draws per block: one 64-bit draw per value, from [`Fast4`], zeros included.
@@ -485,8 +612,6 @@ struct PoissonTable {
     lo: u32,
     /// (acceptance threshold scaled to 2³², alias index) per column.
     cols: Vec<(u32, u32)>,
-    /// The uint8 output of every count k (clip(k·255/λ) cast), for the uint8 path.
-    bytes: std::cell::OnceCell<Vec<u8>>,
 }
 
 impl PoissonTable {
@@ -536,7 +661,7 @@ impl PoissonTable {
             prob[i] = 1.0;
         }
         let cols = prob.iter().zip(&alias).map(|(&p, &a)| (((p * 4294967296.0).min(4294967295.0)) as u32, a)).collect();
-        PoissonTable { lo: lo_k as u32, cols, bytes: std::cell::OnceCell::new() }
+        PoissonTable { lo: lo_k as u32, cols }
     }
 
     /// One sample from 64 random bits: the high half picks the column, the low half accepts it
@@ -622,6 +747,37 @@ mod tests {
         assert!(m.abs() < 0.01 && (var - 1.0).abs() < 0.01 && (k4 - 3.0).abs() < 0.05, "{m} {var} {k4}");
         let tail = v.iter().filter(|x| x.abs() > 3.5).count() as f64 / n as f64;
         assert!((tail - 4.65e-4).abs() < 1.5e-4, "tail {tail}");
+    }
+
+    /// The AVX2 generator and normal block must give the portable code's exact values (the
+    /// bytes may not depend on the CPU), tail cells included.
+    #[test]
+    fn avx2_draws_equal_portable_draws() {
+        use rand::SeedableRng;
+        let mut a = Fast4::from_fast(&mut Fast::from_rng(&mut Rng::seed_from_u64(8)));
+        let mut b = Fast4::from_fast(&mut Fast::from_rng(&mut Rng::seed_from_u64(8)));
+        let mut r = [0u64; 40];
+        for _ in 0..3 {
+            a.fill(&mut r);
+            for q in r.chunks_exact(4) {
+                assert_eq!(q, b.next4());
+            }
+        }
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx2") {
+            let t = normal_table32();
+            let (mut ta, mut tb) = (Fast::from_rng(&mut Rng::seed_from_u64(2)), Fast::from_rng(&mut Rng::seed_from_u64(2)));
+            let (mut za, mut zb) = ([0f32; BLOCK], [0f32; BLOCK]);
+            let mut seen_tail = false;
+            for _ in 0..2000 {
+                // SAFETY: AVX2 checked above.
+                unsafe { normal_block32_avx2(&mut a, &mut ta, t, &mut za) };
+                normal_block32(&mut b, &mut tb, t, &mut zb);
+                assert!(za.iter().zip(&zb).all(|(x, y)| x.to_bits() == y.to_bits()));
+                seen_tail |= za.iter().any(|z| z.abs() > 3.4);
+            }
+            assert!(seen_tail);
+        }
     }
 
     #[test]
