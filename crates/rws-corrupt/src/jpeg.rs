@@ -589,14 +589,8 @@ mod color_avx2 {
         let c_off = k((128 << SCALEBITS) + ONE_HALF - 1);
         let sh = |c: i8| _mm_setr_epi8(c, -1, -1, -1, c + 3, -1, -1, -1, c + 6, -1, -1, -1, c + 9, -1, -1, -1);
         let (sr, sg, sb) = (sh(0), sh(1), sh(2));
-        // The eight bytes of i32 lanes 0..8 (each 0..255), in order.
-        let bytes = _mm256_setr_epi8(0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, 0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1);
-        let store8 = |v: __m256i, dst: *mut u8| {
-            let v = _mm256_shuffle_epi8(v, bytes);
-            let lo = _mm_cvtsi128_si32(_mm256_castsi256_si128(v)) as u32;
-            let hi = _mm_cvtsi128_si32(_mm256_extracti128_si256::<1>(v)) as u32;
-            std::ptr::write_unaligned(dst as *mut u64, lo as u64 | (hi as u64) << 32);
-        };
+        // Dwords [Y0-3 Cb0-3 Cr0-3 Cr0-3 | Y4-7 Cb4-7 Cr4-7 Cr4-7] to [Y, Cb, Cr] in order.
+        let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
         let mut x = 0;
         // Loads of 16 bytes at pixels x and x+4 may run into the next row, not past the image.
         while x + 8 <= w && x * 3 + 12 + 16 <= src.len() {
@@ -610,9 +604,13 @@ mod color_avx2 {
             let yy = _mm256_srai_epi32::<SCALEBITS>(add(add(add(mul(r, fy_r), mul(g, fy_g)), mul(bl, fy_b)), y_off));
             let cb = _mm256_srai_epi32::<SCALEBITS>(add(add(add(mul(r, fcb_r), mul(g, fcb_g)), mul(bl, fhalf)), c_off));
             let cr = _mm256_srai_epi32::<SCALEBITS>(add(add(add(mul(r, fhalf), mul(g, fcr_g)), mul(bl, fcr_b)), c_off));
-            store8(yy, yo.as_mut_ptr().add(x));
-            store8(cb, cbo.as_mut_ptr().add(x));
-            store8(cr, cro.as_mut_ptr().add(x));
+            // All three are 0..255: the saturating packs only narrow.
+            let v = _mm256_packus_epi16(_mm256_packus_epi32(yy, cb), _mm256_packus_epi32(cr, cr));
+            let v = _mm256_permutevar8x32_epi32(v, order);
+            let (lo, hi) = (_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
+            _mm_storel_epi64(yo.as_mut_ptr().add(x) as *mut __m128i, lo);
+            _mm_storel_epi64(cbo.as_mut_ptr().add(x) as *mut __m128i, _mm_unpackhi_epi64(lo, lo));
+            _mm_storel_epi64(cro.as_mut_ptr().add(x) as *mut __m128i, hi);
             x += 8;
         }
         x
