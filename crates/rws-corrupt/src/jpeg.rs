@@ -424,40 +424,36 @@ fn downsample_h2v2(pp: &[u8], mw: usize, cw: usize, chh: usize) -> Vec<u8> {
     o
 }
 
-/// libjpeg `h2v2_fancy_upsample` (triangle filter, 3:1 weights, biases 8 and 7) of a `dw`×`dh`
-/// component stored `cw` wide; rows and columns past the edges replicate the edge. Column sums
-/// (3·near + far ≤ 1020) and results in u16 lanes.
+/// One output row `y` of libjpeg `h2v2_fancy_upsample` (triangle filter, 3:1 weights, biases 8
+/// and 7) of a `dw`×`dh` component stored `cw` wide; rows and columns past the edges replicate
+/// the edge. Column sums (3·near + far ≤ 1020) and results in u16 lanes; `orow` is `2·dw` long.
+/// Row by row, so the upsampled planes never exist whole (they fed the colour conversion from
+/// memory before).
 #[inline(always)]
-fn upsample_h2v2_fancy(p: &[u8], cw: usize, dw: usize, dh: usize) -> Vec<u8> {
+fn upsample_row_h2v2_fancy(p: &[u8], cw: usize, dw: usize, dh: usize, y: usize, cs: &mut [u16], orow: &mut [u8]) {
     let ow = dw * 2;
-    let mut o = vec![0u8; dh * 2 * ow];
-    let mut cs = vec![0u16; dw];
-    for row in 0..dh {
-        for v in 0..2 {
-            let r1 = if v == 0 { row.saturating_sub(1) } else { (row + 1).min(dh - 1) };
-            let (near, far) = (&p[row * cw..][..dw], &p[r1 * cw..][..dw]);
-            for ((c, &a), &b) in cs.iter_mut().zip(near).zip(far) {
-                *c = a as u16 * 3 + b as u16;
-            }
-            let orow = &mut o[(2 * row + v) * ow..][..ow];
-            if dw == 1 {
-                orow[0] = ((cs[0] * 4 + 8) >> 4) as u8;
-                orow[1] = ((cs[0] * 4 + 7) >> 4) as u8;
-                continue;
-            }
-            orow[0] = ((cs[0] * 4 + 8) >> 4) as u8;
-            orow[1] = ((cs[0] * 3 + cs[1] + 7) >> 4) as u8;
-            // Interior columns: left neighbour for the even output, right for the odd.
-            for (x, pair) in orow[2..ow - 2].chunks_exact_mut(2).enumerate() {
-                let (l, m, r) = (cs[x], cs[x + 1], cs[x + 2]);
-                pair[0] = ((m * 3 + l + 8) >> 4) as u8;
-                pair[1] = ((m * 3 + r + 7) >> 4) as u8;
-            }
-            orow[ow - 2] = ((cs[dw - 1] * 3 + cs[dw - 2] + 8) >> 4) as u8;
-            orow[ow - 1] = ((cs[dw - 1] * 4 + 7) >> 4) as u8;
-        }
+    let (row, v) = (y / 2, y % 2);
+    let r1 = if v == 0 { row.saturating_sub(1) } else { (row + 1).min(dh - 1) };
+    let (near, far) = (&p[row * cw..][..dw], &p[r1 * cw..][..dw]);
+    for ((c, &a), &b) in cs.iter_mut().zip(near).zip(far) {
+        *c = a as u16 * 3 + b as u16;
     }
-    o
+    let orow = &mut orow[..ow];
+    if dw == 1 {
+        orow[0] = ((cs[0] * 4 + 8) >> 4) as u8;
+        orow[1] = ((cs[0] * 4 + 7) >> 4) as u8;
+        return;
+    }
+    orow[0] = ((cs[0] * 4 + 8) >> 4) as u8;
+    orow[1] = ((cs[0] * 3 + cs[1] + 7) >> 4) as u8;
+    // Interior columns: left neighbour for the even output, right for the odd.
+    for (x, pair) in orow[2..ow - 2].chunks_exact_mut(2).enumerate() {
+        let (l, m, r) = (cs[x], cs[x + 1], cs[x + 2]);
+        pair[0] = ((m * 3 + l + 8) >> 4) as u8;
+        pair[1] = ((m * 3 + r + 7) >> 4) as u8;
+    }
+    orow[ow - 2] = ((cs[dw - 1] * 3 + cs[dw - 2] + 8) >> 4) as u8;
+    orow[ow - 1] = ((cs[dw - 1] * 4 + 7) >> 4) as u8;
 }
 
 /// Compress at `quality` and decompress, as Pillow + libjpeg-turbo do; `c` is 1 or 3. With
@@ -541,14 +537,14 @@ fn round_trip_impl<const AVX2: bool>(img: &[u8], h: usize, w: usize, c: usize, q
     let crd = code_plane::<AVX2>(&downsample_h2v2(&cr, mw, cw, chh), cw, chh, &qc);
     // Fancy upsampling over the component's real downsampled size (⌈w/2⌉ × ⌈h/2⌉), edges replicated.
     let (dw, dh) = (w.div_ceil(2), h.div_ceil(2));
-    let up = |p: &[u8]| upsample_h2v2_fancy(p, cw, dw, dh);
-    let cbu = up(&cbd);
-    let cru = up(&crd);
     let uw = dw * 2;
+    let (mut cbu, mut cru, mut cs) = (vec![0u8; uw], vec![0u8; uw], vec![0u16; dw]);
     let mut out = vec![0u8; h * w * 3];
     let (f_cr_r, f_cb_b, f_cr_g, f_cb_g) = (fix(1.402), fix(1.772), fix(0.71414), fix(0.34414));
     for y in 0..h {
-        let (yr, cbr, crr) = (&yd[y * mw..y * mw + w], &cbu[y * uw..y * uw + w], &cru[y * uw..y * uw + w]);
+        upsample_row_h2v2_fancy(&cbd, cw, dw, dh, y, &mut cs, &mut cbu);
+        upsample_row_h2v2_fancy(&crd, cw, dw, dh, y, &mut cs, &mut cru);
+        let (yr, cbr, crr) = (&yd[y * mw..y * mw + w], &cbu[..w], &cru[..w]);
         #[allow(unused_mut)]
         let mut done = 0;
         #[cfg(target_arch = "x86_64")]
