@@ -11,12 +11,13 @@
 //! on grey images (IJG 9's colour path downsamples chroma by DCT scaling, not modelled);
 //! motion_blur (at a given angle) is within ±1 of ImageMagick 6 everywhere, exact for ≥ 99.6%.
 //!
-//! [`corrupt_u8`] (and [`corrupt_batch`]) run uint8 → uint8 code for 13 corruptions (src/fast.rs),
-//! skipping the f64 image: the noises, fog, zoom_blur, brightness, saturate, pixelate and jpeg
-//! return exactly the float path's bytes; contrast, gaussian/defocus/motion blur agree with it
-//! to ±1 on ≥ 99.9% of values (f32 on large images; small ones keep the f64 operation order and
-//! the same bytes). tests/fast.rs checks both paths against each other, tests/fixtures.rs the
-//! uint8 path against the reference too.
+//! [`corrupt_u8`] (and [`corrupt_batch`]) run uint8 → uint8 code for 17 corruptions (src/fast.rs,
+//! src/weather_u8.rs), skipping the f64 image: the noises, fog, zoom_blur, brightness, saturate,
+//! pixelate, jpeg, snow, frost, spatter and elastic_transform return exactly the float path's
+//! bytes; contrast, gaussian/defocus/motion blur agree with it to ±1 on ≥ 99.9% of values (f32 on
+//! large images; small ones keep the f64 operation order and the same bytes); glass_blur runs the
+//! float path. tests/fast.rs and tests/fast_weather.rs check both paths against each other,
+//! tests/fixtures.rs the uint8 path against the reference too.
 //!
 //! Grey images (c = 1) are accepted everywhere and come back grey. They behave as an RGB image with
 //! three equal channels would: brightness and contrast act on the grey level; saturate leaves grey
