@@ -168,10 +168,12 @@ pub(crate) fn np_arange(start: f64, stop: f64, step: f64) -> Vec<f64> {
     (0..len).map(|i| start + i as f64 * delta).collect()
 }
 
-/// The reference's `clipped_zoom` of an HWC image: central crop of side ⌈n/z⌉, scipy zoom
-/// order 1 (corner-aligned, output side round(side·z)), then the central (CIFAR/Tiny) or top-left
-/// (imagecorruptions) h×w. Only the kept output pixels are computed.
-pub(crate) fn clipped_zoom_rows(src: &[f64], h: usize, w: usize, c: usize, z: f64, top_left: bool, mut row: impl FnMut(usize, &[f64], &[f64], f64)) {
+/// (first source index, second, weight) per kept output row or column of a zoom.
+pub(crate) type ZoomAxis = Vec<(usize, usize, f64)>;
+
+/// The reference's `clipped_zoom` geometry of one plane, rows and columns. Shared by
+/// [`clipped_zoom_rows`] and the snow layer's zoom, so both interpolate with the same coordinates.
+pub(crate) fn clipped_zoom_coords(h: usize, w: usize, z: f64, top_left: bool) -> (ZoomAxis, ZoomAxis) {
     let ch = (h as f64 / z).ceil() as usize;
     // The CIFAR script crops the square [top, top+ch) in both axes (it assumes H = W).
     let cw = if top_left { (w as f64 / z).ceil() as usize } else { ch };
@@ -182,7 +184,7 @@ pub(crate) fn clipped_zoom_rows(src: &[f64], h: usize, w: usize, c: usize, z: f6
     let oh = (ch as f64 * z).round() as usize;
     let ow = (cw as f64 * z).round() as usize;
     let (ty, tx) = if top_left { (0, 0) } else { (oh.saturating_sub(h) / 2, ow.saturating_sub(w) / 2) };
-    let coords = |n: usize, m: usize, off: usize, trim: usize, len: usize| -> Vec<(usize, usize, f64)> {
+    let coords = |n: usize, m: usize, off: usize, trim: usize, len: usize| -> ZoomAxis {
         let scale = if m > 1 { (n as f64 - 1.0) / (m as f64 - 1.0) } else { 0.0 };
         (0..len.min(m.saturating_sub(trim)))
             .map(|o| {
@@ -193,8 +195,14 @@ pub(crate) fn clipped_zoom_rows(src: &[f64], h: usize, w: usize, c: usize, z: f6
             })
             .collect()
     };
-    let cy = coords(ch, oh, top, ty, h);
-    let cx = coords(cw, ow, left, tx, w);
+    (coords(ch, oh, top, ty, h), coords(cw, ow, left, tx, w))
+}
+
+/// The reference's `clipped_zoom` of an HWC image: central crop of side ⌈n/z⌉, scipy zoom
+/// order 1 (corner-aligned, output side round(side·z)), then the central (CIFAR/Tiny) or top-left
+/// (imagecorruptions) h×w. Only the kept output pixels are computed.
+pub(crate) fn clipped_zoom_rows(src: &[f64], h: usize, w: usize, c: usize, z: f64, top_left: bool, mut row: impl FnMut(usize, &[f64], &[f64], f64)) {
+    let (cy, cx) = clipped_zoom_coords(h, w, z, top_left);
     let mut r0 = vec![0.0; cx.len() * c];
     let mut r1 = vec![0.0; cx.len() * c];
     let lerp_row = |s: &[f64], r: &mut [f64]| {

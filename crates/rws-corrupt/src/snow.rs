@@ -118,7 +118,7 @@ fn snow_u8_impl(x: &[u8], h: usize, w: usize, c: usize, layer: &[f64], taps: &[(
     live.resize(h, (0, 0));
     acc.clear();
     acc.resize(w, 0.0);
-    let (cy, cx) = zoom_coords(h, w, z, imagenet);
+    let (cy, cx) = crate::blur::clipped_zoom_coords(h, w, z, imagenet);
     let lerp = |sy: usize, r: &mut [f64]| {
         let s = &layer[sy * w..(sy + 1) * w];
         for (&(x0, x1, fx), o) in cx.iter().zip(r.iter_mut()) {
@@ -188,33 +188,6 @@ fn snow_u8_impl(x: &[u8], h: usize, w: usize, c: usize, layer: &[f64], taps: &[(
         }
     }
     out
-}
-
-/// The reference's `clipped_zoom` geometry for one plane, as [`crate::blur::clipped_zoom_rows`]
-/// computes it: (first source index, second, weight) per kept output row and column. The snow
-/// path interpolates with it in the same order (tests/fast_weather.rs compares the bytes).
-fn zoom_coords(h: usize, w: usize, z: f64, top_left: bool) -> (Vec<(usize, usize, f64)>, Vec<(usize, usize, f64)>) {
-    let ch = (h as f64 / z).ceil() as usize;
-    let cw = if top_left { (w as f64 / z).ceil() as usize } else { ch };
-    let top = (h - ch.min(h)) / 2;
-    let left = if top_left { (w - cw.min(w)) / 2 } else { top };
-    let ch = ch.min(h - top);
-    let cw = cw.min(w - left);
-    let oh = (ch as f64 * z).round() as usize;
-    let ow = (cw as f64 * z).round() as usize;
-    let (ty, tx) = if top_left { (0, 0) } else { (oh.saturating_sub(h) / 2, ow.saturating_sub(w) / 2) };
-    let coords = |n: usize, m: usize, off: usize, trim: usize, len: usize| -> Vec<(usize, usize, f64)> {
-        let scale = if m > 1 { (n as f64 - 1.0) / (m as f64 - 1.0) } else { 0.0 };
-        (0..len.min(m.saturating_sub(trim)))
-            .map(|o| {
-                let cc = (o + trim) as f64 * scale;
-                let i0 = (cc.floor() as usize).min(n - 1);
-                let i1 = (i0 + 1).min(n - 1);
-                (off + i0, off + i1, cc - i0 as f64)
-            })
-            .collect()
-    };
-    (coords(ch, oh, top, ty, h), coords(cw, ow, left, tx, w))
 }
 
 /// One pixel of the final blend (float32 image as the reference; grey = OpenCV RGB2GRAY), on the
