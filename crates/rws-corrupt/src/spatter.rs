@@ -486,37 +486,39 @@ fn box3_capped_u8(d: &[f64], h: usize, w: usize, cap: f64) -> Vec<u8> {
     out
 }
 
-/// [`emboss_u8`] in integers: the sums are whole numbers, exact in any order.
+/// A 3×3 stencil over a u8 plane with BORDER_REFLECT_101: `f(r0, r1, r2, x)` gets the three
+/// padded rows around output row y and the output column (the window is columns x..x+3).
 #[inline(always)]
-fn emboss_int(src: &[u8], h: usize, w: usize) -> Vec<u8> {
+fn stencil3_u8(src: &[u8], h: usize, w: usize, f: impl Fn(&[u8], &[u8], &[u8], usize) -> u8) -> Vec<u8> {
     let p = pad101(src, h, w);
     let pw = w + 2;
     let mut out = vec![0u8; h * w];
     for y in 0..h {
         let (r0, r1, r2) = (&p[y * pw..(y + 1) * pw], &p[(y + 1) * pw..(y + 2) * pw], &p[(y + 2) * pw..(y + 3) * pw]);
         for (x, o) in out[y * w..(y + 1) * w].iter_mut().enumerate() {
-            let v = -2 * r0[x] as i32 - r0[x + 1] as i32 - r1[x] as i32 + r1[x + 1] as i32 + r1[x + 2] as i32 + r2[x + 1] as i32 + 2 * r2[x + 2] as i32;
-            *o = v.clamp(0, 255) as u8;
+            *o = f(r0, r1, r2, x);
         }
     }
     out
+}
+
+/// [`emboss_u8`] in integers: the sums are whole numbers, exact in any order.
+#[inline(always)]
+fn emboss_int(src: &[u8], h: usize, w: usize) -> Vec<u8> {
+    stencil3_u8(src, h, w, |r0, r1, r2, x| {
+        let v = -2 * r0[x] as i32 - r0[x + 1] as i32 - r1[x] as i32 + r1[x + 1] as i32 + r1[x + 2] as i32 + r2[x + 1] as i32 + 2 * r2[x + 2] as i32;
+        v.clamp(0, 255) as u8
+    })
 }
 
 /// cv2.blur 3×3 (BORDER_REFLECT_101) of u8 values, rounded as the float path does
 /// (`round_pos(S/9)`): S/9 is never a tie (9 is odd), so that is ⌊(2S + 9)/18⌋ exactly.
 #[inline(always)]
 fn box3_round_int(src: &[u8], h: usize, w: usize) -> Vec<u8> {
-    let p = pad101(src, h, w);
-    let pw = w + 2;
-    let mut out = vec![0u8; h * w];
-    for y in 0..h {
-        let (r0, r1, r2) = (&p[y * pw..(y + 1) * pw], &p[(y + 1) * pw..(y + 2) * pw], &p[(y + 2) * pw..(y + 3) * pw]);
-        for (x, o) in out[y * w..(y + 1) * w].iter_mut().enumerate() {
-            let s: u32 = (0..3).map(|k| r0[x + k] as u32 + r1[x + k] as u32 + r2[x + k] as u32).sum();
-            *o = ((2 * s + 9) / 18) as u8;
-        }
-    }
-    out
+    stencil3_u8(src, h, w, |r0, r1, r2, x| {
+        let s: u32 = (0..3).map(|k| r0[x + k] as u32 + r1[x + k] as u32 + r2[x + k] as u32).sum();
+        ((2 * s + 9) / 18) as u8
+    })
 }
 
 #[cfg(test)]
