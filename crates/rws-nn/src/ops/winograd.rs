@@ -231,6 +231,7 @@ fn input_scratch(g: &Geom) -> usize {
 /// then ReLU, either pooled 2×2 (one value per tile, floor mode) or as the full output: built
 /// channels-last in the scratch, then transposed channels-first into `y`.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn transform_output_impl(g: &Geom, m: &[f32], scratch: &mut [f32], ng: usize, col0: usize, b: &[f32], ep: Epilogue, y: &mut [f32]) {
     let (pool, relu) = (ep == Epilogue::ReluPool2, ep != Epilogue::Linear);
     let o = g.o;
@@ -508,9 +509,10 @@ pub(crate) fn weight_grad(g: &Geom, x: &[f32], dz: &[f32]) -> Vec<f32> {
         let mut r = [[0f32; 4]; 3];
         for l in 0..4 {
             let (m0, m1, m2, m3) = (mm(l), mm(4 + l), mm(8 + l), mm(12 + l));
-            r[0][l] = m0 + 0.5 * (m1 + m2);
-            r[1][l] = 0.5 * (m1 - m2);
-            r[2][l] = 0.5 * (m1 + m2) + m3;
+            let [r0, r1, r2] = &mut r;
+            r0[l] = m0 + 0.5 * (m1 + m2);
+            r1[l] = 0.5 * (m1 - m2);
+            r2[l] = 0.5 * (m1 + m2) + m3;
         }
         for (a, row) in r.iter().enumerate() {
             let dst = &mut out[oc * 9 + 3 * a..oc * 9 + 3 * a + 3];
