@@ -414,18 +414,9 @@ pub(crate) fn motion_blur_u8(x: &[u8], h: usize, w: usize, c: usize, severity: u
 pub(crate) fn motion_f64(x: &[f64], h: usize, w: usize, c: usize, taps: &[(f64, isize, isize)]) -> Vec<f64> {
     let p = taps.iter().map(|t| t.2.unsigned_abs()).max().unwrap_or(0);
     let pad = pad_image(x, h, w, c, 0, p, Mode::Nearest);
-    let (rw, prw) = (w * c, (w + 2 * p) * c);
-    let mut out = vec![0f64; h * rw];
-    for y in 0..h {
-        let orow = &mut out[y * rw..(y + 1) * rw];
-        for &(kv, dy, dx) in taps {
-            let sy = (y as isize + dy).clamp(0, h as isize - 1) as usize;
-            let start = sy * prw + (p as isize + dx) as usize * c;
-            for (o, &v) in orow.iter_mut().zip(&pad[start..start + rw]) {
-                *o += kv * v;
-            }
-        }
-    }
+    let mut out = vec![0f64; h * w * c];
+    // FMA off: f64 sums keep separate roundings (`o + k·v`), as the float path's.
+    motion_rows::<f64, f64, false>(&pad, p, h, w, c, taps, &mut out);
     out
 }
 
@@ -439,17 +430,19 @@ fn motion_f32(x: &[u8], h: usize, w: usize, c: usize, taps: &[(f32, isize, isize
         // SAFETY: the CPU supports AVX2 and FMA (checked just above).
         return unsafe { motion_rows_avx2(&pad, p, h, w, c, taps, out) };
     }
-    motion_rows::<false>(&pad, p, h, w, c, taps, out)
+    motion_rows::<f32, u8, false>(&pad, p, h, w, c, taps, out)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn motion_rows_avx2(pad: &[u8], p: usize, h: usize, w: usize, c: usize, taps: &[(f32, isize, isize)], out: &mut [f32]) {
-    motion_rows::<true>(pad, p, h, w, c, taps, out)
+    motion_rows::<f32, u8, true>(pad, p, h, w, c, taps, out)
 }
 
+/// `out += Σ k·pad[clamped row][x + dx]` over the taps in order, per output row: the motion
+/// blur of both paths (f64 from the float image, f32 from u8).
 #[inline(always)]
-fn motion_rows<const FMA: bool>(pad: &[u8], p: usize, h: usize, w: usize, c: usize, taps: &[(f32, isize, isize)], out: &mut [f32]) {
+fn motion_rows<F: Flt, T: Px<F>, const FMA: bool>(pad: &[T], p: usize, h: usize, w: usize, c: usize, taps: &[(F, isize, isize)], out: &mut [F]) {
     let (rw, prw) = (w * c, (w + 2 * p) * c);
     for y in 0..h {
         let orow = &mut out[y * rw..(y + 1) * rw];
@@ -457,7 +450,7 @@ fn motion_rows<const FMA: bool>(pad: &[u8], p: usize, h: usize, w: usize, c: usi
             let sy = (y as isize + dy).clamp(0, h as isize - 1) as usize;
             let start = sy * prw + (p as isize + dx) as usize * c;
             for (o, &v) in orow.iter_mut().zip(&pad[start..start + rw]) {
-                *o = madd::<FMA, f32>(kv, v as f32, *o);
+                *o = madd::<FMA, F>(kv, v.get(), *o);
             }
         }
     }
