@@ -268,18 +268,18 @@ impl CustomOp3 for ConvBnReluBwd {
                 }
             }
         };
-        let wino_dx = if self.need_dx { winograd::transposed_geom(&g) } else { None };
-        if let Some(gt) = wino_dx {
-            // The input gradient as a Winograd conv of dz with the rotated weights.
-            dm.par_chunks_mut(o * hw).enumerate().for_each(|(i, di)| dz_image(i, di));
-            winograd::conv(&gt, &dm, &winograd::transposed_weights(w, o, g.c), None, winograd::Epilogue::Linear, dx);
-        } else if self.need_dx {
+        // The Winograd input gradient runs several images per gemm, so it wants every dz first;
+        // otherwise each image's input gradient follows its dz while that is in cache.
+        if self.need_dx && winograd::transposed_geom(&g).is_none() {
             dm.par_chunks_mut(o * hw).zip(dx.par_chunks_mut(in_img)).enumerate().for_each(|(i, (di, dxi))| {
                 dz_image(i, di);
                 conv::bwd_input_image(&g, di, w, dxi);
             });
         } else {
             dm.par_chunks_mut(o * hw).enumerate().for_each(|(i, di)| dz_image(i, di));
+            if self.need_dx {
+                conv::bwd_input_into(&g, &dm, w, dx);
+            }
         }
         // [gw | gb]
         let wb = bwd_weight(&g, x, &dm);
