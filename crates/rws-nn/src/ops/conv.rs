@@ -325,12 +325,11 @@ impl CustomOp3 for ConvReluPool {
             candle_core::bail!("max_pool2d: kernel {} does not fit input {}x{}", self.pool, g.oh, g.ow);
         }
         let (x, w) = (f32_slice(s1, l1, "conv2d input")?, f32_slice(s2, l2, "conv2d weight")?);
-        if super::winograd::applies(&g, self.pool) {
-            let y = super::winograd::fwd_relu_pool(&g, x, w, b, self.pool);
-            let shape = if self.pool == 2 { Shape::from((g.n, g.o, g.oh / 2, g.ow / 2)) } else { out_shape(&g) };
-            return Ok((CpuStorage::F32(y), shape));
-        }
-        let (y, shape) = fwd_relu_pool(&g, x, w, b, self.pool);
+        let (y, shape) = if super::winograd::applies(&g, self.pool) {
+            super::winograd::fwd_relu_pool(&g, x, w, b, self.pool)
+        } else {
+            fwd_relu_pool(&g, x, w, b, self.pool)
+        };
         Ok((CpuStorage::F32(y), shape))
     }
 }

@@ -1,7 +1,9 @@
-//! Inference 3×3 convolution by Winograd's minimal filtering F(2×2, 3×3) (Lavin & Gray, 2016),
-//! fused with bias, ReLU and an optional 2×2 max-pool.
+//! 3×3 stride-1 convolution by Winograd's minimal filtering F(2×2, 3×3) (Lavin & Gray, 2016):
+//! inference fused with bias, ReLU and an optional 2×2 max-pool; the training block's forward
+//! pass; the input gradient (a conv with the rotated weights); and the weight gradient
+//! (F(3×3, 2×2) with the same matrices, see [`weight_grad`]).
 //!
-//! Why: evaluation is gemm-bound, and im2col + gemm spends 36 multiply-adds per 2×2 output tile
+//! Why: training and evaluation are gemm-bound, and im2col + gemm spends 36 multiply-adds per 2×2 output tile
 //! and channel pair where Winograd spends 16, so the same gemm kernel does 2.25× less work.
 //! The transforms are a few adds per value, written as whole-row loops the compiler vectorises.
 //! Several images share each gemm (thin per-image gemms run the kernel far below its peak).
@@ -12,17 +14,18 @@
 //! depends only on the layer's shape: output bytes do not depend on the thread count.
 use super::conv::Geom;
 use super::util::{gemm_f32, output_buf, with_scratch};
+use candle_core::Shape;
 use rayon::prelude::*;
 
 /// Gemm columns (tiles) per group of images: enough to run the gemm near its peak, few enough
 /// that one group's transformed input and output stay near the core's L2 cache.
 const TILES_PER_GROUP: usize = 256;
 
-/// Whether [`fwd_relu_pool`] handles this convolution: 3×3, stride 1, padding ≤ 2, enough input
+/// Whether this module handles the convolution: 3×3, stride 1, padding ≤ 2, enough input
 /// channels to make the gemm's inner dimension worth it, and no pooling or a 2×2 one (whose
 /// windows coincide with the 2×2 output tiles).
 pub(crate) fn applies(g: &Geom, pool: usize) -> bool {
-    g.kh == 3 && g.kw == 3 && g.stride == 1 && g.pad <= 2 && g.c >= 8 && pool <= 2 && g.oh >= 1 && g.ow >= 1 && !disabled()
+    g.kh == 3 && g.kw == 3 && g.stride == 1 && g.pad <= 2 && g.c >= 8 && pool <= 2 && !disabled()
 }
 
 /// `RWS_WINOGRAD=0` runs every 3×3 conv through im2col + gemm instead (an A/B switch).
@@ -309,6 +312,13 @@ fn output_scratch(g: &Geom) -> usize {
     (12 * g.ow.div_ceil(2) + g.oh * g.ow) * g.o
 }
 
+/// Scratch floats [`transform_grad`] needs: the padded channels-last gradient image and three
+/// row combinations.
+fn grad_scratch(g: &Geom) -> usize {
+    let (th, tw) = (g.oh.div_ceil(2), g.ow.div_ceil(2));
+    (2 * th + 3) * 2 * tw * g.o
+}
+
 avx2_dispatch!(transform_input => transform_input_impl(g: &Geom, x: &[f32], scratch: &mut [f32], v: &mut [f32], ng: usize, col0: usize));
 
 avx2_dispatch!(transform_output => transform_output_impl(g: &Geom, m: &[f32], scratch: &mut [f32], ng: usize, col0: usize, b: &[f32], ep: Epilogue, y: &mut [f32]));
@@ -323,15 +333,25 @@ pub(crate) enum Epilogue {
     ReluPool2,
 }
 
+/// One image's output (height, width) under the epilogue: pooled floor-mode, or the conv's.
+fn out_hw(g: &Geom, ep: Epilogue) -> (usize, usize) {
+    if ep == Epilogue::ReluPool2 {
+        (g.oh / 2, g.ow / 2)
+    } else {
+        (g.oh, g.ow)
+    }
+}
+
 /// conv (+ bias) → ReLU (→ 2×2 max-pool when `pool` = 2) of a batch, NCHW in, NCHW out
-/// (N×O×⌊oh/2⌋×⌊ow/2⌋ pooled, else N×O×oh×ow). Only for shapes where [`applies`] holds.
-pub(crate) fn fwd_relu_pool(g: &Geom, x: &[f32], w: &[f32], b: &[f32], pool: usize) -> Vec<f32> {
+/// (N×O×⌊oh/2⌋×⌊ow/2⌋ pooled, else N×O×oh×ow), with its shape. Only for shapes where
+/// [`applies`] holds.
+pub(crate) fn fwd_relu_pool(g: &Geom, x: &[f32], w: &[f32], b: &[f32], pool: usize) -> (Vec<f32>, Shape) {
     let _s = super::prof::span("winograd conv relu pool");
     let ep = if pool == 2 { Epilogue::ReluPool2 } else { Epilogue::Relu };
-    let per_out = if pool == 2 { g.o * (g.oh / 2) * (g.ow / 2) } else { g.o * g.oh * g.ow };
-    let mut y = output_buf(g.n * per_out);
+    let (oh, ow) = out_hw(g, ep);
+    let mut y = output_buf(g.n * g.o * oh * ow);
     conv(g, x, w, Some(b), ep, &mut y);
-    y
+    (y, Shape::from((g.n, g.o, oh, ow)))
 }
 
 /// The weights of the convolution that computes a 3×3 conv's input gradient: channels
@@ -354,7 +374,8 @@ pub(crate) fn transposed_weights(w: &[f32], o: usize, c: usize) -> Vec<f32> {
 pub(crate) fn conv(g: &Geom, x: &[f32], w: &[f32], b: Option<&[f32]>, ep: Epilogue, y: &mut [f32]) {
     let (o, c) = (g.o, g.c);
     let t = g.oh.div_ceil(2) * g.ow.div_ceil(2);
-    let per_out = if ep == Epilogue::ReluPool2 { o * (g.oh / 2) * (g.ow / 2) } else { o * g.oh * g.ow };
+    let (oh, ow) = out_hw(g, ep);
+    let per_out = o * oh * ow;
     let in_img = c * g.h * g.w;
     let per_group = (TILES_PER_GROUP / t).max(1);
     assert_eq!(y.len(), g.n * per_out, "winograd conv: output buffer size");
@@ -378,19 +399,21 @@ pub(crate) fn conv(g: &Geom, x: &[f32], w: &[f32], b: Option<&[f32]>, ep: Epilog
         with_scratch(16 * (c + o) * ng + isz.max(osz), |buf| {
             let (v, rest) = buf.split_at_mut(16 * c * ng);
             let (m, tmp) = rest.split_at_mut(16 * o * ng);
-            let _a = super::prof::span("wino in");
-            for j in 0..imgs {
-                let xi = &x[(first + j) * in_img..(first + j + 1) * in_img];
-                transform_input(g, xi, tmp, v, ng, j * t);
+            {
+                let _s = super::prof::span("wino in");
+                for j in 0..imgs {
+                    let xi = &x[(first + j) * in_img..(first + j + 1) * in_img];
+                    transform_input(g, xi, tmp, v, ng, j * t);
+                }
             }
-            // Per tile position: M (ng×O) = V (ng×C) · Uᵀ (C×O).
-            drop(_a);
-            let _b = super::prof::span("wino gemm");
-            for xi in 0..16 {
-                gemm_f32(ng, o, c, &mut m[xi * ng * o..(xi + 1) * ng * o], o, false, &v[xi * ng * c..(xi + 1) * ng * c], c, 1, &u[xi * o * c..(xi + 1) * o * c], 1, c);
+            {
+                // Per tile position: M (ng×O) = V (ng×C) · Uᵀ (C×O).
+                let _s = super::prof::span("wino gemm");
+                for xi in 0..16 {
+                    gemm_f32(ng, o, c, &mut m[xi * ng * o..(xi + 1) * ng * o], o, false, &v[xi * ng * c..(xi + 1) * ng * c], c, 1, &u[xi * o * c..(xi + 1) * o * c], 1, c);
+                }
             }
-            drop(_b);
-            let _c = super::prof::span("wino out");
+            let _s = super::prof::span("wino out");
             for (j, yj) in yg.chunks_mut(per_out).enumerate() {
                 transform_output(g, m, tmp, ng, j * t, b, ep, yj);
             }
@@ -469,8 +492,7 @@ pub(crate) fn weight_grad(g: &Geom, x: &[f32], dz: &[f32]) -> Vec<f32> {
     let groups = g.n.div_ceil(per_group);
     let len = 16 * o * c + o;
     let mut parts = vec![0f32; groups * len];
-    let gsz = 2 * g.oh.div_ceil(2) * (2 * g.ow.div_ceil(2)) * o + 3 * 2 * g.ow.div_ceil(2) * o;
-    let scratch = input_scratch(g).max(gsz);
+    let scratch = input_scratch(g).max(grad_scratch(g));
     parts.par_chunks_mut(len).enumerate().for_each(|(gi, part)| {
         let first = gi * per_group;
         let imgs = per_group.min(g.n - first);
