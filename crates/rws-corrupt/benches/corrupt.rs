@@ -3,6 +3,12 @@
 //! shared/corruptions/TIMING.md (the faster of its "modern" and "era" columns: cifar 32 for
 //! 32×32, imagecorruptions 224 for 224×224). Prints a markdown table.
 //!
+//! Inputs: the images TIMING.md timed the Python side on, so both sides see the same content
+//! (JPEG's, Canny's and the blends' costs depend on it): Fashion-MNIST test images 0..19 resized
+//! 28 → 224 bilinearly with a random per-channel tint, and at 32×32 test images 0..9 zero-padded
+//! 28 → 32 (tinted) plus 10 synthetic pictures. `BENCH_IMAGES=synthetic` (or no Fashion-MNIST
+//! installed) uses 20 synthetic pictures (smooth shapes plus ±8 noise: harder for JPEG).
+//!
 //! Run: `cargo bench -p rws-corrupt --bench corrupt` (env BENCH_QUICK=1 for fewer repetitions).
 use rand::SeedableRng;
 
@@ -33,6 +39,48 @@ fn picture(side: usize, k: u64) -> Vec<u8> {
                 let v = base * (0.7 + 0.15 * ch as f64 + 0.05 * (k % 3) as f64) + (s % 17) as f64 - 8.0;
                 out.push(v.clamp(0.0, 255.0) as u8);
             }
+        }
+    }
+    out
+}
+
+/// Fashion-MNIST test images `0..n` (28×28 grey), from `$RWS_FASHION_MNIST` or the Debian package's folder.
+fn fmnist_test(n: usize) -> Option<Vec<Vec<u8>>> {
+    use std::io::Read;
+    let dir = std::env::var_os("RWS_FASHION_MNIST").map(std::path::PathBuf::from).unwrap_or_else(|| "/usr/share/datasets/fashion-mnist".into());
+    let f = std::fs::File::open(dir.join("t10k-images-idx3-ubyte.gz")).ok()?;
+    let mut raw = Vec::new();
+    flate2::read::GzDecoder::new(f).read_to_end(&mut raw).ok()?;
+    (raw.len() >= 16 + n * 784 && raw[..4] == [0, 0, 8, 3]).then(|| (0..n).map(|i| raw[16 + i * 784..16 + (i + 1) * 784].to_vec()).collect())
+}
+
+/// A grey 28×28 image as RGB `side`×`side`: bilinear resize (pixel centres aligned, as PIL's
+/// bilinear upscaling) when `side` > 32, else zero-padded to the centre; each channel scaled by
+/// a tint factor in 0.5..1.0 drawn per image.
+fn tinted(g: &[u8], side: usize, k: u64) -> Vec<u8> {
+    let mut s = k.wrapping_mul(0xD1B5_4A32_D192_ED03) | 1;
+    let tint: Vec<f64> = (0..3)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            0.5 + 0.5 * (s >> 11) as f64 / (1u64 << 53) as f64
+        })
+        .collect();
+    let at = |y: usize, x: usize| g[y * 28 + x] as f64;
+    let mut out = Vec::with_capacity(side * side * 3);
+    for y in 0..side {
+        for x in 0..side {
+            let v = if side > 32 {
+                let (fy, fx) = (((y as f64 + 0.5) * 28.0 / side as f64 - 0.5).clamp(0.0, 27.0), ((x as f64 + 0.5) * 28.0 / side as f64 - 0.5).clamp(0.0, 27.0));
+                let (y0, x0) = (fy.floor() as usize, fx.floor() as usize);
+                let (y1, x1, ty, tx) = ((y0 + 1).min(27), (x0 + 1).min(27), fy - y0 as f64, fx - x0 as f64);
+                (at(y0, x0) * (1.0 - tx) + at(y0, x1) * tx) * (1.0 - ty) + (at(y1, x0) * (1.0 - tx) + at(y1, x1) * tx) * ty
+            } else {
+                let p = (side - 28) / 2;
+                if (p..p + 28).contains(&y) && (p..p + 28).contains(&x) { at(y - p, x - p) } else { 0.0 }
+            };
+            out.extend(tint.iter().map(|t| (v * t).round() as u8));
         }
     }
     out
@@ -88,8 +136,15 @@ fn main() {
     let only: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
     let py = python_timings();
     let n_img = if quick { 5 } else { 20 };
-    let imgs32: Vec<Vec<u8>> = (0..n_img).map(|k| picture(32, k)).collect();
-    let imgs224: Vec<Vec<u8>> = (0..n_img).map(|k| picture(224, k)).collect();
+    let fm = if std::env::var("BENCH_IMAGES").as_deref() == Ok("synthetic") { None } else { fmnist_test(20) };
+    let (imgs32, imgs224): (Vec<Vec<u8>>, Vec<Vec<u8>>) = match &fm {
+        Some(fm) => (
+            (0..n_img as u64).map(|k| if k % 2 == 0 { tinted(&fm[k as usize / 2], 32, k) } else { picture(32, k) }).collect(),
+            (0..n_img as u64).map(|k| tinted(&fm[k as usize], 224, k)).collect(),
+        ),
+        None => ((0..n_img).map(|k| picture(32, k)).collect(), (0..n_img).map(|k| picture(224, k)).collect()),
+    };
+    println!("images: {}\n", if fm.is_some() { "Fashion-MNIST test images, tinted (TIMING.md's inputs)" } else { "synthetic pictures" });
     println!("| corruption | sev | rws 32 (ms) | Python cifar 32 (ms) | speed-up | rws 224 (ms) | Python ic 224 (ms) | speed-up |");
     println!("|---|---|---|---|---|---|---|---|");
     let mut logs = Vec::new();
