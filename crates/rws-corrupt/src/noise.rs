@@ -154,48 +154,6 @@ impl Fast4 {
     }
 }
 
-impl Fast4 {
-    /// `r` filled with successive [`Fast4::next4`] outputs (`r.len()` a multiple of 4): AVX2
-    /// when the CPU has it (the four streams in four registers), the same values either way.
-    #[inline(always)]
-    pub(crate) fn fill(&mut self, r: &mut [u64]) {
-        #[cfg(target_arch = "x86_64")]
-        if std::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU supports AVX2 (checked just above).
-            return unsafe { self.fill_avx2(r) };
-        }
-        for q in r.chunks_exact_mut(4) {
-            q.copy_from_slice(&self.next4());
-        }
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2")]
-    unsafe fn fill_avx2(&mut self, r: &mut [u64]) {
-        use std::arch::x86_64::*;
-        // SAFETY: loads and stores stay inside `self.s` (four rows of four u64) and inside `r`
-        // (one store of 4 per chunk of 4).
-        let st = self.s.as_mut_ptr() as *mut __m256i;
-        let (mut s0, mut s1, mut s2, mut s3) = (_mm256_loadu_si256(st), _mm256_loadu_si256(st.add(1)), _mm256_loadu_si256(st.add(2)), _mm256_loadu_si256(st.add(3)));
-        for q in r.chunks_exact_mut(4) {
-            let a = _mm256_add_epi64(s0, s3);
-            let v = _mm256_add_epi64(_mm256_or_si256(_mm256_slli_epi64(a, 23), _mm256_srli_epi64(a, 41)), s0);
-            let t = _mm256_slli_epi64(s1, 17);
-            s2 = _mm256_xor_si256(s2, s0);
-            s3 = _mm256_xor_si256(s3, s1);
-            s1 = _mm256_xor_si256(s1, s2);
-            s0 = _mm256_xor_si256(s0, s3);
-            s2 = _mm256_xor_si256(s2, t);
-            s3 = _mm256_or_si256(_mm256_slli_epi64(s3, 45), _mm256_srli_epi64(s3, 19));
-            _mm256_storeu_si256(q.as_mut_ptr() as *mut __m256i, v);
-        }
-        _mm256_storeu_si256(st, s0);
-        _mm256_storeu_si256(st.add(1), s1);
-        _mm256_storeu_si256(st.add(2), s2);
-        _mm256_storeu_si256(st.add(3), s3);
-    }
-}
-
 /// 64 standard normals as [`normal_from_u32`] defines them, from 32 draws of the four streams
 /// made up front: the quantile lerp runs without branches over the block (so it vectorises), and
 /// the rare outermost cells are then redrawn by the exact tail sampler from `tail`, in order.
@@ -265,155 +223,131 @@ fn map_normals_impl<T: Copy, O>(x: &[T], out: &mut [O], fast: &mut Fast, g: impl
     }
 }
 
-/// Per inner cell of [`normal_table`]: its lower knot and its width, in f32, side by side so one
-/// 8-byte load serves a value.
-fn normal_table32() -> &'static [[f32; 2]; NQ] {
-    static T: std::sync::OnceLock<Box<[[f32; 2]; NQ]>> = std::sync::OnceLock::new();
-    T.get_or_init(|| {
-        let t = normal_table();
-        let mut o = Box::new([[0f32; 2]; NQ]);
-        for i in 1..NQ - 1 {
-            o[i] = [t[i] as f32, (t[i + 1] - t[i]) as f32];
-        }
-        o
-    })
-}
-
-/// [`normal_block`] in f32 (the lerp `a + f·w` from [`normal_table32`], separate multiply and add,
-/// so the bytes do not depend on FMA): half the memory traffic and twice the lanes.
+/// One step of the four [`Fast4`] streams as eight 32-bit draws: lane j is the low (j even) or
+/// high (j odd) half of stream j/2, the order an AVX2 register holds them in, so the portable
+/// and the vector code consume the same draw for the same value.
 #[inline(always)]
-fn normal_block32(f4: &mut Fast4, tail: &mut Fast, t: &[[f32; 2]; NQ], z: &mut [f32; BLOCK]) {
-    let mut r = [0u32; BLOCK];
-    fill_u32(f4, &mut r);
-    let mut tails = 0u32;
-    for (o, &ri) in z.iter_mut().zip(&r) {
-        let i = (ri >> 20) as usize;
-        tails |= (i == 0 || i == NQ - 1) as u32;
-        let f = (ri & 0xF_FFFF) as f32 * (1.0 / (1u32 << 20) as f32);
-        let [a, w] = t[i];
-        *o = a + f * w;
-    }
-    if tails != 0 {
-        for (o, &ri) in z.iter_mut().zip(&r) {
-            let i = (ri >> 20) as usize;
-            if i == 0 || i == NQ - 1 {
-                *o = normal_from_u32(ri, tail) as f32;
-            }
-        }
-    }
+fn draw8(f4: &mut Fast4) -> [u32; 8] {
+    let v = f4.next4();
+    std::array::from_fn(|j| (v[j / 2] >> (32 * (j % 2))) as u32)
 }
 
-/// [`normal_block32`] with AVX2 intrinsics: the four streams in four registers and the cell
-/// lookups as gathers (the compiler's version inserts the 128 table values one by one). Same
-/// integer steps and the same f32 multiply and add, so the same values.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn normal_block32_avx2(f4: &mut Fast4, tail: &mut Fast, t: &[[f32; 2]; NQ], z: &mut [f32; BLOCK]) {
-    use std::arch::x86_64::*;
-    let mut r = [0u32; BLOCK];
-    // SAFETY (whole block): loads and stores stay inside `f4.s`, `r` and `z` (8 lanes × 8 steps
-    // = 64 = BLOCK); gather indices are i < NQ (12 bits), so t[i] and its second half are in bounds.
-    let st = f4.s.as_mut_ptr() as *mut __m256i;
-    let (mut s0, mut s1, mut s2, mut s3) = (_mm256_loadu_si256(st), _mm256_loadu_si256(st.add(1)), _mm256_loadu_si256(st.add(2)), _mm256_loadu_si256(st.add(3)));
-    let rotl = |x: __m256i, k: i32| -> __m256i {
-        match k {
-            23 => _mm256_or_si256(_mm256_slli_epi64(x, 23), _mm256_srli_epi64(x, 41)),
-            _ => _mm256_or_si256(_mm256_slli_epi64(x, 45), _mm256_srli_epi64(x, 19)),
-        }
-    };
-    let base = t.as_ptr() as *const f32;
-    let mask = _mm256_set1_epi32(0xF_FFFF);
-    let scale = _mm256_set1_ps(1.0 / (1u32 << 20) as f32);
-    let (lo, hi) = (_mm256_setzero_si256(), _mm256_set1_epi32((NQ - 1) as i32));
-    let mut tails = _mm256_setzero_si256();
-    for q in 0..BLOCK / 8 {
-        let v = _mm256_add_epi64(rotl(_mm256_add_epi64(s0, s3), 23), s0);
-        let tt = _mm256_slli_epi64(s1, 17);
-        s2 = _mm256_xor_si256(s2, s0);
-        s3 = _mm256_xor_si256(s3, s1);
-        s1 = _mm256_xor_si256(s1, s2);
-        s0 = _mm256_xor_si256(s0, s3);
-        s2 = _mm256_xor_si256(s2, tt);
-        s3 = rotl(s3, 45);
-        _mm256_storeu_si256(r.as_mut_ptr().add(8 * q) as *mut __m256i, v);
-        let i = _mm256_srli_epi32(v, 20);
-        tails = _mm256_or_si256(tails, _mm256_or_si256(_mm256_cmpeq_epi32(i, lo), _mm256_cmpeq_epi32(i, hi)));
-        let f = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_and_si256(v, mask)), scale);
-        let i2 = _mm256_add_epi32(i, i);
-        let a = _mm256_i32gather_ps::<4>(base, i2);
-        let w = _mm256_i32gather_ps::<4>(base.add(1), i2);
-        _mm256_storeu_ps(z.as_mut_ptr().add(8 * q), _mm256_add_ps(a, _mm256_mul_ps(f, w)));
-    }
-    _mm256_storeu_si256(st, s0);
-    _mm256_storeu_si256(st.add(1), s1);
-    _mm256_storeu_si256(st.add(2), s2);
-    _mm256_storeu_si256(st.add(3), s3);
-    if _mm256_movemask_epi8(tails) != 0 {
-        for (o, &ri) in z.iter_mut().zip(&r) {
-            let i = (ri >> 20) as usize;
-            if i == 0 || i == NQ - 1 {
-                *o = normal_from_u32(ri, tail) as f32;
-            }
-        }
-    }
-}
+// Box–Muller in f32 (the noises' normals). ln(1 + f) = f − f²/2 + f³·Q(f) with Q fitted for
+// relative error < 4e-7 on [√½ − 1, √2 − 1]; sin and cos: Cephes sinf, cosf (about 1 ulp).
+// Polynomials in Estrin form: shorter dependency chains than Horner's, so more blocks overlap.
+const U24: f32 = 1.0 / 16_777_216.0;
+const ANGLE24: f32 = std::f32::consts::FRAC_PI_4 / 16_777_216.0;
+#[allow(clippy::excessive_precision)]
+const LOG_Q: [f32; 6] = [0.33334240317344666, -0.24983294308185577, 0.19924725592136383, -0.17136843502521515, 0.16022036969661713, -0.10189732909202576];
+#[allow(clippy::excessive_precision)]
+const SIN_P: [f32; 3] = [-1.6666654611e-1, 8.3321608736e-3, -1.9515295891e-4];
+#[allow(clippy::excessive_precision)]
+const COS_P: [f32; 3] = [4.166664568298827e-2, -1.388731625493765e-3, 2.443315711809948e-5];
 
-/// `out[i] = g(x[i], z_i)` with z_i standard normals from [`normal_block32`]; the loop is
-/// compiled for AVX2 as well and picked at run time.
-fn map_normals32<T: Copy, O>(x: &[T], out: &mut [O], fast: &mut Fast, g: impl Fn(T, f32) -> O) {
-    #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU supports AVX2 (checked just above).
-        return unsafe { map_normals32_avx2(x, out, fast, g) };
-    }
-    map_normals32_impl(x, out, fast, g)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn map_normals32_avx2<T: Copy, O>(x: &[T], out: &mut [O], fast: &mut Fast, g: impl Fn(T, f32) -> O) {
-    let t = normal_table32();
-    let mut f4 = Fast4::from_fast(fast);
-    let mut z = [0f32; BLOCK];
-    for (o, i) in out.chunks_mut(BLOCK).zip(x.chunks(BLOCK)) {
-        // SAFETY: the CPU supports AVX2 (this function's caller checked).
-        unsafe { normal_block32_avx2(&mut f4, fast, t, &mut z) };
-        for ((o, &v), &z) in o.iter_mut().zip(i).zip(&z) {
-            *o = g(v, z);
-        }
-    }
-}
-
+/// Two independent standard normals from two 32-bit draws, without branches or tables, so eight
+/// lanes run side by side ([`avx2::box_muller`] is this, op for op: no FMA, same order, so the
+/// same bits). Radius √(−2 ln u) with u = 1 − k/2²⁴ ∈ (0, 1] (|z| ≤ 5.77; P(|z| > 5.77) ≈ 8e-9).
+/// Angle: the top 25 bits of `r2` place x uniformly in [−π/4, π/4); bit 0 swaps cos and sin
+/// (a reflection to the arc around π/2), bit 1 negates both (a half turn): the four images of
+/// the arc tile the circle, so the angle is uniform and only the arc's sin and cos are needed.
 #[inline(always)]
-fn map_normals32_impl<T: Copy, O>(x: &[T], out: &mut [O], fast: &mut Fast, g: impl Fn(T, f32) -> O) {
-    let t = normal_table32();
-    let mut f4 = Fast4::from_fast(fast);
-    let mut z = [0f32; BLOCK];
-    for (o, i) in out.chunks_mut(BLOCK).zip(x.chunks(BLOCK)) {
-        normal_block32(&mut f4, fast, t, &mut z);
-        for ((o, &v), &z) in o.iter_mut().zip(i).zip(&z) {
-            *o = g(v, z);
+fn box_muller(r1: u32, r2: u32) -> (f32, f32) {
+    let u = (0x100_0000 - (r1 >> 8) as i32) as f32 * U24;
+    // ln u = e·ln 2 + ln(1 + f), 1 + f ∈ [√½, √2).
+    let ix = u.to_bits() as i32 - 0x3f35_04f3;
+    let e = (ix >> 23) as f32;
+    let f = f32::from_bits(((ix & 0x7f_ffff) + 0x3f35_04f3) as u32) - 1.0;
+    let (z, q) = (f * f, LOG_Q);
+    let poly = q[0] + q[1] * f + (q[2] + q[3] * f) * z + (q[4] + q[5] * f) * (z * z);
+    let ln = f + (f * z * poly - 0.5 * z) + e * std::f32::consts::LN_2;
+    let rad = (-2.0 * ln).sqrt();
+    let x = ((r2 as i32) >> 7) as f32 * ANGLE24;
+    let (z, (sp, cp)) = (x * x, (SIN_P, COS_P));
+    let z2 = z * z;
+    let s = x + x * z * (sp[0] + sp[1] * z + sp[2] * z2);
+    let c = 1.0 - 0.5 * z + z2 * (cp[0] + cp[1] * z + cp[2] * z2);
+    let (a, b) = if r2 & 1 != 0 { (s, c) } else { (c, s) };
+    let r = f32::from_bits(rad.to_bits() ^ (r2 << 30 & 1 << 31));
+    (r * a, r * b)
+}
+
+/// The normals of 32 consecutive values: two draws of eight give eight pairs, whose first normals
+/// go to values 0..8 and second to 8..16 (then 16..32 likewise), the layout of the AVX2 registers.
+#[inline(always)]
+fn normals32(f4: &mut Fast4) -> [f32; 32] {
+    let mut z = [0f32; 32];
+    for h in z.chunks_exact_mut(16) {
+        let (r1, r2) = (draw8(f4), draw8(f4));
+        for j in 0..8 {
+            (h[j], h[8 + j]) = box_muller(r1[j], r2[j]);
         }
+    }
+    z
+}
+
+/// `f(x[i], z_i)` in blocks of 32 values, the last block padded (its surplus normals unused), so
+/// every path consumes the normals in the same order.
+#[inline(always)]
+fn by32<T: Copy + Default>(x: &[T], out: &mut [u8], mut f: impl FnMut(&[T; 32], &mut [u8; 32])) {
+    let (mut xs, mut os) = (x.chunks_exact(32), out.chunks_exact_mut(32));
+    for (a, o) in (&mut xs).zip(&mut os) {
+        f(a.try_into().unwrap(), o.try_into().unwrap());
+    }
+    let (a, o) = (xs.remainder(), os.into_remainder());
+    if !a.is_empty() {
+        let (mut xb, mut ob) = ([T::default(); 32], [0u8; 32]);
+        xb[..a.len()].copy_from_slice(a);
+        f(&xb, &mut ob);
+        o.copy_from_slice(&ob[..a.len()]);
     }
 }
 
-/// Apply `f(value, z)` with z ~ N(0, 1), clipped to 0..255, in f32 on the 0..255 scale:
-/// clip(x/255 + σz, 0, 1)·255 = clip(x + 255σz, 0, 255) up to rounding, without a division per
-/// value. f32 keeps the noise far finer than the uint8 cast and lets the uint8 path (which runs
-/// the same f32 expression) return the same bytes eight lanes at a time.
-fn map_pairs(x: &FImage, fast: &mut Fast, f: impl Fn(f32, f32) -> f32) -> FImage {
-    let mut data = vec![0.0; x.data.len()];
-    map_normals32(&x.data, &mut data, fast, |v, z| (f(v as f32, z) as f64).clamp(0.0, 255.0));
+/// The additive (gaussian) or multiplicative (speckle) noise of one value, on the 0..255 scale in
+/// f32: clip(x/255 + σz, 0, 1)·255 = clip(x + 255σz, 0, 255) up to rounding, with no division;
+/// f32 keeps the noise far finer than the uint8 cast. `a` is 255σ or σ.
+#[inline(always)]
+fn noisy<const SPECKLE: bool>(v: f32, z: f32, a: f32) -> f32 {
+    if SPECKLE {
+        v + v * a * z
+    } else {
+        v + a * z
+    }
+}
+
+/// The float path of gaussian and speckle noise: the u8 path's normals and arithmetic, so the
+/// cast of the result is the u8 path's bytes.
+fn normal_noise<const SPECKLE: bool>(x: &FImage, a: f32, rng: &mut Rng) -> FImage {
+    let mut f4 = Fast4::from_fast(&mut Fast::from_rng(rng));
+    let mut data = Vec::with_capacity(x.data.len());
+    for xs in x.data.chunks(32) {
+        let z = normals32(&mut f4);
+        data.extend(xs.iter().zip(z).map(|(&v, z)| (noisy::<SPECKLE>(v as f32, z, a) as f64).clamp(0.0, 255.0)));
+    }
     FImage { h: x.h, w: x.w, c: x.c, data }
 }
 
-/// [`map_pairs`] on uint8 values straight to uint8 (clip, then truncate as the reference's cast):
-/// the same draws and arithmetic, so the bytes equal `to_u8` of the float path, without two
-/// whole-image f64 buffers.
-fn map_pairs_u8(x: &[u8], fast: &mut Fast, f: impl Fn(f32, f32) -> f32) -> Vec<u8> {
+/// The u8 path of gaussian and speckle noise, fused from the draws to the output bytes (eight
+/// lanes wide with AVX2, picked at run time; the same bytes either way).
+fn normal_noise_u8<const SPECKLE: bool>(x: &[u8], a: f32, rng: &mut Rng) -> Vec<u8> {
+    let mut f4 = Fast4::from_fast(&mut Fast::from_rng(rng));
     let mut out = vec![0u8; x.len()];
-    map_normals32(x, &mut out, fast, |v, z| crate::cast_u8_f32(f(v as f32, z)));
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2 (checked just above).
+        unsafe { avx2::normal_noise_u8::<SPECKLE>(x, &mut out, a, &mut f4) };
+        return out;
+    }
+    normal_noise_u8_portable::<SPECKLE>(x, &mut out, a, &mut f4);
     out
+}
+
+fn normal_noise_u8_portable<const SPECKLE: bool>(x: &[u8], out: &mut [u8], a: f32, f4: &mut Fast4) {
+    by32(x, out, |xs, o| {
+        let z = normals32(f4);
+        for ((o, &v), z) in o.iter_mut().zip(xs).zip(z) {
+            *o = crate::cast_u8_f32(noisy::<SPECKLE>(v as f32, z, a));
+        }
+    });
 }
 
 fn gaussian_sigma(severity: usize, p: ParamSet) -> f64 {
@@ -453,224 +387,162 @@ fn shot_lambda(severity: usize, p: ParamSet) -> f64 {
 }
 
 pub(crate) fn gaussian_noise_u8(x: &[u8], severity: usize, p: ParamSet, rng: &mut Rng) -> Vec<u8> {
-    let k = (255.0 * gaussian_sigma(severity, p)) as f32;
-    map_pairs_u8(x, &mut Fast::from_rng(rng), |v, z| v + k * z)
+    normal_noise_u8::<false>(x, (255.0 * gaussian_sigma(severity, p)) as f32, rng)
 }
 
 pub(crate) fn speckle_noise_u8(x: &[u8], severity: usize, p: ParamSet, rng: &mut Rng) -> Vec<u8> {
-    let s = speckle_sigma(severity, p) as f32;
-    map_pairs_u8(x, &mut Fast::from_rng(rng), |v, z| v + v * s * z)
-}
-
-pub(crate) fn impulse_noise_u8(x: &[u8], severity: usize, p: ParamSet, rng: &mut Rng) -> Vec<u8> {
-    let mut out = vec![0u8; x.len()];
-    impulse_apply(x, &mut out, impulse_amount(severity, p), &mut Fast::from_rng(rng), |v, hit, salt| {
-        let mask = (hit as u8).wrapping_neg();
-        ((salt as u8).wrapping_neg() & mask) | (v & !mask)
-    });
-    out
-}
-
-/// The salt-and-pepper draw shared by both paths: 32 bits per value from the four [`Fast4`]
-/// streams, drawn 64 values ahead so the generator and the selects vectorise; the top 31 bits
-/// decide the hit (probability `amount`), the lowest bit salt vs pepper.
-fn impulse_apply<T: Copy, O>(x: &[T], out: &mut [O], amount: f64, f: &mut Fast, g: impl Fn(T, bool, bool) -> O) {
-    #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU supports AVX2 (checked just above).
-        return unsafe { impulse_apply_avx2(x, out, amount, f, g) };
-    }
-    impulse_apply_impl(x, out, amount, f, g)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn impulse_apply_avx2<T: Copy, O>(x: &[T], out: &mut [O], amount: f64, f: &mut Fast, g: impl Fn(T, bool, bool) -> O) {
-    impulse_apply_impl(x, out, amount, f, g)
-}
-
-#[inline(always)]
-fn impulse_apply_impl<T: Copy, O>(x: &[T], out: &mut [O], amount: f64, f: &mut Fast, g: impl Fn(T, bool, bool) -> O) {
-    let thr = (amount * (1u64 << 31) as f64) as u32;
-    let mut f4 = Fast4::from_fast(f);
-    let mut r = [0u32; BLOCK];
-    for (o, xs) in out.chunks_mut(BLOCK).zip(x.chunks(BLOCK)) {
-        fill_u32(&mut f4, &mut r);
-        for ((o, &v), &ri) in o.iter_mut().zip(xs).zip(&r) {
-            *o = g(v, (ri >> 1) < thr, ri & 1 == 1);
-        }
-    }
-}
-
-/// `r` filled with 32-bit uniforms, the two halves of each 64-bit draw of the four streams.
-#[inline(always)]
-fn fill_u32(f4: &mut Fast4, r: &mut [u32; BLOCK]) {
-    let mut w = [0u64; BLOCK / 2];
-    f4.fill(&mut w);
-    for (q, v) in r.chunks_exact_mut(2).zip(w) {
-        q[0] = v as u32;
-        q[1] = (v >> 32) as u32;
-    }
-}
-
-pub(crate) fn shot_noise_u8(x: &[u8], severity: usize, p: ParamSet, rng: &mut Rng) -> Vec<u8> {
-    let lam = shot_lambda(severity, p);
-    let t = shot_u8_tables(lam);
-    let (meta, flat) = (&t.0, &t.1[..]);
-    let mut f4 = Fast4::from_fast(&mut Fast::from_rng(rng));
-    let mut out = vec![0u8; x.len()];
-    let mut r = [0u64; SHOT_BLOCK];
-    for (o, xs) in out.chunks_mut(SHOT_BLOCK).zip(x.chunks(SHOT_BLOCK)) {
-        f4.fill(&mut r);
-        for ((o, &v), &ri) in o.iter_mut().zip(xs).zip(&r) {
-            let (off, n) = meta[v as usize];
-            let col = (((ri >> 32) * n as u64) >> 32) as usize;
-            let e = flat[off as usize + col];
-            // The same accept/alias decision as `alias_sample`, straight to the output byte.
-            *o = std::hint::select_unpredictable((ri as u32) < e as u32, (e >> 32) as u8, (e >> 40) as u8);
-        }
-    }
-    out
-}
-
-/// Per value v: (offset, columns) into one flat array of alias columns packed as acceptance
-/// threshold | accepted byte << 32 | alias byte << 40, the bytes being the float path's cast of
-/// min(k·255/λ, 255): one 8-byte load per value instead of the table, its count offset and a
-/// byte map. v = 0 has one column that always gives 0. All 256 values are built on first use of
-/// λ in a thread (a few ms), so no build lands inside an image's time later.
-type ShotU8 = std::rc::Rc<([(u32, u32); 256], Vec<u64>)>;
-
-fn shot_u8_tables(lam: f64) -> ShotU8 {
-    thread_local! {
-        static SHOT_U8: RefCell<HashMap<u64, ShotU8>> = RefCell::new(HashMap::new());
-    }
-    SHOT_U8.with(|c| {
-        c.borrow_mut()
-            .entry(lam.to_bits())
-            .or_insert_with(|| {
-                let tables = poisson_tables(lam);
-                let out_scale = 255.0 / lam;
-                let byte = |k: u32| ((k as f64 * out_scale).min(255.0)) as u8 as u64;
-                let mut meta = [(0u32, 1u32); 256];
-                let mut flat = vec![u32::MAX as u64];
-                for v in 1..256usize {
-                    let t = tables[v].get_or_init(|| PoissonTable::new(v as f64 / 255.0 * lam));
-                    meta[v] = (flat.len() as u32, t.cols.len() as u32);
-                    flat.extend(t.cols.iter().enumerate().map(|(col, &(thr, alias))| thr as u64 | byte(t.lo + col as u32) << 32 | byte(t.lo + alias) << 40));
-                }
-                std::rc::Rc::new((meta, flat))
-            })
-            .clone()
-    })
-}
-
-/// Draws per block: one 64-bit draw per value, from [`Fast4`], zeros included.
-const SHOT_BLOCK: usize = 64;
-
-fn poisson_tables(lam: f64) -> TableSet {
-    POISSON.with(|c| c.borrow_mut().entry(lam.to_bits()).or_insert_with(|| std::rc::Rc::new(std::array::from_fn(|_| std::cell::OnceCell::new()))).clone())
-}
-
-#[inline(always)]
-fn alias_sample(cols: &[(u32, u32)], lo: u32, r: u64) -> u32 {
-    let col = (((r >> 32) * cols.len() as u64) >> 32) as usize;
-    let (thr, alias) = cols[col];
-    // Branch-free select: accept vs alias is a coin flip, which a branch would mispredict.
-    lo + std::hint::select_unpredictable((r as u32) < thr, col as u32, alias)
+    normal_noise_u8::<true>(x, speckle_sigma(severity, p) as f32, rng)
 }
 
 /// Additive N(0, σ²) on the [0, 1] scale, clipped.
 pub(crate) fn gaussian_noise(x: &FImage, severity: usize, p: ParamSet, rng: &mut Rng) -> Result<FImage> {
-    let s = gaussian_sigma(severity, p);
-    let mut f = Fast::from_rng(rng);
-    let k = (255.0 * s) as f32;
-    Ok(map_pairs(x, &mut f, |v, z| v + k * z))
+    Ok(normal_noise::<false>(x, (255.0 * gaussian_sigma(severity, p)) as f32, rng))
 }
 
 /// Multiplicative x + x·N(0, σ²), clipped.
 pub(crate) fn speckle_noise(x: &FImage, severity: usize, p: ParamSet, rng: &mut Rng) -> Result<FImage> {
-    let s = speckle_sigma(severity, p) as f32;
-    let mut f = Fast::from_rng(rng);
-    Ok(map_pairs(x, &mut f, |v, z| v + v * s * z))
+    Ok(normal_noise::<true>(x, speckle_sigma(severity, p) as f32, rng))
+}
+
+/// The salt-and-pepper threshold: one 32-bit draw per value, whose top 31 bits decide the hit
+/// (probability `amount`) and lowest bit salt vs pepper.
+fn impulse_threshold(amount: f64) -> u32 {
+    (amount * (1u64 << 31) as f64) as u32
+}
+
+pub(crate) fn impulse_noise_u8(x: &[u8], severity: usize, p: ParamSet, rng: &mut Rng) -> Vec<u8> {
+    let thr = impulse_threshold(impulse_amount(severity, p));
+    let mut f4 = Fast4::from_fast(&mut Fast::from_rng(rng));
+    let mut out = vec![0u8; x.len()];
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2 (checked just above).
+        unsafe { avx2::impulse_noise_u8(x, &mut out, thr, &mut f4) };
+        return out;
+    }
+    impulse_noise_u8_portable(x, &mut out, thr, &mut f4);
+    out
+}
+
+fn impulse_noise_u8_portable(x: &[u8], out: &mut [u8], thr: u32, f4: &mut Fast4) {
+    by32(x, out, |xs, o| {
+        for (o, xs) in o.chunks_exact_mut(8).zip(xs.chunks_exact(8)) {
+            for ((o, &v), r) in o.iter_mut().zip(xs).zip(draw8(f4)) {
+                *o = if r >> 1 < thr { (r as u8 & 1).wrapping_neg() } else { v };
+            }
+        }
+    });
 }
 
 /// skimage `random_noise(mode='s&p', amount=p)`: each value is hit with probability p and a hit
-/// becomes 1 or 0 with probability ½ each (draws: see `impulse_apply`).
+/// becomes 1 or 0 with probability ½ each (draws: see [`impulse_threshold`]).
 pub(crate) fn impulse_noise(x: &FImage, severity: usize, p: ParamSet, rng: &mut Rng) -> Result<FImage> {
-    let a = impulse_amount(severity, p);
-    let mut f = Fast::from_rng(rng);
-    // Untouched values come back exactly (the reference's v/255·255 is exact for all v in 0..=255).
-    let mut data = vec![0.0; x.data.len()];
-    impulse_apply(&x.data, &mut data, a, &mut f, |v, hit, salt| if hit { if salt { 255.0 } else { 0.0 } } else { v.clamp(0.0, 255.0) });
+    let thr = impulse_threshold(impulse_amount(severity, p));
+    let mut f4 = Fast4::from_fast(&mut Fast::from_rng(rng));
+    let mut data = Vec::with_capacity(x.data.len());
+    for xs in x.data.chunks(8) {
+        // Untouched values come back exactly (the reference's v/255·255 is exact for v in 0..=255).
+        data.extend(xs.iter().zip(draw8(&mut f4)).map(|(&v, r)| if r >> 1 < thr { (r & 1) as f64 * 255.0 } else { v.clamp(0.0, 255.0) }));
+    }
     Ok(FImage { h: x.h, w: x.w, c: x.c, data })
 }
 
-/// Poisson(λ) sampler by Walker's alias method over the pmf (truncated where it falls below
-/// 1e-18 of the mode's mass): one 64-bit draw and no data-dependent loop per sample, which is what
-/// makes shot noise fast (a rejection sampler costs a log-gamma per value for λ up to 500).
-struct PoissonTable {
-    lo: u32,
-    /// (acceptance threshold scaled to 2³², alias index) per column.
-    cols: Vec<(u32, u32)>,
+/// Shot noise Poisson(v/255·λ)/λ·255, clipped, as one table per λ: for each input byte v a
+/// Walker alias table over the outcomes k = 0..=K, K = ⌈λ⌉ standing for every k ≥ λ (all clip
+/// to 255), so one 32-bit draw and one table load give a value, with no data-dependent loop
+/// (a rejection sampler costs a log-gamma per value for λ up to 500). The table has N = 2^b ≥
+/// K + 1 columns: the draw's top b bits pick column j, whose own outcome is j; the other 32 − b
+/// bits accept it or take the column's alias. Entry = acceptance threshold << b | alias. The pmf
+/// is truncated where it falls below 1e-18 of the mode's mass, thresholds have 32 − b ≥ 22 bits.
+struct ShotTable {
+    bits: u32,
+    /// 255/λ rounded to f32, nudged up until K·scale ≥ 255 so that outcome K clips to 255.
+    scale: f32,
+    /// 256 tables of N entries, input byte v's at v·N.
+    cols: Vec<u32>,
 }
 
-impl PoissonTable {
+impl ShotTable {
     fn new(lam: f64) -> Self {
-        // pmf built outwards from the mode in log space (no underflow of e^-λ for large λ).
-        let mode = lam.floor();
-        let ln_pmf = |k: f64| k * lam.ln() - lam - ln_factorial(k);
-        let pm = ln_pmf(mode).exp();
-        let mut k = mode as i64;
-        let mut v = pm;
-        let mut down = Vec::new();
-        while k > 0 {
-            v *= k as f64 / lam;
-            if v < pm * 1e-18 {
-                break;
+        let top = lam.ceil().max(1.0) as usize;
+        let bits = (top + 1).next_power_of_two().trailing_zeros();
+        let n = 1usize << bits;
+        let one = (1u64 << (32 - bits)) as f64;
+        let mut scale = (255.0 / lam) as f32;
+        while (top as f32) * scale < 255.0 {
+            scale = f32::from_bits(scale.to_bits() + 1);
+        }
+        let mut cols = Vec::with_capacity(256 * n);
+        for v in 0..256 {
+            let pmf = poisson_clipped(v as f64 / 255.0 * lam, top);
+            let mut prob: Vec<f64> = (0..n).map(|j| pmf.get(j).map_or(0.0, |p| p * n as f64)).collect();
+            let mut alias: Vec<u32> = (0..n as u32).collect();
+            let (mut small, mut large): (Vec<usize>, Vec<usize>) = (0..n).partition(|&i| prob[i] < 1.0);
+            while let (Some(&s), Some(&l)) = (small.last(), large.last()) {
+                small.pop();
+                alias[s] = l as u32;
+                prob[l] -= 1.0 - prob[s];
+                if prob[l] < 1.0 {
+                    large.pop();
+                    small.push(l);
+                }
             }
-            down.push(v);
-            k -= 1;
-        }
-        let lo_k = mode as i64 - down.len() as i64;
-        let mut pmf: Vec<f64> = down.into_iter().rev().collect();
-        pmf.push(pm);
-        let mut kf = mode;
-        v = pm;
-        loop {
-            kf += 1.0;
-            v *= lam / kf;
-            if v < pm * 1e-18 {
-                break;
+            // Leftovers hold (up to rounding) a whole column; alias = self means always j.
+            for i in large.into_iter().chain(small) {
+                alias[i] = i as u32;
             }
-            pmf.push(v);
+            cols.extend(prob.iter().zip(&alias).enumerate().map(|(j, (&p, &a))| {
+                let t = (p * one).round();
+                if a == j as u32 || t >= one {
+                    j as u32
+                } else {
+                    (t as u32) << bits | a
+                }
+            }));
         }
-        let n = pmf.len();
-        let total: f64 = pmf.iter().sum();
-        let mut prob: Vec<f64> = pmf.iter().map(|p| p / total * n as f64).collect();
-        let mut alias: Vec<u32> = (0..n as u32).collect();
-        let (mut small, mut large): (Vec<usize>, Vec<usize>) = (0..n).partition(|&i| prob[i] < 1.0);
-        while let (Some(s), Some(&l)) = (small.pop(), large.last()) {
-            alias[s] = l as u32;
-            prob[l] -= 1.0 - prob[s];
-            if prob[l] < 1.0 {
-                large.pop();
-                small.push(l);
-            }
-        }
-        for i in large.into_iter().chain(small) {
-            prob[i] = 1.0;
-        }
-        let cols = prob.iter().zip(&alias).map(|(&p, &a)| (((p * 4294967296.0).min(4294967295.0)) as u32, a)).collect();
-        PoissonTable { lo: lo_k as u32, cols }
+        ShotTable { bits, scale, cols }
     }
 
-    /// One sample from 64 random bits: the high half picks the column, the low half accepts it
-    /// or takes its alias.
+    /// The outcome index of input byte `v` for draw `r`.
     #[inline(always)]
-    #[cfg(test)]
-    fn sample(&self, r: u64) -> u32 {
-        alias_sample(&self.cols, self.lo, r)
+    fn sample(&self, v: usize, r: u32) -> u32 {
+        let j = r >> (32 - self.bits);
+        let e = self.cols[v << self.bits | j as usize];
+        if r & (u32::MAX >> self.bits) < e >> self.bits {
+            j
+        } else {
+            e & ((1 << self.bits) - 1)
+        }
     }
+}
+
+/// P(k) of Poisson(μ) for k = 0..top, with P(k ≥ top) in the last place, built outwards from the
+/// mode (no underflow of e^-μ for large μ), normalised after the truncation.
+fn poisson_clipped(mu: f64, top: usize) -> Vec<f64> {
+    let mut p = vec![0.0; top + 1];
+    if mu.is_nan() || mu <= 0.0 {
+        p[0] = 1.0;
+        return p;
+    }
+    let mode = (mu.floor() as usize).min(top);
+    let pm = (mode as f64 * mu.ln() - mu - ln_factorial(mode as f64)).exp();
+    p[mode] = pm;
+    let mut v = pm;
+    for k in (1..=mode).rev() {
+        v *= k as f64 / mu;
+        p[k - 1] = v;
+    }
+    v = pm;
+    for k in mode + 1.. {
+        v *= mu / k as f64;
+        if k > top && v < pm * 1e-18 {
+            break;
+        }
+        p[k.min(top)] += v;
+    }
+    let total: f64 = p.iter().sum();
+    p.iter_mut().for_each(|x| *x /= total);
+    p
 }
 
 fn ln_factorial(k: f64) -> f64 {
@@ -684,42 +556,240 @@ fn ln_factorial(k: f64) -> f64 {
     }
 }
 
-type TableSet = std::rc::Rc<[std::cell::OnceCell<PoissonTable>; 256]>;
-
-thread_local! {
-    /// Per λ, the tables of the 256 integer pixel values, built on first use. A sample depends
-    /// only on (λ, value, random bits), never on what the cache holds, so outputs are the same
-    /// whatever the thread layout.
-    static POISSON: RefCell<HashMap<u64, TableSet>> = RefCell::new(HashMap::new());
+/// The table of λ, built on first use in a thread (a few ms at most; a sample depends only on
+/// λ, the value and the draw, so outputs do not depend on the thread layout).
+fn shot_table(lam: f64) -> std::rc::Rc<ShotTable> {
+    thread_local! {
+        static SHOT: RefCell<HashMap<u64, std::rc::Rc<ShotTable>>> = RefCell::new(HashMap::new());
+    }
+    SHOT.with(|c| c.borrow_mut().entry(lam.to_bits()).or_insert_with(|| std::rc::Rc::new(ShotTable::new(lam))).clone())
 }
 
-/// Poisson(x·λ)/λ, clipped. Integer pixel values (the usual case) use cached inverse-CDF tables;
-/// any other value falls back to `rand_distr::Poisson`.
+pub(crate) fn shot_noise_u8(x: &[u8], severity: usize, p: ParamSet, rng: &mut Rng) -> Vec<u8> {
+    let t = shot_table(shot_lambda(severity, p));
+    let mut f4 = Fast4::from_fast(&mut Fast::from_rng(rng));
+    let mut out = vec![0u8; x.len()];
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2 (checked just above).
+        unsafe { avx2::shot_noise_u8(x, &mut out, &t, &mut f4) };
+        return out;
+    }
+    shot_noise_u8_portable(x, &mut out, &t, &mut f4);
+    out
+}
+
+fn shot_noise_u8_portable(x: &[u8], out: &mut [u8], t: &ShotTable, f4: &mut Fast4) {
+    by32(x, out, |xs, o| {
+        for (o, xs) in o.chunks_exact_mut(8).zip(xs.chunks_exact(8)) {
+            for ((o, &v), r) in o.iter_mut().zip(xs).zip(draw8(f4)) {
+                *o = crate::cast_u8_f32(t.sample(v as usize, r) as f32 * t.scale);
+            }
+        }
+    });
+}
+
+/// Poisson(x·λ)/λ, clipped. Integer pixel values (the usual case) use the u8 path's tables and
+/// draws (so the same bytes); any other value falls back to `rand_distr::Poisson`.
 pub(crate) fn shot_noise(x: &FImage, severity: usize, p: ParamSet, rng: &mut Rng) -> Result<FImage> {
     let lam = shot_lambda(severity, p);
-    let tables = poisson_tables(lam);
-    let out_scale = 255.0 / lam;
+    let t = shot_table(lam);
     let mut f4 = Fast4::from_fast(&mut Fast::from_rng(rng));
     let mut data = Vec::with_capacity(x.data.len());
-    let mut r = [0u64; SHOT_BLOCK];
-    for xs in x.data.chunks(SHOT_BLOCK) {
-        for q in r.chunks_exact_mut(4) {
-            q.copy_from_slice(&f4.next4());
-        }
-        for (&v, &ri) in xs.iter().zip(&r) {
-            let mean = v / 255.0 * lam;
-            let k = if mean <= 0.0 || mean.is_nan() {
-                0.0
-            } else if v <= 255.0 && (v as u32) as f64 == v {
-                let t = tables[v as usize].get_or_init(|| PoissonTable::new(mean));
-                alias_sample(&t.cols, t.lo, ri) as f64
+    for xs in x.data.chunks(8) {
+        for (&v, r) in xs.iter().zip(draw8(&mut f4)) {
+            let k = if (0.0..=255.0).contains(&v) && (v as u32) as f64 == v {
+                t.sample(v as usize, r) as f32
             } else {
-                Poisson::new(mean).map(|d| d.sample(rng)).unwrap_or(0.0)
+                let mean = v / 255.0 * lam;
+                if mean > 0.0 { Poisson::new(mean).map(|d| d.sample(rng)).unwrap_or(0.0) as f32 } else { 0.0 }
             };
-            data.push((k * out_scale).min(255.0));
+            data.push((k * t.scale).min(255.0) as f64);
         }
     }
     Ok(FImage { h: x.h, w: x.w, c: x.c, data })
+}
+
+/// The AVX2 versions of the fused u8 loops: the four [`Fast4`] streams in four registers, 32
+/// values per round, the same draws and float operations as the portable loops.
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::{Fast4, ShotTable, ANGLE24, COS_P, LOG_Q, SIN_P, U24};
+    use std::arch::x86_64::*;
+
+    /// xoshiro256++ on the four streams, state in registers.
+    struct State([__m256i; 4]);
+
+    impl State {
+        #[inline]
+        #[target_feature(enable = "avx2")]
+        unsafe fn load(f4: &Fast4) -> State {
+            // SAFETY: four unaligned loads of 4 u64 from the 4×4 state array.
+            let p = f4.s.as_ptr() as *const __m256i;
+            State(std::array::from_fn(|i| _mm256_loadu_si256(p.add(i))))
+        }
+
+        #[inline]
+        #[target_feature(enable = "avx2")]
+        unsafe fn store(&self, f4: &mut Fast4) {
+            // SAFETY: four unaligned stores of 4 u64 into the 4×4 state array.
+            let p = f4.s.as_mut_ptr() as *mut __m256i;
+            for (i, &v) in self.0.iter().enumerate() {
+                _mm256_storeu_si256(p.add(i), v);
+            }
+        }
+
+        /// One step: the eight 32-bit draws of [`super::draw8`], in its lane order.
+        #[inline]
+        #[target_feature(enable = "avx2")]
+        unsafe fn next(&mut self) -> __m256i {
+            let [s0, s1, s2, s3] = &mut self.0;
+            let a = _mm256_add_epi64(*s0, *s3);
+            let v = _mm256_add_epi64(_mm256_or_si256(_mm256_slli_epi64(a, 23), _mm256_srli_epi64(a, 41)), *s0);
+            let t = _mm256_slli_epi64(*s1, 17);
+            *s2 = _mm256_xor_si256(*s2, *s0);
+            *s3 = _mm256_xor_si256(*s3, *s1);
+            *s1 = _mm256_xor_si256(*s1, *s2);
+            *s0 = _mm256_xor_si256(*s0, *s3);
+            *s2 = _mm256_xor_si256(*s2, t);
+            *s3 = _mm256_or_si256(_mm256_slli_epi64(*s3, 45), _mm256_srli_epi64(*s3, 19));
+            v
+        }
+    }
+
+    /// [`super::box_muller`] on eight lanes.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn box_muller(r1: __m256i, r2: __m256i) -> (__m256, __m256) {
+        let (set, add, sub, mul) = (_mm256_set1_ps, _mm256_add_ps, _mm256_sub_ps, _mm256_mul_ps);
+        let u = mul(_mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_set1_epi32(0x100_0000), _mm256_srli_epi32(r1, 8))), set(U24));
+        let ix = _mm256_sub_epi32(_mm256_castps_si256(u), _mm256_set1_epi32(0x3f35_04f3));
+        let e = _mm256_cvtepi32_ps(_mm256_srai_epi32(ix, 23));
+        let m = _mm256_add_epi32(_mm256_and_si256(ix, _mm256_set1_epi32(0x7f_ffff)), _mm256_set1_epi32(0x3f35_04f3));
+        let f = sub(_mm256_castsi256_ps(m), set(1.0));
+        let (z, q) = (mul(f, f), LOG_Q);
+        let lin = |a: f32, b: f32, t: __m256| add(set(a), mul(set(b), t));
+        let poly = add(add(lin(q[0], q[1], f), mul(lin(q[2], q[3], f), z)), mul(lin(q[4], q[5], f), mul(z, z)));
+        let ln = add(add(f, sub(mul(mul(f, z), poly), mul(set(0.5), z))), mul(e, set(std::f32::consts::LN_2)));
+        let rad = _mm256_sqrt_ps(mul(set(-2.0), ln));
+        let x = mul(_mm256_cvtepi32_ps(_mm256_srai_epi32(r2, 7)), set(ANGLE24));
+        let (z, (sp, cp)) = (mul(x, x), (SIN_P, COS_P));
+        let z2 = mul(z, z);
+        let s = add(x, mul(mul(x, z), add(lin(sp[0], sp[1], z), mul(set(sp[2]), z2))));
+        let c = add(sub(set(1.0), mul(set(0.5), z)), mul(z2, add(lin(cp[0], cp[1], z), mul(set(cp[2]), z2))));
+        let swap = _mm256_castsi256_ps(_mm256_slli_epi32(r2, 31));
+        let (a, b) = (_mm256_blendv_ps(c, s, swap), _mm256_blendv_ps(s, c, swap));
+        let r = _mm256_xor_ps(rad, _mm256_castsi256_ps(_mm256_and_si256(_mm256_slli_epi32(r2, 30), _mm256_set1_epi32(i32::MIN))));
+        (mul(r, a), mul(r, b))
+    }
+
+    /// Eight input bytes as f32 lanes.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn widen(p: *const u8) -> __m256i {
+        // SAFETY: the caller passes a pointer to at least 8 readable bytes.
+        _mm256_cvtepu8_epi32(_mm_loadl_epi64(p as *const __m128i))
+    }
+
+    /// 32 dword lanes holding 0..=255 (value order: `d[0]` lanes, then `d[1]`, …) stored as bytes.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn store_bytes(o: *mut u8, d: [__m256i; 4]) {
+        let p = _mm256_packus_epi16(_mm256_packus_epi32(d[0], d[1]), _mm256_packus_epi32(d[2], d[3]));
+        // The packs work per 128-bit half: dwords hold (a0-3, b0-3, c0-3, d0-3, a4-7, …).
+        let p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        // SAFETY: the caller passes a pointer to 32 writable bytes.
+        _mm256_storeu_si256(o as *mut __m256i, p);
+    }
+
+    /// 32 values at a time from `x` to `o` by `block`, the last ones through a padded copy.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn by32_avx2(x: &[u8], out: &mut [u8], st: &mut State, mut block: impl FnMut(&mut State, *const u8, *mut u8)) {
+        let n = x.len() / 32 * 32;
+        for i in (0..n).step_by(32) {
+            // SAFETY: i + 32 <= n <= x.len() = out.len().
+            block(st, x.as_ptr().add(i), out.as_mut_ptr().add(i));
+        }
+        if n < x.len() {
+            let (mut xb, mut ob) = ([0u8; 32], [0u8; 32]);
+            xb[..x.len() - n].copy_from_slice(&x[n..]);
+            block(st, xb.as_ptr(), ob.as_mut_ptr());
+            out[n..].copy_from_slice(&ob[..x.len() - n]);
+        }
+    }
+
+    /// [`super::normal_noise_u8`]'s loop. The clip to 0..=255 is left to the saturating packs
+    /// (cast then saturate = clip then cast for |y| < 2¹⁵, and |y| ≤ 255 + 255·0.6·5.8 here).
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn normal_noise_u8<const SPECKLE: bool>(x: &[u8], out: &mut [u8], a: f32, f4: &mut Fast4) {
+        let mut st = State::load(f4);
+        let av = _mm256_set1_ps(a);
+        by32_avx2(x, out, &mut st, |st, xs, o| {
+            let mut d = [_mm256_setzero_si256(); 4];
+            for h in 0..2 {
+                let (r1, r2) = (st.next(), st.next());
+                let (z1, z2) = box_muller(r1, r2);
+                for (k, z) in [(2 * h, z1), (2 * h + 1, z2)] {
+                    let v = _mm256_cvtepi32_ps(widen(xs.add(8 * k)));
+                    let y = if SPECKLE { _mm256_add_ps(v, _mm256_mul_ps(_mm256_mul_ps(v, av), z)) } else { _mm256_add_ps(v, _mm256_mul_ps(av, z)) };
+                    d[k] = _mm256_cvttps_epi32(y);
+                }
+            }
+            store_bytes(o, d);
+        });
+        st.store(f4);
+    }
+
+    /// [`super::impulse_noise_u8`]'s loop: hit and salt decided per 32-bit lane, packed to byte
+    /// masks and blended 32 values at a time.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn impulse_noise_u8(x: &[u8], out: &mut [u8], thr: u32, f4: &mut Fast4) {
+        let mut st = State::load(f4);
+        let t = _mm256_set1_epi32(thr as i32);
+        let pack = |m: [__m256i; 4]| {
+            let p = _mm256_packs_epi16(_mm256_packs_epi32(m[0], m[1]), _mm256_packs_epi32(m[2], m[3]));
+            _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7))
+        };
+        by32_avx2(x, out, &mut st, |st, xs, o| {
+            let r: [__m256i; 4] = std::array::from_fn(|_| st.next());
+            // r >> 1 < 2³¹ and thr ≤ 2³¹, so the signed compare is the unsigned one.
+            let hit = pack(r.map(|r| _mm256_cmpgt_epi32(t, _mm256_srli_epi32(r, 1))));
+            let salt = pack(r.map(|r| _mm256_srai_epi32(_mm256_slli_epi32(r, 31), 31)));
+            // SAFETY: by32_avx2 passes 32 readable bytes at `xs`, 32 writable at `o`.
+            let v = _mm256_loadu_si256(xs as *const __m256i);
+            _mm256_storeu_si256(o as *mut __m256i, _mm256_blendv_epi8(v, salt, hit));
+        });
+        st.store(f4);
+    }
+
+    /// [`super::shot_noise_u8`]'s loop: [`ShotTable::sample`] with the table loads as gathers;
+    /// the clip to 255 is left to the saturating packs.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn shot_noise_u8(x: &[u8], out: &mut [u8], t: &ShotTable, f4: &mut Fast4) {
+        let mut st = State::load(f4);
+        let b = _mm_cvtsi32_si128(t.bits as i32);
+        let mb = _mm_cvtsi32_si128(32 - t.bits as i32);
+        let low = _mm256_set1_epi32((u32::MAX >> t.bits) as i32);
+        let nmask = _mm256_set1_epi32((1 << t.bits) - 1);
+        let scale = _mm256_set1_ps(t.scale);
+        let base = t.cols.as_ptr() as *const i32;
+        by32_avx2(x, out, &mut st, |st, xs, o| {
+            let d: [__m256i; 4] = std::array::from_fn(|k| {
+                let r = st.next();
+                let j = _mm256_srl_epi32(r, mb);
+                // SAFETY: index v << bits | j < 256 · 2^bits = cols.len().
+                let e = _mm256_i32gather_epi32::<4>(base, _mm256_or_si256(_mm256_sll_epi32(widen(xs.add(8 * k)), b), j));
+                // Both sides < 2³¹: the signed compare is the unsigned one.
+                let acc = _mm256_cmpgt_epi32(_mm256_srl_epi32(e, b), _mm256_and_si256(r, low));
+                let k = _mm256_blendv_epi8(_mm256_and_si256(e, nmask), j, acc);
+                // k·scale ≤ 2^bits·scale < 2¹⁵: the packs clip it to 255.
+                _mm256_cvttps_epi32(_mm256_mul_ps(_mm256_cvtepi32_ps(k), scale))
+            });
+            store_bytes(o, d);
+        });
+        st.store(f4);
+    }
 }
 
 #[cfg(test)]
@@ -749,55 +819,131 @@ mod tests {
         assert!((tail - 4.65e-4).abs() < 1.5e-4, "tail {tail}");
     }
 
-    /// The AVX2 generator and normal block must give the portable code's exact values (the
-    /// bytes may not depend on the CPU), tail cells included.
+    /// The AVX2 loops must give the portable loops' exact bytes (they may not depend on the CPU),
+    /// the Box–Muller lanes the portable normals' exact bits, edge draws included.
     #[test]
-    fn avx2_draws_equal_portable_draws() {
-        use rand::SeedableRng;
-        let mut a = Fast4::from_fast(&mut Fast::from_rng(&mut Rng::seed_from_u64(8)));
-        let mut b = Fast4::from_fast(&mut Fast::from_rng(&mut Rng::seed_from_u64(8)));
-        let mut r = [0u64; 40];
-        for _ in 0..3 {
-            a.fill(&mut r);
-            for q in r.chunks_exact(4) {
-                assert_eq!(q, b.next4());
-            }
-        }
+    fn avx2_equals_portable() {
+        use rand::{Rng as _, SeedableRng};
         #[cfg(target_arch = "x86_64")]
         if std::is_x86_feature_detected!("avx2") {
-            let t = normal_table32();
-            let (mut ta, mut tb) = (Fast::from_rng(&mut Rng::seed_from_u64(2)), Fast::from_rng(&mut Rng::seed_from_u64(2)));
-            let (mut za, mut zb) = ([0f32; BLOCK], [0f32; BLOCK]);
-            let mut seen_tail = false;
-            for _ in 0..2000 {
-                // SAFETY: AVX2 checked above.
-                unsafe { normal_block32_avx2(&mut a, &mut ta, t, &mut za) };
-                normal_block32(&mut b, &mut tb, t, &mut zb);
-                assert!(za.iter().zip(&zb).all(|(x, y)| x.to_bits() == y.to_bits()));
-                seen_tail |= za.iter().any(|z| z.abs() > 3.4);
+            use std::arch::x86_64::*;
+            let mut rng = Rng::seed_from_u64(6);
+            let mut edge = vec![0u32, 1, 255, 256, 0x7f_ffff, 0x8000_0000, u32::MAX, u32::MAX - 255];
+            edge.extend((0..20_000).map(|_| rng.gen::<u32>()));
+            for r1 in edge.chunks_exact(8) {
+                for r2 in edge.chunks_exact(8).step_by(97) {
+                    let (mut a, mut b) = ([0f32; 8], [0f32; 8]);
+                    // SAFETY: AVX2 checked above; loads of 8 u32, stores of 8 f32.
+                    unsafe {
+                        let (va, vb) = avx2::box_muller(_mm256_loadu_si256(r1.as_ptr() as _), _mm256_loadu_si256(r2.as_ptr() as _));
+                        _mm256_storeu_ps(a.as_mut_ptr(), va);
+                        _mm256_storeu_ps(b.as_mut_ptr(), vb);
+                    }
+                    for j in 0..8 {
+                        let (x, y) = box_muller(r1[j], r2[j]);
+                        assert_eq!((a[j].to_bits(), b[j].to_bits()), (x.to_bits(), y.to_bits()), "{} {}", r1[j], r2[j]);
+                    }
+                }
             }
-            assert!(seen_tail);
+            for n in [1, 31, 32, 33, 1000, 3 * 224 * 37 + 5] {
+                let x: Vec<u8> = (0..n).map(|_| rng.gen()).collect();
+                let f4 = |seed| Fast4::from_fast(&mut Fast::from_rng(&mut Rng::seed_from_u64(seed)));
+                let (mut a, mut b) = (vec![0u8; n], vec![0u8; n]);
+                for (s, g) in [(1, 255.0 * 0.38), (2, 255.0 * 0.04)] {
+                    // SAFETY: AVX2 checked above.
+                    unsafe { avx2::normal_noise_u8::<false>(&x, &mut a, g, &mut f4(s)) };
+                    normal_noise_u8_portable::<false>(&x, &mut b, g, &mut f4(s));
+                    assert_eq!(a, b, "gaussian {n}");
+                    // SAFETY: AVX2 checked above.
+                    unsafe { avx2::normal_noise_u8::<true>(&x, &mut a, g / 255.0, &mut f4(s)) };
+                    normal_noise_u8_portable::<true>(&x, &mut b, g / 255.0, &mut f4(s));
+                    assert_eq!(a, b, "speckle {n}");
+                }
+                for thr in [impulse_threshold(0.27), impulse_threshold(0.01)] {
+                    // SAFETY: AVX2 checked above.
+                    unsafe { avx2::impulse_noise_u8(&x, &mut a, thr, &mut f4(3)) };
+                    impulse_noise_u8_portable(&x, &mut b, thr, &mut f4(3));
+                    assert_eq!(a, b, "impulse {n}");
+                }
+                for lam in [3.0, 12.0, 500.0] {
+                    let t = shot_table(lam);
+                    // SAFETY: AVX2 checked above.
+                    unsafe { avx2::shot_noise_u8(&x, &mut a, &t, &mut f4(4)) };
+                    shot_noise_u8_portable(&x, &mut b, &t, &mut f4(4));
+                    assert_eq!(a, b, "shot {lam} {n}");
+                }
+            }
         }
     }
 
+    /// The Box–Muller normals: moments, a few CDF points, the tails, and the radius against
+    /// f64's √(−2 ln u) over a sweep of u.
     #[test]
-    fn poisson_table_moments() {
+    fn box_muller_normals() {
+        use rand::SeedableRng;
+        let mut f4 = Fast4::from_fast(&mut Fast::from_rng(&mut Rng::seed_from_u64(5)));
+        let v: Vec<f64> = (0..400_000 / 32).flat_map(|_| normals32(&mut f4)).map(|z| z as f64).collect();
+        let n = v.len() as f64;
+        let m = v.iter().sum::<f64>() / n;
+        let var = v.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / n;
+        let k4 = v.iter().map(|x| (x - m).powi(4)).sum::<f64>() / n / (var * var);
+        assert!(m.abs() < 0.01 && (var - 1.0).abs() < 0.01 && (k4 - 3.0).abs() < 0.05, "{m} {var} {k4}");
+        // Φ at −2, −0.5, 0.3, 1.7 (scipy.stats.norm.cdf).
+        for (x, p) in [(-2.0, 0.022750131948179195), (-0.5, 0.3085375387259869), (0.3, 0.6179114221889527), (1.7, 0.955434537241457)] {
+            let q = v.iter().filter(|&&z| z < x).count() as f64 / n;
+            assert!((q - p).abs() < 4.0 * (p * (1.0 - p) / n).sqrt(), "Φ({x}) {q} vs {p}");
+        }
+        let tail = v.iter().filter(|x| x.abs() > 3.5).count() as f64 / n;
+        assert!((tail - 4.65e-4).abs() < 1.5e-4, "tail {tail}");
+        for k in (0..1u32 << 24).step_by(7) {
+            let (a, b) = box_muller(k << 8, 0x1234_5679);
+            let r = ((a as f64).powi(2) + (b as f64).powi(2)).sqrt();
+            let exact = (-2.0 * (1.0 - k as f64 / 16_777_216.0).ln()).sqrt();
+            assert!((r - exact).abs() <= 1e-6 * exact.max(1e-3), "k {k}: {r} vs {exact}");
+        }
+    }
+
+    /// Each shot table, read back as a distribution, is the clipped Poisson pmf, and sampling it
+    /// gives its mean and variance.
+    #[test]
+    fn shot_tables_hold_the_poisson_pmf() {
         use rand::SeedableRng;
         use rand::Rng as _;
-        let mut rng = Rng::seed_from_u64(3);
-        for lam in [0.2, 3.0, 47.0, 500.0] {
-            let t = PoissonTable::new(lam);
-            let n = 200_000;
-            let (mut s, mut s2) = (0.0, 0.0);
-            for _ in 0..n {
-                let k = t.sample(rng.gen::<u64>()) as f64;
+        for lam in [3.0, 12.0, 60.0, 500.0] {
+            let t = ShotTable::new(lam);
+            let n = 1usize << t.bits;
+            let one = (u32::MAX >> t.bits) as f64 + 1.0;
+            for v in [0usize, 1, 77, 254, 255] {
+                let pmf = poisson_clipped(v as f64 / 255.0 * lam, lam.ceil() as usize);
+                let mut got = vec![0.0; n];
+                for (j, &e) in t.cols[v * n..][..n].iter().enumerate() {
+                    let acc = (e >> t.bits) as f64 / one;
+                    let alias = (e & (n as u32 - 1)) as usize;
+                    got[j] += acc / n as f64;
+                    got[alias] += (1.0 - acc) / n as f64;
+                }
+                for (j, &g) in got.iter().enumerate() {
+                    let p = pmf.get(j).copied().unwrap_or(0.0);
+                    assert!((g - p).abs() < 1e-6, "λ={lam} v={v} k={j}: {g} vs {p}");
+                }
+            }
+            let mut rng = Rng::seed_from_u64(3);
+            let pmf = poisson_clipped(lam / 3.0, lam.ceil() as usize);
+            let mu = pmf.iter().enumerate().map(|(k, p)| k as f64 * p).sum::<f64>();
+            let var_exp = pmf.iter().enumerate().map(|(k, p)| (k as f64 - mu).powi(2) * p).sum::<f64>();
+            let (mut s, mut s2, m) = (0.0, 0.0, 200_000);
+            for _ in 0..m {
+                let k = t.sample(85, rng.gen()) as f64;
                 s += k;
                 s2 += k * k;
             }
-            let m = s / n as f64;
-            let var = s2 / n as f64 - m * m;
-            assert!((m - lam).abs() < 4.0 * (lam / n as f64).sqrt() + 1e-3, "λ={lam} mean {m}");
-            assert!((var / lam - 1.0).abs() < 0.03, "λ={lam} var {var}");
+            let (mean, var) = (s / m as f64, s2 / m as f64 - (s / m as f64).powi(2));
+            assert!((mean - mu).abs() < 4.0 * (var_exp / m as f64).sqrt(), "λ={lam} mean {mean} vs {mu}");
+            assert!((var / var_exp - 1.0).abs() < 0.03, "λ={lam} var {var} vs {var_exp}");
+            // Without the clip (rare at μ = λ/3 for λ ≥ 12) these are Poisson(λ/3)'s.
+            if lam >= 12.0 {
+                assert!((mu / (lam / 3.0) - 1.0).abs() < 1e-3 && (var_exp / (lam / 3.0) - 1.0).abs() < 0.02, "λ={lam}");
+            }
         }
     }
 }
