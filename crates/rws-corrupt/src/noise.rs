@@ -233,56 +233,71 @@ fn draw8(f4: &mut Fast4) -> [u32; 8] {
 }
 
 // Box–Muller in f32 (the noises' normals). ln(1 + f) = f − f²/2 + f³·Q(f) with Q fitted for
-// relative error < 4e-7 on [√½ − 1, √2 − 1]; sin and cos: Cephes sinf, cosf (about 1 ulp).
-// Polynomials in Estrin form: shorter dependency chains than Horner's, so more blocks overlap.
+// relative error < 4e-7 on [√½ − 1, √2 − 1] (here −2·Q, to give −2 ln directly); sin and cos:
+// Cephes sinf, cosf (about 1 ulp). Polynomials in Estrin form: shorter dependency chains than
+// Horner's, so more blocks overlap.
 const U24: f32 = 1.0 / 16_777_216.0;
 const ANGLE24: f32 = std::f32::consts::FRAC_PI_4 / 16_777_216.0;
+const M2LN2: f32 = -2.0 * std::f32::consts::LN_2;
 #[allow(clippy::excessive_precision)]
-const LOG_Q: [f32; 6] = [0.33334240317344666, -0.24983294308185577, 0.19924725592136383, -0.17136843502521515, 0.16022036969661713, -0.10189732909202576];
+const LOG_Q: [f32; 6] = [-2.0 * 0.33334240317344666, -2.0 * -0.24983294308185577, -2.0 * 0.19924725592136383, -2.0 * -0.17136843502521515, -2.0 * 0.16022036969661713, -2.0 * -0.10189732909202576];
 #[allow(clippy::excessive_precision)]
 const SIN_P: [f32; 3] = [-1.6666654611e-1, 8.3321608736e-3, -1.9515295891e-4];
 #[allow(clippy::excessive_precision)]
 const COS_P: [f32; 3] = [4.166664568298827e-2, -1.388731625493765e-3, 2.443315711809948e-5];
 
+/// a·b + c with one rounding: the hardware FMA of the AVX2 path, so the portable path rounds
+/// the same (on CPUs without FMA it costs a library call, on aarch64 it is one instruction).
+#[inline(always)]
+fn fma(a: f32, b: f32, c: f32) -> f32 {
+    a.mul_add(b, c)
+}
+
 /// Two independent standard normals from two 32-bit draws, without branches or tables, so eight
-/// lanes run side by side ([`avx2::box_muller`] is this, op for op: no FMA, same order, so the
-/// same bits). Radius √(−2 ln u) with u = 1 − k/2²⁴ ∈ (0, 1] (|z| ≤ 5.77; P(|z| > 5.77) ≈ 8e-9).
+/// lanes run side by side ([`avx2::box_muller`] is this, op for op, so the same bits).
+/// Radius √(−2 ln u) with u = 1 − k/2²⁴ ∈ (0, 1] (|z| ≤ 5.77; P(|z| > 5.77) ≈ 8e-9).
 /// Angle: the top 25 bits of `r2` place x uniformly in [−π/4, π/4); bit 0 swaps cos and sin
 /// (a reflection to the arc around π/2), bit 1 negates both (a half turn): the four images of
 /// the arc tile the circle, so the angle is uniform and only the arc's sin and cos are needed.
 #[inline(always)]
 fn box_muller(r1: u32, r2: u32) -> (f32, f32) {
     let u = (0x100_0000 - (r1 >> 8) as i32) as f32 * U24;
-    // ln u = e·ln 2 + ln(1 + f), 1 + f ∈ [√½, √2).
+    // −2 ln u = −2e·ln 2 − 2 ln(1 + f), 1 + f ∈ [√½, √2).
     let ix = u.to_bits() as i32 - 0x3f35_04f3;
     let e = (ix >> 23) as f32;
     let f = f32::from_bits(((ix & 0x7f_ffff) + 0x3f35_04f3) as u32) - 1.0;
     let (z, q) = (f * f, LOG_Q);
-    let poly = q[0] + q[1] * f + (q[2] + q[3] * f) * z + (q[4] + q[5] * f) * (z * z);
-    let ln = f + (f * z * poly - 0.5 * z) + e * std::f32::consts::LN_2;
-    let rad = (-2.0 * ln).sqrt();
+    let poly = fma(fma(q[5], f, q[4]), z * z, fma(fma(q[3], f, q[2]), z, fma(q[1], f, q[0])));
+    let rad = fma(e, M2LN2, fma(f * z, poly, fma(-2.0, f, z))).sqrt();
     let x = ((r2 as i32) >> 7) as f32 * ANGLE24;
     let (z, (sp, cp)) = (x * x, (SIN_P, COS_P));
     let z2 = z * z;
-    let s = x + x * z * (sp[0] + sp[1] * z + sp[2] * z2);
-    let c = 1.0 - 0.5 * z + z2 * (cp[0] + cp[1] * z + cp[2] * z2);
+    let s = fma(x * z, fma(sp[2], z2, fma(sp[1], z, sp[0])), x);
+    let c = fma(z2, fma(cp[2], z2, fma(cp[1], z, cp[0])), fma(-0.5, z, 1.0));
     let (a, b) = if r2 & 1 != 0 { (s, c) } else { (c, s) };
     let r = f32::from_bits(rad.to_bits() ^ (r2 << 30 & 1 << 31));
     (r * a, r * b)
 }
 
-/// The normals of 32 consecutive values: two draws of eight give eight pairs, whose first normals
-/// go to values 0..8 and second to 8..16 (then 16..32 likewise), the layout of the AVX2 registers.
-#[inline(always)]
-fn normals32(f4: &mut Fast4) -> [f32; 32] {
-    let mut z = [0f32; 32];
+/// The normals of `z.len()` (a multiple of 16) consecutive values: two draws of eight give
+/// eight pairs, whose first normals go to values 0..8 and second to 8..16, and so on: the layout
+/// of the AVX2 registers. AVX2 + FMA when the CPU has them, the same bits either way.
+fn normals_f32(f4: &mut Fast4, z: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU supports AVX2 and FMA (checked just above).
+        return unsafe { avx2::normals(f4, z) };
+    }
+    normals_f32_portable(f4, z)
+}
+
+fn normals_f32_portable(f4: &mut Fast4, z: &mut [f32]) {
     for h in z.chunks_exact_mut(16) {
         let (r1, r2) = (draw8(f4), draw8(f4));
         for j in 0..8 {
             (h[j], h[8 + j]) = box_muller(r1[j], r2[j]);
         }
     }
-    z
 }
 
 /// `f(x[i], z_i)` in blocks of 32 values, the last block padded (its surplus normals unused), so
@@ -308,9 +323,9 @@ fn by32<T: Copy + Default>(x: &[T], out: &mut [u8], mut f: impl FnMut(&[T; 32], 
 #[inline(always)]
 fn noisy<const SPECKLE: bool>(v: f32, z: f32, a: f32) -> f32 {
     if SPECKLE {
-        v + v * a * z
+        fma(v * a, z, v)
     } else {
-        v + a * z
+        fma(a, z, v)
     }
 }
 
@@ -319,8 +334,9 @@ fn noisy<const SPECKLE: bool>(v: f32, z: f32, a: f32) -> f32 {
 fn normal_noise<const SPECKLE: bool>(x: &FImage, a: f32, rng: &mut Rng) -> FImage {
     let mut f4 = Fast4::from_fast(&mut Fast::from_rng(rng));
     let mut data = Vec::with_capacity(x.data.len());
-    for xs in x.data.chunks(32) {
-        let z = normals32(&mut f4);
+    let mut z = [0f32; 128];
+    for xs in x.data.chunks(128) {
+        normals_f32(&mut f4, &mut z);
         data.extend(xs.iter().zip(z).map(|(&v, z)| (noisy::<SPECKLE>(v as f32, z, a) as f64).clamp(0.0, 255.0)));
     }
     FImage { h: x.h, w: x.w, c: x.c, data }
@@ -332,8 +348,8 @@ fn normal_noise_u8<const SPECKLE: bool>(x: &[u8], a: f32, rng: &mut Rng) -> Vec<
     let mut f4 = Fast4::from_fast(&mut Fast::from_rng(rng));
     let mut out = vec![0u8; x.len()];
     #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU supports AVX2 (checked just above).
+    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU supports AVX2 and FMA (checked just above).
         unsafe { avx2::normal_noise_u8::<SPECKLE>(x, &mut out, a, &mut f4) };
         return out;
     }
@@ -343,7 +359,8 @@ fn normal_noise_u8<const SPECKLE: bool>(x: &[u8], a: f32, rng: &mut Rng) -> Vec<
 
 fn normal_noise_u8_portable<const SPECKLE: bool>(x: &[u8], out: &mut [u8], a: f32, f4: &mut Fast4) {
     by32(x, out, |xs, o| {
-        let z = normals32(f4);
+        let mut z = [0f32; 32];
+        normals_f32_portable(f4, &mut z);
         for ((o, &v), z) in o.iter_mut().zip(xs).zip(z) {
             *o = crate::cast_u8_f32(noisy::<SPECKLE>(v as f32, z, a));
         }
@@ -614,7 +631,7 @@ pub(crate) fn shot_noise(x: &FImage, severity: usize, p: ParamSet, rng: &mut Rng
 /// values per round, the same draws and float operations as the portable loops.
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::{Fast4, ShotTable, ANGLE24, COS_P, LOG_Q, SIN_P, U24};
+    use super::{Fast4, ShotTable, ANGLE24, COS_P, LOG_Q, M2LN2, SIN_P, U24};
     use std::arch::x86_64::*;
 
     /// xoshiro256++ on the four streams, state in registers.
@@ -659,28 +676,39 @@ mod avx2 {
 
     /// [`super::box_muller`] on eight lanes.
     #[inline]
-    #[target_feature(enable = "avx2")]
+    #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn box_muller(r1: __m256i, r2: __m256i) -> (__m256, __m256) {
-        let (set, add, sub, mul) = (_mm256_set1_ps, _mm256_add_ps, _mm256_sub_ps, _mm256_mul_ps);
+        let (set, mul, fma) = (_mm256_set1_ps, _mm256_mul_ps, _mm256_fmadd_ps);
         let u = mul(_mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_set1_epi32(0x100_0000), _mm256_srli_epi32(r1, 8))), set(U24));
         let ix = _mm256_sub_epi32(_mm256_castps_si256(u), _mm256_set1_epi32(0x3f35_04f3));
         let e = _mm256_cvtepi32_ps(_mm256_srai_epi32(ix, 23));
         let m = _mm256_add_epi32(_mm256_and_si256(ix, _mm256_set1_epi32(0x7f_ffff)), _mm256_set1_epi32(0x3f35_04f3));
-        let f = sub(_mm256_castsi256_ps(m), set(1.0));
+        let f = _mm256_sub_ps(_mm256_castsi256_ps(m), set(1.0));
         let (z, q) = (mul(f, f), LOG_Q);
-        let lin = |a: f32, b: f32, t: __m256| add(set(a), mul(set(b), t));
-        let poly = add(add(lin(q[0], q[1], f), mul(lin(q[2], q[3], f), z)), mul(lin(q[4], q[5], f), mul(z, z)));
-        let ln = add(add(f, sub(mul(mul(f, z), poly), mul(set(0.5), z))), mul(e, set(std::f32::consts::LN_2)));
-        let rad = _mm256_sqrt_ps(mul(set(-2.0), ln));
+        let poly = fma(fma(set(q[5]), f, set(q[4])), mul(z, z), fma(fma(set(q[3]), f, set(q[2])), z, fma(set(q[1]), f, set(q[0]))));
+        let rad = _mm256_sqrt_ps(fma(e, set(M2LN2), fma(mul(f, z), poly, fma(set(-2.0), f, z))));
         let x = mul(_mm256_cvtepi32_ps(_mm256_srai_epi32(r2, 7)), set(ANGLE24));
         let (z, (sp, cp)) = (mul(x, x), (SIN_P, COS_P));
         let z2 = mul(z, z);
-        let s = add(x, mul(mul(x, z), add(lin(sp[0], sp[1], z), mul(set(sp[2]), z2))));
-        let c = add(sub(set(1.0), mul(set(0.5), z)), mul(z2, add(lin(cp[0], cp[1], z), mul(set(cp[2]), z2))));
+        let s = fma(mul(x, z), fma(set(sp[2]), z2, fma(set(sp[1]), z, set(sp[0]))), x);
+        let c = fma(z2, fma(set(cp[2]), z2, fma(set(cp[1]), z, set(cp[0]))), fma(set(-0.5), z, set(1.0)));
         let swap = _mm256_castsi256_ps(_mm256_slli_epi32(r2, 31));
         let (a, b) = (_mm256_blendv_ps(c, s, swap), _mm256_blendv_ps(s, c, swap));
         let r = _mm256_xor_ps(rad, _mm256_castsi256_ps(_mm256_and_si256(_mm256_slli_epi32(r2, 30), _mm256_set1_epi32(i32::MIN))));
         (mul(r, a), mul(r, b))
+    }
+
+    /// [`super::normals_f32`].
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn normals(f4: &mut Fast4, z: &mut [f32]) {
+        let mut st = State::load(f4);
+        for h in z.chunks_exact_mut(16) {
+            let (a, b) = box_muller(st.next(), st.next());
+            // SAFETY: two stores of 8 f32 into the 16 of `h`.
+            _mm256_storeu_ps(h.as_mut_ptr(), a);
+            _mm256_storeu_ps(h.as_mut_ptr().add(8), b);
+        }
+        st.store(f4);
     }
 
     /// Eight input bytes as f32 lanes.
@@ -724,7 +752,7 @@ mod avx2 {
 
     /// [`super::normal_noise_u8`]'s loop. The clip to 0..=255 is left to the saturating packs
     /// (cast then saturate = clip then cast for |y| < 2¹⁵, and |y| ≤ 255 + 255·0.6·5.8 here).
-    #[target_feature(enable = "avx2")]
+    #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn normal_noise_u8<const SPECKLE: bool>(x: &[u8], out: &mut [u8], a: f32, f4: &mut Fast4) {
         let mut st = State::load(f4);
         let av = _mm256_set1_ps(a);
@@ -740,7 +768,7 @@ mod avx2 {
                 let d: [__m256i; 4] = std::array::from_fn(|k| {
                     let v = _mm256_cvtepi32_ps(widen(xs.add(32 * q + 8 * k)));
                     let z = z[4 * q + k];
-                    let y = if SPECKLE { _mm256_add_ps(v, _mm256_mul_ps(_mm256_mul_ps(v, av), z)) } else { _mm256_add_ps(v, _mm256_mul_ps(av, z)) };
+                    let y = if SPECKLE { _mm256_fmadd_ps(_mm256_mul_ps(v, av), z, v) } else { _mm256_fmadd_ps(av, z, v) };
                     _mm256_cvttps_epi32(y)
                 });
                 store_bytes(o.add(32 * q), d);
@@ -827,13 +855,13 @@ mod tests {
         assert!((tail - 4.65e-4).abs() < 1.5e-4, "tail {tail}");
     }
 
-    /// The AVX2 loops must give the portable loops' exact bytes (they may not depend on the CPU),
-    /// the Box–Muller lanes the portable normals' exact bits, edge draws included.
+    /// The AVX2 (+ FMA) loops must give the portable loops' exact bytes (they may not depend on
+    /// the CPU), the Box–Muller lanes the portable normals' exact bits, edge draws included.
     #[test]
     fn avx2_equals_portable() {
         use rand::{Rng as _, SeedableRng};
         #[cfg(target_arch = "x86_64")]
-        if std::is_x86_feature_detected!("avx2") {
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
             use std::arch::x86_64::*;
             let mut rng = Rng::seed_from_u64(6);
             let mut edge = vec![0u32, 1, 255, 256, 0x7f_ffff, 0x8000_0000, u32::MAX, u32::MAX - 255];
@@ -853,9 +881,14 @@ mod tests {
                     }
                 }
             }
+            let f4 = |seed| Fast4::from_fast(&mut Fast::from_rng(&mut Rng::seed_from_u64(seed)));
+            let (mut a, mut b) = (vec![0f32; 4096], vec![0f32; 4096]);
+            // SAFETY: AVX2 and FMA checked above.
+            unsafe { avx2::normals(&mut f4(7), &mut a) };
+            normals_f32_portable(&mut f4(7), &mut b);
+            assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()));
             for n in [1, 31, 32, 33, 1000, 3 * 224 * 37 + 5] {
                 let x: Vec<u8> = (0..n).map(|_| rng.gen()).collect();
-                let f4 = |seed| Fast4::from_fast(&mut Fast::from_rng(&mut Rng::seed_from_u64(seed)));
                 let (mut a, mut b) = (vec![0u8; n], vec![0u8; n]);
                 for (s, g) in [(1, 255.0 * 0.38), (2, 255.0 * 0.04)] {
                     // SAFETY: AVX2 checked above.
@@ -890,7 +923,9 @@ mod tests {
     fn box_muller_normals() {
         use rand::SeedableRng;
         let mut f4 = Fast4::from_fast(&mut Fast::from_rng(&mut Rng::seed_from_u64(5)));
-        let v: Vec<f64> = (0..400_000 / 32).flat_map(|_| normals32(&mut f4)).map(|z| z as f64).collect();
+        let mut z = vec![0f32; 400_000];
+        normals_f32_portable(&mut f4, &mut z);
+        let v: Vec<f64> = z.iter().map(|&z| z as f64).collect();
         let n = v.len() as f64;
         let m = v.iter().sum::<f64>() / n;
         let var = v.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / n;
