@@ -236,7 +236,6 @@ fn draw8(f4: &mut Fast4) -> [u32; 8] {
 // relative error < 4e-7 on [√½ − 1, √2 − 1] (here −2·Q, to give −2 ln directly); sin and cos:
 // Cephes sinf, cosf (about 1 ulp). Polynomials in Estrin form: shorter dependency chains than
 // Horner's, so more blocks overlap.
-const U24: f32 = 1.0 / 16_777_216.0;
 const ANGLE24: f32 = std::f32::consts::FRAC_PI_4 / 16_777_216.0;
 const M2LN2: f32 = -2.0 * std::f32::consts::LN_2;
 #[allow(clippy::excessive_precision)]
@@ -261,9 +260,9 @@ fn fma(a: f32, b: f32, c: f32) -> f32 {
 /// the arc tile the circle, so the angle is uniform and only the arc's sin and cos are needed.
 #[inline(always)]
 fn box_muller(r1: u32, r2: u32) -> (f32, f32) {
-    let u = (0x100_0000 - (r1 >> 8) as i32) as f32 * U24;
-    // −2 ln u = −2e·ln 2 − 2 ln(1 + f), 1 + f ∈ [√½, √2).
-    let ix = u.to_bits() as i32 - 0x3f35_04f3;
+    // u = k/2²⁴, k = 2²⁴ − (r1 >> 8) ∈ [1, 2²⁴], exact in f32: the 2⁻²⁴ goes into the
+    // exponent by an integer subtraction. −2 ln u = −2e·ln 2 − 2 ln(1 + f), 1 + f ∈ [√½, √2).
+    let ix = ((0x100_0000 - (r1 >> 8) as i32) as f32).to_bits() as i32 - (0x3f35_04f3 + (24 << 23));
     let e = (ix >> 23) as f32;
     let f = f32::from_bits(((ix & 0x7f_ffff) + 0x3f35_04f3) as u32) - 1.0;
     let (z, q) = (f * f, LOG_Q);
@@ -631,7 +630,7 @@ pub(crate) fn shot_noise(x: &FImage, severity: usize, p: ParamSet, rng: &mut Rng
 /// values per round, the same draws and float operations as the portable loops.
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::{Fast4, ShotTable, ANGLE24, COS_P, LOG_Q, M2LN2, SIN_P, U24};
+    use super::{Fast4, ShotTable, ANGLE24, COS_P, LOG_Q, M2LN2, SIN_P};
     use std::arch::x86_64::*;
 
     /// xoshiro256++ on the four streams, state in registers.
@@ -679,8 +678,8 @@ mod avx2 {
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn box_muller(r1: __m256i, r2: __m256i) -> (__m256, __m256) {
         let (set, mul, fma) = (_mm256_set1_ps, _mm256_mul_ps, _mm256_fmadd_ps);
-        let u = mul(_mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_set1_epi32(0x100_0000), _mm256_srli_epi32(r1, 8))), set(U24));
-        let ix = _mm256_sub_epi32(_mm256_castps_si256(u), _mm256_set1_epi32(0x3f35_04f3));
+        let k = _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_set1_epi32(0x100_0000), _mm256_srli_epi32(r1, 8)));
+        let ix = _mm256_sub_epi32(_mm256_castps_si256(k), _mm256_set1_epi32(0x3f35_04f3 + (24 << 23)));
         let e = _mm256_cvtepi32_ps(_mm256_srai_epi32(ix, 23));
         let m = _mm256_add_epi32(_mm256_and_si256(ix, _mm256_set1_epi32(0x7f_ffff)), _mm256_set1_epi32(0x3f35_04f3));
         let f = _mm256_sub_ps(_mm256_castsi256_ps(m), set(1.0));
