@@ -673,28 +673,53 @@ mod avx2 {
         }
     }
 
-    /// [`super::box_muller`] on eight lanes.
+    /// [`super::box_muller`] on N × eight lanes, each step over the N vectors in turn: every
+    /// constant is loaded once per N uses (AVX2's 16 registers cannot hold them all, and the
+    /// reloads and spills otherwise outnumber the arithmetic).
     #[inline]
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn box_muller(r1: __m256i, r2: __m256i) -> (__m256, __m256) {
-        let (set, mul, fma) = (_mm256_set1_ps, _mm256_mul_ps, _mm256_fmadd_ps);
-        let k = _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_set1_epi32(0x100_0000), _mm256_srli_epi32(r1, 8)));
-        let ix = _mm256_sub_epi32(_mm256_castps_si256(k), _mm256_set1_epi32(0x3f35_04f3 + (24 << 23)));
-        let e = _mm256_cvtepi32_ps(_mm256_srai_epi32(ix, 23));
-        let m = _mm256_add_epi32(_mm256_and_si256(ix, _mm256_set1_epi32(0x7f_ffff)), _mm256_set1_epi32(0x3f35_04f3));
-        let f = _mm256_sub_ps(_mm256_castsi256_ps(m), set(1.0));
-        let (z, q) = (mul(f, f), LOG_Q);
-        let poly = fma(fma(set(q[5]), f, set(q[4])), mul(z, z), fma(fma(set(q[3]), f, set(q[2])), z, fma(set(q[1]), f, set(q[0]))));
-        let rad = _mm256_sqrt_ps(fma(e, set(M2LN2), fma(mul(f, z), poly, fma(set(-2.0), f, z))));
-        let x = mul(_mm256_cvtepi32_ps(_mm256_srai_epi32(r2, 7)), set(ANGLE24));
-        let (z, (sp, cp)) = (mul(x, x), (SIN_P, COS_P));
-        let z2 = mul(z, z);
-        let s = fma(mul(x, z), fma(set(sp[2]), z2, fma(set(sp[1]), z, set(sp[0]))), x);
-        let c = fma(z2, fma(set(cp[2]), z2, fma(set(cp[1]), z, set(cp[0]))), fma(set(-0.5), z, set(1.0)));
-        let swap = _mm256_castsi256_ps(_mm256_slli_epi32(r2, 31));
-        let (a, b) = (_mm256_blendv_ps(c, s, swap), _mm256_blendv_ps(s, c, swap));
-        let r = _mm256_xor_ps(rad, _mm256_castsi256_ps(_mm256_and_si256(_mm256_slli_epi32(r2, 30), _mm256_set1_epi32(i32::MIN))));
-        (mul(r, a), mul(r, b))
+    pub(super) unsafe fn box_muller<const N: usize>(r1: [__m256i; N], r2: [__m256i; N]) -> ([__m256; N], [__m256; N]) {
+        macro_rules! each {
+            ($i:ident => $e:expr) => {
+                std::array::from_fn::<_, N, _>(|$i| $e)
+            };
+        }
+        let (set, mul, fma, seti) = (_mm256_set1_ps, _mm256_mul_ps, _mm256_fmadd_ps, _mm256_set1_epi32);
+        let c = seti(0x100_0000);
+        let k = each!(i => _mm256_cvtepi32_ps(_mm256_sub_epi32(c, _mm256_srli_epi32(r1[i], 8))));
+        let c = seti(0x3f35_04f3 + (24 << 23));
+        let ix = each!(i => _mm256_sub_epi32(_mm256_castps_si256(k[i]), c));
+        let e = each!(i => _mm256_cvtepi32_ps(_mm256_srai_epi32(ix[i], 23)));
+        let (c, d) = (seti(0x7f_ffff), seti(0x3f35_04f3));
+        let m = each!(i => _mm256_add_epi32(_mm256_and_si256(ix[i], c), d));
+        let c = set(1.0);
+        let f = each!(i => _mm256_sub_ps(_mm256_castsi256_ps(m[i]), c));
+        let z = each!(i => mul(f[i], f[i]));
+        let q = LOG_Q.map(|q| set(q));
+        let p45 = each!(i => fma(q[5], f[i], q[4]));
+        let p23 = each!(i => fma(q[3], f[i], q[2]));
+        let p01 = each!(i => fma(q[1], f[i], q[0]));
+        let poly = each!(i => fma(p45[i], mul(z[i], z[i]), fma(p23[i], z[i], p01[i])));
+        let c = set(-2.0);
+        let t = each!(i => fma(mul(f[i], z[i]), poly[i], fma(c, f[i], z[i])));
+        let c = set(M2LN2);
+        let rad = each!(i => _mm256_sqrt_ps(fma(e[i], c, t[i])));
+        let c = set(ANGLE24);
+        let x = each!(i => mul(_mm256_cvtepi32_ps(_mm256_srai_epi32(r2[i], 7)), c));
+        let z = each!(i => mul(x[i], x[i]));
+        let z2 = each!(i => mul(z[i], z[i]));
+        let (sp, cp) = (SIN_P.map(|c| set(c)), COS_P.map(|c| set(c)));
+        let s = each!(i => fma(mul(x[i], z[i]), fma(sp[2], z2[i], fma(sp[1], z[i], sp[0])), x[i]));
+        let (h, one) = (set(-0.5), set(1.0));
+        let c = each!(i => fma(z2[i], fma(cp[2], z2[i], fma(cp[1], z[i], cp[0])), fma(h, z[i], one)));
+        let sign = seti(i32::MIN);
+        let ab = each!(i => {
+            let swap = _mm256_castsi256_ps(_mm256_slli_epi32(r2[i], 31));
+            let (a, b) = (_mm256_blendv_ps(c[i], s[i], swap), _mm256_blendv_ps(s[i], c[i], swap));
+            let r = _mm256_xor_ps(rad[i], _mm256_castsi256_ps(_mm256_and_si256(_mm256_slli_epi32(r2[i], 30), sign)));
+            (mul(r, a), mul(r, b))
+        });
+        (each!(i => ab[i].0), each!(i => ab[i].1))
     }
 
     /// [`super::normals_f32`].
@@ -702,7 +727,8 @@ mod avx2 {
     pub(super) unsafe fn normals(f4: &mut Fast4, z: &mut [f32]) {
         let mut st = State::load(f4);
         for h in z.chunks_exact_mut(16) {
-            let (a, b) = box_muller(st.next(), st.next());
+            let (r1, r2) = (st.next(), st.next());
+            let ([a], [b]) = box_muller([r1], [r2]);
             // SAFETY: two stores of 8 f32 into the 16 of `h`.
             _mm256_storeu_ps(h.as_mut_ptr(), a);
             _mm256_storeu_ps(h.as_mut_ptr().add(8), b);
@@ -759,9 +785,10 @@ mod avx2 {
         // out-of-order window than one long chain per 32 values (log → √ → noise → pack).
         by_n_avx2::<128>(x, out, &mut st, |st, xs, o| {
             let mut z = [_mm256_setzero_ps(); 16];
-            for h in 0..8 {
-                let (r1, r2) = (st.next(), st.next());
-                (z[2 * h], z[2 * h + 1]) = box_muller(r1, r2);
+            for h in 0..4 {
+                let r: [__m256i; 4] = std::array::from_fn(|_| st.next());
+                let (a, b) = box_muller([r[0], r[2]], [r[1], r[3]]);
+                z[4 * h..4 * h + 4].copy_from_slice(&[a[0], b[0], a[1], b[1]]);
             }
             for q in 0..4 {
                 let d: [__m256i; 4] = std::array::from_fn(|k| {
@@ -870,7 +897,7 @@ mod tests {
                     let (mut a, mut b) = ([0f32; 8], [0f32; 8]);
                     // SAFETY: AVX2 checked above; loads of 8 u32, stores of 8 f32.
                     unsafe {
-                        let (va, vb) = avx2::box_muller(_mm256_loadu_si256(r1.as_ptr() as _), _mm256_loadu_si256(r2.as_ptr() as _));
+                        let ([va], [vb]) = avx2::box_muller([_mm256_loadu_si256(r1.as_ptr() as _)], [_mm256_loadu_si256(r2.as_ptr() as _)]);
                         _mm256_storeu_ps(a.as_mut_ptr(), va);
                         _mm256_storeu_ps(b.as_mut_ptr(), vb);
                     }
