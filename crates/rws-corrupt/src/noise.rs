@@ -299,17 +299,17 @@ fn normals_f32_portable(f4: &mut Fast4, z: &mut [f32]) {
     }
 }
 
-/// `f(x[i], z_i)` in blocks of 32 values, the last block padded (its surplus normals unused), so
-/// every path consumes the normals in the same order.
+/// The portable loops' walk: 32 values at a time through `f`, the last block padded (its surplus
+/// draws unused, as in the AVX2 loops).
 #[inline(always)]
-fn by32<T: Copy + Default>(x: &[T], out: &mut [u8], mut f: impl FnMut(&[T; 32], &mut [u8; 32])) {
+fn by32(x: &[u8], out: &mut [u8], mut f: impl FnMut(&[u8; 32], &mut [u8; 32])) {
     let (mut xs, mut os) = (x.chunks_exact(32), out.chunks_exact_mut(32));
     for (a, o) in (&mut xs).zip(&mut os) {
         f(a.try_into().unwrap(), o.try_into().unwrap());
     }
     let (a, o) = (xs.remainder(), os.into_remainder());
     if !a.is_empty() {
-        let (mut xb, mut ob) = ([T::default(); 32], [0u8; 32]);
+        let (mut xb, mut ob) = ([0u8; 32], [0u8; 32]);
         xb[..a.len()].copy_from_slice(a);
         f(&xb, &mut ob);
         o.copy_from_slice(&ob[..a.len()]);
@@ -469,7 +469,8 @@ pub(crate) fn impulse_noise(x: &FImage, severity: usize, p: ParamSet, rng: &mut 
 /// (a rejection sampler costs a log-gamma per value for λ up to 500). The table has N = 2^b ≥
 /// K + 1 columns: the draw's top b bits pick column j, whose own outcome is j; the other 32 − b
 /// bits accept it or take the column's alias. Entry = acceptance threshold << b | alias. The pmf
-/// is truncated where it falls below 1e-18 of the mode's mass, thresholds have 32 − b ≥ 22 bits.
+/// is truncated where it falls below 1e-18 of the mode's mass; thresholds have 32 − b bits (23 or
+/// more for the published λ ≤ 500). Output: k·(255/λ) in f32, clipped to 255.
 struct ShotTable {
     bits: u32,
     /// 255/λ rounded to f32, nudged up until K·scale ≥ 255 so that outcome K clips to 255.
@@ -627,7 +628,8 @@ pub(crate) fn shot_noise(x: &FImage, severity: usize, p: ParamSet, rng: &mut Rng
 }
 
 /// The AVX2 versions of the fused u8 loops: the four [`Fast4`] streams in four registers, 32
-/// values per round, the same draws and float operations as the portable loops.
+/// values per round (the normals: 128), the same draws and float operations as the portable
+/// loops (FMA where they call [`super::fma`]).
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use super::{Fast4, ShotTable, ANGLE24, COS_P, LOG_Q, M2LN2, SIN_P};
@@ -779,6 +781,7 @@ mod avx2 {
     /// (cast then saturate = clip then cast for |y| < 2¹⁵, and |y| ≤ 255 + 255·0.6·5.8 here).
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn normal_noise_u8<const SPECKLE: bool>(x: &[u8], out: &mut [u8], a: f32, f4: &mut Fast4) {
+        debug_assert!(255.0 + 5.8 * a.abs() * if SPECKLE { 255.0 } else { 1.0 } < 32767.0);
         let mut st = State::load(f4);
         let av = _mm256_set1_ps(a);
         // Normals first, then the values: two short loops keep more independent work in the
@@ -969,6 +972,17 @@ mod tests {
             let r = ((a as f64).powi(2) + (b as f64).powi(2)).sqrt();
             let exact = (-2.0 * (1.0 - k as f64 / 16_777_216.0).ln()).sqrt();
             assert!((r - exact).abs() <= 1e-6 * exact.max(1e-3), "k {k}: {r} vs {exact}");
+        }
+        // The angle: x from the top 25 bits, bit 0 swaps, bit 1 negates (u = 2⁻²⁴: radius 5.77).
+        let r = (-2.0 * (1.0 / 16_777_216.0f64).ln()).sqrt();
+        for t in (0..1u32 << 25).step_by(4099) {
+            for sym in 0..4 {
+                let (a, b) = box_muller(u32::MAX, t << 7 | sym);
+                let x = ((t << 7) as i32 >> 7) as f64 * (std::f64::consts::FRAC_PI_4 / 16_777_216.0);
+                let (c, s) = if sym & 2 == 0 { (x.cos(), x.sin()) } else { (-x.cos(), -x.sin()) };
+                let (ea, eb) = if sym & 1 == 0 { (c, s) } else { (s, c) };
+                assert!((a as f64 - r * ea).abs().max((b as f64 - r * eb).abs()) < 1e-6 * r, "{t} {sym}");
+            }
         }
     }
 
