@@ -420,45 +420,73 @@ pub(crate) fn speckle_noise(x: &FImage, severity: usize, p: ParamSet, rng: &mut 
     Ok(normal_noise::<true>(x, speckle_sigma(severity, p) as f32, rng))
 }
 
-/// The salt-and-pepper threshold: one 32-bit draw per value, whose top 31 bits decide the hit
-/// (probability `amount`) and lowest bit salt vs pepper.
-fn impulse_threshold(amount: f64) -> u32 {
-    (amount * (1u64 << 31) as f64) as u32
+/// One step of the four [`Fast4`] streams as sixteen 16-bit draws, in the order of an AVX2
+/// register's 16-bit lanes (lane L: bits 16·(L mod 4) of stream L/4).
+#[inline(always)]
+fn draw16(f4: &mut Fast4) -> [u16; 16] {
+    let v = f4.next4();
+    std::array::from_fn(|l| (v[l / 4] >> (16 * (l % 4))) as u16)
+}
+
+/// The salt-and-pepper decision of one value from a 16-bit draw d: its low bit picks salt or
+/// pepper, its top 15 bits h hit when h < `hi`, or when h = `hi` (probability 2⁻¹⁵, off the
+/// vector path) and a 32-bit draw from `tail` is below `lo`: amount·2¹⁵ = hi + lo/2³², so the
+/// hit probability is `amount` to 2⁻⁴⁷ while the bulk costs half the random bits of a 32-bit
+/// comparison.
+#[derive(Clone, Copy)]
+struct Impulse {
+    hi: u16,
+    lo: u32,
+}
+
+impl Impulse {
+    fn new(amount: f64) -> Self {
+        let t = amount.clamp(0.0, 1.0 - 1e-9) * 32768.0;
+        Impulse { hi: t as u16, lo: (t.fract() * 4294967296.0) as u32 }
+    }
+
+    #[inline(always)]
+    fn hit(self, d: u16, tail: &mut Fast) -> bool {
+        let h = d >> 1;
+        h < self.hi || (h == self.hi && ((tail.next_u64() >> 32) as u32) < self.lo)
+    }
 }
 
 pub(crate) fn impulse_noise_u8(x: &[u8], severity: usize, p: ParamSet, rng: &mut Rng) -> Vec<u8> {
-    let thr = impulse_threshold(impulse_amount(severity, p));
-    let mut f4 = Fast4::from_fast(&mut Fast::from_rng(rng));
+    let thr = Impulse::new(impulse_amount(severity, p));
+    let mut tail = Fast::from_rng(rng);
+    let mut f4 = Fast4::from_fast(&mut tail);
     let mut out = vec![0u8; x.len()];
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU supports AVX2 (checked just above).
-        unsafe { avx2::impulse_noise_u8(x, &mut out, thr, &mut f4) };
+        unsafe { avx2::impulse_noise_u8(x, &mut out, thr, &mut f4, &mut tail) };
         return out;
     }
-    impulse_noise_u8_portable(x, &mut out, thr, &mut f4);
+    impulse_noise_u8_portable(x, &mut out, thr, &mut f4, &mut tail);
     out
 }
 
-fn impulse_noise_u8_portable(x: &[u8], out: &mut [u8], thr: u32, f4: &mut Fast4) {
+fn impulse_noise_u8_portable(x: &[u8], out: &mut [u8], thr: Impulse, f4: &mut Fast4, tail: &mut Fast) {
     by32(x, out, |xs, o| {
-        for (o, xs) in o.chunks_exact_mut(8).zip(xs.chunks_exact(8)) {
-            for ((o, &v), r) in o.iter_mut().zip(xs).zip(draw8(f4)) {
-                *o = if r >> 1 < thr { (r as u8 & 1).wrapping_neg() } else { v };
+        for (o, xs) in o.chunks_exact_mut(16).zip(xs.chunks_exact(16)) {
+            for ((o, &v), d) in o.iter_mut().zip(xs).zip(draw16(f4)) {
+                *o = if thr.hit(d, tail) { (d as u8 & 1).wrapping_neg() } else { v };
             }
         }
     });
 }
 
 /// skimage `random_noise(mode='s&p', amount=p)`: each value is hit with probability p and a hit
-/// becomes 1 or 0 with probability ½ each (draws: see [`impulse_threshold`]).
+/// becomes 1 or 0 with probability ½ each (draws: see [`Impulse`]).
 pub(crate) fn impulse_noise(x: &FImage, severity: usize, p: ParamSet, rng: &mut Rng) -> Result<FImage> {
-    let thr = impulse_threshold(impulse_amount(severity, p));
-    let mut f4 = Fast4::from_fast(&mut Fast::from_rng(rng));
+    let thr = Impulse::new(impulse_amount(severity, p));
+    let mut tail = Fast::from_rng(rng);
+    let mut f4 = Fast4::from_fast(&mut tail);
     let mut data = Vec::with_capacity(x.data.len());
-    for xs in x.data.chunks(8) {
+    for xs in x.data.chunks(16) {
         // Untouched values come back exactly (the reference's v/255·255 is exact for v in 0..=255).
-        data.extend(xs.iter().zip(draw8(&mut f4)).map(|(&v, r)| if r >> 1 < thr { (r & 1) as f64 * 255.0 } else { v.clamp(0.0, 255.0) }));
+        data.extend(xs.iter().zip(draw16(&mut f4)).map(|(&v, d)| if thr.hit(d, &mut tail) { (d & 1) as f64 * 255.0 } else { v.clamp(0.0, 255.0) }));
     }
     Ok(FImage { h: x.h, w: x.w, c: x.c, data })
 }
@@ -632,7 +660,7 @@ pub(crate) fn shot_noise(x: &FImage, severity: usize, p: ParamSet, rng: &mut Rng
 /// loops (FMA where they call [`super::fma`]).
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::{Fast4, ShotTable, ANGLE24, COS_P, LOG_Q, M2LN2, SIN_P};
+    use super::{Fast, Fast4, Impulse, ShotTable, ANGLE24, COS_P, LOG_Q, M2LN2, SIN_P};
     use std::arch::x86_64::*;
 
     /// xoshiro256++ on the four streams, state in registers.
@@ -806,22 +834,36 @@ mod avx2 {
         st.store(f4);
     }
 
-    /// [`super::impulse_noise_u8`]'s loop: hit and salt decided per 32-bit lane, packed to byte
-    /// masks and blended 32 values at a time.
+    /// [`super::impulse_noise_u8`]'s loop: hit and salt decided per 16-bit lane, packed to byte
+    /// masks and blended 32 values at a time; a block with a lane on the boundary h = hi is
+    /// settled value by value as the portable loop does.
     #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn impulse_noise_u8(x: &[u8], out: &mut [u8], thr: u32, f4: &mut Fast4) {
+    pub(super) unsafe fn impulse_noise_u8(x: &[u8], out: &mut [u8], thr: Impulse, f4: &mut Fast4, tail: &mut Fast) {
         let mut st = State::load(f4);
-        let t = _mm256_set1_epi32(thr as i32);
-        let pack = |m: [__m256i; 4]| {
-            let p = _mm256_packs_epi16(_mm256_packs_epi32(m[0], m[1]), _mm256_packs_epi32(m[2], m[3]));
-            _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7))
-        };
+        // hi < 2¹⁵ and h < 2¹⁵: the signed compares are the unsigned ones.
+        let t = _mm256_set1_epi16(thr.hi as i16);
+        // The packs work per 128-bit half: (a0-7, b0-7, a8-15, b8-15) back to value order.
+        let pack = |a: __m256i, b: __m256i| _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_packs_epi16(a, b));
         by_n_avx2::<32>(x, out, &mut st, |st, xs, o| {
-            let r: [__m256i; 4] = std::array::from_fn(|_| st.next());
-            // r >> 1 < 2³¹ and thr ≤ 2³¹, so the signed compare is the unsigned one.
-            let hit = pack(r.map(|r| _mm256_cmpgt_epi32(t, _mm256_srli_epi32(r, 1))));
-            let salt = pack(r.map(|r| _mm256_srai_epi32(_mm256_slli_epi32(r, 31), 31)));
-            // SAFETY: by32_avx2 passes 32 readable bytes at `xs`, 32 writable at `o`.
+            let d = [st.next(), st.next()];
+            let h = d.map(|d| _mm256_srli_epi16(d, 1));
+            let mut hit = pack(_mm256_cmpgt_epi16(t, h[0]), _mm256_cmpgt_epi16(t, h[1]));
+            let salt = pack(_mm256_srai_epi16(_mm256_slli_epi16(d[0], 15), 15), _mm256_srai_epi16(_mm256_slli_epi16(d[1], 15), 15));
+            let edge = _mm256_or_si256(_mm256_cmpeq_epi16(t, h[0]), _mm256_cmpeq_epi16(t, h[1]));
+            if _mm256_testz_si256(edge, edge) == 0 {
+                let (mut dv, mut hv) = ([0u16; 32], [0u8; 32]);
+                // SAFETY: stores of 2 × 16 u16 and 32 bytes into arrays of that size.
+                _mm256_storeu_si256(dv.as_mut_ptr() as *mut __m256i, d[0]);
+                _mm256_storeu_si256(dv.as_mut_ptr().add(16) as *mut __m256i, d[1]);
+                _mm256_storeu_si256(hv.as_mut_ptr() as *mut __m256i, hit);
+                for (hv, &d) in hv.iter_mut().zip(&dv) {
+                    if d >> 1 == thr.hi {
+                        *hv = (thr.hit(d, tail) as u8).wrapping_neg();
+                    }
+                }
+                hit = _mm256_loadu_si256(hv.as_ptr() as *const __m256i);
+            }
+            // SAFETY: by_n_avx2 passes 32 readable bytes at `xs`, 32 writable at `o`.
             let v = _mm256_loadu_si256(xs as *const __m256i);
             _mm256_storeu_si256(o as *mut __m256i, _mm256_blendv_epi8(v, salt, hit));
         });
@@ -916,7 +958,7 @@ mod tests {
             unsafe { avx2::normals(&mut f4(7), &mut a) };
             normals_f32_portable(&mut f4(7), &mut b);
             assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()));
-            for n in [1, 31, 32, 33, 1000, 3 * 224 * 37 + 5] {
+            for n in [1, 31, 32, 33, 1000, 3 * 224 * 37 + 5, 300_000] {
                 let x: Vec<u8> = (0..n).map(|_| rng.gen()).collect();
                 let (mut a, mut b) = (vec![0u8; n], vec![0u8; n]);
                 for (s, g) in [(1, 255.0 * 0.38), (2, 255.0 * 0.04)] {
@@ -929,11 +971,20 @@ mod tests {
                     normal_noise_u8_portable::<true>(&x, &mut b, g / 255.0, &mut f4(s));
                     assert_eq!(a, b, "speckle {n}");
                 }
-                for thr in [impulse_threshold(0.27), impulse_threshold(0.01)] {
+                for amount in [0.27, 0.01] {
+                    let thr = Impulse::new(amount);
+                    let (mut ta, mut tb) = (Fast::from_rng(&mut Rng::seed_from_u64(3)), Fast::from_rng(&mut Rng::seed_from_u64(3)));
                     // SAFETY: AVX2 checked above.
-                    unsafe { avx2::impulse_noise_u8(&x, &mut a, thr, &mut f4(3)) };
-                    impulse_noise_u8_portable(&x, &mut b, thr, &mut f4(3));
+                    unsafe { avx2::impulse_noise_u8(&x, &mut a, thr, &mut f4(3), &mut ta) };
+                    impulse_noise_u8_portable(&x, &mut b, thr, &mut f4(3), &mut tb);
                     assert_eq!(a, b, "impulse {n}");
+                    assert_eq!(ta.next_u64(), tb.next_u64(), "impulse {n}: boundary draws");
+                    if n == 300_000 {
+                        // The boundary path (h = hi, probability 2⁻¹⁵) was taken.
+                        let mut g = f4(3);
+                        let edges = (0..n / 16).flat_map(|_| draw16(&mut g)).filter(|d| d >> 1 == thr.hi).count();
+                        assert!(edges > 0, "no boundary draw at amount {amount}");
+                    }
                 }
                 for lam in [3.0, 12.0, 500.0] {
                     let t = shot_table(lam);
@@ -984,6 +1035,19 @@ mod tests {
                 assert!((a as f64 - r * ea).abs().max((b as f64 - r * eb).abs()) < 1e-6 * r, "{t} {sym}");
             }
         }
+    }
+
+    /// The salt-and-pepper decision: below, above and on the boundary of the 15-bit threshold.
+    #[test]
+    fn impulse_decision() {
+        use rand::SeedableRng;
+        let thr = Impulse::new(0.09);
+        assert!(thr.hi == 2949 && (thr.lo as f64 / 4294967296.0 - 0.12).abs() < 1e-9);
+        let mut tail = Fast::from_rng(&mut Rng::seed_from_u64(1));
+        let before = tail.s;
+        assert!(thr.hit(2948 << 1 | 1, &mut tail) && !thr.hit(2950 << 1, &mut tail) && tail.s == before);
+        let hits = (0..100_000u32).filter(|&i| thr.hit(2949 << 1 | (i as u16 & 1), &mut tail)).count();
+        assert!((hits as f64 / 1e5 - 0.12).abs() < 0.005, "{hits}");
     }
 
     /// Each shot table, read back as a distribution, is the clipped Poisson pmf, and sampling it
