@@ -138,10 +138,28 @@ impl Fast4 {
 
     #[inline(always)]
     pub(crate) fn next4(&mut self) -> [u64; 4] {
+        let [s0, .., s3] = &self.s;
+        let r = std::array::from_fn(|l| (s0[l].wrapping_add(s3[l])).rotate_left(23).wrapping_add(s0[l]));
+        self.advance();
+        r
+    }
+
+    /// xoshiro256+ outputs of the same streams (s0 + s3, no rotation): four operations fewer
+    /// per step where the draws dominate the cost (the noises' normals). Its lowest bits are
+    /// weak (low linear complexity), so those use bits 5 and up only.
+    #[inline(always)]
+    fn next4_plus(&mut self) -> [u64; 4] {
+        let [s0, .., s3] = &self.s;
+        let r = std::array::from_fn(|l| s0[l].wrapping_add(s3[l]));
+        self.advance();
+        r
+    }
+
+    /// The xoshiro256 state transition of the four streams.
+    #[inline(always)]
+    fn advance(&mut self) {
         let [s0, s1, s2, s3] = &mut self.s;
-        let mut r = [0u64; 4];
         for l in 0..4 {
-            r[l] = (s0[l].wrapping_add(s3[l])).rotate_left(23).wrapping_add(s0[l]);
             let t = s1[l] << 17;
             s2[l] ^= s0[l];
             s3[l] ^= s1[l];
@@ -150,7 +168,6 @@ impl Fast4 {
             s2[l] ^= t;
             s3[l] = s3[l].rotate_left(45);
         }
-        r
     }
 }
 
@@ -228,7 +245,11 @@ fn map_normals_impl<T: Copy, O>(x: &[T], out: &mut [O], fast: &mut Fast, g: impl
 /// and the vector code consume the same draw for the same value.
 #[inline(always)]
 fn draw8(f4: &mut Fast4) -> [u32; 8] {
-    let v = f4.next4();
+    halves(f4.next4())
+}
+
+#[inline(always)]
+fn halves(v: [u64; 4]) -> [u32; 8] {
     std::array::from_fn(|j| (v[j / 2] >> (32 * (j % 2))) as u32)
 }
 
@@ -255,9 +276,10 @@ fn fma(a: f32, b: f32, c: f32) -> f32 {
 /// Two independent standard normals from two 32-bit draws, without branches or tables, so eight
 /// lanes run side by side ([`avx2::box_muller`] is this, op for op, so the same bits).
 /// Radius √(−2 ln u) with u = 1 − k/2²⁴ ∈ (0, 1] (|z| ≤ 5.77; P(|z| > 5.77) ≈ 8e-9).
-/// Angle: the top 25 bits of `r2` place x uniformly in [−π/4, π/4); bit 0 swaps cos and sin
-/// (a reflection to the arc around π/2), bit 1 negates both (a half turn): the four images of
+/// Angle: the top 25 bits of `r2` place x uniformly in [−π/4, π/4); bit 5 swaps cos and sin
+/// (a reflection to the arc around π/2), bit 6 negates both (a half turn): the four images of
 /// the arc tile the circle, so the angle is uniform and only the arc's sin and cos are needed.
+/// The draws are xoshiro256+ outputs ([`Fast4::next4_plus`]): bits 0–4 go unused.
 #[inline(always)]
 fn box_muller(r1: u32, r2: u32) -> (f32, f32) {
     // u = k/2²⁴, k = 2²⁴ − (r1 >> 8) ∈ [1, 2²⁴], exact in f32: the 2⁻²⁴ goes into the
@@ -273,8 +295,8 @@ fn box_muller(r1: u32, r2: u32) -> (f32, f32) {
     let z2 = z * z;
     let s = fma(x * z, fma(sp[2], z2, fma(sp[1], z, sp[0])), x);
     let c = fma(z2, fma(cp[2], z2, fma(cp[1], z, cp[0])), fma(-0.5, z, 1.0));
-    let (a, b) = if r2 & 1 != 0 { (s, c) } else { (c, s) };
-    let r = f32::from_bits(rad.to_bits() ^ (r2 << 30 & 1 << 31));
+    let (a, b) = if r2 >> 5 & 1 != 0 { (s, c) } else { (c, s) };
+    let r = f32::from_bits(rad.to_bits() ^ (r2 << 25 & 1 << 31));
     (r * a, r * b)
 }
 
@@ -292,7 +314,7 @@ fn normals_f32(f4: &mut Fast4, z: &mut [f32]) {
 
 fn normals_f32_portable(f4: &mut Fast4, z: &mut [f32]) {
     for h in z.chunks_exact_mut(16) {
-        let (r1, r2) = (draw8(f4), draw8(f4));
+        let (r1, r2) = (halves(f4.next4_plus()), halves(f4.next4_plus()));
         for j in 0..8 {
             (h[j], h[8 + j]) = box_muller(r1[j], r2[j]);
         }
@@ -663,7 +685,7 @@ mod avx2 {
     use super::{Fast, Fast4, Impulse, ShotTable, ANGLE24, COS_P, LOG_Q, M2LN2, SIN_P};
     use std::arch::x86_64::*;
 
-    /// xoshiro256++ on the four streams, state in registers.
+    /// The four xoshiro256 streams of a [`Fast4`], state in registers.
     struct State([__m256i; 4]);
 
     impl State {
@@ -689,9 +711,25 @@ mod avx2 {
         #[inline]
         #[target_feature(enable = "avx2")]
         unsafe fn next(&mut self) -> __m256i {
+            let a = _mm256_add_epi64(self.0[0], self.0[3]);
+            let v = _mm256_add_epi64(_mm256_or_si256(_mm256_slli_epi64(a, 23), _mm256_srli_epi64(a, 41)), self.0[0]);
+            self.advance();
+            v
+        }
+
+        /// [`Fast4::next4_plus`]'s draws, in [`super::draw8`]'s lane order.
+        #[inline]
+        #[target_feature(enable = "avx2")]
+        unsafe fn next_plus(&mut self) -> __m256i {
+            let v = _mm256_add_epi64(self.0[0], self.0[3]);
+            self.advance();
+            v
+        }
+
+        #[inline]
+        #[target_feature(enable = "avx2")]
+        unsafe fn advance(&mut self) {
             let [s0, s1, s2, s3] = &mut self.0;
-            let a = _mm256_add_epi64(*s0, *s3);
-            let v = _mm256_add_epi64(_mm256_or_si256(_mm256_slli_epi64(a, 23), _mm256_srli_epi64(a, 41)), *s0);
             let t = _mm256_slli_epi64(*s1, 17);
             *s2 = _mm256_xor_si256(*s2, *s0);
             *s3 = _mm256_xor_si256(*s3, *s1);
@@ -699,7 +737,6 @@ mod avx2 {
             *s0 = _mm256_xor_si256(*s0, *s3);
             *s2 = _mm256_xor_si256(*s2, t);
             *s3 = _mm256_or_si256(_mm256_slli_epi64(*s3, 45), _mm256_srli_epi64(*s3, 19));
-            v
         }
     }
 
@@ -744,9 +781,9 @@ mod avx2 {
         let c = each!(i => fma(z2[i], fma(cp[2], z2[i], fma(cp[1], z[i], cp[0])), fma(h, z[i], one)));
         let sign = seti(i32::MIN);
         let ab = each!(i => {
-            let swap = _mm256_castsi256_ps(_mm256_slli_epi32(r2[i], 31));
+            let swap = _mm256_castsi256_ps(_mm256_slli_epi32(r2[i], 26));
             let (a, b) = (_mm256_blendv_ps(c[i], s[i], swap), _mm256_blendv_ps(s[i], c[i], swap));
-            let r = _mm256_xor_ps(rad[i], _mm256_castsi256_ps(_mm256_and_si256(_mm256_slli_epi32(r2[i], 30), sign)));
+            let r = _mm256_xor_ps(rad[i], _mm256_castsi256_ps(_mm256_and_si256(_mm256_slli_epi32(r2[i], 25), sign)));
             (mul(r, a), mul(r, b))
         });
         (each!(i => ab[i].0), each!(i => ab[i].1))
@@ -757,7 +794,7 @@ mod avx2 {
     pub(super) unsafe fn normals(f4: &mut Fast4, z: &mut [f32]) {
         let mut st = State::load(f4);
         for h in z.chunks_exact_mut(16) {
-            let (r1, r2) = (st.next(), st.next());
+            let (r1, r2) = (st.next_plus(), st.next_plus());
             let ([a], [b]) = box_muller([r1], [r2]);
             // SAFETY: two stores of 8 f32 into the 16 of `h`.
             _mm256_storeu_ps(h.as_mut_ptr(), a);
@@ -817,7 +854,7 @@ mod avx2 {
         by_n_avx2::<128>(x, out, &mut st, |st, xs, o| {
             let mut z = [_mm256_setzero_ps(); 16];
             for h in 0..4 {
-                let r: [__m256i; 4] = std::array::from_fn(|_| st.next());
+                let r: [__m256i; 4] = std::array::from_fn(|_| st.next_plus());
                 let (a, b) = box_muller([r[0], r[2]], [r[1], r[3]]);
                 z[4 * h..4 * h + 4].copy_from_slice(&[a[0], b[0], a[1], b[1]]);
             }
@@ -1024,11 +1061,11 @@ mod tests {
             let exact = (-2.0 * (1.0 - k as f64 / 16_777_216.0).ln()).sqrt();
             assert!((r - exact).abs() <= 1e-6 * exact.max(1e-3), "k {k}: {r} vs {exact}");
         }
-        // The angle: x from the top 25 bits, bit 0 swaps, bit 1 negates (u = 2⁻²⁴: radius 5.77).
+        // The angle: x from the top 25 bits, bit 5 swaps, bit 6 negates (u = 2⁻²⁴: radius 5.77).
         let r = (-2.0 * (1.0 / 16_777_216.0f64).ln()).sqrt();
         for t in (0..1u32 << 25).step_by(4099) {
             for sym in 0..4 {
-                let (a, b) = box_muller(u32::MAX, t << 7 | sym);
+                let (a, b) = box_muller(u32::MAX, t << 7 | sym << 5);
                 let x = ((t << 7) as i32 >> 7) as f64 * (std::f64::consts::FRAC_PI_4 / 16_777_216.0);
                 let (c, s) = if sym & 2 == 0 { (x.cos(), x.sin()) } else { (-x.cos(), -x.sin()) };
                 let (ea, eb) = if sym & 1 == 0 { (c, s) } else { (s, c) };
