@@ -240,16 +240,13 @@ fn map_normals_impl<T: Copy, O>(x: &[T], out: &mut [O], fast: &mut Fast, g: impl
     }
 }
 
-/// One step of the four [`Fast4`] streams as eight 32-bit draws: lane j is the low (j even) or
-/// high (j odd) half of stream j/2, the order an AVX2 register holds them in, so the portable
-/// and the vector code consume the same draw for the same value.
+/// One step of the four [`Fast4`] streams as eight 32-bit xoshiro256+ draws
+/// ([`Fast4::next4_plus`]; the normals and shot noise): lane j is the low (j even) or high
+/// (j odd) half of stream j/2, the order an AVX2 register holds them in, so the portable and the
+/// vector code consume the same draw for the same value.
 #[inline(always)]
 fn draw8(f4: &mut Fast4) -> [u32; 8] {
-    halves(f4.next4())
-}
-
-#[inline(always)]
-fn halves(v: [u64; 4]) -> [u32; 8] {
+    let v = f4.next4_plus();
     std::array::from_fn(|j| (v[j / 2] >> (32 * (j % 2))) as u32)
 }
 
@@ -314,7 +311,7 @@ fn normals_f32(f4: &mut Fast4, z: &mut [f32]) {
 
 fn normals_f32_portable(f4: &mut Fast4, z: &mut [f32]) {
     for h in z.chunks_exact_mut(16) {
-        let (r1, r2) = (halves(f4.next4_plus()), halves(f4.next4_plus()));
+        let (r1, r2) = (draw8(f4), draw8(f4));
         for j in 0..8 {
             (h[j], h[8 + j]) = box_muller(r1[j], r2[j]);
         }
@@ -520,7 +517,8 @@ pub(crate) fn impulse_noise(x: &FImage, severity: usize, p: ParamSet, rng: &mut 
 /// K + 1 columns: the draw's top b bits pick column j, whose own outcome is j; the other 32 − b
 /// bits accept it or take the column's alias. Entry = acceptance threshold << b | alias. The pmf
 /// is truncated where it falls below 1e-18 of the mode's mass; thresholds have 32 − b bits (23 or
-/// more for the published λ ≤ 500). Output: k·(255/λ) in f32, clipped to 255.
+/// more for the published λ ≤ 500; the weak low bits of the xoshiro256+ draws only meet their last
+/// bits). Output: k·(255/λ) in f32, clipped to 255.
 struct ShotTable {
     bits: u32,
     /// 255/λ rounded to f32, nudged up until K·scale ≥ 255 so that outcome K clips to 255.
@@ -707,7 +705,7 @@ mod avx2 {
             }
         }
 
-        /// One step: the eight 32-bit draws of [`super::draw8`], in its lane order.
+        /// One step of xoshiro256++ outputs ([`Fast4::next4`]), as [`super::draw16`] reads them.
         #[inline]
         #[target_feature(enable = "avx2")]
         unsafe fn next(&mut self) -> __m256i {
@@ -920,7 +918,7 @@ mod avx2 {
         let base = t.cols.as_ptr() as *const i32;
         by_n_avx2::<32>(x, out, &mut st, |st, xs, o| {
             let d: [__m256i; 4] = std::array::from_fn(|k| {
-                let r = st.next();
+                let r = st.next_plus();
                 let j = _mm256_srl_epi32(r, mb);
                 // SAFETY: index v << bits | j < 256 · 2^bits = cols.len().
                 let e = _mm256_i32gather_epi32::<4>(base, _mm256_or_si256(_mm256_sll_epi32(widen(xs.add(8 * k)), b), j));
