@@ -439,19 +439,19 @@ pub(crate) fn speckle_noise(x: &FImage, severity: usize, p: ParamSet, rng: &mut 
     Ok(normal_noise::<true>(x, speckle_sigma(severity, p) as f32, rng))
 }
 
-/// One step of the four [`Fast4`] streams as sixteen 16-bit draws, in the order of an AVX2
-/// register's 16-bit lanes (lane L: bits 16·(L mod 4) of stream L/4).
+/// One step of the four [`Fast4`] streams as sixteen 16-bit xoshiro256+ draws, in the order of
+/// an AVX2 register's 16-bit lanes (lane L: bits 16·(L mod 4) of stream L/4).
 #[inline(always)]
 fn draw16(f4: &mut Fast4) -> [u16; 16] {
-    let v = f4.next4();
+    let v = f4.next4_plus();
     std::array::from_fn(|l| (v[l / 4] >> (16 * (l % 4))) as u16)
 }
 
-/// The salt-and-pepper decision of one value from a 16-bit draw d: its low bit picks salt or
-/// pepper, its top 15 bits h hit when h < `hi`, or when h = `hi` (probability 2⁻¹⁵, off the
+/// The salt-and-pepper decision of one value from a 16-bit draw d: its top bit picks salt or
+/// pepper, its low 15 bits h hit when h < `hi`, or when h = `hi` (probability 2⁻¹⁵, off the
 /// vector path) and a 32-bit draw from `tail` is below `lo`: amount·2¹⁵ = hi + lo/2³², so the
 /// hit probability is `amount` to 2⁻⁴⁷ while the bulk costs half the random bits of a 32-bit
-/// comparison.
+/// comparison. (The weak lowest bits of xoshiro256+ are the last bits of h.)
 #[derive(Clone, Copy)]
 struct Impulse {
     hi: u16,
@@ -466,7 +466,7 @@ impl Impulse {
 
     #[inline(always)]
     fn hit(self, d: u16, tail: &mut Fast) -> bool {
-        let h = d >> 1;
+        let h = d & 0x7fff;
         h < self.hi || (h == self.hi && ((tail.next_u64() >> 32) as u32) < self.lo)
     }
 }
@@ -490,7 +490,7 @@ fn impulse_noise_u8_portable(x: &[u8], out: &mut [u8], thr: Impulse, f4: &mut Fa
     by32(x, out, |xs, o| {
         for (o, xs) in o.chunks_exact_mut(16).zip(xs.chunks_exact(16)) {
             for ((o, &v), d) in o.iter_mut().zip(xs).zip(draw16(f4)) {
-                *o = if thr.hit(d, tail) { (d as u8 & 1).wrapping_neg() } else { v };
+                *o = if thr.hit(d, tail) { ((d >> 15) as u8).wrapping_neg() } else { v };
             }
         }
     });
@@ -505,7 +505,7 @@ pub(crate) fn impulse_noise(x: &FImage, severity: usize, p: ParamSet, rng: &mut 
     let mut data = Vec::with_capacity(x.data.len());
     for xs in x.data.chunks(16) {
         // Untouched values come back exactly (the reference's v/255·255 is exact for v in 0..=255).
-        data.extend(xs.iter().zip(draw16(&mut f4)).map(|(&v, d)| if thr.hit(d, &mut tail) { (d & 1) as f64 * 255.0 } else { v.clamp(0.0, 255.0) }));
+        data.extend(xs.iter().zip(draw16(&mut f4)).map(|(&v, d)| if thr.hit(d, &mut tail) { (d >> 15) as f64 * 255.0 } else { v.clamp(0.0, 255.0) }));
     }
     Ok(FImage { h: x.h, w: x.w, c: x.c, data })
 }
@@ -705,17 +705,7 @@ mod avx2 {
             }
         }
 
-        /// One step of xoshiro256++ outputs ([`Fast4::next4`]), as [`super::draw16`] reads them.
-        #[inline]
-        #[target_feature(enable = "avx2")]
-        unsafe fn next(&mut self) -> __m256i {
-            let a = _mm256_add_epi64(self.0[0], self.0[3]);
-            let v = _mm256_add_epi64(_mm256_or_si256(_mm256_slli_epi64(a, 23), _mm256_srli_epi64(a, 41)), self.0[0]);
-            self.advance();
-            v
-        }
-
-        /// [`Fast4::next4_plus`]'s draws, in [`super::draw8`]'s lane order.
+        /// One step of [`Fast4::next4_plus`]'s draws, in [`super::draw8`]'s (and draw16's) lane order.
         #[inline]
         #[target_feature(enable = "avx2")]
         unsafe fn next_plus(&mut self) -> __m256i {
@@ -876,14 +866,14 @@ mod avx2 {
     pub(super) unsafe fn impulse_noise_u8(x: &[u8], out: &mut [u8], thr: Impulse, f4: &mut Fast4, tail: &mut Fast) {
         let mut st = State::load(f4);
         // hi < 2¹⁵ and h < 2¹⁵: the signed compares are the unsigned ones.
-        let t = _mm256_set1_epi16(thr.hi as i16);
+        let (t, low15) = (_mm256_set1_epi16(thr.hi as i16), _mm256_set1_epi16(0x7fff));
         // The packs work per 128-bit half: (a0-7, b0-7, a8-15, b8-15) back to value order.
         let pack = |a: __m256i, b: __m256i| _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_packs_epi16(a, b));
         by_n_avx2::<32>(x, out, &mut st, |st, xs, o| {
-            let d = [st.next(), st.next()];
-            let h = d.map(|d| _mm256_srli_epi16(d, 1));
+            let d = [st.next_plus(), st.next_plus()];
+            let h = d.map(|d| _mm256_and_si256(d, low15));
             let mut hit = pack(_mm256_cmpgt_epi16(t, h[0]), _mm256_cmpgt_epi16(t, h[1]));
-            let salt = pack(_mm256_srai_epi16(_mm256_slli_epi16(d[0], 15), 15), _mm256_srai_epi16(_mm256_slli_epi16(d[1], 15), 15));
+            let salt = pack(_mm256_srai_epi16(d[0], 15), _mm256_srai_epi16(d[1], 15));
             let edge = _mm256_or_si256(_mm256_cmpeq_epi16(t, h[0]), _mm256_cmpeq_epi16(t, h[1]));
             if _mm256_testz_si256(edge, edge) == 0 {
                 let (mut dv, mut hv) = ([0u16; 32], [0u8; 32]);
@@ -892,7 +882,7 @@ mod avx2 {
                 _mm256_storeu_si256(dv.as_mut_ptr().add(16) as *mut __m256i, d[1]);
                 _mm256_storeu_si256(hv.as_mut_ptr() as *mut __m256i, hit);
                 for (hv, &d) in hv.iter_mut().zip(&dv) {
-                    if d >> 1 == thr.hi {
+                    if d & 0x7fff == thr.hi {
                         *hv = (thr.hit(d, tail) as u8).wrapping_neg();
                     }
                 }
@@ -1017,7 +1007,7 @@ mod tests {
                     if n == 300_000 {
                         // The boundary path (h = hi, probability 2⁻¹⁵) was taken.
                         let mut g = f4(3);
-                        let edges = (0..n / 16).flat_map(|_| draw16(&mut g)).filter(|d| d >> 1 == thr.hi).count();
+                        let edges = (0..n / 16).flat_map(|_| draw16(&mut g)).filter(|d| d & 0x7fff == thr.hi).count();
                         assert!(edges > 0, "no boundary draw at amount {amount}");
                     }
                 }
@@ -1080,8 +1070,8 @@ mod tests {
         assert!(thr.hi == 2949 && (thr.lo as f64 / 4294967296.0 - 0.12).abs() < 1e-9);
         let mut tail = Fast::from_rng(&mut Rng::seed_from_u64(1));
         let before = tail.s;
-        assert!(thr.hit(2948 << 1 | 1, &mut tail) && !thr.hit(2950 << 1, &mut tail) && tail.s == before);
-        let hits = (0..100_000u32).filter(|&i| thr.hit(2949 << 1 | (i as u16 & 1), &mut tail)).count();
+        assert!(thr.hit(2948 | 0x8000, &mut tail) && !thr.hit(2950, &mut tail) && tail.s == before);
+        let hits = (0..100_000u32).filter(|&i| thr.hit(2949 | (i as u16) << 15, &mut tail)).count();
         assert!((hits as f64 / 1e5 - 0.12).abs() < 0.005, "{hits}");
     }
 
