@@ -582,7 +582,8 @@ impl ShotTable {
 }
 
 /// P(k) of Poisson(μ) for k = 0..top, with P(k ≥ top) in the last place, built outwards from the
-/// mode (no underflow of e^-μ for large μ), normalised after the truncation.
+/// mode (no underflow of e^-μ for large μ) and stopped on each side where it falls below 1e-18
+/// of the mode's mass (no crawl through subnormals), normalised after the truncation.
 fn poisson_clipped(mu: f64, top: usize) -> Vec<f64> {
     let mut p = vec![0.0; top + 1];
     if mu.is_nan() || mu <= 0.0 {
@@ -595,12 +596,15 @@ fn poisson_clipped(mu: f64, top: usize) -> Vec<f64> {
     let mut v = pm;
     for k in (1..=mode).rev() {
         v *= k as f64 / mu;
+        if v < pm * 1e-18 {
+            break;
+        }
         p[k - 1] = v;
     }
     v = pm;
     for k in mode + 1.. {
         v *= mu / k as f64;
-        if k > top && v < pm * 1e-18 {
+        if v < pm * 1e-18 {
             break;
         }
         p[k.min(top)] += v;
