@@ -171,6 +171,48 @@ impl Fast4 {
     }
 }
 
+impl Fast4 {
+    /// `r` filled with successive [`Fast4::next4`] outputs (`r.len()` a multiple of 4): AVX2
+    /// when the CPU has it (the four streams in four registers), the same values either way.
+    #[inline(always)]
+    pub(crate) fn fill(&mut self, r: &mut [u64]) {
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2 (checked just above).
+            return unsafe { self.fill_avx2(r) };
+        }
+        for q in r.chunks_exact_mut(4) {
+            q.copy_from_slice(&self.next4());
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn fill_avx2(&mut self, r: &mut [u64]) {
+        use std::arch::x86_64::*;
+        // SAFETY: loads and stores stay inside `self.s` (four rows of four u64) and inside `r`
+        // (one store of 4 per chunk of 4).
+        let st = self.s.as_mut_ptr() as *mut __m256i;
+        let (mut s0, mut s1, mut s2, mut s3) = (_mm256_loadu_si256(st), _mm256_loadu_si256(st.add(1)), _mm256_loadu_si256(st.add(2)), _mm256_loadu_si256(st.add(3)));
+        for q in r.chunks_exact_mut(4) {
+            let a = _mm256_add_epi64(s0, s3);
+            let v = _mm256_add_epi64(_mm256_or_si256(_mm256_slli_epi64(a, 23), _mm256_srli_epi64(a, 41)), s0);
+            let t = _mm256_slli_epi64(s1, 17);
+            s2 = _mm256_xor_si256(s2, s0);
+            s3 = _mm256_xor_si256(s3, s1);
+            s1 = _mm256_xor_si256(s1, s2);
+            s0 = _mm256_xor_si256(s0, s3);
+            s2 = _mm256_xor_si256(s2, t);
+            s3 = _mm256_or_si256(_mm256_slli_epi64(s3, 45), _mm256_srli_epi64(s3, 19));
+            _mm256_storeu_si256(q.as_mut_ptr() as *mut __m256i, v);
+        }
+        _mm256_storeu_si256(st, s0);
+        _mm256_storeu_si256(st.add(1), s1);
+        _mm256_storeu_si256(st.add(2), s2);
+        _mm256_storeu_si256(st.add(3), s3);
+    }
+}
+
 /// 64 standard normals as [`normal_from_u32`] defines them, from 32 draws of the four streams
 /// made up front: the quantile lerp runs without branches over the block (so it vectorises), and
 /// the rare outermost cells are then redrawn by the exact tail sampler from `tail`, in order.
@@ -982,6 +1024,10 @@ mod tests {
                 }
             }
             let f4 = |seed| Fast4::from_fast(&mut Fast::from_rng(&mut Rng::seed_from_u64(seed)));
+            let (mut g, mut r) = (f4(8), [0u64; 40]);
+            g.fill(&mut r);
+            let mut h = f4(8);
+            assert!(r.chunks_exact(4).all(|q| q == h.next4()), "Fast4::fill");
             let (mut a, mut b) = (vec![0f32; 4096], vec![0f32; 4096]);
             // SAFETY: AVX2 and FMA checked above.
             unsafe { avx2::normals(&mut f4(7), &mut a) };
