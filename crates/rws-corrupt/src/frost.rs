@@ -327,7 +327,7 @@ fn draw(p: ParamSet, h: usize, w: usize, rng: &mut Rng, textures: Option<&Arc<Ve
     let style = STYLE[p as usize][idx];
     let z: f64 = rng.sample(StandardNormal);
     let n = h.max(w).max(2).next_power_of_two();
-    let pm = plasma_fractal(n, 1.8, &mut crate::noise::Fast::from_rng(rng));
+    let pm: Vec<f64> = plasma_fractal(n, 1.8, &mut crate::noise::Fast::from_rng(rng)).into_iter().map(f64::from).collect();
     // Mean and (population) sd of the pattern over the crop.
     let len = (h * w) as f64;
     let mean = crop_sum(&pm, n, h, w, ridge) / len;
