@@ -235,7 +235,10 @@ fn blend<T: Copy, O: Copy>(x: &[T], out: &mut [O], pm: &[f32], n: usize, w: usiz
             let mut ds = dr.chunks_exact_mut(24);
             let mut ps = pr.chunks_exact(8);
             for ((xb, db), pb) in (&mut xs).zip(&mut ds).zip(&mut ps) {
-                let add: [f32; 8] = std::array::from_fn(|i| k * pb[i]);
+                let mut add = [0f32; 8];
+                for i in 0..8 {
+                    add[i] = k * pb[i];
+                }
                 for i in 0..24 {
                     db[i] = f(xb[i], add[i / 3]);
                 }

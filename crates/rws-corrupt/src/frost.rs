@@ -416,7 +416,10 @@ impl Proc {
                 let mut ds = dst.chunks_exact_mut(24);
                 let mut ps = pr.chunks_exact(8);
                 for ((xb, db), pb) in (&mut xs).zip(&mut ds).zip(&mut ps) {
-                    let r: [f32; 8] = std::array::from_fn(|i| ridge(pb[i]));
+                    let mut r = [0f32; 8];
+                    for i in 0..8 {
+                        r[i] = ridge(pb[i]);
+                    }
                     for i in 0..24 {
                         db[i] = px(xb[i], tex(i % 3, r[i / 3]));
                     }
