@@ -41,7 +41,7 @@ pub(crate) fn snow(x: &FImage, severity: usize, p: ParamSet, rng: &mut Rng) -> R
     let (h, w, c) = (x.h, x.w, x.c);
     let (sl, b) = snow_layer(h, w, severity, p, rng)?;
     let mut data = vec![0.0; h * w * c];
-    blend(&x.data, &mut data, h, w, c, &sl, b, |v| v as f32 * INV255, |v| v as f64);
+    blend(&x.data, &mut data, h, w, c, &sl, b, |v| v as f32, |v| v as f64);
     Ok(FImage { h, w, c, data })
 }
 
@@ -51,12 +51,9 @@ pub(crate) fn snow(x: &FImage, severity: usize, p: ParamSet, rng: &mut Rng) -> R
 pub(crate) fn snow_u8(x: &[u8], h: usize, w: usize, c: usize, severity: usize, p: ParamSet, rng: &mut Rng) -> Result<Vec<u8>> {
     let (sl, b) = snow_layer(h, w, severity, p, rng)?;
     let mut out = vec![0u8; h * w * c];
-    blend(x, &mut out, h, w, c, &sl, b, |v| v as f32 * INV255, crate::cast_u8_f32);
+    blend(x, &mut out, h, w, c, &sl, b, |v| v as f32, crate::cast_u8_f32);
     Ok(out)
 }
-
-/// 1/255, the reference's division by 255 as one multiplication.
-const INV255: f32 = 1.0 / 255.0;
 
 /// The blurred snow layer of one call, rounded to 0..=255 (the reference's 8-bit ImageMagick
 /// output, or imagecorruptions' rounding to 1/255 steps), and the blend weight b. Shared by both
@@ -103,20 +100,19 @@ unsafe fn layer_avx2(layer: &[f32], bw: usize, cy: &[(usize, usize, f32)], cx: &
 fn layer_impl(layer: &[f32], bw: usize, cy: &[(usize, usize, f32)], cx: &[(usize, usize, f32)], taps: &[(f32, isize, isize)], t: f32, imagenet: bool, h: usize, w: usize, sl: &mut [u8]) {
     let pad = taps.iter().map(|t| t.2.unsigned_abs()).max().unwrap_or(0);
     let pw = w + 2 * pad;
-    /// The padded layer plane, each row's non-zero span, the blur's accumulator row.
-    type Scratch = (Vec<f32>, Vec<(usize, usize)>, Vec<f32>);
+    /// The padded layer plane and each row's non-zero span.
+    type Scratch = (Vec<f32>, Vec<(usize, usize)>);
     thread_local! {
-        static PLANE: std::cell::Cell<Scratch> = const { std::cell::Cell::new((Vec::new(), Vec::new(), Vec::new())) };
+        static PLANE: std::cell::Cell<Scratch> = const { std::cell::Cell::new((Vec::new(), Vec::new())) };
     }
     // Taken out of the thread-local and put back after, so the work below is compiled in this
     // function (with its target features), not in a closure.
-    let (mut plane, mut live, mut acc) = PLANE.take();
-    plane.clear();
-    plane.resize(h * pw, 0.0);
+    let (mut plane, mut live) = PLANE.take();
+    // Not cleared: every row the zoom reaches is written in full below, and the blur reads no
+    // other row (its span stays empty).
+    plane.resize(plane.len().max(h * pw), 0.0);
     live.clear();
     live.resize(h, (0, 0));
-    acc.clear();
-    acc.resize(w, 0.0);
     let lerp = |sy: usize, r: &mut [f32]| {
         let s = &layer[sy * bw..(sy + 1) * bw];
         for (&(x0, x1, fx), o) in cx.iter().zip(r.iter_mut()) {
@@ -150,6 +146,7 @@ fn layer_impl(layer: &[f32], bw: usize, cy: &[(usize, usize, f32)], cx: &[(usize
             // SAFETY: v·255 is finite and within 0..=255.
             *o = if imagenet { v * 255.0 } else { (unsafe { (v * 255.0).to_int_unchecked::<i32>() }) as f32 };
         }
+        row[pad + cx.len()..pad + w].fill(0.0);
         let (first, last) = (row[pad], row[pad + w - 1]);
         row[..pad].fill(first);
         row[pad + w..].fill(last);
@@ -159,29 +156,52 @@ fn layer_impl(layer: &[f32], bw: usize, cy: &[(usize, usize, f32)], cx: &[(usize
             live[y] = (lo, hi);
         }
     }
+    let mut rows = Vec::with_capacity(taps.len());
     for y in 0..h {
-        acc.fill(0.0);
-        for &(kv, dy, dx) in taps {
-            let sy = (y as isize + dy).clamp(0, h as isize - 1) as usize;
-            // Only the outputs that read the row's non-zero span: elsewhere the term is
-            // kv·0 = +0.0, which leaves every (non-negative) sum as it is.
-            let (lo, hi) = live[sy];
-            let off = pad as isize + dx;
-            let a = (lo as isize - off).clamp(0, w as isize) as usize;
-            let b = (hi as isize - off).clamp(0, w as isize) as usize;
-            if a >= b {
-                continue;
-            }
-            let start = sy * pw + (off + a as isize) as usize;
-            for (o, &v) in acc[a..b].iter_mut().zip(&plane[start..start + (b - a)]) {
-                *o += kv * v;
-            }
+        // Per tap: weight, source row, start of output column 0 in the padded row.
+        rows.clear();
+        rows.extend(taps.iter().map(|&(kv, dy, dx)| (kv, (y as isize + dy).clamp(0, h as isize - 1) as usize, (pad as isize + dx) as usize)));
+        let out = &mut sl[y * w..(y + 1) * w];
+        let mut x0 = 0;
+        while x0 + 64 <= w {
+            blur_block::<64>(&plane, pw, &live, &rows, x0, &mut out[x0..x0 + 64]);
+            x0 += 64;
         }
-        for (o, &a) in sl[y * w..(y + 1) * w].iter_mut().zip(acc.iter()) {
-            *o = round_u8(a);
+        if x0 + 32 <= w {
+            blur_block::<32>(&plane, pw, &live, &rows, x0, &mut out[x0..x0 + 32]);
+            x0 += 32;
+        }
+        while x0 + 8 <= w {
+            blur_block::<8>(&plane, pw, &live, &rows, x0, &mut out[x0..x0 + 8]);
+            x0 += 8;
+        }
+        for x in x0..w {
+            blur_block::<1>(&plane, pw, &live, &rows, x, &mut out[x..x + 1]);
         }
     }
-    PLANE.set((plane, live, acc));
+    PLANE.set((plane, live));
+}
+
+/// B outputs of the motion blur from column x0, summed in registers over the taps in tap order
+/// (so each value's sum does not depend on the blocking). A tap whose source span is all zero is
+/// skipped: its terms are kv·0 = +0.0, which leaves every (non-negative) sum as it is.
+#[inline(always)]
+fn blur_block<const B: usize>(plane: &[f32], pw: usize, live: &[(usize, usize)], rows: &[(f32, usize, usize)], x0: usize, out: &mut [u8]) {
+    let mut acc = [0f32; B];
+    for &(kv, sy, s) in rows {
+        let (lo, hi) = live[sy];
+        let s = s + x0;
+        if s + B <= lo || s >= hi {
+            continue;
+        }
+        let v: &[f32; B] = plane[sy * pw + s..][..B].try_into().unwrap();
+        for i in 0..B {
+            acc[i] += kv * v[i];
+        }
+    }
+    for (o, &a) in out.iter_mut().zip(&acc) {
+        *o = round_u8(a);
+    }
 }
 
 /// A non-negative sum rounded half away from zero and saturated to 255 (truncation is floor
@@ -194,8 +214,9 @@ fn round_u8(a: f32) -> u8 {
 }
 
 /// out = clip(b·x + (1 − b)·max(x, 1.5·grey + 0.5) + L + rot180(L), 0, 1)·255 per value, x on
-/// the 0..1 scale (grey = OpenCV RGB2GRAY; a grey image's own level), L the snow layer / 255.
-/// RGB in blocks of 8 pixels (constant indices, so the value loop vectorises); f32 throughout.
+/// the 0..1 scale (grey = OpenCV RGB2GRAY; a grey image's own level), L the snow layer / 255,
+/// computed on the 0..255 scale (x, the layer's whole numbers, 1.5·grey + 127.5) in f32. RGB in
+/// blocks of 8 pixels (constant indices, so the value loop vectorises).
 #[allow(clippy::too_many_arguments)]
 fn blend<T: Copy, O: Copy>(x: &[T], out: &mut [O], h: usize, w: usize, c: usize, sl: &[u8], b: f32, get: impl Fn(T) -> f32, put: impl Fn(f32) -> O) {
     #[cfg(target_arch = "x86_64")]
@@ -221,14 +242,14 @@ fn blend_impl<T: Copy, O: Copy>(x: &[T], out: &mut [O], h: usize, w: usize, c: u
     let px = |v: f32, lift: f32, add: f32| {
         // v and lift are never NaN, so a plain comparison is `max`.
         let m = if v > lift { v } else { lift };
-        put(((b * v + b1 * m) + add).clamp(0.0, 1.0) * 255.0)
+        put(((b * v + b1 * m) + add).clamp(0.0, 255.0))
     };
     let mut add = vec![0f32; w];
     for y in 0..h {
         // L at (y, i) plus L at (h−1−y, w−1−i).
         let (fwd, rev) = (&sl[y * w..(y + 1) * w], &sl[(h - 1 - y) * w..(h - y) * w]);
         for ((o, &a), &r) in add.iter_mut().zip(fwd).zip(rev.iter().rev()) {
-            *o = (a as u16 + r as u16) as f32 * INV255;
+            *o = (a as u16 + r as u16) as f32;
         }
         let (row, orow) = (&x[y * w * c..(y + 1) * w * c], &mut out[y * w * c..(y + 1) * w * c]);
         if c == 3 {
@@ -244,7 +265,7 @@ fn blend_impl<T: Copy, O: Copy>(x: &[T], out: &mut [O], h: usize, w: usize, c: u
                 }
                 let mut lift = [0f32; 8];
                 for i in 0..8 {
-                    lift[i] = (v[3 * i] * 0.299 + v[3 * i + 1] * 0.587 + v[3 * i + 2] * 0.114) * 1.5 + 0.5;
+                    lift[i] = (v[3 * i] * 0.299 + v[3 * i + 1] * 0.587 + v[3 * i + 2] * 0.114) * 1.5 + 127.5;
                 }
                 for i in 0..24 {
                     ob[i] = px(v[i], lift[i / 3], ab[i / 3]);
@@ -252,7 +273,7 @@ fn blend_impl<T: Copy, O: Copy>(x: &[T], out: &mut [O], h: usize, w: usize, c: u
             }
             for ((xp, op), &a) in xs.remainder().chunks_exact(3).zip(os.into_remainder().chunks_exact_mut(3)).zip(adds.remainder()) {
                 let v = [get(xp[0]), get(xp[1]), get(xp[2])];
-                let lift = (v[0] * 0.299 + v[1] * 0.587 + v[2] * 0.114) * 1.5 + 0.5;
+                let lift = (v[0] * 0.299 + v[1] * 0.587 + v[2] * 0.114) * 1.5 + 127.5;
                 for ch in 0..3 {
                     op[ch] = px(v[ch], lift, a);
                 }
@@ -260,7 +281,7 @@ fn blend_impl<T: Copy, O: Copy>(x: &[T], out: &mut [O], h: usize, w: usize, c: u
         } else {
             for ((o, &s), &a) in orow.iter_mut().zip(row).zip(&add) {
                 let v = get(s);
-                *o = px(v, v * 1.5 + 0.5, a);
+                *o = px(v, v * 1.5 + 127.5, a);
             }
         }
     }
@@ -303,8 +324,8 @@ mod tests {
             assert!(sa == sb && sa.iter().any(|&v| v > 0), "layer {h}x{w} {p:?} s{sev}");
             let (mut a, mut b2) = (vec![0u8; x.len()], vec![0u8; x.len()]);
             // SAFETY: as above.
-            unsafe { blend_avx2(&x, &mut a, h, w, c, &sa, b as f32, |v| v as f32 * INV255, crate::cast_u8_f32) };
-            blend_impl(&x, &mut b2, h, w, c, &sa, b as f32, |v| v as f32 * INV255, crate::cast_u8_f32);
+            unsafe { blend_avx2(&x, &mut a, h, w, c, &sa, b as f32, |v| v as f32, crate::cast_u8_f32) };
+            blend_impl(&x, &mut b2, h, w, c, &sa, b as f32, |v| v as f32, crate::cast_u8_f32);
             assert!(a == b2, "blend {h}x{w}x{c}");
         }
     }
