@@ -6,13 +6,15 @@ use crate::{FImage, ParamSet, Result, Rng};
 /// The reference `plasma_fractal(mapsize, wibbledecay)`: a toroidal N×N diamond-square map (corner
 /// 0, wibble 100, each new point = mean of its 4 parents + wibble·U(−wibble, wibble), wibble /= decay
 /// per level), shifted and scaled to [0, 1]. Row-major N×N, f32 (the map only feeds random
-/// corruptions, and f32 halves the memory traffic and doubles the vector width).
+/// corruptions, and f32 halves the memory traffic and doubles the vector width). The shift and
+/// scale are returned, not applied: each caller folds them into its own per-pixel arithmetic,
+/// which saves a pass over the map.
 ///
 /// Built one level at a time on compact grids: the level's known points G (g×g) give the square
 /// centres C[i][j] (from G[i..=i+1][j..=j+1]), then the two kinds of diamond points (from G and C),
 /// each a contiguous row loop with offset-by-one neighbours, and the 2g×2g grid is their
 /// interleaving. The wibbles come in bulk from [`Fast4`], two signed 24-bit draws per 64 bits.
-pub(crate) fn plasma_fractal(n: usize, decay: f64, rng: &mut Fast) -> Vec<f32> {
+pub(crate) fn plasma_fractal(n: usize, decay: f64, rng: &mut Fast) -> Plasma {
     assert!(n.is_power_of_two());
     let mut f4 = Fast4::from_fast(rng);
     #[cfg(target_arch = "x86_64")]
@@ -26,12 +28,12 @@ pub(crate) fn plasma_fractal(n: usize, decay: f64, rng: &mut Fast) -> Vec<f32> {
 /// [`plasma_impl`] compiled for AVX2 (no FMA: the same bits as the portable build).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn plasma_avx2(n: usize, decay: f64, f4: &mut Fast4) -> Vec<f32> {
+unsafe fn plasma_avx2(n: usize, decay: f64, f4: &mut Fast4) -> Plasma {
     plasma_impl(n, decay, f4)
 }
 
 #[inline(always)]
-fn plasma_impl(n: usize, decay: f64, f4: &mut Fast4) -> Vec<f32> {
+fn plasma_impl(n: usize, decay: f64, f4: &mut Fast4) -> Plasma {
     let mut cur = vec![0f32; n * n];
     let mut next = vec![0f32; n * n];
     let mut cen = vec![0f32; n * n / 4];
@@ -90,8 +92,17 @@ fn plasma_impl(n: usize, decay: f64, f4: &mut Fast4) -> Vec<f32> {
         g *= 2;
         wib /= decay;
     }
-    normalise01(&mut cur);
-    cur
+    let (lo, hi) = min_max(&cur);
+    // A flat map stays 0, as the reference's.
+    Plasma { map: cur, lo, inv: if hi > lo { 1.0 / (hi - lo) } else { 0.0 } }
+}
+
+/// A plasma map and its normalisation: the reference's value at i is (map[i] − lo)·inv, within
+/// [0, 1] (the maximum may land one rounding off 1).
+pub(crate) struct Plasma {
+    pub map: Vec<f32>,
+    pub lo: f32,
+    pub inv: f32,
 }
 
 /// `len` wibbles into `nz`: signed 24-bit uniforms (the low halves of the draws, then the high
@@ -104,19 +115,6 @@ fn wibbles(f4: &mut Fast4, bits: &mut [u64], nz: &mut [f32], len: usize, scale: 
     for ((l, h), &v) in lo.iter_mut().zip(hi.iter_mut()).zip(&bits[..nb]) {
         *l = ((v as i32) >> 8) as f32 * scale;
         *h = (((v >> 32) as i32) >> 8) as f32 * scale;
-    }
-}
-
-/// Shift to a minimum of 0, then scale to a maximum of 1 (a flat map stays 0), as the reference's
-/// `plasma_fractal` ends.
-#[inline(always)]
-fn normalise01(m: &mut [f32]) {
-    let (mn, mx) = min_max(m);
-    let range = mx - mn;
-    if range > 0.0 {
-        m.iter_mut().for_each(|v| *v = (*v - mn) / range);
-    } else {
-        m.fill(0.0);
     }
 }
 
@@ -194,16 +192,18 @@ fn fog_apply<T: Copy, O: Copy + Default>(x: &[T], h: usize, w: usize, ch: usize,
     let pm = plasma_fractal(n, d, &mut Fast::from_rng(rng));
     let mx = mx / 255.0;
     let scale = mx / (mx + c);
-    // On the 0..255 scale: clip((x/255 + c·P)·s, 0, 1)·255 = clip(x·s + 255·c·s·P, 0, 255).
-    let (k, scale) = ((255.0 * c * scale) as f32, scale as f32);
+    // On the 0..255 scale: clip((x/255 + c·P)·s, 0, 1)·255 = clip(x·s + 255·c·s·P, 0, 255), with
+    // P = (map − lo)·inv.
+    let (lo, k, scale) = (pm.lo, (255.0 * c * scale) as f32 * pm.inv, scale as f32);
+    let pm = &pm.map;
     let mut data = vec![O::default(); x.len()];
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU supports AVX2 (checked just above).
-        unsafe { blend_avx2(x, &mut data, &pm, n, w, ch, k, scale, get, put) };
+        unsafe { blend_avx2(x, &mut data, pm, n, w, ch, lo, k, scale, get, put) };
         return data;
     }
-    blend(x, &mut data, &pm, n, w, ch, k, scale, get, put);
+    blend(x, &mut data, pm, n, w, ch, lo, k, scale, get, put);
     data
 }
 
@@ -211,15 +211,15 @@ fn fog_apply<T: Copy, O: Copy + Default>(x: &[T], h: usize, w: usize, ch: usize,
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn blend_avx2<T: Copy, O: Copy>(x: &[T], out: &mut [O], pm: &[f32], n: usize, w: usize, ch: usize, k: f32, scale: f32, get: impl Fn(T) -> f32, put: impl Fn(f32) -> O) {
-    blend(x, out, pm, n, w, ch, k, scale, get, put)
+unsafe fn blend_avx2<T: Copy, O: Copy>(x: &[T], out: &mut [O], pm: &[f32], n: usize, w: usize, ch: usize, lo: f32, k: f32, scale: f32, get: impl Fn(T) -> f32, put: impl Fn(f32) -> O) {
+    blend(x, out, pm, n, w, ch, lo, k, scale, get, put)
 }
 
-/// out = clip(x·scale + k·P) row by row; RGB in blocks of 8 pixels whose map values are spread
+/// out = clip(x·scale + k·(map − lo)) row by row; RGB in blocks of 8 pixels whose map values are spread
 /// to their 24 channel values by constant indices, so the value loop vectorises.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn blend<T: Copy, O: Copy>(x: &[T], out: &mut [O], pm: &[f32], n: usize, w: usize, ch: usize, k: f32, scale: f32, get: impl Fn(T) -> f32, put: impl Fn(f32) -> O) {
+fn blend<T: Copy, O: Copy>(x: &[T], out: &mut [O], pm: &[f32], n: usize, w: usize, ch: usize, lo: f32, k: f32, scale: f32, get: impl Fn(T) -> f32, put: impl Fn(f32) -> O) {
     let f = |v: T, add: f32| put((get(v) * scale + add).clamp(0.0, 255.0));
     if w * ch == 0 {
         return;
@@ -228,7 +228,7 @@ fn blend<T: Copy, O: Copy>(x: &[T], out: &mut [O], pm: &[f32], n: usize, w: usiz
         let pr = &pm[r * n..r * n + w];
         if ch == 1 {
             for ((o, &v), &pv) in dr.iter_mut().zip(xr).zip(pr) {
-                *o = f(v, k * pv);
+                *o = f(v, k * (pv - lo));
             }
         } else if ch == 3 {
             let mut xs = xr.chunks_exact(24);
@@ -237,21 +237,21 @@ fn blend<T: Copy, O: Copy>(x: &[T], out: &mut [O], pm: &[f32], n: usize, w: usiz
             for ((xb, db), pb) in (&mut xs).zip(&mut ds).zip(&mut ps) {
                 let mut add = [0f32; 8];
                 for i in 0..8 {
-                    add[i] = k * pb[i];
+                    add[i] = k * (pb[i] - lo);
                 }
                 for i in 0..24 {
                     db[i] = f(xb[i], add[i / 3]);
                 }
             }
             for ((xp, dp), &pv) in xs.remainder().chunks_exact(3).zip(ds.into_remainder().chunks_exact_mut(3)).zip(ps.remainder()) {
-                let add = k * pv;
+                let add = k * (pv - lo);
                 for (o, &v) in dp.iter_mut().zip(xp) {
                     *o = f(v, add);
                 }
             }
         } else {
             for ((xp, dp), &pv) in xr.chunks_exact(ch).zip(dr.chunks_exact_mut(ch)).zip(pr) {
-                let add = k * pv;
+                let add = k * (pv - lo);
                 for (o, &v) in dp.iter_mut().zip(xp) {
                     *o = f(v, add);
                 }
@@ -266,7 +266,8 @@ mod tests {
     use rand::{Rng as _, SeedableRng};
 
     /// Diamond-square as the reference writes it (one full map, every index wrapped), with the
-    /// same wibbles in the same order: the compact-grid levels must give the same values.
+    /// same wibbles in the same order, before normalisation: the compact-grid levels must give the
+    /// same values.
     fn plasma_reference(n: usize, decay: f64, rng: &mut Fast) -> Vec<f32> {
         let mut f4 = Fast4::from_fast(rng);
         let (mut bits, mut nz) = (vec![0u64; n / 2 + 4], vec![0f32; n + 8]);
@@ -298,7 +299,6 @@ mod tests {
             step /= 2;
             wib /= decay;
         }
-        normalise01(&mut m);
         m
     }
 
@@ -307,10 +307,10 @@ mod tests {
         for (n, d) in [(32, 3.0), (64, 1.75), (256, 1.4), (2, 2.0), (1, 2.0)] {
             let mut a = Fast::from_rng(&mut crate::Rng::seed_from_u64(n as u64));
             let mut b = Fast::from_rng(&mut crate::Rng::seed_from_u64(n as u64));
-            let m = plasma_fractal(n, d, &mut a);
-            assert!(m == plasma_reference(n, d, &mut b), "n={n}");
-            let (lo, hi) = m.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(l, h), &v| (l.min(v), h.max(v)));
-            assert!(lo == 0.0 && hi == if n == 1 { 0.0 } else { 1.0 }, "n={n}: {lo}..{hi}");
+            let p = plasma_fractal(n, d, &mut a);
+            assert!(p.map == plasma_reference(n, d, &mut b), "n={n}");
+            let (lo, hi) = p.map.iter().map(|&v| (v - p.lo) * p.inv).fold((f32::INFINITY, f32::NEG_INFINITY), |(l, h), v| (l.min(v), h.max(v)));
+            assert!(lo == 0.0 && if n == 1 { hi == 0.0 } else { (hi - 1.0).abs() < 1e-6 }, "n={n}: {lo}..{hi}");
         }
     }
 
@@ -324,8 +324,8 @@ mod tests {
         for (n, d) in [(32, 3.0), (256, 1.4)] {
             let seed = || Fast4::from_fast(&mut Fast::from_rng(&mut crate::Rng::seed_from_u64(5)));
             // SAFETY: the CPU supports AVX2 (checked above).
-            let v = unsafe { plasma_avx2(n, d, &mut seed()) };
-            assert!(v == plasma_impl(n, d, &mut seed()), "n={n}");
+            let (v, u) = (unsafe { plasma_avx2(n, d, &mut seed()) }, plasma_impl(n, d, &mut seed()));
+            assert!(v.map == u.map && (v.lo, v.inv) == (u.lo, u.inv), "n={n}");
         }
         let mut r = crate::Rng::seed_from_u64(2);
         for (h, w, c) in [(224usize, 224usize, 3usize), (37, 29, 3), (40, 31, 1)] {
@@ -334,8 +334,8 @@ mod tests {
             let x: Vec<u8> = (0..h * w * c).map(|_| r.gen()).collect();
             let (mut a, mut b) = (vec![0u8; x.len()], vec![0u8; x.len()]);
             // SAFETY: the CPU supports AVX2 (checked above).
-            unsafe { blend_avx2(&x, &mut a, &pm, n, w, c, 290.0, 0.7, |v| v as f32, crate::cast_u8_f32) };
-            blend(&x, &mut b, &pm, n, w, c, 290.0, 0.7, |v| v as f32, crate::cast_u8_f32);
+            unsafe { blend_avx2(&x, &mut a, &pm, n, w, c, 0.1, 290.0, 0.7, |v| v as f32, crate::cast_u8_f32) };
+            blend(&x, &mut b, &pm, n, w, c, 0.1, 290.0, 0.7, |v| v as f32, crate::cast_u8_f32);
             assert!(a == b, "{h}x{w}x{c}");
         }
     }

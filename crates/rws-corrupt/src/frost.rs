@@ -289,17 +289,19 @@ enum Tex {
 /// plasma value; base and gain fold the style's mean, crop spread and z with the pattern's
 /// standardisation over the crop (mean + spread·z + sd_ch·(R − mean_R)/sd_R).
 struct Proc {
-    /// The plasma map, side `n`.
+    /// The plasma map, side `n`, and its normalisation to [0, 1] ((v − lo)·inv).
     pm: Vec<f32>,
     n: usize,
+    lo: f32,
+    inv: f32,
     base: [f32; 3],
     gain: [f32; 3],
 }
 
-/// The ridged pattern value of a plasma value.
+/// The ridged pattern value of a raw plasma value v (normalised by lo, inv).
 #[inline(always)]
-fn ridge(v: f32) -> f32 {
-    1.0 - (2.0 * v - 1.0).abs()
+fn ridge(v: f32, lo: f32, inv: f32) -> f32 {
+    1.0 - (2.0 * ((v - lo) * inv) - 1.0).abs()
 }
 
 /// The random draws of one call (texture choice and crop, or the procedural style, z and map).
@@ -325,48 +327,49 @@ fn draw(p: ParamSet, h: usize, w: usize, rng: &mut Rng, textures: Option<&Arc<Ve
     let z: f64 = rng.sample(StandardNormal);
     let n = h.max(w).max(2).next_power_of_two();
     let pm = plasma_fractal(n, 1.8, &mut crate::noise::Fast::from_rng(rng));
+    let (lo, inv) = (pm.lo, pm.inv);
     // Mean and (population) sd of the pattern over the crop.
-    let (s, s2) = crop_moments(&pm, n, h, w);
+    let (s, s2) = crop_moments(&pm.map, n, h, w, lo, inv);
     let len = (h * w) as f64;
     let mean = s / len;
     let sd = (s2 / len - mean * mean).max(0.0).sqrt().max(1e-12);
     let gain: [f64; 3] = std::array::from_fn(|ch| style[2][ch] / sd);
     let base = std::array::from_fn(|ch| (style[0][ch] + z * style[1][ch] - gain[ch] * mean) as f32);
-    Tex::Proc(Proc { pm, n, base, gain: gain.map(|g| g as f32) })
+    Tex::Proc(Proc { pm: pm.map, n, lo, inv, base, gain: gain.map(|g| g as f32) })
 }
 
 /// (Σ R, Σ R²) over the top-left h×w of an n-wide map: per row in eight f32 lanes (a fixed order,
 /// so the same bits on every CPU), the rows' totals in f64.
-fn crop_moments(pm: &[f32], n: usize, h: usize, w: usize) -> (f64, f64) {
+fn crop_moments(pm: &[f32], n: usize, h: usize, w: usize, lo: f32, inv: f32) -> (f64, f64) {
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU supports AVX2 (checked just above).
-        return unsafe { crop_moments_avx2(pm, n, h, w) };
+        return unsafe { crop_moments_avx2(pm, n, h, w, lo, inv) };
     }
-    crop_moments_impl(pm, n, h, w)
+    crop_moments_impl(pm, n, h, w, lo, inv)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn crop_moments_avx2(pm: &[f32], n: usize, h: usize, w: usize) -> (f64, f64) {
-    crop_moments_impl(pm, n, h, w)
+unsafe fn crop_moments_avx2(pm: &[f32], n: usize, h: usize, w: usize, lo: f32, inv: f32) -> (f64, f64) {
+    crop_moments_impl(pm, n, h, w, lo, inv)
 }
 
 #[inline(always)]
-fn crop_moments_impl(pm: &[f32], n: usize, h: usize, w: usize) -> (f64, f64) {
+fn crop_moments_impl(pm: &[f32], n: usize, h: usize, w: usize, lo: f32, inv: f32) -> (f64, f64) {
     let (mut s, mut s2) = (0.0f64, 0.0f64);
     for r in 0..h {
         let (mut a, mut a2) = ([0f32; 8], [0f32; 8]);
         let mut it = pm[r * n..r * n + w].chunks_exact(8);
         for c in &mut it {
             for k in 0..8 {
-                let v = ridge(c[k]);
+                let v = ridge(c[k], lo, inv);
                 a[k] += v;
                 a2[k] += v * v;
             }
         }
         for &v in it.remainder() {
-            let v = ridge(v);
+            let v = ridge(v, lo, inv);
             a[0] += v;
             a2[0] += v * v;
         }
@@ -403,7 +406,7 @@ impl Proc {
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
     fn blend_impl<T: Copy, O: Copy>(&self, x: &[T], out: &mut [O], w: usize, c: usize, a: f32, f: f32, get: impl Fn(T) -> f32, put: impl Fn(f32) -> O) {
-        let Proc { pm, n, base, gain } = self;
+        let &Proc { ref pm, n, lo, inv, base, gain } = self;
         let tex = |ch: usize, r: f32| (base[ch] + gain[ch] * r).clamp(0.0, 255.0);
         let px = |v: T, t: f32| put((a * get(v) + f * t).clamp(0.0, 255.0));
         if w * c == 0 {
@@ -418,21 +421,21 @@ impl Proc {
                 for ((xb, db), pb) in (&mut xs).zip(&mut ds).zip(&mut ps) {
                     let mut r = [0f32; 8];
                     for i in 0..8 {
-                        r[i] = ridge(pb[i]);
+                        r[i] = ridge(pb[i], lo, inv);
                     }
                     for i in 0..24 {
                         db[i] = px(xb[i], tex(i % 3, r[i / 3]));
                     }
                 }
                 for ((xp, dp), &pv) in xs.remainder().chunks_exact(3).zip(ds.into_remainder().chunks_exact_mut(3)).zip(ps.remainder()) {
-                    let r = ridge(pv);
+                    let r = ridge(pv, lo, inv);
                     for ch in 0..3 {
                         dp[ch] = px(xp[ch], tex(ch, r));
                     }
                 }
             } else {
                 for ((xp, dp), &pv) in src.chunks_exact(c).zip(dst.chunks_exact_mut(c)).zip(pr) {
-                    let r = ridge(pv);
+                    let r = ridge(pv, lo, inv);
                     let g = GREY_W32[0] * tex(0, r) + GREY_W32[1] * tex(1, r) + GREY_W32[2] * tex(2, r);
                     for (o, &v) in dp.iter_mut().zip(xp) {
                         *o = px(v, g);
@@ -579,9 +582,9 @@ mod tests {
         let mut r = Rng::seed_from_u64(4);
         for (h, w, c) in [(224usize, 224usize, 3usize), (37, 29, 3), (40, 31, 1)] {
             let n = h.max(w).next_power_of_two();
-            let pr = Proc { pm: (0..n * n).map(|_| r.gen()).collect(), n, base: [90.5, 150.25, 200.0], gain: [40.0, -13.5, 77.0] };
+            let pr = Proc { pm: (0..n * n).map(|_| r.gen()).collect(), n, lo: 0.01, inv: 0.98, base: [90.5, 150.25, 200.0], gain: [40.0, -13.5, 77.0] };
             // SAFETY: the CPU supports AVX2 (checked above).
-            assert!(unsafe { crop_moments_avx2(&pr.pm, n, h, w) } == crop_moments_impl(&pr.pm, n, h, w));
+            assert!(unsafe { crop_moments_avx2(&pr.pm, n, h, w, 0.01, 0.98) } == crop_moments_impl(&pr.pm, n, h, w, 0.01, 0.98));
             let x: Vec<u8> = (0..h * w * c).map(|_| r.gen()).collect();
             let (mut a, mut b) = (vec![0u8; x.len()], vec![0u8; x.len()]);
             // SAFETY: as above.
