@@ -34,8 +34,10 @@ unsafe fn plasma_avx2(n: usize, decay: f64, f4: &mut Fast4) -> Plasma {
 
 #[inline(always)]
 fn plasma_impl(n: usize, decay: f64, f4: &mut Fast4) -> Plasma {
-    let mut cur = vec![0f32; n * n];
-    let mut next = vec![0f32; n * n];
+    // The level grids: written, not zeroed first (a 256×256 map's two buffers are 512 KB).
+    let mut cur = Vec::with_capacity(n * n);
+    cur.push(0f32);
+    let mut next: Vec<f32> = Vec::with_capacity(n * n);
     let mut cen = vec![0f32; n * n / 4];
     // Two rows of wibbles (H then V) and the 64-bit draws behind them, rounded up to whole
     // `Fast4::fill` calls (4 draws, 8 wibbles).
@@ -59,7 +61,8 @@ fn plasma_impl(n: usize, decay: f64, f4: &mut Fast4) -> Plasma {
             }
             c[g - 1] = (a[g - 1] + b[g - 1] + a[0] + b[0]) * 0.25 + nz[g - 1];
         }
-        let f = &mut next[..4 * g * g];
+        next.clear();
+        let f = &mut next.spare_capacity_mut()[..4 * g * g];
         for i in 0..g {
             let (gi, gi1) = (&gm[i * g..][..g], &gm[(i + 1) % g * g..][..g]);
             let (ci, cm) = (&cen[i * g..][..g], &cen[(i + g - 1) % g * g..][..g]);
@@ -73,8 +76,8 @@ fn plasma_impl(n: usize, decay: f64, f4: &mut Fast4) -> Plasma {
             }
             h[g - 1] = (ci[g - 1] + cm[g - 1] + gi[g - 1] + gi[0]) * 0.25 + nh[g - 1];
             for ((o, &g0), &h0) in f[2 * i * 2 * g..][..2 * g].chunks_exact_mut(2).zip(gi).zip(h.iter()) {
-                o[0] = g0;
-                o[1] = h0;
+                o[0].write(g0);
+                o[1].write(h0);
             }
             // Between vertical neighbours G[i][j], G[i+1][j] (C left and right), interleaved with
             // C into row 2i + 1.
@@ -84,10 +87,13 @@ fn plasma_impl(n: usize, decay: f64, f4: &mut Fast4) -> Plasma {
                 *o = (c0 + c1 + g0 + g1) * 0.25 + z;
             }
             for ((o, &v0), &c0) in f[(2 * i + 1) * 2 * g..][..2 * g].chunks_exact_mut(2).zip(v.iter()).zip(ci) {
-                o[0] = v0;
-                o[1] = c0;
+                o[0].write(v0);
+                o[1].write(c0);
             }
         }
+        // SAFETY: the loop above wrote all 4g² values (rows 2i and 2i + 1, 2g each, for every
+        // i < g), within the capacity of n² ≥ 4g².
+        unsafe { next.set_len(4 * g * g) };
         std::mem::swap(&mut cur, &mut next);
         g *= 2;
         wib /= decay;

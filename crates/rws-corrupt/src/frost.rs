@@ -338,8 +338,9 @@ fn draw(p: ParamSet, h: usize, w: usize, rng: &mut Rng, textures: Option<&Arc<Ve
     Tex::Proc(Proc { pm: pm.map, n, lo, inv, base, gain: gain.map(|g| g as f32) })
 }
 
-/// (Σ R, Σ R²) over the top-left h×w of an n-wide map: per row in eight f32 lanes (a fixed order,
-/// so the same bits on every CPU), the rows' totals in f64.
+/// (Σ R, Σ R²) over the top-left h×w of an n-wide map: down each column in f32 (an element-wise
+/// row loop, which vectorises; a fixed order, so the same bits on every CPU), then the columns'
+/// totals in f64.
 fn crop_moments(pm: &[f32], n: usize, h: usize, w: usize, lo: f32, inv: f32) -> (f64, f64) {
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx2") {
@@ -357,27 +358,15 @@ unsafe fn crop_moments_avx2(pm: &[f32], n: usize, h: usize, w: usize, lo: f32, i
 
 #[inline(always)]
 fn crop_moments_impl(pm: &[f32], n: usize, h: usize, w: usize, lo: f32, inv: f32) -> (f64, f64) {
-    let (mut s, mut s2) = (0.0f64, 0.0f64);
+    let (mut a, mut a2) = (vec![0f32; w], vec![0f32; w]);
     for r in 0..h {
-        let (mut a, mut a2) = ([0f32; 8], [0f32; 8]);
-        let mut it = pm[r * n..r * n + w].chunks_exact(8);
-        for c in &mut it {
-            for k in 0..8 {
-                let v = ridge(c[k], lo, inv);
-                a[k] += v;
-                a2[k] += v * v;
-            }
-        }
-        for &v in it.remainder() {
+        for ((s, s2), &v) in a.iter_mut().zip(a2.iter_mut()).zip(&pm[r * n..r * n + w]) {
             let v = ridge(v, lo, inv);
-            a[0] += v;
-            a2[0] += v * v;
+            *s += v;
+            *s2 += v * v;
         }
-        let sum8 = |a: [f32; 8]| ((a[0] + a[1]) + (a[2] + a[3])) as f64 + ((a[4] + a[5]) + (a[6] + a[7])) as f64;
-        s += sum8(a);
-        s2 += sum8(a2);
     }
-    (s, s2)
+    (a.iter().map(|&v| v as f64).sum(), a2.iter().map(|&v| v as f64).sum())
 }
 
 impl Proc {
