@@ -177,7 +177,7 @@ pub(crate) fn fog_map_size(p: ParamSet, h: usize, w: usize) -> usize {
 /// fractal value is added to every channel (so grey images stay grey).
 pub(crate) fn fog(x: &FImage, severity: usize, p: ParamSet, rng: &mut Rng) -> Result<FImage> {
     let mx = x.data.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-    let data = fog_apply(&x.data, x.h, x.w, x.c, mx, severity, p, rng, |v| v as f32, |v| v as f64);
+    let data = fog_apply(&x.data, x.h, x.w, x.c, mx, severity, p, rng, |v| v as f32, |v| v.clamp(0.0, 255.0) as f64);
     Ok(FImage { h: x.h, w: x.w, c: x.c, data })
 }
 
@@ -221,12 +221,13 @@ unsafe fn blend_avx2<T: Copy, O: Copy>(x: &[T], out: &mut [O], pm: &[f32], n: us
     blend(x, out, pm, n, w, ch, lo, k, scale, get, put)
 }
 
-/// out = clip(x·scale + k·(map − lo)) row by row; RGB in blocks of 8 pixels whose map values are spread
+/// out = clip(x·scale + k·(map − lo)) row by row (`put` clips to 0..=255, as the uint8 cast
+/// does anyway); RGB in blocks of 8 pixels whose map values are spread
 /// to their 24 channel values by constant indices, so the value loop vectorises.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn blend<T: Copy, O: Copy>(x: &[T], out: &mut [O], pm: &[f32], n: usize, w: usize, ch: usize, lo: f32, k: f32, scale: f32, get: impl Fn(T) -> f32, put: impl Fn(f32) -> O) {
-    let f = |v: T, add: f32| put((get(v) * scale + add).clamp(0.0, 255.0));
+    let f = |v: T, add: f32| put(get(v) * scale + add);
     if w * ch == 0 {
         return;
     }

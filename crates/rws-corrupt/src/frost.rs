@@ -371,7 +371,7 @@ fn crop_moments_impl(pm: &[f32], n: usize, h: usize, w: usize, lo: f32, inv: f32
 
 impl Proc {
     /// out = clip(a·x + f·T) on the 0..255 scale (grey images: T's luminance), in f32, shared by
-    /// the float and uint8 paths.
+    /// the float and uint8 paths (`put` clips to 0..=255, as the uint8 cast does anyway).
     #[allow(clippy::too_many_arguments)]
     fn blend<T: Copy, O: Copy>(&self, x: &[T], out: &mut [O], w: usize, c: usize, a: f32, f: f32, get: impl Fn(T) -> f32, put: impl Fn(f32) -> O) {
         #[cfg(target_arch = "x86_64")]
@@ -397,7 +397,7 @@ impl Proc {
     fn blend_impl<T: Copy, O: Copy>(&self, x: &[T], out: &mut [O], w: usize, c: usize, a: f32, f: f32, get: impl Fn(T) -> f32, put: impl Fn(f32) -> O) {
         let &Proc { ref pm, n, lo, inv, base, gain } = self;
         let tex = |ch: usize, r: f32| (base[ch] + gain[ch] * r).clamp(0.0, 255.0);
-        let px = |v: T, t: f32| put((a * get(v) + f * t).clamp(0.0, 255.0));
+        let px = |v: T, t: f32| put(a * get(v) + f * t);
         if w * c == 0 {
             return;
         }
@@ -445,7 +445,7 @@ pub(crate) fn frost_with(x: &FImage, severity: usize, p: ParamSet, rng: &mut Rng
         }
         Tex::Proc(pr) => {
             let mut data = vec![0.0; x.data.len()];
-            pr.blend(&x.data, &mut data, x.w, x.c, a as f32, f as f32, |v| v as f32, |v| v as f64);
+            pr.blend(&x.data, &mut data, x.w, x.c, a as f32, f as f32, |v| v as f32, |v| v.clamp(0.0, 255.0) as f64);
             Ok(FImage { h: x.h, w: x.w, c: x.c, data })
         }
     }

@@ -41,7 +41,7 @@ pub(crate) fn snow(x: &FImage, severity: usize, p: ParamSet, rng: &mut Rng) -> R
     let (h, w, c) = (x.h, x.w, x.c);
     let (sl, b) = snow_layer(h, w, severity, p, rng)?;
     let mut data = vec![0.0; h * w * c];
-    blend(&x.data, &mut data, h, w, c, &sl, b, |v| v as f32, |v| v as f64);
+    blend(&x.data, &mut data, h, w, c, &sl, b, |v| v as f32, |v| v.clamp(0.0, 255.0) as f64);
     Ok(FImage { h, w, c, data })
 }
 
@@ -215,8 +215,8 @@ fn round_u8(a: f32) -> u8 {
 
 /// out = clip(b·x + (1 − b)·max(x, 1.5·grey + 0.5) + L + rot180(L), 0, 1)·255 per value, x on
 /// the 0..1 scale (grey = OpenCV RGB2GRAY; a grey image's own level), L the snow layer / 255,
-/// computed on the 0..255 scale (x, the layer's whole numbers, 1.5·grey + 127.5) in f32. RGB in
-/// blocks of 8 pixels (constant indices, so the value loop vectorises).
+/// computed on the 0..255 scale (x, the layer's whole numbers, 1.5·grey + 127.5) in f32; `put`
+/// clips to 0..=255 (as the uint8 cast does anyway).
 #[allow(clippy::too_many_arguments)]
 fn blend<T: Copy, O: Copy>(x: &[T], out: &mut [O], h: usize, w: usize, c: usize, sl: &[u8], b: f32, get: impl Fn(T) -> f32, put: impl Fn(f32) -> O) {
     #[cfg(target_arch = "x86_64")]
@@ -242,7 +242,7 @@ fn blend_impl<T: Copy, O: Copy>(x: &[T], out: &mut [O], h: usize, w: usize, c: u
     let px = |v: f32, lift: f32, add: f32| {
         // v and lift are never NaN, so a plain comparison is `max`.
         let m = if v > lift { v } else { lift };
-        put(((b * v + b1 * m) + add).clamp(0.0, 255.0))
+        put((b * v + b1 * m) + add)
     };
     let mut add = vec![0f32; w];
     for y in 0..h {
@@ -253,30 +253,13 @@ fn blend_impl<T: Copy, O: Copy>(x: &[T], out: &mut [O], h: usize, w: usize, c: u
         }
         let (row, orow) = (&x[y * w * c..(y + 1) * w * c], &mut out[y * w * c..(y + 1) * w * c]);
         if c == 3 {
-            let mut xs = row.chunks_exact(24);
-            let mut os = orow.chunks_exact_mut(24);
-            let mut adds = add.chunks_exact(8);
-            for ((xb, ob), ab) in (&mut xs).zip(&mut os).zip(&mut adds) {
-                // Plain loops, not `array::from_fn` (which may stay an out-of-line call
-                // compiled without the caller's target features).
-                let mut v = [0f32; 24];
-                for i in 0..24 {
-                    v[i] = get(xb[i]);
-                }
-                let mut lift = [0f32; 8];
-                for i in 0..8 {
-                    lift[i] = (v[3 * i] * 0.299 + v[3 * i + 1] * 0.587 + v[3 * i + 2] * 0.114) * 1.5 + 127.5;
-                }
-                for i in 0..24 {
-                    ob[i] = px(v[i], lift[i / 3], ab[i / 3]);
-                }
-            }
-            for ((xp, op), &a) in xs.remainder().chunks_exact(3).zip(os.into_remainder().chunks_exact_mut(3)).zip(adds.remainder()) {
+            // Stride-3 loops, which the compiler vectorises as interleaved groups.
+            for ((op, xp), &a) in orow.chunks_exact_mut(3).zip(row.chunks_exact(3)).zip(&add) {
                 let v = [get(xp[0]), get(xp[1]), get(xp[2])];
                 let lift = (v[0] * 0.299 + v[1] * 0.587 + v[2] * 0.114) * 1.5 + 127.5;
-                for ch in 0..3 {
-                    op[ch] = px(v[ch], lift, a);
-                }
+                op[0] = px(v[0], lift, a);
+                op[1] = px(v[1], lift, a);
+                op[2] = px(v[2], lift, a);
             }
         } else {
             for ((o, &s), &a) in orow.iter_mut().zip(row).zip(&add) {
