@@ -163,11 +163,12 @@ fn layer_impl(layer: &[f32], bw: usize, cy: &[(usize, usize, f32)], cx: &[(usize
         rows.extend(taps.iter().map(|&(kv, dy, dx)| (kv, (y as isize + dy).clamp(0, h as isize - 1) as usize, (pad as isize + dx) as usize)));
         let out = &mut sl[y * w..(y + 1) * w];
         let mut x0 = 0;
-        while x0 + 64 <= w {
-            blur_block::<64>(&plane, pw, &live, &rows, x0, &mut out[x0..x0 + 64]);
-            x0 += 64;
+        // 112 = half a 224-pixel row: 14 accumulator registers.
+        while x0 + 112 <= w {
+            blur_block::<112>(&plane, pw, &live, &rows, x0, &mut out[x0..x0 + 112]);
+            x0 += 112;
         }
-        if x0 + 32 <= w {
+        while x0 + 32 <= w {
             blur_block::<32>(&plane, pw, &live, &rows, x0, &mut out[x0..x0 + 32]);
             x0 += 32;
         }
