@@ -275,6 +275,7 @@ mod tests {
     /// Diamond-square as the reference writes it (one full map, every index wrapped), with the
     /// same wibbles in the same order, before normalisation: the compact-grid levels must give the
     /// same values.
+    #[allow(clippy::needless_range_loop)] // indexed as the reference writes it
     fn plasma_reference(n: usize, decay: f64, rng: &mut Fast) -> Vec<f32> {
         let mut f4 = Fast4::from_fast(rng);
         let (mut bits, mut nz) = (vec![0u64; n / 2 + 4], vec![0f32; n + 8]);
