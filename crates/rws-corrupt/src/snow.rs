@@ -151,8 +151,9 @@ fn layer_impl(layer: &[f32], bw: usize, cy: &[(usize, usize, f32)], cx: &[(usize
         row[..pad].fill(first);
         row[pad + w..].fill(last);
         // The span of the padded row that may hold non-zero values (the pads copy the ends).
-        if let Some(lo) = row.iter().position(|&v| v != 0.0) {
-            let hi = row.iter().rposition(|&v| v != 0.0).unwrap_or(lo) + 1;
+        // Values are +0.0 or positive, so a zero bit pattern is the test (no NaN branch).
+        if let Some(lo) = row.iter().position(|&v| v.to_bits() != 0) {
+            let hi = row.iter().rposition(|&v| v.to_bits() != 0).unwrap_or(lo) + 1;
             live[y] = (lo, hi);
         }
     }
