@@ -396,8 +396,10 @@ impl Proc {
     #[allow(clippy::too_many_arguments)]
     fn blend_impl<T: Copy, O: Copy>(&self, x: &[T], out: &mut [O], w: usize, c: usize, a: f32, f: f32, get: impl Fn(T) -> f32, put: impl Fn(f32) -> O) {
         let &Proc { ref pm, n, lo, inv, base, gain } = self;
-        let tex = |ch: usize, r: f32| (base[ch] + gain[ch] * r).clamp(0.0, 255.0);
-        let px = |v: T, t: f32| put(a * get(v) + f * t);
+        // f·clip(base + gain·R, 0, 255) as one clip of the scaled line.
+        let (fb, fg, top) = (base.map(|v| f * v), gain.map(|v| f * v), f * 255.0);
+        let tex = |ch: usize, r: f32| (fb[ch] + fg[ch] * r).clamp(0.0, top);
+        let px = |v: T, t: f32| put(a * get(v) + t);
         if w * c == 0 {
             return;
         }
