@@ -334,6 +334,12 @@ mod tests {
             // SAFETY: the CPU supports AVX2 (checked above).
             let (v, u) = (unsafe { plasma_avx2(n, d, &mut seed()) }, plasma_impl(n, d, &mut seed()));
             assert!(v.map == u.map && (v.lo, v.inv) == (u.lo, u.inv), "n={n}");
+            for len in [8, 13, n * n] {
+                let m = &v.map[..len];
+                let plain = m.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(l, h), &x| (l.min(x), h.max(x)));
+                // SAFETY: as above, and len ≥ 8.
+                assert_eq!(unsafe { min_max_avx2(m) }, plain, "n={n} len={len}");
+            }
         }
         let mut r = crate::Rng::seed_from_u64(2);
         for (h, w, c) in [(224usize, 224usize, 3usize), (37, 29, 3), (40, 31, 1)] {
