@@ -35,6 +35,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
 const GREY_W: [f64; 3] = [0.2125, 0.7154, 0.0721];
+const GREY_W32: [f32; 3] = [0.2125, 0.7154, 0.0721];
 
 /// Per parameter set, per reference texture: mean RGB of crops, std of crop means, mean
 /// within-crop std (0..255 scale).
@@ -280,29 +281,27 @@ fn blend(x: &FImage, a: f64, f: f64, tex: impl Fn(usize, usize, usize) -> f64) -
 enum Tex {
     /// A prepared reference texture and the crop's top-left corner.
     File { t: Arc<Vec<Texture>>, idx: usize, y0: usize, x0: usize },
-    /// The procedural frost: per-channel base and spread, and the plasma map (side `n`) whose
-    /// ridged, standardised values (mean, sd over the crop) make the pattern.
-    Proc { base: [f64; 3], sd_ch: [f64; 3], pm: Vec<f64>, n: usize, mean: f64, sd: f64 },
+    /// The procedural frost.
+    Proc(Proc),
 }
 
-impl Tex {
-    /// Texture value at (r, c, ch) on the 0..255 scale.
-    #[inline(always)]
-    fn get(&self, r: usize, c: usize, ch: usize) -> f64 {
-        match self {
-            Tex::File { t, idx, y0, x0 } => {
-                let t = &t[*idx];
-                t.data[((y0 + r) * t.w + x0 + c) * 3 + ch] as f64
-            }
-            Tex::Proc { base, sd_ch, pm, n, mean, sd } => (base[ch] + sd_ch[ch] * ((ridge(pm[r * n + c]) - mean) / sd)).clamp(0.0, 255.0),
-        }
-    }
+/// The procedural texture: channel `ch` at (r, c) is clip(base + gain·R(r, c)) with R the ridged
+/// plasma value; base and gain fold the style's mean, crop spread and z with the pattern's
+/// standardisation over the crop (mean + spread·z + sd_ch·(R − mean_R)/sd_R).
+struct Proc {
+    /// The plasma map, side `n`, and its normalisation to [0, 1] ((v − lo)·inv).
+    pm: Vec<f32>,
+    n: usize,
+    lo: f32,
+    inv: f32,
+    base: [f32; 3],
+    gain: [f32; 3],
 }
 
-/// The ridged pattern value of a plasma value.
+/// The ridged pattern value of a raw plasma value v (normalised by lo, inv).
 #[inline(always)]
-fn ridge(v: f64) -> f64 {
-    1.0 - (2.0 * v - 1.0).abs()
+fn ridge(v: f32, lo: f32, inv: f32) -> f32 {
+    1.0 - (2.0 * ((v - lo) * inv) - 1.0).abs()
 }
 
 /// The random draws of one call (texture choice and crop, or the procedural style, z and map).
@@ -328,61 +327,130 @@ fn draw(p: ParamSet, h: usize, w: usize, rng: &mut Rng, textures: Option<&Arc<Ve
     let z: f64 = rng.sample(StandardNormal);
     let n = h.max(w).max(2).next_power_of_two();
     let pm = plasma_fractal(n, 1.8, &mut crate::noise::Fast::from_rng(rng));
+    let (lo, inv) = (pm.lo, pm.inv);
     // Mean and (population) sd of the pattern over the crop.
+    let (s, s2) = crop_moments(&pm.map, n, h, w, lo, inv);
     let len = (h * w) as f64;
-    let mean = crop_sum(&pm, n, h, w, ridge) / len;
-    let sd = (crop_sum(&pm, n, h, w, |v| {
-        let d = ridge(v) - mean;
-        d * d
-    }) / len)
-        .sqrt()
-        .max(1e-12);
-    let base: [f64; 3] = std::array::from_fn(|ch| style[0][ch] + z * style[1][ch]);
-    Tex::Proc { base, sd_ch: style[2], pm, n, mean, sd }
+    let mean = s / len;
+    let sd = (s2 / len - mean * mean).max(0.0).sqrt().max(1e-12);
+    let gain: [f64; 3] = std::array::from_fn(|ch| style[2][ch] / sd);
+    let base = std::array::from_fn(|ch| (style[0][ch] + z * style[1][ch] - gain[ch] * mean) as f32);
+    Tex::Proc(Proc { pm: pm.map, n, lo, inv, base, gain: gain.map(|g| g as f32) })
 }
 
-/// Σ g(v) over the top-left h×w of an n-wide map, in eight interleaved partial sums (a fixed
-/// order, so the same bits on every CPU, but not one long dependency chain), added pairwise.
-fn crop_sum(pm: &[f64], n: usize, h: usize, w: usize, g: impl Fn(f64) -> f64 + Copy) -> f64 {
+/// (Σ R, Σ R²) over the top-left h×w of an n-wide map: down each column in f32 (an element-wise
+/// row loop, which vectorises; a fixed order, so the same bits on every CPU), then the columns'
+/// totals in f64.
+fn crop_moments(pm: &[f32], n: usize, h: usize, w: usize, lo: f32, inv: f32) -> (f64, f64) {
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU supports AVX2 (checked just above).
-        return unsafe { crop_sum_avx2(pm, n, h, w, g) };
+        return unsafe { crop_moments_avx2(pm, n, h, w, lo, inv) };
     }
-    crop_sum_impl(pm, n, h, w, g)
+    crop_moments_impl(pm, n, h, w, lo, inv)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn crop_sum_avx2(pm: &[f64], n: usize, h: usize, w: usize, g: impl Fn(f64) -> f64 + Copy) -> f64 {
-    crop_sum_impl(pm, n, h, w, g)
+unsafe fn crop_moments_avx2(pm: &[f32], n: usize, h: usize, w: usize, lo: f32, inv: f32) -> (f64, f64) {
+    crop_moments_impl(pm, n, h, w, lo, inv)
 }
 
 #[inline(always)]
-fn crop_sum_impl(pm: &[f64], n: usize, h: usize, w: usize, g: impl Fn(f64) -> f64 + Copy) -> f64 {
-    let mut acc = [0.0f64; 8];
-    let mut tail = 0.0;
+fn crop_moments_impl(pm: &[f32], n: usize, h: usize, w: usize, lo: f32, inv: f32) -> (f64, f64) {
+    let (mut a, mut a2) = (vec![0f32; w], vec![0f32; w]);
     for r in 0..h {
-        let row = &pm[r * n..r * n + w];
-        let mut it = row.chunks_exact(8);
-        for ch in &mut it {
-            for k in 0..8 {
-                acc[k] += g(ch[k]);
-            }
-        }
-        for &v in it.remainder() {
-            tail += g(v);
+        for ((s, s2), &v) in a.iter_mut().zip(a2.iter_mut()).zip(&pm[r * n..r * n + w]) {
+            let v = ridge(v, lo, inv);
+            *s += v;
+            *s2 += v * v;
         }
     }
-    let [a0, a1, a2, a3, a4, a5, a6, a7] = acc;
-    (((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7))) + tail
+    (a.iter().map(|&v| v as f64).sum(), a2.iter().map(|&v| v as f64).sum())
+}
+
+impl Proc {
+    /// out = clip(a·x + f·T) on the 0..255 scale (grey images: T's luminance), in f32, shared by
+    /// the float and uint8 paths (`put` clips to 0..=255, as the uint8 cast does anyway).
+    #[allow(clippy::too_many_arguments)]
+    fn blend<T: Copy, O: Copy>(&self, x: &[T], out: &mut [O], w: usize, c: usize, a: f32, f: f32, get: impl Fn(T) -> f32, put: impl Fn(f32) -> O) {
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2 (checked just above).
+            return unsafe { self.blend_avx2(x, out, w, c, a, f, get, put) };
+        }
+        self.blend_impl(x, out, w, c, a, f, get, put)
+    }
+
+    /// [`Proc::blend_impl`] compiled for AVX2 (no FMA: the same bits).
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn blend_avx2<T: Copy, O: Copy>(&self, x: &[T], out: &mut [O], w: usize, c: usize, a: f32, f: f32, get: impl Fn(T) -> f32, put: impl Fn(f32) -> O) {
+        self.blend_impl(x, out, w, c, a, f, get, put)
+    }
+
+    /// RGB in blocks of 8 pixels whose pattern values are spread to their 24 channel values by
+    /// constant indices, so the value loop vectorises.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn blend_impl<T: Copy, O: Copy>(&self, x: &[T], out: &mut [O], w: usize, c: usize, a: f32, f: f32, get: impl Fn(T) -> f32, put: impl Fn(f32) -> O) {
+        let &Proc { ref pm, n, lo, inv, base, gain } = self;
+        // f·clip(base + gain·R, 0, 255) as one clip of the scaled line.
+        let (fb, fg, top) = (base.map(|v| f * v), gain.map(|v| f * v), f * 255.0);
+        let tex = |ch: usize, r: f32| (fb[ch] + fg[ch] * r).clamp(0.0, top);
+        let px = |v: T, t: f32| put(a * get(v) + t);
+        if w * c == 0 {
+            return;
+        }
+        for (y, (src, dst)) in x.chunks_exact(w * c).zip(out.chunks_exact_mut(w * c)).enumerate() {
+            let pr = &pm[y * n..y * n + w];
+            if c == 3 {
+                let mut xs = src.chunks_exact(24);
+                let mut ds = dst.chunks_exact_mut(24);
+                let mut ps = pr.chunks_exact(8);
+                for ((xb, db), pb) in (&mut xs).zip(&mut ds).zip(&mut ps) {
+                    let mut r = [0f32; 8];
+                    for i in 0..8 {
+                        r[i] = ridge(pb[i], lo, inv);
+                    }
+                    for i in 0..24 {
+                        db[i] = px(xb[i], tex(i % 3, r[i / 3]));
+                    }
+                }
+                for ((xp, dp), &pv) in xs.remainder().chunks_exact(3).zip(ds.into_remainder().chunks_exact_mut(3)).zip(ps.remainder()) {
+                    let r = ridge(pv, lo, inv);
+                    for ch in 0..3 {
+                        dp[ch] = px(xp[ch], tex(ch, r));
+                    }
+                }
+            } else {
+                for ((xp, dp), &pv) in src.chunks_exact(c).zip(dst.chunks_exact_mut(c)).zip(pr) {
+                    let r = ridge(pv, lo, inv);
+                    let g = GREY_W32[0] * tex(0, r) + GREY_W32[1] * tex(1, r) + GREY_W32[2] * tex(2, r);
+                    for (o, &v) in dp.iter_mut().zip(xp) {
+                        *o = px(v, g);
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// frost with explicit textures (`None`: procedural).
 pub(crate) fn frost_with(x: &FImage, severity: usize, p: ParamSet, rng: &mut Rng, textures: Option<&Arc<Vec<Texture>>>) -> Result<FImage> {
     let (a, f) = params(p, severity);
-    let tex = draw(p, x.h, x.w, rng, textures);
-    Ok(blend(x, a, f, |r, c, ch| tex.get(r, c, ch)))
+    match draw(p, x.h, x.w, rng, textures) {
+        Tex::File { t, idx, y0, x0 } => {
+            let t = &t[idx];
+            Ok(blend(x, a, f, |r, c, ch| t.data[((y0 + r) * t.w + x0 + c) * 3 + ch] as f64))
+        }
+        Tex::Proc(pr) => {
+            let mut data = vec![0.0; x.data.len()];
+            pr.blend(&x.data, &mut data, x.w, x.c, a as f32, f as f32, |v| v as f32, |v| v.clamp(0.0, 255.0) as f64);
+            Ok(FImage { h: x.h, w: x.w, c: x.c, data })
+        }
+    }
 }
 
 pub(crate) fn frost(x: &FImage, severity: usize, p: ParamSet, rng: &mut Rng) -> Result<FImage> {
@@ -396,15 +464,20 @@ pub(crate) fn frost(x: &FImage, severity: usize, p: ParamSet, rng: &mut Rng) -> 
 pub(crate) fn frost_u8(x: &[u8], h: usize, w: usize, c: usize, severity: usize, p: ParamSet, rng: &mut Rng) -> Result<Vec<u8>> {
     let t = env_textures()?;
     let (a, f) = params(p, severity);
-    let tex = draw(p, h, w, rng, t.as_ref());
     let mut out = vec![0u8; x.len()];
-    #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU supports AVX2 (checked just above).
-        unsafe { blend_u8_avx2(x, &mut out, w, c, a, f, &tex) };
-        return Ok(out);
+    match draw(p, h, w, rng, t.as_ref()) {
+        Tex::File { t, idx, y0, x0 } => {
+            let tex = &t[idx];
+            #[cfg(target_arch = "x86_64")]
+            if std::is_x86_feature_detected!("avx2") {
+                // SAFETY: the CPU supports AVX2 (checked just above).
+                unsafe { blend_u8_avx2(x, &mut out, w, c, a, f, tex, y0, x0) };
+                return Ok(out);
+            }
+            blend_u8(x, &mut out, w, c, a, f, tex, y0, x0);
+        }
+        Tex::Proc(pr) => pr.blend(x, &mut out, w, c, a as f32, f as f32, |v| v as f32, crate::cast_u8_f32),
     }
-    blend_u8(x, &mut out, w, c, a, f, &tex);
     Ok(out)
 }
 
@@ -412,33 +485,20 @@ pub(crate) fn frost_u8(x: &[u8], h: usize, w: usize, c: usize, severity: usize, 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn blend_u8_avx2(x: &[u8], out: &mut [u8], w: usize, c: usize, a: f64, f: f64, tex: &Tex) {
-    blend_u8(x, out, w, c, a, f, tex)
+unsafe fn blend_u8_avx2(x: &[u8], out: &mut [u8], w: usize, c: usize, a: f64, f: f64, t: &Texture, y0: usize, x0: usize) {
+    blend_u8(x, out, w, c, a, f, t, y0, x0)
 }
 
-/// [`blend`] on u8 input and output, one texture row at a time (planar, so the value loops
-/// vectorise).
+/// [`blend`] on u8 input and output for a texture crop at (y0, x0), one texture row at a time
+/// (planar, so the value loops vectorise).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn blend_u8(x: &[u8], out: &mut [u8], w: usize, c: usize, a: f64, f: f64, tex: &Tex) {
+fn blend_u8(x: &[u8], out: &mut [u8], w: usize, c: usize, a: f64, f: f64, t: &Texture, y0: usize, x0: usize) {
     let mut trow = vec![0f64; w * 3];
     for (r, (src, dst)) in x.chunks_exact(w * c).zip(out.chunks_exact_mut(w * c)).enumerate() {
-        match tex {
-            Tex::File { t, idx, y0, x0 } => {
-                let t = &t[*idx];
-                let s = &t.data[((y0 + r) * t.w + x0) * 3..][..w * 3];
-                for (o, &v) in trow.iter_mut().zip(s) {
-                    *o = v as f64;
-                }
-            }
-            Tex::Proc { base, sd_ch, pm, n, mean, sd } => {
-                for (o, &v) in trow.chunks_exact_mut(3).zip(&pm[r * n..r * n + w]) {
-                    let z = (ridge(v) - mean) / sd;
-                    for ch in 0..3 {
-                        o[ch] = (base[ch] + sd_ch[ch] * z).clamp(0.0, 255.0);
-                    }
-                }
-            }
+        let s = &t.data[((y0 + r) * t.w + x0) * 3..][..w * 3];
+        for (o, &v) in trow.iter_mut().zip(s) {
+            *o = v as f64;
         }
         if c == 3 {
             for ((o, &i), &t) in dst.iter_mut().zip(src).zip(trow.iter()) {
@@ -500,6 +560,29 @@ mod tests {
         let lum = 0.4 * (0.2125 * 10.0 + 0.7154 * 100.0 + 0.0721 * 200.0);
         assert!(y.data.iter().all(|&v| (v - lum).abs() < 1e-9), "{}", y.data[0]);
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// The procedural texture's AVX2 builds give the portable build's bits.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn procedural_avx2_is_portable() {
+        use rand::Rng as _;
+        if !std::is_x86_feature_detected!("avx2") {
+            return;
+        }
+        let mut r = Rng::seed_from_u64(4);
+        for (h, w, c) in [(224usize, 224usize, 3usize), (37, 29, 3), (40, 31, 1)] {
+            let n = h.max(w).next_power_of_two();
+            let pr = Proc { pm: (0..n * n).map(|_| r.gen()).collect(), n, lo: 0.01, inv: 0.98, base: [90.5, 150.25, 200.0], gain: [40.0, -13.5, 77.0] };
+            // SAFETY: the CPU supports AVX2 (checked above).
+            assert!(unsafe { crop_moments_avx2(&pr.pm, n, h, w, 0.01, 0.98) } == crop_moments_impl(&pr.pm, n, h, w, 0.01, 0.98));
+            let x: Vec<u8> = (0..h * w * c).map(|_| r.gen()).collect();
+            let (mut a, mut b) = (vec![0u8; x.len()], vec![0u8; x.len()]);
+            // SAFETY: as above.
+            unsafe { pr.blend_avx2(&x, &mut a, w, c, 0.7, 0.6, |v| v as f32, crate::cast_u8_f32) };
+            pr.blend_impl(&x, &mut b, w, c, 0.7, 0.6, |v| v as f32, crate::cast_u8_f32);
+            assert!(a == b, "{h}x{w}x{c}");
+        }
     }
 
     #[test]

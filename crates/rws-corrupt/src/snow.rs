@@ -1,6 +1,7 @@
-//! snow: a zoomed, thresholded Gaussian snow layer smeared by ImageMagick's motion blur (native
-//! model in blur.rs), added twice (as is and rotated 180°) to a whitened image.
-use crate::blur::{clipped_zoom, motion_blur_kernel, motion_taps};
+//! snow: a zoomed, thresholded Gaussian snow layer smeared by ImageMagick's motion blur (the taps
+//! of blur.rs's native model), added twice (as is and rotated 180°) to a whitened image. Both paths
+//! share the layer and the blend's arithmetic, so the uint8 path gives the float path's bytes.
+use crate::blur::motion_taps;
 use crate::{Error, FImage, ParamSet, Result, Rng};
 use rand::Rng as _;
 
@@ -37,90 +38,83 @@ fn check_square(p: ParamSet, h: usize, w: usize) -> Result<()> {
 }
 
 pub(crate) fn snow(x: &FImage, severity: usize, p: ParamSet, rng: &mut Rng) -> Result<FImage> {
-    let (mu, sd, z, t, r, s, b) = params(severity, p);
     let (h, w, c) = (x.h, x.w, x.c);
-    check_square(p, h, w)?;
-    let layer: Vec<f64> = crate::noise::normals(rng, h * w).into_iter().map(|z| mu + sd * z).collect();
-    let layer = clipped_zoom(&layer, h, w, 1, z, p == ParamSet::ImageNet);
-    let angle = rng.gen_range(-135.0..-45.0);
-    let layer: Vec<f64> = layer.into_iter().map(|v| if v < t { 0.0 } else { v.clamp(0.0, 1.0) }).collect();
-    // CIFAR/Tiny: the layer goes through an 8-bit grey PNG (truncated) into ImageMagick, whose
-    // 8-bit output is rounded; imagecorruptions blurs the float layer and rounds to 1/255 steps.
-    let layer = if p == ParamSet::ImageNet {
-        FImage { h, w, c: 1, data: layer.into_iter().map(|v| v * 255.0).collect() }
-    } else {
-        // v·255 ≥ 0 here, where truncation is floor (and needs no libm call).
-        FImage { h, w, c: 1, data: layer.into_iter().map(|v| ((v * 255.0) as i64) as f64).collect() }
-    };
-    let blurred = motion_blur_kernel(&layer, r, s, angle);
-    let sl: Vec<f64> = blurred.data.iter().map(|&v| round_half_away(v).clamp(0.0, 255.0) / 255.0).collect();
-    let mut out = vec![0.0; h * w * c];
-    let (bf, b1) = (b as f32, 1.0 - b as f32);
-    for (i, (o, src)) in out.chunks_exact_mut(c).zip(x.data.chunks_exact(c)).enumerate() {
-        let mut px = [0f32; 3];
-        for (v, &s) in px.iter_mut().zip(src) {
-            *v = (s / 255.0) as f32;
-        }
-        let vals = blend_px(px, c, bf, b1, sl[i] + sl[h * w - 1 - i]);
-        o.copy_from_slice(&vals[..c]);
-    }
-    Ok(FImage { h, w, c, data: out })
+    let (sl, b) = snow_layer(h, w, severity, p, rng)?;
+    let mut data = vec![0.0; h * w * c];
+    blend(&x.data, &mut data, h, w, c, &sl, b, |v| v as f32, |v| v.clamp(0.0, 255.0) as f64);
+    Ok(FImage { h, w, c, data })
 }
 
-/// uint8 → uint8 snow: the float path's random draws and f64 arithmetic in the same order (same
-/// bytes), but the snow layer lives in one edge-padded f64 plane reused per thread, its motion
-/// blur reads only the span of each row that thresholding left non-zero (adding +0.0 changes no sum), the
-/// blurred layer is kept as the whole numbers it is rounded to, and the blend reads the u8
-/// pixels: no whole-image f64 buffer.
+/// uint8 → uint8 snow: the float path's snow layer and per-value arithmetic (same bytes), reading
+/// the u8 pixels directly (no whole-image f64 buffer).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn snow_u8(x: &[u8], h: usize, w: usize, c: usize, severity: usize, p: ParamSet, rng: &mut Rng) -> Result<Vec<u8>> {
+    let (sl, b) = snow_layer(h, w, severity, p, rng)?;
+    let mut out = vec![0u8; h * w * c];
+    blend(x, &mut out, h, w, c, &sl, b, |v| v as f32, crate::cast_u8_f32);
+    Ok(out)
+}
+
+/// The blurred snow layer of one call, rounded to 0..=255 (the reference's 8-bit ImageMagick
+/// output, or imagecorruptions' rounding to 1/255 steps), and the blend weight b. Shared by both
+/// paths. Only the normals the zoom reads are drawn (its source crop, ⌈side/z⌉ square), in f32
+/// from there on: the layer only feeds a random corruption.
+fn snow_layer(h: usize, w: usize, severity: usize, p: ParamSet, rng: &mut Rng) -> Result<(Vec<u8>, f32)> {
     let (mu, sd, z, t, r, s, b) = params(severity, p);
     check_square(p, h, w)?;
-    let mut layer = crate::noise::normals(rng, h * w);
-    layer.iter_mut().for_each(|v| *v = mu + sd * *v);
+    let imagenet = p == ParamSet::ImageNet;
+    let (cy, cx) = crate::blur::clipped_zoom_coords(h, w, z, imagenet);
+    // The source box the zoom reads, [y0, y1] × [x0, x1].
+    let span = |a: &[(usize, usize, f64)]| (a.iter().map(|v| v.0).min().unwrap_or(0), a.iter().map(|v| v.1).max().unwrap_or(0));
+    let ((y0, y1), (x0, x1)) = (span(&cy), span(&cx));
+    let bw = x1 + 1 - x0;
+    let layer: Vec<f32> = crate::noise::normals(rng, (y1 + 1 - y0) * bw).into_iter().map(|v| (mu + sd * v) as f32).collect();
     let angle: f64 = rng.gen_range(-135.0..-45.0);
-    let taps = motion_taps(r, s, angle, h, w);
+    let taps: Vec<(f32, isize, isize)> = motion_taps(r, s, angle, h, w).into_iter().map(|(k, dy, dx)| (k as f32, dy, dx)).collect();
+    let cx: Vec<(usize, usize, f32)> = cx.into_iter().map(|(a, b, f)| (a - x0, b - x0, f as f32)).collect();
+    let cy: Vec<(usize, usize, f32)> = cy.into_iter().map(|(a, b, f)| (a - y0, b - y0, f as f32)).collect();
+    let mut sl = vec![0u8; h * w];
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU supports AVX2 (checked just above).
-        return Ok(unsafe { snow_u8_avx2(x, h, w, c, &layer, &taps, p, (z, t, b)) });
+        unsafe { layer_avx2(&layer, bw, &cy, &cx, &taps, t as f32, imagenet, h, w, &mut sl) };
+        return Ok((sl, b as f32));
     }
-    Ok(snow_u8_impl(x, h, w, c, &layer, &taps, p, (z, t, b)))
+    layer_impl(&layer, bw, &cy, &cx, &taps, t as f32, imagenet, h, w, &mut sl);
+    Ok((sl, b as f32))
 }
 
-/// [`snow_u8_impl`] compiled for AVX2 (no FMA: the same bits as the portable build).
+/// [`layer_impl`] compiled for AVX2 (no FMA: the same bits as the portable build).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn snow_u8_avx2(x: &[u8], h: usize, w: usize, c: usize, layer: &[f64], taps: &[(f64, isize, isize)], p: ParamSet, ztb: (f64, f64, f64)) -> Vec<u8> {
-    snow_u8_impl(x, h, w, c, layer, taps, p, ztb)
+unsafe fn layer_avx2(layer: &[f32], bw: usize, cy: &[(usize, usize, f32)], cx: &[(usize, usize, f32)], taps: &[(f32, isize, isize)], t: f32, imagenet: bool, h: usize, w: usize, sl: &mut [u8]) {
+    layer_impl(layer, bw, cy, cx, taps, t, imagenet, h, w, sl)
 }
 
-/// [`snow_u8`] after its random draws: zoom, threshold, blur and blend.
+/// Zoom (bilinear, rows of the source box `bw` wide), threshold, then the motion blur into `sl`.
+/// The layer lives in one edge-padded plane reused per thread, and the blur reads only the span of
+/// each row that thresholding left non-zero (adding +0.0 changes no sum).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn snow_u8_impl(x: &[u8], h: usize, w: usize, c: usize, layer: &[f64], taps: &[(f64, isize, isize)], p: ParamSet, (z, t, b): (f64, f64, f64)) -> Vec<u8> {
+fn layer_impl(layer: &[f32], bw: usize, cy: &[(usize, usize, f32)], cx: &[(usize, usize, f32)], taps: &[(f32, isize, isize)], t: f32, imagenet: bool, h: usize, w: usize, sl: &mut [u8]) {
     let pad = taps.iter().map(|t| t.2.unsigned_abs()).max().unwrap_or(0);
     let pw = w + 2 * pad;
-    let imagenet = p == ParamSet::ImageNet;
-    /// The padded layer plane, each row's non-zero span, the blur's accumulator row.
-    type Scratch = (Vec<f64>, Vec<(usize, usize)>, Vec<f64>);
+    /// The padded layer plane and each row's non-zero span.
+    type Scratch = (Vec<f32>, Vec<(usize, usize)>);
     thread_local! {
-        static PLANE: std::cell::Cell<Scratch> = const { std::cell::Cell::new((Vec::new(), Vec::new(), Vec::new())) };
+        static PLANE: std::cell::Cell<Scratch> = const { std::cell::Cell::new((Vec::new(), Vec::new())) };
     }
     // Taken out of the thread-local and put back after, so the work below is compiled in this
     // function (with its target features), not in a closure.
-    let (mut plane, mut live, mut acc) = PLANE.take();
-    let mut sl = vec![0u8; h * w];
-    plane.clear();
-    plane.resize(h * pw, 0.0);
+    let (mut plane, mut live) = PLANE.take();
+    // Not cleared: every row the zoom reaches is written in full below, and the blur reads no
+    // other row (its span stays empty).
+    plane.resize(plane.len().max(h * pw), 0.0);
     live.clear();
     live.resize(h, (0, 0));
-    acc.clear();
-    acc.resize(w, 0.0);
-    let (cy, cx) = crate::blur::clipped_zoom_coords(h, w, z, imagenet);
-    let lerp = |sy: usize, r: &mut [f64]| {
-        let s = &layer[sy * w..(sy + 1) * w];
+    let lerp = |sy: usize, r: &mut [f32]| {
+        let s = &layer[sy * bw..(sy + 1) * bw];
         for (&(x0, x1, fx), o) in cx.iter().zip(r.iter_mut()) {
             *o = s[x0] * (1.0 - fx) + s[x1] * fx;
         }
@@ -147,138 +141,177 @@ fn snow_u8_impl(x: &[u8], h: usize, w: usize, c: usize, layer: &[f64], taps: &[(
         for ((o, &a), &b) in row[pad..pad + w].iter_mut().zip(&ra).zip(&rb) {
             let v = a * (1.0 - fy) + b * fy;
             let v = if v < t { 0.0 } else { v.clamp(0.0, 1.0) };
-            *o = if imagenet { v * 255.0 } else { ((v * 255.0) as i64) as f64 };
+            // CIFAR/Tiny: the layer goes through an 8-bit grey PNG (truncated) into ImageMagick;
+            // imagecorruptions blurs the float layer. v·255 ≥ 0, where truncation is floor.
+            // SAFETY: v·255 is finite and within 0..=255.
+            *o = if imagenet { v * 255.0 } else { (unsafe { (v * 255.0).to_int_unchecked::<i32>() }) as f32 };
         }
+        row[pad + cx.len()..pad + w].fill(0.0);
         let (first, last) = (row[pad], row[pad + w - 1]);
         row[..pad].fill(first);
         row[pad + w..].fill(last);
         // The span of the padded row that may hold non-zero values (the pads copy the ends).
-        if let Some(lo) = row.iter().position(|&v| v != 0.0) {
-            let hi = row.iter().rposition(|&v| v != 0.0).unwrap_or(lo) + 1;
+        // Values are +0.0 or positive, so a zero bit pattern is the test (no NaN branch).
+        if let Some(lo) = row.iter().position(|&v| v.to_bits() != 0) {
+            let hi = row.iter().rposition(|&v| v.to_bits() != 0).unwrap_or(lo) + 1;
             live[y] = (lo, hi);
         }
     }
-    blur_layer(&plane, &live, &mut acc, &mut sl, h, w, pad, taps);
-    PLANE.set((plane, live, acc));
-    let lut: [f32; 256] = std::array::from_fn(|v| (v as f64 / 255.0) as f32);
-    let sl_f: [f64; 256] = std::array::from_fn(|v| v as f64 / 255.0);
-    let (bf, b1) = (b as f32, 1.0 - b as f32);
-    let mut out = vec![0u8; h * w * c];
-    // Row by row in planar buffers, so the per-value arithmetic runs as vector loops.
-    let mut add = vec![0f64; w];
-    let mut px = vec![[0f32; 3]; w];
+    let mut rows = Vec::with_capacity(taps.len());
     for y in 0..h {
-        let (row, orow) = (&x[y * w * c..(y + 1) * w * c], &mut out[y * w * c..(y + 1) * w * c]);
-        for (i, a) in add.iter_mut().enumerate() {
-            let k = y * w + i;
-            *a = sl_f[sl[k] as usize] + sl_f[sl[h * w - 1 - k] as usize];
+        // Per tap: weight, source row, start of output column 0 in the padded row.
+        rows.clear();
+        rows.extend(taps.iter().map(|&(kv, dy, dx)| (kv, (y as isize + dy).clamp(0, h as isize - 1) as usize, (pad as isize + dx) as usize)));
+        let out = &mut sl[y * w..(y + 1) * w];
+        let mut x0 = 0;
+        // 112 = half a 224-pixel row: 14 accumulator registers.
+        while x0 + 112 <= w {
+            blur_block::<112>(&plane, pw, &live, &rows, x0, &mut out[x0..x0 + 112]);
+            x0 += 112;
         }
-        if c == 3 {
-            for (p, s) in px.iter_mut().zip(row.chunks_exact(3)) {
-                *p = [lut[s[0] as usize], lut[s[1] as usize], lut[s[2] as usize]];
-            }
-            for ((o, p), &a) in orow.chunks_exact_mut(3).zip(&px).zip(&add) {
-                let v = blend_px(*p, 3, bf, b1, a);
-                o.copy_from_slice(&[crate::cast_u8(v[0]), crate::cast_u8(v[1]), crate::cast_u8(v[2])]);
-            }
-        } else {
-            for ((o, &s), &a) in orow.iter_mut().zip(row).zip(&add) {
-                *o = crate::cast_u8(blend_px([lut[s as usize], 0.0, 0.0], 1, bf, b1, a)[0]);
-            }
+        while x0 + 32 <= w {
+            blur_block::<32>(&plane, pw, &live, &rows, x0, &mut out[x0..x0 + 32]);
+            x0 += 32;
+        }
+        while x0 + 8 <= w {
+            blur_block::<8>(&plane, pw, &live, &rows, x0, &mut out[x0..x0 + 8]);
+            x0 += 8;
+        }
+        for x in x0..w {
+            blur_block::<1>(&plane, pw, &live, &rows, x, &mut out[x..x + 1]);
         }
     }
-    out
+    PLANE.set((plane, live));
 }
 
-/// One pixel of the final blend (float32 image as the reference; grey = OpenCV RGB2GRAY), on the
-/// 0..255 scale before the cast; shared by both paths so their arithmetic cannot drift apart.
+/// B outputs of the motion blur from column x0, summed in registers over the taps in tap order
+/// (so each value's sum does not depend on the blocking). A tap whose source span is all zero is
+/// skipped: its terms are kv·0 = +0.0, which leaves every (non-negative) sum as it is.
 #[inline(always)]
-fn blend_px(px: [f32; 3], c: usize, bf: f32, b1: f32, add: f64) -> [f64; 3] {
-    let grey = if c == 3 { px[0] * 0.299 + px[1] * 0.587 + px[2] * 0.114 } else { px[0] };
-    let lift = grey * 1.5 + 0.5;
-    let mut out = [0.0; 3];
-    for (o, &v) in out.iter_mut().zip(&px).take(c) {
-        // v and lift are never NaN, so a plain comparison is `max`.
-        let m = if v > lift { v } else { lift };
-        let v = bf * v + b1 * m;
-        *o = (v as f64 + add).clamp(0.0, 1.0) * 255.0;
+fn blur_block<const B: usize>(plane: &[f32], pw: usize, live: &[(usize, usize)], rows: &[(f32, usize, usize)], x0: usize, out: &mut [u8]) {
+    let mut acc = [0f32; B];
+    for &(kv, sy, s) in rows {
+        let (lo, hi) = live[sy];
+        let s = s + x0;
+        if s + B <= lo || s >= hi {
+            continue;
+        }
+        let v: &[f32; B] = plane[sy * pw + s..][..B].try_into().unwrap();
+        for i in 0..B {
+            acc[i] += kv * v[i];
+        }
     }
-    out
+    for (o, &a) in out.iter_mut().zip(&acc) {
+        *o = round_u8(a);
+    }
 }
 
-/// The snow layer's motion blur (taps in order from 0.0, as [`crate::blur::motion_blur_kernel`]
-/// sums them), rounded half away from zero into `sl`. AVX2 where present: wider vectors, and no
-/// FMA, so the sums are the same bits as the portable build's.
+/// A non-negative sum rounded half away from zero and saturated to 255 (truncation is floor
+/// here, and needs no libm call in the portable build).
+#[inline(always)]
+fn round_u8(a: f32) -> u8 {
+    // SAFETY: a is a finite sum of non-negative terms, so the value converted is within 0..=255.
+    let t = unsafe { a.min(255.0).to_int_unchecked::<i32>() };
+    (t + (a - t as f32 >= 0.5) as i32).min(255) as u8
+}
+
+/// out = clip(b·x + (1 − b)·max(x, 1.5·grey + 0.5) + L + rot180(L), 0, 1)·255 per value, x on
+/// the 0..1 scale (grey = OpenCV RGB2GRAY; a grey image's own level), L the snow layer / 255,
+/// computed on the 0..255 scale (x, the layer's whole numbers, 1.5·grey + 127.5) in f32; `put`
+/// clips to 0..=255 (as the uint8 cast does anyway).
 #[allow(clippy::too_many_arguments)]
-fn blur_layer(plane: &[f64], live: &[(usize, usize)], acc: &mut [f64], sl: &mut [u8], h: usize, w: usize, pad: usize, taps: &[(f64, isize, isize)]) {
+fn blend<T: Copy, O: Copy>(x: &[T], out: &mut [O], h: usize, w: usize, c: usize, sl: &[u8], b: f32, get: impl Fn(T) -> f32, put: impl Fn(f32) -> O) {
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU supports AVX2 (checked just above).
-        return unsafe { blur_layer_avx2(plane, live, acc, sl, h, w, pad, taps) };
+        return unsafe { blend_avx2(x, out, h, w, c, sl, b, get, put) };
     }
-    blur_layer_impl(plane, live, acc, sl, h, w, pad, taps)
+    blend_impl(x, out, h, w, c, sl, b, get, put)
 }
 
+/// [`blend_impl`] compiled for AVX2 (no FMA: the same bits).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn blur_layer_avx2(plane: &[f64], live: &[(usize, usize)], acc: &mut [f64], sl: &mut [u8], h: usize, w: usize, pad: usize, taps: &[(f64, isize, isize)]) {
-    blur_layer_impl(plane, live, acc, sl, h, w, pad, taps)
+unsafe fn blend_avx2<T: Copy, O: Copy>(x: &[T], out: &mut [O], h: usize, w: usize, c: usize, sl: &[u8], b: f32, get: impl Fn(T) -> f32, put: impl Fn(f32) -> O) {
+    blend_impl(x, out, h, w, c, sl, b, get, put)
 }
 
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn blur_layer_impl(plane: &[f64], live: &[(usize, usize)], acc: &mut [f64], sl: &mut [u8], h: usize, w: usize, pad: usize, taps: &[(f64, isize, isize)]) {
-    let pw = w + 2 * pad;
+fn blend_impl<T: Copy, O: Copy>(x: &[T], out: &mut [O], h: usize, w: usize, c: usize, sl: &[u8], b: f32, get: impl Fn(T) -> f32, put: impl Fn(f32) -> O) {
+    let b1 = 1.0 - b;
+    let px = |v: f32, lift: f32, add: f32| {
+        // v and lift are never NaN, so a plain comparison is `max`.
+        let m = if v > lift { v } else { lift };
+        put((b * v + b1 * m) + add)
+    };
+    let mut add = vec![0f32; w];
     for y in 0..h {
-        acc.fill(0.0);
-        for &(kv, dy, dx) in taps {
-            let sy = (y as isize + dy).clamp(0, h as isize - 1) as usize;
-            // Only the outputs that read the row's non-zero span: elsewhere the term is
-            // kv·0 = +0.0, which leaves every (non-negative) sum as it is.
-            let (lo, hi) = live[sy];
-            let off = pad as isize + dx;
-            let x0 = (lo as isize - off).clamp(0, w as isize) as usize;
-            let x1 = (hi as isize - off).clamp(0, w as isize) as usize;
-            if x0 >= x1 {
-                continue;
+        // L at (y, i) plus L at (h−1−y, w−1−i).
+        let (fwd, rev) = (&sl[y * w..(y + 1) * w], &sl[(h - 1 - y) * w..(h - y) * w]);
+        for ((o, &a), &r) in add.iter_mut().zip(fwd).zip(rev.iter().rev()) {
+            *o = (a as u16 + r as u16) as f32;
+        }
+        let (row, orow) = (&x[y * w * c..(y + 1) * w * c], &mut out[y * w * c..(y + 1) * w * c]);
+        if c == 3 {
+            // Stride-3 loops, which the compiler vectorises as interleaved groups.
+            for ((op, xp), &a) in orow.chunks_exact_mut(3).zip(row.chunks_exact(3)).zip(&add) {
+                let v = [get(xp[0]), get(xp[1]), get(xp[2])];
+                let lift = (v[0] * 0.299 + v[1] * 0.587 + v[2] * 0.114) * 1.5 + 127.5;
+                op[0] = px(v[0], lift, a);
+                op[1] = px(v[1], lift, a);
+                op[2] = px(v[2], lift, a);
             }
-            let start = sy * pw + (off + x0 as isize) as usize;
-            for (o, &v) in acc[x0..x1].iter_mut().zip(&plane[start..start + (x1 - x0)]) {
-                *o += kv * v;
+        } else {
+            for ((o, &s), &a) in orow.iter_mut().zip(row).zip(&add) {
+                let v = get(s);
+                *o = px(v, v * 1.5 + 127.5, a);
             }
         }
-        for (o, &a) in sl[y * w..(y + 1) * w].iter_mut().zip(acc.iter()) {
-            *o = round_half_away(a).clamp(0.0, 255.0) as u8;
-        }
-    }
-}
-
-/// `f64::round` (half away from zero) without the libm call the baseline x86-64 target makes:
-/// exact, since x − trunc(x) is exact for |x| < 2⁵².
-#[inline(always)]
-fn round_half_away(x: f64) -> f64 {
-    if x.abs() >= 4.0e15 || x.is_nan() {
-        return x.round();
-    }
-    let t = (x as i64) as f64;
-    let d = x - t;
-    if d >= 0.5 {
-        t + 1.0
-    } else if d <= -0.5 {
-        t - 1.0
-    } else {
-        t
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
-    fn round_half_away_is_round() {
-        for x in [0.0, 0.5, 1.5, 2.5, -0.5, -1.5, 0.49999999999999994, 254.5, 254.49999999999997, -3.2, 7.7, 1e16, f64::NAN] {
-            let (a, b) = (super::round_half_away(x), x.round());
-            assert!(a == b || (a.is_nan() && b.is_nan()), "{x}: {a} vs {b}");
+    fn round_u8_rounds_half_away_and_saturates() {
+        for (a, r) in [(0.0, 0), (0.49999997, 0), (0.5, 1), (1.5, 2), (2.5, 3), (254.49998, 254), (254.5, 255), (255.0, 255), (300.0, 255)] {
+            assert_eq!(round_u8(a), r, "{a}");
+        }
+    }
+
+    /// The AVX2 builds give the portable build's bits (layer and blend).
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx2_is_portable() {
+        use rand::{Rng as _, SeedableRng};
+        if !std::is_x86_feature_detected!("avx2") {
+            return;
+        }
+        let mut r = Rng::seed_from_u64(6);
+        for (h, w, c, p, sev) in [(224, 224, 3, ParamSet::ImageNet, 3), (224, 224, 3, ParamSet::ImageNet, 5), (37, 29, 1, ParamSet::ImageNet, 1), (32, 32, 3, ParamSet::Cifar10, 4)] {
+            let x: Vec<u8> = (0..h * w * c).map(|_| r.gen()).collect();
+            let (mu, sd, z, t, rad, s, b) = params(sev, p);
+            let (cy, cx) = crate::blur::clipped_zoom_coords(h, w, z, p == ParamSet::ImageNet);
+            let bw = cx.iter().map(|v| v.1).max().unwrap() + 1;
+            let bh = cy.iter().map(|v| v.1).max().unwrap() + 1;
+            let layer: Vec<f32> = (0..bh * bw).map(|_| (mu + sd * r.gen::<f64>() * 3.0) as f32).collect();
+            let taps: Vec<(f32, isize, isize)> = motion_taps(rad, s, -70.0, h, w).into_iter().map(|(k, dy, dx)| (k as f32, dy, dx)).collect();
+            let cx: Vec<(usize, usize, f32)> = cx.into_iter().map(|(a, b, f)| (a, b, f as f32)).collect();
+            let cy: Vec<(usize, usize, f32)> = cy.into_iter().map(|(a, b, f)| (a, b, f as f32)).collect();
+            let (mut sa, mut sb) = (vec![0u8; h * w], vec![0u8; h * w]);
+            // SAFETY: the CPU supports AVX2 (checked above).
+            unsafe { layer_avx2(&layer, bw, &cy, &cx, &taps, t as f32, p == ParamSet::ImageNet, h, w, &mut sa) };
+            layer_impl(&layer, bw, &cy, &cx, &taps, t as f32, p == ParamSet::ImageNet, h, w, &mut sb);
+            assert!(sa == sb && sa.iter().any(|&v| v > 0), "layer {h}x{w} {p:?} s{sev}");
+            let (mut a, mut b2) = (vec![0u8; x.len()], vec![0u8; x.len()]);
+            // SAFETY: as above.
+            unsafe { blend_avx2(&x, &mut a, h, w, c, &sa, b as f32, |v| v as f32, crate::cast_u8_f32) };
+            blend_impl(&x, &mut b2, h, w, c, &sa, b as f32, |v| v as f32, crate::cast_u8_f32);
+            assert!(a == b2, "blend {h}x{w}x{c}");
         }
     }
 }
