@@ -2,8 +2,12 @@
 //! make_tinyimagenet_c.py (random affine + smoothed random displacement field); ImageNet
 //! parameters follow imagecorruptions (displacement field only, σ and amplitude scaled by the
 //! image size). The same displacement applies to every channel, so grey images work unchanged.
+//!
+//! Fields, coordinates and interpolation are f32 (without FMA, so the AVX2 and portable builds
+//! agree), shared by the float and uint8 paths, which differ only in the pixel type they read
+//! and write: the same bytes.
 
-use crate::glass::gaussian_kernel;
+use crate::glass::gauss_f32;
 use crate::ndimage::Mode;
 use crate::{Error, FImage, ParamSet, Result, Rng};
 use crate::noise::{Fast, Fast4};
@@ -12,8 +16,8 @@ use rand::Rng as _;
 /// scipy `map_coordinates(order=1, mode='reflect')` along one axis: reflect the coordinate into
 /// [−0.5, n−0.5] (half-sample symmetric), then the two neighbouring indices, clamped.
 #[inline(always)]
-fn lin_index(c: f64, n: usize) -> (usize, usize, f64) {
-    let nf = n as f64;
+fn lin_index(c: f32, n: usize) -> (usize, usize, f32) {
+    let nf = n as f32;
     let t = if c >= -0.5 && c <= nf - 0.5 {
         c
     } else {
@@ -28,7 +32,7 @@ fn lin_index(c: f64, n: usize) -> (usize, usize, f64) {
         return (0, 0, 0.0);
     }
     let i = t as usize;
-    let fr = t - i as f64;
+    let fr = t - i as f32;
     (i.min(n - 1), (i + 1).min(n - 1), fr)
 }
 
@@ -76,55 +80,29 @@ fn affine_from_points(src: [[f64; 2]; 3], dst: [[f64; 2]; 3]) -> [[f64; 3]; 2] {
     m
 }
 
-/// cv2.warpAffine(bilinear, BORDER_REFLECT_101): dst(x, y) = src(M⁻¹·(x, y)).
-fn warp_affine(img: &[f64], h: usize, w: usize, c: usize, m: [[f64; 3]; 2]) -> Vec<f64> {
-    let [[a, b, tx], [d, e, ty]] = m;
-    let det = a * e - b * d;
-    let (ia, ib, id, ie) = (e / det, -b / det, -d / det, a / det);
-    let (itx, ity) = (-(ia * tx + ib * ty), -(id * tx + ie * ty));
-    let mut out = vec![0.0; h * w * c];
-    for y in 0..h {
-        for x in 0..w {
-            let sx = ia * x as f64 + ib * y as f64 + itx;
-            let sy = id * x as f64 + ie * y as f64 + ity;
-            let (fx, fy) = (ffloor(sx), ffloor(sy));
-            let (ax, ay) = (sx - fx, sy - fy);
-            let x0 = reflect101(fx as isize, w);
-            let x1 = reflect101(fx as isize + 1, w);
-            let y0 = reflect101(fy as isize, h);
-            let y1 = reflect101(fy as isize + 1, h);
-            for ch in 0..c {
-                let g = |yy: usize, xx: usize| img[(yy * w + xx) * c + ch];
-                let v = (1.0 - ay) * ((1.0 - ax) * g(y0, x0) + ax * g(y0, x1)) + ay * ((1.0 - ax) * g(y1, x0) + ax * g(y1, x1));
-                out[(y * w + x) * c + ch] = v;
-            }
-        }
-    }
-    out
-}
-
 /// A smoothed uniform displacement field: gaussian(U(−amp, amp), σ, mode reflect, truncate 3)·α.
-/// The uniforms come from four xoshiro streams side by side (52-bit mantissa fills, so the loop
-/// vectorises); the filter's final map applies α, the same product as a separate pass.
-fn field(h: usize, w: usize, amp: f64, sy: f64, sx: f64, alpha: f64, rng: &mut Fast) -> Vec<f64> {
+/// The uniforms come from four xoshiro streams side by side, two 24-bit uniforms (exact in f32)
+/// per 64-bit draw; the filter's final map applies α, the same product as a separate pass.
+fn field(h: usize, w: usize, amp: f64, sy: f64, sx: f64, alpha: f64, rng: &mut Fast) -> Vec<f32> {
     let mut f4 = Fast4::from_fast(rng);
-    let mut f = vec![0.0; h * w];
-    for q in f.chunks_mut(4) {
-        let v = f4.next4();
-        for (o, &b) in q.iter_mut().zip(&v) {
-            // Uniform in [0, 1): 1.m − 1 with 52 random mantissa bits.
-            let u = f64::from_bits(0x3FF0_0000_0000_0000 | (b >> 12)) - 1.0;
-            *o = -amp + 2.0 * amp * u;
+    let mut bits = vec![0u64; (h * w).div_ceil(8) * 4];
+    f4.fill(&mut bits);
+    let (lo, span) = (-amp as f32, (2.0 * amp) as f32);
+    let unit = |u: u64| lo + span * (u as f32 * (1.0 / (1u32 << 24) as f32));
+    let mut f = vec![0f32; h * w];
+    for (q, &b) in f.chunks_mut(2).zip(&bits) {
+        q[0] = unit(b >> 40);
+        if let Some(v) = q.get_mut(1) {
+            *v = unit((b >> 8) & 0xFF_FFFF);
         }
     }
-    let ky = gaussian_kernel(sy, 3.0).unwrap_or_else(|| vec![1.0]);
-    let kx = gaussian_kernel(sx, 3.0).unwrap_or_else(|| vec![1.0]);
-    crate::fast::sep_filter(&f, h, w, 1, &ky, &kx, Mode::Reflect, false, |v: f64| v * alpha)
+    let alpha = alpha as f32;
+    gauss_f32(&f, h, w, sy, sx, 3.0, Mode::Reflect, |v| v * alpha)
 }
 
 /// The call's random draws: the CIFAR/Tiny affine (None for ImageNet) and the two displacement
 /// fields, in the reference's order.
-type Draws = (Option<[[f64; 3]; 2]>, Vec<f64>, Vec<f64>);
+type Draws = (Option<[[f64; 3]; 2]>, Vec<f32>, Vec<f32>);
 
 /// CIFAR/Tiny parameters are multiples of the reference size (32 / 64) and are used unchanged at
 /// other sizes (as the reference scripts would); the affine's control points follow the real size.
@@ -177,15 +155,16 @@ pub(crate) fn elastic_transform(x: &FImage, severity: usize, p: ParamSet, rng: &
     }
     let (m, dx, dy) = draw(h, w, severity, p, rng)?;
     // Interpolation is linear, so it runs on the 0..255 scale directly.
+    let fin = |v: f32| v.clamp(0.0, 255.0) as f64;
     let data = match m {
-        Some(m) => remap(&warp_affine(&x.data, h, w, c, m), h, w, c, &dx, &dy, |v| v, |v| v.clamp(0.0, 255.0)),
-        None => remap(&x.data, h, w, c, &dx, &dy, |v| v, |v| v.clamp(0.0, 255.0)),
+        Some(m) => remap(&warp_affine(&x.data, h, w, c, m, |v: f64| v as f32), h, w, c, &dx, &dy, |v| v, fin),
+        None => remap(&x.data, h, w, c, &dx, &dy, |v: f64| v as f32, fin),
     };
     Ok(FImage { h, w, c, data })
 }
 
-/// uint8 → uint8 elastic_transform: the float path's draws and f64 arithmetic (same bytes); the
-/// ImageNet parameters interpolate straight from the u8 pixels (no whole-image f64 buffer).
+/// uint8 → uint8 elastic_transform: the float path's draws and arithmetic, from u8 pixels (the
+/// same bytes).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn elastic_u8(x: &[u8], h: usize, w: usize, c: usize, severity: usize, p: ParamSet, rng: &mut Rng) -> Result<Vec<u8>> {
     if h * w * c > u32::MAX as usize {
@@ -193,29 +172,27 @@ pub(crate) fn elastic_u8(x: &[u8], h: usize, w: usize, c: usize, severity: usize
     }
     let (m, dx, dy) = draw(h, w, severity, p, rng)?;
     Ok(match m {
-        Some(m) => {
-            remap(&warp_affine_fast(x, h, w, c, m, |v: u8| v as f64), h, w, c, &dx, &dy, |v| v, crate::cast_u8)
-        }
-        None => remap(x, h, w, c, &dx, &dy, |v: u8| v as f64, crate::cast_u8),
+        Some(m) => remap(&warp_affine(x, h, w, c, m, |v: u8| v as f32), h, w, c, &dx, &dy, |v| v, crate::cast_u8_f32),
+        None => remap(x, h, w, c, &dx, &dy, |v: u8| v as f32, crate::cast_u8_f32),
     })
 }
 
 /// scipy `map_coordinates(order=1, mode='reflect')` of every channel at (row + dy, col + dx),
 /// each value then mapped by `fin`.
 #[allow(clippy::too_many_arguments)]
-fn remap<T: Copy, O: Copy + Default>(img: &[T], h: usize, w: usize, c: usize, dx: &[f64], dy: &[f64], get: impl Fn(T) -> f64, fin: impl Fn(f64) -> O) -> Vec<O> {
+fn remap<T: Copy, O: Copy + Default>(img: &[T], h: usize, w: usize, c: usize, dx: &[f32], dy: &[f32], get: impl Fn(T) -> f32, fin: impl Fn(f32) -> O) -> Vec<O> {
     resample(img, h, w, c, &ElasticTap { dx, dy, h, w }, get, fin)
 }
 
 /// Where each output pixel reads: the taps of one resampling (inlined into its loop).
 trait Tap {
     /// ([y0, y1, x0, x1], fx, fy) of output pixel (r, col).
-    fn at(&self, r: usize, col: usize) -> ([usize; 4], f64, f64);
+    fn at(&self, r: usize, col: usize) -> ([usize; 4], f32, f32);
 
     /// [`Tap::at`] for every pixel of row r, planar: `ids` = [y0s, y1s, x0s, x1s] (u32: the
     /// image has under 2³² values).
     #[inline(always)]
-    fn row(&self, r: usize, ids: &mut [Vec<u32>; 4], fxs: &mut [f64], fys: &mut [f64]) {
+    fn row(&self, r: usize, ids: &mut [Vec<u32>; 4], fxs: &mut [f32], fys: &mut [f32]) {
         for col in 0..fxs.len() {
             let (t, ax, ay) = self.at(r, col);
             for (v, &i) in ids.iter_mut().zip(&t) {
@@ -231,8 +208,8 @@ trait Tap {
 /// (the same arithmetic: truncation of a non-negative t, then the two clamped indices), so the
 /// loop vectorises; the rare coordinates outside go through [`lin_index`] itself.
 #[inline(always)]
-fn lin_row(base: impl Fn(usize) -> f64, d: &[f64], n: usize, lo: &mut [u32], hi: &mut [u32], frs: &mut [f64]) {
-    let nf = n as f64;
+fn lin_row(base: impl Fn(usize) -> f32, d: &[f32], n: usize, lo: &mut [u32], hi: &mut [u32], frs: &mut [f32]) {
+    let nf = n as f32;
     let top = (n - 1) as u32;
     let mut outside = false;
     for (k, (((&dv, l), u), f)) in d.iter().zip(lo.iter_mut()).zip(hi.iter_mut()).zip(frs.iter_mut()).enumerate() {
@@ -242,7 +219,7 @@ fn lin_row(base: impl Fn(usize) -> f64, d: &[f64], n: usize, lo: &mut [u32], hi:
         let t = cc.max(0.0).min(nf);
         // SAFETY: 0 ≤ t ≤ n < 2³², a valid u32 after truncation.
         let i: u32 = unsafe { t.to_int_unchecked() };
-        *f = if cc < 0.0 { 0.0 } else { t - i as f64 };
+        *f = if cc < 0.0 { 0.0 } else { t - i as f32 };
         *l = i.min(top);
         *u = if cc < 0.0 { 0 } else { (i + 1).min(top) };
     }
@@ -259,31 +236,31 @@ fn lin_row(base: impl Fn(usize) -> f64, d: &[f64], n: usize, lo: &mut [u32], hi:
 
 /// map_coordinates at (row + dy, col + dx), reflect mode.
 struct ElasticTap<'a> {
-    dx: &'a [f64],
-    dy: &'a [f64],
+    dx: &'a [f32],
+    dy: &'a [f32],
     h: usize,
     w: usize,
 }
 
 impl Tap for ElasticTap<'_> {
     #[inline(always)]
-    fn at(&self, r: usize, col: usize) -> ([usize; 4], f64, f64) {
+    fn at(&self, r: usize, col: usize) -> ([usize; 4], f32, f32) {
         let k = r * self.w + col;
-        let (y0, y1, fy) = lin_index(r as f64 + self.dy[k], self.h);
-        let (x0, x1, fx) = lin_index(col as f64 + self.dx[k], self.w);
+        let (y0, y1, fy) = lin_index(r as f32 + self.dy[k], self.h);
+        let (x0, x1, fx) = lin_index(col as f32 + self.dx[k], self.w);
         ([y0, y1, x0, x1], fx, fy)
     }
 
     #[inline(always)]
-    fn row(&self, r: usize, ids: &mut [Vec<u32>; 4], fxs: &mut [f64], fys: &mut [f64]) {
+    fn row(&self, r: usize, ids: &mut [Vec<u32>; 4], fxs: &mut [f32], fys: &mut [f32]) {
         let w = self.w;
         let [y0, y1, x0, x1] = ids;
-        lin_row(|_| r as f64, &self.dy[r * w..(r + 1) * w], self.h, y0, y1, fys);
-        lin_row(|k| k as f64, &self.dx[r * w..(r + 1) * w], w, x0, x1, fxs);
+        lin_row(|_| r as f32, &self.dy[r * w..(r + 1) * w], self.h, y0, y1, fys);
+        lin_row(|k| k as f32, &self.dx[r * w..(r + 1) * w], w, x0, x1, fxs);
     }
 }
 
-/// cv2.warpAffine's source point M⁻¹·(x, y), BORDER_REFLECT_101.
+/// cv2.warpAffine's source point M⁻¹·(x, y) (f64), BORDER_REFLECT_101; the fractions in f32.
 struct AffineTap {
     inv: [f64; 6],
     h: usize,
@@ -292,20 +269,20 @@ struct AffineTap {
 
 impl Tap for AffineTap {
     #[inline(always)]
-    fn at(&self, y: usize, x: usize) -> ([usize; 4], f64, f64) {
+    fn at(&self, y: usize, x: usize) -> ([usize; 4], f32, f32) {
         let [ia, ib, itx, id, ie, ity] = self.inv;
         let sx = ia * x as f64 + ib * y as f64 + itx;
         let sy = id * x as f64 + ie * y as f64 + ity;
         let (fx, fy) = (ffloor(sx), ffloor(sy));
-        let (ax, ay) = (sx - fx, sy - fy);
+        let (ax, ay) = ((sx - fx) as f32, (sy - fy) as f32);
         let (h, w) = (self.h, self.w);
         ([reflect101(fy as isize, h), reflect101(fy as isize + 1, h), reflect101(fx as isize, w), reflect101(fx as isize + 1, w)], ax, ay)
     }
 }
 
-/// [`warp_affine`] (the same taps and arithmetic, so the same bits) from any pixel type, on the
-/// row-wise resampler.
-fn warp_affine_fast<T: Copy>(img: &[T], h: usize, w: usize, c: usize, m: [[f64; 3]; 2], get: impl Fn(T) -> f64) -> Vec<f64> {
+/// cv2.warpAffine(bilinear, BORDER_REFLECT_101): dst(x, y) = src(M⁻¹·(x, y)), from any pixel
+/// type, unrounded.
+fn warp_affine<T: Copy>(img: &[T], h: usize, w: usize, c: usize, m: [[f64; 3]; 2], get: impl Fn(T) -> f32) -> Vec<f32> {
     let [[a, b, tx], [d, e, ty]] = m;
     let det = a * e - b * d;
     let (ia, ib, id, ie) = (e / det, -b / det, -d / det, a / det);
@@ -315,8 +292,9 @@ fn warp_affine_fast<T: Copy>(img: &[T], h: usize, w: usize, c: usize, m: [[f64; 
 
 /// Bilinear resampling: output pixel (r, col) = (1−fy)·((1−fx)·p(y0,x0) + fx·p(y0,x1)) +
 /// fy·((1−fx)·p(y1,x0) + fx·p(y1,x1)) per channel, with ([y0, y1, x0, x1], fx,
-/// fy) inside the grid (from `tap`); each value mapped by `fin`. AVX2 where present (no FMA: the same bits).
-fn resample<T: Copy, O: Copy + Default>(img: &[T], h: usize, w: usize, c: usize, tap: &impl Tap, get: impl Fn(T) -> f64, fin: impl Fn(f64) -> O) -> Vec<O> {
+/// fy) inside the grid (from `tap`); each value mapped by `fin`. f32, AVX2 where present (no FMA:
+/// the same bits).
+fn resample<T: Copy, O: Copy + Default>(img: &[T], h: usize, w: usize, c: usize, tap: &impl Tap, get: impl Fn(T) -> f32, fin: impl Fn(f32) -> O) -> Vec<O> {
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU supports AVX2 (checked just above).
@@ -327,19 +305,19 @@ fn resample<T: Copy, O: Copy + Default>(img: &[T], h: usize, w: usize, c: usize,
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn resample_avx2<T: Copy, O: Copy + Default>(img: &[T], h: usize, w: usize, c: usize, tap: &impl Tap, get: impl Fn(T) -> f64, fin: impl Fn(f64) -> O) -> Vec<O> {
+unsafe fn resample_avx2<T: Copy, O: Copy + Default>(img: &[T], h: usize, w: usize, c: usize, tap: &impl Tap, get: impl Fn(T) -> f32, fin: impl Fn(f32) -> O) -> Vec<O> {
     resample_impl(img, h, w, c, tap, get, fin)
 }
 
 #[inline(always)]
-fn resample_impl<T: Copy, O: Copy + Default>(img: &[T], h: usize, w: usize, c: usize, tap: &impl Tap, get: impl Fn(T) -> f64, fin: impl Fn(f64) -> O) -> Vec<O> {
+fn resample_impl<T: Copy, O: Copy + Default>(img: &[T], h: usize, w: usize, c: usize, tap: &impl Tap, get: impl Fn(T) -> f32, fin: impl Fn(f32) -> O) -> Vec<O> {
     assert!(img.len() == h * w * c && h * w * c <= u32::MAX as usize);
     let mut data = vec![O::default(); h * w * c];
     // Per row: the taps of every pixel first (planar, flat offsets into `img`), then the
     // interpolation of each channel as one loop over the row.
     let mut idx = vec![[0u32; 4]; w];
-    let mut fxs = vec![0f64; w];
-    let mut fys = vec![0f64; w];
+    let mut fxs = vec![0f32; w];
+    let mut fys = vec![0f32; w];
     let mut tmp = vec![O::default(); w];
     let mut rows: [Vec<u32>; 4] = std::array::from_fn(|_| vec![0u32; w]);
     for r in 0..h {
@@ -386,16 +364,34 @@ mod tests {
         }
     }
 
+    /// The dispatched (AVX2) resampler against the portable build, for both kinds of taps.
+    #[test]
+    fn portable_and_dispatched_resampling_agree() {
+        use rand::SeedableRng;
+        let (h, w, c) = (37, 45, 3);
+        let img: Vec<u8> = (0..h * w * c).map(|i| ((i * 7919 + 13) % 256) as u8).collect();
+        for (p, sev) in [(ParamSet::Cifar10, 3), (ParamSet::ImageNet, 5)] {
+            let (_, dx, dy) = draw(h, w, sev, p, &mut Rng::seed_from_u64(4)).unwrap();
+            let tap = ElasticTap { dx: &dx, dy: &dy, h, w };
+            let a = resample(&img, h, w, c, &tap, |v: u8| v as f32, crate::cast_u8_f32);
+            assert!(a == resample_impl(&img, h, w, c, &tap, |v: u8| v as f32, crate::cast_u8_f32), "{p:?}");
+        }
+        let tap = AffineTap { inv: [0.97, 0.05, 0.8, -0.04, 1.02, -1.3], h, w };
+        let a = resample(&img, h, w, c, &tap, |v: u8| v as f32, |v| v);
+        assert!(a == resample_impl(&img, h, w, c, &tap, |v: u8| v as f32, |v| v));
+    }
+
     #[test]
     fn map_coordinates_reflect_matches_scipy() {
         // scipy.ndimage.map_coordinates(np.arange(4.), [[c]], order=1, mode='reflect').
-        let interp = |c: f64| {
+        let interp = |c: f32| {
             let (i0, i1, f) = lin_index(c, 4);
-            (1.0 - f) * i0 as f64 + f * i1 as f64
+            (1.0 - f) * i0 as f32 + f * i1 as f32
         };
-        for (c, want) in [(-0.75, 0.0), (-0.25, 0.0), (-1.3, 0.3), (1.25, 1.25), (3.2, 3.0), (3.6, 3.0), (4.4, 2.6)] {
-            assert!((interp(c) - want).abs() < 1e-9, "c={c}: {} vs {want}", interp(c));
+        for (c, want) in [(-0.75f32, 0.0f32), (-0.25, 0.0), (-1.3, 0.3), (1.25, 1.25), (3.2, 3.0), (3.6, 3.0), (4.4, 2.6)] {
+            assert!((interp(c) - want).abs() < 1e-5, "c={c}: {} vs {want}", interp(c));
         }
     }
 }
+
 
