@@ -449,7 +449,7 @@ pub(crate) fn spatter(x: &FImage, severity: usize, p: ParamSet, rng: &mut Rng) -
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn spatter_u8(x: &[u8], h: usize, w: usize, c: usize, severity: usize, p: ParamSet, rng: &mut Rng) -> Result<Vec<u8>> {
     let l = layer(h, w, c, severity, p, rng);
-    Ok(blend(x, c, &l, |v: u8| v as f32, crate::cast_u8_f32))
+    Ok(blend_u8(x, c, &l))
 }
 
 /// The water layer's edge/distance pipeline from the liquid bytes to liquid × blurred emboss
@@ -487,26 +487,20 @@ fn water_mask_impl<const AVX2: bool>(l8: &[u8], h: usize, w: usize) -> Vec<u16> 
     l8.iter().zip(&blurred).map(|(&l, &d)| l as u16 * d as u16).collect()
 }
 
-/// The final blend, per channel: water adds m·colour, mud mixes towards it; `get` reads a pixel
-/// as f32 and `fin` clips and casts. Per row, the weights are spread over the channels first,
-/// so the blend is one loop over the row's values; AVX2 where present (no FMA: the same bits).
-fn blend<T: Copy, O: Copy + Default>(x: &[T], c: usize, l: &Layer, get: impl Fn(T) -> f32, fin: impl Fn(f32) -> O) -> Vec<O> {
-    #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU supports AVX2 (checked just above).
-        return unsafe { blend_avx2(x, c, l, get, fin) };
-    }
-    blend_impl(x, c, l, get, fin)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn blend_avx2<T: Copy, O: Copy + Default>(x: &[T], c: usize, l: &Layer, get: impl Fn(T) -> f32, fin: impl Fn(f32) -> O) -> Vec<O> {
-    blend_impl(x, c, l, get, fin)
-}
-
+/// One blended value: water adds m·colour, mud mixes towards it.
 #[inline(always)]
-fn blend_impl<T: Copy, O: Copy + Default>(x: &[T], c: usize, l: &Layer, get: impl Fn(T) -> f32, fin: impl Fn(f32) -> O) -> Vec<O> {
+fn mix(v: f32, mv: f32, col: f32, mud: bool) -> f32 {
+    if mud {
+        v * (1.0 - mv) + mv * col
+    } else {
+        v + mv * col
+    }
+}
+
+/// The final blend of every value by [`mix`]; `get` reads a pixel as f32 and `fin` clips and
+/// casts. Per block of pixels the weights are spread over the channels first, so the blend is
+/// one loop over the block's values.
+fn blend<T: Copy, O: Copy + Default>(x: &[T], c: usize, l: &Layer, get: impl Fn(T) -> f32, fin: impl Fn(f32) -> O) -> Vec<O> {
     const PX: usize = 64;
     let mut out = vec![O::default(); x.len()];
     let cols: Vec<f32> = (0..PX * c).map(|i| l.cols[i % c]).collect();
@@ -516,16 +510,68 @@ fn blend_impl<T: Copy, O: Copy + Default>(x: &[T], c: usize, l: &Layer, get: imp
         for (q, &mv) in m3.chunks_exact_mut(c).zip(m) {
             q.fill(mv);
         }
-        let it = o.iter_mut().zip(i).zip(&m3[..n]).zip(&cols[..n]);
-        if l.mud {
-            for (((o, &v), &mv), &col) in it {
-                *o = fin(get(v) * (1.0 - mv) + mv * col);
-            }
-        } else {
-            for (((o, &v), &mv), &col) in it {
-                *o = fin(get(v) + mv * col);
-            }
+        for (((o, &v), &mv), &col) in o.iter_mut().zip(i).zip(&m3[..n]).zip(&cols[..n]) {
+            *o = fin(mix(get(v), mv, col, l.mud));
         }
+    }
+    out
+}
+
+/// [`blend`] of u8 pixels; RGB and grey images take an AVX2 kernel where present (the same
+/// operations, no FMA: the same bytes).
+fn blend_u8(x: &[u8], c: usize, l: &Layer) -> Vec<u8> {
+    #[cfg(target_arch = "x86_64")]
+    if (c == 3 || c == 1) && std::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2 (checked just above).
+        return unsafe { blend_u8_avx2(x, c, l) };
+    }
+    blend(x, c, l, |v: u8| v as f32, crate::cast_u8_f32)
+}
+
+/// Eight pixels at a time: the weights spread over the channels by lane permutes, the bytes
+/// widened to f32, [`mix`], clipped, truncated and packed back; the last pixels one by one.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn blend_u8_avx2(x: &[u8], c: usize, l: &Layer) -> Vec<u8> {
+    use std::arch::x86_64::*;
+    let n = l.m.len();
+    assert!(x.len() == n * c && (c == 3 || c == 1));
+    let mut out = vec![0u8; x.len()];
+    let cl = l.cols;
+    // Lane k of block j holds value 8j + k of the 24 (RGB) or 8 (grey) of eight pixels.
+    let spread = [_mm256_setr_epi32(0, 0, 0, 1, 1, 1, 2, 2), _mm256_setr_epi32(2, 3, 3, 3, 4, 4, 4, 5), _mm256_setr_epi32(5, 5, 6, 6, 6, 7, 7, 7)];
+    let cols = if c == 3 {
+        [_mm256_setr_ps(cl[0], cl[1], cl[2], cl[0], cl[1], cl[2], cl[0], cl[1]), _mm256_setr_ps(cl[2], cl[0], cl[1], cl[2], cl[0], cl[1], cl[2], cl[0]), _mm256_setr_ps(cl[1], cl[2], cl[0], cl[1], cl[2], cl[0], cl[1], cl[2])]
+    } else {
+        [_mm256_set1_ps(cl[0]); 3]
+    };
+    let (zero, top, one) = (_mm256_setzero_ps(), _mm256_set1_ps(255.0), _mm256_set1_ps(1.0));
+    let gather = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    let mut p = 0;
+    // SAFETY (loads and stores): pixels p..p+8 exist, so values c·p..c·(p+8) of x and out do.
+    while p + 8 <= n {
+        let mv = _mm256_loadu_ps(l.m.as_ptr().add(p));
+        let mut r = [_mm256_setzero_si256(); 3];
+        for (j, rj) in r.iter_mut().enumerate().take(c) {
+            let w = if c == 3 { _mm256_permutevar8x32_ps(mv, spread[j]) } else { mv };
+            let v = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(x.as_ptr().add(c * p + 8 * j) as *const __m128i)));
+            let m = if l.mud { _mm256_add_ps(_mm256_mul_ps(v, _mm256_sub_ps(one, w)), _mm256_mul_ps(w, cols[j])) } else { _mm256_add_ps(v, _mm256_mul_ps(w, cols[j])) };
+            *rj = _mm256_cvttps_epi32(_mm256_min_ps(_mm256_max_ps(m, zero), top));
+        }
+        // Bytes of block j land in 32-bit lanes j and 4 + j; regroup them in order.
+        let packed = _mm256_packus_epi16(_mm256_packs_epi32(r[0], r[1]), _mm256_packs_epi32(r[2], r[2]));
+        let b = _mm256_permutevar8x32_epi32(packed, gather);
+        let o = out.as_mut_ptr().add(c * p);
+        if c == 3 {
+            _mm_storeu_si128(o as *mut __m128i, _mm256_castsi256_si128(b));
+            _mm_storel_epi64(o.add(16) as *mut __m128i, _mm256_extracti128_si256(b, 1));
+        } else {
+            _mm_storel_epi64(o as *mut __m128i, _mm256_castsi256_si128(b));
+        }
+        p += 8;
+    }
+    for k in p * c..n * c {
+        out[k] = crate::cast_u8_f32(mix(x[k] as f32, l.m[k / c], cl[k % c], l.mud));
     }
     out
 }
@@ -631,14 +677,14 @@ mod tests {
         for (h, w) in [(32, 32), (57, 41)] {
             for p in [ParamSet::Cifar10, ParamSet::TinyImageNet, ParamSet::ImageNet] {
                 for sev in 1..=5 {
-                    let a = layer(h, w, 3, sev, p, &mut Rng::seed_from_u64(sev as u64));
                     let mut s = 5u64;
                     let l8: Vec<u8> = (0..h * w).map(|_| if xorshift(&mut s) % 3 == 0 { 0 } else { 170 + (s % 30) as u8 }).collect();
                     assert!(water_mask(&l8, h, w) == water_mask_impl::<false>(&l8, h, w), "{h}x{w} {p:?} s{sev}");
-                    let img: Vec<u8> = (0..h * w * 3).map(|_| xorshift(&mut s) as u8).collect();
-                    let x = blend(&img, 3, &a, |v: u8| v as f32, crate::cast_u8_f32);
-                    let y = blend_impl(&img, 3, &a, |v: u8| v as f32, crate::cast_u8_f32);
-                    assert!(x == y, "{h}x{w} {p:?} s{sev}");
+                    for c in [1, 3] {
+                        let img: Vec<u8> = (0..h * w * c).map(|_| xorshift(&mut s) as u8).collect();
+                        let a = layer(h, w, c, sev, p, &mut Rng::seed_from_u64(sev as u64));
+                        assert!(blend_u8(&img, c, &a) == blend(&img, c, &a, |v: u8| v as f32, crate::cast_u8_f32), "{h}x{w}x{c} {p:?} s{sev}");
+                    }
                     let liquid: Vec<f32> = (0..h * w).map(|_| (xorshift(&mut s) % 1000) as f32 / 1000.0).collect();
                     let ky: Vec<f32> = crate::glass::gaussian_kernel(1.7, 4.0).unwrap().iter().map(|&v| v as f32).collect();
                     let g1 = gauss_f32(&liquid, h, w, 1.7, 1.7, 4.0, Mode::Nearest, |v| v);
