@@ -329,13 +329,22 @@ fn box3_dist_u8(d: &[u32], h: usize, w: usize) -> Vec<u8> {
     out
 }
 
-/// cv2.equalizeHist's table.
+/// cv2.equalizeHist's table (entries above the largest value present are left 0: unused).
 #[inline(always)]
 fn equalize_lut(src: &[u8]) -> [u8; 256] {
-    let mut hist = [0usize; 256];
-    src.iter().for_each(|&v| hist[v as usize] += 1);
+    // Four interleaved counts: runs of one value would otherwise wait on each other's stores.
+    let mut h4 = [[0u32; 256]; 4];
+    let mut q = src.chunks_exact(4);
+    for ch in &mut q {
+        for k in 0..4 {
+            h4[k][ch[k] as usize] += 1;
+        }
+    }
+    q.remainder().iter().for_each(|&v| h4[0][v as usize] += 1);
+    let hist: [usize; 256] = std::array::from_fn(|j| (h4[0][j] + h4[1][j] + h4[2][j] + h4[3][j]) as usize);
     let total = src.len();
     let first = hist.iter().position(|&c| c > 0).unwrap_or(0);
+    let last = hist.iter().rposition(|&c| c > 0).unwrap_or(0);
     let mut lut = [0u8; 256];
     if hist[first] == total {
         lut[first] = first as u8;
@@ -343,7 +352,7 @@ fn equalize_lut(src: &[u8]) -> [u8; 256] {
     }
     let scale = 255.0 / (total - hist[first]) as f64;
     let mut sum = 0usize;
-    for j in first + 1..256 {
+    for j in first + 1..=last {
         sum += hist[j];
         lut[j] = round_pos(sum as f64 * scale).clamp(0.0, 255.0) as u8;
     }
@@ -362,17 +371,19 @@ fn round_pos(v: f64) -> f64 {
     }
 }
 
-/// A 3×3 stencil over a u8 plane with BORDER_REFLECT_101: `f(r0, r1, r2, x)` gets the three
-/// padded rows (as i16) around output row y and the output column (the window is x..x+3).
+/// A 3×3 stencil over a u8 plane with BORDER_REFLECT_101: `f` gets the window's nine values
+/// (row by row) as i16.
 #[inline(always)]
-fn stencil3(src: &[u8], h: usize, w: usize, f: impl Fn(&[i16], &[i16], &[i16], usize) -> u8) -> Vec<u8> {
-    let p: Vec<i16> = pad101(src, h, w).iter().map(|&v| v as i16).collect();
+fn stencil3(src: &[u8], h: usize, w: usize, f: impl Fn([i16; 9]) -> u8) -> Vec<u8> {
+    let p = pad101(src, h, w);
     let pw = w + 2;
     let mut out = vec![0u8; h * w];
-    for (y, orow) in out.chunks_exact_mut(w).enumerate() {
-        let (r0, r1, r2) = (&p[y * pw..(y + 1) * pw], &p[(y + 1) * pw..(y + 2) * pw], &p[(y + 2) * pw..(y + 3) * pw]);
-        for (x, o) in orow.iter_mut().enumerate() {
-            *o = f(r0, r1, r2, x);
+    for y in 0..h {
+        // The window's nine taps as slices of exactly w values (no bounds checks: the loop vectorises).
+        let n: [&[u8]; 9] = std::array::from_fn(|k| &p[(y + k / 3) * pw + k % 3..][..w]);
+        let orow = &mut out[y * w..][..w];
+        for x in 0..w {
+            orow[x] = f(std::array::from_fn(|k| n[k][x] as i16));
         }
     }
     out
@@ -478,10 +489,10 @@ fn water_mask_impl<const AVX2: bool>(l8: &[u8], h: usize, w: usize) -> Vec<u16> 
     let lut = equalize_lut(&d8);
     d8.iter_mut().for_each(|v| *v = lut[*v as usize]);
     // The reference's emboss kernel (filter2D, BORDER_REFLECT_101), saturated to u8.
-    let e = stencil3(&d8, h, w, |r0, r1, r2, x| (-2 * r0[x] - r0[x + 1] - r1[x] + r1[x + 1] + r1[x + 2] + r2[x + 1] + 2 * r2[x + 2]).clamp(0, 255) as u8);
+    let e = stencil3(&d8, h, w, |[a, b, _, d, e, f, _, g, i]| (-2 * a - b - d + e + f + g + 2 * i).clamp(0, 255) as u8);
     // cv2.blur on u8 (rounded): S/9 is never a tie (9 is odd), so that is ⌊(2S + 9)/18⌋.
-    let blurred = stencil3(&e, h, w, |r0, r1, r2, x| {
-        let s = (r0[x] + r0[x + 1] + r0[x + 2] + r1[x] + r1[x + 1] + r1[x + 2] + r2[x] + r2[x + 1] + r2[x + 2]) as u16;
+    let blurred = stencil3(&e, h, w, |v| {
+        let s = v.iter().sum::<i16>() as u16;
         ((2 * s + 9) / 18) as u8
     });
     l8.iter().zip(&blurred).map(|(&l, &d)| l as u16 * d as u16).collect()
