@@ -278,6 +278,55 @@ impl Tap for AffineTap {
         let (h, w) = (self.h, self.w);
         ([reflect101(fy as isize, h), reflect101(fy as isize + 1, h), reflect101(fx as isize, w), reflect101(fx as isize + 1, w)], ax, ay)
     }
+
+    /// [`AffineTap::at`] for a whole row, branch-free where both taps lie inside the image on
+    /// both axes (then the reflection is the identity and the floor fits an i32), so the loop
+    /// vectorises; the rare pixels outside go through [`AffineTap::at`] itself.
+    #[inline(always)]
+    fn row(&self, r: usize, ids: &mut [Vec<u32>; 4], fxs: &mut [f32], fys: &mut [f32]) {
+        let [ia, ib, itx, id, ie, ity] = self.inv;
+        let (h, w) = (self.h, self.w);
+        let (hm, wm) = ((h - 1) as f64, (w - 1) as f64);
+        let [y0s, y1s, x0s, x1s] = ids;
+        // The sums in `at`'s order: (a·x + b·y) + t.
+        let (by, ey) = (ib * r as f64, ie * r as f64);
+        let floor = |v: f64, top: f64| -> f64 {
+            // Clamped only so the conversion is sound; values outside are redone below.
+            let t = v.max(-1.0).min(top);
+            // SAFETY: −1 ≤ t ≤ top < 2³¹.
+            let i = unsafe { t.to_int_unchecked::<i32>() } as f64;
+            if i > t {
+                i - 1.0
+            } else {
+                i
+            }
+        };
+        let mut outside = false;
+        for x in 0..fxs.len() {
+            let sx = ia * x as f64 + by + itx;
+            let sy = id * x as f64 + ey + ity;
+            let (fx, fy) = (floor(sx, wm), floor(sy, hm));
+            outside |= !(sx >= 0.0 && sx < wm && sy >= 0.0 && sy < hm);
+            fxs[x] = (sx - fx) as f32;
+            fys[x] = (sy - fy) as f32;
+            let (cx, cy) = (fx.max(0.0) as u32, fy.max(0.0) as u32);
+            x0s[x] = cx;
+            x1s[x] = cx + 1;
+            y0s[x] = cy;
+            y1s[x] = cy + 1;
+        }
+        if outside {
+            for x in 0..fxs.len() {
+                let sx = ia * x as f64 + by + itx;
+                let sy = id * x as f64 + ey + ity;
+                if !(sx >= 0.0 && sx < wm && sy >= 0.0 && sy < hm) {
+                    let (t, ax, ay) = self.at(r, x);
+                    (y0s[x], y1s[x], x0s[x], x1s[x]) = (t[0] as u32, t[1] as u32, t[2] as u32, t[3] as u32);
+                    (fxs[x], fys[x]) = (ax, ay);
+                }
+            }
+        }
+    }
 }
 
 /// cv2.warpAffine(bilinear, BORDER_REFLECT_101): dst(x, y) = src(M⁻¹·(x, y)), from any pixel
@@ -379,6 +428,25 @@ mod tests {
         let tap = AffineTap { inv: [0.97, 0.05, 0.8, -0.04, 1.02, -1.3], h, w };
         let a = resample(&img, h, w, c, &tap, |v: u8| v as f32, |v| v);
         assert!(a == resample_impl(&img, h, w, c, &tap, |v: u8| v as f32, |v| v));
+    }
+
+    /// The affine taps' row loop gives [`AffineTap::at`]'s taps and fractions, inside the image
+    /// and outside it.
+    #[test]
+    fn affine_row_is_at() {
+        let (h, w) = (23, 31);
+        for inv in [[0.97, 0.05, 0.8, -0.04, 1.02, -1.3], [1.3, -0.2, -4.0, 0.3, 0.9, 6.5], [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]] {
+            let tap = AffineTap { inv, h, w };
+            let mut ids: [Vec<u32>; 4] = std::array::from_fn(|_| vec![0; w]);
+            let (mut fx, mut fy) = (vec![0f32; w], vec![0f32; w]);
+            for r in 0..h {
+                tap.row(r, &mut ids, &mut fx, &mut fy);
+                for x in 0..w {
+                    let (t, ax, ay) = tap.at(r, x);
+                    assert!(t.iter().zip(&ids).all(|(&a, b)| a as u32 == b[x]) && ax == fx[x] && ay == fy[x], "{inv:?} at {r},{x}");
+                }
+            }
+        }
     }
 
     #[test]

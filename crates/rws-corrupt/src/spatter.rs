@@ -417,6 +417,112 @@ fn params(severity: usize, p: ParamSet) -> (f64, f64, f64, f64, f64, u8) {
     t[severity - 1]
 }
 
+/// Cells of the inverse-CDF normal sampler (as `noise::normals`: 4096 equiprobable cells,
+/// linear inside each).
+const NQ: usize = 4096;
+
+/// Per cell, Φ⁻¹ at its left knot and the step to its right knot (f32); the two outermost
+/// cells are the tails, sampled exactly instead (their entries are unused zeros).
+fn normal_cells() -> &'static [[f32; NQ]; 2] {
+    static T: std::sync::OnceLock<Box<[[f32; NQ]; 2]>> = std::sync::OnceLock::new();
+    T.get_or_init(|| {
+        let mut t = Box::new([[0f32; NQ]; 2]);
+        let q = |i: usize| crate::noise::inv_normal_cdf(i as f64 / NQ as f64);
+        for i in 1..NQ - 1 {
+            t[0][i] = q(i) as f32;
+            t[1][i] = (q(i + 1) - q(i)) as f32;
+        }
+        t
+    })
+}
+
+/// The unsmoothed liquid layer: μ + s·z for n standard normals z in f32, two per 64-bit draw of
+/// four xoshiro streams: the top 12 bits of each 32-bit half pick a cell, the low 20 place z
+/// linearly inside it; the outermost cells (|z| > 3.38, probability 1/2048) are redrawn, in
+/// order, by Marsaglia's exact tail method from a separate stream. AVX2 (gathers) where
+/// present; no FMA, so the same values as the portable loop.
+fn liquid_noise(n: usize, mu: f32, s: f32, rng: &mut Rng) -> Vec<f32> {
+    #[cfg(target_arch = "x86_64")]
+    let simd = std::is_x86_feature_detected!("avx2");
+    #[cfg(not(target_arch = "x86_64"))]
+    let simd = false;
+    liquid_noise_with(n, mu, s, rng, simd)
+}
+
+/// [`liquid_noise`]; `simd`: the CPU has AVX2 (false: the portable loop alone).
+fn liquid_noise_with(n: usize, mu: f32, s: f32, rng: &mut Rng, simd: bool) -> Vec<f32> {
+    let mut tail = crate::noise::Fast::from_rng(rng);
+    let mut f4 = crate::noise::Fast4::from_fast(&mut tail);
+    let mut bits = vec![0u64; n.div_ceil(8) * 4];
+    f4.fill(&mut bits);
+    // Value k comes from the low (even k) or high half of draw k/2.
+    let r = |k: usize| (bits[k / 2] >> (32 * (k % 2))) as u32;
+    let is_tail = |v: u32| matches!(v >> 20, 0 | 4095);
+    let t = normal_cells();
+    let mut out = vec![0f32; n];
+    // Starts of the blocks of 8 values holding a tail cell, in order.
+    let mut tails = Vec::new();
+    #[cfg(target_arch = "x86_64")]
+    let done = if simd {
+        // SAFETY: `simd` is only set where the CPU supports AVX2.
+        unsafe { liquid_avx2(&bits, t, mu, s, &mut out, &mut tails) }
+    } else {
+        0
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let done = if simd { unreachable!() } else { 0 };
+    for (k, o) in out.iter_mut().enumerate().skip(done) {
+        let v = r(k);
+        let i = (v >> 20) as usize;
+        *o = mu + s * (t[0][i] + (v & 0xF_FFFF) as f32 * (1.0 / (1 << 20) as f32) * t[1][i]);
+        if is_tail(v) && tails.last() != Some(&(k & !7)) {
+            tails.push(k & !7);
+        }
+    }
+    let a = -crate::noise::inv_normal_cdf(1.0 / NQ as f64);
+    for b in tails {
+        for k in b..(b + 8).min(n) {
+            let v = r(k);
+            if is_tail(v) {
+                let z = loop {
+                    let x = -(1.0 - tail.f64()).ln() / a;
+                    let y = -(1.0 - tail.f64()).ln();
+                    if 2.0 * y > x * x {
+                        break a + x;
+                    }
+                };
+                out[k] = mu + s * (if v >> 20 == 0 { -z } else { z }) as f32;
+            }
+        }
+    }
+    out
+}
+
+/// [`liquid_noise`]'s inner cells, eight values at a time (the draws read as u32 halves, low
+/// first: x86 is little-endian), noting the blocks with a tail cell; returns how many it did.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn liquid_avx2(bits: &[u64], t: &[[f32; NQ]; 2], mu: f32, s: f32, out: &mut [f32], tails: &mut Vec<usize>) -> usize {
+    use std::arch::x86_64::*;
+    let (vmu, vs, scale, low) = (_mm256_set1_ps(mu), _mm256_set1_ps(s), _mm256_set1_ps(1.0 / (1 << 20) as f32), _mm256_set1_epi32(0xF_FFFF));
+    let (zero, top) = (_mm256_setzero_si256(), _mm256_set1_epi32(NQ as i32 - 1));
+    let r = bits.as_ptr() as *const u32;
+    let mut k = 0;
+    // SAFETY: k + 8 ≤ out.len() ≤ 2·bits.len(); cell indices are v >> 20 < 4096 = NQ.
+    while k + 8 <= out.len() {
+        let v = _mm256_loadu_si256(r.add(k) as *const __m256i);
+        let i = _mm256_srli_epi32(v, 20);
+        let f = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_and_si256(v, low)), scale);
+        let z = _mm256_add_ps(_mm256_i32gather_ps(t[0].as_ptr(), i, 4), _mm256_mul_ps(f, _mm256_i32gather_ps(t[1].as_ptr(), i, 4)));
+        _mm256_storeu_ps(out.as_mut_ptr().add(k), _mm256_add_ps(vmu, _mm256_mul_ps(vs, z)));
+        if _mm256_movemask_epi8(_mm256_or_si256(_mm256_cmpeq_epi32(i, zero), _mm256_cmpeq_epi32(i, top))) != 0 {
+            tails.push(k);
+        }
+        k += 8;
+    }
+    k
+}
+
 /// What spatter adds to an image: per pixel a weight `m` and per channel a colour (0..255).
 struct Layer {
     m: Vec<f32>,
@@ -429,11 +535,16 @@ struct Layer {
 /// scaled to a maximum of k; mud: the blurred liquid mask where it reaches 0.8.
 fn layer(h: usize, w: usize, c: usize, severity: usize, p: ParamSet, rng: &mut Rng) -> Layer {
     let (mu, s, sigma, t, k, mode) = params(severity, p);
-    let liquid: Vec<f32> = crate::noise::normals(rng, h * w).iter().map(|&z| (mu + s * z) as f32).collect();
+    let liquid = liquid_noise(h * w, mu as f32, s as f32, rng);
     let t = t as f32;
     let (m, color) = if mode == 0 {
         // astype(np.uint8) of liquid·255: truncation, wrapping above 255 as the C cast does.
-        let l8: Vec<u8> = gauss_f32(&liquid, h, w, sigma, sigma, 4.0, Mode::Nearest, |v| if v < t { 0 } else { ((v * 255.0) as i32 & 255) as u8 });
+        let l8: Vec<u8> = gauss_f32(&liquid, h, w, sigma, sigma, 4.0, Mode::Nearest, |v| {
+            // SAFETY: t ≤ v (a finite weighted mean of finite draws), so v·255 is finite and the
+            // clamped value lies in 0..=2³⁰: a valid i32 (the unchecked cast vectorises).
+            let i: i32 = unsafe { (v * 255.0).min((1 << 30) as f32).to_int_unchecked() };
+            if v < t { 0 } else { (i & 255) as u8 }
+        });
         let prod = water_mask(&l8, h, w);
         let mx = prod.iter().copied().max().unwrap_or(0);
         // The reference divides by the maximum unguarded (0/0 → NaN → a black image); with no
@@ -697,6 +808,8 @@ mod tests {
                         assert!(blend_u8(&img, c, &a) == blend(&img, c, &a, |v: u8| v as f32, crate::cast_u8_f32), "{h}x{w}x{c} {p:?} s{sev}");
                     }
                     let liquid: Vec<f32> = (0..h * w).map(|_| (xorshift(&mut s) % 1000) as f32 / 1000.0).collect();
+                    let n = 20_000 + h * sev;
+                    assert!(liquid_noise(n, 0.6, 0.3, &mut Rng::seed_from_u64(sev as u64)) == liquid_noise_with(n, 0.6, 0.3, &mut Rng::seed_from_u64(sev as u64), false));
                     let ky: Vec<f32> = crate::glass::gaussian_kernel(1.7, 4.0).unwrap().iter().map(|&v| v as f32).collect();
                     let g1 = gauss_f32(&liquid, h, w, 1.7, 1.7, 4.0, Mode::Nearest, |v| v);
                     let g2 = crate::glass::gauss_f32_portable(&liquid, h, w, &ky, &ky, Mode::Nearest);
