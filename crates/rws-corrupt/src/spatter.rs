@@ -174,15 +174,28 @@ fn distance_transform<const AVX2: bool>(edges: &[u8], h: usize, w: usize) -> Vec
                 cd[x] = if e[x] != 0 { 0 } else { m };
             }
             let row = &mut d[y * pw..(y + 1) * pw];
+            let (edge, inner) = if pass == 0 { (row[1], &mut row[2..w + 2]) } else { (row[w + 2], &mut row[2..w + 2]) };
+            // Blocks of 8 by the AVX2 prefix minimum (sums below 2³¹ for w ≤ 16384), the rest
+            // serially, continuing from the blocks' end.
+            #[cfg(target_arch = "x86_64")]
+            let done = if AVX2 && w <= 16384 {
+                // SAFETY: AVX2 instantiations run only where the CPU has it.
+                unsafe { dist_scan_avx2(inner, &cand, edge, A, pass == 0) }
+            } else {
+                0
+            };
+            #[cfg(not(target_arch = "x86_64"))]
+            let done = 0;
             if pass == 0 {
-                let mut left = row[1];
-                for (o, &cv) in row[2..w + 2].iter_mut().zip(&cand) {
+                let mut left = if done > 0 { inner[done - 1] } else { edge };
+                for (o, &cv) in inner[done..].iter_mut().zip(&cand[done..]) {
                     left = cv.min(left + A);
                     *o = left;
                 }
             } else {
-                let mut right = row[w + 2];
-                for (o, &cv) in row[2..w + 2].iter_mut().zip(&cand).rev() {
+                let rest = w - done;
+                let mut right = if done > 0 { inner[rest] } else { edge };
+                for (o, &cv) in inner[..rest].iter_mut().zip(&cand[..rest]).rev() {
                     right = cv.min(right + A);
                     *o = right;
                 }
@@ -269,6 +282,64 @@ unsafe fn dist_cand_avx2(r: [&[u32]; 8], e: &[u8], out: &mut [u32], costs: [u32;
         x += 8;
     }
     x
+}
+
+/// [`distance_transform`]'s same-row scan, `out[x] = min(cand[x], out[x∓1] + a)` from the
+/// border value `edge`, over whole blocks of 8 (forward: the leading ones; backward: the
+/// trailing ones) as a prefix minimum: forward, out[x] = a·x + min(edge + a, minⱼ≤ₓ cand[j] − a·j)
+/// (backward mirrored), exact in integers. Returns how many values it did.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn dist_scan_avx2(out: &mut [u32], cand: &[u32], edge: u32, a: u32, forward: bool) -> usize {
+    use std::arch::x86_64::*;
+    let w = out.len();
+    assert!(cand.len() >= w && w <= 16384);
+    let nb = w / 8;
+    let inf = _mm256_set1_epi32(i32::MAX);
+    let av = _mm256_set1_epi32(a as i32);
+    let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    // Shifts by 1, 2, 4 lanes in the scan's direction (the emptied lanes are then set to +∞),
+    // and the lane that carries into the next block.
+    let (sh, last) = if forward {
+        ([_mm256_setr_epi32(0, 0, 1, 2, 3, 4, 5, 6), _mm256_setr_epi32(0, 0, 0, 1, 2, 3, 4, 5), _mm256_setr_epi32(0, 0, 0, 0, 0, 1, 2, 3)], 7)
+    } else {
+        ([_mm256_setr_epi32(1, 2, 3, 4, 5, 6, 7, 7), _mm256_setr_epi32(2, 3, 4, 5, 6, 7, 7, 7), _mm256_setr_epi32(4, 5, 6, 7, 7, 7, 7, 7)], 0)
+    };
+    macro_rules! shifted {
+        ($v:expr, $k:literal) => {
+            _mm256_blend_epi32::<{ [0b0000_0001, 0b0000_0011, 0b0000_1111][$k] }>(_mm256_permutevar8x32_epi32($v, sh[$k]), inf)
+        };
+    }
+    macro_rules! shifted_back {
+        ($v:expr, $k:literal) => {
+            _mm256_blend_epi32::<{ [0b1000_0000, 0b1100_0000, 0b1111_0000][$k] }>(_mm256_permutevar8x32_epi32($v, sh[$k]), inf)
+        };
+    }
+    // Forward: carry in g-space, g = value − a·x (the border sits at x = −1); backward:
+    // g = value + a·x (the border at x = w).
+    let mut carry = if forward { _mm256_set1_epi32(edge as i32 + a as i32) } else { _mm256_set1_epi32(edge as i32 + (a * w as u32) as i32) };
+    let lastv = _mm256_set1_epi32(last);
+    for k in 0..nb {
+        let x0 = if forward { 8 * k } else { w - 8 * (k + 1) };
+        let ax = _mm256_mullo_epi32(_mm256_add_epi32(lanes, _mm256_set1_epi32(x0 as i32)), av);
+        // SAFETY: x0 + 8 ≤ w ≤ cand.len(), out.len().
+        let c = _mm256_loadu_si256(cand.as_ptr().add(x0) as *const __m256i);
+        let mut g = if forward { _mm256_sub_epi32(c, ax) } else { _mm256_add_epi32(c, ax) };
+        if forward {
+            g = _mm256_min_epi32(g, shifted!(g, 0));
+            g = _mm256_min_epi32(g, shifted!(g, 1));
+            g = _mm256_min_epi32(g, shifted!(g, 2));
+        } else {
+            g = _mm256_min_epi32(g, shifted_back!(g, 0));
+            g = _mm256_min_epi32(g, shifted_back!(g, 1));
+            g = _mm256_min_epi32(g, shifted_back!(g, 2));
+        }
+        g = _mm256_min_epi32(g, carry);
+        carry = _mm256_permutevar8x32_epi32(g, lastv);
+        let v = if forward { _mm256_add_epi32(g, ax) } else { _mm256_sub_epi32(g, ax) };
+        _mm256_storeu_si256(out.as_mut_ptr().add(x0) as *mut __m256i, v);
+    }
+    nb * 8
 }
 
 /// BORDER_REFLECT_101-padded copy (1 pixel) of a plane, so 3×3 filters run without bounds checks.
