@@ -173,7 +173,7 @@ pub(crate) fn elastic_u8(x: &[u8], h: usize, w: usize, c: usize, severity: usize
     let (m, dx, dy) = draw(h, w, severity, p, rng)?;
     Ok(match m {
         Some(m) => remap(&warp_affine(x, h, w, c, m, |v: u8| v as f32), h, w, c, &dx, &dy, |v| v, crate::cast_u8_f32),
-        None => remap(x, h, w, c, &dx, &dy, |v: u8| v as f32, crate::cast_u8_f32),
+        None => remap_u8(x, h, w, c, &dx, &dy),
     })
 }
 
@@ -181,7 +181,69 @@ pub(crate) fn elastic_u8(x: &[u8], h: usize, w: usize, c: usize, severity: usize
 /// each value then mapped by `fin`.
 #[allow(clippy::too_many_arguments)]
 fn remap<T: Copy, O: Copy + Default>(img: &[T], h: usize, w: usize, c: usize, dx: &[f32], dy: &[f32], get: impl Fn(T) -> f32, fin: impl Fn(f32) -> O) -> Vec<O> {
-    resample(img, h, w, c, &ElasticTap { dx, dy, h, w }, get, fin)
+    resample(img, h, w, c, &ElasticTap { dx, dy, h, w }, get, fin, |_, _, _, _| 0)
+}
+
+/// [`remap`] of u8 pixels to u8; RGB images take an AVX2 gather kernel where present (the same
+/// operations, no FMA: the same bytes).
+fn remap_u8(img: &[u8], h: usize, w: usize, c: usize, dx: &[f32], dy: &[f32]) -> Vec<u8> {
+    #[cfg(target_arch = "x86_64")]
+    if c == 3 && std::is_x86_feature_detected!("avx2") {
+        let kern = |offs: [&[u32]; 4], fxs: &[f32], fys: &[f32], orow: &mut [u8]| {
+            // SAFETY: the CPU supports AVX2 (checked above); the offsets are pixel starts inside `img`.
+            unsafe { bilinear_rgb8_avx2(img, offs, fxs, fys, orow) }
+        };
+        return resample(img, h, w, c, &ElasticTap { dx, dy, h, w }, |v: u8| v as f32, crate::cast_u8_f32, kern);
+    }
+    remap(img, h, w, c, dx, dy, |v: u8| v as f32, crate::cast_u8_f32)
+}
+
+/// Eight RGB pixels at a time of [`resample_impl`]'s interpolation, u8 to u8: one 4-byte gather
+/// per tap brings all three channels (blocks that would read past the image, i.e. those reading
+/// its last pixel, are left to the caller); the results are packed back to 24 bytes. Returns
+/// how many leading pixels it did.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn bilinear_rgb8_avx2(img: &[u8], offs: [&[u32]; 4], fxs: &[f32], fys: &[f32], out: &mut [u8]) -> usize {
+    use std::arch::x86_64::*;
+    let w = fxs.len();
+    assert!(offs.iter().all(|o| o.len() == w) && fys.len() == w && out.len() == 3 * w && img.len() >= 3);
+    let last = _mm256_set1_epi32((img.len() - 3) as i32);
+    let (zero, top, one, byte) = (_mm256_setzero_ps(), _mm256_set1_ps(255.0), _mm256_set1_ps(1.0), _mm256_set1_epi32(0xFF));
+    // Per 128-bit half: the low three bytes of each of its four pixels, in order.
+    let pack = _mm256_setr_epi8(0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14, -1, -1, -1, -1, 0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14, -1, -1, -1, -1);
+    let mut x = 0;
+    while x + 8 <= w {
+        // SAFETY (loads): x + 8 ≤ w and every slice holds w values.
+        let o: [__m256i; 4] = std::array::from_fn(|k| _mm256_loadu_si256(offs[k].as_ptr().add(x) as *const __m256i));
+        let at_end = o.iter().fold(_mm256_setzero_si256(), |a, &v| _mm256_or_si256(a, _mm256_cmpeq_epi32(v, last)));
+        if _mm256_movemask_epi8(at_end) != 0 {
+            break;
+        }
+        // SAFETY: each offset is a pixel start before the last pixel, so its 4 bytes lie inside `img`.
+        let g: [__m256i; 4] = std::array::from_fn(|k| _mm256_i32gather_epi32::<1>(img.as_ptr() as *const i32, o[k]));
+        let (fx, fy) = (_mm256_loadu_ps(fxs.as_ptr().add(x)), _mm256_loadu_ps(fys.as_ptr().add(x)));
+        let (gx, gy) = (_mm256_sub_ps(one, fx), _mm256_sub_ps(one, fy));
+        let mut px = _mm256_setzero_si256();
+        for ch in 0..3 {
+            let p: [__m256; 4] = std::array::from_fn(|k| _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srlv_epi32(g[k], _mm256_set1_epi32(8 * ch)), byte)));
+            let t = _mm256_add_ps(_mm256_mul_ps(gx, p[0]), _mm256_mul_ps(fx, p[1]));
+            let b = _mm256_add_ps(_mm256_mul_ps(gx, p[2]), _mm256_mul_ps(fx, p[3]));
+            let v = _mm256_add_ps(_mm256_mul_ps(gy, t), _mm256_mul_ps(fy, b));
+            let q = _mm256_cvttps_epi32(_mm256_min_ps(_mm256_max_ps(v, zero), top));
+            px = _mm256_or_si256(px, _mm256_sllv_epi32(q, _mm256_set1_epi32(8 * ch)));
+        }
+        let b = _mm256_shuffle_epi8(px, pack);
+        // SAFETY (stores): bytes 3x .. 3x + 24 ≤ 3w of the row; the first store's last 4 bytes
+        // are rewritten by the second half.
+        let dst = out.as_mut_ptr().add(3 * x);
+        _mm_storeu_si128(dst as *mut __m128i, _mm256_castsi256_si128(b));
+        let hi = _mm256_extracti128_si256(b, 1);
+        _mm_storel_epi64(dst.add(12) as *mut __m128i, hi);
+        std::ptr::write_unaligned(dst.add(20) as *mut i32, _mm_extract_epi32(hi, 2));
+        x += 8;
+    }
+    x
 }
 
 /// Where each output pixel reads: the taps of one resampling (inlined into its loop).
@@ -336,35 +398,44 @@ fn warp_affine<T: Copy>(img: &[T], h: usize, w: usize, c: usize, m: [[f64; 3]; 2
     let det = a * e - b * d;
     let (ia, ib, id, ie) = (e / det, -b / det, -d / det, a / det);
     let (itx, ity) = (-(ia * tx + ib * ty), -(id * tx + ie * ty));
-    resample(img, h, w, c, &AffineTap { inv: [ia, ib, itx, id, ie, ity], h, w }, get, |v| v)
+    resample(img, h, w, c, &AffineTap { inv: [ia, ib, itx, id, ie, ity], h, w }, get, |v| v, |_, _, _, _| 0)
 }
 
 /// Bilinear resampling: output pixel (r, col) = (1−fy)·((1−fx)·p(y0,x0) + fx·p(y0,x1)) +
 /// fy·((1−fx)·p(y1,x0) + fx·p(y1,x1)) per channel, with ([y0, y1, x0, x1], fx,
 /// fy) inside the grid (from `tap`); each value mapped by `fin`. f32, AVX2 where present (no FMA:
 /// the same bits).
-fn resample<T: Copy, O: Copy + Default>(img: &[T], h: usize, w: usize, c: usize, tap: &impl Tap, get: impl Fn(T) -> f32, fin: impl Fn(f32) -> O) -> Vec<O> {
+#[allow(clippy::too_many_arguments)]
+fn resample<T: Copy, O: Copy + Default>(img: &[T], h: usize, w: usize, c: usize, tap: &impl Tap, get: impl Fn(T) -> f32, fin: impl Fn(f32) -> O, kern: impl RowKernel<O>) -> Vec<O> {
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU supports AVX2 (checked just above).
-        return unsafe { resample_avx2(img, h, w, c, tap, get, fin) };
+        return unsafe { resample_avx2(img, h, w, c, tap, get, fin, kern) };
     }
-    resample_impl(img, h, w, c, tap, get, fin)
+    resample_impl(img, h, w, c, tap, get, fin, kern)
 }
+
+/// A kernel that interpolates the leading pixels of an output row itself: given the rows'
+/// flat tap offsets [p00, p01, p10, p11], fx and fy, it fills the first n pixels of the row and
+/// returns n (`|_, _, _, _| 0`: none).
+trait RowKernel<O>: Fn([&[u32]; 4], &[f32], &[f32], &mut [O]) -> usize {}
+impl<O, F: Fn([&[u32]; 4], &[f32], &[f32], &mut [O]) -> usize> RowKernel<O> for F {}
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn resample_avx2<T: Copy, O: Copy + Default>(img: &[T], h: usize, w: usize, c: usize, tap: &impl Tap, get: impl Fn(T) -> f32, fin: impl Fn(f32) -> O) -> Vec<O> {
-    resample_impl(img, h, w, c, tap, get, fin)
+#[allow(clippy::too_many_arguments)]
+unsafe fn resample_avx2<T: Copy, O: Copy + Default>(img: &[T], h: usize, w: usize, c: usize, tap: &impl Tap, get: impl Fn(T) -> f32, fin: impl Fn(f32) -> O, kern: impl RowKernel<O>) -> Vec<O> {
+    resample_impl(img, h, w, c, tap, get, fin, kern)
 }
 
 #[inline(always)]
-fn resample_impl<T: Copy, O: Copy + Default>(img: &[T], h: usize, w: usize, c: usize, tap: &impl Tap, get: impl Fn(T) -> f32, fin: impl Fn(f32) -> O) -> Vec<O> {
+#[allow(clippy::too_many_arguments)]
+fn resample_impl<T: Copy, O: Copy + Default>(img: &[T], h: usize, w: usize, c: usize, tap: &impl Tap, get: impl Fn(T) -> f32, fin: impl Fn(f32) -> O, kern: impl RowKernel<O>) -> Vec<O> {
     assert!(img.len() == h * w * c && h * w * c <= u32::MAX as usize);
     let mut data = vec![O::default(); h * w * c];
     // Per row: the taps of every pixel first (planar, flat offsets into `img`), then the
     // interpolation of each channel as one loop over the row.
-    let mut idx = vec![[0u32; 4]; w];
+    let mut offs: [Vec<u32>; 4] = std::array::from_fn(|_| vec![0u32; w]);
     let mut fxs = vec![0f32; w];
     let mut fys = vec![0f32; w];
     let mut tmp = vec![O::default(); w];
@@ -372,23 +443,26 @@ fn resample_impl<T: Copy, O: Copy + Default>(img: &[T], h: usize, w: usize, c: u
     for r in 0..h {
         tap.row(r, &mut rows, &mut fxs, &mut fys);
         let [y0s, y1s, x0s, x1s] = &rows;
-        for ((((o, &y0), &y1), &x0), &x1) in idx.iter_mut().zip(y0s).zip(y1s).zip(x0s).zip(x1s) {
+        let [o00, o01, o10, o11] = &mut offs;
+        for k in 0..w {
             // Clamped so every offset is inside the image whatever `tap` returns.
-            let (y0, y1, x0, x1) = (y0.min(h as u32 - 1), y1.min(h as u32 - 1), x0.min(w as u32 - 1), x1.min(w as u32 - 1));
+            let (y0, y1, x0, x1) = (y0s[k].min(h as u32 - 1), y1s[k].min(h as u32 - 1), x0s[k].min(w as u32 - 1), x1s[k].min(w as u32 - 1));
             let (w, c) = (w as u32, c as u32);
-            *o = [(y0 * w + x0) * c, (y0 * w + x1) * c, (y1 * w + x0) * c, (y1 * w + x1) * c];
+            (o00[k], o01[k], o10[k], o11[k]) = ((y0 * w + x0) * c, (y0 * w + x1) * c, (y1 * w + x0) * c, (y1 * w + x1) * c);
         }
         let orow = &mut data[r * w * c..(r + 1) * w * c];
-        for ch in 0..c {
+        let done = kern([&offs[0], &offs[1], &offs[2], &offs[3]], &fxs, &fys, orow);
+        for ch in (0..c).filter(|_| done < w) {
             let im = &img[ch..];
-            for (((o, i), &fx), &fy) in tmp.iter_mut().zip(&idx).zip(&fxs).zip(&fys) {
+            let taps = offs[0][done..].iter().zip(&offs[1][done..]).zip(&offs[2][done..]).zip(&offs[3][done..]);
+            for (((o, (((&i00, &i01), &i10), &i11)), &fx), &fy) in tmp[done..].iter_mut().zip(taps).zip(&fxs[done..]).zip(&fys[done..]) {
                 // SAFETY: every offset is at most (h·w − 1)·c (clamped above) and
                 // im.len() = h·w·c − ch > (h·w − 1)·c.
                 let g = |j: u32| get(unsafe { *im.get_unchecked(j as usize) });
-                let (p00, p01, p10, p11) = (g(i[0]), g(i[1]), g(i[2]), g(i[3]));
+                let (p00, p01, p10, p11) = (g(i00), g(i01), g(i10), g(i11));
                 *o = fin((1.0 - fy) * ((1.0 - fx) * p00 + fx * p01) + fy * ((1.0 - fx) * p10 + fx * p11));
             }
-            for (o, &v) in orow[ch..].iter_mut().step_by(c).zip(&tmp) {
+            for (o, &v) in orow[done * c + ch..].iter_mut().step_by(c).zip(&tmp[done..]) {
                 *o = v;
             }
         }
@@ -417,17 +491,20 @@ mod tests {
     #[test]
     fn portable_and_dispatched_resampling_agree() {
         use rand::SeedableRng;
+        for (h, w) in [(37, 45), (24, 32)] {
+            let img: Vec<u8> = (0..h * w * 3).map(|i| ((i * 7919 + 13) % 256) as u8).collect();
+            for (p, sev) in [(ParamSet::Cifar10, 3), (ParamSet::ImageNet, 5), (ParamSet::ImageNet, 1)] {
+                let (_, dx, dy) = draw(h, w, sev, p, &mut Rng::seed_from_u64(4)).unwrap();
+                let tap = ElasticTap { dx: &dx, dy: &dy, h, w };
+                let a = remap_u8(&img, h, w, 3, &dx, &dy);
+                assert!(a == resample_impl(&img, h, w, 3, &tap, |v: u8| v as f32, crate::cast_u8_f32, |_, _, _, _| 0), "{h}x{w} {p:?}");
+            }
+        }
         let (h, w, c) = (37, 45, 3);
         let img: Vec<u8> = (0..h * w * c).map(|i| ((i * 7919 + 13) % 256) as u8).collect();
-        for (p, sev) in [(ParamSet::Cifar10, 3), (ParamSet::ImageNet, 5)] {
-            let (_, dx, dy) = draw(h, w, sev, p, &mut Rng::seed_from_u64(4)).unwrap();
-            let tap = ElasticTap { dx: &dx, dy: &dy, h, w };
-            let a = resample(&img, h, w, c, &tap, |v: u8| v as f32, crate::cast_u8_f32);
-            assert!(a == resample_impl(&img, h, w, c, &tap, |v: u8| v as f32, crate::cast_u8_f32), "{p:?}");
-        }
         let tap = AffineTap { inv: [0.97, 0.05, 0.8, -0.04, 1.02, -1.3], h, w };
-        let a = resample(&img, h, w, c, &tap, |v: u8| v as f32, |v| v);
-        assert!(a == resample_impl(&img, h, w, c, &tap, |v: u8| v as f32, |v| v));
+        let a = resample(&img, h, w, c, &tap, |v: u8| v as f32, |v| v, |_, _, _, _| 0);
+        assert!(a == resample_impl(&img, h, w, c, &tap, |v: u8| v as f32, |v| v, |_, _, _, _| 0));
     }
 
     /// The affine taps' row loop gives [`AffineTap::at`]'s taps and fractions, inside the image
