@@ -90,11 +90,13 @@ fn field(h: usize, w: usize, amp: f64, sy: f64, sx: f64, alpha: f64, rng: &mut F
     let (lo, span) = (-amp as f32, (2.0 * amp) as f32);
     let unit = |u: u64| lo + span * (u as f32 * (1.0 / (1u32 << 24) as f32));
     let mut f = vec![0f32; h * w];
-    for (q, &b) in f.chunks_mut(2).zip(&bits) {
+    let mut pairs = f.chunks_exact_mut(2);
+    for (q, &b) in (&mut pairs).zip(&bits) {
         q[0] = unit(b >> 40);
-        if let Some(v) = q.get_mut(1) {
-            *v = unit((b >> 8) & 0xFF_FFFF);
-        }
+        q[1] = unit((b >> 8) & 0xFF_FFFF);
+    }
+    if let [v] = pairs.into_remainder() {
+        *v = unit(bits[h * w / 2] >> 40);
     }
     let alpha = alpha as f32;
     gauss_f32(&f, h, w, sy, sx, 3.0, Mode::Reflect, |v| v * alpha)
