@@ -174,7 +174,7 @@ pub(crate) fn elastic_u8(x: &[u8], h: usize, w: usize, c: usize, severity: usize
     }
     let (m, dx, dy) = draw(h, w, severity, p, rng)?;
     Ok(match m {
-        Some(m) => remap(&warp_affine(x, h, w, c, m, |v: u8| v as f32), h, w, c, &dx, &dy, |v| v, crate::cast_u8_f32),
+        Some(m) => affine_remap_u8(x, h, w, c, m, &dx, &dy),
         None => remap_u8(x, h, w, c, &dx, &dy),
     })
 }
@@ -396,11 +396,104 @@ impl Tap for AffineTap {
 /// cv2.warpAffine(bilinear, BORDER_REFLECT_101): dst(x, y) = src(M⁻¹·(x, y)), from any pixel
 /// type, unrounded.
 fn warp_affine<T: Copy>(img: &[T], h: usize, w: usize, c: usize, m: [[f64; 3]; 2], get: impl Fn(T) -> f32) -> Vec<f32> {
+    resample(img, h, w, c, &affine_tap(h, w, m), get, |v| v, |_, _, _, _| 0)
+}
+
+/// The taps of cv2.warpAffine with matrix `m` (its inverse maps output to source points).
+fn affine_tap(h: usize, w: usize, m: [[f64; 3]; 2]) -> AffineTap {
     let [[a, b, tx], [d, e, ty]] = m;
     let det = a * e - b * d;
     let (ia, ib, id, ie) = (e / det, -b / det, -d / det, a / det);
     let (itx, ity) = (-(ia * tx + ib * ty), -(id * tx + ie * ty));
-    resample(img, h, w, c, &AffineTap { inv: [ia, ib, itx, id, ie, ity], h, w }, get, |v| v, |_, _, _, _| 0)
+    AffineTap { inv: [ia, ib, itx, id, ie, ity], h, w }
+}
+
+/// The CIFAR/Tiny u8 path: [`warp_affine`], then [`remap`] of the f32 result to u8; for RGB
+/// images with AVX2, both through per-pixel kernels that hold a pixel's three channels in one
+/// vector (the same operations per channel, no FMA: the same bytes).
+#[allow(clippy::too_many_arguments)]
+fn affine_remap_u8(x: &[u8], h: usize, w: usize, c: usize, m: [[f64; 3]; 2], dx: &[f32], dy: &[f32]) -> Vec<u8> {
+    #[cfg(target_arch = "x86_64")]
+    if c == 3 && std::is_x86_feature_detected!("avx2") {
+        // SAFETY (both kernels): the CPU supports AVX2 (checked just above); the offsets are
+        // pixel starts inside the image.
+        let warped = resample(x, h, w, c, &affine_tap(h, w, m), |v: u8| v as f32, |v| v, |o: [&[u32]; 4], fx: &[f32], fy: &[f32], row: &mut [f32]| unsafe { rgb_px_avx2(x, o, fx, fy, row) });
+        let kern = |o: [&[u32]; 4], fx: &[f32], fy: &[f32], row: &mut [u8]| unsafe { rgb_px_avx2(&warped, o, fx, fy, row) };
+        return resample(&warped, h, w, c, &ElasticTap { dx, dy, h, w }, |v| v, crate::cast_u8_f32, kern);
+    }
+    remap(&warp_affine(x, h, w, c, m, |v: u8| v as f32), h, w, c, dx, dy, |v| v, crate::cast_u8_f32)
+}
+
+/// RGB pixel types of [`rgb_px_avx2`]: the pixel at a flat offset as four f32 lanes (the
+/// fourth is the next value, unused), and a result written back as three values.
+#[cfg(target_arch = "x86_64")]
+trait RgbPx: Sized {
+    /// # Safety
+    /// `p` points at four readable values; the CPU has AVX2.
+    unsafe fn load(p: *const Self) -> std::arch::x86_64::__m128;
+    /// # Safety
+    /// `p` points at three writable values; the CPU has AVX2.
+    unsafe fn store(p: *mut Self, v: std::arch::x86_64::__m128);
+}
+
+#[cfg(target_arch = "x86_64")]
+impl RgbPx for u8 {
+    #[inline(always)]
+    unsafe fn load(p: *const u8) -> std::arch::x86_64::__m128 {
+        use std::arch::x86_64::*;
+        _mm_cvtepi32_ps(_mm_cvtepu8_epi32(_mm_cvtsi32_si128(std::ptr::read_unaligned(p as *const i32))))
+    }
+    /// [`crate::cast_u8_f32`] per lane.
+    #[inline(always)]
+    unsafe fn store(p: *mut u8, v: std::arch::x86_64::__m128) {
+        use std::arch::x86_64::*;
+        let q = _mm_cvttps_epi32(_mm_min_ps(_mm_max_ps(v, _mm_setzero_ps()), _mm_set1_ps(255.0)));
+        let b = _mm_cvtsi128_si32(_mm_packus_epi16(_mm_packus_epi32(q, q), _mm_setzero_si128())).to_le_bytes();
+        std::ptr::copy_nonoverlapping(b.as_ptr(), p, 3);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+impl RgbPx for f32 {
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> std::arch::x86_64::__m128 {
+        std::arch::x86_64::_mm_loadu_ps(p)
+    }
+    /// Unrounded (the warp's intermediate).
+    #[inline(always)]
+    unsafe fn store(p: *mut f32, v: std::arch::x86_64::__m128) {
+        let mut a = [0f32; 4];
+        std::arch::x86_64::_mm_storeu_ps(a.as_mut_ptr(), v);
+        std::ptr::copy_nonoverlapping(a.as_ptr(), p, 3);
+    }
+}
+
+/// [`resample_impl`]'s interpolation of RGB pixels one at a time, the three channels side by
+/// side in one vector; stops before a pixel that reads the image's last pixel (its 4-lane load
+/// would run past the end) and returns how many leading pixels it did.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn rgb_px_avx2<S: RgbPx, D: RgbPx>(img: &[S], offs: [&[u32]; 4], fxs: &[f32], fys: &[f32], out: &mut [D]) -> usize {
+    use std::arch::x86_64::*;
+    let w = fxs.len();
+    assert!(offs.iter().all(|o| o.len() == w) && fys.len() == w && out.len() == 3 * w && img.len() >= 3);
+    let last = (img.len() - 3) as u32;
+    let one = _mm_set1_ps(1.0);
+    for x in 0..w {
+        let o = [offs[0][x], offs[1][x], offs[2][x], offs[3][x]];
+        if o.contains(&last) {
+            return x;
+        }
+        // SAFETY: an offset before the last pixel's leaves at least 6 values to read 4 of.
+        let p = o.map(|k| S::load(img.as_ptr().add(k as usize)));
+        let (fx, fy) = (_mm_set1_ps(fxs[x]), _mm_set1_ps(fys[x]));
+        let (gx, gy) = (_mm_sub_ps(one, fx), _mm_sub_ps(one, fy));
+        let t = _mm_add_ps(_mm_mul_ps(gx, p[0]), _mm_mul_ps(fx, p[1]));
+        let b = _mm_add_ps(_mm_mul_ps(gx, p[2]), _mm_mul_ps(fx, p[3]));
+        // SAFETY: pixel x's three values lie inside the row.
+        D::store(out.as_mut_ptr().add(3 * x), _mm_add_ps(_mm_mul_ps(gy, t), _mm_mul_ps(fy, b)));
+    }
+    w
 }
 
 /// Bilinear resampling: output pixel (r, col) = (1−fy)·((1−fx)·p(y0,x0) + fx·p(y0,x1)) +
@@ -500,6 +593,15 @@ mod tests {
                 let tap = ElasticTap { dx: &dx, dy: &dy, h, w };
                 let a = remap_u8(&img, h, w, 3, &dx, &dy);
                 assert!(a == resample_impl(&img, h, w, 3, &tap, |v: u8| v as f32, crate::cast_u8_f32, |_, _, _, _| 0), "{h}x{w} {p:?}");
+            }
+        }
+        for (h, w) in [(37, 45), (24, 32), (3, 3)] {
+            let img: Vec<u8> = (0..h * w * 3).map(|i| ((i * 7919 + 13) % 256) as u8).collect();
+            for sev in 2..=5 {
+                let (m, dx, dy) = draw(h, w, sev, ParamSet::Cifar10, &mut Rng::seed_from_u64(sev as u64)).unwrap();
+                let m = m.unwrap();
+                let want = remap(&warp_affine(&img, h, w, 3, m, |v: u8| v as f32), h, w, 3, &dx, &dy, |v| v, crate::cast_u8_f32);
+                assert!(affine_remap_u8(&img, h, w, 3, m, &dx, &dy) == want, "{h}x{w} s{sev}");
             }
         }
         let (h, w, c) = (37, 45, 3);
