@@ -222,9 +222,17 @@ unsafe fn nms_avx2(n: [&[i16]; 9], dxr: &[i16], dyr: &[i16], st: &mut [u8], tg22
         };
     }
     use _mm256_blendv_epi8 as sel;
+    let lowv = _mm256_set1_epi32(low);
     let mut x = 0;
     while x + 8 <= w {
-        let [ul, uc, ur, ml, mm, mr, dl, dc, dr] = [0, 1, 2, 3, 4, 5, 6, 7, 8].map(|k| ld!(n[k], x));
+        // Most of the image is flat (no liquid): nothing above the low threshold, no candidates.
+        let mm = ld!(n[4], x);
+        if _mm256_movemask_epi8(_mm256_cmpgt_epi32(mm, lowv)) == 0 {
+            std::ptr::write_unaligned(st.as_mut_ptr().add(x) as *mut u64, 0);
+            x += 8;
+            continue;
+        }
+        let [ul, uc, ur, ml, _, mr, dl, dc, dr] = [0, 1, 2, 3, 4, 5, 6, 7, 8].map(|k| ld!(n[k], x));
         let (xs, ys) = (ld!(dxr, x), ld!(dyr, x));
         let ax = _mm256_abs_epi32(xs);
         let ay = _mm256_slli_epi32(_mm256_abs_epi32(ys), 15);
@@ -237,7 +245,7 @@ unsafe fn nms_avx2(n: [&[i16]; 9], dxr: &[i16], dyr: &[i16], st: &mut [u8], tg22
         let n2 = sel(sel(sel(dr, dl, anti), dc, vert), mr, horiz);
         let hv = _mm256_or_si256(horiz, vert);
         let ge2 = _mm256_or_si256(_mm256_cmpgt_epi32(mm, n2), _mm256_and_si256(_mm256_cmpeq_epi32(mm, n2), hv));
-        let keep = _mm256_and_si256(_mm256_and_si256(_mm256_cmpgt_epi32(mm, n1), ge2), _mm256_cmpgt_epi32(mm, _mm256_set1_epi32(low)));
+        let keep = _mm256_and_si256(_mm256_and_si256(_mm256_cmpgt_epi32(mm, n1), ge2), _mm256_cmpgt_epi32(mm, lowv));
         // 1 for weak, 2 for strong (the comparison is −1 where strong).
         let v = _mm256_and_si256(keep, _mm256_sub_epi32(_mm256_set1_epi32(1), _mm256_cmpgt_epi32(mm, _mm256_set1_epi32(high))));
         let p16 = _mm256_packs_epi32(v, v);
@@ -340,6 +348,28 @@ unsafe fn dist_scan_avx2(out: &mut [u32], cand: &[u32], edge: u32, a: u32, forwa
         _mm256_storeu_si256(out.as_mut_ptr().add(x0) as *mut __m256i, v);
     }
     nb * 8
+}
+
+/// `v = lut[v]` for values below 32 (the capped distances: at most 20), 32 bytes at a time by
+/// two 16-entry byte shuffles; returns how many leading values it did.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn lut32_avx2(v: &mut [u8], lut: &[u8; 256]) -> usize {
+    use std::arch::x86_64::*;
+    // SAFETY (loads and stores): the tables are inside `lut`; k + 32 ≤ v.len().
+    let lo = _mm256_broadcastsi128_si256(_mm_loadu_si128(lut.as_ptr() as *const __m128i));
+    let hi = _mm256_broadcastsi128_si256(_mm_loadu_si128(lut.as_ptr().add(16) as *const __m128i));
+    let fifteen = _mm256_set1_epi8(15);
+    let mut k = 0;
+    while k + 32 <= v.len() {
+        let x = _mm256_loadu_si256(v.as_ptr().add(k) as *const __m256i);
+        debug_assert!(v[k..k + 32].iter().all(|&b| b < 32));
+        // The shuffles use the low 4 bits; values above 15 take the second table.
+        let r = _mm256_blendv_epi8(_mm256_shuffle_epi8(lo, x), _mm256_shuffle_epi8(hi, x), _mm256_cmpgt_epi8(x, fifteen));
+        _mm256_storeu_si256(v.as_mut_ptr().add(k) as *mut __m256i, r);
+        k += 32;
+    }
+    k
 }
 
 /// BORDER_REFLECT_101-padded copy (1 pixel) of a plane, so 3×3 filters run without bounds checks.
@@ -669,7 +699,16 @@ fn water_mask_impl<const AVX2: bool>(l8: &[u8], h: usize, w: usize) -> Vec<u16> 
     let edges = canny::<AVX2>(l8, h, w, 50, 150);
     let mut d8 = box3_dist_u8(&distance_transform::<AVX2>(&edges, h, w), h, w);
     let lut = equalize_lut(&d8);
-    d8.iter_mut().for_each(|v| *v = lut[*v as usize]);
+    #[cfg(target_arch = "x86_64")]
+    let done = if AVX2 {
+        // SAFETY: AVX2 instantiations run only where the CPU has it.
+        unsafe { lut32_avx2(&mut d8, &lut) }
+    } else {
+        0
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let done = 0;
+    d8[done..].iter_mut().for_each(|v| *v = lut[*v as usize]);
     // The reference's emboss kernel (filter2D, BORDER_REFLECT_101), saturated to u8.
     let e = stencil3(&d8, h, w, |[a, b, _, d, e, f, _, g, i]| (-2 * a - b - d + e + f + g + 2 * i).clamp(0, 255) as u8);
     // cv2.blur on u8 (rounded): S/9 is never a tie (9 is odd), so that is ⌊(2S + 9)/18⌋.
