@@ -582,7 +582,7 @@ fn liquid_noise_with(n: usize, mu: f32, s: f32, rng: &mut Rng, simd: bool) -> Ve
     }
     let a = -crate::noise::inv_normal_cdf(1.0 / NQ as f64);
     for b in tails {
-        for k in b..(b + 8).min(n) {
+        for (k, o) in out.iter_mut().enumerate().skip(b).take(8) {
             let v = r(k);
             if is_tail(v) {
                 let z = loop {
@@ -592,7 +592,7 @@ fn liquid_noise_with(n: usize, mu: f32, s: f32, rng: &mut Rng, simd: bool) -> Ve
                         break a + x;
                     }
                 };
-                out[k] = mu + s * (if v >> 20 == 0 { -z } else { z }) as f32;
+                *o = mu + s * (if v >> 20 == 0 { -z } else { z }) as f32;
             }
         }
     }
@@ -862,7 +862,7 @@ mod tests {
     fn row_vectorised_distance_transform_is_opencvs_capped() {
         let mut s = 0x9E37_79B9_7F4A_7C15u64;
         for &(h, w, density) in &[(1, 1, 2), (5, 7, 3), (32, 32, 9), (17, 40, 50), (64, 3, 5), (30, 30, 400), (80, 90, 2000)] {
-            let src: Vec<u8> = (0..h * w).map(|_| if xorshift(&mut s) % density == 0 { 0 } else { 255 }).collect();
+            let src: Vec<u8> = (0..h * w).map(|_| if xorshift(&mut s).is_multiple_of(density) { 0 } else { 255 }).collect();
             let mut edges = vec![0u8; (h + 2) * (w + 2)];
             for y in 0..h {
                 for x in 0..w {
@@ -910,7 +910,7 @@ mod tests {
             for p in [ParamSet::Cifar10, ParamSet::TinyImageNet, ParamSet::ImageNet] {
                 for sev in 1..=5 {
                     let mut s = 5u64;
-                    let l8: Vec<u8> = (0..h * w).map(|_| if xorshift(&mut s) % 3 == 0 { 0 } else { 170 + (s % 30) as u8 }).collect();
+                    let l8: Vec<u8> = (0..h * w).map(|_| if xorshift(&mut s).is_multiple_of(3) { 0 } else { 170 + (s % 30) as u8 }).collect();
                     assert!(water_mask(&l8, h, w) == water_mask_impl::<false>(&l8, h, w), "{h}x{w} {p:?} s{sev}");
                     for c in [1, 3] {
                         let img: Vec<u8> = (0..h * w * c).map(|_| xorshift(&mut s) as u8).collect();
