@@ -351,7 +351,10 @@ impl Tap for AffineTap {
         let [ia, ib, itx, id, ie, ity] = self.inv;
         let (h, w) = (self.h, self.w);
         let (hm, wm) = ((h - 1) as f64, (w - 1) as f64);
-        let [y0s, y1s, x0s, x1s] = ids;
+        let n = fxs.len();
+        // Slices of exactly n values: no bounds checks in the loop, which then vectorises.
+        let [y0s, y1s, x0s, x1s] = ids.each_mut().map(|v| &mut v[..n]);
+        let fys = &mut fys[..n];
         // The sums in `at`'s order: (a·x + b·y) + t.
         let (by, ey) = (ib * r as f64, ie * r as f64);
         let floor = |v: f64, top: f64| -> f64 {
@@ -366,21 +369,22 @@ impl Tap for AffineTap {
             }
         };
         let mut outside = false;
-        for x in 0..fxs.len() {
+        for x in 0..n {
             let sx = ia * x as f64 + by + itx;
             let sy = id * x as f64 + ey + ity;
             let (fx, fy) = (floor(sx, wm), floor(sy, hm));
             outside |= !(sx >= 0.0 && sx < wm && sy >= 0.0 && sy < hm);
             fxs[x] = (sx - fx) as f32;
             fys[x] = (sy - fy) as f32;
-            let (cx, cy) = (fx.max(0.0) as u32, fy.max(0.0) as u32);
+            // SAFETY: fx, fy ∈ [−1, top] (clamped in `floor`), so max(0) is a valid u32.
+            let (cx, cy): (u32, u32) = unsafe { (fx.max(0.0).to_int_unchecked(), fy.max(0.0).to_int_unchecked()) };
             x0s[x] = cx;
             x1s[x] = cx + 1;
             y0s[x] = cy;
             y1s[x] = cy + 1;
         }
         if outside {
-            for x in 0..fxs.len() {
+            for x in 0..n {
                 let sx = ia * x as f64 + by + itx;
                 let sy = id * x as f64 + ey + ity;
                 if !(sx >= 0.0 && sx < wm && sy >= 0.0 && sy < hm) {
