@@ -540,7 +540,8 @@ fn normal_cells() -> &'static [[f32; NQ]; 2] {
 /// The unsmoothed liquid layer: μ + s·z for n standard normals z in f32, two per 64-bit draw of
 /// four xoshiro streams: the top 12 bits of each 32-bit half pick a cell, the low 20 place z
 /// linearly inside it; the outermost cells (|z| > 3.38, probability 1/2048) are redrawn, in
-/// order, by Marsaglia's exact tail method from a separate stream. AVX2 (gathers) where
+/// order, by Marsaglia's exact tail method from a separate stream. These are the draws of
+/// `noise::normals` (its values rounded to f32), without its f64 buffer. AVX2 (gathers) where
 /// present; no FMA, so the same values as the portable loop.
 fn liquid_noise(n: usize, mu: f32, s: f32, rng: &mut Rng) -> Vec<f32> {
     #[cfg(target_arch = "x86_64")]
