@@ -70,9 +70,90 @@ pub(crate) fn gaussian_hwc(data: &mut [f64], h: usize, w: usize, c: usize, sy: f
     data.copy_from_slice(&out);
 }
 
-/// Single-channel convenience wrapper.
-pub(crate) fn gaussian_plane(data: &mut [f64], h: usize, w: usize, sy: f64, sx: f64, b: Border, truncate: f64) {
+/// Single-channel convenience wrapper (the scipy checks below).
+#[cfg(test)]
+fn gaussian_plane(data: &mut [f64], h: usize, w: usize, sy: f64, sx: f64, b: Border, truncate: f64) {
     gaussian_hwc(data, h, w, 1, sy, sx, b, truncate)
+}
+
+/// Gaussian filter (scipy weights and `truncate`, σ ≤ 1e-15 skips the axis) of one f32 plane,
+/// each value then mapped by `fin`: the random layers of spatter and elastic_transform, which
+/// both of their paths share. Mirrored taps are added before the multiply (half the multiplies)
+/// and nothing is fused, so the AVX2 build gives the portable build's bits; one output row at a
+/// time (vertical pass into a padded row, then the horizontal pass), no whole-image temporary.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gauss_f32<O: Copy + Default>(src: &[f32], h: usize, w: usize, sy: f64, sx: f64, truncate: f64, mode: crate::ndimage::Mode, fin: impl Fn(f32) -> O) -> Vec<O> {
+    let kern = |s: f64| -> Vec<f32> { gaussian_kernel(s, truncate).unwrap_or_else(|| vec![1.0]).iter().map(|&v| v as f32).collect() };
+    let (ky, kx) = (kern(sy), kern(sx));
+    if h * w == 0 {
+        return Vec::new();
+    }
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2 (checked just above).
+        return unsafe { gauss_f32_avx2(src, h, w, &ky, &kx, mode, fin) };
+    }
+    gauss_f32_impl(src, h, w, &ky, &kx, mode, fin)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn gauss_f32_avx2<O: Copy + Default>(src: &[f32], h: usize, w: usize, ky: &[f32], kx: &[f32], mode: crate::ndimage::Mode, fin: impl Fn(f32) -> O) -> Vec<O> {
+    gauss_f32_impl(src, h, w, ky, kx, mode, fin)
+}
+
+#[inline(always)]
+fn gauss_f32_impl<O: Copy + Default>(src: &[f32], h: usize, w: usize, ky: &[f32], kx: &[f32], mode: crate::ndimage::Mode, fin: impl Fn(f32) -> O) -> Vec<O> {
+    use crate::ndimage::boundary_index;
+    let (rv, rh) = (ky.len() / 2, kx.len() / 2);
+    let mut out = vec![O::default(); h * w];
+    let mut buf = vec![0f32; w + 2 * rh];
+    let mut acc = vec![0f32; w];
+    // Source row of every padded row index, and source column of every padded column (the
+    // border lookups once per call, not once per row).
+    let rows: Vec<usize> = (0..h + 2 * rv).map(|i| boundary_index(i as isize - rv as isize, h, mode).unwrap_or(0)).collect();
+    let cols: Vec<usize> = (0..2 * rh).map(|j| boundary_index(if j < rh { j as isize - rh as isize } else { (w + j - rh) as isize }, w, mode).unwrap_or(0)).collect();
+    let row = |y: isize| -> &[f32] {
+        let sy = rows[(y + rv as isize) as usize];
+        &src[sy * w..(sy + 1) * w]
+    };
+    for (y, orow) in out.chunks_exact_mut(w).enumerate() {
+        let mid = &mut buf[rh..rh + w];
+        let kc = ky[rv];
+        for (a, &s) in mid.iter_mut().zip(row(y as isize)) {
+            *a = kc * s;
+        }
+        for (t, &k) in ky[..rv].iter().enumerate() {
+            let d = (rv - t) as isize;
+            for ((a, &u), &v) in mid.iter_mut().zip(row(y as isize - d)).zip(row(y as isize + d)) {
+                *a += k * (u + v);
+            }
+        }
+        for j in 0..rh {
+            buf[j] = buf[rh + cols[j]];
+            buf[w + rh + j] = buf[rh + cols[rh + j]];
+        }
+        let kc = kx[rh];
+        for (a, &s) in acc.iter_mut().zip(&buf[rh..rh + w]) {
+            *a = kc * s;
+        }
+        for (t, &k) in kx[..rh].iter().enumerate() {
+            let d = rh - t;
+            for ((a, &u), &v) in acc.iter_mut().zip(&buf[rh - d..rh - d + w]).zip(&buf[rh + d..rh + d + w]) {
+                *a += k * (u + v);
+            }
+        }
+        for (o, &a) in orow.iter_mut().zip(&acc) {
+            *o = fin(a);
+        }
+    }
+    out
+}
+
+/// [`gauss_f32`]'s portable build, for the tests that compare it with the dispatched one.
+#[cfg(test)]
+pub(crate) fn gauss_f32_portable(src: &[f32], h: usize, w: usize, ky: &[f32], kx: &[f32], mode: crate::ndimage::Mode) -> Vec<f32> {
+    gauss_f32_impl(src, h, w, ky, kx, mode, |v| v)
 }
 
 /// Two integers uniform in `[-d, d-1]` (numpy `randint(-d, d, size=2)`: the high bound is
@@ -187,6 +268,22 @@ mod gaussian_tests {
             }
         }
         v
+    }
+
+    /// The f32 filter of spatter and elastic_transform against the f64 one, both modes, with
+    /// kernels wider than the image (repeated reflections).
+    #[test]
+    fn gauss_f32_is_the_f64_filter_to_rounding() {
+        for (h, w) in [(23, 17), (5, 3), (1, 9)] {
+            let data: Vec<f64> = (0..h * w).map(|i| ((i * 7919) % 251) as f64 / 250.0).collect();
+            let d32: Vec<f32> = data.iter().map(|&v| v as f32).collect();
+            for (sy, sx, b) in [(1.3, 0.7, Border::Reflect), (0.0, 2.5, Border::Nearest), (3.0, 0.0, Border::Reflect), (6.0, 6.0, Border::Nearest)] {
+                let mode = if b == Border::Reflect { crate::ndimage::Mode::Reflect } else { crate::ndimage::Mode::Nearest };
+                let got = gauss_f32(&d32, h, w, sy, sx, 4.0, mode, |v| v);
+                let want = reference(&data, h, w, 1, sy, sx, b);
+                assert!(got.iter().zip(&want).all(|(&g, &r)| (g as f64 - r).abs() < 1e-5), "{h}x{w} σ=({sy},{sx}) {b:?}");
+            }
+        }
     }
 
     #[test]
