@@ -119,6 +119,14 @@ fn idct_1d(x: [i32; 8]) -> [i32; 8] {
     [tmp10 + t3, tmp11 + t2, tmp12 + t1, tmp13 + t0, tmp13 - t0, tmp12 - t1, tmp11 - t2, tmp10 - t3]
 }
 
+/// jidctint.c's range_limit: samples are centred on 128 and clamped; the table wraps at 1024
+/// (RANGE_MASK), which only matters for corrupt data.
+fn range_limit(v: i32) -> u8 {
+    let v = v & 1023;
+    let v = if v >= 512 { v - 1024 } else { v };
+    (v + 128).clamp(0, 255) as u8
+}
+
 /// `jpeg_idct_islow`: dequantised coefficients in, 0..255 samples out (range-limited).
 fn idct_islow(coef: &[i32; 64], out: &mut [u8; 64]) {
     let mut ws = [0i32; 64];
@@ -134,22 +142,15 @@ fn idct_islow(coef: &[i32; 64], out: &mut [u8; 64]) {
             ws[i * 8 + c] = descale(v, CONST_BITS - PASS1_BITS);
         }
     }
-    // range_limit: samples are centred on 128 and clamped; the table wraps at 1024 (RANGE_MASK),
-    // which only matters for corrupt data.
-    let lim = |v: i32| -> u8 {
-        let v = v & 1023;
-        let v = if v >= 512 { v - 1024 } else { v };
-        (v + 128).clamp(0, 255) as u8
-    };
     for r in 0..8 {
         let w: [i32; 8] = ws[r * 8..r * 8 + 8].try_into().unwrap();
         let o = &mut out[r * 8..r * 8 + 8];
         if w[1..].iter().all(|&v| v == 0) {
-            o.fill(lim(descale(w[0], PASS1_BITS + 3)));
+            o.fill(range_limit(descale(w[0], PASS1_BITS + 3)));
             continue;
         }
         for (o, v) in o.iter_mut().zip(idct_1d(w)) {
-            *o = lim(descale(v, CONST_BITS + PASS1_BITS + 3));
+            *o = range_limit(descale(v, CONST_BITS + PASS1_BITS + 3));
         }
     }
 }
@@ -163,13 +164,16 @@ fn code_plane<const AVX2: bool>(plane: &[u8], fw: usize, fh: usize, qt: &[i32; 6
     #[cfg(target_arch = "x86_64")]
     if AVX2 {
         // SAFETY: AVX2 is the caller's promise (the AVX2 instantiation runs only where detected);
-        // blocks lie inside both planes.
+        // blocks lie inside both planes, and the two blocks of a pair are disjoint or the same.
         unsafe {
             let k = block_avx2::Tables::new(qt);
+            let nb = fw / 8;
+            let (src, dst) = (plane.as_ptr(), out.as_mut_ptr());
             for by in 0..fh / 8 {
-                for bx in 0..fw / 8 {
-                    let at = by * 8 * fw + bx * 8;
-                    block_avx2::code_block(plane[at..].as_ptr(), out[at..].as_mut_ptr(), fw, &k);
+                for bx in (0..nb).step_by(2) {
+                    // An odd last block pairs with itself.
+                    let (a, b) = (by * 8 * fw + bx * 8, by * 8 * fw + (bx + 1).min(nb - 1) * 8);
+                    block_avx2::code_pair((src.add(a), src.add(b)), (dst.add(a), dst.add(b)), fw, &k);
                 }
             }
         }
@@ -208,183 +212,270 @@ fn code_plane<const AVX2: bool>(plane: &[u8], fw: usize, fh: usize, qt: &[i32; 6
     out
 }
 
-/// One block's forward DCT, quantisation, dequantisation and inverse DCT with eight i32 lanes:
-/// the scalar butterflies above applied to eight rows or columns at once (a register holds one
-/// row, or after a transpose one column), so every lane does the scalar integer operations and
-/// the bytes are the scalar path's. The inverse DCT's all-zero-AC shortcuts are dropped: in
-/// both passes they equal the full computation.
+/// Two horizontally adjacent blocks' forward DCT, quantisation, dequantisation and inverse DCT
+/// in 16-bit lanes, as libjpeg-turbo's jfdctint/jquanti/jidctint-avx2 do: register i holds row
+/// (or after a transpose column) i of the left block in its low 128 bits and of the right block
+/// in its high 128 bits, every product is a `vpmaddwd` of two 16-bit terms into 32 bits, and each
+/// pass's descaled results pack back to 16 bits. The products and sums are the scalar path's
+/// integers regrouped (z5 folded into the constants as in the SIMD islow code), so every lane
+/// computes the scalar result as long as the 16-bit terms cannot overflow:
+/// - forward pass 1 sees samples −128..127 (sums ≤ 1024, outputs ≤ 4096); pass 2 sums eight
+///   pass-1 outputs of one sign pattern, which stays within −32768..32640 (row sums of samples
+///   are −1024..1016, so all-DC pass-1 rows are at most 4064 when positive);
+/// - the dequantised coefficients are the forward ones rounded to a multiple of q ≤ 255, at most
+///   about 4200; the inverse pass 1 output is the exact transform (≤ 4096) plus the quantisation
+///   error, at most 127.5 per coefficient times a column weight sum under 11 (4 · 127.5 · 10.8 ≈
+///   5500), so it and the pass-2 sums of two of them stay far inside 16 bits; the final samples
+///   before the range limit are within a few hundred of 0..255.
 #[cfg(target_arch = "x86_64")]
 mod block_avx2 {
     use super::*;
     use std::arch::x86_64::*;
 
-    /// Per coefficient row: the divisor q·8, its f32 reciprocal and q.
+    /// libjpeg-turbo's quantiser (jcdctmgr.c `compute_reciprocal`, jquanti-avx2.asm) for the
+    /// divisor d = q·8 of each coefficient: ⌊(|t| + corr)·recip / 2^r⌋ with the sign of t, as two
+    /// unsigned high multiplies (by recip, then by scale = 2^(32−r)). It equals the scalar
+    /// ⌊(|t| + d/2)/d⌋ for every 16-bit t (`quantiser_is_exact` checks all of them for every q).
+    /// Rows are broadcast to both 128-bit lanes.
     pub(super) struct Tables {
-        d: [__m256i; 8],
-        rcp: [__m256; 8],
+        recip: [__m256i; 8],
+        corr: [__m256i; 8],
+        scale: [__m256i; 8],
         q: [__m256i; 8],
+    }
+
+    /// (recip, corr, scale) for divisor `d` ≥ 3, not a power of two or one.
+    fn reciprocal(d: u32) -> [i16; 3] {
+        let b = 31 - d.leading_zeros();
+        let mut r = 16 + b;
+        let (mut fq, fr) = ((1u64 << r) / d as u64, (1u64 << r) % d as u64);
+        let mut c = d / 2;
+        if fr == 0 {
+            fq >>= 1;
+            r -= 1;
+        } else if fr <= (d / 2) as u64 {
+            c += 1;
+        } else {
+            fq += 1;
+        }
+        [fq as u16 as i16, c as i16, (1u32 << (32 - r)) as u16 as i16]
     }
 
     impl Tables {
         #[target_feature(enable = "avx2")]
         pub(super) unsafe fn new(qt: &[i32; 64]) -> Tables {
-            let row = |i: usize, f: &dyn Fn(i32) -> i32| _mm256_loadu_si256(std::array::from_fn::<i32, 8, _>(|j| f(qt[i * 8 + j])).as_ptr() as *const __m256i);
+            let row = |i: usize, f: &dyn Fn(i32) -> i16| {
+                let r: [i16; 8] = std::array::from_fn(|j| f(qt[i * 8 + j]));
+                _mm256_broadcastsi128_si256(_mm_loadu_si128(r.as_ptr() as *const __m128i))
+            };
+            let rc = |q: i32, k: usize| reciprocal((q as u32) << 3)[k];
             Tables {
-                d: std::array::from_fn(|i| row(i, &|q| q << 3)),
-                rcp: std::array::from_fn(|i| _mm256_loadu_ps(std::array::from_fn::<f32, 8, _>(|j| 1.0 / (qt[i * 8 + j] << 3) as f32).as_ptr())),
-                q: std::array::from_fn(|i| row(i, &|q| q)),
+                recip: std::array::from_fn(|i| row(i, &|q| rc(q, 0))),
+                corr: std::array::from_fn(|i| row(i, &|q| rc(q, 1))),
+                scale: std::array::from_fn(|i| row(i, &|q| rc(q, 2))),
+                q: std::array::from_fn(|i| row(i, &|q| q as i16)),
             }
         }
-    }
-
-    #[inline(always)]
-    unsafe fn k(v: i32) -> __m256i {
-        _mm256_set1_epi32(v)
     }
 
     #[target_feature(enable = "avx2")]
     #[inline]
     unsafe fn transpose(r: [__m256i; 8]) -> [__m256i; 8] {
-        let t0 = _mm256_unpacklo_epi32(r[0], r[1]);
-        let t1 = _mm256_unpackhi_epi32(r[0], r[1]);
-        let t2 = _mm256_unpacklo_epi32(r[2], r[3]);
-        let t3 = _mm256_unpackhi_epi32(r[2], r[3]);
-        let t4 = _mm256_unpacklo_epi32(r[4], r[5]);
-        let t5 = _mm256_unpackhi_epi32(r[4], r[5]);
-        let t6 = _mm256_unpacklo_epi32(r[6], r[7]);
-        let t7 = _mm256_unpackhi_epi32(r[6], r[7]);
-        let u0 = _mm256_unpacklo_epi64(t0, t2);
-        let u1 = _mm256_unpackhi_epi64(t0, t2);
-        let u2 = _mm256_unpacklo_epi64(t1, t3);
-        let u3 = _mm256_unpackhi_epi64(t1, t3);
-        let u4 = _mm256_unpacklo_epi64(t4, t6);
-        let u5 = _mm256_unpackhi_epi64(t4, t6);
-        let u6 = _mm256_unpacklo_epi64(t5, t7);
-        let u7 = _mm256_unpackhi_epi64(t5, t7);
+        let t0 = _mm256_unpacklo_epi16(r[0], r[1]);
+        let t1 = _mm256_unpackhi_epi16(r[0], r[1]);
+        let t2 = _mm256_unpacklo_epi16(r[2], r[3]);
+        let t3 = _mm256_unpackhi_epi16(r[2], r[3]);
+        let t4 = _mm256_unpacklo_epi16(r[4], r[5]);
+        let t5 = _mm256_unpackhi_epi16(r[4], r[5]);
+        let t6 = _mm256_unpacklo_epi16(r[6], r[7]);
+        let t7 = _mm256_unpackhi_epi16(r[6], r[7]);
+        let u0 = _mm256_unpacklo_epi32(t0, t2);
+        let u1 = _mm256_unpackhi_epi32(t0, t2);
+        let u2 = _mm256_unpacklo_epi32(t1, t3);
+        let u3 = _mm256_unpackhi_epi32(t1, t3);
+        let u4 = _mm256_unpacklo_epi32(t4, t6);
+        let u5 = _mm256_unpackhi_epi32(t4, t6);
+        let u6 = _mm256_unpacklo_epi32(t5, t7);
+        let u7 = _mm256_unpackhi_epi32(t5, t7);
         [
-            _mm256_permute2x128_si256::<0x20>(u0, u4),
-            _mm256_permute2x128_si256::<0x20>(u1, u5),
-            _mm256_permute2x128_si256::<0x20>(u2, u6),
-            _mm256_permute2x128_si256::<0x20>(u3, u7),
-            _mm256_permute2x128_si256::<0x31>(u0, u4),
-            _mm256_permute2x128_si256::<0x31>(u1, u5),
-            _mm256_permute2x128_si256::<0x31>(u2, u6),
-            _mm256_permute2x128_si256::<0x31>(u3, u7),
+            _mm256_unpacklo_epi64(u0, u4),
+            _mm256_unpackhi_epi64(u0, u4),
+            _mm256_unpacklo_epi64(u1, u5),
+            _mm256_unpackhi_epi64(u1, u5),
+            _mm256_unpacklo_epi64(u2, u6),
+            _mm256_unpackhi_epi64(u2, u6),
+            _mm256_unpacklo_epi64(u3, u7),
+            _mm256_unpackhi_epi64(u3, u7),
         ]
+    }
+
+    /// A 32-bit value as (low, high) halves: the products of the 16-bit lanes 0–3 and 4–7 of
+    /// each 128-bit lane.
+    type W = (__m256i, __m256i);
+
+    /// x·k₀ + y·k₁ per lane, 32-bit.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    unsafe fn madd(xy: W, k0: i32, k1: i32) -> W {
+        let k = _mm256_set1_epi32((k0 & 0xffff) | (k1 << 16));
+        (_mm256_madd_epi16(xy.0, k), _mm256_madd_epi16(xy.1, k))
     }
 
     #[target_feature(enable = "avx2")]
     #[inline]
-    unsafe fn odd(a: __m256i, b: __m256i, c: __m256i, d: __m256i) -> [__m256i; 4] {
-        let (add, mul) = (|x, y| _mm256_add_epi32(x, y), |x, f: i32| _mm256_mullo_epi32(x, k(f)));
-        let z1 = add(a, d);
-        let z2 = add(b, c);
-        let z3 = add(a, c);
-        let z4 = add(b, d);
-        let z5 = mul(add(z3, z4), FIX_1_175875602);
-        let z1 = mul(z1, -FIX_0_899976223);
-        let z2 = mul(z2, -FIX_2_562915447);
-        let z3 = add(mul(z3, -FIX_1_961570560), z5);
-        let z4 = add(mul(z4, -FIX_0_390180644), z5);
-        [
-            add(add(mul(a, FIX_0_298631336), z1), z3),
-            add(add(mul(b, FIX_2_053119869), z2), z4),
-            add(add(mul(c, FIX_3_072711026), z2), z3),
-            add(add(mul(d, FIX_1_501321110), z1), z4),
-        ]
+    unsafe fn pair(x: __m256i, y: __m256i) -> W {
+        (_mm256_unpacklo_epi16(x, y), _mm256_unpackhi_epi16(x, y))
     }
 
-    /// [`fdct_1d`] lane by lane.
     #[target_feature(enable = "avx2")]
     #[inline]
-    unsafe fn fdct8(x: [__m256i; 8]) -> [__m256i; 8] {
-        let (add, sub, mul) = (|a, b| _mm256_add_epi32(a, b), |a, b| _mm256_sub_epi32(a, b), |a, f: i32| _mm256_mullo_epi32(a, k(f)));
-        let tmp0 = add(x[0], x[7]);
-        let tmp7 = sub(x[0], x[7]);
-        let tmp1 = add(x[1], x[6]);
-        let tmp6 = sub(x[1], x[6]);
-        let tmp2 = add(x[2], x[5]);
-        let tmp5 = sub(x[2], x[5]);
-        let tmp3 = add(x[3], x[4]);
-        let tmp4 = sub(x[3], x[4]);
-        let tmp10 = add(tmp0, tmp3);
-        let tmp13 = sub(tmp0, tmp3);
-        let tmp11 = add(tmp1, tmp2);
-        let tmp12 = sub(tmp1, tmp2);
-        let z1 = mul(add(tmp12, tmp13), FIX_0_541196100);
-        let (o2, o6) = (add(z1, mul(tmp13, FIX_0_765366865)), add(z1, mul(tmp12, -FIX_1_847759065)));
+    unsafe fn add(a: W, b: W) -> W {
+        (_mm256_add_epi32(a.0, b.0), _mm256_add_epi32(a.1, b.1))
+    }
+
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    unsafe fn sub(a: W, b: W) -> W {
+        (_mm256_sub_epi32(a.0, b.0), _mm256_sub_epi32(a.1, b.1))
+    }
+
+    /// `descale(x, N)` and back to 16 bits (the bounds above keep the pack from saturating).
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    unsafe fn descale<const N: i32>(x: W) -> __m256i {
+        let r = _mm256_set1_epi32(1 << (N - 1));
+        _mm256_packs_epi32(_mm256_srai_epi32::<N>(_mm256_add_epi32(x.0, r)), _mm256_srai_epi32::<N>(_mm256_add_epi32(x.1, r)))
+    }
+
+    /// [`odd_rotation`] of (a, b, c, d) with z5 folded into the constants.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    unsafe fn odd(a: __m256i, b: __m256i, c: __m256i, d: __m256i) -> [W; 4] {
+        let z34 = pair(_mm256_add_epi16(a, c), _mm256_add_epi16(b, d));
+        let z3 = madd(z34, FIX_1_175875602 - FIX_1_961570560, FIX_1_175875602);
+        let z4 = madd(z34, FIX_1_175875602, FIX_1_175875602 - FIX_0_390180644);
+        let ad = pair(a, d);
+        let bc = pair(b, c);
+        let a = madd(ad, FIX_0_298631336 - FIX_0_899976223, -FIX_0_899976223);
+        let d = madd(ad, -FIX_0_899976223, FIX_1_501321110 - FIX_0_899976223);
+        let b = madd(bc, FIX_2_053119869 - FIX_2_562915447, -FIX_2_562915447);
+        let c = madd(bc, -FIX_2_562915447, FIX_3_072711026 - FIX_2_562915447);
+        [add(a, z3), add(b, z4), add(c, z3), add(d, z4)]
+    }
+
+    /// [`fdct_1d`] with pass 1's (`P2` false) or pass 2's output scaling.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    unsafe fn fdct<const P2: bool>(x: [__m256i; 8]) -> [__m256i; 8] {
+        let (a16, s16) = (|a, b| _mm256_add_epi16(a, b), |a, b| _mm256_sub_epi16(a, b));
+        let tmp0 = a16(x[0], x[7]);
+        let tmp7 = s16(x[0], x[7]);
+        let tmp1 = a16(x[1], x[6]);
+        let tmp6 = s16(x[1], x[6]);
+        let tmp2 = a16(x[2], x[5]);
+        let tmp5 = s16(x[2], x[5]);
+        let tmp3 = a16(x[3], x[4]);
+        let tmp4 = s16(x[3], x[4]);
+        let tmp10 = a16(tmp0, tmp3);
+        let tmp13 = s16(tmp0, tmp3);
+        let tmp11 = a16(tmp1, tmp2);
+        let tmp12 = s16(tmp1, tmp2);
+        let (e0, e4) = (a16(tmp10, tmp11), s16(tmp10, tmp11));
+        let t1312 = pair(tmp13, tmp12);
+        let o2 = madd(t1312, FIX_0_541196100 + FIX_0_765366865, FIX_0_541196100);
+        let o6 = madd(t1312, FIX_0_541196100, FIX_0_541196100 - FIX_1_847759065);
         let [o7, o5, o3, o1] = odd(tmp4, tmp5, tmp6, tmp7);
-        [add(tmp10, tmp11), o1, o2, o3, sub(tmp10, tmp11), o5, o6, o7]
+        if P2 {
+            let r = _mm256_set1_epi16(1 << (PASS1_BITS - 1));
+            let dc = |v| _mm256_srai_epi16::<PASS1_BITS>(_mm256_add_epi16(v, r));
+            let ac = |v| descale::<{ CONST_BITS + PASS1_BITS }>(v);
+            [dc(e0), ac(o1), ac(o2), ac(o3), dc(e4), ac(o5), ac(o6), ac(o7)]
+        } else {
+            let dc = |v| _mm256_slli_epi16::<PASS1_BITS>(v);
+            let ac = |v| descale::<{ CONST_BITS - PASS1_BITS }>(v);
+            [dc(e0), ac(o1), ac(o2), ac(o3), dc(e4), ac(o5), ac(o6), ac(o7)]
+        }
     }
 
-    /// [`idct_1d`] lane by lane.
+    /// [`idct_1d`] descaled by `N`.
     #[target_feature(enable = "avx2")]
     #[inline]
-    unsafe fn idct8(x: [__m256i; 8]) -> [__m256i; 8] {
-        let (add, sub, mul) = (|a, b| _mm256_add_epi32(a, b), |a, b| _mm256_sub_epi32(a, b), |a, f: i32| _mm256_mullo_epi32(a, k(f)));
-        let z1 = mul(add(x[2], x[6]), FIX_0_541196100);
-        let tmp2 = add(z1, mul(x[6], -FIX_1_847759065));
-        let tmp3 = add(z1, mul(x[2], FIX_0_765366865));
-        let tmp0 = _mm256_slli_epi32::<CONST_BITS>(add(x[0], x[4]));
-        let tmp1 = _mm256_slli_epi32::<CONST_BITS>(sub(x[0], x[4]));
+    unsafe fn idct<const N: i32>(x: [__m256i; 8]) -> [__m256i; 8] {
+        let z = pair(x[2], x[6]);
+        let tmp3 = madd(z, FIX_0_541196100 + FIX_0_765366865, FIX_0_541196100);
+        let tmp2 = madd(z, FIX_0_541196100, FIX_0_541196100 - FIX_1_847759065);
+        let z = pair(x[0], x[4]);
+        let tmp0 = madd(z, 1 << CONST_BITS, 1 << CONST_BITS);
+        let tmp1 = madd(z, 1 << CONST_BITS, -(1 << CONST_BITS));
         let tmp10 = add(tmp0, tmp3);
         let tmp13 = sub(tmp0, tmp3);
         let tmp11 = add(tmp1, tmp2);
         let tmp12 = sub(tmp1, tmp2);
         let [t0, t1, t2, t3] = odd(x[7], x[5], x[3], x[1]);
-        [add(tmp10, t3), add(tmp11, t2), add(tmp12, t1), add(tmp13, t0), sub(tmp13, t0), sub(tmp12, t1), sub(tmp11, t2), sub(tmp10, t3)]
+        [
+            descale::<N>(add(tmp10, t3)),
+            descale::<N>(add(tmp11, t2)),
+            descale::<N>(add(tmp12, t1)),
+            descale::<N>(add(tmp13, t0)),
+            descale::<N>(sub(tmp13, t0)),
+            descale::<N>(sub(tmp12, t1)),
+            descale::<N>(sub(tmp11, t2)),
+            descale::<N>(sub(tmp10, t3)),
+        ]
     }
 
-    #[inline(always)]
-    unsafe fn descale<const N: i32>(x: __m256i) -> __m256i {
-        _mm256_srai_epi32::<N>(_mm256_add_epi32(x, _mm256_set1_epi32(1 << (N - 1))))
-    }
-
-    /// Code the 8×8 block at `src` (rows `stride` bytes apart) into `dst`.
+    /// Quantise row `i` of coefficients: the quotients, signed.
     #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn code_block(src: *const u8, dst: *mut u8, stride: usize, t: &Tables) {
-        let c128 = k(128);
-        let rows: [__m256i; 8] = std::array::from_fn(|y| _mm256_sub_epi32(_mm256_cvtepu8_epi32(_mm_loadl_epi64(src.add(y * stride) as *const __m128i)), c128));
-        // Forward pass 1 on rows (transposed: register j = sample column j, lanes = rows).
-        let y = fdct8(transpose(rows));
-        let y: [__m256i; 8] = std::array::from_fn(|i| if i % 4 == 0 { _mm256_slli_epi32::<PASS1_BITS>(y[i]) } else { descale::<{ CONST_BITS - PASS1_BITS }>(y[i]) });
-        // Pass 2 on columns: back to register = row, butterfly across registers.
-        let y = fdct8(transpose(y));
-        let coef: [__m256i; 8] = std::array::from_fn(|i| if i % 4 == 0 { descale::<PASS1_BITS>(y[i]) } else { descale::<{ CONST_BITS + PASS1_BITS }>(y[i]) });
-        // Quantise (round half away from zero: ⌊(|t| + d/2)/d⌋ with the sign of t) and
-        // dequantise. The f32 quotient is off by at most one (|t| < 2¹⁸, relative error < 2⁻²²),
-        // and one step each way against the exact remainder corrects it.
-        let deq: [__m256i; 8] = std::array::from_fn(|i| {
-            let d = t.d[i];
-            let x = _mm256_add_epi32(_mm256_abs_epi32(coef[i]), _mm256_srli_epi32::<1>(d));
-            let q = _mm256_cvttps_epi32(_mm256_mul_ps(_mm256_cvtepi32_ps(x), t.rcp[i]));
-            let r = _mm256_sub_epi32(x, _mm256_mullo_epi32(q, d));
-            // q + (r ≥ d) − (r < 0): a true compare mask is −1.
-            let q = _mm256_sub_epi32(q, _mm256_cmpgt_epi32(r, _mm256_sub_epi32(d, k(1))));
-            let q = _mm256_add_epi32(q, _mm256_cmpgt_epi32(_mm256_setzero_si256(), r));
-            _mm256_mullo_epi32(_mm256_sign_epi32(q, coef[i]), t.q[i])
+    #[inline]
+    pub(super) unsafe fn quantise(c: __m256i, t: &Tables, i: usize) -> __m256i {
+        let x = _mm256_add_epi16(_mm256_abs_epi16(c), t.corr[i]);
+        _mm256_sign_epi16(_mm256_mulhi_epu16(_mm256_mulhi_epu16(x, t.recip[i]), t.scale[i]), c)
+    }
+
+    /// Code the 8×8 blocks at `src.0` and `src.1` (rows `stride` bytes apart) into `dst.0` and
+    /// `dst.1`; the two may be the same block.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn code_pair(src: (*const u8, *const u8), dst: (*mut u8, *mut u8), stride: usize, t: &Tables) {
+        let c128 = _mm256_set1_epi16(128);
+        let rows: [__m256i; 8] = std::array::from_fn(|y| {
+            let a = _mm_loadl_epi64(src.0.add(y * stride) as *const __m128i);
+            let b = _mm_loadl_epi64(src.1.add(y * stride) as *const __m128i);
+            _mm256_sub_epi16(_mm256_cvtepu8_epi16(_mm_unpacklo_epi64(a, b)), c128)
         });
+        // Pass 1 on rows (transposed: register = sample column), pass 2 on columns.
+        let y = fdct::<false>(transpose(rows));
+        let coef = fdct::<true>(transpose(y));
+        let q: [__m256i; 8] = std::array::from_fn(|i| quantise(coef[i], t, i));
+        let dc = _mm256_mullo_epi16(q[0], t.q[0]);
+        // Both blocks DC-only (common at low quality): the inverse DCT is a constant fill, as in
+        // the scalar shortcuts.
+        let ac = q[1..].iter().fold(_mm256_andnot_si256(_mm256_setr_epi16(-1, 0, 0, 0, 0, 0, 0, 0, -1, 0, 0, 0, 0, 0, 0, 0), q[0]), |a, &v| _mm256_or_si256(a, v));
+        if _mm256_testz_si256(ac, ac) == 1 {
+            let fill = |v: i32, d: *mut u8| {
+                let v = u64::from_ne_bytes([range_limit(super::descale(v << PASS1_BITS, PASS1_BITS + 3)); 8]);
+                for y in 0..8 {
+                    (d.add(y * stride) as *mut u64).write_unaligned(v);
+                }
+            };
+            fill(_mm256_extract_epi16::<0>(dc) as i16 as i32, dst.0);
+            fill(_mm256_extract_epi16::<8>(dc) as i16 as i32, dst.1);
+            return;
+        }
+        let deq: [__m256i; 8] = std::array::from_fn(|i| if i == 0 { dc } else { _mm256_mullo_epi16(q[i], t.q[i]) });
         // Inverse pass 1 on columns (register = coefficient row), pass 2 on rows (transposed).
-        let w = idct8(deq);
-        let w: [__m256i; 8] = std::array::from_fn(|i| descale::<{ CONST_BITS - PASS1_BITS }>(w[i]));
-        let o = idct8(transpose(w));
+        let w = idct::<{ CONST_BITS - PASS1_BITS }>(deq);
+        let o = idct::<{ CONST_BITS + PASS1_BITS + 3 }>(transpose(w));
         // range_limit: wrap at 1024 (sign-extend 10 bits), centre on 128, clamp to 0..255.
-        let o: [__m256i; 8] = std::array::from_fn(|i| {
-            let v = descale::<{ CONST_BITS + PASS1_BITS + 3 }>(o[i]);
-            _mm256_add_epi32(_mm256_srai_epi32::<22>(_mm256_slli_epi32::<22>(v)), c128)
-        });
+        let o: [__m256i; 8] = std::array::from_fn(|i| _mm256_add_epi16(_mm256_srai_epi16::<6>(_mm256_slli_epi16::<6>(o[i])), c128));
         let r = transpose(o);
-        for p in 0..2 {
-            let a = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_packus_epi32(r[4 * p], r[4 * p + 1]));
-            let b = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_packus_epi32(r[4 * p + 2], r[4 * p + 3]));
-            // Bytes: [row 4p, row 4p+2 | row 4p+1, row 4p+3].
-            let v = _mm256_packus_epi16(a, b);
-            let lo = _mm256_castsi256_si128(v);
-            let hi = _mm256_extracti128_si256::<1>(v);
-            _mm_storel_epi64(dst.add(4 * p * stride) as *mut __m128i, lo);
-            _mm_storel_epi64(dst.add((4 * p + 1) * stride) as *mut __m128i, hi);
-            _mm_storel_epi64(dst.add((4 * p + 2) * stride) as *mut __m128i, _mm_unpackhi_epi64(lo, lo));
-            _mm_storel_epi64(dst.add((4 * p + 3) * stride) as *mut __m128i, _mm_unpackhi_epi64(hi, hi));
+        for p in 0..4 {
+            // Bytes: [left row 2p, left row 2p+1 | right row 2p, right row 2p+1].
+            let v = _mm256_packus_epi16(r[2 * p], r[2 * p + 1]);
+            let (lo, hi) = (_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
+            _mm_storel_epi64(dst.0.add(2 * p * stride) as *mut __m128i, lo);
+            _mm_storel_epi64(dst.0.add((2 * p + 1) * stride) as *mut __m128i, _mm_unpackhi_epi64(lo, lo));
+            _mm_storel_epi64(dst.1.add(2 * p * stride) as *mut __m128i, hi);
+            _mm_storel_epi64(dst.1.add((2 * p + 1) * stride) as *mut __m128i, _mm_unpackhi_epi64(hi, hi));
         }
     }
 }
@@ -658,6 +749,35 @@ mod tests {
                 for img in [&noise, &ramp] {
                     for q in [1, 7, 10, 15, 25, 50, 58, 80, 95, 100] {
                         assert!(round_trip(img, h, w, c, q) == round_trip_scalar(img, h, w, c, q), "{h}x{w}x{c} q{q}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// The vector quantiser's reciprocal multiplies against the scalar division, for every
+    /// 16-bit coefficient and every quantiser value.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn quantiser_is_exact() {
+        use std::arch::x86_64::*;
+        if !std::arch::is_x86_feature_detected!("avx2") {
+            return;
+        }
+        for qv in 1..=255 {
+            // SAFETY: AVX2 is present; the loads and stores are of 16 i16.
+            unsafe {
+                let t = block_avx2::Tables::new(&[qv; 64]);
+                let d = qv << 3;
+                for base in (-32768..32768).step_by(16) {
+                    let c: [i16; 16] = std::array::from_fn(|j| (base + j as i32) as i16);
+                    let mut q = [0i16; 16];
+                    let v = block_avx2::quantise(_mm256_loadu_si256(c.as_ptr() as *const __m256i), &t, 3);
+                    _mm256_storeu_si256(q.as_mut_ptr() as *mut __m256i, v);
+                    for j in 0..16 {
+                        let x = c[j] as i32;
+                        let want = (x.abs() + d / 2) / d * x.signum();
+                        assert_eq!(q[j] as i32, want, "t {x} q {qv}");
                     }
                 }
             }
