@@ -157,28 +157,9 @@ fn idct_islow(coef: &[i32; 64], out: &mut [u8; 64]) {
 
 /// Encode and decode one plane whose sides `fw`, `fh` are whole blocks (the caller pads by edge
 /// replication, as libjpeg does); returns the decoded plane, same size.
-#[inline(always)]
-fn code_plane<const AVX2: bool>(plane: &[u8], fw: usize, fh: usize, qt: &[i32; 64]) -> Vec<u8> {
+fn code_plane(plane: &[u8], fw: usize, fh: usize, qt: &[i32; 64]) -> Vec<u8> {
     debug_assert!(fw.is_multiple_of(8) && fh.is_multiple_of(8) && plane.len() == fw * fh);
     let mut out = vec![0u8; fw * fh];
-    #[cfg(target_arch = "x86_64")]
-    if AVX2 {
-        // SAFETY: AVX2 is the caller's promise (the AVX2 instantiation runs only where detected);
-        // blocks lie inside both planes, and the two blocks of a pair are disjoint or the same.
-        unsafe {
-            let k = block_avx2::Tables::new(qt);
-            let nb = fw / 8;
-            let (src, dst) = (plane.as_ptr(), out.as_mut_ptr());
-            for by in 0..fh / 8 {
-                for bx in (0..nb).step_by(2) {
-                    // An odd last block pairs with itself.
-                    let (a, b) = (by * 8 * fw + bx * 8, by * 8 * fw + (bx + 1).min(nb - 1) * 8);
-                    block_avx2::code_pair((src.add(a), src.add(b)), (dst.add(a), dst.add(b)), fw, &k);
-                }
-            }
-        }
-        return out;
-    }
     // jcdctmgr: divisor = q·8 for the islow DCT, round half away from zero. Division by the
     // reciprocal m = ⌈2³²/d⌉ is exact here: the dividend stays below 2¹⁷ and d ≤ 2040, so the
     // error n·(m·d − 2³²)/(d·2³²) < n/2³² never reaches 1/d.
@@ -432,10 +413,27 @@ mod block_avx2 {
         _mm256_sign_epi16(_mm256_mulhi_epu16(_mm256_mulhi_epu16(x, t.recip[i]), t.scale[i]), c)
     }
 
-    /// Code the 8×8 blocks at `src.0` and `src.1` (rows `stride` bytes apart) into `dst.0` and
-    /// `dst.1`; the two may be the same block.
+    /// Code a plane whose sides are whole blocks in place, two blocks a step (an odd last block
+    /// of a row pairs with itself).
     #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn code_pair(src: (*const u8, *const u8), dst: (*mut u8, *mut u8), stride: usize, t: &Tables) {
+    pub(super) unsafe fn code_plane(plane: &mut [u8], fw: usize, fh: usize, t: &Tables) {
+        assert!(fw.is_multiple_of(8) && fh.is_multiple_of(8) && plane.len() >= fw * fh);
+        let nb = fw / 8;
+        let p = plane.as_mut_ptr();
+        for by in 0..fh / 8 {
+            for bx in (0..nb).step_by(2) {
+                let (a, b) = (by * 8 * fw + bx * 8, by * 8 * fw + (bx + 1).min(nb - 1) * 8);
+                // SAFETY: both blocks lie inside the plane (asserted above).
+                code_pair((p.add(a), p.add(b)), fw, t);
+            }
+        }
+    }
+
+    /// Code the 8×8 blocks at `blk.0` and `blk.1` (rows `stride` bytes apart) in place; the two
+    /// are disjoint or the same block (all loads come before the stores).
+    #[target_feature(enable = "avx2")]
+    unsafe fn code_pair(blk: (*mut u8, *mut u8), stride: usize, t: &Tables) {
+        let (src, dst) = (blk, blk);
         let c128 = _mm256_set1_epi16(128);
         let rows: [__m256i; 8] = std::array::from_fn(|y| {
             let a = _mm_loadl_epi64(src.0.add(y * stride) as *const __m128i);
@@ -495,13 +493,45 @@ fn pad_plane(p: &[u8], h: usize, w: usize, mw: usize, mh: usize) -> Vec<u8> {
 
 const SCALEBITS: i32 = 16;
 const ONE_HALF: i32 = 1 << (SCALEBITS - 1);
-fn fix(x: f64) -> i32 {
+const fn fix(x: f64) -> i32 {
     (x * (1i64 << SCALEBITS) as f64 + 0.5) as i32
+}
+const FY_R: i32 = fix(0.299);
+const FY_G: i32 = fix(0.587);
+const FY_B: i32 = fix(0.114);
+const FCB_R: i32 = fix(0.16874);
+const FCB_G: i32 = fix(0.33126);
+const FHALF: i32 = fix(0.5);
+const FCR_G: i32 = fix(0.41869);
+const FCR_B: i32 = fix(0.08131);
+const CBCR_OFF: i32 = 128 << SCALEBITS;
+const F_CR_R: i32 = fix(1.402);
+const F_CB_B: i32 = fix(1.772);
+const F_CR_G: i32 = fix(0.71414);
+const F_CB_G: i32 = fix(0.34414);
+
+/// jccolor.c `rgb_ycc_convert`, one pixel: [Y, Cb, Cr].
+#[inline(always)]
+fn rgb_to_ycc_px(px: &[u8]) -> [u8; 3] {
+    let (r, g, b) = (px[0] as i32, px[1] as i32, px[2] as i32);
+    [
+        ((FY_R * r + FY_G * g + FY_B * b + ONE_HALF) >> SCALEBITS) as u8,
+        ((-FCB_R * r - FCB_G * g + FHALF * b + CBCR_OFF + ONE_HALF - 1) >> SCALEBITS) as u8,
+        ((FHALF * r - FCR_G * g - FCR_B * b + CBCR_OFF + ONE_HALF - 1) >> SCALEBITS) as u8,
+    ]
+}
+
+/// jdcolor.c `ycc_rgb_convert`, one pixel into `o` (RGB).
+#[inline(always)]
+fn ycc_to_rgb_px(y: u8, cb: u8, cr: u8, o: &mut [u8]) {
+    let (yy, cbv, crv) = (y as i32, cb as i32 - 128, cr as i32 - 128);
+    o[0] = (yy + ((F_CR_R * crv + ONE_HALF) >> SCALEBITS)).clamp(0, 255) as u8;
+    o[1] = (yy + ((-F_CB_G * cbv + ONE_HALF - F_CR_G * crv) >> SCALEBITS)).clamp(0, 255) as u8;
+    o[2] = (yy + ((F_CB_B * cbv + ONE_HALF) >> SCALEBITS)).clamp(0, 255) as u8;
 }
 
 /// libjpeg `h2v2_downsample`: each 2×2 block's sum plus a bias alternating 1, 2 along the row,
 /// over 4. Written lane-wise so that it vectorises.
-#[inline(always)]
 fn downsample_h2v2(pp: &[u8], mw: usize, cw: usize, chh: usize) -> Vec<u8> {
     let mut o = vec![0u8; cw * chh];
     for (y, orow) in o.chunks_exact_mut(cw).enumerate() {
@@ -515,17 +545,23 @@ fn downsample_h2v2(pp: &[u8], mw: usize, cw: usize, chh: usize) -> Vec<u8> {
     o
 }
 
+/// The row of a `dh`-row component that output row `y`'s triangle filter weighs 1 (the other
+/// row, weight 3, is `y / 2`); rows past the edges replicate the edge.
+fn far_row(y: usize, dh: usize) -> usize {
+    if y % 2 == 0 {
+        (y / 2).saturating_sub(1)
+    } else {
+        (y / 2 + 1).min(dh - 1)
+    }
+}
+
 /// One output row `y` of libjpeg `h2v2_fancy_upsample` (triangle filter, 3:1 weights, biases 8
 /// and 7) of a `dw`×`dh` component stored `cw` wide; rows and columns past the edges replicate
 /// the edge. Column sums (3·near + far ≤ 1020) and results in u16 lanes; `orow` is `2·dw` long.
-/// Row by row, so the upsampled planes never exist whole (they fed the colour conversion from
-/// memory before).
-#[inline(always)]
+/// Row by row, so the upsampled planes never exist whole.
 fn upsample_row_h2v2_fancy(p: &[u8], cw: usize, dw: usize, dh: usize, y: usize, cs: &mut [u16], orow: &mut [u8]) {
     let ow = dw * 2;
-    let (row, v) = (y / 2, y % 2);
-    let r1 = if v == 0 { row.saturating_sub(1) } else { (row + 1).min(dh - 1) };
-    let (near, far) = (&p[row * cw..][..dw], &p[r1 * cw..][..dw]);
+    let (near, far) = (&p[y / 2 * cw..][..dw], &p[far_row(y, dh) * cw..][..dw]);
     for ((c, &a), &b) in cs.iter_mut().zip(near).zip(far) {
         *c = a as u16 * 3 + b as u16;
     }
@@ -548,34 +584,22 @@ fn upsample_row_h2v2_fancy(p: &[u8], cw: usize, dw: usize, dh: usize, y: usize, 
 }
 
 /// Compress at `quality` and decompress, as Pillow + libjpeg-turbo do; `c` is 1 or 3. With
-/// AVX2 the blocks run through [`block_avx2`] and the rest is compiled for AVX2: the same bytes.
+/// AVX2, [`round_trip_avx2`]: the same bytes.
 pub(crate) fn round_trip(img: &[u8], h: usize, w: usize, c: usize, quality: u32) -> Vec<u8> {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: AVX2 is present.
         return unsafe { round_trip_avx2(img, h, w, c, quality) };
     }
-    round_trip_impl::<false>(img, h, w, c, quality)
+    round_trip_scalar(img, h, w, c, quality)
 }
 
-/// [`round_trip`] without the vector block kernel (the reference for tests).
-#[cfg(test)]
+/// The portable path and the reference of the vector one: whole planes, one step after another.
 pub(crate) fn round_trip_scalar(img: &[u8], h: usize, w: usize, c: usize, quality: u32) -> Vec<u8> {
-    round_trip_impl::<false>(img, h, w, c, quality)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn round_trip_avx2(img: &[u8], h: usize, w: usize, c: usize, quality: u32) -> Vec<u8> {
-    round_trip_impl::<true>(img, h, w, c, quality)
-}
-
-#[inline(always)]
-fn round_trip_impl<const AVX2: bool>(img: &[u8], h: usize, w: usize, c: usize, quality: u32) -> Vec<u8> {
     let ql = quant_table(&STD_LUM, quality);
     if c == 1 {
         let (fw, fh) = (w.div_ceil(8) * 8, h.div_ceil(8) * 8);
-        let d = code_plane::<AVX2>(&pad_plane(img, h, w, fw, fh), fw, fh, &ql);
+        let d = code_plane(&pad_plane(img, h, w, fw, fh), fw, fh, &ql);
         let mut out = Vec::with_capacity(h * w);
         for y in 0..h {
             out.extend_from_slice(&d[y * fw..y * fw + w]);
@@ -583,11 +607,6 @@ fn round_trip_impl<const AVX2: bool>(img: &[u8], h: usize, w: usize, c: usize, q
         return out;
     }
     let qc = quant_table(&STD_CHR, quality);
-    // Colour conversion (jccolor.c).
-    let (fy_r, fy_g, fy_b) = (fix(0.299), fix(0.587), fix(0.114));
-    let (fcb_r, fcb_g, fhalf) = (fix(0.16874), fix(0.33126), fix(0.5));
-    let (fcr_g, fcr_b) = (fix(0.41869), fix(0.08131));
-    let cbcr_off = 128i32 << SCALEBITS;
     // Luma: MCU is 16×16, so the planes are padded to multiples of 16 (edge replication).
     let (mw, mh) = (w.div_ceil(16) * 16, h.div_ceil(16) * 16);
     let mut yp = vec![0u8; mw * mh];
@@ -595,20 +614,8 @@ fn round_trip_impl<const AVX2: bool>(img: &[u8], h: usize, w: usize, c: usize, q
     let mut cr = vec![0u8; mw * mh];
     for y in 0..h {
         let src = &img[y * w * 3..(y + 1) * w * 3];
-        let o = y * mw;
-        let (yo, cbo, cro) = (&mut yp[o..o + w], &mut cb[o..o + w], &mut cr[o..o + w]);
-        #[allow(unused_mut)]
-        let mut done = 0;
-        #[cfg(target_arch = "x86_64")]
-        if AVX2 {
-            // SAFETY: AVX2 is the caller's promise.
-            done = unsafe { color_avx2::rgb_to_ycc(img, y * w * 3, yo, cbo, cro) };
-        }
-        for (x, px) in src.chunks_exact(3).enumerate().skip(done) {
-            let (r, g, b) = (px[0] as i32, px[1] as i32, px[2] as i32);
-            yo[x] = ((fy_r * r + fy_g * g + fy_b * b + ONE_HALF) >> SCALEBITS) as u8;
-            cbo[x] = ((-fcb_r * r - fcb_g * g + fhalf * b + cbcr_off + ONE_HALF - 1) >> SCALEBITS) as u8;
-            cro[x] = ((fhalf * r - fcr_g * g - fcr_b * b + cbcr_off + ONE_HALF - 1) >> SCALEBITS) as u8;
+        for (x, px) in src.chunks_exact(3).enumerate() {
+            [yp[y * mw + x], cb[y * mw + x], cr[y * mw + x]] = rgb_to_ycc_px(px);
         }
     }
     for p in [&mut yp, &mut cb, &mut cr] {
@@ -621,47 +628,94 @@ fn round_trip_impl<const AVX2: bool>(img: &[u8], h: usize, w: usize, c: usize, q
             }
         }
     }
-    let yd = code_plane::<AVX2>(&yp, mw, mh, &ql);
-    // h2v2_downsample with alternating bias 1, 2.
+    let yd = code_plane(&yp, mw, mh, &ql);
     let (cw, chh) = (mw / 2, mh / 2);
-    let cbd = code_plane::<AVX2>(&downsample_h2v2(&cb, mw, cw, chh), cw, chh, &qc);
-    let crd = code_plane::<AVX2>(&downsample_h2v2(&cr, mw, cw, chh), cw, chh, &qc);
+    let cbd = code_plane(&downsample_h2v2(&cb, mw, cw, chh), cw, chh, &qc);
+    let crd = code_plane(&downsample_h2v2(&cr, mw, cw, chh), cw, chh, &qc);
     // Fancy upsampling over the component's real downsampled size (⌈w/2⌉ × ⌈h/2⌉), edges replicated.
     let (dw, dh) = (w.div_ceil(2), h.div_ceil(2));
     let uw = dw * 2;
     let (mut cbu, mut cru, mut cs) = (vec![0u8; uw], vec![0u8; uw], vec![0u16; dw]);
     let mut out = vec![0u8; h * w * 3];
-    let (f_cr_r, f_cb_b, f_cr_g, f_cb_g) = (fix(1.402), fix(1.772), fix(0.71414), fix(0.34414));
     for y in 0..h {
         upsample_row_h2v2_fancy(&cbd, cw, dw, dh, y, &mut cs, &mut cbu);
         upsample_row_h2v2_fancy(&crd, cw, dw, dh, y, &mut cs, &mut cru);
-        let (yr, cbr, crr) = (&yd[y * mw..y * mw + w], &cbu[..w], &cru[..w]);
-        #[allow(unused_mut)]
-        let mut done = 0;
-        #[cfg(target_arch = "x86_64")]
-        if AVX2 {
-            // SAFETY: AVX2 is the caller's promise.
-            done = unsafe { color_avx2::ycc_to_rgb(yr, cbr, crr, &mut out[y * w * 3..]) };
-        }
-        let orow = &mut out[y * w * 3..(y + 1) * w * 3];
-        for (x, o) in orow.chunks_exact_mut(3).enumerate().skip(done) {
-            let yy = yr[x] as i32;
-            let cbv = cbr[x] as i32 - 128;
-            let crv = crr[x] as i32 - 128;
-            o[0] = (yy + ((f_cr_r * crv + ONE_HALF) >> SCALEBITS)).clamp(0, 255) as u8;
-            o[1] = (yy + ((-f_cb_g * cbv + ONE_HALF - f_cr_g * crv) >> SCALEBITS)).clamp(0, 255) as u8;
-            o[2] = (yy + ((f_cb_b * cbv + ONE_HALF) >> SCALEBITS)).clamp(0, 255) as u8;
+        for (x, o) in out[y * w * 3..(y + 1) * w * 3].chunks_exact_mut(3).enumerate() {
+            ycc_to_rgb_px(yd[y * mw + x], cbu[x], cru[x], o);
         }
     }
     out
 }
 
-/// The colour conversions of [`round_trip`] (jccolor.c / jdcolor.c fixed point), eight pixels a
-/// step in i32 lanes: the scalar formulas lane by lane, pixels (de)interleaved by byte shuffles.
-/// Each returns how many pixels it did; the caller finishes the row.
+/// [`round_trip_scalar`] streamed by rows with AVX2 kernels: colour conversion, edge padding and
+/// downsampling per pair of rows into the (in place coded) planes, upsampling and the inverse
+/// conversion per output row, so only the luma and the two small chroma planes exist whole.
 #[cfg(target_arch = "x86_64")]
-mod color_avx2 {
-    use super::{fix, ONE_HALF, SCALEBITS};
+#[target_feature(enable = "avx2")]
+unsafe fn round_trip_avx2(img: &[u8], h: usize, w: usize, c: usize, quality: u32) -> Vec<u8> {
+    let ql = block_avx2::Tables::new(&quant_table(&STD_LUM, quality));
+    if c == 1 {
+        let (fw, fh) = (w.div_ceil(8) * 8, h.div_ceil(8) * 8);
+        let mut p = pad_plane(img, h, w, fw, fh);
+        block_avx2::code_plane(&mut p, fw, fh, &ql);
+        let mut out = Vec::with_capacity(h * w);
+        for y in 0..h {
+            out.extend_from_slice(&p[y * fw..y * fw + w]);
+        }
+        return out;
+    }
+    let qc = block_avx2::Tables::new(&quant_table(&STD_CHR, quality));
+    let (mw, mh) = (w.div_ceil(16) * 16, h.div_ceil(16) * 16);
+    let (cw, chh) = (mw / 2, mh / 2);
+    let mut yp = vec![0u8; mw * mh];
+    let mut cb = vec![0u8; cw * chh];
+    let mut cr = vec![0u8; cw * chh];
+    // Two full-resolution rows of each chroma component.
+    let mut rows = vec![0u8; 4 * mw];
+    for cy in 0..chh {
+        let (cbr, crr) = rows.split_at_mut(2 * mw);
+        for k in 0..2 {
+            let y = 2 * cy + k;
+            let sy = y.min(h - 1);
+            let yo = &mut yp[y * mw..(y + 1) * mw];
+            let (cbo, cro) = (&mut cbr[k * mw..(k + 1) * mw], &mut crr[k * mw..(k + 1) * mw]);
+            let done = rows_avx2::rgb_to_ycc(img, sy * w * 3, &mut yo[..w], &mut cbo[..w], &mut cro[..w]);
+            for x in done..w {
+                [yo[x], cbo[x], cro[x]] = rgb_to_ycc_px(&img[(sy * w + x) * 3..]);
+            }
+            for p in [yo, cbo, cro] {
+                let last = p[w - 1];
+                p[w..].fill(last);
+            }
+        }
+        rows_avx2::downsample(&cbr[..mw], &cbr[mw..], &mut cb[cy * cw..(cy + 1) * cw]);
+        rows_avx2::downsample(&crr[..mw], &crr[mw..], &mut cr[cy * cw..(cy + 1) * cw]);
+    }
+    block_avx2::code_plane(&mut yp, mw, mh, &ql);
+    block_avx2::code_plane(&mut cb, cw, chh, &qc);
+    block_avx2::code_plane(&mut cr, cw, chh, &qc);
+    let (dw, dh) = (w.div_ceil(2), h.div_ceil(2));
+    let (mut cbu, mut cru, mut cs) = (vec![0u8; 2 * dw], vec![0u8; 2 * dw], vec![0u16; dw + 2]);
+    let mut out = vec![0u8; h * w * 3];
+    for y in 0..h {
+        rows_avx2::upsample(&cb, cw, dw, dh, y, &mut cs, &mut cbu);
+        rows_avx2::upsample(&cr, cw, dw, dh, y, &mut cs, &mut cru);
+        let (yr, cbr, crr) = (&yp[y * mw..y * mw + w], &cbu[..w], &cru[..w]);
+        let done = rows_avx2::ycc_to_rgb(yr, cbr, crr, &mut out[y * w * 3..]);
+        for (x, o) in out[y * w * 3..(y + 1) * w * 3].chunks_exact_mut(3).enumerate().skip(done) {
+            ycc_to_rgb_px(yr[x], cbr[x], crr[x], o);
+        }
+    }
+    out
+}
+
+/// The row steps of [`round_trip_avx2`]. The colour conversions (jccolor.c / jdcolor.c fixed
+/// point) go eight pixels a step in i32 lanes: the scalar formulas lane by lane, pixels
+/// (de)interleaved by byte shuffles; each returns how many pixels it did and the caller finishes
+/// the row.
+#[cfg(target_arch = "x86_64")]
+mod rows_avx2 {
+    use super::*;
     use std::arch::x86_64::*;
 
     #[target_feature(enable = "avx2")]
@@ -669,11 +723,11 @@ mod color_avx2 {
         let src = &img[at..];
         let w = yo.len();
         let k = |v: i32| _mm256_set1_epi32(v);
-        let (fy_r, fy_g, fy_b) = (k(fix(0.299)), k(fix(0.587)), k(fix(0.114)));
-        let (fcb_r, fcb_g, fhalf) = (k(-fix(0.16874)), k(-fix(0.33126)), k(fix(0.5)));
-        let (fcr_g, fcr_b) = (k(-fix(0.41869)), k(-fix(0.08131)));
+        let (fy_r, fy_g, fy_b) = (k(FY_R), k(FY_G), k(FY_B));
+        let (fcb_r, fcb_g, fhalf) = (k(-FCB_R), k(-FCB_G), k(FHALF));
+        let (fcr_g, fcr_b) = (k(-FCR_G), k(-FCR_B));
         let y_off = k(ONE_HALF);
-        let c_off = k((128 << SCALEBITS) + ONE_HALF - 1);
+        let c_off = k(CBCR_OFF + ONE_HALF - 1);
         let sh = |c: i8| _mm_setr_epi8(c, -1, -1, -1, c + 3, -1, -1, -1, c + 6, -1, -1, -1, c + 9, -1, -1, -1);
         let (sr, sg, sb) = (sh(0), sh(1), sh(2));
         // Dwords [Y0-3 Cb0-3 Cr0-3 Cr0-3 | Y4-7 Cb4-7 Cr4-7 Cr4-7] to [Y, Cb, Cr] in order.
@@ -708,7 +762,7 @@ mod color_avx2 {
         debug_assert!(out.len() >= yr.len() * 3);
         let w = yr.len();
         let k = |v: i32| _mm256_set1_epi32(v);
-        let (f_cr_r, f_cb_b, f_cr_g, f_cb_g) = (k(fix(1.402)), k(fix(1.772)), k(-fix(0.71414)), k(-fix(0.34414)));
+        let (f_cr_r, f_cb_b, f_cr_g, f_cb_g) = (k(F_CR_R), k(F_CB_B), k(-F_CR_G), k(-F_CB_G));
         let (half, c128) = (k(ONE_HALF), k(128));
         let pack = _mm256_setr_epi8(0, 4, 8, 1, 5, 9, 2, 6, 10, 3, 7, 11, -1, -1, -1, -1, 0, 4, 8, 1, 5, 9, 2, 6, 10, 3, 7, 11, -1, -1, -1, -1);
         let load8 = |p: *const u8| _mm256_cvtepu8_epi32(_mm_loadl_epi64(p as *const __m128i));
@@ -730,6 +784,62 @@ mod color_avx2 {
             x += 8;
         }
         x
+    }
+
+    /// [`downsample_h2v2`] of rows `r0`, `r1` (a multiple of 16 long) into `o`, 16 columns a
+    /// step: pair sums by `vpmaddubsw`.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn downsample(r0: &[u8], r1: &[u8], o: &mut [u8]) {
+        debug_assert!(r0.len() % 16 == 0 && r1.len() == r0.len() && o.len() == r0.len() / 2);
+        let ones = _mm_set1_epi8(1);
+        let bias = _mm_setr_epi16(1, 2, 1, 2, 1, 2, 1, 2);
+        for i in 0..r0.len() / 16 {
+            let a = _mm_maddubs_epi16(_mm_loadu_si128(r0.as_ptr().add(16 * i) as *const __m128i), ones);
+            let b = _mm_maddubs_epi16(_mm_loadu_si128(r1.as_ptr().add(16 * i) as *const __m128i), ones);
+            let s = _mm_srli_epi16::<2>(_mm_add_epi16(_mm_add_epi16(a, b), bias));
+            _mm_storel_epi64(o.as_mut_ptr().add(8 * i) as *mut __m128i, _mm_packus_epi16(s, s));
+        }
+    }
+
+    /// [`upsample_row_h2v2_fancy`] with the column sums edge-extended in `cs` (`dw` + 2 long:
+    /// cs[0] and cs[dw + 1] repeat the edges, which is what the scalar edge formulas are), then
+    /// 16 output pairs a step in u16 lanes; the rest scalar.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn upsample(p: &[u8], cw: usize, dw: usize, dh: usize, y: usize, cs: &mut [u16], orow: &mut [u8]) {
+        let (near, far) = (&p[y / 2 * cw..][..dw], &p[far_row(y, dh) * cw..][..dw]);
+        let mut x = 0;
+        while x + 16 <= dw {
+            let n = _mm256_cvtepu8_epi16(_mm_loadu_si128(near.as_ptr().add(x) as *const __m128i));
+            let f = _mm256_cvtepu8_epi16(_mm_loadu_si128(far.as_ptr().add(x) as *const __m128i));
+            let s = _mm256_add_epi16(_mm256_add_epi16(n, _mm256_add_epi16(n, n)), f);
+            _mm256_storeu_si256(cs.as_mut_ptr().add(x + 1) as *mut __m256i, s);
+            x += 16;
+        }
+        for x in x..dw {
+            cs[x + 1] = near[x] as u16 * 3 + far[x] as u16;
+        }
+        cs[0] = cs[1];
+        cs[dw + 1] = cs[dw];
+        let (b8, b7) = (_mm256_set1_epi16(8), _mm256_set1_epi16(7));
+        let mut x = 0;
+        while x + 16 <= dw {
+            let l = _mm256_loadu_si256(cs.as_ptr().add(x) as *const __m256i);
+            let m = _mm256_loadu_si256(cs.as_ptr().add(x + 1) as *const __m256i);
+            let r = _mm256_loadu_si256(cs.as_ptr().add(x + 2) as *const __m256i);
+            let m3 = _mm256_add_epi16(m, _mm256_add_epi16(m, m));
+            let e = _mm256_srli_epi16::<4>(_mm256_add_epi16(_mm256_add_epi16(m3, l), b8));
+            let o = _mm256_srli_epi16::<4>(_mm256_add_epi16(_mm256_add_epi16(m3, r), b7));
+            // Within each 128-bit lane the unpacks interleave and the pack keeps lane order, so
+            // the 32 bytes come out as e0 o0 e1 o1 … e15 o15.
+            let v = _mm256_packus_epi16(_mm256_unpacklo_epi16(e, o), _mm256_unpackhi_epi16(e, o));
+            _mm256_storeu_si256(orow.as_mut_ptr().add(2 * x) as *mut __m256i, v);
+            x += 16;
+        }
+        for x in x..dw {
+            let (l, m, r) = (cs[x], cs[x + 1], cs[x + 2]);
+            orow[2 * x] = ((m * 3 + l + 8) >> 4) as u8;
+            orow[2 * x + 1] = ((m * 3 + r + 7) >> 4) as u8;
+        }
     }
 }
 
