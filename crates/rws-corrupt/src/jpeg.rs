@@ -259,6 +259,16 @@ mod block_avx2 {
         }
     }
 
+    /// The luma and chroma tables of `quality`, built once per quality and process (building
+    /// them, 128 divisions, cost a tenth of a 32×32 image's round trip).
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn tables(quality: u32) -> &'static (Tables, Tables) {
+        static CACHE: [std::sync::OnceLock<(Tables, Tables)>; 100] = [const { std::sync::OnceLock::new() }; 100];
+        let q = quality.clamp(1, 100);
+        // SAFETY: AVX2 is the caller's promise.
+        CACHE[q as usize - 1].get_or_init(|| unsafe { (Tables::new(&quant_table(&STD_LUM, q)), Tables::new(&quant_table(&STD_CHR, q))) })
+    }
+
     #[target_feature(enable = "avx2")]
     #[inline]
     unsafe fn transpose(r: [__m256i; 8]) -> [__m256i; 8] {
@@ -653,18 +663,17 @@ pub(crate) fn round_trip_scalar(img: &[u8], h: usize, w: usize, c: usize, qualit
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn round_trip_avx2(img: &[u8], h: usize, w: usize, c: usize, quality: u32) -> Vec<u8> {
-    let ql = block_avx2::Tables::new(&quant_table(&STD_LUM, quality));
+    let (ql, qc) = block_avx2::tables(quality);
     if c == 1 {
         let (fw, fh) = (w.div_ceil(8) * 8, h.div_ceil(8) * 8);
         let mut p = pad_plane(img, h, w, fw, fh);
-        block_avx2::code_plane(&mut p, fw, fh, &ql);
+        block_avx2::code_plane(&mut p, fw, fh, ql);
         let mut out = Vec::with_capacity(h * w);
         for y in 0..h {
             out.extend_from_slice(&p[y * fw..y * fw + w]);
         }
         return out;
     }
-    let qc = block_avx2::Tables::new(&quant_table(&STD_CHR, quality));
     let (mw, mh) = (w.div_ceil(16) * 16, h.div_ceil(16) * 16);
     let (cw, chh) = (mw / 2, mh / 2);
     let mut yp = vec![0u8; mw * mh];
@@ -691,9 +700,9 @@ unsafe fn round_trip_avx2(img: &[u8], h: usize, w: usize, c: usize, quality: u32
         rows_avx2::downsample(&cbr[..mw], &cbr[mw..], &mut cb[cy * cw..(cy + 1) * cw]);
         rows_avx2::downsample(&crr[..mw], &crr[mw..], &mut cr[cy * cw..(cy + 1) * cw]);
     }
-    block_avx2::code_plane(&mut yp, mw, mh, &ql);
-    block_avx2::code_plane(&mut cb, cw, chh, &qc);
-    block_avx2::code_plane(&mut cr, cw, chh, &qc);
+    block_avx2::code_plane(&mut yp, mw, mh, ql);
+    block_avx2::code_plane(&mut cb, cw, chh, qc);
+    block_avx2::code_plane(&mut cr, cw, chh, qc);
     let (dw, dh) = (w.div_ceil(2), h.div_ceil(2));
     let (mut cbu, mut cru, mut cs) = (vec![0u8; 2 * dw], vec![0u8; 2 * dw], vec![0u16; dw + 2]);
     let mut out = vec![0u8; h * w * 3];
@@ -710,41 +719,59 @@ unsafe fn round_trip_avx2(img: &[u8], h: usize, w: usize, c: usize, quality: u32
 }
 
 /// The row steps of [`round_trip_avx2`]. The colour conversions (jccolor.c / jdcolor.c fixed
-/// point) go eight pixels a step in i32 lanes: the scalar formulas lane by lane, pixels
-/// (de)interleaved by byte shuffles; each returns how many pixels it did and the caller finishes
-/// the row.
+/// point) return how many pixels they did; the caller finishes the row.
 #[cfg(target_arch = "x86_64")]
 mod rows_avx2 {
     use super::*;
     use std::arch::x86_64::*;
 
+    /// Eight pixels a step (four per 128-bit lane): byte shuffles make 16-bit pairs (r, g),
+    /// (g, b), (b, b), (r, r) in each 32-bit lane, and each jccolor.c sum is two `vpmaddwd`s
+    /// (the constants of 2^15 and more split in equal halves): exact integer sums as in the
+    /// scalar formula.
     #[target_feature(enable = "avx2")]
     pub(super) unsafe fn rgb_to_ycc(img: &[u8], at: usize, yo: &mut [u8], cbo: &mut [u8], cro: &mut [u8]) -> usize {
+        const _: () = assert!(FY_G % 2 == 0 && FHALF % 2 == 0 && FY_G / 2 < 1 << 15);
         let src = &img[at..];
         let w = yo.len();
-        let k = |v: i32| _mm256_set1_epi32(v);
-        let (fy_r, fy_g, fy_b) = (k(FY_R), k(FY_G), k(FY_B));
-        let (fcb_r, fcb_g, fhalf) = (k(-FCB_R), k(-FCB_G), k(FHALF));
-        let (fcr_g, fcr_b) = (k(-FCR_G), k(-FCR_B));
-        let y_off = k(ONE_HALF);
-        let c_off = k(CBCR_OFF + ONE_HALF - 1);
-        let sh = |c: i8| _mm_setr_epi8(c, -1, -1, -1, c + 3, -1, -1, -1, c + 6, -1, -1, -1, c + 9, -1, -1, -1);
-        let (sr, sg, sb) = (sh(0), sh(1), sh(2));
+        let k = |a: i32, b: i32| _mm256_set1_epi32((a & 0xffff) | (b << 16));
+        let (ky0, ky1) = (k(FY_R, FY_G / 2), k(FY_G / 2, FY_B));
+        let (kcb, kcr, khalf) = (k(-FCB_R, -FCB_G), k(-FCR_G, -FCR_B), k(FHALF / 2, FHALF / 2));
+        let y_off = _mm256_set1_epi32(ONE_HALF);
+        let c_off = _mm256_set1_epi32(CBCR_OFF + ONE_HALF - 1);
+        /// Dword j of a lane: bytes 3j + c0 and 3j + c1 of the lane's 12 as two u16.
+        const fn pairs(c0: i8, c1: i8) -> [i8; 32] {
+            let mut m = [-1i8; 32];
+            let mut i = 0;
+            while i < 32 {
+                let j = (i % 16 / 4) as i8;
+                match i % 4 {
+                    0 => m[i] = 3 * j + c0,
+                    2 => m[i] = 3 * j + c1,
+                    _ => {}
+                }
+                i += 1;
+            }
+            m
+        }
+        let ld = |m: [i8; 32]| _mm256_loadu_si256(m.as_ptr() as *const __m256i);
+        const M: [[i8; 32]; 4] = [pairs(0, 1), pairs(1, 2), pairs(2, 2), pairs(0, 0)];
+        let (mrg, mgb, mbb, mrr) = (ld(M[0]), ld(M[1]), ld(M[2]), ld(M[3]));
         // Dwords [Y0-3 Cb0-3 Cr0-3 Cr0-3 | Y4-7 Cb4-7 Cr4-7 Cr4-7] to [Y, Cb, Cr] in order.
         let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
         let mut x = 0;
         // Loads of 16 bytes at pixels x and x+4 may run into the next row, not past the image.
         while x + 8 <= w && x * 3 + 12 + 16 <= src.len() {
-            let a = _mm_loadu_si128(src.as_ptr().add(x * 3) as *const __m128i);
-            let b = _mm_loadu_si128(src.as_ptr().add(x * 3 + 12) as *const __m128i);
-            let r = _mm256_set_m128i(_mm_shuffle_epi8(b, sr), _mm_shuffle_epi8(a, sr));
-            let g = _mm256_set_m128i(_mm_shuffle_epi8(b, sg), _mm_shuffle_epi8(a, sg));
-            let bl = _mm256_set_m128i(_mm_shuffle_epi8(b, sb), _mm_shuffle_epi8(a, sb));
-            let mul = |a: __m256i, f: __m256i| _mm256_mullo_epi32(a, f);
-            let add = |a: __m256i, b: __m256i| _mm256_add_epi32(a, b);
-            let yy = _mm256_srai_epi32::<SCALEBITS>(add(add(add(mul(r, fy_r), mul(g, fy_g)), mul(bl, fy_b)), y_off));
-            let cb = _mm256_srai_epi32::<SCALEBITS>(add(add(add(mul(r, fcb_r), mul(g, fcb_g)), mul(bl, fhalf)), c_off));
-            let cr = _mm256_srai_epi32::<SCALEBITS>(add(add(add(mul(r, fhalf), mul(g, fcr_g)), mul(bl, fcr_b)), c_off));
+            let p = src.as_ptr().add(x * 3) as *const __m128i;
+            let v = _mm256_loadu2_m128i(p.byte_add(12), p);
+            let (rg, gb) = (_mm256_shuffle_epi8(v, mrg), _mm256_shuffle_epi8(v, mgb));
+            let (bb, rr) = (_mm256_shuffle_epi8(v, mbb), _mm256_shuffle_epi8(v, mrr));
+            let sum = |a: __m256i, ka: __m256i, b: __m256i, kb: __m256i, off: __m256i| {
+                _mm256_srai_epi32::<SCALEBITS>(_mm256_add_epi32(_mm256_add_epi32(_mm256_madd_epi16(a, ka), _mm256_madd_epi16(b, kb)), off))
+            };
+            let yy = sum(rg, ky0, gb, ky1, y_off);
+            let cb = sum(rg, kcb, bb, khalf, c_off);
+            let cr = sum(rr, khalf, gb, kcr, c_off);
             // All three are 0..255: the saturating packs only narrow.
             let v = _mm256_packus_epi16(_mm256_packus_epi32(yy, cb), _mm256_packus_epi32(cr, cr));
             let v = _mm256_permutevar8x32_epi32(v, order);
@@ -757,31 +784,69 @@ mod rows_avx2 {
         x
     }
 
+    /// Sixteen pixels a step in i16 lanes. Each jdcolor.c term (K·v + 2^15) >> 16 splits K as
+    /// 2^16·n + k with k an i16: n·v plus the high half of k·v rounded by the low half's top bit;
+    /// green's two products go through one `vpmaddwd`. Exact, as the scalar formula.
     #[target_feature(enable = "avx2")]
     pub(super) unsafe fn ycc_to_rgb(yr: &[u8], cbr: &[u8], crr: &[u8], out: &mut [u8]) -> usize {
-        debug_assert!(out.len() >= yr.len() * 3);
+        const K_R: i32 = F_CR_R - (1 << 16);
+        const K_B: i32 = F_CB_B - (2 << 16);
+        const K_G: i32 = (1 << 16) - F_CR_G;
+        const _: () = assert!(K_R.abs() < 1 << 15 && K_B.abs() < 1 << 15 && K_G.abs() < 1 << 15);
         let w = yr.len();
-        let k = |v: i32| _mm256_set1_epi32(v);
-        let (f_cr_r, f_cb_b, f_cr_g, f_cb_g) = (k(F_CR_R), k(F_CB_B), k(-F_CR_G), k(-F_CB_G));
-        let (half, c128) = (k(ONE_HALF), k(128));
-        let pack = _mm256_setr_epi8(0, 4, 8, 1, 5, 9, 2, 6, 10, 3, 7, 11, -1, -1, -1, -1, 0, 4, 8, 1, 5, 9, 2, 6, 10, 3, 7, 11, -1, -1, -1, -1);
-        let load8 = |p: *const u8| _mm256_cvtepu8_epi32(_mm_loadl_epi64(p as *const __m128i));
+        assert!(cbr.len() >= w && crr.len() >= w && out.len() >= 3 * w);
+        let c128 = _mm256_set1_epi16(128);
+        let load = |p: &[u8], x: usize| _mm256_cvtepu8_epi16(_mm_loadu_si128(p.as_ptr().add(x) as *const __m128i));
+        let rnd = |v: __m256i, k: i32| {
+            let k = _mm256_set1_epi16(k as i16);
+            _mm256_add_epi16(_mm256_mulhi_epi16(v, k), _mm256_srli_epi16::<15>(_mm256_mullo_epi16(v, k)))
+        };
+        let kg = _mm256_set1_epi32((-F_CB_G & 0xffff) | (K_G << 16));
+        let half = _mm256_set1_epi32(ONE_HALF);
+        /// Output bytes `from`..`from + n` of a lane's eight pixels (3p + c) from [r0-7 g0-7]
+        /// (`rg`) or [b0-7 b0-7].
+        const fn gather(from: usize, n: usize, rg: bool) -> [i8; 32] {
+            let mut m = [-1i8; 32];
+            let mut i = 0;
+            while i < 32 {
+                let o = from + i % 16;
+                let (p, c) = ((o / 3) as i8, o % 3);
+                if i % 16 < n {
+                    m[i] = match (c, rg) {
+                        (0, true) => p,
+                        (1, true) => 8 + p,
+                        (2, false) => p,
+                        _ => -1,
+                    };
+                }
+                i += 1;
+            }
+            m
+        }
+        let ld = |m: [i8; 32]| _mm256_loadu_si256(m.as_ptr() as *const __m256i);
+        const M: [[i8; 32]; 4] = [gather(0, 16, true), gather(0, 16, false), gather(16, 8, true), gather(16, 8, false)];
+        let (m1, m2, m3, m4) = (ld(M[0]), ld(M[1]), ld(M[2]), ld(M[3]));
         let mut x = 0;
-        // Stores of 16 bytes at bytes 3x and 3x + 12 may run into the next row (written after
-        // this one), not past the image.
-        while x + 8 <= w && x * 3 + 12 + 16 <= out.len() {
-            let yy = load8(yr.as_ptr().add(x));
-            let cb = _mm256_sub_epi32(load8(cbr.as_ptr().add(x)), c128);
-            let cr = _mm256_sub_epi32(load8(crr.as_ptr().add(x)), c128);
-            let r = _mm256_add_epi32(yy, _mm256_srai_epi32::<SCALEBITS>(_mm256_add_epi32(_mm256_mullo_epi32(f_cr_r, cr), half)));
-            let g = _mm256_add_epi32(yy, _mm256_srai_epi32::<SCALEBITS>(_mm256_add_epi32(_mm256_add_epi32(_mm256_mullo_epi32(f_cb_g, cb), half), _mm256_mullo_epi32(f_cr_g, cr))));
-            let b = _mm256_add_epi32(yy, _mm256_srai_epi32::<SCALEBITS>(_mm256_add_epi32(_mm256_mullo_epi32(f_cb_b, cb), half)));
-            // Saturating packs clamp to 0..255: [r0-3 g0-3 b0-3 b0-3 | r4-7 g4-7 b4-7 b4-7].
-            let v = _mm256_packus_epi16(_mm256_packus_epi32(r, g), _mm256_packus_epi32(b, b));
-            let v = _mm256_shuffle_epi8(v, pack);
-            _mm_storeu_si128(out.as_mut_ptr().add(x * 3) as *mut __m128i, _mm256_castsi256_si128(v));
-            _mm_storeu_si128(out.as_mut_ptr().add(x * 3 + 12) as *mut __m128i, _mm256_extracti128_si256::<1>(v));
-            x += 8;
+        while x + 16 <= w {
+            let yy = load(yr, x);
+            let cb = _mm256_sub_epi16(load(cbr, x), c128);
+            let cr = _mm256_sub_epi16(load(crr, x), c128);
+            let r = _mm256_add_epi16(yy, _mm256_add_epi16(cr, rnd(cr, K_R)));
+            let b = _mm256_add_epi16(yy, _mm256_add_epi16(_mm256_add_epi16(cb, cb), rnd(cb, K_B)));
+            let g = |v: __m256i| _mm256_srai_epi32::<SCALEBITS>(_mm256_add_epi32(_mm256_madd_epi16(v, kg), half));
+            let g = _mm256_packs_epi32(g(_mm256_unpacklo_epi16(cb, cr)), g(_mm256_unpackhi_epi16(cb, cr)));
+            let g = _mm256_add_epi16(yy, _mm256_sub_epi16(g, cr));
+            // Saturating packs clamp to 0..255; per lane [r g] and [b b] of eight pixels, then
+            // the lane's 24 RGB bytes as 16 + 8.
+            let (rg, bb) = (_mm256_packus_epi16(r, g), _mm256_packus_epi16(b, b));
+            let a = _mm256_or_si256(_mm256_shuffle_epi8(rg, m1), _mm256_shuffle_epi8(bb, m2));
+            let c = _mm256_or_si256(_mm256_shuffle_epi8(rg, m3), _mm256_shuffle_epi8(bb, m4));
+            let o = out.as_mut_ptr().add(3 * x);
+            _mm_storeu_si128(o as *mut __m128i, _mm256_castsi256_si128(a));
+            _mm_storel_epi64(o.add(16) as *mut __m128i, _mm256_castsi256_si128(c));
+            _mm_storeu_si128(o.add(24) as *mut __m128i, _mm256_extracti128_si256::<1>(a));
+            _mm_storel_epi64(o.add(40) as *mut __m128i, _mm256_extracti128_si256::<1>(c));
+            x += 16;
         }
         x
     }
@@ -861,6 +926,38 @@ mod tests {
                         assert!(round_trip(img, h, w, c, q) == round_trip_scalar(img, h, w, c, q), "{h}x{w}x{c} q{q}");
                     }
                 }
+            }
+        }
+    }
+
+    /// The vector colour conversions against the scalar pixel formulas, for every 24-bit input.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn colour_conversions_are_exact() {
+        if !std::arch::is_x86_feature_detected!("avx2") {
+            return;
+        }
+        // One row per value of the first byte: all (second, third) byte pairs (the RGB row with
+        // slack for the vector loads, so that every pixel goes through the vector code).
+        let n = 1 << 16;
+        let mut rgb = vec![0u8; 3 * n];
+        let (mut y, mut cb, mut cr) = (vec![0u8; n], vec![0u8; n], vec![0u8; n]);
+        for a in 0..256 {
+            let row: Vec<u8> = (0..n).flat_map(|i| [a as u8, (i >> 8) as u8, i as u8]).chain([0; 16]).collect();
+            // SAFETY: AVX2 is present.
+            let done = unsafe { rows_avx2::rgb_to_ycc(&row, 0, &mut y, &mut cb, &mut cr) };
+            assert_eq!(done, n);
+            for (x, px) in row[..3 * n].chunks_exact(3).enumerate() {
+                assert_eq!([y[x], cb[x], cr[x]], rgb_to_ycc_px(px), "rgb {px:?}");
+            }
+            let (ya, cbs, crs) = (vec![a as u8; n], (0..n).map(|i| (i >> 8) as u8).collect::<Vec<u8>>(), (0..n).map(|i| i as u8).collect::<Vec<u8>>());
+            // SAFETY: AVX2 is present.
+            let done = unsafe { rows_avx2::ycc_to_rgb(&ya, &cbs, &crs, &mut rgb) };
+            assert_eq!(done, n);
+            for x in 0..n {
+                let mut o = [0u8; 3];
+                ycc_to_rgb_px(ya[x], cbs[x], crs[x], &mut o);
+                assert_eq!(rgb[3 * x..3 * x + 3], o, "ycc {} {} {}", ya[x], cbs[x], crs[x]);
             }
         }
     }
