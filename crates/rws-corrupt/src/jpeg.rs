@@ -420,7 +420,18 @@ mod block_avx2 {
     #[inline]
     pub(super) unsafe fn quantise(c: __m256i, t: &Tables, i: usize) -> __m256i {
         let x = _mm256_add_epi16(_mm256_abs_epi16(c), t.corr[i]);
-        _mm256_sign_epi16(_mm256_mulhi_epu16(_mm256_mulhi_epu16(x, t.recip[i]), t.scale[i]), c)
+        _mm256_sign_epi16(mulhi_u16(mulhi_u16(x, t.recip[i]), t.scale[i]), c)
+    }
+
+    /// `vpmulhuw` written as asm: as the intrinsic, LLVM widens it to 32-bit lanes here
+    /// (zero-extends, multiplies, packs and permutes back: five times the instructions).
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    unsafe fn mulhi_u16(a: __m256i, b: __m256i) -> __m256i {
+        let r;
+        // SAFETY: one register-only AVX2 instruction; its callers run with AVX2.
+        unsafe { std::arch::asm!("vpmulhuw {r}, {a}, {b}", r = lateout(ymm_reg) r, a = in(ymm_reg) a, b = in(ymm_reg) b, options(pure, nomem, nostack, preserves_flags)) };
+        r
     }
 
     /// Code a plane whose sides are whole blocks in place, two blocks a step (an odd last block
@@ -868,10 +879,13 @@ mod rows_avx2 {
 
     /// [`upsample_row_h2v2_fancy`] with the column sums edge-extended in `cs` (`dw` + 2 long:
     /// cs[0] and cs[dw + 1] repeat the edges, which is what the scalar edge formulas are), then
-    /// 16 output pairs a step in u16 lanes; the rest scalar.
+    /// 16 output pairs a step in u16 lanes; the rest scalar. The neighbour columns come from
+    /// registers by lane shifts, not from loads at an offset of one: those would straddle the
+    /// stores just made and stall on store forwarding.
     #[target_feature(enable = "avx2")]
     pub(super) unsafe fn upsample(p: &[u8], cw: usize, dw: usize, dh: usize, y: usize, cs: &mut [u16], orow: &mut [u8]) {
         let (near, far) = (&p[y / 2 * cw..][..dw], &p[far_row(y, dh) * cw..][..dw]);
+        assert!(cs.len() >= dw + 2 && orow.len() >= 2 * dw);
         let mut x = 0;
         while x + 16 <= dw {
             let n = _mm256_cvtepu8_epi16(_mm_loadu_si128(near.as_ptr().add(x) as *const __m128i));
@@ -887,10 +901,13 @@ mod rows_avx2 {
         cs[dw + 1] = cs[dw];
         let (b8, b7) = (_mm256_set1_epi16(8), _mm256_set1_epi16(7));
         let mut x = 0;
+        let mut prev = _mm256_set1_epi16(cs[0] as i16);
         while x + 16 <= dw {
-            let l = _mm256_loadu_si256(cs.as_ptr().add(x) as *const __m256i);
             let m = _mm256_loadu_si256(cs.as_ptr().add(x + 1) as *const __m256i);
-            let r = _mm256_loadu_si256(cs.as_ptr().add(x + 2) as *const __m256i);
+            let next = if x + 32 <= dw { _mm256_loadu_si256(cs.as_ptr().add(x + 17) as *const __m256i) } else { _mm256_set1_epi16(cs[x + 17] as i16) };
+            // Column x − 1 + j and x + 1 + j in lane j.
+            let l = _mm256_alignr_epi8::<14>(m, _mm256_permute2x128_si256::<0x21>(prev, m));
+            let r = _mm256_alignr_epi8::<2>(_mm256_permute2x128_si256::<0x21>(m, next), m);
             let m3 = _mm256_add_epi16(m, _mm256_add_epi16(m, m));
             let e = _mm256_srli_epi16::<4>(_mm256_add_epi16(_mm256_add_epi16(m3, l), b8));
             let o = _mm256_srli_epi16::<4>(_mm256_add_epi16(_mm256_add_epi16(m3, r), b7));
@@ -898,6 +915,7 @@ mod rows_avx2 {
             // the 32 bytes come out as e0 o0 e1 o1 … e15 o15.
             let v = _mm256_packus_epi16(_mm256_unpacklo_epi16(e, o), _mm256_unpackhi_epi16(e, o));
             _mm256_storeu_si256(orow.as_mut_ptr().add(2 * x) as *mut __m256i, v);
+            prev = m;
             x += 16;
         }
         for x in x..dw {
