@@ -736,15 +736,16 @@ mod rows_avx2 {
     use super::*;
     use std::arch::x86_64::*;
 
-    /// Eight pixels a step (four per 128-bit lane): byte shuffles make 16-bit pairs (r, g),
-    /// (g, b), (b, b), (r, r) in each 32-bit lane, and each jccolor.c sum is two `vpmaddwd`s
-    /// (the constants of 2^15 and more split in equal halves): exact integer sums as in the
-    /// scalar formula.
+    /// Sixteen pixels a step, as two halves of four pixels per 128-bit lane: byte shuffles make
+    /// 16-bit pairs (r, g), (g, b), (b, b), (r, r) in each 32-bit lane, and each jccolor.c sum
+    /// is two `vpmaddwd`s (the constants of 2^15 and more split in equal halves): exact integer
+    /// sums as in the scalar formula.
     #[target_feature(enable = "avx2")]
     pub(super) unsafe fn rgb_to_ycc(img: &[u8], at: usize, yo: &mut [u8], cbo: &mut [u8], cro: &mut [u8]) -> usize {
         const _: () = assert!(FY_G % 2 == 0 && FHALF % 2 == 0 && FY_G / 2 < 1 << 15);
         let src = &img[at..];
         let w = yo.len();
+        assert!(cbo.len() >= w && cro.len() >= w);
         let k = |a: i32, b: i32| _mm256_set1_epi32((a & 0xffff) | (b << 16));
         let (ky0, ky1) = (k(FY_R, FY_G / 2), k(FY_G / 2, FY_B));
         let (kcb, kcr, khalf) = (k(-FCB_R, -FCB_G), k(-FCR_G, -FCR_B), k(FHALF / 2, FHALF / 2));
@@ -765,14 +766,11 @@ mod rows_avx2 {
             }
             m
         }
-        let ld = |m: [i8; 32]| _mm256_loadu_si256(m.as_ptr() as *const __m256i);
         const M: [[i8; 32]; 4] = [pairs(0, 1), pairs(1, 2), pairs(2, 2), pairs(0, 0)];
+        let ld = |m: [i8; 32]| _mm256_loadu_si256(m.as_ptr() as *const __m256i);
         let (mrg, mgb, mbb, mrr) = (ld(M[0]), ld(M[1]), ld(M[2]), ld(M[3]));
-        // Dwords [Y0-3 Cb0-3 Cr0-3 Cr0-3 | Y4-7 Cb4-7 Cr4-7 Cr4-7] to [Y, Cb, Cr] in order.
-        let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
-        let mut x = 0;
-        // Loads of 16 bytes at pixels x and x+4 may run into the next row, not past the image.
-        while x + 8 <= w && x * 3 + 12 + 16 <= src.len() {
+        // Eight pixels from bytes 3x (four in each lane): Y, Cb, Cr as dwords [0-3 | 4-7].
+        let half = |x: usize| {
             let p = src.as_ptr().add(x * 3) as *const __m128i;
             let v = _mm256_loadu2_m128i(p.byte_add(12), p);
             let (rg, gb) = (_mm256_shuffle_epi8(v, mrg), _mm256_shuffle_epi8(v, mgb));
@@ -780,17 +778,23 @@ mod rows_avx2 {
             let sum = |a: __m256i, ka: __m256i, b: __m256i, kb: __m256i, off: __m256i| {
                 _mm256_srai_epi32::<SCALEBITS>(_mm256_add_epi32(_mm256_add_epi32(_mm256_madd_epi16(a, ka), _mm256_madd_epi16(b, kb)), off))
             };
-            let yy = sum(rg, ky0, gb, ky1, y_off);
-            let cb = sum(rg, kcb, bb, khalf, c_off);
-            let cr = sum(rr, khalf, gb, kcr, c_off);
+            (sum(rg, ky0, gb, ky1, y_off), sum(rg, kcb, bb, khalf, c_off), sum(rr, khalf, gb, kcr, c_off))
+        };
+        // Dwords [A0-3 B0-3 | A4-7 B4-7] of bytes (A, B the two halves) to A0-7 B0-7.
+        let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+        let mut x = 0;
+        // Loads of 16 bytes at pixels x + 12 may run into the next row, not past the image.
+        while x + 16 <= w && x * 3 + 36 + 16 <= src.len() {
+            let (ya, cba, cra) = half(x);
+            let (yb, cbb, crb) = half(x + 8);
             // All three are 0..255: the saturating packs only narrow.
-            let v = _mm256_packus_epi16(_mm256_packus_epi32(yy, cb), _mm256_packus_epi32(cr, cr));
-            let v = _mm256_permutevar8x32_epi32(v, order);
-            let (lo, hi) = (_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
-            _mm_storel_epi64(yo.as_mut_ptr().add(x) as *mut __m128i, lo);
-            _mm_storel_epi64(cbo.as_mut_ptr().add(x) as *mut __m128i, _mm_unpackhi_epi64(lo, lo));
-            _mm_storel_epi64(cro.as_mut_ptr().add(x) as *mut __m128i, hi);
-            x += 8;
+            let ycb = _mm256_permutevar8x32_epi32(_mm256_packus_epi16(_mm256_packus_epi32(ya, yb), _mm256_packus_epi32(cba, cbb)), order);
+            let cr = _mm256_packus_epi32(cra, crb);
+            let cr = _mm256_permutevar8x32_epi32(_mm256_packus_epi16(cr, cr), order);
+            _mm_storeu_si128(yo.as_mut_ptr().add(x) as *mut __m128i, _mm256_castsi256_si128(ycb));
+            _mm_storeu_si128(cbo.as_mut_ptr().add(x) as *mut __m128i, _mm256_extracti128_si256::<1>(ycb));
+            _mm_storeu_si128(cro.as_mut_ptr().add(x) as *mut __m128i, _mm256_castsi256_si128(cr));
+            x += 16;
         }
         x
     }
