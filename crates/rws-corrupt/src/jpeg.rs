@@ -737,18 +737,19 @@ mod rows_avx2 {
     use std::arch::x86_64::*;
 
     /// Sixteen pixels a step, as two halves of four pixels per 128-bit lane: byte shuffles make
-    /// 16-bit pairs (r, g), (g, b), (b, b), (r, r) in each 32-bit lane, and each jccolor.c sum
-    /// is two `vpmaddwd`s (the constants of 2^15 and more split in equal halves): exact integer
-    /// sums as in the scalar formula.
+    /// 16-bit pairs (r, g), (g, b), (b, r) in each 32-bit lane, and each jccolor.c sum is two
+    /// `vpmaddwd`s (constants of 2^15 and more split over the two pairs that hold the
+    /// component): exact integer sums as in the scalar formula.
     #[target_feature(enable = "avx2")]
     pub(super) unsafe fn rgb_to_ycc(img: &[u8], at: usize, yo: &mut [u8], cbo: &mut [u8], cro: &mut [u8]) -> usize {
-        const _: () = assert!(FY_G % 2 == 0 && FHALF % 2 == 0 && FY_G / 2 < 1 << 15);
+        const _: () = assert!(FY_G % 2 == 0 && FHALF % 2 == 0 && FY_G / 2 < 1 << 15 && FHALF == 1 << 15);
         let src = &img[at..];
         let w = yo.len();
         assert!(cbo.len() >= w && cro.len() >= w);
         let k = |a: i32, b: i32| _mm256_set1_epi32((a & 0xffff) | (b << 16));
         let (ky0, ky1) = (k(FY_R, FY_G / 2), k(FY_G / 2, FY_B));
-        let (kcb, kcr, khalf) = (k(-FCB_R, -FCB_G), k(-FCR_G, -FCR_B), k(FHALF / 2, FHALF / 2));
+        let (kcb0, kcb1) = (k(-FCB_G, FHALF / 2), k(FHALF / 2, -FCB_R));
+        let (kcr0, kcr1) = (k(FHALF - 1, -FCR_G), k(-FCR_B, 1));
         let y_off = _mm256_set1_epi32(ONE_HALF);
         let c_off = _mm256_set1_epi32(CBCR_OFF + ONE_HALF - 1);
         /// Dword j of a lane: bytes 3j + c0 and 3j + c1 of the lane's 12 as two u16.
@@ -766,19 +767,18 @@ mod rows_avx2 {
             }
             m
         }
-        const M: [[i8; 32]; 4] = [pairs(0, 1), pairs(1, 2), pairs(2, 2), pairs(0, 0)];
+        const M: [[i8; 32]; 3] = [pairs(0, 1), pairs(1, 2), pairs(2, 0)];
         let ld = |m: [i8; 32]| _mm256_loadu_si256(m.as_ptr() as *const __m256i);
-        let (mrg, mgb, mbb, mrr) = (ld(M[0]), ld(M[1]), ld(M[2]), ld(M[3]));
+        let (mrg, mgb, mbr) = (ld(M[0]), ld(M[1]), ld(M[2]));
         // Eight pixels from bytes 3x (four in each lane): Y, Cb, Cr as dwords [0-3 | 4-7].
         let half = |x: usize| {
             let p = src.as_ptr().add(x * 3) as *const __m128i;
             let v = _mm256_loadu2_m128i(p.byte_add(12), p);
-            let (rg, gb) = (_mm256_shuffle_epi8(v, mrg), _mm256_shuffle_epi8(v, mgb));
-            let (bb, rr) = (_mm256_shuffle_epi8(v, mbb), _mm256_shuffle_epi8(v, mrr));
+            let (rg, gb, br) = (_mm256_shuffle_epi8(v, mrg), _mm256_shuffle_epi8(v, mgb), _mm256_shuffle_epi8(v, mbr));
             let sum = |a: __m256i, ka: __m256i, b: __m256i, kb: __m256i, off: __m256i| {
                 _mm256_srai_epi32::<SCALEBITS>(_mm256_add_epi32(_mm256_add_epi32(_mm256_madd_epi16(a, ka), _mm256_madd_epi16(b, kb)), off))
             };
-            (sum(rg, ky0, gb, ky1, y_off), sum(rg, kcb, bb, khalf, c_off), sum(rr, khalf, gb, kcr, c_off))
+            (sum(rg, ky0, gb, ky1, y_off), sum(gb, kcb0, br, kcb1, c_off), sum(rg, kcr0, br, kcr1, c_off))
         };
         // Dwords [A0-3 B0-3 | A4-7 B4-7] of bytes (A, B the two halves) to A0-7 B0-7.
         let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
