@@ -569,7 +569,7 @@ fn downsample_h2v2(pp: &[u8], mw: usize, cw: usize, chh: usize) -> Vec<u8> {
 /// The row of a `dh`-row component that output row `y`'s triangle filter weighs 1 (the other
 /// row, weight 3, is `y / 2`); rows past the edges replicate the edge.
 fn far_row(y: usize, dh: usize) -> usize {
-    if y % 2 == 0 {
+    if y.is_multiple_of(2) {
         (y / 2).saturating_sub(1)
     } else {
         (y / 2 + 1).min(dh - 1)
@@ -877,7 +877,7 @@ mod rows_avx2 {
     /// step: pair sums by `vpmaddubsw`.
     #[target_feature(enable = "avx2")]
     pub(super) unsafe fn downsample(r0: &[u8], r1: &[u8], o: &mut [u8]) {
-        debug_assert!(r0.len() % 16 == 0 && r1.len() == r0.len() && o.len() == r0.len() / 2);
+        debug_assert!(r0.len().is_multiple_of(16) && r1.len() == r0.len() && o.len() == r0.len() / 2);
         let ones = _mm_set1_epi8(1);
         let bias = _mm_setr_epi16(1, 2, 1, 2, 1, 2, 1, 2);
         for i in 0..r0.len() / 16 {
