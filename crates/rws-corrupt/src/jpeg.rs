@@ -402,7 +402,33 @@ mod block_avx2 {
         let tmp13 = sub(tmp0, tmp3);
         let tmp11 = add(tmp1, tmp2);
         let tmp12 = sub(tmp1, tmp2);
-        let [t0, t1, t2, t3] = odd(x[7], x[5], x[3], x[1]);
+        idct_out::<N>([tmp10, tmp11, tmp12, tmp13], odd(x[7], x[5], x[3], x[1]))
+    }
+
+    /// [`idct`] of inputs 0–3 with 4–7 zero: each even and odd term is one `vpmaddwd` of
+    /// (x2, x0) or (x3, x1), the constants of the dropped inputs' terms folded away.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    unsafe fn idct4<const N: i32>(x: [__m256i; 4]) -> [__m256i; 8] {
+        let (k, c2, c6) = (1 << CONST_BITS, FIX_0_541196100 + FIX_0_765366865, FIX_0_541196100);
+        let e = pair(x[2], x[0]);
+        let even = [madd(e, c2, k), madd(e, c6, k), madd(e, -c6, k), madd(e, -c2, k)];
+        let o = pair(x[3], x[1]);
+        let z5 = FIX_1_175875602;
+        let odd = [
+            madd(o, z5 - FIX_1_961570560, z5 - FIX_0_899976223),
+            madd(o, z5 - FIX_2_562915447, z5 - FIX_0_390180644),
+            madd(o, FIX_3_072711026 - FIX_2_562915447 + z5 - FIX_1_961570560, z5),
+            madd(o, z5, FIX_1_501321110 - FIX_0_899976223 + z5 - FIX_0_390180644),
+        ];
+        idct_out::<N>(even, odd)
+    }
+
+    /// The inverse butterfly's last stage from (tmp10, tmp11, tmp12, tmp13) and the odd part,
+    /// descaled by `N`.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    unsafe fn idct_out<const N: i32>([tmp10, tmp11, tmp12, tmp13]: [W; 4], [t0, t1, t2, t3]: [W; 4]) -> [__m256i; 8] {
         [
             descale::<N>(add(tmp10, t3)),
             descale::<N>(add(tmp11, t2)),
@@ -482,8 +508,16 @@ mod block_avx2 {
         }
         let deq: [__m256i; 8] = std::array::from_fn(|i| if i == 0 { dc } else { _mm256_mullo_epi16(q[i], t.q[i]) });
         // Inverse pass 1 on columns (register = coefficient row), pass 2 on rows (transposed).
-        let w = idct::<{ CONST_BITS - PASS1_BITS }>(deq);
-        let o = idct::<{ CONST_BITS + PASS1_BITS + 3 }>(transpose(w));
+        // When both blocks' nonzero coefficients lie in the top-left 4×4 (most blocks that are
+        // not DC-only at low quality), rows 4–7 are zero and, after pass 1, so are columns 4–7.
+        let cols4 = _mm256_setr_epi16(0, 0, 0, 0, -1, -1, -1, -1, 0, 0, 0, 0, -1, -1, -1, -1);
+        let high = q[4..].iter().fold(_mm256_and_si256(cols4, _mm256_or_si256(_mm256_or_si256(q[0], q[1]), _mm256_or_si256(q[2], q[3]))), |a, &v| _mm256_or_si256(a, v));
+        let o = if _mm256_testz_si256(high, high) == 1 {
+            let w = transpose(idct4::<{ CONST_BITS - PASS1_BITS }>([deq[0], deq[1], deq[2], deq[3]]));
+            idct4::<{ CONST_BITS + PASS1_BITS + 3 }>([w[0], w[1], w[2], w[3]])
+        } else {
+            idct::<{ CONST_BITS + PASS1_BITS + 3 }>(transpose(idct::<{ CONST_BITS - PASS1_BITS }>(deq)))
+        };
         // range_limit: wrap at 1024 (sign-extend 10 bits), centre on 128, clamp to 0..255.
         let o: [__m256i; 8] = std::array::from_fn(|i| _mm256_add_epi16(_mm256_srai_epi16::<6>(_mm256_slli_epi16::<6>(o[i])), c128));
         let r = transpose(o);
