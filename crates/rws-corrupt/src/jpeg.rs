@@ -480,11 +480,10 @@ mod block_avx2 {
     /// are disjoint or the same block (all loads come before the stores).
     #[target_feature(enable = "avx2")]
     unsafe fn code_pair(blk: (*mut u8, *mut u8), stride: usize, t: &Tables) {
-        let (src, dst) = (blk, blk);
         let c128 = _mm256_set1_epi16(128);
         let rows: [__m256i; 8] = std::array::from_fn(|y| {
-            let a = _mm_loadl_epi64(src.0.add(y * stride) as *const __m128i);
-            let b = _mm_loadl_epi64(src.1.add(y * stride) as *const __m128i);
+            let a = _mm_loadl_epi64(blk.0.add(y * stride) as *const __m128i);
+            let b = _mm_loadl_epi64(blk.1.add(y * stride) as *const __m128i);
             _mm256_sub_epi16(_mm256_cvtepu8_epi16(_mm_unpacklo_epi64(a, b)), c128)
         });
         // Pass 1 on rows (transposed: register = sample column), pass 2 on columns.
@@ -502,8 +501,8 @@ mod block_avx2 {
                     (d.add(y * stride) as *mut u64).write_unaligned(v);
                 }
             };
-            fill(_mm256_extract_epi16::<0>(dc) as i16 as i32, dst.0);
-            fill(_mm256_extract_epi16::<8>(dc) as i16 as i32, dst.1);
+            fill(_mm256_extract_epi16::<0>(dc) as i16 as i32, blk.0);
+            fill(_mm256_extract_epi16::<8>(dc) as i16 as i32, blk.1);
             return;
         }
         let deq: [__m256i; 8] = std::array::from_fn(|i| if i == 0 { dc } else { _mm256_mullo_epi16(q[i], t.q[i]) });
@@ -525,10 +524,10 @@ mod block_avx2 {
             // Bytes: [left row 2p, left row 2p+1 | right row 2p, right row 2p+1].
             let v = _mm256_packus_epi16(r[2 * p], r[2 * p + 1]);
             let (lo, hi) = (_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
-            _mm_storel_epi64(dst.0.add(2 * p * stride) as *mut __m128i, lo);
-            _mm_storel_epi64(dst.0.add((2 * p + 1) * stride) as *mut __m128i, _mm_unpackhi_epi64(lo, lo));
-            _mm_storel_epi64(dst.1.add(2 * p * stride) as *mut __m128i, hi);
-            _mm_storel_epi64(dst.1.add((2 * p + 1) * stride) as *mut __m128i, _mm_unpackhi_epi64(hi, hi));
+            _mm_storel_epi64(blk.0.add(2 * p * stride) as *mut __m128i, lo);
+            _mm_storel_epi64(blk.0.add((2 * p + 1) * stride) as *mut __m128i, _mm_unpackhi_epi64(lo, lo));
+            _mm_storel_epi64(blk.1.add(2 * p * stride) as *mut __m128i, hi);
+            _mm_storel_epi64(blk.1.add((2 * p + 1) * stride) as *mut __m128i, _mm_unpackhi_epi64(hi, hi));
         }
     }
 }
@@ -911,7 +910,7 @@ mod rows_avx2 {
     /// step: pair sums by `vpmaddubsw`.
     #[target_feature(enable = "avx2")]
     pub(super) unsafe fn downsample(r0: &[u8], r1: &[u8], o: &mut [u8]) {
-        debug_assert!(r0.len().is_multiple_of(16) && r1.len() == r0.len() && o.len() == r0.len() / 2);
+        assert!(r0.len().is_multiple_of(16) && r1.len() == r0.len() && o.len() == r0.len() / 2);
         let ones = _mm_set1_epi8(1);
         let bias = _mm_setr_epi16(1, 2, 1, 2, 1, 2, 1, 2);
         for i in 0..r0.len() / 16 {
