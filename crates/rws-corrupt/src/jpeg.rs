@@ -822,9 +822,16 @@ mod rows_avx2 {
         let ld = |m: [i8; 32]| _mm256_loadu_si256(m.as_ptr() as *const __m256i);
         let (mrg, mgb, mbr) = (ld(M[0]), ld(M[1]), ld(M[2]));
         // Eight pixels from bytes 3x (four in each lane): Y, Cb, Cr as dwords [0-3 | 4-7].
-        let half = |x: usize| {
-            let p = src.as_ptr().add(x * 3) as *const __m128i;
-            let v = _mm256_loadu2_m128i(p.byte_add(12), p);
+        // Each lane loads 16 bytes for its 12; `masked` loads the high lane's as three dwords
+        // (at the end of the image the fourth would lie past it).
+        let half = |x: usize, masked: bool| {
+            let p = src.as_ptr().add(x * 3);
+            let hi = if masked {
+                _mm_maskload_epi32(p.add(12) as *const i32, _mm_setr_epi32(-1, -1, -1, 0))
+            } else {
+                _mm_loadu_si128(p.add(12) as *const __m128i)
+            };
+            let v = _mm256_set_m128i(hi, _mm_loadu_si128(p as *const __m128i));
             let (rg, gb, br) = (_mm256_shuffle_epi8(v, mrg), _mm256_shuffle_epi8(v, mgb), _mm256_shuffle_epi8(v, mbr));
             let sum = |a: __m256i, ka: __m256i, b: __m256i, kb: __m256i, off: __m256i| {
                 _mm256_srai_epi32::<SCALEBITS>(_mm256_add_epi32(_mm256_add_epi32(_mm256_madd_epi16(a, ka), _mm256_madd_epi16(b, kb)), off))
@@ -834,10 +841,10 @@ mod rows_avx2 {
         // Dwords [A0-3 B0-3 | A4-7 B4-7] of bytes (A, B the two halves) to A0-7 B0-7.
         let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
         let mut x = 0;
-        // Loads of 16 bytes at pixels x + 12 may run into the next row, not past the image.
-        while x + 16 <= w && x * 3 + 36 + 16 <= src.len() {
-            let (ya, cba, cra) = half(x);
-            let (yb, cbb, crb) = half(x + 8);
+        // Loads may run into the next row, not past the image.
+        while x + 16 <= w {
+            let (ya, cba, cra) = half(x, false);
+            let (yb, cbb, crb) = half(x + 8, x * 3 + 36 + 16 > src.len());
             // All three are 0..255: the saturating packs only narrow.
             let ycb = _mm256_permutevar8x32_epi32(_mm256_packus_epi16(_mm256_packus_epi32(ya, yb), _mm256_packus_epi32(cba, cbb)), order);
             let cr = _mm256_packus_epi32(cra, crb);
@@ -1011,17 +1018,17 @@ mod tests {
         if !std::arch::is_x86_feature_detected!("avx2") {
             return;
         }
-        // One row per value of the first byte: all (second, third) byte pairs (the RGB row with
-        // slack for the vector loads, so that every pixel goes through the vector code).
+        // One row per value of the first byte: all (second, third) byte pairs (the RGB row ends
+        // where its buffer does, as the last row of an image).
         let n = 1 << 16;
         let mut rgb = vec![0u8; 3 * n];
         let (mut y, mut cb, mut cr) = (vec![0u8; n], vec![0u8; n], vec![0u8; n]);
         for a in 0..256 {
-            let row: Vec<u8> = (0..n).flat_map(|i| [a as u8, (i >> 8) as u8, i as u8]).chain([0; 16]).collect();
+            let row: Vec<u8> = (0..n).flat_map(|i| [a as u8, (i >> 8) as u8, i as u8]).collect();
             // SAFETY: AVX2 is present.
             let done = unsafe { rows_avx2::rgb_to_ycc(&row, 0, &mut y, &mut cb, &mut cr) };
             assert_eq!(done, n);
-            for (x, px) in row[..3 * n].chunks_exact(3).enumerate() {
+            for (x, px) in row.chunks_exact(3).enumerate() {
                 assert_eq!([y[x], cb[x], cr[x]], rgb_to_ycc_px(px), "rgb {px:?}");
             }
             let (ya, cbs, crs) = (vec![a as u8; n], (0..n).map(|i| (i >> 8) as u8).collect::<Vec<u8>>(), (0..n).map(|i| i as u8).collect::<Vec<u8>>());
