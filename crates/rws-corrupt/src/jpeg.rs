@@ -729,14 +729,13 @@ unsafe fn round_trip_avx2(img: &[u8], h: usize, w: usize, c: usize, quality: u32
         static SUMS: std::cell::Cell<Vec<u16>> = const { std::cell::Cell::new(Vec::new()) };
     }
     let (mut buf, mut cs) = (SCRATCH.take(), SUMS.take());
-    buf.resize(mw * mh + 2 * cw * chh + 4 * mw + 4 * dw, 0);
-    cs.resize(dw + 2, 0);
+    buf.resize(mw * mh + 2 * cw * chh + 4 * mw, 0);
+    cs.resize(2 * (dw + 2), 0);
     let (yp, rest) = buf.split_at_mut(mw * mh);
     let (cb, rest) = rest.split_at_mut(cw * chh);
     let (cr, rest) = rest.split_at_mut(cw * chh);
-    // Two full-resolution rows of each chroma component, then one upsampled row of each.
-    let (rows, rest) = rest.split_at_mut(4 * mw);
-    let (cbu, cru) = rest.split_at_mut(2 * dw);
+    // Two full-resolution rows of each chroma component.
+    let rows = &mut rest[..4 * mw];
     for cy in 0..chh {
         let (cbr, crr) = rows.split_at_mut(2 * mw);
         for k in 0..2 {
@@ -761,15 +760,18 @@ unsafe fn round_trip_avx2(img: &[u8], h: usize, w: usize, c: usize, quality: u32
     block_avx2::code_plane(cr, cw, chh, qc);
     // Filled row by row through raw pointers (not zeroed first: that was 4% of the time).
     let mut out: Vec<u8> = Vec::with_capacity(h * w * 3);
+    let (csb, csr) = cs.split_at_mut(dw + 2);
     for y in 0..h {
-        rows_avx2::upsample(cb, cw, dw, dh, y, &mut cs, cbu);
-        rows_avx2::upsample(cr, cw, dw, dh, y, &mut cs, cru);
-        let (yr, cbr, crr) = (&yp[y * mw..y * mw + w], &cbu[..w], &cru[..w]);
+        rows_avx2::column_sums(cb, cw, dw, dh, y, csb);
+        rows_avx2::column_sums(cr, cw, dw, dh, y, csr);
+        let yr = &yp[y * mw..y * mw + w];
         let orow = out.as_mut_ptr().add(y * w * 3);
-        let done = rows_avx2::ycc_to_rgb(yr, cbr, crr, orow);
+        let done = rows_avx2::upsample_to_rgb(yr, csb, csr, orow);
+        // The rest from the same sums: cs[c + 1] is chroma column c's.
         for x in done..w {
+            let up = |cs: &[u16]| (if x % 2 == 0 { (cs[x / 2 + 1] * 3 + cs[x / 2] + 8) >> 4 } else { (cs[x / 2 + 1] * 3 + cs[x / 2 + 2] + 7) >> 4 }) as u8;
             let mut px = [0u8; 3];
-            ycc_to_rgb_px(yr[x], cbr[x], crr[x], &mut px);
+            ycc_to_rgb_px(yr[x], up(csb), up(csr), &mut px);
             std::ptr::copy_nonoverlapping(px.as_ptr(), orow.add(3 * x), 3);
         }
     }
@@ -857,20 +859,18 @@ mod rows_avx2 {
         x
     }
 
-    /// Sixteen pixels a step in i16 lanes. Each jdcolor.c term (K·v + 2^15) >> 16 splits K as
-    /// 2^16·n + k with k an i16: n·v plus the high half of k·v rounded by the low half's top bit;
-    /// green's two products go through one `vpmaddwd`. Exact, as the scalar formula. Writes
-    /// the RGB bytes of the pixels it did at `out` and nothing past them.
+    /// jdcolor.c on sixteen pixels in i16 lanes (`cb`, `cr` already centred on 0): per 128-bit
+    /// lane, the first 16 and (in the low half of the second register) last 8 of its eight
+    /// pixels' 24 RGB bytes. Each term (K·v + 2^15) >> 16 splits K as 2^16·n + k with k an i16:
+    /// n·v plus the high half of k·v rounded by the low half's top bit; green's two products go
+    /// through one `vpmaddwd`. Exact, as the scalar formula.
     #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn ycc_to_rgb(yr: &[u8], cbr: &[u8], crr: &[u8], out: *mut u8) -> usize {
+    #[inline]
+    pub(super) unsafe fn ycc16(yy: __m256i, cb: __m256i, cr: __m256i) -> (__m256i, __m256i) {
         const K_R: i32 = F_CR_R - (1 << 16);
         const K_B: i32 = F_CB_B - (2 << 16);
         const K_G: i32 = (1 << 16) - F_CR_G;
         const _: () = assert!(K_R.abs() < 1 << 15 && K_B.abs() < 1 << 15 && K_G.abs() < 1 << 15);
-        let w = yr.len();
-        assert!(cbr.len() >= w && crr.len() >= w);
-        let c128 = _mm256_set1_epi16(128);
-        let load = |p: &[u8], x: usize| _mm256_cvtepu8_epi16(_mm_loadu_si128(p.as_ptr().add(x) as *const __m128i));
         let rnd = |v: __m256i, k: i32| {
             let k = _mm256_set1_epi16(k as i16);
             _mm256_add_epi16(_mm256_mulhi_epi16(v, k), _mm256_srli_epi16::<15>(_mm256_mullo_epi16(v, k)))
@@ -897,32 +897,29 @@ mod rows_avx2 {
             }
             m
         }
-        let ld = |m: [i8; 32]| _mm256_loadu_si256(m.as_ptr() as *const __m256i);
         const M: [[i8; 32]; 4] = [gather(0, 16, true), gather(0, 16, false), gather(16, 8, true), gather(16, 8, false)];
-        let (m1, m2, m3, m4) = (ld(M[0]), ld(M[1]), ld(M[2]), ld(M[3]));
-        let mut x = 0;
-        while x + 16 <= w {
-            let yy = load(yr, x);
-            let cb = _mm256_sub_epi16(load(cbr, x), c128);
-            let cr = _mm256_sub_epi16(load(crr, x), c128);
-            let r = _mm256_add_epi16(yy, _mm256_add_epi16(cr, rnd(cr, K_R)));
-            let b = _mm256_add_epi16(yy, _mm256_add_epi16(_mm256_add_epi16(cb, cb), rnd(cb, K_B)));
-            let g = |v: __m256i| _mm256_srai_epi32::<SCALEBITS>(_mm256_add_epi32(_mm256_madd_epi16(v, kg), half));
-            let g = _mm256_packs_epi32(g(_mm256_unpacklo_epi16(cb, cr)), g(_mm256_unpackhi_epi16(cb, cr)));
-            let g = _mm256_add_epi16(yy, _mm256_sub_epi16(g, cr));
-            // Saturating packs clamp to 0..255; per lane [r g] and [b b] of eight pixels, then
-            // the lane's 24 RGB bytes as 16 + 8.
-            let (rg, bb) = (_mm256_packus_epi16(r, g), _mm256_packus_epi16(b, b));
-            let a = _mm256_or_si256(_mm256_shuffle_epi8(rg, m1), _mm256_shuffle_epi8(bb, m2));
-            let c = _mm256_or_si256(_mm256_shuffle_epi8(rg, m3), _mm256_shuffle_epi8(bb, m4));
-            let o = out.add(3 * x);
-            _mm_storeu_si128(o as *mut __m128i, _mm256_castsi256_si128(a));
-            _mm_storel_epi64(o.add(16) as *mut __m128i, _mm256_castsi256_si128(c));
-            _mm_storeu_si128(o.add(24) as *mut __m128i, _mm256_extracti128_si256::<1>(a));
-            _mm_storel_epi64(o.add(40) as *mut __m128i, _mm256_extracti128_si256::<1>(c));
-            x += 16;
-        }
-        x
+        let ld = |m: [i8; 32]| _mm256_loadu_si256(m.as_ptr() as *const __m256i);
+        let r = _mm256_add_epi16(yy, _mm256_add_epi16(cr, rnd(cr, K_R)));
+        let b = _mm256_add_epi16(yy, _mm256_add_epi16(_mm256_add_epi16(cb, cb), rnd(cb, K_B)));
+        let g = |v: __m256i| _mm256_srai_epi32::<SCALEBITS>(_mm256_add_epi32(_mm256_madd_epi16(v, kg), half));
+        let g = _mm256_packs_epi32(g(_mm256_unpacklo_epi16(cb, cr)), g(_mm256_unpackhi_epi16(cb, cr)));
+        let g = _mm256_add_epi16(yy, _mm256_sub_epi16(g, cr));
+        // Saturating packs clamp to 0..255; per lane [r g] and [b b] of eight pixels.
+        let (rg, bb) = (_mm256_packus_epi16(r, g), _mm256_packus_epi16(b, b));
+        (
+            _mm256_or_si256(_mm256_shuffle_epi8(rg, ld(M[0])), _mm256_shuffle_epi8(bb, ld(M[1]))),
+            _mm256_or_si256(_mm256_shuffle_epi8(rg, ld(M[2])), _mm256_shuffle_epi8(bb, ld(M[3]))),
+        )
+    }
+
+    /// Store [`ycc16`]'s output: the low lane's 24 bytes at `lo`, the high lane's at `hi`.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    pub(super) unsafe fn store_rgb((a, c): (__m256i, __m256i), lo: *mut u8, hi: *mut u8) {
+        _mm_storeu_si128(lo as *mut __m128i, _mm256_castsi256_si128(a));
+        _mm_storel_epi64(lo.add(16) as *mut __m128i, _mm256_castsi256_si128(c));
+        _mm_storeu_si128(hi as *mut __m128i, _mm256_extracti128_si256::<1>(a));
+        _mm_storel_epi64(hi.add(16) as *mut __m128i, _mm256_extracti128_si256::<1>(c));
     }
 
     /// [`downsample_h2v2`] of rows `r0`, `r1` (a multiple of 16 long) into `o`, 16 columns a
@@ -940,15 +937,13 @@ mod rows_avx2 {
         }
     }
 
-    /// [`upsample_row_h2v2_fancy`] with the column sums edge-extended in `cs` (`dw` + 2 long:
-    /// cs[0] and cs[dw + 1] repeat the edges, which is what the scalar edge formulas are), then
-    /// 16 output pairs a step in u16 lanes; the rest scalar. The neighbour columns come from
-    /// registers by lane shifts, not from loads at an offset of one: those would straddle the
-    /// stores just made and stall on store forwarding.
+    /// The column sums of [`upsample_row_h2v2_fancy`] for output row `y`, edge-extended into
+    /// `cs` (`dw` + 2 long: cs[0] and cs[dw + 1] repeat the edges, which is what the scalar edge
+    /// formulas are).
     #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn upsample(p: &[u8], cw: usize, dw: usize, dh: usize, y: usize, cs: &mut [u16], orow: &mut [u8]) {
+    pub(super) unsafe fn column_sums(p: &[u8], cw: usize, dw: usize, dh: usize, y: usize, cs: &mut [u16]) {
         let (near, far) = (&p[y / 2 * cw..][..dw], &p[far_row(y, dh) * cw..][..dw]);
-        assert!(cs.len() >= dw + 2 && orow.len() >= 2 * dw);
+        assert!(cs.len() == dw + 2);
         let mut x = 0;
         while x + 16 <= dw {
             let n = _mm256_cvtepu8_epi16(_mm_loadu_si128(near.as_ptr().add(x) as *const __m128i));
@@ -962,30 +957,46 @@ mod rows_avx2 {
         }
         cs[0] = cs[1];
         cs[dw + 1] = cs[dw];
-        let (b8, b7) = (_mm256_set1_epi16(8), _mm256_set1_epi16(7));
-        let mut x = 0;
-        let mut prev = _mm256_set1_epi16(cs[0] as i16);
-        while x + 16 <= dw {
+    }
+
+    /// One output row: fancy upsampling of both chroma components from their [`column_sums`]
+    /// and [`ycc16`], 32 pixels (16 chroma columns) a step; returns how many pixels it did and
+    /// writes their RGB bytes at `orow`, nothing past them.
+    /// The upsampled values stay in registers, in the order the unpacks give them: pixels
+    /// [0–7 | 16–23] and [8–15 | 24–31], which is how the luma bytes unpack too. The neighbour
+    /// columns come from registers by lane shifts, not from loads at an offset of one: those
+    /// would straddle the stores just made and stall on store forwarding.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn upsample_to_rgb(yr: &[u8], csb: &[u16], csr: &[u16], orow: *mut u8) -> usize {
+        let (w, dw) = (yr.len(), csb.len() - 2);
+        assert!(csr.len() == csb.len());
+        let (b8, b7, c128) = (_mm256_set1_epi16(8), _mm256_set1_epi16(7), _mm256_set1_epi16(128));
+        // The even and odd output columns of chroma columns x..x+16, centred on 0.
+        let fancy = |cs: &[u16], x: usize, prev: &mut __m256i| {
             let m = _mm256_loadu_si256(cs.as_ptr().add(x + 1) as *const __m256i);
             let next = if x + 32 <= dw { _mm256_loadu_si256(cs.as_ptr().add(x + 17) as *const __m256i) } else { _mm256_set1_epi16(cs[x + 17] as i16) };
             // Column x − 1 + j and x + 1 + j in lane j.
-            let l = _mm256_alignr_epi8::<14>(m, _mm256_permute2x128_si256::<0x21>(prev, m));
+            let l = _mm256_alignr_epi8::<14>(m, _mm256_permute2x128_si256::<0x21>(*prev, m));
             let r = _mm256_alignr_epi8::<2>(_mm256_permute2x128_si256::<0x21>(m, next), m);
+            *prev = m;
             let m3 = _mm256_add_epi16(m, _mm256_add_epi16(m, m));
             let e = _mm256_srli_epi16::<4>(_mm256_add_epi16(_mm256_add_epi16(m3, l), b8));
             let o = _mm256_srli_epi16::<4>(_mm256_add_epi16(_mm256_add_epi16(m3, r), b7));
-            // Within each 128-bit lane the unpacks interleave and the pack keeps lane order, so
-            // the 32 bytes come out as e0 o0 e1 o1 … e15 o15.
-            let v = _mm256_packus_epi16(_mm256_unpacklo_epi16(e, o), _mm256_unpackhi_epi16(e, o));
-            _mm256_storeu_si256(orow.as_mut_ptr().add(2 * x) as *mut __m256i, v);
-            prev = m;
+            (_mm256_sub_epi16(_mm256_unpacklo_epi16(e, o), c128), _mm256_sub_epi16(_mm256_unpackhi_epi16(e, o), c128))
+        };
+        let (mut pb, mut pr) = (_mm256_set1_epi16(csb[0] as i16), _mm256_set1_epi16(csr[0] as i16));
+        let mut x = 0;
+        while x + 16 <= dw && 2 * x + 32 <= w {
+            let (cb_lo, cb_hi) = fancy(csb, x, &mut pb);
+            let (cr_lo, cr_hi) = fancy(csr, x, &mut pr);
+            let yv = _mm256_loadu_si256(yr.as_ptr().add(2 * x) as *const __m256i);
+            let z = _mm256_setzero_si256();
+            let o = orow.add(6 * x);
+            store_rgb(ycc16(_mm256_unpacklo_epi8(yv, z), cb_lo, cr_lo), o, o.add(48));
+            store_rgb(ycc16(_mm256_unpackhi_epi8(yv, z), cb_hi, cr_hi), o.add(24), o.add(72));
             x += 16;
         }
-        for x in x..dw {
-            let (l, m, r) = (cs[x], cs[x + 1], cs[x + 2]);
-            orow[2 * x] = ((m * 3 + l + 8) >> 4) as u8;
-            orow[2 * x + 1] = ((m * 3 + r + 7) >> 4) as u8;
-        }
+        2 * x
     }
 }
 
@@ -1032,9 +1043,17 @@ mod tests {
                 assert_eq!([y[x], cb[x], cr[x]], rgb_to_ycc_px(px), "rgb {px:?}");
             }
             let (ya, cbs, crs) = (vec![a as u8; n], (0..n).map(|i| (i >> 8) as u8).collect::<Vec<u8>>(), (0..n).map(|i| i as u8).collect::<Vec<u8>>());
-            // SAFETY: AVX2 is present.
-            let done = unsafe { rows_avx2::ycc_to_rgb(&ya, &cbs, &crs, rgb.as_mut_ptr()) };
-            assert_eq!(done, n);
+            for x in (0..n).step_by(16) {
+                use std::arch::x86_64::*;
+                // SAFETY: AVX2 is present; 16 pixels are read from each row at x and 48 bytes
+                // written at 3x.
+                unsafe {
+                    let ld = |p: &[u8]| _mm256_cvtepu8_epi16(_mm_loadu_si128(p.as_ptr().add(x) as *const __m128i));
+                    let c128 = _mm256_set1_epi16(128);
+                    let o = rgb.as_mut_ptr().add(3 * x);
+                    rows_avx2::store_rgb(rows_avx2::ycc16(ld(&ya), _mm256_sub_epi16(ld(&cbs), c128), _mm256_sub_epi16(ld(&crs), c128)), o, o.add(24));
+                }
+            }
             for x in 0..n {
                 let mut o = [0u8; 3];
                 ycc_to_rgb_px(ya[x], cbs[x], crs[x], &mut o);
