@@ -747,9 +747,12 @@ unsafe fn round_trip_avx2(img: &[u8], h: usize, w: usize, c: usize, quality: u32
             for x in done..w {
                 [yo[x], cbo[x], cro[x]] = rgb_to_ycc_px(&img[(sy * w + x) * 3..]);
             }
-            for p in [yo, cbo, cro] {
-                let last = p[w - 1];
-                p[w..].fill(last);
+            // (A memset call per row and component even when there is nothing to pad: skip it.)
+            if w < mw {
+                for p in [yo, cbo, cro] {
+                    let last = p[w - 1];
+                    p[w..].fill(last);
+                }
             }
         }
         rows_avx2::downsample(&cbr[..mw], &cbr[mw..], &mut cb[cy * cw..(cy + 1) * cw]);
