@@ -941,7 +941,7 @@ mod rows_avx2 {
     }
 
     /// The column sums of [`upsample_row_h2v2_fancy`] for output row `y`, edge-extended into
-    /// `cs` (`dw` + 2 long: cs[0] and cs[dw + 1] repeat the edges, which is what the scalar edge
+    /// `cs` (`dw` + 2 long: `cs[0]` and `cs[dw + 1]` repeat the edges, which is what the scalar edge
     /// formulas are).
     #[target_feature(enable = "avx2")]
     pub(super) unsafe fn column_sums(p: &[u8], cw: usize, dw: usize, dh: usize, y: usize, cs: &mut [u16]) {
