@@ -119,6 +119,14 @@ fn idct_1d(x: [i32; 8]) -> [i32; 8] {
     [tmp10 + t3, tmp11 + t2, tmp12 + t1, tmp13 + t0, tmp13 - t0, tmp12 - t1, tmp11 - t2, tmp10 - t3]
 }
 
+/// jidctint.c's range_limit: samples are centred on 128 and clamped; the table wraps at 1024
+/// (RANGE_MASK), which only matters for corrupt data.
+fn range_limit(v: i32) -> u8 {
+    let v = v & 1023;
+    let v = if v >= 512 { v - 1024 } else { v };
+    (v + 128).clamp(0, 255) as u8
+}
+
 /// `jpeg_idct_islow`: dequantised coefficients in, 0..255 samples out (range-limited).
 fn idct_islow(coef: &[i32; 64], out: &mut [u8; 64]) {
     let mut ws = [0i32; 64];
@@ -134,47 +142,24 @@ fn idct_islow(coef: &[i32; 64], out: &mut [u8; 64]) {
             ws[i * 8 + c] = descale(v, CONST_BITS - PASS1_BITS);
         }
     }
-    // range_limit: samples are centred on 128 and clamped; the table wraps at 1024 (RANGE_MASK),
-    // which only matters for corrupt data.
-    let lim = |v: i32| -> u8 {
-        let v = v & 1023;
-        let v = if v >= 512 { v - 1024 } else { v };
-        (v + 128).clamp(0, 255) as u8
-    };
     for r in 0..8 {
         let w: [i32; 8] = ws[r * 8..r * 8 + 8].try_into().unwrap();
         let o = &mut out[r * 8..r * 8 + 8];
         if w[1..].iter().all(|&v| v == 0) {
-            o.fill(lim(descale(w[0], PASS1_BITS + 3)));
+            o.fill(range_limit(descale(w[0], PASS1_BITS + 3)));
             continue;
         }
         for (o, v) in o.iter_mut().zip(idct_1d(w)) {
-            *o = lim(descale(v, CONST_BITS + PASS1_BITS + 3));
+            *o = range_limit(descale(v, CONST_BITS + PASS1_BITS + 3));
         }
     }
 }
 
 /// Encode and decode one plane whose sides `fw`, `fh` are whole blocks (the caller pads by edge
 /// replication, as libjpeg does); returns the decoded plane, same size.
-#[inline(always)]
-fn code_plane<const AVX2: bool>(plane: &[u8], fw: usize, fh: usize, qt: &[i32; 64]) -> Vec<u8> {
+fn code_plane(plane: &[u8], fw: usize, fh: usize, qt: &[i32; 64]) -> Vec<u8> {
     debug_assert!(fw.is_multiple_of(8) && fh.is_multiple_of(8) && plane.len() == fw * fh);
     let mut out = vec![0u8; fw * fh];
-    #[cfg(target_arch = "x86_64")]
-    if AVX2 {
-        // SAFETY: AVX2 is the caller's promise (the AVX2 instantiation runs only where detected);
-        // blocks lie inside both planes.
-        unsafe {
-            let k = block_avx2::Tables::new(qt);
-            for by in 0..fh / 8 {
-                for bx in 0..fw / 8 {
-                    let at = by * 8 * fw + bx * 8;
-                    block_avx2::code_block(plane[at..].as_ptr(), out[at..].as_mut_ptr(), fw, &k);
-                }
-            }
-        }
-        return out;
-    }
     // jcdctmgr: divisor = q·8 for the islow DCT, round half away from zero. Division by the
     // reciprocal m = ⌈2³²/d⌉ is exact here: the dividend stays below 2¹⁷ and d ≤ 2040, so the
     // error n·(m·d − 2³²)/(d·2³²) < n/2³² never reaches 1/d.
@@ -208,183 +193,341 @@ fn code_plane<const AVX2: bool>(plane: &[u8], fw: usize, fh: usize, qt: &[i32; 6
     out
 }
 
-/// One block's forward DCT, quantisation, dequantisation and inverse DCT with eight i32 lanes:
-/// the scalar butterflies above applied to eight rows or columns at once (a register holds one
-/// row, or after a transpose one column), so every lane does the scalar integer operations and
-/// the bytes are the scalar path's. The inverse DCT's all-zero-AC shortcuts are dropped: in
-/// both passes they equal the full computation.
+/// Two horizontally adjacent blocks' forward DCT, quantisation, dequantisation and inverse DCT
+/// in 16-bit lanes, as libjpeg-turbo's jfdctint/jquanti/jidctint-avx2 do: register i holds row
+/// (or after a transpose column) i of the left block in its low 128 bits and of the right block
+/// in its high 128 bits, every product is a `vpmaddwd` of two 16-bit terms into 32 bits, and each
+/// pass's descaled results pack back to 16 bits. The products and sums are the scalar path's
+/// integers regrouped (z5 folded into the constants as in the SIMD islow code), so every lane
+/// computes the scalar result as long as the 16-bit terms cannot overflow:
+/// - forward pass 1 sees samples −128..127 (sums ≤ 1024, outputs ≤ 4096); pass 2 sums eight
+///   pass-1 outputs of one sign pattern, which stays within −32768..32640 (row sums of samples
+///   are −1024..1016, so all-DC pass-1 rows are at most 4064 when positive);
+/// - the dequantised coefficients are the forward ones rounded to a multiple of q ≤ 255, at most
+///   about 4200; the inverse pass 1 output is the exact transform (≤ 4096) plus the quantisation
+///   error, at most 127.5 per coefficient times a column weight sum under 11 (4 · 127.5 · 10.8 ≈
+///   5500), so it and the pass-2 sums of two of them stay far inside 16 bits; the final samples
+///   before the range limit are within a few hundred of 0..255.
 #[cfg(target_arch = "x86_64")]
 mod block_avx2 {
     use super::*;
     use std::arch::x86_64::*;
 
-    /// Per coefficient row: the divisor q·8, its f32 reciprocal and q.
+    /// libjpeg-turbo's quantiser (jcdctmgr.c `compute_reciprocal`, jquanti-avx2.asm) for the
+    /// divisor d = q·8 of each coefficient: ⌊(|t| + corr)·recip / 2^r⌋ with the sign of t, as two
+    /// unsigned high multiplies (by recip, then by scale = 2^(32−r)). It equals the scalar
+    /// ⌊(|t| + d/2)/d⌋ for every 16-bit t (`quantiser_is_exact` checks all of them for every q).
+    /// Rows are broadcast to both 128-bit lanes.
     pub(super) struct Tables {
-        d: [__m256i; 8],
-        rcp: [__m256; 8],
+        recip: [__m256i; 8],
+        corr: [__m256i; 8],
+        scale: [__m256i; 8],
         q: [__m256i; 8],
+    }
+
+    /// (recip, corr, scale) for divisor `d` ≥ 3, not a power of two or one.
+    fn reciprocal(d: u32) -> [i16; 3] {
+        let b = 31 - d.leading_zeros();
+        let mut r = 16 + b;
+        let (mut fq, fr) = ((1u64 << r) / d as u64, (1u64 << r) % d as u64);
+        let mut c = d / 2;
+        if fr == 0 {
+            fq >>= 1;
+            r -= 1;
+        } else if fr <= (d / 2) as u64 {
+            c += 1;
+        } else {
+            fq += 1;
+        }
+        [fq as u16 as i16, c as i16, (1u32 << (32 - r)) as u16 as i16]
     }
 
     impl Tables {
         #[target_feature(enable = "avx2")]
         pub(super) unsafe fn new(qt: &[i32; 64]) -> Tables {
-            let row = |i: usize, f: &dyn Fn(i32) -> i32| _mm256_loadu_si256(std::array::from_fn::<i32, 8, _>(|j| f(qt[i * 8 + j])).as_ptr() as *const __m256i);
+            let row = |i: usize, f: &dyn Fn(i32) -> i16| {
+                let r: [i16; 8] = std::array::from_fn(|j| f(qt[i * 8 + j]));
+                _mm256_broadcastsi128_si256(_mm_loadu_si128(r.as_ptr() as *const __m128i))
+            };
+            let rc = |q: i32, k: usize| reciprocal((q as u32) << 3)[k];
             Tables {
-                d: std::array::from_fn(|i| row(i, &|q| q << 3)),
-                rcp: std::array::from_fn(|i| _mm256_loadu_ps(std::array::from_fn::<f32, 8, _>(|j| 1.0 / (qt[i * 8 + j] << 3) as f32).as_ptr())),
-                q: std::array::from_fn(|i| row(i, &|q| q)),
+                recip: std::array::from_fn(|i| row(i, &|q| rc(q, 0))),
+                corr: std::array::from_fn(|i| row(i, &|q| rc(q, 1))),
+                scale: std::array::from_fn(|i| row(i, &|q| rc(q, 2))),
+                q: std::array::from_fn(|i| row(i, &|q| q as i16)),
             }
         }
     }
 
-    #[inline(always)]
-    unsafe fn k(v: i32) -> __m256i {
-        _mm256_set1_epi32(v)
+    /// The luma and chroma tables of `quality`, built once per quality and process (building
+    /// them, 128 divisions, cost a tenth of a 32×32 image's round trip).
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn tables(quality: u32) -> &'static (Tables, Tables) {
+        static CACHE: [std::sync::OnceLock<(Tables, Tables)>; 100] = [const { std::sync::OnceLock::new() }; 100];
+        let q = quality.clamp(1, 100);
+        // SAFETY: AVX2 is the caller's promise.
+        CACHE[q as usize - 1].get_or_init(|| unsafe { (Tables::new(&quant_table(&STD_LUM, q)), Tables::new(&quant_table(&STD_CHR, q))) })
     }
 
     #[target_feature(enable = "avx2")]
     #[inline]
     unsafe fn transpose(r: [__m256i; 8]) -> [__m256i; 8] {
-        let t0 = _mm256_unpacklo_epi32(r[0], r[1]);
-        let t1 = _mm256_unpackhi_epi32(r[0], r[1]);
-        let t2 = _mm256_unpacklo_epi32(r[2], r[3]);
-        let t3 = _mm256_unpackhi_epi32(r[2], r[3]);
-        let t4 = _mm256_unpacklo_epi32(r[4], r[5]);
-        let t5 = _mm256_unpackhi_epi32(r[4], r[5]);
-        let t6 = _mm256_unpacklo_epi32(r[6], r[7]);
-        let t7 = _mm256_unpackhi_epi32(r[6], r[7]);
-        let u0 = _mm256_unpacklo_epi64(t0, t2);
-        let u1 = _mm256_unpackhi_epi64(t0, t2);
-        let u2 = _mm256_unpacklo_epi64(t1, t3);
-        let u3 = _mm256_unpackhi_epi64(t1, t3);
-        let u4 = _mm256_unpacklo_epi64(t4, t6);
-        let u5 = _mm256_unpackhi_epi64(t4, t6);
-        let u6 = _mm256_unpacklo_epi64(t5, t7);
-        let u7 = _mm256_unpackhi_epi64(t5, t7);
+        let t0 = _mm256_unpacklo_epi16(r[0], r[1]);
+        let t1 = _mm256_unpackhi_epi16(r[0], r[1]);
+        let t2 = _mm256_unpacklo_epi16(r[2], r[3]);
+        let t3 = _mm256_unpackhi_epi16(r[2], r[3]);
+        let t4 = _mm256_unpacklo_epi16(r[4], r[5]);
+        let t5 = _mm256_unpackhi_epi16(r[4], r[5]);
+        let t6 = _mm256_unpacklo_epi16(r[6], r[7]);
+        let t7 = _mm256_unpackhi_epi16(r[6], r[7]);
+        let u0 = _mm256_unpacklo_epi32(t0, t2);
+        let u1 = _mm256_unpackhi_epi32(t0, t2);
+        let u2 = _mm256_unpacklo_epi32(t1, t3);
+        let u3 = _mm256_unpackhi_epi32(t1, t3);
+        let u4 = _mm256_unpacklo_epi32(t4, t6);
+        let u5 = _mm256_unpackhi_epi32(t4, t6);
+        let u6 = _mm256_unpacklo_epi32(t5, t7);
+        let u7 = _mm256_unpackhi_epi32(t5, t7);
         [
-            _mm256_permute2x128_si256::<0x20>(u0, u4),
-            _mm256_permute2x128_si256::<0x20>(u1, u5),
-            _mm256_permute2x128_si256::<0x20>(u2, u6),
-            _mm256_permute2x128_si256::<0x20>(u3, u7),
-            _mm256_permute2x128_si256::<0x31>(u0, u4),
-            _mm256_permute2x128_si256::<0x31>(u1, u5),
-            _mm256_permute2x128_si256::<0x31>(u2, u6),
-            _mm256_permute2x128_si256::<0x31>(u3, u7),
+            _mm256_unpacklo_epi64(u0, u4),
+            _mm256_unpackhi_epi64(u0, u4),
+            _mm256_unpacklo_epi64(u1, u5),
+            _mm256_unpackhi_epi64(u1, u5),
+            _mm256_unpacklo_epi64(u2, u6),
+            _mm256_unpackhi_epi64(u2, u6),
+            _mm256_unpacklo_epi64(u3, u7),
+            _mm256_unpackhi_epi64(u3, u7),
         ]
+    }
+
+    /// A 32-bit value as (low, high) halves: the products of the 16-bit lanes 0–3 and 4–7 of
+    /// each 128-bit lane.
+    type W = (__m256i, __m256i);
+
+    /// x·k₀ + y·k₁ per lane, 32-bit.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    unsafe fn madd(xy: W, k0: i32, k1: i32) -> W {
+        let k = _mm256_set1_epi32((k0 & 0xffff) | (k1 << 16));
+        (_mm256_madd_epi16(xy.0, k), _mm256_madd_epi16(xy.1, k))
     }
 
     #[target_feature(enable = "avx2")]
     #[inline]
-    unsafe fn odd(a: __m256i, b: __m256i, c: __m256i, d: __m256i) -> [__m256i; 4] {
-        let (add, mul) = (|x, y| _mm256_add_epi32(x, y), |x, f: i32| _mm256_mullo_epi32(x, k(f)));
-        let z1 = add(a, d);
-        let z2 = add(b, c);
-        let z3 = add(a, c);
-        let z4 = add(b, d);
-        let z5 = mul(add(z3, z4), FIX_1_175875602);
-        let z1 = mul(z1, -FIX_0_899976223);
-        let z2 = mul(z2, -FIX_2_562915447);
-        let z3 = add(mul(z3, -FIX_1_961570560), z5);
-        let z4 = add(mul(z4, -FIX_0_390180644), z5);
-        [
-            add(add(mul(a, FIX_0_298631336), z1), z3),
-            add(add(mul(b, FIX_2_053119869), z2), z4),
-            add(add(mul(c, FIX_3_072711026), z2), z3),
-            add(add(mul(d, FIX_1_501321110), z1), z4),
-        ]
+    unsafe fn pair(x: __m256i, y: __m256i) -> W {
+        (_mm256_unpacklo_epi16(x, y), _mm256_unpackhi_epi16(x, y))
     }
 
-    /// [`fdct_1d`] lane by lane.
     #[target_feature(enable = "avx2")]
     #[inline]
-    unsafe fn fdct8(x: [__m256i; 8]) -> [__m256i; 8] {
-        let (add, sub, mul) = (|a, b| _mm256_add_epi32(a, b), |a, b| _mm256_sub_epi32(a, b), |a, f: i32| _mm256_mullo_epi32(a, k(f)));
-        let tmp0 = add(x[0], x[7]);
-        let tmp7 = sub(x[0], x[7]);
-        let tmp1 = add(x[1], x[6]);
-        let tmp6 = sub(x[1], x[6]);
-        let tmp2 = add(x[2], x[5]);
-        let tmp5 = sub(x[2], x[5]);
-        let tmp3 = add(x[3], x[4]);
-        let tmp4 = sub(x[3], x[4]);
-        let tmp10 = add(tmp0, tmp3);
-        let tmp13 = sub(tmp0, tmp3);
-        let tmp11 = add(tmp1, tmp2);
-        let tmp12 = sub(tmp1, tmp2);
-        let z1 = mul(add(tmp12, tmp13), FIX_0_541196100);
-        let (o2, o6) = (add(z1, mul(tmp13, FIX_0_765366865)), add(z1, mul(tmp12, -FIX_1_847759065)));
+    unsafe fn add(a: W, b: W) -> W {
+        (_mm256_add_epi32(a.0, b.0), _mm256_add_epi32(a.1, b.1))
+    }
+
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    unsafe fn sub(a: W, b: W) -> W {
+        (_mm256_sub_epi32(a.0, b.0), _mm256_sub_epi32(a.1, b.1))
+    }
+
+    /// `descale(x, N)` and back to 16 bits (the bounds above keep the pack from saturating).
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    unsafe fn descale<const N: i32>(x: W) -> __m256i {
+        let r = _mm256_set1_epi32(1 << (N - 1));
+        _mm256_packs_epi32(_mm256_srai_epi32::<N>(_mm256_add_epi32(x.0, r)), _mm256_srai_epi32::<N>(_mm256_add_epi32(x.1, r)))
+    }
+
+    /// [`odd_rotation`] of (a, b, c, d) with z5 folded into the constants.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    unsafe fn odd(a: __m256i, b: __m256i, c: __m256i, d: __m256i) -> [W; 4] {
+        let z34 = pair(_mm256_add_epi16(a, c), _mm256_add_epi16(b, d));
+        let z3 = madd(z34, FIX_1_175875602 - FIX_1_961570560, FIX_1_175875602);
+        let z4 = madd(z34, FIX_1_175875602, FIX_1_175875602 - FIX_0_390180644);
+        let ad = pair(a, d);
+        let bc = pair(b, c);
+        let a = madd(ad, FIX_0_298631336 - FIX_0_899976223, -FIX_0_899976223);
+        let d = madd(ad, -FIX_0_899976223, FIX_1_501321110 - FIX_0_899976223);
+        let b = madd(bc, FIX_2_053119869 - FIX_2_562915447, -FIX_2_562915447);
+        let c = madd(bc, -FIX_2_562915447, FIX_3_072711026 - FIX_2_562915447);
+        [add(a, z3), add(b, z4), add(c, z3), add(d, z4)]
+    }
+
+    /// [`fdct_1d`] with pass 1's (`P2` false) or pass 2's output scaling.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    unsafe fn fdct<const P2: bool>(x: [__m256i; 8]) -> [__m256i; 8] {
+        let (a16, s16) = (|a, b| _mm256_add_epi16(a, b), |a, b| _mm256_sub_epi16(a, b));
+        let tmp0 = a16(x[0], x[7]);
+        let tmp7 = s16(x[0], x[7]);
+        let tmp1 = a16(x[1], x[6]);
+        let tmp6 = s16(x[1], x[6]);
+        let tmp2 = a16(x[2], x[5]);
+        let tmp5 = s16(x[2], x[5]);
+        let tmp3 = a16(x[3], x[4]);
+        let tmp4 = s16(x[3], x[4]);
+        let tmp10 = a16(tmp0, tmp3);
+        let tmp13 = s16(tmp0, tmp3);
+        let tmp11 = a16(tmp1, tmp2);
+        let tmp12 = s16(tmp1, tmp2);
+        let (e0, e4) = (a16(tmp10, tmp11), s16(tmp10, tmp11));
+        let t1312 = pair(tmp13, tmp12);
+        let o2 = madd(t1312, FIX_0_541196100 + FIX_0_765366865, FIX_0_541196100);
+        let o6 = madd(t1312, FIX_0_541196100, FIX_0_541196100 - FIX_1_847759065);
         let [o7, o5, o3, o1] = odd(tmp4, tmp5, tmp6, tmp7);
-        [add(tmp10, tmp11), o1, o2, o3, sub(tmp10, tmp11), o5, o6, o7]
+        if P2 {
+            let r = _mm256_set1_epi16(1 << (PASS1_BITS - 1));
+            let dc = |v| _mm256_srai_epi16::<PASS1_BITS>(_mm256_add_epi16(v, r));
+            let ac = |v| descale::<{ CONST_BITS + PASS1_BITS }>(v);
+            [dc(e0), ac(o1), ac(o2), ac(o3), dc(e4), ac(o5), ac(o6), ac(o7)]
+        } else {
+            let dc = |v| _mm256_slli_epi16::<PASS1_BITS>(v);
+            let ac = |v| descale::<{ CONST_BITS - PASS1_BITS }>(v);
+            [dc(e0), ac(o1), ac(o2), ac(o3), dc(e4), ac(o5), ac(o6), ac(o7)]
+        }
     }
 
-    /// [`idct_1d`] lane by lane.
+    /// [`idct_1d`] descaled by `N`.
     #[target_feature(enable = "avx2")]
     #[inline]
-    unsafe fn idct8(x: [__m256i; 8]) -> [__m256i; 8] {
-        let (add, sub, mul) = (|a, b| _mm256_add_epi32(a, b), |a, b| _mm256_sub_epi32(a, b), |a, f: i32| _mm256_mullo_epi32(a, k(f)));
-        let z1 = mul(add(x[2], x[6]), FIX_0_541196100);
-        let tmp2 = add(z1, mul(x[6], -FIX_1_847759065));
-        let tmp3 = add(z1, mul(x[2], FIX_0_765366865));
-        let tmp0 = _mm256_slli_epi32::<CONST_BITS>(add(x[0], x[4]));
-        let tmp1 = _mm256_slli_epi32::<CONST_BITS>(sub(x[0], x[4]));
+    unsafe fn idct<const N: i32>(x: [__m256i; 8]) -> [__m256i; 8] {
+        let z = pair(x[2], x[6]);
+        let tmp3 = madd(z, FIX_0_541196100 + FIX_0_765366865, FIX_0_541196100);
+        let tmp2 = madd(z, FIX_0_541196100, FIX_0_541196100 - FIX_1_847759065);
+        let z = pair(x[0], x[4]);
+        let tmp0 = madd(z, 1 << CONST_BITS, 1 << CONST_BITS);
+        let tmp1 = madd(z, 1 << CONST_BITS, -(1 << CONST_BITS));
         let tmp10 = add(tmp0, tmp3);
         let tmp13 = sub(tmp0, tmp3);
         let tmp11 = add(tmp1, tmp2);
         let tmp12 = sub(tmp1, tmp2);
-        let [t0, t1, t2, t3] = odd(x[7], x[5], x[3], x[1]);
-        [add(tmp10, t3), add(tmp11, t2), add(tmp12, t1), add(tmp13, t0), sub(tmp13, t0), sub(tmp12, t1), sub(tmp11, t2), sub(tmp10, t3)]
+        idct_out::<N>([tmp10, tmp11, tmp12, tmp13], odd(x[7], x[5], x[3], x[1]))
     }
 
-    #[inline(always)]
-    unsafe fn descale<const N: i32>(x: __m256i) -> __m256i {
-        _mm256_srai_epi32::<N>(_mm256_add_epi32(x, _mm256_set1_epi32(1 << (N - 1))))
-    }
-
-    /// Code the 8×8 block at `src` (rows `stride` bytes apart) into `dst`.
+    /// [`idct`] of inputs 0–3 with 4–7 zero: each even and odd term is one `vpmaddwd` of
+    /// (x2, x0) or (x3, x1), the constants of the dropped inputs' terms folded away.
     #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn code_block(src: *const u8, dst: *mut u8, stride: usize, t: &Tables) {
-        let c128 = k(128);
-        let rows: [__m256i; 8] = std::array::from_fn(|y| _mm256_sub_epi32(_mm256_cvtepu8_epi32(_mm_loadl_epi64(src.add(y * stride) as *const __m128i)), c128));
-        // Forward pass 1 on rows (transposed: register j = sample column j, lanes = rows).
-        let y = fdct8(transpose(rows));
-        let y: [__m256i; 8] = std::array::from_fn(|i| if i % 4 == 0 { _mm256_slli_epi32::<PASS1_BITS>(y[i]) } else { descale::<{ CONST_BITS - PASS1_BITS }>(y[i]) });
-        // Pass 2 on columns: back to register = row, butterfly across registers.
-        let y = fdct8(transpose(y));
-        let coef: [__m256i; 8] = std::array::from_fn(|i| if i % 4 == 0 { descale::<PASS1_BITS>(y[i]) } else { descale::<{ CONST_BITS + PASS1_BITS }>(y[i]) });
-        // Quantise (round half away from zero: ⌊(|t| + d/2)/d⌋ with the sign of t) and
-        // dequantise. The f32 quotient is off by at most one (|t| < 2¹⁸, relative error < 2⁻²²),
-        // and one step each way against the exact remainder corrects it.
-        let deq: [__m256i; 8] = std::array::from_fn(|i| {
-            let d = t.d[i];
-            let x = _mm256_add_epi32(_mm256_abs_epi32(coef[i]), _mm256_srli_epi32::<1>(d));
-            let q = _mm256_cvttps_epi32(_mm256_mul_ps(_mm256_cvtepi32_ps(x), t.rcp[i]));
-            let r = _mm256_sub_epi32(x, _mm256_mullo_epi32(q, d));
-            // q + (r ≥ d) − (r < 0): a true compare mask is −1.
-            let q = _mm256_sub_epi32(q, _mm256_cmpgt_epi32(r, _mm256_sub_epi32(d, k(1))));
-            let q = _mm256_add_epi32(q, _mm256_cmpgt_epi32(_mm256_setzero_si256(), r));
-            _mm256_mullo_epi32(_mm256_sign_epi32(q, coef[i]), t.q[i])
+    #[inline]
+    unsafe fn idct4<const N: i32>(x: [__m256i; 4]) -> [__m256i; 8] {
+        let (k, c2, c6) = (1 << CONST_BITS, FIX_0_541196100 + FIX_0_765366865, FIX_0_541196100);
+        let e = pair(x[2], x[0]);
+        let even = [madd(e, c2, k), madd(e, c6, k), madd(e, -c6, k), madd(e, -c2, k)];
+        let o = pair(x[3], x[1]);
+        let z5 = FIX_1_175875602;
+        let odd = [
+            madd(o, z5 - FIX_1_961570560, z5 - FIX_0_899976223),
+            madd(o, z5 - FIX_2_562915447, z5 - FIX_0_390180644),
+            madd(o, FIX_3_072711026 - FIX_2_562915447 + z5 - FIX_1_961570560, z5),
+            madd(o, z5, FIX_1_501321110 - FIX_0_899976223 + z5 - FIX_0_390180644),
+        ];
+        idct_out::<N>(even, odd)
+    }
+
+    /// The inverse butterfly's last stage from (tmp10, tmp11, tmp12, tmp13) and the odd part,
+    /// descaled by `N`.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    unsafe fn idct_out<const N: i32>([tmp10, tmp11, tmp12, tmp13]: [W; 4], [t0, t1, t2, t3]: [W; 4]) -> [__m256i; 8] {
+        [
+            descale::<N>(add(tmp10, t3)),
+            descale::<N>(add(tmp11, t2)),
+            descale::<N>(add(tmp12, t1)),
+            descale::<N>(add(tmp13, t0)),
+            descale::<N>(sub(tmp13, t0)),
+            descale::<N>(sub(tmp12, t1)),
+            descale::<N>(sub(tmp11, t2)),
+            descale::<N>(sub(tmp10, t3)),
+        ]
+    }
+
+    /// Quantise row `i` of coefficients: the quotients, signed.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    pub(super) unsafe fn quantise(c: __m256i, t: &Tables, i: usize) -> __m256i {
+        let x = _mm256_add_epi16(_mm256_abs_epi16(c), t.corr[i]);
+        _mm256_sign_epi16(mulhi_u16(mulhi_u16(x, t.recip[i]), t.scale[i]), c)
+    }
+
+    /// `vpmulhuw` written as asm: as the intrinsic, LLVM widens it to 32-bit lanes here
+    /// (zero-extends, multiplies, packs and permutes back: five times the instructions).
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    unsafe fn mulhi_u16(a: __m256i, b: __m256i) -> __m256i {
+        let r;
+        // SAFETY: one register-only AVX2 instruction; its callers run with AVX2.
+        unsafe { std::arch::asm!("vpmulhuw {r}, {a}, {b}", r = lateout(ymm_reg) r, a = in(ymm_reg) a, b = in(ymm_reg) b, options(pure, nomem, nostack, preserves_flags)) };
+        r
+    }
+
+    /// Code a plane whose sides are whole blocks in place, two blocks a step (an odd last block
+    /// of a row pairs with itself).
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn code_plane(plane: &mut [u8], fw: usize, fh: usize, t: &Tables) {
+        assert!(fw.is_multiple_of(8) && fh.is_multiple_of(8) && plane.len() >= fw * fh);
+        let nb = fw / 8;
+        let p = plane.as_mut_ptr();
+        for by in 0..fh / 8 {
+            for bx in (0..nb).step_by(2) {
+                let (a, b) = (by * 8 * fw + bx * 8, by * 8 * fw + (bx + 1).min(nb - 1) * 8);
+                // SAFETY: both blocks lie inside the plane (asserted above).
+                code_pair((p.add(a), p.add(b)), fw, t);
+            }
+        }
+    }
+
+    /// Code the 8×8 blocks at `blk.0` and `blk.1` (rows `stride` bytes apart) in place; the two
+    /// are disjoint or the same block (all loads come before the stores).
+    #[target_feature(enable = "avx2")]
+    unsafe fn code_pair(blk: (*mut u8, *mut u8), stride: usize, t: &Tables) {
+        let c128 = _mm256_set1_epi16(128);
+        let rows: [__m256i; 8] = std::array::from_fn(|y| {
+            let a = _mm_loadl_epi64(blk.0.add(y * stride) as *const __m128i);
+            let b = _mm_loadl_epi64(blk.1.add(y * stride) as *const __m128i);
+            _mm256_sub_epi16(_mm256_cvtepu8_epi16(_mm_unpacklo_epi64(a, b)), c128)
         });
+        // Pass 1 on rows (transposed: register = sample column), pass 2 on columns.
+        let y = fdct::<false>(transpose(rows));
+        let coef = fdct::<true>(transpose(y));
+        let q: [__m256i; 8] = std::array::from_fn(|i| quantise(coef[i], t, i));
+        let dc = _mm256_mullo_epi16(q[0], t.q[0]);
+        // Both blocks DC-only (common at low quality): the inverse DCT is a constant fill, as in
+        // the scalar shortcuts.
+        let ac = q[1..].iter().fold(_mm256_andnot_si256(_mm256_setr_epi16(-1, 0, 0, 0, 0, 0, 0, 0, -1, 0, 0, 0, 0, 0, 0, 0), q[0]), |a, &v| _mm256_or_si256(a, v));
+        if _mm256_testz_si256(ac, ac) == 1 {
+            let fill = |v: i32, d: *mut u8| {
+                let v = u64::from_ne_bytes([range_limit(super::descale(v << PASS1_BITS, PASS1_BITS + 3)); 8]);
+                for y in 0..8 {
+                    (d.add(y * stride) as *mut u64).write_unaligned(v);
+                }
+            };
+            fill(_mm256_extract_epi16::<0>(dc) as i16 as i32, blk.0);
+            fill(_mm256_extract_epi16::<8>(dc) as i16 as i32, blk.1);
+            return;
+        }
+        let deq: [__m256i; 8] = std::array::from_fn(|i| if i == 0 { dc } else { _mm256_mullo_epi16(q[i], t.q[i]) });
         // Inverse pass 1 on columns (register = coefficient row), pass 2 on rows (transposed).
-        let w = idct8(deq);
-        let w: [__m256i; 8] = std::array::from_fn(|i| descale::<{ CONST_BITS - PASS1_BITS }>(w[i]));
-        let o = idct8(transpose(w));
+        // When both blocks' nonzero coefficients lie in the top-left 4×4 (most blocks that are
+        // not DC-only at low quality), rows 4–7 are zero and, after pass 1, so are columns 4–7.
+        let cols4 = _mm256_setr_epi16(0, 0, 0, 0, -1, -1, -1, -1, 0, 0, 0, 0, -1, -1, -1, -1);
+        let high = q[4..].iter().fold(_mm256_and_si256(cols4, _mm256_or_si256(_mm256_or_si256(q[0], q[1]), _mm256_or_si256(q[2], q[3]))), |a, &v| _mm256_or_si256(a, v));
+        let o = if _mm256_testz_si256(high, high) == 1 {
+            let w = transpose(idct4::<{ CONST_BITS - PASS1_BITS }>([deq[0], deq[1], deq[2], deq[3]]));
+            idct4::<{ CONST_BITS + PASS1_BITS + 3 }>([w[0], w[1], w[2], w[3]])
+        } else {
+            idct::<{ CONST_BITS + PASS1_BITS + 3 }>(transpose(idct::<{ CONST_BITS - PASS1_BITS }>(deq)))
+        };
         // range_limit: wrap at 1024 (sign-extend 10 bits), centre on 128, clamp to 0..255.
-        let o: [__m256i; 8] = std::array::from_fn(|i| {
-            let v = descale::<{ CONST_BITS + PASS1_BITS + 3 }>(o[i]);
-            _mm256_add_epi32(_mm256_srai_epi32::<22>(_mm256_slli_epi32::<22>(v)), c128)
-        });
+        let o: [__m256i; 8] = std::array::from_fn(|i| _mm256_add_epi16(_mm256_srai_epi16::<6>(_mm256_slli_epi16::<6>(o[i])), c128));
         let r = transpose(o);
-        for p in 0..2 {
-            let a = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_packus_epi32(r[4 * p], r[4 * p + 1]));
-            let b = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_packus_epi32(r[4 * p + 2], r[4 * p + 3]));
-            // Bytes: [row 4p, row 4p+2 | row 4p+1, row 4p+3].
-            let v = _mm256_packus_epi16(a, b);
-            let lo = _mm256_castsi256_si128(v);
-            let hi = _mm256_extracti128_si256::<1>(v);
-            _mm_storel_epi64(dst.add(4 * p * stride) as *mut __m128i, lo);
-            _mm_storel_epi64(dst.add((4 * p + 1) * stride) as *mut __m128i, hi);
-            _mm_storel_epi64(dst.add((4 * p + 2) * stride) as *mut __m128i, _mm_unpackhi_epi64(lo, lo));
-            _mm_storel_epi64(dst.add((4 * p + 3) * stride) as *mut __m128i, _mm_unpackhi_epi64(hi, hi));
+        for p in 0..4 {
+            // Bytes: [left row 2p, left row 2p+1 | right row 2p, right row 2p+1].
+            let v = _mm256_packus_epi16(r[2 * p], r[2 * p + 1]);
+            let (lo, hi) = (_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
+            _mm_storel_epi64(blk.0.add(2 * p * stride) as *mut __m128i, lo);
+            _mm_storel_epi64(blk.0.add((2 * p + 1) * stride) as *mut __m128i, _mm_unpackhi_epi64(lo, lo));
+            _mm_storel_epi64(blk.1.add(2 * p * stride) as *mut __m128i, hi);
+            _mm_storel_epi64(blk.1.add((2 * p + 1) * stride) as *mut __m128i, _mm_unpackhi_epi64(hi, hi));
         }
     }
 }
@@ -404,13 +547,45 @@ fn pad_plane(p: &[u8], h: usize, w: usize, mw: usize, mh: usize) -> Vec<u8> {
 
 const SCALEBITS: i32 = 16;
 const ONE_HALF: i32 = 1 << (SCALEBITS - 1);
-fn fix(x: f64) -> i32 {
+const fn fix(x: f64) -> i32 {
     (x * (1i64 << SCALEBITS) as f64 + 0.5) as i32
+}
+const FY_R: i32 = fix(0.299);
+const FY_G: i32 = fix(0.587);
+const FY_B: i32 = fix(0.114);
+const FCB_R: i32 = fix(0.16874);
+const FCB_G: i32 = fix(0.33126);
+const FHALF: i32 = fix(0.5);
+const FCR_G: i32 = fix(0.41869);
+const FCR_B: i32 = fix(0.08131);
+const CBCR_OFF: i32 = 128 << SCALEBITS;
+const F_CR_R: i32 = fix(1.402);
+const F_CB_B: i32 = fix(1.772);
+const F_CR_G: i32 = fix(0.71414);
+const F_CB_G: i32 = fix(0.34414);
+
+/// jccolor.c `rgb_ycc_convert`, one pixel: [Y, Cb, Cr].
+#[inline(always)]
+fn rgb_to_ycc_px(px: &[u8]) -> [u8; 3] {
+    let (r, g, b) = (px[0] as i32, px[1] as i32, px[2] as i32);
+    [
+        ((FY_R * r + FY_G * g + FY_B * b + ONE_HALF) >> SCALEBITS) as u8,
+        ((-FCB_R * r - FCB_G * g + FHALF * b + CBCR_OFF + ONE_HALF - 1) >> SCALEBITS) as u8,
+        ((FHALF * r - FCR_G * g - FCR_B * b + CBCR_OFF + ONE_HALF - 1) >> SCALEBITS) as u8,
+    ]
+}
+
+/// jdcolor.c `ycc_rgb_convert`, one pixel into `o` (RGB).
+#[inline(always)]
+fn ycc_to_rgb_px(y: u8, cb: u8, cr: u8, o: &mut [u8]) {
+    let (yy, cbv, crv) = (y as i32, cb as i32 - 128, cr as i32 - 128);
+    o[0] = (yy + ((F_CR_R * crv + ONE_HALF) >> SCALEBITS)).clamp(0, 255) as u8;
+    o[1] = (yy + ((-F_CB_G * cbv + ONE_HALF - F_CR_G * crv) >> SCALEBITS)).clamp(0, 255) as u8;
+    o[2] = (yy + ((F_CB_B * cbv + ONE_HALF) >> SCALEBITS)).clamp(0, 255) as u8;
 }
 
 /// libjpeg `h2v2_downsample`: each 2×2 block's sum plus a bias alternating 1, 2 along the row,
 /// over 4. Written lane-wise so that it vectorises.
-#[inline(always)]
 fn downsample_h2v2(pp: &[u8], mw: usize, cw: usize, chh: usize) -> Vec<u8> {
     let mut o = vec![0u8; cw * chh];
     for (y, orow) in o.chunks_exact_mut(cw).enumerate() {
@@ -424,17 +599,23 @@ fn downsample_h2v2(pp: &[u8], mw: usize, cw: usize, chh: usize) -> Vec<u8> {
     o
 }
 
+/// The row of a `dh`-row component that output row `y`'s triangle filter weighs 1 (the other
+/// row, weight 3, is `y / 2`); rows past the edges replicate the edge.
+fn far_row(y: usize, dh: usize) -> usize {
+    if y.is_multiple_of(2) {
+        (y / 2).saturating_sub(1)
+    } else {
+        (y / 2 + 1).min(dh - 1)
+    }
+}
+
 /// One output row `y` of libjpeg `h2v2_fancy_upsample` (triangle filter, 3:1 weights, biases 8
 /// and 7) of a `dw`×`dh` component stored `cw` wide; rows and columns past the edges replicate
 /// the edge. Column sums (3·near + far ≤ 1020) and results in u16 lanes; `orow` is `2·dw` long.
-/// Row by row, so the upsampled planes never exist whole (they fed the colour conversion from
-/// memory before).
-#[inline(always)]
+/// Row by row, so the upsampled planes never exist whole.
 fn upsample_row_h2v2_fancy(p: &[u8], cw: usize, dw: usize, dh: usize, y: usize, cs: &mut [u16], orow: &mut [u8]) {
     let ow = dw * 2;
-    let (row, v) = (y / 2, y % 2);
-    let r1 = if v == 0 { row.saturating_sub(1) } else { (row + 1).min(dh - 1) };
-    let (near, far) = (&p[row * cw..][..dw], &p[r1 * cw..][..dw]);
+    let (near, far) = (&p[y / 2 * cw..][..dw], &p[far_row(y, dh) * cw..][..dw]);
     for ((c, &a), &b) in cs.iter_mut().zip(near).zip(far) {
         *c = a as u16 * 3 + b as u16;
     }
@@ -457,34 +638,22 @@ fn upsample_row_h2v2_fancy(p: &[u8], cw: usize, dw: usize, dh: usize, y: usize, 
 }
 
 /// Compress at `quality` and decompress, as Pillow + libjpeg-turbo do; `c` is 1 or 3. With
-/// AVX2 the blocks run through [`block_avx2`] and the rest is compiled for AVX2: the same bytes.
+/// AVX2, [`round_trip_avx2`]: the same bytes.
 pub(crate) fn round_trip(img: &[u8], h: usize, w: usize, c: usize, quality: u32) -> Vec<u8> {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: AVX2 is present.
         return unsafe { round_trip_avx2(img, h, w, c, quality) };
     }
-    round_trip_impl::<false>(img, h, w, c, quality)
+    round_trip_scalar(img, h, w, c, quality)
 }
 
-/// [`round_trip`] without the vector block kernel (the reference for tests).
-#[cfg(test)]
+/// The portable path and the reference of the vector one: whole planes, one step after another.
 pub(crate) fn round_trip_scalar(img: &[u8], h: usize, w: usize, c: usize, quality: u32) -> Vec<u8> {
-    round_trip_impl::<false>(img, h, w, c, quality)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn round_trip_avx2(img: &[u8], h: usize, w: usize, c: usize, quality: u32) -> Vec<u8> {
-    round_trip_impl::<true>(img, h, w, c, quality)
-}
-
-#[inline(always)]
-fn round_trip_impl<const AVX2: bool>(img: &[u8], h: usize, w: usize, c: usize, quality: u32) -> Vec<u8> {
     let ql = quant_table(&STD_LUM, quality);
     if c == 1 {
         let (fw, fh) = (w.div_ceil(8) * 8, h.div_ceil(8) * 8);
-        let d = code_plane::<AVX2>(&pad_plane(img, h, w, fw, fh), fw, fh, &ql);
+        let d = code_plane(&pad_plane(img, h, w, fw, fh), fw, fh, &ql);
         let mut out = Vec::with_capacity(h * w);
         for y in 0..h {
             out.extend_from_slice(&d[y * fw..y * fw + w]);
@@ -492,11 +661,6 @@ fn round_trip_impl<const AVX2: bool>(img: &[u8], h: usize, w: usize, c: usize, q
         return out;
     }
     let qc = quant_table(&STD_CHR, quality);
-    // Colour conversion (jccolor.c).
-    let (fy_r, fy_g, fy_b) = (fix(0.299), fix(0.587), fix(0.114));
-    let (fcb_r, fcb_g, fhalf) = (fix(0.16874), fix(0.33126), fix(0.5));
-    let (fcr_g, fcr_b) = (fix(0.41869), fix(0.08131));
-    let cbcr_off = 128i32 << SCALEBITS;
     // Luma: MCU is 16×16, so the planes are padded to multiples of 16 (edge replication).
     let (mw, mh) = (w.div_ceil(16) * 16, h.div_ceil(16) * 16);
     let mut yp = vec![0u8; mw * mh];
@@ -504,20 +668,8 @@ fn round_trip_impl<const AVX2: bool>(img: &[u8], h: usize, w: usize, c: usize, q
     let mut cr = vec![0u8; mw * mh];
     for y in 0..h {
         let src = &img[y * w * 3..(y + 1) * w * 3];
-        let o = y * mw;
-        let (yo, cbo, cro) = (&mut yp[o..o + w], &mut cb[o..o + w], &mut cr[o..o + w]);
-        #[allow(unused_mut)]
-        let mut done = 0;
-        #[cfg(target_arch = "x86_64")]
-        if AVX2 {
-            // SAFETY: AVX2 is the caller's promise.
-            done = unsafe { color_avx2::rgb_to_ycc(img, y * w * 3, yo, cbo, cro) };
-        }
-        for (x, px) in src.chunks_exact(3).enumerate().skip(done) {
-            let (r, g, b) = (px[0] as i32, px[1] as i32, px[2] as i32);
-            yo[x] = ((fy_r * r + fy_g * g + fy_b * b + ONE_HALF) >> SCALEBITS) as u8;
-            cbo[x] = ((-fcb_r * r - fcb_g * g + fhalf * b + cbcr_off + ONE_HALF - 1) >> SCALEBITS) as u8;
-            cro[x] = ((fhalf * r - fcr_g * g - fcr_b * b + cbcr_off + ONE_HALF - 1) >> SCALEBITS) as u8;
+        for (x, px) in src.chunks_exact(3).enumerate() {
+            [yp[y * mw + x], cb[y * mw + x], cr[y * mw + x]] = rgb_to_ycc_px(px);
         }
     }
     for p in [&mut yp, &mut cb, &mut cr] {
@@ -530,115 +682,324 @@ fn round_trip_impl<const AVX2: bool>(img: &[u8], h: usize, w: usize, c: usize, q
             }
         }
     }
-    let yd = code_plane::<AVX2>(&yp, mw, mh, &ql);
-    // h2v2_downsample with alternating bias 1, 2.
+    let yd = code_plane(&yp, mw, mh, &ql);
     let (cw, chh) = (mw / 2, mh / 2);
-    let cbd = code_plane::<AVX2>(&downsample_h2v2(&cb, mw, cw, chh), cw, chh, &qc);
-    let crd = code_plane::<AVX2>(&downsample_h2v2(&cr, mw, cw, chh), cw, chh, &qc);
+    let cbd = code_plane(&downsample_h2v2(&cb, mw, cw, chh), cw, chh, &qc);
+    let crd = code_plane(&downsample_h2v2(&cr, mw, cw, chh), cw, chh, &qc);
     // Fancy upsampling over the component's real downsampled size (⌈w/2⌉ × ⌈h/2⌉), edges replicated.
     let (dw, dh) = (w.div_ceil(2), h.div_ceil(2));
     let uw = dw * 2;
     let (mut cbu, mut cru, mut cs) = (vec![0u8; uw], vec![0u8; uw], vec![0u16; dw]);
     let mut out = vec![0u8; h * w * 3];
-    let (f_cr_r, f_cb_b, f_cr_g, f_cb_g) = (fix(1.402), fix(1.772), fix(0.71414), fix(0.34414));
     for y in 0..h {
         upsample_row_h2v2_fancy(&cbd, cw, dw, dh, y, &mut cs, &mut cbu);
         upsample_row_h2v2_fancy(&crd, cw, dw, dh, y, &mut cs, &mut cru);
-        let (yr, cbr, crr) = (&yd[y * mw..y * mw + w], &cbu[..w], &cru[..w]);
-        #[allow(unused_mut)]
-        let mut done = 0;
-        #[cfg(target_arch = "x86_64")]
-        if AVX2 {
-            // SAFETY: AVX2 is the caller's promise.
-            done = unsafe { color_avx2::ycc_to_rgb(yr, cbr, crr, &mut out[y * w * 3..]) };
-        }
-        let orow = &mut out[y * w * 3..(y + 1) * w * 3];
-        for (x, o) in orow.chunks_exact_mut(3).enumerate().skip(done) {
-            let yy = yr[x] as i32;
-            let cbv = cbr[x] as i32 - 128;
-            let crv = crr[x] as i32 - 128;
-            o[0] = (yy + ((f_cr_r * crv + ONE_HALF) >> SCALEBITS)).clamp(0, 255) as u8;
-            o[1] = (yy + ((-f_cb_g * cbv + ONE_HALF - f_cr_g * crv) >> SCALEBITS)).clamp(0, 255) as u8;
-            o[2] = (yy + ((f_cb_b * cbv + ONE_HALF) >> SCALEBITS)).clamp(0, 255) as u8;
+        for (x, o) in out[y * w * 3..(y + 1) * w * 3].chunks_exact_mut(3).enumerate() {
+            ycc_to_rgb_px(yd[y * mw + x], cbu[x], cru[x], o);
         }
     }
     out
 }
 
-/// The colour conversions of [`round_trip`] (jccolor.c / jdcolor.c fixed point), eight pixels a
-/// step in i32 lanes: the scalar formulas lane by lane, pixels (de)interleaved by byte shuffles.
-/// Each returns how many pixels it did; the caller finishes the row.
+/// [`round_trip_scalar`] streamed by rows with AVX2 kernels: colour conversion, edge padding and
+/// downsampling per pair of rows into the (in place coded) planes, upsampling and the inverse
+/// conversion per output row, so only the luma and the two small chroma planes exist whole.
 #[cfg(target_arch = "x86_64")]
-mod color_avx2 {
-    use super::{fix, ONE_HALF, SCALEBITS};
+#[target_feature(enable = "avx2")]
+unsafe fn round_trip_avx2(img: &[u8], h: usize, w: usize, c: usize, quality: u32) -> Vec<u8> {
+    let (ql, qc) = block_avx2::tables(quality);
+    if c == 1 {
+        let (fw, fh) = (w.div_ceil(8) * 8, h.div_ceil(8) * 8);
+        let mut p = pad_plane(img, h, w, fw, fh);
+        block_avx2::code_plane(&mut p, fw, fh, ql);
+        let mut out = Vec::with_capacity(h * w);
+        for y in 0..h {
+            out.extend_from_slice(&p[y * fw..y * fw + w]);
+        }
+        return out;
+    }
+    let (mw, mh) = (w.div_ceil(16) * 16, h.div_ceil(16) * 16);
+    let (cw, chh) = (mw / 2, mh / 2);
+    let (dw, dh) = (w.div_ceil(2), h.div_ceil(2));
+    // Per-thread scratch, reused: every byte of it is written before it is read, so reuse
+    // changes no output, and small images skip allocating and zeroing it (a tenth of a 32×32
+    // round trip).
+    thread_local! {
+        static SCRATCH: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+        static SUMS: std::cell::Cell<Vec<u16>> = const { std::cell::Cell::new(Vec::new()) };
+    }
+    let (mut buf, mut cs) = (SCRATCH.take(), SUMS.take());
+    buf.resize(mw * mh + 2 * cw * chh + 4 * mw, 0);
+    cs.resize(2 * (dw + 2), 0);
+    let (yp, rest) = buf.split_at_mut(mw * mh);
+    let (cb, rest) = rest.split_at_mut(cw * chh);
+    let (cr, rest) = rest.split_at_mut(cw * chh);
+    // Two full-resolution rows of each chroma component.
+    let rows = &mut rest[..4 * mw];
+    for cy in 0..chh {
+        let (cbr, crr) = rows.split_at_mut(2 * mw);
+        for k in 0..2 {
+            let y = 2 * cy + k;
+            let sy = y.min(h - 1);
+            let yo = &mut yp[y * mw..(y + 1) * mw];
+            let (cbo, cro) = (&mut cbr[k * mw..(k + 1) * mw], &mut crr[k * mw..(k + 1) * mw]);
+            let done = rows_avx2::rgb_to_ycc(img, sy * w * 3, &mut yo[..w], &mut cbo[..w], &mut cro[..w]);
+            for x in done..w {
+                [yo[x], cbo[x], cro[x]] = rgb_to_ycc_px(&img[(sy * w + x) * 3..]);
+            }
+            // (A memset call per row and component even when there is nothing to pad: skip it.)
+            if w < mw {
+                for p in [yo, cbo, cro] {
+                    let last = p[w - 1];
+                    p[w..].fill(last);
+                }
+            }
+        }
+        rows_avx2::downsample(&cbr[..mw], &cbr[mw..], &mut cb[cy * cw..(cy + 1) * cw]);
+        rows_avx2::downsample(&crr[..mw], &crr[mw..], &mut cr[cy * cw..(cy + 1) * cw]);
+    }
+    block_avx2::code_plane(yp, mw, mh, ql);
+    block_avx2::code_plane(cb, cw, chh, qc);
+    block_avx2::code_plane(cr, cw, chh, qc);
+    // Filled row by row through raw pointers (not zeroed first: that was 4% of the time).
+    let mut out: Vec<u8> = Vec::with_capacity(h * w * 3);
+    let (csb, csr) = cs.split_at_mut(dw + 2);
+    for y in 0..h {
+        rows_avx2::column_sums(cb, cw, dw, dh, y, csb);
+        rows_avx2::column_sums(cr, cw, dw, dh, y, csr);
+        let yr = &yp[y * mw..y * mw + w];
+        let orow = out.as_mut_ptr().add(y * w * 3);
+        let done = rows_avx2::upsample_to_rgb(yr, csb, csr, orow);
+        // The rest from the same sums: cs[c + 1] is chroma column c's.
+        for x in done..w {
+            let up = |cs: &[u16]| (if x % 2 == 0 { (cs[x / 2 + 1] * 3 + cs[x / 2] + 8) >> 4 } else { (cs[x / 2 + 1] * 3 + cs[x / 2 + 2] + 7) >> 4 }) as u8;
+            let mut px = [0u8; 3];
+            ycc_to_rgb_px(yr[x], up(csb), up(csr), &mut px);
+            std::ptr::copy_nonoverlapping(px.as_ptr(), orow.add(3 * x), 3);
+        }
+    }
+    // SAFETY: every row's 3·w bytes are written above (the vector pixels, then the rest).
+    out.set_len(h * w * 3);
+    SCRATCH.set(buf);
+    SUMS.set(cs);
+    out
+}
+
+/// The row steps of [`round_trip_avx2`]. The colour conversions (jccolor.c / jdcolor.c fixed
+/// point) return how many pixels they did; the caller finishes the row.
+#[cfg(target_arch = "x86_64")]
+mod rows_avx2 {
+    use super::*;
     use std::arch::x86_64::*;
 
+    /// Sixteen pixels a step, as two halves of four pixels per 128-bit lane: byte shuffles make
+    /// 16-bit pairs (r, g), (g, b), (b, r) in each 32-bit lane, and each jccolor.c sum is two
+    /// `vpmaddwd`s (constants of 2^15 and more split over the two pairs that hold the
+    /// component): exact integer sums as in the scalar formula.
     #[target_feature(enable = "avx2")]
     pub(super) unsafe fn rgb_to_ycc(img: &[u8], at: usize, yo: &mut [u8], cbo: &mut [u8], cro: &mut [u8]) -> usize {
+        const _: () = assert!(FY_G % 2 == 0 && FHALF % 2 == 0 && FY_G / 2 < 1 << 15 && FHALF == 1 << 15);
         let src = &img[at..];
         let w = yo.len();
-        let k = |v: i32| _mm256_set1_epi32(v);
-        let (fy_r, fy_g, fy_b) = (k(fix(0.299)), k(fix(0.587)), k(fix(0.114)));
-        let (fcb_r, fcb_g, fhalf) = (k(-fix(0.16874)), k(-fix(0.33126)), k(fix(0.5)));
-        let (fcr_g, fcr_b) = (k(-fix(0.41869)), k(-fix(0.08131)));
-        let y_off = k(ONE_HALF);
-        let c_off = k((128 << SCALEBITS) + ONE_HALF - 1);
-        let sh = |c: i8| _mm_setr_epi8(c, -1, -1, -1, c + 3, -1, -1, -1, c + 6, -1, -1, -1, c + 9, -1, -1, -1);
-        let (sr, sg, sb) = (sh(0), sh(1), sh(2));
-        // Dwords [Y0-3 Cb0-3 Cr0-3 Cr0-3 | Y4-7 Cb4-7 Cr4-7 Cr4-7] to [Y, Cb, Cr] in order.
+        assert!(cbo.len() >= w && cro.len() >= w);
+        let k = |a: i32, b: i32| _mm256_set1_epi32((a & 0xffff) | (b << 16));
+        let (ky0, ky1) = (k(FY_R, FY_G / 2), k(FY_G / 2, FY_B));
+        let (kcb0, kcb1) = (k(-FCB_G, FHALF / 2), k(FHALF / 2, -FCB_R));
+        let (kcr0, kcr1) = (k(FHALF - 1, -FCR_G), k(-FCR_B, 1));
+        let y_off = _mm256_set1_epi32(ONE_HALF);
+        let c_off = _mm256_set1_epi32(CBCR_OFF + ONE_HALF - 1);
+        /// Dword j of a lane: bytes 3j + c0 and 3j + c1 of the lane's 12 as two u16.
+        const fn pairs(c0: i8, c1: i8) -> [i8; 32] {
+            let mut m = [-1i8; 32];
+            let mut i = 0;
+            while i < 32 {
+                let j = (i % 16 / 4) as i8;
+                match i % 4 {
+                    0 => m[i] = 3 * j + c0,
+                    2 => m[i] = 3 * j + c1,
+                    _ => {}
+                }
+                i += 1;
+            }
+            m
+        }
+        const M: [[i8; 32]; 3] = [pairs(0, 1), pairs(1, 2), pairs(2, 0)];
+        let ld = |m: [i8; 32]| _mm256_loadu_si256(m.as_ptr() as *const __m256i);
+        let (mrg, mgb, mbr) = (ld(M[0]), ld(M[1]), ld(M[2]));
+        // Eight pixels from bytes 3x (four in each lane): Y, Cb, Cr as dwords [0-3 | 4-7].
+        // Each lane loads 16 bytes for its 12; `masked` loads the high lane's as three dwords
+        // (at the end of the image the fourth would lie past it).
+        let half = |x: usize, masked: bool| {
+            let p = src.as_ptr().add(x * 3);
+            let hi = if masked {
+                _mm_maskload_epi32(p.add(12) as *const i32, _mm_setr_epi32(-1, -1, -1, 0))
+            } else {
+                _mm_loadu_si128(p.add(12) as *const __m128i)
+            };
+            let v = _mm256_set_m128i(hi, _mm_loadu_si128(p as *const __m128i));
+            let (rg, gb, br) = (_mm256_shuffle_epi8(v, mrg), _mm256_shuffle_epi8(v, mgb), _mm256_shuffle_epi8(v, mbr));
+            let sum = |a: __m256i, ka: __m256i, b: __m256i, kb: __m256i, off: __m256i| {
+                _mm256_srai_epi32::<SCALEBITS>(_mm256_add_epi32(_mm256_add_epi32(_mm256_madd_epi16(a, ka), _mm256_madd_epi16(b, kb)), off))
+            };
+            (sum(rg, ky0, gb, ky1, y_off), sum(gb, kcb0, br, kcb1, c_off), sum(rg, kcr0, br, kcr1, c_off))
+        };
+        // Dwords [A0-3 B0-3 | A4-7 B4-7] of bytes (A, B the two halves) to A0-7 B0-7.
         let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
         let mut x = 0;
-        // Loads of 16 bytes at pixels x and x+4 may run into the next row, not past the image.
-        while x + 8 <= w && x * 3 + 12 + 16 <= src.len() {
-            let a = _mm_loadu_si128(src.as_ptr().add(x * 3) as *const __m128i);
-            let b = _mm_loadu_si128(src.as_ptr().add(x * 3 + 12) as *const __m128i);
-            let r = _mm256_set_m128i(_mm_shuffle_epi8(b, sr), _mm_shuffle_epi8(a, sr));
-            let g = _mm256_set_m128i(_mm_shuffle_epi8(b, sg), _mm_shuffle_epi8(a, sg));
-            let bl = _mm256_set_m128i(_mm_shuffle_epi8(b, sb), _mm_shuffle_epi8(a, sb));
-            let mul = |a: __m256i, f: __m256i| _mm256_mullo_epi32(a, f);
-            let add = |a: __m256i, b: __m256i| _mm256_add_epi32(a, b);
-            let yy = _mm256_srai_epi32::<SCALEBITS>(add(add(add(mul(r, fy_r), mul(g, fy_g)), mul(bl, fy_b)), y_off));
-            let cb = _mm256_srai_epi32::<SCALEBITS>(add(add(add(mul(r, fcb_r), mul(g, fcb_g)), mul(bl, fhalf)), c_off));
-            let cr = _mm256_srai_epi32::<SCALEBITS>(add(add(add(mul(r, fhalf), mul(g, fcr_g)), mul(bl, fcr_b)), c_off));
+        // Loads may run into the next row, not past the image.
+        while x + 16 <= w {
+            let (ya, cba, cra) = half(x, false);
+            let (yb, cbb, crb) = half(x + 8, x * 3 + 36 + 16 > src.len());
             // All three are 0..255: the saturating packs only narrow.
-            let v = _mm256_packus_epi16(_mm256_packus_epi32(yy, cb), _mm256_packus_epi32(cr, cr));
-            let v = _mm256_permutevar8x32_epi32(v, order);
-            let (lo, hi) = (_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
-            _mm_storel_epi64(yo.as_mut_ptr().add(x) as *mut __m128i, lo);
-            _mm_storel_epi64(cbo.as_mut_ptr().add(x) as *mut __m128i, _mm_unpackhi_epi64(lo, lo));
-            _mm_storel_epi64(cro.as_mut_ptr().add(x) as *mut __m128i, hi);
-            x += 8;
+            let ycb = _mm256_permutevar8x32_epi32(_mm256_packus_epi16(_mm256_packus_epi32(ya, yb), _mm256_packus_epi32(cba, cbb)), order);
+            let cr = _mm256_packus_epi32(cra, crb);
+            let cr = _mm256_permutevar8x32_epi32(_mm256_packus_epi16(cr, cr), order);
+            _mm_storeu_si128(yo.as_mut_ptr().add(x) as *mut __m128i, _mm256_castsi256_si128(ycb));
+            _mm_storeu_si128(cbo.as_mut_ptr().add(x) as *mut __m128i, _mm256_extracti128_si256::<1>(ycb));
+            _mm_storeu_si128(cro.as_mut_ptr().add(x) as *mut __m128i, _mm256_castsi256_si128(cr));
+            x += 16;
         }
         x
     }
 
+    /// jdcolor.c on sixteen pixels in i16 lanes (`cb`, `cr` already centred on 0): per 128-bit
+    /// lane, the first 16 and (in the low half of the second register) last 8 of its eight
+    /// pixels' 24 RGB bytes. Each term (K·v + 2^15) >> 16 splits K as 2^16·n + k with k an i16:
+    /// n·v plus the high half of k·v rounded by the low half's top bit; green's two products go
+    /// through one `vpmaddwd`. Exact, as the scalar formula.
     #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn ycc_to_rgb(yr: &[u8], cbr: &[u8], crr: &[u8], out: &mut [u8]) -> usize {
-        debug_assert!(out.len() >= yr.len() * 3);
-        let w = yr.len();
-        let k = |v: i32| _mm256_set1_epi32(v);
-        let (f_cr_r, f_cb_b, f_cr_g, f_cb_g) = (k(fix(1.402)), k(fix(1.772)), k(-fix(0.71414)), k(-fix(0.34414)));
-        let (half, c128) = (k(ONE_HALF), k(128));
-        let pack = _mm256_setr_epi8(0, 4, 8, 1, 5, 9, 2, 6, 10, 3, 7, 11, -1, -1, -1, -1, 0, 4, 8, 1, 5, 9, 2, 6, 10, 3, 7, 11, -1, -1, -1, -1);
-        let load8 = |p: *const u8| _mm256_cvtepu8_epi32(_mm_loadl_epi64(p as *const __m128i));
-        let mut x = 0;
-        // Stores of 16 bytes at bytes 3x and 3x + 12 may run into the next row (written after
-        // this one), not past the image.
-        while x + 8 <= w && x * 3 + 12 + 16 <= out.len() {
-            let yy = load8(yr.as_ptr().add(x));
-            let cb = _mm256_sub_epi32(load8(cbr.as_ptr().add(x)), c128);
-            let cr = _mm256_sub_epi32(load8(crr.as_ptr().add(x)), c128);
-            let r = _mm256_add_epi32(yy, _mm256_srai_epi32::<SCALEBITS>(_mm256_add_epi32(_mm256_mullo_epi32(f_cr_r, cr), half)));
-            let g = _mm256_add_epi32(yy, _mm256_srai_epi32::<SCALEBITS>(_mm256_add_epi32(_mm256_add_epi32(_mm256_mullo_epi32(f_cb_g, cb), half), _mm256_mullo_epi32(f_cr_g, cr))));
-            let b = _mm256_add_epi32(yy, _mm256_srai_epi32::<SCALEBITS>(_mm256_add_epi32(_mm256_mullo_epi32(f_cb_b, cb), half)));
-            // Saturating packs clamp to 0..255: [r0-3 g0-3 b0-3 b0-3 | r4-7 g4-7 b4-7 b4-7].
-            let v = _mm256_packus_epi16(_mm256_packus_epi32(r, g), _mm256_packus_epi32(b, b));
-            let v = _mm256_shuffle_epi8(v, pack);
-            _mm_storeu_si128(out.as_mut_ptr().add(x * 3) as *mut __m128i, _mm256_castsi256_si128(v));
-            _mm_storeu_si128(out.as_mut_ptr().add(x * 3 + 12) as *mut __m128i, _mm256_extracti128_si256::<1>(v));
-            x += 8;
+    #[inline]
+    pub(super) unsafe fn ycc16(yy: __m256i, cb: __m256i, cr: __m256i) -> (__m256i, __m256i) {
+        const K_R: i32 = F_CR_R - (1 << 16);
+        const K_B: i32 = F_CB_B - (2 << 16);
+        const K_G: i32 = (1 << 16) - F_CR_G;
+        const _: () = assert!(K_R.abs() < 1 << 15 && K_B.abs() < 1 << 15 && K_G.abs() < 1 << 15);
+        let rnd = |v: __m256i, k: i32| {
+            let k = _mm256_set1_epi16(k as i16);
+            _mm256_add_epi16(_mm256_mulhi_epi16(v, k), _mm256_srli_epi16::<15>(_mm256_mullo_epi16(v, k)))
+        };
+        let kg = _mm256_set1_epi32((-F_CB_G & 0xffff) | (K_G << 16));
+        let half = _mm256_set1_epi32(ONE_HALF);
+        /// Output bytes `from`..`from + n` of a lane's eight pixels (3p + c) from [r0-7 g0-7]
+        /// (`rg`) or [b0-7 b0-7].
+        const fn gather(from: usize, n: usize, rg: bool) -> [i8; 32] {
+            let mut m = [-1i8; 32];
+            let mut i = 0;
+            while i < 32 {
+                let o = from + i % 16;
+                let (p, c) = ((o / 3) as i8, o % 3);
+                if i % 16 < n {
+                    m[i] = match (c, rg) {
+                        (0, true) => p,
+                        (1, true) => 8 + p,
+                        (2, false) => p,
+                        _ => -1,
+                    };
+                }
+                i += 1;
+            }
+            m
         }
-        x
+        const M: [[i8; 32]; 4] = [gather(0, 16, true), gather(0, 16, false), gather(16, 8, true), gather(16, 8, false)];
+        let ld = |m: [i8; 32]| _mm256_loadu_si256(m.as_ptr() as *const __m256i);
+        let r = _mm256_add_epi16(yy, _mm256_add_epi16(cr, rnd(cr, K_R)));
+        let b = _mm256_add_epi16(yy, _mm256_add_epi16(_mm256_add_epi16(cb, cb), rnd(cb, K_B)));
+        let g = |v: __m256i| _mm256_srai_epi32::<SCALEBITS>(_mm256_add_epi32(_mm256_madd_epi16(v, kg), half));
+        let g = _mm256_packs_epi32(g(_mm256_unpacklo_epi16(cb, cr)), g(_mm256_unpackhi_epi16(cb, cr)));
+        let g = _mm256_add_epi16(yy, _mm256_sub_epi16(g, cr));
+        // Saturating packs clamp to 0..255; per lane [r g] and [b b] of eight pixels.
+        let (rg, bb) = (_mm256_packus_epi16(r, g), _mm256_packus_epi16(b, b));
+        (
+            _mm256_or_si256(_mm256_shuffle_epi8(rg, ld(M[0])), _mm256_shuffle_epi8(bb, ld(M[1]))),
+            _mm256_or_si256(_mm256_shuffle_epi8(rg, ld(M[2])), _mm256_shuffle_epi8(bb, ld(M[3]))),
+        )
+    }
+
+    /// Store [`ycc16`]'s output: the low lane's 24 bytes at `lo`, the high lane's at `hi`.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    pub(super) unsafe fn store_rgb((a, c): (__m256i, __m256i), lo: *mut u8, hi: *mut u8) {
+        _mm_storeu_si128(lo as *mut __m128i, _mm256_castsi256_si128(a));
+        _mm_storel_epi64(lo.add(16) as *mut __m128i, _mm256_castsi256_si128(c));
+        _mm_storeu_si128(hi as *mut __m128i, _mm256_extracti128_si256::<1>(a));
+        _mm_storel_epi64(hi.add(16) as *mut __m128i, _mm256_extracti128_si256::<1>(c));
+    }
+
+    /// [`downsample_h2v2`] of rows `r0`, `r1` (a multiple of 16 long) into `o`, 16 columns a
+    /// step: pair sums by `vpmaddubsw`.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn downsample(r0: &[u8], r1: &[u8], o: &mut [u8]) {
+        assert!(r0.len().is_multiple_of(16) && r1.len() == r0.len() && o.len() == r0.len() / 2);
+        let ones = _mm_set1_epi8(1);
+        let bias = _mm_setr_epi16(1, 2, 1, 2, 1, 2, 1, 2);
+        for i in 0..r0.len() / 16 {
+            let a = _mm_maddubs_epi16(_mm_loadu_si128(r0.as_ptr().add(16 * i) as *const __m128i), ones);
+            let b = _mm_maddubs_epi16(_mm_loadu_si128(r1.as_ptr().add(16 * i) as *const __m128i), ones);
+            let s = _mm_srli_epi16::<2>(_mm_add_epi16(_mm_add_epi16(a, b), bias));
+            _mm_storel_epi64(o.as_mut_ptr().add(8 * i) as *mut __m128i, _mm_packus_epi16(s, s));
+        }
+    }
+
+    /// The column sums of [`upsample_row_h2v2_fancy`] for output row `y`, edge-extended into
+    /// `cs` (`dw` + 2 long: `cs[0]` and `cs[dw + 1]` repeat the edges, which is what the scalar edge
+    /// formulas are).
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn column_sums(p: &[u8], cw: usize, dw: usize, dh: usize, y: usize, cs: &mut [u16]) {
+        let (near, far) = (&p[y / 2 * cw..][..dw], &p[far_row(y, dh) * cw..][..dw]);
+        assert!(cs.len() == dw + 2);
+        let mut x = 0;
+        while x + 16 <= dw {
+            let n = _mm256_cvtepu8_epi16(_mm_loadu_si128(near.as_ptr().add(x) as *const __m128i));
+            let f = _mm256_cvtepu8_epi16(_mm_loadu_si128(far.as_ptr().add(x) as *const __m128i));
+            let s = _mm256_add_epi16(_mm256_add_epi16(n, _mm256_add_epi16(n, n)), f);
+            _mm256_storeu_si256(cs.as_mut_ptr().add(x + 1) as *mut __m256i, s);
+            x += 16;
+        }
+        for x in x..dw {
+            cs[x + 1] = near[x] as u16 * 3 + far[x] as u16;
+        }
+        cs[0] = cs[1];
+        cs[dw + 1] = cs[dw];
+    }
+
+    /// One output row: fancy upsampling of both chroma components from their [`column_sums`]
+    /// and [`ycc16`], 32 pixels (16 chroma columns) a step; returns how many pixels it did and
+    /// writes their RGB bytes at `orow`, nothing past them.
+    /// The upsampled values stay in registers, in the order the unpacks give them: pixels
+    /// [0–7 | 16–23] and [8–15 | 24–31], which is how the luma bytes unpack too. The neighbour
+    /// columns come from registers by lane shifts, not from loads at an offset of one: those
+    /// would straddle the stores just made and stall on store forwarding.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn upsample_to_rgb(yr: &[u8], csb: &[u16], csr: &[u16], orow: *mut u8) -> usize {
+        let (w, dw) = (yr.len(), csb.len() - 2);
+        assert!(csr.len() == csb.len());
+        let (b8, b7, c128) = (_mm256_set1_epi16(8), _mm256_set1_epi16(7), _mm256_set1_epi16(128));
+        // The even and odd output columns of chroma columns x..x+16, centred on 0.
+        let fancy = |cs: &[u16], x: usize, prev: &mut __m256i| {
+            let m = _mm256_loadu_si256(cs.as_ptr().add(x + 1) as *const __m256i);
+            let next = if x + 32 <= dw { _mm256_loadu_si256(cs.as_ptr().add(x + 17) as *const __m256i) } else { _mm256_set1_epi16(cs[x + 17] as i16) };
+            // Column x − 1 + j and x + 1 + j in lane j.
+            let l = _mm256_alignr_epi8::<14>(m, _mm256_permute2x128_si256::<0x21>(*prev, m));
+            let r = _mm256_alignr_epi8::<2>(_mm256_permute2x128_si256::<0x21>(m, next), m);
+            *prev = m;
+            let m3 = _mm256_add_epi16(m, _mm256_add_epi16(m, m));
+            let e = _mm256_srli_epi16::<4>(_mm256_add_epi16(_mm256_add_epi16(m3, l), b8));
+            let o = _mm256_srli_epi16::<4>(_mm256_add_epi16(_mm256_add_epi16(m3, r), b7));
+            (_mm256_sub_epi16(_mm256_unpacklo_epi16(e, o), c128), _mm256_sub_epi16(_mm256_unpackhi_epi16(e, o), c128))
+        };
+        let (mut pb, mut pr) = (_mm256_set1_epi16(csb[0] as i16), _mm256_set1_epi16(csr[0] as i16));
+        let mut x = 0;
+        while x + 16 <= dw && 2 * x + 32 <= w {
+            let (cb_lo, cb_hi) = fancy(csb, x, &mut pb);
+            let (cr_lo, cr_hi) = fancy(csr, x, &mut pr);
+            let yv = _mm256_loadu_si256(yr.as_ptr().add(2 * x) as *const __m256i);
+            let z = _mm256_setzero_si256();
+            let o = orow.add(6 * x);
+            store_rgb(ycc16(_mm256_unpacklo_epi8(yv, z), cb_lo, cr_lo), o, o.add(48));
+            store_rgb(ycc16(_mm256_unpackhi_epi8(yv, z), cb_hi, cr_hi), o.add(24), o.add(72));
+            x += 16;
+        }
+        2 * x
     }
 }
 
@@ -658,6 +1019,75 @@ mod tests {
                 for img in [&noise, &ramp] {
                     for q in [1, 7, 10, 15, 25, 50, 58, 80, 95, 100] {
                         assert!(round_trip(img, h, w, c, q) == round_trip_scalar(img, h, w, c, q), "{h}x{w}x{c} q{q}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// The vector colour conversions against the scalar pixel formulas, for every 24-bit input.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn colour_conversions_are_exact() {
+        if !std::arch::is_x86_feature_detected!("avx2") {
+            return;
+        }
+        // One row per value of the first byte: all (second, third) byte pairs (the RGB row ends
+        // where its buffer does, as the last row of an image).
+        let n = 1 << 16;
+        let mut rgb = vec![0u8; 3 * n];
+        let (mut y, mut cb, mut cr) = (vec![0u8; n], vec![0u8; n], vec![0u8; n]);
+        for a in 0..256 {
+            let row: Vec<u8> = (0..n).flat_map(|i| [a as u8, (i >> 8) as u8, i as u8]).collect();
+            // SAFETY: AVX2 is present.
+            let done = unsafe { rows_avx2::rgb_to_ycc(&row, 0, &mut y, &mut cb, &mut cr) };
+            assert_eq!(done, n);
+            for (x, px) in row.chunks_exact(3).enumerate() {
+                assert_eq!([y[x], cb[x], cr[x]], rgb_to_ycc_px(px), "rgb {px:?}");
+            }
+            let (ya, cbs, crs) = (vec![a as u8; n], (0..n).map(|i| (i >> 8) as u8).collect::<Vec<u8>>(), (0..n).map(|i| i as u8).collect::<Vec<u8>>());
+            for x in (0..n).step_by(16) {
+                use std::arch::x86_64::*;
+                // SAFETY: AVX2 is present; 16 pixels are read from each row at x and 48 bytes
+                // written at 3x.
+                unsafe {
+                    let ld = |p: &[u8]| _mm256_cvtepu8_epi16(_mm_loadu_si128(p.as_ptr().add(x) as *const __m128i));
+                    let c128 = _mm256_set1_epi16(128);
+                    let o = rgb.as_mut_ptr().add(3 * x);
+                    rows_avx2::store_rgb(rows_avx2::ycc16(ld(&ya), _mm256_sub_epi16(ld(&cbs), c128), _mm256_sub_epi16(ld(&crs), c128)), o, o.add(24));
+                }
+            }
+            for x in 0..n {
+                let mut o = [0u8; 3];
+                ycc_to_rgb_px(ya[x], cbs[x], crs[x], &mut o);
+                assert_eq!(rgb[3 * x..3 * x + 3], o, "ycc {} {} {}", ya[x], cbs[x], crs[x]);
+            }
+        }
+    }
+
+    /// The vector quantiser's reciprocal multiplies against the scalar division, for every
+    /// 16-bit coefficient and every quantiser value.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn quantiser_is_exact() {
+        use std::arch::x86_64::*;
+        if !std::arch::is_x86_feature_detected!("avx2") {
+            return;
+        }
+        for qv in 1..=255 {
+            // SAFETY: AVX2 is present; the loads and stores are of 16 i16.
+            unsafe {
+                let t = block_avx2::Tables::new(&[qv; 64]);
+                let d = qv << 3;
+                for base in (-32768..32768).step_by(16) {
+                    let c: [i16; 16] = std::array::from_fn(|j| (base + j as i32) as i16);
+                    let mut q = [0i16; 16];
+                    let v = block_avx2::quantise(_mm256_loadu_si256(c.as_ptr() as *const __m256i), &t, 3);
+                    _mm256_storeu_si256(q.as_mut_ptr() as *mut __m256i, v);
+                    for j in 0..16 {
+                        let x = c[j] as i32;
+                        let want = (x.abs() + d / 2) / d * x.signum();
+                        assert_eq!(q[j] as i32, want, "t {x} q {qv}");
                     }
                 }
             }
