@@ -9,6 +9,8 @@ both see the same load:
 
     pip install imagecorruptions "setuptools<81"
     OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 python3 scripts/bench_corrupt_reference.py [N]
+
+With BENCH_DUMP=DIR set (for both commands), it times the images the Rust bench wrote to DIR.
 """
 import os
 import sys
@@ -72,6 +74,13 @@ def main():
     np.random.seed(0)
     i32 = [picture(32, k) for k in range(n)]
     i224 = [picture(224, k) for k in range(n)]
+    # BENCH_DUMP=DIR: the Rust bench's own inputs (written by `BENCH_DUMP=DIR cargo bench -p
+    # rws-corrupt --bench corrupt`), so both sides time the very same images.
+    dump = os.environ.get("BENCH_DUMP")
+    if dump:
+        i32 = list(np.load(os.path.join(dump, "bench32.npy"))[:n])
+        i224 = list(np.load(os.path.join(dump, "bench224.npy"))[:n])
+        print(f"images: {dump}/bench{{32,224}}.npy ({len(i224)} per size)")
     print("| corruption | sev | imagecorruptions 32 (ms) | imagecorruptions 224 (ms) |")
     print("|---|---|---|---|")
     only = sys.argv[2:]  # optional corruption names

@@ -144,6 +144,21 @@ fn main() {
         ),
         None => ((0..n_img).map(|k| picture(32, k)).collect(), (0..n_img).map(|k| picture(224, k)).collect()),
     };
+    // BENCH_DUMP=DIR writes the inputs as DIR/bench32.npy and DIR/bench224.npy (uint8 N×H×W×3) so
+    // scripts/bench_corrupt_reference.py can time the Python reference on the very same images.
+    if let Some(dir) = std::env::var_os("BENCH_DUMP") {
+        for (imgs, side) in [(&imgs32, 32), (&imgs224, 224)] {
+            let hdr = format!("{{'descr': '|u1', 'fortran_order': False, 'shape': ({}, {side}, {side}, 3), }}", imgs.len());
+            let mut b = b"\x93NUMPY\x01\x00".to_vec();
+            let pad = 64 - (10 + hdr.len() + 1) % 64;
+            b.extend_from_slice(&((hdr.len() + pad + 1) as u16).to_le_bytes());
+            b.extend_from_slice(hdr.as_bytes());
+            b.extend(std::iter::repeat_n(b' ', pad));
+            b.push(b'\n');
+            imgs.iter().for_each(|im| b.extend_from_slice(im));
+            std::fs::write(std::path::Path::new(&dir).join(format!("bench{side}.npy")), b).expect("BENCH_DUMP folder writable");
+        }
+    }
     println!("images: {}\n", if fm.is_some() { "Fashion-MNIST test images, tinted (TIMING.md's inputs)" } else { "synthetic pictures" });
     println!("| corruption | sev | rws 32 (ms) | Python cifar 32 (ms) | speed-up | rws 224 (ms) | Python ic 224 (ms) | speed-up |");
     println!("|---|---|---|---|---|---|---|---|");
