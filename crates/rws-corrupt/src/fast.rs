@@ -188,6 +188,110 @@ fn sep_filter_impl<F: Flt, T: Px<F>, O: Copy + Default, const FMA: bool>(src: &[
     out
 }
 
+/// Floats per block of the blocked symmetric filter: eight AVX vectors, which stay in registers
+/// while all taps of one output block accumulate.
+const BLK: usize = 64;
+
+/// Rows of `w·c` values padded to whole blocks (the filters read and write whole blocks).
+fn block_stride(rw: usize) -> usize {
+    rw.div_ceil(BLK) * BLK
+}
+
+/// `src` (HWC, any pixel type) as f32 rows of stride [`block_stride`], with `r` extra rows above
+/// and below filled under `mode`: the input of [`sym_sep_f32`].
+pub(crate) fn pad_rows_f32<T: Copy>(src: &[T], h: usize, w: usize, c: usize, r: usize, mode: Mode, get: impl Fn(T) -> f32) -> Vec<f32> {
+    let (rw, rs) = (w * c, block_stride(w * c));
+    let mut out = vec![0f32; (h + 2 * r) * rs];
+    for (py, orow) in out.chunks_exact_mut(rs).enumerate() {
+        let sy = boundary_index(py as isize - r as isize, h, mode).expect("mode without zeros");
+        for (o, &v) in orow.iter_mut().zip(&src[sy * rw..(sy + 1) * rw]) {
+            *o = get(v);
+        }
+    }
+    out
+}
+
+/// Correlate with symmetric odd kernels given by their halves (`kv[0]` the centre, `kv[d]` the
+/// weight at ±d) along H, then W, under `mode`. `xp` comes from [`pad_rows_f32`] with
+/// r = kv.len() − 1. Both passes fold mirrored taps (one add, one multiply-add per pair) over
+/// blocks of [`BLK`] contiguous values, so each block's accumulators stay in registers for all
+/// taps; the vertical pass walks down one block column at a time, which keeps the rows it reads
+/// in L1. `fin(y, row)` receives each output row (its first w·c values are meaningful).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn sym_sep_f32(xp: &[f32], h: usize, w: usize, c: usize, kv: &[f32], kh: &[f32], mode: Mode, fin: impl FnMut(usize, &[f32])) {
+    #[cfg(target_arch = "x86_64")]
+    if avx2_fma() {
+        // SAFETY: the CPU supports AVX2 and FMA (checked just above).
+        return unsafe { sym_sep_avx2(xp, h, w, c, kv, kh, mode, fin) };
+    }
+    sym_sep_impl::<false>(xp, h, w, c, kv, kh, mode, fin)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn sym_sep_avx2(xp: &[f32], h: usize, w: usize, c: usize, kv: &[f32], kh: &[f32], mode: Mode, fin: impl FnMut(usize, &[f32])) {
+    sym_sep_impl::<true>(xp, h, w, c, kv, kh, mode, fin)
+}
+
+/// One block: `k[0]·at(0) + Σ_d k[d]·(at(−d) + at(d))`, `at(o)` being the block at offset o.
+#[inline(always)]
+fn sym_block<const FMA: bool>(k: &[f32], at: impl Fn(isize) -> *const f32, out: &mut [f32; BLK]) {
+    // SAFETY (callers): every block `at` returns is BLK readable values.
+    let blk = |o: isize| unsafe { &*(at(o) as *const [f32; BLK]) };
+    let mut acc = [0f32; BLK];
+    let c0 = blk(0);
+    for i in 0..BLK {
+        acc[i] = k[0] * c0[i];
+    }
+    for (d, &kd) in k.iter().enumerate().skip(1) {
+        let (u, v) = (blk(-(d as isize)), blk(d as isize));
+        for i in 0..BLK {
+            acc[i] = madd::<FMA, f32>(kd, u[i] + v[i], acc[i]);
+        }
+    }
+    *out = acc;
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn sym_sep_impl<const FMA: bool>(xp: &[f32], h: usize, w: usize, c: usize, kv: &[f32], kh: &[f32], mode: Mode, mut fin: impl FnMut(usize, &[f32])) {
+    let (rw, rs) = (w * c, block_stride(w * c));
+    let (rv, rh) = (kv.len() - 1, kh.len() - 1);
+    assert!(xp.len() >= (h + 2 * rv) * rs);
+    // Vertical pass into rows padded by rh pixels each side (filled afterwards).
+    let ts = rs + 2 * rh * c;
+    let mut t = vec![0f32; h * ts];
+    let mut ob = [0f32; BLK];
+    for x0 in (0..rs).step_by(BLK) {
+        for y in 0..h {
+            let base = (y + rv) * rs + x0;
+            // SAFETY: rows y..=y+2rv exist in xp (asserted above) and x0 + BLK ≤ rs.
+            sym_block::<FMA>(kv, |o| unsafe { xp.as_ptr().offset(base as isize + o * rs as isize) }, &mut ob);
+            t[y * ts + rh * c + x0..][..BLK].copy_from_slice(&ob);
+        }
+    }
+    let mut row = vec![0f32; rs];
+    for y in 0..h {
+        let tr = &mut t[y * ts..(y + 1) * ts];
+        for j in 0..rh {
+            let l = boundary_index(j as isize - rh as isize, w, mode).expect("mode without zeros");
+            let r = boundary_index((w + j) as isize, w, mode).expect("mode without zeros");
+            for ch in 0..c {
+                tr[j * c + ch] = tr[(rh + l) * c + ch];
+                tr[(w + rh + j) * c + ch] = tr[(rh + r) * c + ch];
+            }
+        }
+        for x0 in (0..rs).step_by(BLK) {
+            let base = rh * c + x0;
+            // SAFETY: base ± rh·c + BLK stays within the padded row of ts = rs + 2·rh·c values.
+            sym_block::<FMA>(kh, |o| unsafe { tr.as_ptr().offset(base as isize + o * c as isize) }, &mut ob);
+            row[x0..x0 + BLK].copy_from_slice(&ob);
+        }
+        fin(y, &row[..rw]);
+    }
+}
+
 /// Images up to this many pixels take the f64 path that reproduces the float path's operation
 /// order (and so its bytes); larger ones the f32 path.
 const EXACT_MAX_PIXELS: usize = 64 * 64;
@@ -207,8 +311,15 @@ pub(crate) fn gaussian_blur_u8(x: &[u8], h: usize, w: usize, c: usize, severity:
         let u: Vec<f64> = x.iter().map(|&v| v as f64 / 255.0).collect();
         return sep_filter(&u, h, w, c, &k, &k, Mode::Nearest, false, |v: f64| crate::cast_u8(v.clamp(0.0, 1.0) * 255.0));
     }
-    let k: Vec<f32> = k.iter().map(|&v| v as f32).collect();
-    sep_filter(x, h, w, c, &k, &k, Mode::Nearest, true, cast_nudged)
+    let k: Vec<f32> = k[k.len() / 2..].iter().map(|&v| v as f32).collect();
+    let xp = pad_rows_f32(x, h, w, c, k.len() - 1, Mode::Nearest, |v| v as f32);
+    let mut out = vec![0u8; h * w * c];
+    sym_sep_f32(&xp, h, w, c, &k, &k, Mode::Nearest, |y, row| {
+        for (o, &v) in out[y * w * c..(y + 1) * w * c].iter_mut().zip(row) {
+            *o = cast_nudged(v);
+        }
+    });
+    out
 }
 
 /// `out += Σ k·pad[y+i][x+j]` over the taps (i, j, k) in order, `pad` being the image padded by
@@ -263,30 +374,184 @@ fn pad_image<T: Copy>(src: &[T], h: usize, w: usize, c: usize, ry: usize, rx: us
     out
 }
 
+/// Integer-weighted point sets of the defocus plan, in the coordinates of the padded image:
+/// `(j, i0, i1)` is the column of points at column offset j, rows i0..i1, summed exactly from
+/// column prefix sums. All points of a group share the weight `w`; a group holds at most 257
+/// points, so its sum of uint8 values fits in u16.
+struct Group {
+    w: f32,
+    runs: Vec<(usize, usize, usize)>,
+}
+
+/// What the uint8 defocus of larger images needs for one (radius, alias σ): the image is padded
+/// by `pad` = grid half-width + Gaussian radius on every side; `disk` sums the disk, `g` is the
+/// half of the anti-alias Gaussian applied to it, `corr` the correction groups added after.
+struct DefocusPlan {
+    pad: usize,
+    g: Vec<f32>,
+    disk: Vec<Group>,
+    corr: Vec<Group>,
+    /// The reference kernel and its side, for the small images' exact path.
+    k: Vec<f64>,
+    n: usize,
+}
+
+/// Split points (i, j) sharing one weight into groups of column runs of ≤ 257 points.
+fn runs_groups(w: f32, mut pts: Vec<(usize, usize)>, out: &mut Vec<Group>) {
+    pts.sort_by_key(|&(i, j)| (j, i));
+    let mut g = Group { w, runs: Vec::new() };
+    let mut count = 0;
+    for (i, j) in pts {
+        if count == 257 {
+            out.push(std::mem::replace(&mut g, Group { w, runs: Vec::new() }));
+            count = 0;
+        }
+        match g.runs.last_mut() {
+            Some(r) if r.0 == j && r.2 == i => r.2 += 1,
+            _ => g.runs.push((j, i, i + 1)),
+        }
+        count += 1;
+    }
+    if !g.runs.is_empty() {
+        out.push(g);
+    }
+}
+
+impl DefocusPlan {
+    fn new(r: f64, a: f64) -> Self {
+        let (k, n) = blur::disk_kernel(r, a);
+        let half = n / 2;
+        let runs = blur::disk_runs(r);
+        let count: isize = runs.iter().map(|&(_, a)| 2 * a + 1).sum();
+        let g64: Vec<f64> = blur::cv_gaussian_kernel(if r <= 8.0 { 3 } else { 5 }, a).iter().map(|&v| v as f64).collect();
+        let gr = g64.len() / 2;
+        let (m, pad) = (n + 2 * gr, half + gr);
+        let mut disk = Vec::new();
+        let pts = runs.iter().flat_map(|&(dy, aa)| (-aa..=aa).map(move |dx| ((pad as isize + dy) as usize, (pad as isize + dx) as usize)));
+        runs_groups((1.0 / count as f64) as f32, pts.collect(), &mut disk);
+        // E = K − G ⊛ D on the m×m support. Beyond float32 noise it is non-zero only where the
+        // reference blurs the disk against its own grid border (radius ≥ 8): a few dozen points
+        // taking a handful of distinct values, so grouping equal weights turns E into a few
+        // exact integer sums. Dropped noise goes to the centre so every weight sum is kept.
+        let mut dd = vec![0f64; m * m];
+        for &(dy, aa) in &runs {
+            for dx in -aa..=aa {
+                dd[((dy + pad as isize) as usize) * m + (dx + pad as isize) as usize] = 1.0 / count as f64;
+            }
+        }
+        let mut e = vec![0f64; m * m];
+        for yy in 0..m {
+            for xx in 0..m {
+                let mut s = 0.0;
+                for (i, gi) in g64.iter().enumerate() {
+                    for (j, gj) in g64.iter().enumerate() {
+                        let (sy, sx) = (yy as isize + i as isize - gr as isize, xx as isize + j as isize - gr as isize);
+                        if (0..m as isize).contains(&sy) && (0..m as isize).contains(&sx) {
+                            s += gi * gj * dd[sy as usize * m + sx as usize];
+                        }
+                    }
+                }
+                let kk = if (gr..gr + n).contains(&yy) && (gr..gr + n).contains(&xx) { k[(yy - gr) * n + xx - gr] } else { 0.0 };
+                e[yy * m + xx] = kk - s;
+            }
+        }
+        let mut kept: Vec<(f64, usize, usize)> = Vec::new();
+        let mut dropped = 0.0;
+        for (idx, &v) in e.iter().enumerate() {
+            if v.abs() > 1e-6 {
+                kept.push((v, idx / m, idx % m));
+            } else {
+                dropped += v;
+            }
+        }
+        kept.sort_by(|p, q| p.0.total_cmp(&q.0));
+        let mut corr = Vec::new();
+        let mut lo = 0;
+        while lo < kept.len() {
+            // Weights within 1e-4 of the group's first share one (their mean).
+            let hi = lo + kept[lo..].iter().take_while(|t| (t.0 - kept[lo].0).abs() <= 1e-4 * kept[lo].0.abs()).count();
+            let mean = kept[lo..hi].iter().map(|t| t.0).sum::<f64>() / (hi - lo) as f64;
+            dropped += kept[lo..hi].iter().map(|t| t.0 - mean).sum::<f64>();
+            runs_groups(mean as f32, kept[lo..hi].iter().map(|t| (t.1, t.2)).collect(), &mut corr);
+            lo = hi;
+        }
+        if dropped.abs() > 1e-9 {
+            corr.push(Group { w: dropped as f32, runs: vec![(pad, pad, pad + 1)] });
+        }
+        DefocusPlan { pad, g: g64[gr..].iter().map(|&v| v as f32).collect(), disk, corr, k, n }
+    }
+}
+
+/// `out[x] (+)= Σ_groups w · Σ_runs (cp[y+i1][x+j] − cp[y+i0][x+j])` over one output row padded
+/// to whole blocks (`out.len()` a multiple of [`BLK`]), cp being the column prefix sums (row
+/// stride `cs`, pixel stride `c`): exact u16 sums per group, each block's sum kept in registers
+/// over all runs of its group.
+fn add_groups(cp: &[u16], cs: usize, c: usize, y: usize, groups: &[Group], out: &mut [f32], overwrite: bool) {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2 (checked just above).
+        return unsafe { add_groups_avx2(cp, cs, c, y, groups, out, overwrite) };
+    }
+    add_groups_impl(cp, cs, c, y, groups, out, overwrite)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn add_groups_avx2(cp: &[u16], cs: usize, c: usize, y: usize, groups: &[Group], out: &mut [f32], overwrite: bool) {
+    add_groups_impl(cp, cs, c, y, groups, out, overwrite)
+}
+
+#[inline(always)]
+fn add_groups_impl(cp: &[u16], cs: usize, c: usize, y: usize, groups: &[Group], out: &mut [f32], overwrite: bool) {
+    for x0 in (0..out.len()).step_by(BLK) {
+        let o: &mut [f32; BLK] = (&mut out[x0..x0 + BLK]).try_into().unwrap();
+        for (gi, g) in groups.iter().enumerate() {
+            let mut acc = [0u16; BLK];
+            for &(j, i0, i1) in &g.runs {
+                let hi: &[u16; BLK] = cp[(y + i1) * cs + j * c + x0..][..BLK].try_into().unwrap();
+                let lo: &[u16; BLK] = cp[(y + i0) * cs + j * c + x0..][..BLK].try_into().unwrap();
+                for i in 0..BLK {
+                    acc[i] = acc[i].wrapping_add(hi[i].wrapping_sub(lo[i]));
+                }
+            }
+            if overwrite && gi == 0 {
+                for i in 0..BLK {
+                    o[i] = g.w * acc[i] as f32;
+                }
+            } else {
+                for i in 0..BLK {
+                    o[i] += g.w * acc[i] as f32;
+                }
+            }
+        }
+    }
+}
+
 /// Small images: the float path's direct correlation with the OpenCV kernel, same order in f64
-/// (same bytes). Larger ones: the disk by integer running sums per row, the separable Gaussian
-/// in f32, plus the difference between the reference's kernel and Gaussian ⊛ disk (non-zero
-/// only where the reference blurs the disk against its own grid border, radius ≥ 8) as sparse taps.
+/// (same bytes). Larger ones: K = G ⊛ D + E with D the uniform disk, G the anti-alias Gaussian
+/// and E what the reference adds by blurring the disk inside its own grid. The disk and E are
+/// sums of uint8 values over integer point sets (column runs of exact u16 prefix sums, 16 lanes),
+/// G a separable f32 filter between them.
 pub(crate) fn defocus_blur_u8(x: &[u8], h: usize, w: usize, c: usize, severity: usize, p: ParamSet) -> Vec<u8> {
     let (r, a) = blur::defocus_params(severity, p);
-    // The kernel depends on (r, a) only: built once per thread.
-    type Cached = ((u64, u64), std::rc::Rc<(Vec<f64>, usize)>);
+    // The plan depends on (r, a) only: built once per thread.
+    type Cached = ((u64, u64), std::rc::Rc<DefocusPlan>);
     thread_local! {
-        static KERNELS: std::cell::RefCell<Vec<Cached>> = const { std::cell::RefCell::new(Vec::new()) };
+        static PLANS: std::cell::RefCell<Vec<Cached>> = const { std::cell::RefCell::new(Vec::new()) };
     }
     let key = (r.to_bits(), a.to_bits());
-    let kn = KERNELS.with(|c| {
+    let plan = PLANS.with(|c| {
         let mut c = c.borrow_mut();
         if let Some((_, v)) = c.iter().find(|(k, _)| *k == key) {
             return v.clone();
         }
-        let v = std::rc::Rc::new(blur::disk_kernel(r, a));
+        let v = std::rc::Rc::new(DefocusPlan::new(r, a));
         c.push((key, v.clone()));
         v
     });
-    let (k, n) = (&kn.0, kn.1);
-    let half = n / 2;
     if h * w <= EXACT_MAX_PIXELS {
+        let (k, n) = (&plan.k, plan.n);
+        let half = n / 2;
         let u: Vec<f64> = x.iter().map(|&v| v as f64 / 255.0).collect();
         let pad = pad_image(&u, h, w, c, half, half, Mode::Mirror);
         let taps: Vec<(usize, usize, f64)> = (0..n).flat_map(|i| (0..n).map(move |j| (i, j))).map(|(i, j)| (i, j, k[i * n + j])).filter(|t| t.2 != 0.0).collect();
@@ -294,101 +559,41 @@ pub(crate) fn defocus_blur_u8(x: &[u8], h: usize, w: usize, c: usize, severity: 
         corr_taps(&pad, w + 2 * half, h, w, c, &taps, &mut out);
         return out.iter().map(|&v| crate::cast_u8(v.clamp(0.0, 1.0) * 255.0)).collect();
     }
-    let runs = blur::disk_runs(r);
-    let count: isize = runs.iter().map(|&(_, a)| 2 * a + 1).sum();
-    let d = disk_sum_u8(x, h, w, c, r, &runs, 1.0 / count as f32);
-    let g64: Vec<f64> = blur::cv_gaussian_kernel(if r <= 8.0 { 3 } else { 5 }, a).iter().map(|&v| v as f64).collect();
-    let g: Vec<f32> = g64.iter().map(|&v| v as f32).collect();
-    let gr = g.len() / 2;
-    let mut y = sep_filter(&d, h, w, c, &g, &g, Mode::Mirror, true, |v: f32| v);
-    // E = K − G ⊛ D on the (n + 2·gr)² support, with D the uniform disk.
-    let m = n + 2 * gr;
-    let mut dd = vec![0f64; m * m];
-    for &(dy, aa) in &runs {
-        for dx in -aa..=aa {
-            dd[((dy + (m / 2) as isize) as usize) * m + (dx + (m / 2) as isize) as usize] = 1.0 / count as f64;
+    let (pad, rw) = (plan.pad, w * c);
+    let xp = pad_image(x, h, w, c, pad, pad, Mode::Mirror);
+    // Column prefix sums of the padded image: cp[i] = Σ_{i' < i} xp[i'] (wrapping u16: every
+    // run sums at most 257 values, so differences are exact).
+    let rs = block_stride(rw);
+    // Rows end in zero padding up to whole blocks, which add_groups reads past the last pixel.
+    let cs = rs + 2 * pad * c;
+    let mut cp = vec![0u16; (h + 2 * pad + 1) * cs];
+    for i in 0..h + 2 * pad {
+        let (done, next) = cp.split_at_mut((i + 1) * cs);
+        let xr = &xp[i * (w + 2 * pad) * c..(i + 1) * (w + 2 * pad) * c];
+        for ((o, &p), &v) in next[..cs].iter_mut().zip(&done[i * cs..]).zip(xr) {
+            *o = p.wrapping_add(v as u16);
         }
     }
-    let mut gd = vec![0f64; m * m];
-    for yy in 0..m {
-        for xx in 0..m {
-            let mut s = 0.0;
-            for (i, gi) in g64.iter().enumerate() {
-                for (j, gj) in g64.iter().enumerate() {
-                    let (sy, sx) = (yy as isize + i as isize - gr as isize, xx as isize + j as isize - gr as isize);
-                    if (0..m as isize).contains(&sy) && (0..m as isize).contains(&sx) {
-                        s += gi * gj * dd[sy as usize * m + sx as usize];
-                    }
-                }
-            }
-            gd[yy * m + xx] = s;
-        }
-    }
-    let taps: Vec<(usize, usize, f32)> = (0..m)
-        .flat_map(|i| (0..m).map(move |j| (i, j)))
-        .filter_map(|(i, j)| {
-            let kk = if (gr..gr + n).contains(&i) && (gr..gr + n).contains(&j) { k[(i - gr) * n + j - gr] } else { 0.0 };
-            let e = kk - gd[i * m + j];
-            (e.abs() > 1e-9).then_some((i, j, e as f32))
-        })
-        .collect();
-    if !taps.is_empty() {
-        let pad = pad_image(x, h, w, c, m / 2, m / 2, Mode::Mirror);
-        corr_taps(&pad, w + 2 * (m / 2), h, w, c, &taps, &mut y);
-    }
-    y.iter().map(|&v| cast_nudged(v)).collect()
-}
-
-/// Mean of the uint8 values over the integer disk (rows `runs`) around each pixel, whole-sample
-/// symmetric border, scaled by `inv`: exact integer running sums per row, one f32 rounding.
-fn disk_sum_u8(x: &[u8], h: usize, w: usize, c: usize, r: f64, runs: &[(isize, isize)], inv: f32) -> Vec<f32> {
-    #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU supports AVX2 (checked just above).
-        return unsafe { disk_sum_u8_avx2(x, h, w, c, r, runs, inv) };
-    }
-    disk_sum_u8_impl(x, h, w, c, r, runs, inv)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn disk_sum_u8_avx2(x: &[u8], h: usize, w: usize, c: usize, r: f64, runs: &[(isize, isize)], inv: f32) -> Vec<f32> {
-    disk_sum_u8_impl(x, h, w, c, r, runs, inv)
-}
-
-#[inline(always)]
-fn disk_sum_u8_impl(x: &[u8], h: usize, w: usize, c: usize, r: f64, runs: &[(isize, isize)], inv: f32) -> Vec<f32> {
-    let rr = r.floor() as usize;
-    let pw = w + 2 * rr + 1;
-    let mut pre = vec![0u32; h * pw * c];
-    let xs: Vec<usize> = (1..pw).map(|j| boundary_index(j as isize - 1 - rr as isize, w, Mode::Mirror).unwrap()).collect();
+    let gr = plan.g.len() - 1;
+    let mut d = vec![0f32; (h + 2 * gr) * rs];
     for y in 0..h {
-        let row = &x[y * w * c..(y + 1) * w * c];
-        let p = &mut pre[y * pw * c..(y + 1) * pw * c];
-        for (j, &sx) in xs.iter().enumerate() {
-            for ch in 0..c {
-                p[(j + 1) * c + ch] = p[j * c + ch] + row[sx * c + ch] as u32;
-            }
+        add_groups(&cp, cs, c, y, &plan.disk, &mut d[(y + gr) * rs..][..rs], true);
+    }
+    for j in 0..gr {
+        for (py, sy) in [(j, boundary_index(j as isize - gr as isize, h, Mode::Mirror)), (h + gr + j, boundary_index((h + j) as isize, h, Mode::Mirror))] {
+            let sy = sy.expect("mirror") + gr;
+            d.copy_within(sy * rs..(sy + 1) * rs, py * rs);
         }
     }
-    let rw = w * c;
-    let mut out = vec![0f32; h * rw];
-    let mut acc = vec![0u32; rw];
-    for y in 0..h {
-        acc.iter_mut().for_each(|a| *a = 0);
-        for &(dy, a) in runs {
-            let sy = boundary_index(y as isize + dy, h, Mode::Mirror).unwrap();
-            let p = &pre[sy * pw * c..(sy + 1) * pw * c];
-            let hi = &p[(rr + a as usize + 1) * c..][..rw];
-            let lo = &p[(rr - a as usize) * c..][..rw];
-            for ((o, &h1), &l1) in acc.iter_mut().zip(hi).zip(lo) {
-                *o += h1 - l1;
-            }
+    let mut out = vec![0u8; h * rw];
+    let mut row = vec![0f32; rs];
+    sym_sep_f32(&d, h, w, c, &plan.g, &plan.g, Mode::Mirror, |y, v| {
+        row[..rw].copy_from_slice(v);
+        add_groups(&cp, cs, c, y, &plan.corr, &mut row, false);
+        for (o, &v) in out[y * rw..(y + 1) * rw].iter_mut().zip(&row) {
+            *o = cast_nudged(v);
         }
-        for (o, &a) in out[y * rw..(y + 1) * rw].iter_mut().zip(&acc) {
-            *o = a as f32 * inv;
-        }
-    }
+    });
     out
 }
 
