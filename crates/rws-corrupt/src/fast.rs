@@ -304,12 +304,102 @@ fn cast_nudged(v: f32) -> u8 {
     crate::cast_u8_f32(v + 1e-3)
 }
 
+/// f64 values per block of [`taps_f64`].
+const BLK64: usize = 16;
+
+/// The exact f64 paths' correlation: output row y, value e is `0 + Σ k·src[y·stride + off + e]`
+/// over `taps` (off, k) in order, multiply and add rounded separately: the order and roundings
+/// of `ndimage::correlate_rows`/`correlate_cols`/`correlate2d`, so the same bits, with blocks
+/// of [`BLK64`] sums kept in registers over all taps. `src` must hold BLK64 values past the last
+/// row's reach. `fin(y, row)` receives each row of `len` values.
+fn taps_f64(src: &[f64], stride: usize, rows: usize, len: usize, taps: &[(usize, f64)], fin: impl FnMut(usize, &[f64])) {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2 (checked just above).
+        return unsafe { taps_f64_avx2(src, stride, rows, len, taps, fin) };
+    }
+    taps_f64_impl(src, stride, rows, len, taps, fin)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn taps_f64_avx2(src: &[f64], stride: usize, rows: usize, len: usize, taps: &[(usize, f64)], fin: impl FnMut(usize, &[f64])) {
+    taps_f64_impl(src, stride, rows, len, taps, fin)
+}
+
+#[inline(always)]
+fn taps_f64_impl(src: &[f64], stride: usize, rows: usize, len: usize, taps: &[(usize, f64)], mut fin: impl FnMut(usize, &[f64])) {
+    let mut row = vec![0f64; len.div_ceil(BLK64) * BLK64];
+    for y in 0..rows {
+        for e0 in (0..len).step_by(BLK64) {
+            let mut acc = [0f64; BLK64];
+            for &(off, k) in taps {
+                let s: &[f64; BLK64] = src[y * stride + off + e0..][..BLK64].try_into().unwrap();
+                for i in 0..BLK64 {
+                    acc[i] += k * s[i];
+                }
+            }
+            row[e0..e0 + BLK64].copy_from_slice(&acc);
+        }
+        fin(y, &row[..len]);
+    }
+}
+
+/// `src` (HWC) padded by `ry` rows and `rx` columns under `mode`, as f64 through `lut`, with
+/// [`BLK64`] spare values at the end for [`taps_f64`].
+fn pad_f64(src: &[u8], h: usize, w: usize, c: usize, ry: usize, rx: usize, mode: Mode, lut: &[f64; 256]) -> Vec<f64> {
+    let pw = w + 2 * rx;
+    let mut out = Vec::with_capacity((h + 2 * ry) * pw * c + BLK64);
+    let side = |px: usize| boundary_index(px as isize - rx as isize, w, mode).expect("mode without zeros");
+    for py in 0..h + 2 * ry {
+        let sy = boundary_index(py as isize - ry as isize, h, mode).expect("mode without zeros");
+        let row = &src[sy * w * c..(sy + 1) * w * c];
+        for sx in (0..rx).map(side) {
+            out.extend(row[sx * c..(sx + 1) * c].iter().map(|&b| lut[b as usize]));
+        }
+        out.extend(row.iter().map(|&b| lut[b as usize]));
+        for sx in (rx + w..pw).map(side) {
+            out.extend(row[sx * c..(sx + 1) * c].iter().map(|&b| lut[b as usize]));
+        }
+    }
+    out.resize(out.len() + BLK64, 0.0);
+    out
+}
+
+/// `v / 255` for every byte, as the float path computes it.
+fn unit_lut() -> [f64; 256] {
+    std::array::from_fn(|v| v as f64 / 255.0)
+}
+
 pub(crate) fn gaussian_blur_u8(x: &[u8], h: usize, w: usize, c: usize, severity: usize, p: ParamSet) -> Vec<u8> {
     let sigma = blur::gaussian_sigma(severity, p);
     let k = crate::ndimage::gaussian_kernel1d(sigma, 4.0);
     if h * w <= EXACT_MAX_PIXELS {
-        let u: Vec<f64> = x.iter().map(|&v| v as f64 / 255.0).collect();
-        return sep_filter(&u, h, w, c, &k, &k, Mode::Nearest, false, |v: f64| crate::cast_u8(v.clamp(0.0, 1.0) * 255.0));
+        // The float path's correlate_rows then correlate_cols, same order and roundings.
+        let r = k.len() / 2;
+        let rw = w * c;
+        let xp = pad_f64(x, h, w, c, r, 0, Mode::Nearest, &unit_lut());
+        let ts = rw + 2 * r * c;
+        let mut t = vec![0f64; h * ts + BLK64];
+        let vt: Vec<(usize, f64)> = k.iter().enumerate().map(|(i, &kv)| (i * rw, kv)).collect();
+        taps_f64(&xp, rw, h, rw, &vt, |y, row| {
+            let tr = &mut t[y * ts..(y + 1) * ts];
+            tr[r * c..r * c + rw].copy_from_slice(row);
+            for ch in 0..c {
+                for j in 0..r {
+                    tr[j * c + ch] = row[ch];
+                    tr[(r + w + j) * c + ch] = row[(w - 1) * c + ch];
+                }
+            }
+        });
+        let ht: Vec<(usize, f64)> = k.iter().enumerate().map(|(j, &kv)| (j * c, kv)).collect();
+        let mut out = vec![0u8; h * rw];
+        taps_f64(&t, ts, h, rw, &ht, |y, row| {
+            for (o, &v) in out[y * rw..(y + 1) * rw].iter_mut().zip(row) {
+                *o = crate::cast_u8(v.clamp(0.0, 1.0) * 255.0);
+            }
+        });
+        return out;
     }
     let k: Vec<f32> = k[k.len() / 2..].iter().map(|&v| v as f32).collect();
     let xp = pad_rows_f32(x, h, w, c, k.len() - 1, Mode::Nearest, |v| v as f32);
@@ -320,38 +410,6 @@ pub(crate) fn gaussian_blur_u8(x: &[u8], h: usize, w: usize, c: usize, severity:
         }
     });
     out
-}
-
-/// `out += Σ k·pad[y+i][x+j]` over the taps (i, j, k) in order, `pad` being the image padded by
-/// the kernel's half-sizes (row stride `pw` pixels): `ndimage::correlate2d`'s loop.
-#[allow(clippy::too_many_arguments)]
-fn corr_taps<F: Flt, T: Px<F>>(pad: &[T], pw: usize, h: usize, w: usize, c: usize, taps: &[(usize, usize, F)], out: &mut [F]) {
-    #[cfg(target_arch = "x86_64")]
-    if avx2_fma() {
-        // SAFETY: the CPU supports AVX2 and FMA (checked just above).
-        return unsafe { corr_taps_avx2(pad, pw, h, w, c, taps, out) };
-    }
-    corr_taps_impl::<F, T, false>(pad, pw, h, w, c, taps, out)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn corr_taps_avx2<F: Flt, T: Px<F>>(pad: &[T], pw: usize, h: usize, w: usize, c: usize, taps: &[(usize, usize, F)], out: &mut [F]) {
-    corr_taps_impl::<F, T, true>(pad, pw, h, w, c, taps, out)
-}
-
-#[inline(always)]
-fn corr_taps_impl<F: Flt, T: Px<F>, const FMA: bool>(pad: &[T], pw: usize, h: usize, w: usize, c: usize, taps: &[(usize, usize, F)], out: &mut [F]) {
-    let rw = w * c;
-    for y in 0..h {
-        let orow = &mut out[y * rw..(y + 1) * rw];
-        for &(i, j, k) in taps {
-            let s = &pad[((y + i) * pw + j) * c..((y + i) * pw + j) * c + rw];
-            for (o, &v) in orow.iter_mut().zip(s) {
-                *o = madd::<FMA, F>(k, v.get(), *o);
-            }
-        }
-    }
 }
 
 /// `src` (HWC) padded by `ry` rows and `rx` columns under `mode`.
@@ -552,12 +610,17 @@ pub(crate) fn defocus_blur_u8(x: &[u8], h: usize, w: usize, c: usize, severity: 
     if h * w <= EXACT_MAX_PIXELS {
         let (k, n) = (&plan.k, plan.n);
         let half = n / 2;
-        let u: Vec<f64> = x.iter().map(|&v| v as f64 / 255.0).collect();
-        let pad = pad_image(&u, h, w, c, half, half, Mode::Mirror);
-        let taps: Vec<(usize, usize, f64)> = (0..n).flat_map(|i| (0..n).map(move |j| (i, j))).map(|(i, j)| (i, j, k[i * n + j])).filter(|t| t.2 != 0.0).collect();
-        let mut out = vec![0f64; h * w * c];
-        corr_taps(&pad, w + 2 * half, h, w, c, &taps, &mut out);
-        return out.iter().map(|&v| crate::cast_u8(v.clamp(0.0, 1.0) * 255.0)).collect();
+        let ps = (w + 2 * half) * c;
+        let pad = pad_f64(x, h, w, c, half, half, Mode::Mirror, &unit_lut());
+        // ndimage::correlate2d's taps: row-major, zeros skipped.
+        let taps: Vec<(usize, f64)> = (0..n * n).filter(|&i| k[i] != 0.0).map(|i| ((i / n) * ps + (i % n) * c, k[i])).collect();
+        let mut out = vec![0u8; h * w * c];
+        taps_f64(&pad, ps, h, w * c, &taps, |y, row| {
+            for (o, &v) in out[y * w * c..(y + 1) * w * c].iter_mut().zip(row) {
+                *o = crate::cast_u8(v.clamp(0.0, 1.0) * 255.0);
+            }
+        });
+        return out;
     }
     let (pad, rw) = (plan.pad, w * c);
     let xp = pad_image(x, h, w, c, pad, pad, Mode::Mirror);
@@ -680,11 +743,16 @@ mod tests {
         let a = sep_filter(&x, h, w, c, &k32, &k32, Mode::Mirror, true, |v: f32| v);
         let b = sep_filter_impl::<f32, u8, f32, false>(&x, h, w, c, &k32, &k32, Mode::Mirror, true, |v| v);
         assert!(a.iter().zip(&b).all(|(p, q)| (p - q).abs() < 1e-3));
-        let taps: Vec<(usize, usize, f32)> = vec![(0, 0, 0.25), (1, 2, -0.5), (2, 1, 0.125)];
-        let pad = pad_image(&x, h, w, c, 1, 1, Mode::Mirror);
-        let (mut o1, mut o2) = (vec![1f32; h * w * c], vec![1f32; h * w * c]);
-        corr_taps(&pad, w + 2, h, w, c, &taps, &mut o1);
-        corr_taps_impl::<f32, u8, false>(&pad, w + 2, h, w, c, &taps, &mut o2);
+        let taps: Vec<(usize, f64)> = vec![(0, 0.25), ((w + 2) * c + 2 * c, -0.5), (2 * (w + 2) * c + c, 0.125)];
+        let pad = pad_f64(&x, h, w, c, 1, 1, Mode::Mirror, &unit_lut());
+        let (mut o1, mut o2) = (Vec::new(), Vec::new());
+        taps_f64(&pad, (w + 2) * c, h, w * c, &taps, |_, r| o1.extend_from_slice(r));
+        taps_f64_impl(&pad, (w + 2) * c, h, w * c, &taps, |_, r| o2.extend_from_slice(r));
+        assert!(o1 == o2);
+        let xp = pad_rows_f32(&x, h, w, c, 2, Mode::Nearest, |v| v as f32);
+        let (mut o1, mut o2) = (Vec::new(), Vec::new());
+        sym_sep_f32(&xp, h, w, c, &[0.5, 0.2, 0.05], &[0.6, 0.2], Mode::Mirror, |_, r| o1.extend_from_slice(r));
+        sym_sep_impl::<false>(&xp, h, w, c, &[0.5, 0.2, 0.05], &[0.6, 0.2], Mode::Mirror, |_, r| o2.extend_from_slice(r));
         assert!(o1.iter().zip(&o2).all(|(p, q)| (p - q).abs() < 1e-3));
     }
 }
