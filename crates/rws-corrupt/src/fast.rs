@@ -234,23 +234,63 @@ unsafe fn sym_sep_avx2(xp: &[f32], h: usize, w: usize, c: usize, kv: &[f32], kh:
     sym_sep_impl::<true>(xp, h, w, c, kv, kh, mode, fin)
 }
 
-/// One block: `k[0]·at(0) + Σ_d k[d]·(at(−d) + at(d))`, `at(o)` being the block at offset o.
+/// One block of N values: `k[0]·at(0) + Σ_d k[d]·(at(−d) + at(d))`, `at(o)` being the block at
+/// offset o.
 #[inline(always)]
-fn sym_block<const FMA: bool>(k: &[f32], at: impl Fn(isize) -> *const f32, out: &mut [f32; BLK]) {
-    // SAFETY (callers): every block `at` returns is BLK readable values.
-    let blk = |o: isize| unsafe { &*(at(o) as *const [f32; BLK]) };
-    let mut acc = [0f32; BLK];
+fn sym_block<const FMA: bool, const N: usize>(k: &[f32], at: impl Fn(isize) -> *const f32, out: &mut [f32; N]) {
+    // SAFETY (callers): every block `at` returns is N readable values.
+    let blk = |o: isize| unsafe { &*(at(o) as *const [f32; N]) };
+    let mut acc = [0f32; N];
     let c0 = blk(0);
-    for i in 0..BLK {
+    for i in 0..N {
         acc[i] = k[0] * c0[i];
     }
     for (d, &kd) in k.iter().enumerate().skip(1) {
         let (u, v) = (blk(-(d as isize)), blk(d as isize));
-        for i in 0..BLK {
+        for i in 0..N {
             acc[i] = madd::<FMA, f32>(kd, u[i] + v[i], acc[i]);
         }
     }
     *out = acc;
+}
+
+/// Floats per block of the vertical pass: two AVX vectors, for [`sym_block2_avx2`].
+const BLK2: usize = 16;
+
+/// [`sym_block`] for two output rows y and y+1 at once (`p` points at row y's block, rows
+/// `rs` floats apart): row y+1's pair (y+1−d, y+1+d) reuses row y−d+1, loaded for row y's
+/// previous pair, and row y's pair reuses row y+d, loaded for row y+1's previous pair, so each
+/// input row is loaded once for both outputs. Same operations per output as [`sym_block`]
+/// with FMA, so the same values.
+///
+/// # Safety
+/// AVX2 and FMA present; rows y−(k.len()−1) ..= y+k.len() readable for BLK2 floats from `p`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn sym_block2_avx2(k: &[f32], p: *const f32, rs: isize, out0: &mut [f32; BLK2], out1: &mut [f32; BLK2]) {
+    use std::arch::x86_64::*;
+    // SAFETY: the caller guarantees the rows read here.
+    let ld = |o: isize, v: isize| unsafe { _mm256_loadu_ps(p.offset(o * rs + 8 * v)) };
+    let k0 = _mm256_set1_ps(k[0]);
+    let (mut l0, mut l1, mut r0, mut r1) = (ld(0, 0), ld(0, 1), ld(1, 0), ld(1, 1));
+    let (mut a0, mut a1) = (_mm256_mul_ps(k0, l0), _mm256_mul_ps(k0, l1));
+    let (mut b0, mut b1) = (_mm256_mul_ps(k0, r0), _mm256_mul_ps(k0, r1));
+    for (d, &kd) in k.iter().enumerate().skip(1) {
+        let kd = _mm256_set1_ps(kd);
+        let (n0, n1, m0, m1) = (ld(-(d as isize), 0), ld(-(d as isize), 1), ld(d as isize + 1, 0), ld(d as isize + 1, 1));
+        a0 = _mm256_fmadd_ps(kd, _mm256_add_ps(n0, r0), a0);
+        a1 = _mm256_fmadd_ps(kd, _mm256_add_ps(n1, r1), a1);
+        b0 = _mm256_fmadd_ps(kd, _mm256_add_ps(l0, m0), b0);
+        b1 = _mm256_fmadd_ps(kd, _mm256_add_ps(l1, m1), b1);
+        (l0, l1, r0, r1) = (n0, n1, m0, m1);
+    }
+    // SAFETY: each output holds two vectors.
+    unsafe {
+        _mm256_storeu_ps(out0.as_mut_ptr(), a0);
+        _mm256_storeu_ps(out0.as_mut_ptr().add(8), a1);
+        _mm256_storeu_ps(out1.as_mut_ptr(), b0);
+        _mm256_storeu_ps(out1.as_mut_ptr().add(8), b1);
+    }
 }
 
 #[inline(always)]
@@ -262,15 +302,38 @@ fn sym_sep_impl<const FMA: bool>(xp: &[f32], h: usize, w: usize, c: usize, kv: &
     // Vertical pass into rows padded by rh pixels each side (filled afterwards).
     let ts = rs + 2 * rh * c;
     let mut t = vec![0f32; h * ts];
-    let mut ob = [0f32; BLK];
-    for x0 in (0..rs).step_by(BLK) {
-        for y in 0..h {
+    let (mut o0, mut o1) = ([0f32; BLK2], [0f32; BLK2]);
+    for x0 in (0..rs).step_by(BLK2) {
+        for y in (0..h).step_by(2) {
             let base = (y + rv) * rs + x0;
-            // SAFETY: rows y..=y+2rv exist in xp (asserted above) and x0 + BLK ≤ rs.
-            sym_block::<FMA>(kv, |o| unsafe { xp.as_ptr().offset(base as isize + o * rs as isize) }, &mut ob);
-            t[y * ts + rh * c + x0..][..BLK].copy_from_slice(&ob);
+            let at = |o: isize| {
+                // SAFETY: o ∈ −rv..=rv+1 and y + 1 < h, or o ∈ −rv..=rv: padded rows exist
+                // (asserted above), and x0 + BLK2 ≤ rs.
+                unsafe { xp.as_ptr().offset(base as isize + o * rs as isize) }
+            };
+            if y + 1 < h {
+                #[cfg(target_arch = "x86_64")]
+                if FMA {
+                    // SAFETY: FMA is true only under sym_sep_avx2 (AVX2 and FMA checked); rows
+                    // y−rv ..= y+1+rv are padded rows of xp.
+                    unsafe { sym_block2_avx2(kv, at(0), rs as isize, &mut o0, &mut o1) };
+                } else {
+                    sym_block::<FMA, BLK2>(kv, at, &mut o0);
+                    sym_block::<FMA, BLK2>(kv, |o| at(o + 1), &mut o1);
+                }
+                #[cfg(not(target_arch = "x86_64"))]
+                {
+                    sym_block::<FMA, BLK2>(kv, at, &mut o0);
+                    sym_block::<FMA, BLK2>(kv, |o| at(o + 1), &mut o1);
+                }
+                t[(y + 1) * ts + rh * c + x0..][..BLK2].copy_from_slice(&o1);
+            } else {
+                sym_block::<FMA, BLK2>(kv, at, &mut o0);
+            }
+            t[y * ts + rh * c + x0..][..BLK2].copy_from_slice(&o0);
         }
     }
+    let mut ob = [0f32; BLK];
     let mut row = vec![0f32; rs];
     for y in 0..h {
         let tr = &mut t[y * ts..(y + 1) * ts];
@@ -285,7 +348,7 @@ fn sym_sep_impl<const FMA: bool>(xp: &[f32], h: usize, w: usize, c: usize, kv: &
         for x0 in (0..rs).step_by(BLK) {
             let base = rh * c + x0;
             // SAFETY: base ± rh·c + BLK stays within the padded row of ts = rs + 2·rh·c values.
-            sym_block::<FMA>(kh, |o| unsafe { tr.as_ptr().offset(base as isize + o * c as isize) }, &mut ob);
+            sym_block::<FMA, BLK>(kh, |o| unsafe { tr.as_ptr().offset(base as isize + o * c as isize) }, &mut ob);
             row[x0..x0 + BLK].copy_from_slice(&ob);
         }
         fin(y, &row[..rw]);
