@@ -197,18 +197,44 @@ fn block_stride(rw: usize) -> usize {
     rw.div_ceil(BLK) * BLK
 }
 
-/// `src` (HWC, any pixel type) as f32 rows of stride [`block_stride`], with `r` extra rows above
-/// and below filled under `mode`: the input of [`sym_sep_f32`].
-pub(crate) fn pad_rows_f32<T: Copy>(src: &[T], h: usize, w: usize, c: usize, r: usize, mode: Mode, get: impl Fn(T) -> f32) -> Vec<f32> {
+thread_local! {
+    static SCRATCH_F32: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
+    static SCRATCH_F32_B: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
+    static SCRATCH_U16: std::cell::Cell<Vec<u16>> = const { std::cell::Cell::new(Vec::new()) };
+    static SCRATCH_U8: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// `f(buf)` with a per-thread buffer of at least n values, kept for the next call: the large
+/// images' intermediates are megabytes whose allocation, zeroing and first-touch page faults
+/// cost as much as a filter pass. The buffer holds stale values: callers write what they read.
+/// (Taken out while in use, so a nested call on the same buffer gets a fresh one.)
+fn scratch<T: Copy + Default, R>(key: &'static std::thread::LocalKey<std::cell::Cell<Vec<T>>>, n: usize, f: impl FnOnce(&mut [T]) -> R) -> R {
+    let mut v = key.take();
+    if v.len() < n {
+        v.resize(n, T::default());
+    }
+    let r = f(&mut v[..n]);
+    key.set(v);
+    r
+}
+
+/// Length of [`pad_rows_f32`]'s output.
+fn pad_rows_len(h: usize, w: usize, c: usize, r: usize) -> usize {
+    (h + 2 * r) * block_stride(w * c)
+}
+
+/// `src` (HWC, any pixel type) into `out` as f32 rows of stride [`block_stride`] (zero-filled
+/// past w·c), with `r` extra rows above and below filled under `mode`: the input of
+/// [`sym_sep_f32`].
+pub(crate) fn pad_rows_f32<T: Copy>(src: &[T], h: usize, w: usize, c: usize, r: usize, mode: Mode, get: impl Fn(T) -> f32, out: &mut [f32]) {
     let (rw, rs) = (w * c, block_stride(w * c));
-    let mut out = vec![0f32; (h + 2 * r) * rs];
-    for (py, orow) in out.chunks_exact_mut(rs).enumerate() {
+    for (py, orow) in out[..pad_rows_len(h, w, c, r)].chunks_exact_mut(rs).enumerate() {
         let sy = boundary_index(py as isize - r as isize, h, mode).expect("mode without zeros");
         for (o, &v) in orow.iter_mut().zip(&src[sy * rw..(sy + 1) * rw]) {
             *o = get(v);
         }
+        orow[rw..].iter_mut().for_each(|o| *o = 0.0);
     }
-    out
 }
 
 /// Correlate with symmetric odd kernels given by their halves (`kv[0]` the centre, `kv[d]` the
@@ -301,7 +327,7 @@ fn sym_sep_impl<const FMA: bool>(xp: &[f32], h: usize, w: usize, c: usize, kv: &
     assert!(xp.len() >= (h + 2 * rv) * rs);
     // Vertical pass into rows padded by rh pixels each side (filled afterwards).
     let ts = rs + 2 * rh * c;
-    let mut t = vec![0f32; h * ts];
+    scratch(&SCRATCH_F32, h * ts, |t| {
     let (mut o0, mut o1) = ([0f32; BLK2], [0f32; BLK2]);
     for x0 in (0..rs).step_by(BLK2) {
         for y in (0..h).step_by(2) {
@@ -353,6 +379,7 @@ fn sym_sep_impl<const FMA: bool>(xp: &[f32], h: usize, w: usize, c: usize, kv: &
         }
         fin(y, &row[..rw]);
     }
+    })
 }
 
 /// Images up to this many pixels take the f64 path that reproduces the float path's operation
@@ -465,12 +492,14 @@ pub(crate) fn gaussian_blur_u8(x: &[u8], h: usize, w: usize, c: usize, severity:
         return out;
     }
     let k: Vec<f32> = k[k.len() / 2..].iter().map(|&v| v as f32).collect();
-    let xp = pad_rows_f32(x, h, w, c, k.len() - 1, Mode::Nearest, |v| v as f32);
     let mut out = vec![0u8; h * w * c];
-    sym_sep_f32(&xp, h, w, c, &k, &k, Mode::Nearest, |y, row| {
-        for (o, &v) in out[y * w * c..(y + 1) * w * c].iter_mut().zip(row) {
-            *o = cast_nudged(v);
-        }
+    scratch(&SCRATCH_F32_B, pad_rows_len(h, w, c, k.len() - 1), |xp| {
+        pad_rows_f32(x, h, w, c, k.len() - 1, Mode::Nearest, |v| v as f32, xp);
+        sym_sep_f32(xp, h, w, c, &k, &k, Mode::Nearest, |y, row| {
+            for (o, &v) in out[y * w * c..(y + 1) * w * c].iter_mut().zip(row) {
+                *o = cast_nudged(v);
+            }
+        });
     });
     out
 }
@@ -712,40 +741,52 @@ pub(crate) fn defocus_blur_u8(x: &[u8], h: usize, w: usize, c: usize, severity: 
         return out;
     }
     let (pad, rw) = (plan.pad, w * c);
-    let xp = pad_image(x, h, w, c, pad, pad, Mode::Mirror);
     // The padded image xb and its column prefix sums cp[i] = Σ_{i' < i} xb[i'] (wrapping u16:
-    // every run sums at most 257 values, so differences are exact). Rows end in zero padding
-    // up to whole blocks, which add_groups reads past the last pixel.
+    // every run sums at most 257 values, so differences are exact). Rows have room for whole
+    // blocks past the last pixel, which add_groups reads (stale values there only reach output
+    // lanes past w·c).
     let rs = block_stride(rw);
-    let (cs, pw) = (rs + 2 * pad * c, (w + 2 * pad) * c);
-    let mut xb = vec![0u8; (h + 2 * pad + 1) * cs];
-    let mut cp = vec![0u16; (h + 2 * pad + 1) * cs];
-    for i in 0..h + 2 * pad {
-        xb[i * cs..i * cs + pw].copy_from_slice(&xp[i * pw..(i + 1) * pw]);
-        let (done, next) = cp.split_at_mut((i + 1) * cs);
-        for ((o, &p), &v) in next[..cs].iter_mut().zip(&done[i * cs..]).zip(&xb[i * cs..(i + 1) * cs]) {
-            *o = p.wrapping_add(v as u16);
-        }
-    }
+    let (ph, cs) = (h + 2 * pad, rs + 2 * pad * c);
+    let side: Vec<usize> = (0..pad).flat_map(|j| [j as isize - pad as isize, (w + j) as isize]).map(|i| boundary_index(i, w, Mode::Mirror).expect("mirror")).collect();
     let gr = plan.g.len() - 1;
-    let mut d = vec![0f32; (h + 2 * gr) * rs];
-    for y in 0..h {
-        add_groups(&xb, &cp, cs, c, y, &plan.disk, &mut d[(y + gr) * rs..][..rs], true);
-    }
-    for j in 0..gr {
-        for (py, sy) in [(j, boundary_index(j as isize - gr as isize, h, Mode::Mirror)), (h + gr + j, boundary_index((h + j) as isize, h, Mode::Mirror))] {
-            let sy = sy.expect("mirror") + gr;
-            d.copy_within(sy * rs..(sy + 1) * rs, py * rs);
-        }
-    }
     let mut out = vec![0u8; h * rw];
-    let mut row = vec![0f32; rs];
-    sym_sep_f32(&d, h, w, c, &plan.g, &plan.g, Mode::Mirror, |y, v| {
-        row[..rw].copy_from_slice(v);
-        add_groups(&xb, &cp, cs, c, y, &plan.corr, &mut row, false);
-        for (o, &v) in out[y * rw..(y + 1) * rw].iter_mut().zip(&row) {
-            *o = cast_nudged(v);
-        }
+    scratch(&SCRATCH_U8, (ph + 1) * cs, |xb| {
+        scratch(&SCRATCH_U16, (ph + 1) * cs, |cp| {
+            cp[..cs].iter_mut().for_each(|v| *v = 0);
+            for i in 0..ph {
+                let sy = boundary_index(i as isize - pad as isize, h, Mode::Mirror).expect("mirror");
+                let (src, xr) = (&x[sy * rw..(sy + 1) * rw], &mut xb[i * cs..(i + 1) * cs]);
+                xr[pad * c..pad * c + rw].copy_from_slice(src);
+                for j in 0..pad {
+                    let (l, r) = (side[2 * j], side[2 * j + 1]);
+                    xr[j * c..(j + 1) * c].copy_from_slice(&src[l * c..(l + 1) * c]);
+                    xr[(pad + w + j) * c..(pad + w + j + 1) * c].copy_from_slice(&src[r * c..(r + 1) * c]);
+                }
+                let (done, next) = cp.split_at_mut((i + 1) * cs);
+                for ((o, &p), &v) in next[..cs].iter_mut().zip(&done[i * cs..]).zip(&*xr) {
+                    *o = p.wrapping_add(v as u16);
+                }
+            }
+            scratch(&SCRATCH_F32_B, (h + 2 * gr) * rs, |d| {
+                for y in 0..h {
+                    add_groups(xb, cp, cs, c, y, &plan.disk, &mut d[(y + gr) * rs..][..rs], true);
+                }
+                for j in 0..gr {
+                    for (py, sy) in [(j, boundary_index(j as isize - gr as isize, h, Mode::Mirror)), (h + gr + j, boundary_index((h + j) as isize, h, Mode::Mirror))] {
+                        let sy = sy.expect("mirror") + gr;
+                        d.copy_within(sy * rs..(sy + 1) * rs, py * rs);
+                    }
+                }
+                let mut row = vec![0f32; rs];
+                sym_sep_f32(d, h, w, c, &plan.g, &plan.g, Mode::Mirror, |y, v| {
+                    row[..rw].copy_from_slice(v);
+                    add_groups(xb, cp, cs, c, y, &plan.corr, &mut row, false);
+                    for (o, &v) in out[y * rw..(y + 1) * rw].iter_mut().zip(&row) {
+                        *o = cast_nudged(v);
+                    }
+                });
+            });
+        });
     });
     out
 }
@@ -839,7 +880,8 @@ mod tests {
         taps_f64(&pad, (w + 2) * c, h, w * c, &taps, |_, r| o1.extend_from_slice(r));
         taps_f64_impl(&pad, (w + 2) * c, h, w * c, &taps, |_, r| o2.extend_from_slice(r));
         assert!(o1 == o2);
-        let xp = pad_rows_f32(&x, h, w, c, 2, Mode::Nearest, |v| v as f32);
+        let mut xp = vec![0f32; pad_rows_len(h, w, c, 2)];
+        pad_rows_f32(&x, h, w, c, 2, Mode::Nearest, |v| v as f32, &mut xp);
         let (mut o1, mut o2) = (Vec::new(), Vec::new());
         sym_sep_f32(&xp, h, w, c, &[0.5, 0.2, 0.05], &[0.6, 0.2], Mode::Mirror, |_, r| o1.extend_from_slice(r));
         sym_sep_impl::<false>(&xp, h, w, c, &[0.5, 0.2, 0.05], &[0.6, 0.2], Mode::Mirror, |_, r| o2.extend_from_slice(r));
