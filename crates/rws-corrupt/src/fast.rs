@@ -401,8 +401,8 @@ const BLK64: usize = 16;
 /// over `taps` (off, k) in order, multiply and add rounded separately: the order and roundings
 /// of `ndimage::correlate_rows`/`correlate_cols`/`correlate2d`, so the same bits, with blocks
 /// of [`BLK64`] sums kept in registers over all taps. `src` must hold BLK64 values past the last
-/// row's reach. `fin(y, row)` receives each row of `len` values.
-fn taps_f64(src: &[f64], stride: usize, rows: usize, len: usize, taps: &[(usize, f64)], fin: impl FnMut(usize, &[f64])) {
+/// row's reach. `fin(y, e0, block)` receives values e0.. of row y (those past `len` are junk).
+fn taps_f64(src: &[f64], stride: usize, rows: usize, len: usize, taps: &[(usize, f64)], fin: impl FnMut(usize, usize, &[f64; BLK64])) {
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU supports AVX2 (checked just above).
@@ -413,13 +413,12 @@ fn taps_f64(src: &[f64], stride: usize, rows: usize, len: usize, taps: &[(usize,
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn taps_f64_avx2(src: &[f64], stride: usize, rows: usize, len: usize, taps: &[(usize, f64)], fin: impl FnMut(usize, &[f64])) {
+unsafe fn taps_f64_avx2(src: &[f64], stride: usize, rows: usize, len: usize, taps: &[(usize, f64)], fin: impl FnMut(usize, usize, &[f64; BLK64])) {
     taps_f64_impl(src, stride, rows, len, taps, fin)
 }
 
 #[inline(always)]
-fn taps_f64_impl(src: &[f64], stride: usize, rows: usize, len: usize, taps: &[(usize, f64)], mut fin: impl FnMut(usize, &[f64])) {
-    let mut row = vec![0f64; len.div_ceil(BLK64) * BLK64];
+fn taps_f64_impl(src: &[f64], stride: usize, rows: usize, len: usize, taps: &[(usize, f64)], mut fin: impl FnMut(usize, usize, &[f64; BLK64])) {
     for y in 0..rows {
         for e0 in (0..len).step_by(BLK64) {
             let mut acc = [0f64; BLK64];
@@ -429,9 +428,8 @@ fn taps_f64_impl(src: &[f64], stride: usize, rows: usize, len: usize, taps: &[(u
                     acc[i] += k * s[i];
                 }
             }
-            row[e0..e0 + BLK64].copy_from_slice(&acc);
+            fin(y, e0, &acc);
         }
-        fin(y, &row[..len]);
     }
 }
 
@@ -469,23 +467,21 @@ pub(crate) fn gaussian_blur_u8(x: &[u8], h: usize, w: usize, c: usize, severity:
         let r = k.len() / 2;
         let rw = w * c;
         let xp = pad_f64(x, h, w, c, r, 0, Mode::Nearest, &unit_lut());
-        let ts = rw + 2 * r * c;
+        // Rows of the intermediate: r pixels of padding each side, room for whole blocks.
+        let ts = rw.div_ceil(BLK64) * BLK64 + 2 * r * c;
         let mut t = vec![0f64; h * ts + BLK64];
         let vt: Vec<(usize, f64)> = k.iter().enumerate().map(|(i, &kv)| (i * rw, kv)).collect();
-        taps_f64(&xp, rw, h, rw, &vt, |y, row| {
-            let tr = &mut t[y * ts..(y + 1) * ts];
-            tr[r * c..r * c + rw].copy_from_slice(row);
-            for ch in 0..c {
-                for j in 0..r {
-                    tr[j * c + ch] = row[ch];
-                    tr[(r + w + j) * c + ch] = row[(w - 1) * c + ch];
-                }
+        taps_f64(&xp, rw, h, rw, &vt, |y, e0, b| t[y * ts + r * c + e0..][..BLK64].copy_from_slice(b));
+        for tr in t.chunks_exact_mut(ts) {
+            for j in 0..r * c {
+                tr[j] = tr[r * c + j % c];
+                tr[r * c + rw + j] = tr[r * c + rw - c + j % c];
             }
-        });
+        }
         let ht: Vec<(usize, f64)> = k.iter().enumerate().map(|(j, &kv)| (j * c, kv)).collect();
         let mut out = vec![0u8; h * rw];
-        taps_f64(&t, ts, h, rw, &ht, |y, row| {
-            for (o, &v) in out[y * rw..(y + 1) * rw].iter_mut().zip(row) {
+        taps_f64(&t, ts, h, rw, &ht, |y, e0, b| {
+            for (o, &v) in out[y * rw + e0..(y + 1) * rw].iter_mut().zip(b) {
                 *o = crate::cast_u8(v.clamp(0.0, 1.0) * 255.0);
             }
         });
@@ -733,8 +729,8 @@ pub(crate) fn defocus_blur_u8(x: &[u8], h: usize, w: usize, c: usize, severity: 
         // ndimage::correlate2d's taps: row-major, zeros skipped.
         let taps: Vec<(usize, f64)> = (0..n * n).filter(|&i| k[i] != 0.0).map(|i| ((i / n) * ps + (i % n) * c, k[i])).collect();
         let mut out = vec![0u8; h * w * c];
-        taps_f64(&pad, ps, h, w * c, &taps, |y, row| {
-            for (o, &v) in out[y * w * c..(y + 1) * w * c].iter_mut().zip(row) {
+        taps_f64(&pad, ps, h, w * c, &taps, |y, e0, b| {
+            for (o, &v) in out[y * w * c + e0..(y + 1) * w * c].iter_mut().zip(b) {
                 *o = crate::cast_u8(v.clamp(0.0, 1.0) * 255.0);
             }
         });
@@ -877,8 +873,8 @@ mod tests {
         let taps: Vec<(usize, f64)> = vec![(0, 0.25), ((w + 2) * c + 2 * c, -0.5), (2 * (w + 2) * c + c, 0.125)];
         let pad = pad_f64(&x, h, w, c, 1, 1, Mode::Mirror, &unit_lut());
         let (mut o1, mut o2) = (Vec::new(), Vec::new());
-        taps_f64(&pad, (w + 2) * c, h, w * c, &taps, |_, r| o1.extend_from_slice(r));
-        taps_f64_impl(&pad, (w + 2) * c, h, w * c, &taps, |_, r| o2.extend_from_slice(r));
+        taps_f64(&pad, (w + 2) * c, h, w * c, &taps, |_, _, b| o1.extend_from_slice(b));
+        taps_f64_impl(&pad, (w + 2) * c, h, w * c, &taps, |_, _, b| o2.extend_from_slice(b));
         assert!(o1 == o2);
         let mut xp = vec![0f32; pad_rows_len(h, w, c, 2)];
         pad_rows_f32(&x, h, w, c, 2, Mode::Nearest, |v| v as f32, &mut xp);
