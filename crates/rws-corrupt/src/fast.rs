@@ -799,9 +799,7 @@ pub(crate) fn motion_blur_u8(x: &[u8], h: usize, w: usize, c: usize, severity: u
         return motion_f64(&xd, h, w, c, &taps).into_iter().map(crate::cast_u8).collect();
     }
     let taps: Vec<(f32, isize, isize)> = taps.iter().map(|&(k, dy, dx)| (k as f32, dy, dx)).collect();
-    let mut out = vec![0f32; h * w * c];
-    motion_f32(x, h, w, c, &taps, &mut out);
-    out.iter().map(|&v| cast_nudged(v)).collect()
+    motion_f32(x, h, w, c, &taps)
 }
 
 /// [`blur::motion_blur_kernel`]'s sum in f64, taps in order (each value: 0 + k₀·s₀ + k₁·s₁ + …),
@@ -815,27 +813,68 @@ pub(crate) fn motion_f64(x: &[f64], h: usize, w: usize, c: usize, taps: &[(f64, 
     out
 }
 
-/// The f32 motion blur: rows padded by edge replication as far as the taps reach sideways, so
-/// each tap is one fused axpy per row (the vertical clamp picks the source row).
-fn motion_f32(x: &[u8], h: usize, w: usize, c: usize, taps: &[(f32, isize, isize)], out: &mut [f32]) {
+/// The f32 motion blur: the image as f32 rows padded by edge replication as far as the taps
+/// reach sideways (the vertical clamp picks the source row), each block of [`BLK`] sums kept in
+/// registers over all taps. Multiply and add are rounded separately with or without AVX2 (the
+/// angle is random: both builds must give the same bytes).
+fn motion_f32(x: &[u8], h: usize, w: usize, c: usize, taps: &[(f32, isize, isize)]) -> Vec<u8> {
     let p = taps.iter().map(|t| t.2.unsigned_abs()).max().unwrap_or(0);
-    let pad = pad_image(x, h, w, c, 0, p, Mode::Nearest);
-    #[cfg(target_arch = "x86_64")]
-    if avx2_fma() {
-        // SAFETY: the CPU supports AVX2 and FMA (checked just above).
-        return unsafe { motion_rows_avx2(&pad, p, h, w, c, taps, out) };
-    }
-    motion_rows::<f32, u8, false>(&pad, p, h, w, c, taps, out)
+    let (rw, prw) = (w * c, (w + 2 * p) * c);
+    let mut out = vec![0u8; h * rw];
+    scratch(&SCRATCH_F32_B, h * prw + BLK, |pad| {
+        for (y, prow) in pad.chunks_exact_mut(prw).take(h).enumerate() {
+            let row = &x[y * rw..(y + 1) * rw];
+            for (o, &v) in prow[p * c..p * c + rw].iter_mut().zip(row) {
+                *o = v as f32;
+            }
+            for j in 0..p * c {
+                prow[j] = row[j % c] as f32;
+                prow[p * c + rw + j] = row[rw - c + j % c] as f32;
+            }
+        }
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2 (checked just above).
+            return unsafe { motion_blocks_avx2(pad, p, h, w, c, taps, &mut out) };
+        }
+        motion_blocks(pad, p, h, w, c, taps, &mut out)
+    });
+    out
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn motion_rows_avx2(pad: &[u8], p: usize, h: usize, w: usize, c: usize, taps: &[(f32, isize, isize)], out: &mut [f32]) {
-    motion_rows::<f32, u8, true>(pad, p, h, w, c, taps, out)
+#[target_feature(enable = "avx2")]
+unsafe fn motion_blocks_avx2(pad: &[f32], p: usize, h: usize, w: usize, c: usize, taps: &[(f32, isize, isize)], out: &mut [u8]) {
+    motion_blocks(pad, p, h, w, c, taps, out)
 }
 
-/// `out += Σ k·pad[clamped row][x + dx]` over the taps in order, per output row: the motion
-/// blur of both paths (f64 from the float image, f32 from u8).
+/// The block loop of [`motion_f32`]: `pad` holds h rows of (w + 2p)·c values and BLK spare.
+#[inline(always)]
+fn motion_blocks(pad: &[f32], p: usize, h: usize, w: usize, c: usize, taps: &[(f32, isize, isize)], out: &mut [u8]) {
+    let (rw, prw) = (w * c, (w + 2 * p) * c);
+    let mut offs: Vec<(usize, f32)> = vec![(0, 0.0); taps.len()];
+    for y in 0..h {
+        for (o, &(k, dy, dx)) in offs.iter_mut().zip(taps) {
+            let sy = (y as isize + dy).clamp(0, h as isize - 1) as usize;
+            *o = (sy * prw + (p as isize + dx) as usize * c, k);
+        }
+        for e0 in (0..rw).step_by(BLK) {
+            let mut acc = [0f32; BLK];
+            for &(off, k) in &offs {
+                let s: &[f32; BLK] = pad[off + e0..][..BLK].try_into().unwrap();
+                for i in 0..BLK {
+                    acc[i] += k * s[i];
+                }
+            }
+            for (o, &v) in out[y * rw + e0..(y + 1) * rw].iter_mut().zip(&acc) {
+                *o = cast_nudged(v);
+            }
+        }
+    }
+}
+
+/// `out += Σ k·pad[clamped row][x + dx]` over the taps in order, per output row: the float
+/// path's motion blur.
 #[inline(always)]
 fn motion_rows<F: Flt, T: Px<F>, const FMA: bool>(pad: &[T], p: usize, h: usize, w: usize, c: usize, taps: &[(F, isize, isize)], out: &mut [F]) {
     let (rw, prw) = (w * c, (w + 2 * p) * c);
@@ -882,5 +921,29 @@ mod tests {
         sym_sep_f32(&xp, h, w, c, &[0.5, 0.2, 0.05], &[0.6, 0.2], Mode::Mirror, |_, r| o1.extend_from_slice(r));
         sym_sep_impl::<false>(&xp, h, w, c, &[0.5, 0.2, 0.05], &[0.6, 0.2], Mode::Mirror, |_, r| o2.extend_from_slice(r));
         assert!(o1.iter().zip(&o2).all(|(p, q)| (p - q).abs() < 1e-3));
+    }
+
+    /// motion_blur is random (its angle): the AVX2 build must give the portable build's bytes.
+    #[test]
+    fn motion_blur_avx2_equals_portable() {
+        let (h, w, c) = (70, 81, 3);
+        let x: Vec<u8> = (0..h * w * c).map(|i| ((i * 7919 + 13) % 256) as u8).collect();
+        for angle in [-44.0, -10.0, 0.0, 30.0] {
+            let taps: Vec<(f32, isize, isize)> = blur::motion_taps(15, 5.0, angle, h, w).iter().map(|&(k, dy, dx)| (k as f32, dy, dx)).collect();
+            let p = taps.iter().map(|t| t.2.unsigned_abs()).max().unwrap();
+            let pw = (w + 2 * p) * c;
+            let mut pad = vec![0f32; h * pw + BLK];
+            for y in 0..h {
+                for j in 0..w + 2 * p {
+                    let sx = (j as isize - p as isize).clamp(0, w as isize - 1) as usize;
+                    for ch in 0..c {
+                        pad[y * pw + j * c + ch] = x[(y * w + sx) * c + ch] as f32;
+                    }
+                }
+            }
+            let mut portable = vec![0u8; h * w * c];
+            motion_blocks(&pad, p, h, w, c, &taps, &mut portable);
+            assert!(motion_f32(&x, h, w, c, &taps) == portable, "angle {angle}");
+        }
     }
 }
