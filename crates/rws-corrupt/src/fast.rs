@@ -5,8 +5,10 @@
 //! 1.2 MB: allocating, filling and casting it costs more than many corruptions themselves).
 //! Noises, contrast, brightness, saturate, pixelate and jpeg use the same arithmetic and random
 //! draws as the float path, so they return the same bytes as `to_u8(corrupt_float(..))`
-//! (contrast: the channel mean from an exact integer sum). The blurs run in f32 with integer
-//! running sums; tests/fast.rs bounds their difference from the float path.
+//! (contrast: the channel mean from an exact integer sum). The gaussian, defocus and motion blurs
+//! of images up to 64×64 keep the float path's f64 operation order (same bytes); larger ones run
+//! in f32 over exact integer sums (defocus) and register-blocked passes, and tests/fast.rs bounds
+//! their difference from the float path.
 use crate::ndimage::{boundary_index, Mode};
 use crate::{blur, digital, noise, Corruption, ParamSet, Result, Rng};
 
