@@ -204,6 +204,8 @@ thread_local! {
     static SCRATCH_F32_B: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
     static SCRATCH_U16: std::cell::Cell<Vec<u16>> = const { std::cell::Cell::new(Vec::new()) };
     static SCRATCH_U8: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+    static SCRATCH_F64: std::cell::Cell<Vec<f64>> = const { std::cell::Cell::new(Vec::new()) };
+    static SCRATCH_F64_B: std::cell::Cell<Vec<f64>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
 /// `f(buf)` with a per-thread buffer of at least n values, kept for the next call: the large
@@ -456,36 +458,54 @@ fn pad_f64(src: &[u8], h: usize, w: usize, c: usize, ry: usize, rx: usize, mode:
     out
 }
 
-/// `v / 255` for every byte, as the float path computes it.
-fn unit_lut() -> [f64; 256] {
-    std::array::from_fn(|v| v as f64 / 255.0)
-}
+/// `v / 255` for every byte, as the float path computes it (IEEE division, at compile time).
+static UNIT_LUT: [f64; 256] = {
+    let mut a = [0.0; 256];
+    let mut v = 0;
+    while v < 256 {
+        a[v] = v as f64 / 255.0;
+        v += 1;
+    }
+    a
+};
 
 pub(crate) fn gaussian_blur_u8(x: &[u8], h: usize, w: usize, c: usize, severity: usize, p: ParamSet) -> Vec<u8> {
     let sigma = blur::gaussian_sigma(severity, p);
     let k = crate::ndimage::gaussian_kernel1d(sigma, 4.0);
     if h * w <= EXACT_MAX_PIXELS {
         // The float path's correlate_rows then correlate_cols, same order and roundings.
-        let r = k.len() / 2;
-        let rw = w * c;
-        let xp = pad_f64(x, h, w, c, r, 0, Mode::Nearest, &unit_lut());
+        let (r, rw) = (k.len() / 2, w * c);
+        let lut = &UNIT_LUT;
         // Rows of the intermediate: r pixels of padding each side, room for whole blocks.
         let ts = rw.div_ceil(BLK64) * BLK64 + 2 * r * c;
-        let mut t = vec![0f64; h * ts + BLK64];
-        let vt: Vec<(usize, f64)> = k.iter().enumerate().map(|(i, &kv)| (i * rw, kv)).collect();
-        taps_f64(&xp, rw, h, rw, &vt, |y, e0, b| t[y * ts + r * c + e0..][..BLK64].copy_from_slice(b));
-        for tr in t.chunks_exact_mut(ts) {
-            for j in 0..r * c {
-                tr[j] = tr[r * c + j % c];
-                tr[r * c + rw + j] = tr[r * c + rw - c + j % c];
-            }
-        }
-        let ht: Vec<(usize, f64)> = k.iter().enumerate().map(|(j, &kv)| (j * c, kv)).collect();
         let mut out = vec![0u8; h * rw];
-        taps_f64(&t, ts, h, rw, &ht, |y, e0, b| {
-            for (o, &v) in out[y * rw + e0..(y + 1) * rw].iter_mut().zip(b) {
-                *o = crate::cast_u8(v.clamp(0.0, 1.0) * 255.0);
-            }
+        scratch(&SCRATCH_F64, h * rw + BLK64, |u| {
+            scratch(&SCRATCH_F64_B, h * ts + BLK64, |t| {
+                for (o, &v) in u.iter_mut().zip(x) {
+                    *o = lut[v as usize];
+                }
+                // Vertical taps: fixed row offsets inside, clamped rows (per row) near the edges.
+                let mut put = |y: usize, e0: usize, b: &[f64; BLK64]| t[y * ts + r * c + e0..][..BLK64].copy_from_slice(b);
+                let inner = h.saturating_sub(2 * r);
+                let vt: Vec<(usize, f64)> = k.iter().enumerate().map(|(i, &kv)| (i * rw, kv)).collect();
+                taps_f64(u, rw, inner, rw, &vt, |y, e0, b| put(y + r, e0, b));
+                for y in (0..h).filter(|&y| y < r || y >= r + inner) {
+                    let vt: Vec<(usize, f64)> = k.iter().enumerate().map(|(i, &kv)| ((y + i).saturating_sub(r).min(h - 1) * rw, kv)).collect();
+                    taps_f64(u, 0, 1, rw, &vt, |_, e0, b| put(y, e0, b));
+                }
+                for tr in t.chunks_exact_mut(ts).take(h) {
+                    for j in 0..r * c {
+                        tr[j] = tr[r * c + j % c];
+                        tr[r * c + rw + j] = tr[r * c + rw - c + j % c];
+                    }
+                }
+                let ht: Vec<(usize, f64)> = k.iter().enumerate().map(|(j, &kv)| (j * c, kv)).collect();
+                taps_f64(t, ts, h, rw, &ht, |y, e0, b| {
+                    for (o, &v) in out[y * rw + e0..(y + 1) * rw].iter_mut().zip(b) {
+                        *o = crate::cast_u8(v.clamp(0.0, 1.0) * 255.0);
+                    }
+                });
+            });
         });
         return out;
     }
@@ -727,7 +747,7 @@ pub(crate) fn defocus_blur_u8(x: &[u8], h: usize, w: usize, c: usize, severity: 
         let (k, n) = (&plan.k, plan.n);
         let half = n / 2;
         let ps = (w + 2 * half) * c;
-        let pad = pad_f64(x, h, w, c, half, half, Mode::Mirror, &unit_lut());
+        let pad = pad_f64(x, h, w, c, half, half, Mode::Mirror, &UNIT_LUT);
         // ndimage::correlate2d's taps: row-major, zeros skipped.
         let taps: Vec<(usize, f64)> = (0..n * n).filter(|&i| k[i] != 0.0).map(|i| ((i / n) * ps + (i % n) * c, k[i])).collect();
         let mut out = vec![0u8; h * w * c];
@@ -912,7 +932,7 @@ mod tests {
         let b = sep_filter_impl::<f32, u8, f32, false>(&x, h, w, c, &k32, &k32, Mode::Mirror, true, |v| v);
         assert!(a.iter().zip(&b).all(|(p, q)| (p - q).abs() < 1e-3));
         let taps: Vec<(usize, f64)> = vec![(0, 0.25), ((w + 2) * c + 2 * c, -0.5), (2 * (w + 2) * c + c, 0.125)];
-        let pad = pad_f64(&x, h, w, c, 1, 1, Mode::Mirror, &unit_lut());
+        let pad = pad_f64(&x, h, w, c, 1, 1, Mode::Mirror, &UNIT_LUT);
         let (mut o1, mut o2) = (Vec::new(), Vec::new());
         taps_f64(&pad, (w + 2) * c, h, w * c, &taps, |_, _, b| o1.extend_from_slice(b));
         taps_f64_impl(&pad, (w + 2) * c, h, w * c, &taps, |_, _, b| o2.extend_from_slice(b));
