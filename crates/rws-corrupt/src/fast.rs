@@ -746,10 +746,13 @@ pub(crate) fn defocus_blur_u8(x: &[u8], h: usize, w: usize, c: usize, severity: 
     if h * w <= EXACT_MAX_PIXELS {
         let (k, n) = (&plan.k, plan.n);
         let half = n / 2;
-        let ps = (w + 2 * half) * c;
-        let pad = pad_f64(x, h, w, c, half, half, Mode::Mirror, &UNIT_LUT);
-        // ndimage::correlate2d's taps: row-major, zeros skipped.
-        let taps: Vec<(usize, f64)> = (0..n * n).filter(|&i| k[i] != 0.0).map(|i| ((i / n) * ps + (i % n) * c, k[i])).collect();
+        // ndimage::correlate2d's taps: row-major, zeros skipped. The small radii keep the
+        // non-zero taps within q of the centre, so the image is padded by q, not half.
+        let nz: Vec<usize> = (0..n * n).filter(|&i| k[i] != 0.0).collect();
+        let q = nz.iter().map(|&i| (i / n).abs_diff(half).max((i % n).abs_diff(half))).max().unwrap_or(0);
+        let ps = (w + 2 * q) * c;
+        let pad = pad_f64(x, h, w, c, q, q, Mode::Mirror, &UNIT_LUT);
+        let taps: Vec<(usize, f64)> = nz.iter().map(|&i| ((i / n + q - half) * ps + (i % n + q - half) * c, k[i])).collect();
         let mut out = vec![0u8; h * w * c];
         taps_f64(&pad, ps, h, w * c, &taps, |y, e0, b| {
             for (o, &v) in out[y * w * c + e0..(y + 1) * w * c].iter_mut().zip(b) {
