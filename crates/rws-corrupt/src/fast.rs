@@ -227,15 +227,15 @@ fn pad_rows_len(h: usize, w: usize, c: usize, r: usize) -> usize {
     (h + 2 * r) * block_stride(w * c)
 }
 
-/// `src` (HWC, any pixel type) into `out` as f32 rows of stride [`block_stride`] (zero-filled
+/// `src` (HWC) into `out` as f32 rows of stride [`block_stride`] (zero-filled
 /// past w·c), with `r` extra rows above and below filled under `mode`: the input of
 /// [`sym_sep_f32`].
-pub(crate) fn pad_rows_f32<T: Copy>(src: &[T], h: usize, w: usize, c: usize, r: usize, mode: Mode, get: impl Fn(T) -> f32, out: &mut [f32]) {
+fn pad_rows_f32(src: &[u8], h: usize, w: usize, c: usize, r: usize, mode: Mode, out: &mut [f32]) {
     let (rw, rs) = (w * c, block_stride(w * c));
     for (py, orow) in out[..pad_rows_len(h, w, c, r)].chunks_exact_mut(rs).enumerate() {
         let sy = boundary_index(py as isize - r as isize, h, mode).expect("mode without zeros");
         for (o, &v) in orow.iter_mut().zip(&src[sy * rw..(sy + 1) * rw]) {
-            *o = get(v);
+            *o = v as f32;
         }
         orow[rw..].iter_mut().for_each(|o| *o = 0.0);
     }
@@ -437,9 +437,10 @@ fn taps_f64_impl(src: &[f64], stride: usize, rows: usize, len: usize, taps: &[(u
     }
 }
 
-/// `src` (HWC) padded by `ry` rows and `rx` columns under `mode`, as f64 through `lut`, with
+/// `src` (HWC) padded by `ry` rows and `rx` columns under `mode`, as f64 on the 0..1 scale, with
 /// [`BLK64`] spare values at the end for [`taps_f64`].
-fn pad_f64(src: &[u8], h: usize, w: usize, c: usize, ry: usize, rx: usize, mode: Mode, lut: &[f64; 256]) -> Vec<f64> {
+fn pad_f64(src: &[u8], h: usize, w: usize, c: usize, ry: usize, rx: usize, mode: Mode) -> Vec<f64> {
+    let lut = &UNIT_LUT;
     let pw = w + 2 * rx;
     let mut out = Vec::with_capacity((h + 2 * ry) * pw * c + BLK64);
     let side = |px: usize| boundary_index(px as isize - rx as isize, w, mode).expect("mode without zeros");
@@ -512,7 +513,7 @@ pub(crate) fn gaussian_blur_u8(x: &[u8], h: usize, w: usize, c: usize, severity:
     let k: Vec<f32> = k[k.len() / 2..].iter().map(|&v| v as f32).collect();
     let mut out = vec![0u8; h * w * c];
     scratch(&SCRATCH_F32_B, pad_rows_len(h, w, c, k.len() - 1), |xp| {
-        pad_rows_f32(x, h, w, c, k.len() - 1, Mode::Nearest, |v| v as f32, xp);
+        pad_rows_f32(x, h, w, c, k.len() - 1, Mode::Nearest, xp);
         sym_sep_f32(xp, h, w, c, &k, &k, Mode::Nearest, |y, row| {
             for (o, &v) in out[y * w * c..(y + 1) * w * c].iter_mut().zip(row) {
                 *o = cast_nudged(v);
@@ -751,7 +752,7 @@ pub(crate) fn defocus_blur_u8(x: &[u8], h: usize, w: usize, c: usize, severity: 
         let nz: Vec<usize> = (0..n * n).filter(|&i| k[i] != 0.0).collect();
         let q = nz.iter().map(|&i| (i / n).abs_diff(half).max((i % n).abs_diff(half))).max().unwrap_or(0);
         let ps = (w + 2 * q) * c;
-        let pad = pad_f64(x, h, w, c, q, q, Mode::Mirror, &UNIT_LUT);
+        let pad = pad_f64(x, h, w, c, q, q, Mode::Mirror);
         let taps: Vec<(usize, f64)> = nz.iter().map(|&i| ((i / n + q - half) * ps + (i % n + q - half) * c, k[i])).collect();
         let mut out = vec![0u8; h * w * c];
         taps_f64(&pad, ps, h, w * c, &taps, |y, e0, b| {
@@ -935,13 +936,13 @@ mod tests {
         let b = sep_filter_impl::<f32, u8, f32, false>(&x, h, w, c, &k32, &k32, Mode::Mirror, true, |v| v);
         assert!(a.iter().zip(&b).all(|(p, q)| (p - q).abs() < 1e-3));
         let taps: Vec<(usize, f64)> = vec![(0, 0.25), ((w + 2) * c + 2 * c, -0.5), (2 * (w + 2) * c + c, 0.125)];
-        let pad = pad_f64(&x, h, w, c, 1, 1, Mode::Mirror, &UNIT_LUT);
+        let pad = pad_f64(&x, h, w, c, 1, 1, Mode::Mirror);
         let (mut o1, mut o2) = (Vec::new(), Vec::new());
         taps_f64(&pad, (w + 2) * c, h, w * c, &taps, |_, _, b| o1.extend_from_slice(b));
         taps_f64_impl(&pad, (w + 2) * c, h, w * c, &taps, |_, _, b| o2.extend_from_slice(b));
         assert!(o1 == o2);
         let mut xp = vec![0f32; pad_rows_len(h, w, c, 2)];
-        pad_rows_f32(&x, h, w, c, 2, Mode::Nearest, |v| v as f32, &mut xp);
+        pad_rows_f32(&x, h, w, c, 2, Mode::Nearest, &mut xp);
         let (mut o1, mut o2) = (Vec::new(), Vec::new());
         sym_sep_f32(&xp, h, w, c, &[0.5, 0.2, 0.05], &[0.6, 0.2], Mode::Mirror, |_, r| o1.extend_from_slice(r));
         sym_sep_impl::<false>(&xp, h, w, c, &[0.5, 0.2, 0.05], &[0.6, 0.2], Mode::Mirror, |_, r| o2.extend_from_slice(r));
