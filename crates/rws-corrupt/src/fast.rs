@@ -949,6 +949,25 @@ mod tests {
         assert!(o1.iter().zip(&o2).all(|(p, q)| (p - q).abs() < 1e-3));
     }
 
+    /// The defocus point-set sums are exact integers scaled once: both builds agree bit for bit.
+    #[test]
+    fn defocus_groups_avx2_equals_portable() {
+        let plan = DefocusPlan::new(10.0, 0.5);
+        let (rows, cs, c) = (30, 3 * BLK + 2 * plan.pad * 3, 3);
+        let xb: Vec<u8> = (0..rows * cs).map(|i| ((i * 7919 + 13) % 256) as u8).collect();
+        let mut cp = vec![0u16; (rows + 1) * cs];
+        for i in 0..rows * cs {
+            cp[i + cs] = cp[i].wrapping_add(xb[i] as u16);
+        }
+        let y = rows - 2 * plan.pad - 1;
+        let (mut a, mut b) = (vec![0.5f32; 3 * BLK], vec![0.5f32; 3 * BLK]);
+        for groups in [&plan.disk, &plan.corr] {
+            add_groups(&xb, &cp, cs, c, y, groups, &mut a, false);
+            add_groups_impl(&xb, &cp, cs, c, y, groups, &mut b, false);
+        }
+        assert!(a == b);
+    }
+
     /// motion_blur is random (its angle): the AVX2 build must give the portable build's bytes.
     #[test]
     fn motion_blur_avx2_equals_portable() {
