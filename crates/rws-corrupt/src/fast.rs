@@ -692,31 +692,41 @@ unsafe fn add_groups_avx2(xb: &[u8], cp: &[u16], cs: usize, c: usize, y: usize, 
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn add_groups_impl(xb: &[u8], cp: &[u16], cs: usize, c: usize, y: usize, groups: &[Group], out: &mut [f32], overwrite: bool) {
-    for x0 in (0..out.len()).step_by(BLK) {
-        let o: &mut [f32; BLK] = (&mut out[x0..x0 + BLK]).try_into().unwrap();
-        for (gi, g) in groups.iter().enumerate() {
-            let mut acc = [0u16; BLK];
-            for &(j, i0, i1) in &g.runs {
-                let hi: &[u16; BLK] = cp[(y + i1) * cs + j * c + x0..][..BLK].try_into().unwrap();
-                let lo: &[u16; BLK] = cp[(y + i0) * cs + j * c + x0..][..BLK].try_into().unwrap();
-                for i in 0..BLK {
-                    acc[i] = acc[i].wrapping_add(hi[i].wrapping_sub(lo[i]));
-                }
+    // 128 u16 lanes (eight AVX vectors) per block, a last block of 64 when the row needs it.
+    let wide = out.len() / 128 * 128;
+    for x0 in (0..wide).step_by(128) {
+        add_groups_block::<128>(xb, cp, cs, c, y, groups, x0, (&mut out[x0..x0 + 128]).try_into().unwrap(), overwrite);
+    }
+    for x0 in (wide..out.len()).step_by(BLK) {
+        add_groups_block::<BLK>(xb, cp, cs, c, y, groups, x0, (&mut out[x0..x0 + BLK]).try_into().unwrap(), overwrite);
+    }
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn add_groups_block<const N: usize>(xb: &[u8], cp: &[u16], cs: usize, c: usize, y: usize, groups: &[Group], x0: usize, o: &mut [f32; N], overwrite: bool) {
+    for (gi, g) in groups.iter().enumerate() {
+        let mut acc = [0u16; N];
+        for &(j, i0, i1) in &g.runs {
+            let hi: &[u16; N] = cp[(y + i1) * cs + j * c + x0..][..N].try_into().unwrap();
+            let lo: &[u16; N] = cp[(y + i0) * cs + j * c + x0..][..N].try_into().unwrap();
+            for i in 0..N {
+                acc[i] = acc[i].wrapping_add(hi[i].wrapping_sub(lo[i]));
             }
-            for &(j, i) in &g.points {
-                let v: &[u8; BLK] = xb[(y + i) * cs + j * c + x0..][..BLK].try_into().unwrap();
-                for i in 0..BLK {
-                    acc[i] = acc[i].wrapping_add(v[i] as u16);
-                }
+        }
+        for &(j, i) in &g.points {
+            let v: &[u8; N] = xb[(y + i) * cs + j * c + x0..][..N].try_into().unwrap();
+            for i in 0..N {
+                acc[i] = acc[i].wrapping_add(v[i] as u16);
             }
-            if overwrite && gi == 0 {
-                for i in 0..BLK {
-                    o[i] = g.w * acc[i] as f32;
-                }
-            } else {
-                for i in 0..BLK {
-                    o[i] += g.w * acc[i] as f32;
-                }
+        }
+        if overwrite && gi == 0 {
+            for i in 0..N {
+                o[i] = g.w * acc[i] as f32;
+            }
+        } else {
+            for i in 0..N {
+                o[i] += g.w * acc[i] as f32;
             }
         }
     }
