@@ -335,66 +335,66 @@ fn sym_sep_impl<const FMA: bool>(xp: &[f32], h: usize, w: usize, c: usize, kv: &
     // the AVX2 horizontal pass's pair reads.
     let ts = (rs + (2 * rh + 1) * c + 48).div_ceil(16) * 16;
     scratch(&SCRATCH_F32, h * ts, |t| {
-    let (mut o0, mut o1) = ([0f32; BLK2], [0f32; BLK2]);
-    for x0 in (0..rs).step_by(BLK2) {
-        for y in (0..h).step_by(2) {
-            let base = (y + rv) * rs + x0;
-            let at = |o: isize| {
-                // SAFETY: o ∈ −rv..=rv+1 and y + 1 < h, or o ∈ −rv..=rv: padded rows exist
-                // (asserted above), and x0 + BLK2 ≤ rs.
-                unsafe { xp.as_ptr().offset(base as isize + o * rs as isize) }
-            };
-            if y + 1 < h {
-                #[cfg(target_arch = "x86_64")]
-                if FMA {
-                    // SAFETY: FMA is true only under sym_sep_avx2 (AVX2 and FMA checked); rows
-                    // y−rv ..= y+1+rv are padded rows of xp.
-                    unsafe { sym_block2_avx2(kv, at(0), rs as isize, &mut o0, &mut o1) };
+        let (mut o0, mut o1) = ([0f32; BLK2], [0f32; BLK2]);
+        for x0 in (0..rs).step_by(BLK2) {
+            for y in (0..h).step_by(2) {
+                let base = (y + rv) * rs + x0;
+                let at = |o: isize| {
+                    // SAFETY: o ∈ −rv..=rv+1 and y + 1 < h, or o ∈ −rv..=rv: padded rows exist
+                    // (asserted above), and x0 + BLK2 ≤ rs.
+                    unsafe { xp.as_ptr().offset(base as isize + o * rs as isize) }
+                };
+                if y + 1 < h {
+                    #[cfg(target_arch = "x86_64")]
+                    if FMA {
+                        // SAFETY: FMA is true only under sym_sep_avx2 (AVX2 and FMA checked); rows
+                        // y−rv ..= y+1+rv are padded rows of xp.
+                        unsafe { sym_block2_avx2(kv, at(0), rs as isize, &mut o0, &mut o1) };
+                    } else {
+                        sym_block::<FMA, BLK2>(kv, at, &mut o0);
+                        sym_block::<FMA, BLK2>(kv, |o| at(o + 1), &mut o1);
+                    }
+                    #[cfg(not(target_arch = "x86_64"))]
+                    {
+                        sym_block::<FMA, BLK2>(kv, at, &mut o0);
+                        sym_block::<FMA, BLK2>(kv, |o| at(o + 1), &mut o1);
+                    }
+                    t[(y + 1) * ts + rh * c + x0..][..BLK2].copy_from_slice(&o1);
                 } else {
                     sym_block::<FMA, BLK2>(kv, at, &mut o0);
-                    sym_block::<FMA, BLK2>(kv, |o| at(o + 1), &mut o1);
                 }
-                #[cfg(not(target_arch = "x86_64"))]
-                {
-                    sym_block::<FMA, BLK2>(kv, at, &mut o0);
-                    sym_block::<FMA, BLK2>(kv, |o| at(o + 1), &mut o1);
-                }
-                t[(y + 1) * ts + rh * c + x0..][..BLK2].copy_from_slice(&o1);
-            } else {
-                sym_block::<FMA, BLK2>(kv, at, &mut o0);
-            }
-            t[y * ts + rh * c + x0..][..BLK2].copy_from_slice(&o0);
-        }
-    }
-    let mut ob = [0f32; BLK];
-    let mut row = vec![0f32; rs];
-    #[cfg(target_arch = "x86_64")]
-    let pairs = if FMA { HPairs::new(kh, c, rs, ts) } else { None };
-    for y in 0..h {
-        let tr = &mut t[y * ts..(y + 1) * ts];
-        for j in 0..rh {
-            let l = boundary_index(j as isize - rh as isize, w, mode).expect("mode without zeros");
-            let r = boundary_index((w + j) as isize, w, mode).expect("mode without zeros");
-            for ch in 0..c {
-                tr[j * c + ch] = tr[(rh + l) * c + ch];
-                tr[(w + rh + j) * c + ch] = tr[(rh + r) * c + ch];
+                t[y * ts + rh * c + x0..][..BLK2].copy_from_slice(&o0);
             }
         }
+        let mut ob = [0f32; BLK];
+        let mut row = vec![0f32; rs];
         #[cfg(target_arch = "x86_64")]
-        if let Some(hp) = &pairs {
-            // SAFETY: FMA is true only under sym_sep_avx2 (AVX2 checked); tr holds ts values.
-            unsafe { hp.run(tr, &mut row) };
+        let pairs = if FMA { HPairs::new(kh, c, rs, ts) } else { None };
+        for y in 0..h {
+            let tr = &mut t[y * ts..(y + 1) * ts];
+            for j in 0..rh {
+                let l = boundary_index(j as isize - rh as isize, w, mode).expect("mode without zeros");
+                let r = boundary_index((w + j) as isize, w, mode).expect("mode without zeros");
+                for ch in 0..c {
+                    tr[j * c + ch] = tr[(rh + l) * c + ch];
+                    tr[(w + rh + j) * c + ch] = tr[(rh + r) * c + ch];
+                }
+            }
+            #[cfg(target_arch = "x86_64")]
+            if let Some(hp) = &pairs {
+                // SAFETY: FMA is true only under sym_sep_avx2 (AVX2 checked); tr holds ts values.
+                unsafe { hp.run(tr, &mut row) };
+                fin(y, &row[..rw]);
+                continue;
+            }
+            for x0 in (0..rs).step_by(BLK) {
+                let base = rh * c + x0;
+                // SAFETY: base ± rh·c + BLK stays within the padded row of ts ≥ rs + 2·rh·c values.
+                sym_block::<FMA, BLK>(kh, |o| unsafe { tr.as_ptr().offset(base as isize + o * c as isize) }, &mut ob);
+                row[x0..x0 + BLK].copy_from_slice(&ob);
+            }
             fin(y, &row[..rw]);
-            continue;
         }
-        for x0 in (0..rs).step_by(BLK) {
-            let base = rh * c + x0;
-            // SAFETY: base ± rh·c + BLK stays within the padded row of ts ≥ rs + 2·rh·c values.
-            sym_block::<FMA, BLK>(kh, |o| unsafe { tr.as_ptr().offset(base as isize + o * c as isize) }, &mut ob);
-            row[x0..x0 + BLK].copy_from_slice(&ob);
-        }
-        fin(y, &row[..rw]);
-    }
     })
 }
 
