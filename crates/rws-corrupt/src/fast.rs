@@ -5,8 +5,10 @@
 //! 1.2 MB: allocating, filling and casting it costs more than many corruptions themselves).
 //! Noises, contrast, brightness, saturate, pixelate and jpeg use the same arithmetic and random
 //! draws as the float path, so they return the same bytes as `to_u8(corrupt_float(..))`
-//! (contrast: the channel mean from an exact integer sum). The blurs run in f32 with integer
-//! running sums; tests/fast.rs bounds their difference from the float path.
+//! (contrast: the channel mean from an exact integer sum). The gaussian, defocus and motion blurs
+//! of images up to 64×64 keep the float path's f64 operation order (same bytes); larger ones run
+//! in f32 over exact integer sums (defocus) and register-blocked passes, and tests/fast.rs bounds
+//! their difference from the float path.
 use crate::ndimage::{boundary_index, Mode};
 use crate::{blur, digital, noise, Corruption, ParamSet, Result, Rng};
 
@@ -188,6 +190,290 @@ fn sep_filter_impl<F: Flt, T: Px<F>, O: Copy + Default, const FMA: bool>(src: &[
     out
 }
 
+/// Floats per block of the blocked symmetric filter: eight AVX vectors, which stay in registers
+/// while all taps of one output block accumulate.
+const BLK: usize = 64;
+
+/// Rows of `w·c` values padded to whole blocks (the filters read and write whole blocks).
+fn block_stride(rw: usize) -> usize {
+    rw.div_ceil(BLK) * BLK
+}
+
+thread_local! {
+    static SCRATCH_F32: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
+    static SCRATCH_F32_B: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
+    static SCRATCH_U16: std::cell::Cell<Vec<u16>> = const { std::cell::Cell::new(Vec::new()) };
+    static SCRATCH_U8: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+    static SCRATCH_F64: std::cell::Cell<Vec<f64>> = const { std::cell::Cell::new(Vec::new()) };
+    static SCRATCH_F64_B: std::cell::Cell<Vec<f64>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// `f(buf)` with a per-thread buffer of at least n values, kept for the next call: the large
+/// images' intermediates are megabytes whose allocation, zeroing and first-touch page faults
+/// cost as much as a filter pass. The buffer holds stale values: callers write what they read.
+/// (Taken out while in use, so a nested call on the same buffer gets a fresh one.)
+fn scratch<T: Copy + Default, R>(key: &'static std::thread::LocalKey<std::cell::Cell<Vec<T>>>, n: usize, f: impl FnOnce(&mut [T]) -> R) -> R {
+    let mut v = key.take();
+    if v.len() < n {
+        v.resize(n, T::default());
+    }
+    let r = f(&mut v[..n]);
+    key.set(v);
+    r
+}
+
+/// Length of [`pad_rows_f32`]'s output.
+fn pad_rows_len(h: usize, w: usize, c: usize, r: usize) -> usize {
+    (h + 2 * r) * block_stride(w * c)
+}
+
+/// `src` (HWC) into `out` as f32 rows of stride [`block_stride`] (zero-filled
+/// past w·c), with `r` extra rows above and below filled under `mode`: the input of
+/// [`sym_sep_f32`].
+fn pad_rows_f32(src: &[u8], h: usize, w: usize, c: usize, r: usize, mode: Mode, out: &mut [f32]) {
+    let (rw, rs) = (w * c, block_stride(w * c));
+    for (py, orow) in out[..pad_rows_len(h, w, c, r)].chunks_exact_mut(rs).enumerate() {
+        let sy = boundary_index(py as isize - r as isize, h, mode).expect("mode without zeros");
+        for (o, &v) in orow.iter_mut().zip(&src[sy * rw..(sy + 1) * rw]) {
+            *o = v as f32;
+        }
+        orow[rw..].iter_mut().for_each(|o| *o = 0.0);
+    }
+}
+
+/// Correlate with symmetric odd kernels given by their halves (`kv[0]` the centre, `kv[d]` the
+/// weight at ±d) along H, then W, under `mode`. `xp` comes from [`pad_rows_f32`] with
+/// r = kv.len() − 1. The passes fold mirrored taps (one add, one multiply-add per pair) over
+/// blocks of contiguous values, so each block's accumulators stay in registers for all taps;
+/// the vertical pass walks down one block column at a time, two output rows at once, which
+/// keeps the rows it reads in L1. With AVX2 the horizontal pass runs in 16-bit fixed point
+/// ([`HPairs`]: values move by ≤ 1/256 + 0.01·(local range)/255, flat regions stay exact).
+/// `fin(y, row)` receives each output row (its first w·c values are meaningful).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn sym_sep_f32(xp: &[f32], h: usize, w: usize, c: usize, kv: &[f32], kh: &[f32], mode: Mode, fin: impl FnMut(usize, &[f32])) {
+    #[cfg(target_arch = "x86_64")]
+    if avx2_fma() {
+        // SAFETY: the CPU supports AVX2 and FMA (checked just above).
+        return unsafe { sym_sep_avx2(xp, h, w, c, kv, kh, mode, fin) };
+    }
+    sym_sep_impl::<false>(xp, h, w, c, kv, kh, mode, fin)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn sym_sep_avx2(xp: &[f32], h: usize, w: usize, c: usize, kv: &[f32], kh: &[f32], mode: Mode, fin: impl FnMut(usize, &[f32])) {
+    sym_sep_impl::<true>(xp, h, w, c, kv, kh, mode, fin)
+}
+
+/// One block of N values: `k[0]·at(0) + Σ_d k[d]·(at(−d) + at(d))`, `at(o)` being the block at
+/// offset o.
+#[inline(always)]
+fn sym_block<const FMA: bool, const N: usize>(k: &[f32], at: impl Fn(isize) -> *const f32, out: &mut [f32; N]) {
+    // SAFETY (callers): every block `at` returns is N readable values.
+    let blk = |o: isize| unsafe { &*(at(o) as *const [f32; N]) };
+    let mut acc = [0f32; N];
+    let c0 = blk(0);
+    for i in 0..N {
+        acc[i] = k[0] * c0[i];
+    }
+    for (d, &kd) in k.iter().enumerate().skip(1) {
+        let (u, v) = (blk(-(d as isize)), blk(d as isize));
+        for i in 0..N {
+            acc[i] = madd::<FMA, f32>(kd, u[i] + v[i], acc[i]);
+        }
+    }
+    *out = acc;
+}
+
+/// Floats per block of the vertical pass: two AVX vectors, for [`sym_block2_avx2`].
+const BLK2: usize = 16;
+
+/// [`sym_block`] for two output rows y and y+1 at once (`p` points at row y's block, rows
+/// `rs` floats apart): row y+1's pair (y+1−d, y+1+d) reuses row y−d+1, loaded for row y's
+/// previous pair, and row y's pair reuses row y+d, loaded for row y+1's previous pair, so each
+/// input row is loaded once for both outputs. Same operations per output as [`sym_block`]
+/// with FMA, so the same values.
+///
+/// # Safety
+/// AVX2 and FMA present; rows y−(k.len()−1) ..= y+k.len() readable for BLK2 floats from `p`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn sym_block2_avx2(k: &[f32], p: *const f32, rs: isize, out0: &mut [f32; BLK2], out1: &mut [f32; BLK2]) {
+    use std::arch::x86_64::*;
+    // SAFETY: the caller guarantees the rows read here.
+    let ld = |o: isize, v: isize| unsafe { _mm256_loadu_ps(p.offset(o * rs + 8 * v)) };
+    let k0 = _mm256_set1_ps(k[0]);
+    let (mut l0, mut l1, mut r0, mut r1) = (ld(0, 0), ld(0, 1), ld(1, 0), ld(1, 1));
+    let (mut a0, mut a1) = (_mm256_mul_ps(k0, l0), _mm256_mul_ps(k0, l1));
+    let (mut b0, mut b1) = (_mm256_mul_ps(k0, r0), _mm256_mul_ps(k0, r1));
+    for (d, &kd) in k.iter().enumerate().skip(1) {
+        let kd = _mm256_set1_ps(kd);
+        let (n0, n1, m0, m1) = (ld(-(d as isize), 0), ld(-(d as isize), 1), ld(d as isize + 1, 0), ld(d as isize + 1, 1));
+        a0 = _mm256_fmadd_ps(kd, _mm256_add_ps(n0, r0), a0);
+        a1 = _mm256_fmadd_ps(kd, _mm256_add_ps(n1, r1), a1);
+        b0 = _mm256_fmadd_ps(kd, _mm256_add_ps(l0, m0), b0);
+        b1 = _mm256_fmadd_ps(kd, _mm256_add_ps(l1, m1), b1);
+        (l0, l1, r0, r1) = (n0, n1, m0, m1);
+    }
+    // SAFETY: each output holds two vectors.
+    unsafe {
+        _mm256_storeu_ps(out0.as_mut_ptr(), a0);
+        _mm256_storeu_ps(out0.as_mut_ptr().add(8), a1);
+        _mm256_storeu_ps(out1.as_mut_ptr(), b0);
+        _mm256_storeu_ps(out1.as_mut_ptr().add(8), b1);
+    }
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn sym_sep_impl<const FMA: bool>(xp: &[f32], h: usize, w: usize, c: usize, kv: &[f32], kh: &[f32], mode: Mode, mut fin: impl FnMut(usize, &[f32])) {
+    let (rw, rs) = (w * c, block_stride(w * c));
+    let (rv, rh) = (kv.len() - 1, kh.len() - 1);
+    assert!(xp.len() >= (h + 2 * rv) * rs);
+    // Vertical pass into rows padded by rh pixels each side (filled afterwards), with room for
+    // the AVX2 horizontal pass's pair reads.
+    let ts = (rs + (2 * rh + 1) * c + 48).div_ceil(16) * 16;
+    scratch(&SCRATCH_F32, h * ts, |t| {
+        let (mut o0, mut o1) = ([0f32; BLK2], [0f32; BLK2]);
+        for x0 in (0..rs).step_by(BLK2) {
+            for y in (0..h).step_by(2) {
+                let base = (y + rv) * rs + x0;
+                let at = |o: isize| {
+                    // SAFETY: o ∈ −rv..=rv+1 and y + 1 < h, or o ∈ −rv..=rv: padded rows exist
+                    // (asserted above), and x0 + BLK2 ≤ rs.
+                    unsafe { xp.as_ptr().offset(base as isize + o * rs as isize) }
+                };
+                if y + 1 < h {
+                    #[cfg(target_arch = "x86_64")]
+                    if FMA {
+                        // SAFETY: FMA is true only under sym_sep_avx2 (AVX2 and FMA checked); rows
+                        // y−rv ..= y+1+rv are padded rows of xp.
+                        unsafe { sym_block2_avx2(kv, at(0), rs as isize, &mut o0, &mut o1) };
+                    } else {
+                        sym_block::<FMA, BLK2>(kv, at, &mut o0);
+                        sym_block::<FMA, BLK2>(kv, |o| at(o + 1), &mut o1);
+                    }
+                    #[cfg(not(target_arch = "x86_64"))]
+                    {
+                        sym_block::<FMA, BLK2>(kv, at, &mut o0);
+                        sym_block::<FMA, BLK2>(kv, |o| at(o + 1), &mut o1);
+                    }
+                    t[(y + 1) * ts + rh * c + x0..][..BLK2].copy_from_slice(&o1);
+                } else {
+                    sym_block::<FMA, BLK2>(kv, at, &mut o0);
+                }
+                t[y * ts + rh * c + x0..][..BLK2].copy_from_slice(&o0);
+            }
+        }
+        let mut ob = [0f32; BLK];
+        let mut row = vec![0f32; rs];
+        #[cfg(target_arch = "x86_64")]
+        let pairs = if FMA { HPairs::new(kh, c, rs, ts) } else { None };
+        for y in 0..h {
+            let tr = &mut t[y * ts..(y + 1) * ts];
+            for j in 0..rh {
+                let l = boundary_index(j as isize - rh as isize, w, mode).expect("mode without zeros");
+                let r = boundary_index((w + j) as isize, w, mode).expect("mode without zeros");
+                for ch in 0..c {
+                    tr[j * c + ch] = tr[(rh + l) * c + ch];
+                    tr[(w + rh + j) * c + ch] = tr[(rh + r) * c + ch];
+                }
+            }
+            #[cfg(target_arch = "x86_64")]
+            if let Some(hp) = &pairs {
+                // SAFETY: FMA is true only under sym_sep_avx2 (AVX2 checked); tr holds ts values.
+                unsafe { hp.run(tr, &mut row) };
+                fin(y, &row[..rw]);
+                continue;
+            }
+            for x0 in (0..rs).step_by(BLK) {
+                let base = rh * c + x0;
+                // SAFETY: base ± rh·c + BLK stays within the padded row of ts ≥ rs + 2·rh·c values.
+                sym_block::<FMA, BLK>(kh, |o| unsafe { tr.as_ptr().offset(base as isize + o * c as isize) }, &mut ob);
+                row[x0..x0 + BLK].copy_from_slice(&ob);
+            }
+            fin(y, &row[..rw]);
+        }
+    })
+}
+
+/// The AVX2 horizontal pass in 16-bit fixed point: the row as i16 with 7 fractional bits
+/// (0..255 → ≤ 32640; rounding moves a value by ≤ 1/256), then `pmaddwd` of adjacent pixel
+/// pairs (q[e], q[e+c]) against pairs of Q15 weights summing to exactly 1, exact i32 sums. One
+/// load multiplies two taps for eight outputs, where the f32 pass needs two loads per folded
+/// pair; flat regions stay exact (integer weights summing to 2^15).
+#[cfg(target_arch = "x86_64")]
+struct HPairs {
+    /// (k[2m], k[2m+1]) as the i16 halves of one i32, m = 0..=rh (the last odd tap weighs 0).
+    kp: Vec<i32>,
+    c: usize,
+    rs: usize,
+    ts: usize,
+    q: std::cell::RefCell<Vec<i16>>,
+    z: std::cell::RefCell<Vec<i32>>,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl HPairs {
+    /// None when a weight does not fit i16 (a kernel that is nearly one tap: σ ≲ 0.3) or is
+    /// negative; the f32 pass runs then.
+    fn new(kh: &[f32], c: usize, rs: usize, ts: usize) -> Option<Self> {
+        let rh = kh.len() - 1;
+        let mut kq: Vec<i32> = (0..2 * rh + 2).map(|t| if t <= 2 * rh { (kh[t.abs_diff(rh)] as f64 * 32768.0).round() as i32 } else { 0 }).collect();
+        kq[rh] += 32768 - kq.iter().sum::<i32>();
+        if kq.iter().any(|&k| !(0..=i16::MAX as i32).contains(&k)) {
+            return None;
+        }
+        let kp = kq.chunks_exact(2).map(|p| (p[1] << 16) | p[0]).collect();
+        Some(HPairs { kp, c, rs, ts, q: std::cell::RefCell::new(vec![0; ts]), z: std::cell::RefCell::new(vec![0; ts]) })
+    }
+
+    /// `row[e] = Σ_t k[t]·tr[e + t·c]` for e < rs.
+    ///
+    /// # Safety
+    /// AVX2 present; `tr` holds `ts` values, `row` rs.
+    #[target_feature(enable = "avx2")]
+    unsafe fn run(&self, tr: &[f32], row: &mut [f32]) {
+        use std::arch::x86_64::*;
+        let (mut q, mut z) = (self.q.borrow_mut(), self.z.borrow_mut());
+        let (c, rs, ts) = (self.c, self.rs, self.ts);
+        assert!(tr.len() >= ts && row.len() >= rs && ts % 16 == 0);
+        // SAFETY: every access below stays within ts values of tr, q and z (ts ≥ rs + (2rh+1)·c
+        // + 48, a multiple of 16), rs of row.
+        unsafe {
+            let s = _mm256_set1_ps(128.0);
+            for e in (0..ts).step_by(16) {
+                let a = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(tr.as_ptr().add(e)), s));
+                let b = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(tr.as_ptr().add(e + 8)), s));
+                _mm256_storeu_si256(q.as_mut_ptr().add(e) as *mut __m256i, _mm256_permute4x64_epi64(_mm256_packs_epi32(a, b), 0xD8));
+            }
+            let zn = ts - 16 - 16 * c.div_ceil(16);
+            for e in (0..zn).step_by(16) {
+                let a = _mm256_loadu_si256(q.as_ptr().add(e) as *const __m256i);
+                let b = _mm256_loadu_si256(q.as_ptr().add(e + c) as *const __m256i);
+                let (lo, hi) = (_mm256_unpacklo_epi16(a, b), _mm256_unpackhi_epi16(a, b));
+                _mm256_storeu_si256(z.as_mut_ptr().add(e) as *mut __m256i, _mm256_permute2x128_si256(lo, hi, 0x20));
+                _mm256_storeu_si256(z.as_mut_ptr().add(e + 8) as *mut __m256i, _mm256_permute2x128_si256(lo, hi, 0x31));
+            }
+            let scale = _mm256_set1_ps(1.0 / (128.0 * 32768.0));
+            for e0 in (0..rs).step_by(32) {
+                let mut acc = [_mm256_setzero_si256(); 4];
+                for (m, &k) in self.kp.iter().enumerate() {
+                    let kv = _mm256_set1_epi32(k);
+                    let p = z.as_ptr().add(e0 + 2 * m * c);
+                    for (i, a) in acc.iter_mut().enumerate() {
+                        *a = _mm256_add_epi32(*a, _mm256_madd_epi16(_mm256_loadu_si256(p.add(8 * i) as *const __m256i), kv));
+                    }
+                }
+                for (i, a) in acc.iter().enumerate() {
+                    _mm256_storeu_ps(row.as_mut_ptr().add(e0 + 8 * i), _mm256_mul_ps(_mm256_cvtepi32_ps(*a), scale));
+                }
+            }
+        }
+    }
+}
+
 /// Images up to this many pixels take the f64 path that reproduces the float path's operation
 /// order (and so its bytes); larger ones the f32 path.
 const EXACT_MAX_PIXELS: usize = 64 * 64;
@@ -200,47 +486,129 @@ fn cast_nudged(v: f32) -> u8 {
     crate::cast_u8_f32(v + 1e-3)
 }
 
+/// f64 values per block of [`taps_f64`].
+const BLK64: usize = 16;
+
+/// The exact f64 paths' correlation: output row y, value e is `0 + Σ k·src[y·stride + off + e]`
+/// over `taps` (off, k) in order, multiply and add rounded separately: the order and roundings
+/// of `ndimage::correlate_rows`/`correlate_cols`/`correlate2d`, so the same bits, with blocks
+/// of [`BLK64`] sums kept in registers over all taps. `src` must hold BLK64 values past the last
+/// row's reach. `fin(y, e0, block)` receives values e0.. of row y (those past `len` are junk).
+fn taps_f64(src: &[f64], stride: usize, rows: usize, len: usize, taps: &[(usize, f64)], fin: impl FnMut(usize, usize, &[f64; BLK64])) {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2 (checked just above).
+        return unsafe { taps_f64_avx2(src, stride, rows, len, taps, fin) };
+    }
+    taps_f64_impl(src, stride, rows, len, taps, fin)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn taps_f64_avx2(src: &[f64], stride: usize, rows: usize, len: usize, taps: &[(usize, f64)], fin: impl FnMut(usize, usize, &[f64; BLK64])) {
+    taps_f64_impl(src, stride, rows, len, taps, fin)
+}
+
+#[inline(always)]
+fn taps_f64_impl(src: &[f64], stride: usize, rows: usize, len: usize, taps: &[(usize, f64)], mut fin: impl FnMut(usize, usize, &[f64; BLK64])) {
+    for y in 0..rows {
+        for e0 in (0..len).step_by(BLK64) {
+            let mut acc = [0f64; BLK64];
+            for &(off, k) in taps {
+                let s: &[f64; BLK64] = src[y * stride + off + e0..][..BLK64].try_into().unwrap();
+                for i in 0..BLK64 {
+                    acc[i] += k * s[i];
+                }
+            }
+            fin(y, e0, &acc);
+        }
+    }
+}
+
+/// `src` (HWC) padded by `ry` rows and `rx` columns under `mode`, as f64 on the 0..1 scale, with
+/// [`BLK64`] spare values at the end for [`taps_f64`].
+fn pad_f64(src: &[u8], h: usize, w: usize, c: usize, ry: usize, rx: usize, mode: Mode) -> Vec<f64> {
+    let lut = &UNIT_LUT;
+    let pw = w + 2 * rx;
+    let mut out = Vec::with_capacity((h + 2 * ry) * pw * c + BLK64);
+    let side = |px: usize| boundary_index(px as isize - rx as isize, w, mode).expect("mode without zeros");
+    for py in 0..h + 2 * ry {
+        let sy = boundary_index(py as isize - ry as isize, h, mode).expect("mode without zeros");
+        let row = &src[sy * w * c..(sy + 1) * w * c];
+        for sx in (0..rx).map(side) {
+            out.extend(row[sx * c..(sx + 1) * c].iter().map(|&b| lut[b as usize]));
+        }
+        out.extend(row.iter().map(|&b| lut[b as usize]));
+        for sx in (rx + w..pw).map(side) {
+            out.extend(row[sx * c..(sx + 1) * c].iter().map(|&b| lut[b as usize]));
+        }
+    }
+    out.resize(out.len() + BLK64, 0.0);
+    out
+}
+
+/// `v / 255` for every byte, as the float path computes it (IEEE division, at compile time).
+static UNIT_LUT: [f64; 256] = {
+    let mut a = [0.0; 256];
+    let mut v = 0;
+    while v < 256 {
+        a[v] = v as f64 / 255.0;
+        v += 1;
+    }
+    a
+};
+
 pub(crate) fn gaussian_blur_u8(x: &[u8], h: usize, w: usize, c: usize, severity: usize, p: ParamSet) -> Vec<u8> {
     let sigma = blur::gaussian_sigma(severity, p);
     let k = crate::ndimage::gaussian_kernel1d(sigma, 4.0);
     if h * w <= EXACT_MAX_PIXELS {
-        let u: Vec<f64> = x.iter().map(|&v| v as f64 / 255.0).collect();
-        return sep_filter(&u, h, w, c, &k, &k, Mode::Nearest, false, |v: f64| crate::cast_u8(v.clamp(0.0, 1.0) * 255.0));
+        // The float path's correlate_rows then correlate_cols, same order and roundings.
+        let (r, rw) = (k.len() / 2, w * c);
+        let lut = &UNIT_LUT;
+        // Rows of the intermediate: r pixels of padding each side, room for whole blocks.
+        let ts = rw.div_ceil(BLK64) * BLK64 + 2 * r * c;
+        let mut out = vec![0u8; h * rw];
+        scratch(&SCRATCH_F64, h * rw + BLK64, |u| {
+            scratch(&SCRATCH_F64_B, h * ts + BLK64, |t| {
+                for (o, &v) in u.iter_mut().zip(x) {
+                    *o = lut[v as usize];
+                }
+                // Vertical taps: fixed row offsets inside, clamped rows (per row) near the edges.
+                let mut put = |y: usize, e0: usize, b: &[f64; BLK64]| t[y * ts + r * c + e0..][..BLK64].copy_from_slice(b);
+                let inner = h.saturating_sub(2 * r);
+                let vt: Vec<(usize, f64)> = k.iter().enumerate().map(|(i, &kv)| (i * rw, kv)).collect();
+                taps_f64(u, rw, inner, rw, &vt, |y, e0, b| put(y + r, e0, b));
+                for y in (0..h).filter(|&y| y < r || y >= r + inner) {
+                    let vt: Vec<(usize, f64)> = k.iter().enumerate().map(|(i, &kv)| ((y + i).saturating_sub(r).min(h - 1) * rw, kv)).collect();
+                    taps_f64(u, 0, 1, rw, &vt, |_, e0, b| put(y, e0, b));
+                }
+                for tr in t.chunks_exact_mut(ts).take(h) {
+                    for j in 0..r * c {
+                        tr[j] = tr[r * c + j % c];
+                        tr[r * c + rw + j] = tr[r * c + rw - c + j % c];
+                    }
+                }
+                let ht: Vec<(usize, f64)> = k.iter().enumerate().map(|(j, &kv)| (j * c, kv)).collect();
+                taps_f64(t, ts, h, rw, &ht, |y, e0, b| {
+                    for (o, &v) in out[y * rw + e0..(y + 1) * rw].iter_mut().zip(b) {
+                        *o = crate::cast_u8(v.clamp(0.0, 1.0) * 255.0);
+                    }
+                });
+            });
+        });
+        return out;
     }
-    let k: Vec<f32> = k.iter().map(|&v| v as f32).collect();
-    sep_filter(x, h, w, c, &k, &k, Mode::Nearest, true, cast_nudged)
-}
-
-/// `out += Σ k·pad[y+i][x+j]` over the taps (i, j, k) in order, `pad` being the image padded by
-/// the kernel's half-sizes (row stride `pw` pixels): `ndimage::correlate2d`'s loop.
-#[allow(clippy::too_many_arguments)]
-fn corr_taps<F: Flt, T: Px<F>>(pad: &[T], pw: usize, h: usize, w: usize, c: usize, taps: &[(usize, usize, F)], out: &mut [F]) {
-    #[cfg(target_arch = "x86_64")]
-    if avx2_fma() {
-        // SAFETY: the CPU supports AVX2 and FMA (checked just above).
-        return unsafe { corr_taps_avx2(pad, pw, h, w, c, taps, out) };
-    }
-    corr_taps_impl::<F, T, false>(pad, pw, h, w, c, taps, out)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn corr_taps_avx2<F: Flt, T: Px<F>>(pad: &[T], pw: usize, h: usize, w: usize, c: usize, taps: &[(usize, usize, F)], out: &mut [F]) {
-    corr_taps_impl::<F, T, true>(pad, pw, h, w, c, taps, out)
-}
-
-#[inline(always)]
-fn corr_taps_impl<F: Flt, T: Px<F>, const FMA: bool>(pad: &[T], pw: usize, h: usize, w: usize, c: usize, taps: &[(usize, usize, F)], out: &mut [F]) {
-    let rw = w * c;
-    for y in 0..h {
-        let orow = &mut out[y * rw..(y + 1) * rw];
-        for &(i, j, k) in taps {
-            let s = &pad[((y + i) * pw + j) * c..((y + i) * pw + j) * c + rw];
-            for (o, &v) in orow.iter_mut().zip(s) {
-                *o = madd::<FMA, F>(k, v.get(), *o);
+    let k: Vec<f32> = k[k.len() / 2..].iter().map(|&v| v as f32).collect();
+    let mut out = vec![0u8; h * w * c];
+    scratch(&SCRATCH_F32_B, pad_rows_len(h, w, c, k.len() - 1), |xp| {
+        pad_rows_f32(x, h, w, c, k.len() - 1, Mode::Nearest, xp);
+        sym_sep_f32(xp, h, w, c, &k, &k, Mode::Nearest, |y, row| {
+            for (o, &v) in out[y * w * c..(y + 1) * w * c].iter_mut().zip(row) {
+                *o = cast_nudged(v);
             }
-        }
-    }
+        });
+    });
+    out
 }
 
 /// `src` (HWC) padded by `ry` rows and `rx` columns under `mode`.
@@ -263,132 +631,283 @@ fn pad_image<T: Copy>(src: &[T], h: usize, w: usize, c: usize, ry: usize, rx: us
     out
 }
 
-/// Small images: the float path's direct correlation with the OpenCV kernel, same order in f64
-/// (same bytes). Larger ones: the disk by integer running sums per row, the separable Gaussian
-/// in f32, plus the difference between the reference's kernel and Gaussian ⊛ disk (non-zero
-/// only where the reference blurs the disk against its own grid border, radius ≥ 8) as sparse taps.
-pub(crate) fn defocus_blur_u8(x: &[u8], h: usize, w: usize, c: usize, severity: usize, p: ParamSet) -> Vec<u8> {
-    let (r, a) = blur::defocus_params(severity, p);
-    // The kernel depends on (r, a) only: built once per thread.
-    type Cached = ((u64, u64), std::rc::Rc<(Vec<f64>, usize)>);
-    thread_local! {
-        static KERNELS: std::cell::RefCell<Vec<Cached>> = const { std::cell::RefCell::new(Vec::new()) };
-    }
-    let key = (r.to_bits(), a.to_bits());
-    let kn = KERNELS.with(|c| {
-        let mut c = c.borrow_mut();
-        if let Some((_, v)) = c.iter().find(|(k, _)| *k == key) {
-            return v.clone();
-        }
-        let v = std::rc::Rc::new(blur::disk_kernel(r, a));
-        c.push((key, v.clone()));
-        v
-    });
-    let (k, n) = (&kn.0, kn.1);
-    let half = n / 2;
-    if h * w <= EXACT_MAX_PIXELS {
-        let u: Vec<f64> = x.iter().map(|&v| v as f64 / 255.0).collect();
-        let pad = pad_image(&u, h, w, c, half, half, Mode::Mirror);
-        let taps: Vec<(usize, usize, f64)> = (0..n).flat_map(|i| (0..n).map(move |j| (i, j))).map(|(i, j)| (i, j, k[i * n + j])).filter(|t| t.2 != 0.0).collect();
-        let mut out = vec![0f64; h * w * c];
-        corr_taps(&pad, w + 2 * half, h, w, c, &taps, &mut out);
-        return out.iter().map(|&v| crate::cast_u8(v.clamp(0.0, 1.0) * 255.0)).collect();
-    }
-    let runs = blur::disk_runs(r);
-    let count: isize = runs.iter().map(|&(_, a)| 2 * a + 1).sum();
-    let d = disk_sum_u8(x, h, w, c, r, &runs, 1.0 / count as f32);
-    let g64: Vec<f64> = blur::cv_gaussian_kernel(if r <= 8.0 { 3 } else { 5 }, a).iter().map(|&v| v as f64).collect();
-    let g: Vec<f32> = g64.iter().map(|&v| v as f32).collect();
-    let gr = g.len() / 2;
-    let mut y = sep_filter(&d, h, w, c, &g, &g, Mode::Mirror, true, |v: f32| v);
-    // E = K − G ⊛ D on the (n + 2·gr)² support, with D the uniform disk.
-    let m = n + 2 * gr;
-    let mut dd = vec![0f64; m * m];
-    for &(dy, aa) in &runs {
-        for dx in -aa..=aa {
-            dd[((dy + (m / 2) as isize) as usize) * m + (dx + (m / 2) as isize) as usize] = 1.0 / count as f64;
-        }
-    }
-    let mut gd = vec![0f64; m * m];
-    for yy in 0..m {
-        for xx in 0..m {
-            let mut s = 0.0;
-            for (i, gi) in g64.iter().enumerate() {
-                for (j, gj) in g64.iter().enumerate() {
-                    let (sy, sx) = (yy as isize + i as isize - gr as isize, xx as isize + j as isize - gr as isize);
-                    if (0..m as isize).contains(&sy) && (0..m as isize).contains(&sx) {
-                        s += gi * gj * dd[sy as usize * m + sx as usize];
-                    }
-                }
-            }
-            gd[yy * m + xx] = s;
-        }
-    }
-    let taps: Vec<(usize, usize, f32)> = (0..m)
-        .flat_map(|i| (0..m).map(move |j| (i, j)))
-        .filter_map(|(i, j)| {
-            let kk = if (gr..gr + n).contains(&i) && (gr..gr + n).contains(&j) { k[(i - gr) * n + j - gr] } else { 0.0 };
-            let e = kk - gd[i * m + j];
-            (e.abs() > 1e-9).then_some((i, j, e as f32))
-        })
-        .collect();
-    if !taps.is_empty() {
-        let pad = pad_image(x, h, w, c, m / 2, m / 2, Mode::Mirror);
-        corr_taps(&pad, w + 2 * (m / 2), h, w, c, &taps, &mut y);
-    }
-    y.iter().map(|&v| cast_nudged(v)).collect()
+/// Integer-weighted point sets of the defocus plan, in the coordinates of the padded image:
+/// `(j, i0, i1)` is the column of points at column offset j, rows i0..i1, summed exactly from
+/// column prefix sums (two loads); `(j, i)` a lone point, read from the image itself (one
+/// load). All points of a group share the weight `w`; a group holds at most 257 points, so its
+/// sum of uint8 values fits in u16.
+struct Group {
+    w: f32,
+    runs: Vec<(usize, usize, usize)>,
+    points: Vec<(usize, usize)>,
 }
 
-/// Mean of the uint8 values over the integer disk (rows `runs`) around each pixel, whole-sample
-/// symmetric border, scaled by `inv`: exact integer running sums per row, one f32 rounding.
-fn disk_sum_u8(x: &[u8], h: usize, w: usize, c: usize, r: f64, runs: &[(isize, isize)], inv: f32) -> Vec<f32> {
+/// What the uint8 defocus of larger images needs for one (radius, alias σ): the image is padded
+/// by `pad` = grid half-width + Gaussian radius on every side; `disk` sums the disk, `g` is the
+/// half of the anti-alias Gaussian applied to it, `corr` the correction groups added after.
+struct DefocusPlan {
+    pad: usize,
+    g: Vec<f32>,
+    disk: Vec<Group>,
+    corr: Vec<Group>,
+    /// The reference kernel and its side, for the small images' exact path.
+    k: Vec<f64>,
+    n: usize,
+}
+
+/// Split points (i, j) sharing one weight into groups of column runs of ≤ 257 points.
+fn runs_groups(w: f32, mut pts: Vec<(usize, usize)>, out: &mut Vec<Group>) {
+    pts.sort_by_key(|&(i, j)| (j, i));
+    let mut runs: Vec<(usize, usize, usize)> = Vec::new();
+    for (i, j) in pts {
+        match runs.last_mut() {
+            Some(r) if r.0 == j && r.2 == i => r.2 += 1,
+            _ => runs.push((j, i, i + 1)),
+        }
+    }
+    let mut g = Group { w, runs: Vec::new(), points: Vec::new() };
+    let mut count = 0;
+    for (j, i0, i1) in runs {
+        let mut i0 = i0;
+        while i0 < i1 {
+            // Split a run where the group is full.
+            let take = (i1 - i0).min(257 - count);
+            if take == 1 {
+                g.points.push((j, i0));
+            } else {
+                g.runs.push((j, i0, i0 + take));
+            }
+            (i0, count) = (i0 + take, count + take);
+            if count == 257 {
+                out.push(std::mem::replace(&mut g, Group { w, runs: Vec::new(), points: Vec::new() }));
+                count = 0;
+            }
+        }
+    }
+    if count > 0 {
+        out.push(g);
+    }
+}
+
+impl DefocusPlan {
+    fn new(r: f64, a: f64) -> Self {
+        let (k, n) = blur::disk_kernel(r, a);
+        let half = n / 2;
+        let runs = blur::disk_runs(r);
+        let count: isize = runs.iter().map(|&(_, a)| 2 * a + 1).sum();
+        let g64: Vec<f64> = blur::cv_gaussian_kernel(if r <= 8.0 { 3 } else { 5 }, a).iter().map(|&v| v as f64).collect();
+        let gr = g64.len() / 2;
+        let (m, pad) = (n + 2 * gr, half + gr);
+        let mut disk = Vec::new();
+        let pts = runs.iter().flat_map(|&(dy, aa)| (-aa..=aa).map(move |dx| ((pad as isize + dy) as usize, (pad as isize + dx) as usize)));
+        runs_groups((1.0 / count as f64) as f32, pts.collect(), &mut disk);
+        // E = K − G ⊛ D on the m×m support. Beyond float32 noise it is non-zero only where the
+        // reference blurs the disk against its own grid border (radius ≥ 8): a few dozen points
+        // taking a handful of distinct values, so grouping equal weights turns E into a few
+        // exact integer sums. Dropped noise goes to the centre so every weight sum is kept.
+        let mut dd = vec![0f64; m * m];
+        for &(dy, aa) in &runs {
+            for dx in -aa..=aa {
+                dd[((dy + pad as isize) as usize) * m + (dx + pad as isize) as usize] = 1.0 / count as f64;
+            }
+        }
+        let mut e = vec![0f64; m * m];
+        for yy in 0..m {
+            for xx in 0..m {
+                let mut s = 0.0;
+                for (i, gi) in g64.iter().enumerate() {
+                    for (j, gj) in g64.iter().enumerate() {
+                        let (sy, sx) = (yy as isize + i as isize - gr as isize, xx as isize + j as isize - gr as isize);
+                        if (0..m as isize).contains(&sy) && (0..m as isize).contains(&sx) {
+                            s += gi * gj * dd[sy as usize * m + sx as usize];
+                        }
+                    }
+                }
+                let kk = if (gr..gr + n).contains(&yy) && (gr..gr + n).contains(&xx) { k[(yy - gr) * n + xx - gr] } else { 0.0 };
+                e[yy * m + xx] = kk - s;
+            }
+        }
+        let mut kept: Vec<(f64, usize, usize)> = Vec::new();
+        let mut dropped = 0.0;
+        for (idx, &v) in e.iter().enumerate() {
+            if v.abs() > 1e-6 {
+                kept.push((v, idx / m, idx % m));
+            } else {
+                dropped += v;
+            }
+        }
+        kept.sort_by(|p, q| p.0.total_cmp(&q.0));
+        let mut corr = Vec::new();
+        let mut lo = 0;
+        while lo < kept.len() {
+            // Weights within 1e-3 of the group's first share one (their mean; each point's
+            // weight moves by at most ~3e-7, i.e. ≤ 1e-4 on the 0..255 scale).
+            let hi = lo + kept[lo..].iter().take_while(|t| (t.0 - kept[lo].0).abs() <= 1e-3 * kept[lo].0.abs()).count();
+            let mean = kept[lo..hi].iter().map(|t| t.0).sum::<f64>() / (hi - lo) as f64;
+            dropped += kept[lo..hi].iter().map(|t| t.0 - mean).sum::<f64>();
+            runs_groups(mean as f32, kept[lo..hi].iter().map(|t| (t.1, t.2)).collect(), &mut corr);
+            lo = hi;
+        }
+        // Float32 noise alone (radius < 8: |Σ| ~ 1e-8, under 1e-5 on the 0..255 scale) is not worth a pass.
+        if dropped.abs() > 1e-7 {
+            corr.push(Group { w: dropped as f32, runs: Vec::new(), points: vec![(pad, pad)] });
+        }
+        DefocusPlan { pad, g: g64[gr..].iter().map(|&v| v as f32).collect(), disk, corr, k, n }
+    }
+}
+
+/// `out[x] (+)= Σ_groups w · (Σ_runs (cp[y+i1][x+j] − cp[y+i0][x+j]) + Σ_points xb[y+i][x+j])`
+/// over one output row padded to whole blocks (`out.len()` a multiple of [`BLK`]), xb being the
+/// padded image and cp its column prefix sums (both of row stride `cs`, pixel stride `c`):
+/// exact u16 sums per group, each block's sum kept in registers over all runs of its group.
+#[allow(clippy::too_many_arguments)]
+fn add_groups(xb: &[u8], cp: &[u16], cs: usize, c: usize, y: usize, groups: &[Group], out: &mut [f32], overwrite: bool) {
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU supports AVX2 (checked just above).
-        return unsafe { disk_sum_u8_avx2(x, h, w, c, r, runs, inv) };
+        return unsafe { add_groups_avx2(xb, cp, cs, c, y, groups, out, overwrite) };
     }
-    disk_sum_u8_impl(x, h, w, c, r, runs, inv)
+    add_groups_impl(xb, cp, cs, c, y, groups, out, overwrite)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn disk_sum_u8_avx2(x: &[u8], h: usize, w: usize, c: usize, r: f64, runs: &[(isize, isize)], inv: f32) -> Vec<f32> {
-    disk_sum_u8_impl(x, h, w, c, r, runs, inv)
+#[allow(clippy::too_many_arguments)]
+unsafe fn add_groups_avx2(xb: &[u8], cp: &[u16], cs: usize, c: usize, y: usize, groups: &[Group], out: &mut [f32], overwrite: bool) {
+    add_groups_impl(xb, cp, cs, c, y, groups, out, overwrite)
 }
 
 #[inline(always)]
-fn disk_sum_u8_impl(x: &[u8], h: usize, w: usize, c: usize, r: f64, runs: &[(isize, isize)], inv: f32) -> Vec<f32> {
-    let rr = r.floor() as usize;
-    let pw = w + 2 * rr + 1;
-    let mut pre = vec![0u32; h * pw * c];
-    let xs: Vec<usize> = (1..pw).map(|j| boundary_index(j as isize - 1 - rr as isize, w, Mode::Mirror).unwrap()).collect();
-    for y in 0..h {
-        let row = &x[y * w * c..(y + 1) * w * c];
-        let p = &mut pre[y * pw * c..(y + 1) * pw * c];
-        for (j, &sx) in xs.iter().enumerate() {
-            for ch in 0..c {
-                p[(j + 1) * c + ch] = p[j * c + ch] + row[sx * c + ch] as u32;
+#[allow(clippy::too_many_arguments)]
+fn add_groups_impl(xb: &[u8], cp: &[u16], cs: usize, c: usize, y: usize, groups: &[Group], out: &mut [f32], overwrite: bool) {
+    // 128 u16 lanes (eight AVX vectors) per block, a last block of 64 when the row needs it.
+    let wide = out.len() / 128 * 128;
+    for x0 in (0..wide).step_by(128) {
+        add_groups_block::<128>(xb, cp, cs, c, y, groups, x0, (&mut out[x0..x0 + 128]).try_into().unwrap(), overwrite);
+    }
+    for x0 in (wide..out.len()).step_by(BLK) {
+        add_groups_block::<BLK>(xb, cp, cs, c, y, groups, x0, (&mut out[x0..x0 + BLK]).try_into().unwrap(), overwrite);
+    }
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn add_groups_block<const N: usize>(xb: &[u8], cp: &[u16], cs: usize, c: usize, y: usize, groups: &[Group], x0: usize, o: &mut [f32; N], overwrite: bool) {
+    for (gi, g) in groups.iter().enumerate() {
+        let mut acc = [0u16; N];
+        for &(j, i0, i1) in &g.runs {
+            let hi: &[u16; N] = cp[(y + i1) * cs + j * c + x0..][..N].try_into().unwrap();
+            let lo: &[u16; N] = cp[(y + i0) * cs + j * c + x0..][..N].try_into().unwrap();
+            for i in 0..N {
+                acc[i] = acc[i].wrapping_add(hi[i].wrapping_sub(lo[i]));
+            }
+        }
+        for &(j, i) in &g.points {
+            let v: &[u8; N] = xb[(y + i) * cs + j * c + x0..][..N].try_into().unwrap();
+            for i in 0..N {
+                acc[i] = acc[i].wrapping_add(v[i] as u16);
+            }
+        }
+        if overwrite && gi == 0 {
+            for i in 0..N {
+                o[i] = g.w * acc[i] as f32;
+            }
+        } else {
+            for i in 0..N {
+                o[i] += g.w * acc[i] as f32;
             }
         }
     }
-    let rw = w * c;
-    let mut out = vec![0f32; h * rw];
-    let mut acc = vec![0u32; rw];
-    for y in 0..h {
-        acc.iter_mut().for_each(|a| *a = 0);
-        for &(dy, a) in runs {
-            let sy = boundary_index(y as isize + dy, h, Mode::Mirror).unwrap();
-            let p = &pre[sy * pw * c..(sy + 1) * pw * c];
-            let hi = &p[(rr + a as usize + 1) * c..][..rw];
-            let lo = &p[(rr - a as usize) * c..][..rw];
-            for ((o, &h1), &l1) in acc.iter_mut().zip(hi).zip(lo) {
-                *o += h1 - l1;
-            }
-        }
-        for (o, &a) in out[y * rw..(y + 1) * rw].iter_mut().zip(&acc) {
-            *o = a as f32 * inv;
-        }
+}
+
+/// Small images: the float path's direct correlation with the OpenCV kernel, same order in f64
+/// (same bytes). Larger ones: K = G ⊛ D + E with D the uniform disk, G the anti-alias Gaussian
+/// and E what the reference adds by blurring the disk inside its own grid. The disk and E are
+/// sums of uint8 values over integer point sets (column runs of exact u16 prefix sums, 16 lanes),
+/// G a separable f32 filter between them.
+pub(crate) fn defocus_blur_u8(x: &[u8], h: usize, w: usize, c: usize, severity: usize, p: ParamSet) -> Vec<u8> {
+    let (r, a) = blur::defocus_params(severity, p);
+    // The plan depends on (r, a) only: built once per thread.
+    type Cached = ((u64, u64), std::rc::Rc<DefocusPlan>);
+    thread_local! {
+        static PLANS: std::cell::RefCell<Vec<Cached>> = const { std::cell::RefCell::new(Vec::new()) };
     }
+    let key = (r.to_bits(), a.to_bits());
+    let plan = PLANS.with(|c| {
+        let mut c = c.borrow_mut();
+        if let Some((_, v)) = c.iter().find(|(k, _)| *k == key) {
+            return v.clone();
+        }
+        let v = std::rc::Rc::new(DefocusPlan::new(r, a));
+        c.push((key, v.clone()));
+        v
+    });
+    if h * w <= EXACT_MAX_PIXELS {
+        let (k, n) = (&plan.k, plan.n);
+        let half = n / 2;
+        // ndimage::correlate2d's taps: row-major, zeros skipped. The small radii keep the
+        // non-zero taps within q of the centre, so the image is padded by q, not half.
+        let nz: Vec<usize> = (0..n * n).filter(|&i| k[i] != 0.0).collect();
+        let q = nz.iter().map(|&i| (i / n).abs_diff(half).max((i % n).abs_diff(half))).max().unwrap_or(0);
+        let ps = (w + 2 * q) * c;
+        let pad = pad_f64(x, h, w, c, q, q, Mode::Mirror);
+        let taps: Vec<(usize, f64)> = nz.iter().map(|&i| ((i / n + q - half) * ps + (i % n + q - half) * c, k[i])).collect();
+        let mut out = vec![0u8; h * w * c];
+        taps_f64(&pad, ps, h, w * c, &taps, |y, e0, b| {
+            for (o, &v) in out[y * w * c + e0..(y + 1) * w * c].iter_mut().zip(b) {
+                *o = crate::cast_u8(v.clamp(0.0, 1.0) * 255.0);
+            }
+        });
+        return out;
+    }
+    let (pad, rw) = (plan.pad, w * c);
+    // The padded image xb and its column prefix sums cp[i] = Σ_{i' < i} xb[i'] (wrapping u16:
+    // every run sums at most 257 values, so differences are exact). Rows have room for whole
+    // blocks past the last pixel, which add_groups reads (stale values there only reach output
+    // lanes past w·c).
+    let rs = block_stride(rw);
+    let (ph, cs) = (h + 2 * pad, rs + 2 * pad * c);
+    let side: Vec<usize> = (0..pad).flat_map(|j| [j as isize - pad as isize, (w + j) as isize]).map(|i| boundary_index(i, w, Mode::Mirror).expect("mirror")).collect();
+    let gr = plan.g.len() - 1;
+    let mut out = vec![0u8; h * rw];
+    scratch(&SCRATCH_U8, (ph + 1) * cs, |xb| {
+        scratch(&SCRATCH_U16, (ph + 1) * cs, |cp| {
+            cp[..cs].iter_mut().for_each(|v| *v = 0);
+            for i in 0..ph {
+                let sy = boundary_index(i as isize - pad as isize, h, Mode::Mirror).expect("mirror");
+                let (src, xr) = (&x[sy * rw..(sy + 1) * rw], &mut xb[i * cs..(i + 1) * cs]);
+                xr[pad * c..pad * c + rw].copy_from_slice(src);
+                for j in 0..pad {
+                    let (l, r) = (side[2 * j], side[2 * j + 1]);
+                    xr[j * c..(j + 1) * c].copy_from_slice(&src[l * c..(l + 1) * c]);
+                    xr[(pad + w + j) * c..(pad + w + j + 1) * c].copy_from_slice(&src[r * c..(r + 1) * c]);
+                }
+                let (done, next) = cp.split_at_mut((i + 1) * cs);
+                for ((o, &p), &v) in next[..cs].iter_mut().zip(&done[i * cs..]).zip(&*xr) {
+                    *o = p.wrapping_add(v as u16);
+                }
+            }
+            scratch(&SCRATCH_F32_B, (h + 2 * gr) * rs, |d| {
+                for y in 0..h {
+                    add_groups(xb, cp, cs, c, y, &plan.disk, &mut d[(y + gr) * rs..][..rs], true);
+                }
+                for j in 0..gr {
+                    for (py, sy) in [(j, boundary_index(j as isize - gr as isize, h, Mode::Mirror)), (h + gr + j, boundary_index((h + j) as isize, h, Mode::Mirror))] {
+                        let sy = sy.expect("mirror") + gr;
+                        d.copy_within(sy * rs..(sy + 1) * rs, py * rs);
+                    }
+                }
+                let mut row = vec![0f32; rs];
+                sym_sep_f32(d, h, w, c, &plan.g, &plan.g, Mode::Mirror, |y, v| {
+                    row[..rw].copy_from_slice(v);
+                    add_groups(xb, cp, cs, c, y, &plan.corr, &mut row, false);
+                    for (o, &v) in out[y * rw..(y + 1) * rw].iter_mut().zip(&row) {
+                        *o = cast_nudged(v);
+                    }
+                });
+            });
+        });
+    });
     out
 }
 
@@ -404,9 +923,7 @@ pub(crate) fn motion_blur_u8(x: &[u8], h: usize, w: usize, c: usize, severity: u
         return motion_f64(&xd, h, w, c, &taps).into_iter().map(crate::cast_u8).collect();
     }
     let taps: Vec<(f32, isize, isize)> = taps.iter().map(|&(k, dy, dx)| (k as f32, dy, dx)).collect();
-    let mut out = vec![0f32; h * w * c];
-    motion_f32(x, h, w, c, &taps, &mut out);
-    out.iter().map(|&v| cast_nudged(v)).collect()
+    motion_f32(x, h, w, c, &taps)
 }
 
 /// [`blur::motion_blur_kernel`]'s sum in f64, taps in order (each value: 0 + k₀·s₀ + k₁·s₁ + …),
@@ -420,27 +937,68 @@ pub(crate) fn motion_f64(x: &[f64], h: usize, w: usize, c: usize, taps: &[(f64, 
     out
 }
 
-/// The f32 motion blur: rows padded by edge replication as far as the taps reach sideways, so
-/// each tap is one fused axpy per row (the vertical clamp picks the source row).
-fn motion_f32(x: &[u8], h: usize, w: usize, c: usize, taps: &[(f32, isize, isize)], out: &mut [f32]) {
+/// The f32 motion blur: the image as f32 rows padded by edge replication as far as the taps
+/// reach sideways (the vertical clamp picks the source row), each block of [`BLK`] sums kept in
+/// registers over all taps. Multiply and add are rounded separately with or without AVX2 (the
+/// angle is random: both builds must give the same bytes).
+fn motion_f32(x: &[u8], h: usize, w: usize, c: usize, taps: &[(f32, isize, isize)]) -> Vec<u8> {
     let p = taps.iter().map(|t| t.2.unsigned_abs()).max().unwrap_or(0);
-    let pad = pad_image(x, h, w, c, 0, p, Mode::Nearest);
-    #[cfg(target_arch = "x86_64")]
-    if avx2_fma() {
-        // SAFETY: the CPU supports AVX2 and FMA (checked just above).
-        return unsafe { motion_rows_avx2(&pad, p, h, w, c, taps, out) };
-    }
-    motion_rows::<f32, u8, false>(&pad, p, h, w, c, taps, out)
+    let (rw, prw) = (w * c, (w + 2 * p) * c);
+    let mut out = vec![0u8; h * rw];
+    scratch(&SCRATCH_F32_B, h * prw + BLK, |pad| {
+        for (y, prow) in pad.chunks_exact_mut(prw).take(h).enumerate() {
+            let row = &x[y * rw..(y + 1) * rw];
+            for (o, &v) in prow[p * c..p * c + rw].iter_mut().zip(row) {
+                *o = v as f32;
+            }
+            for j in 0..p * c {
+                prow[j] = row[j % c] as f32;
+                prow[p * c + rw + j] = row[rw - c + j % c] as f32;
+            }
+        }
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2 (checked just above).
+            return unsafe { motion_blocks_avx2(pad, p, h, w, c, taps, &mut out) };
+        }
+        motion_blocks(pad, p, h, w, c, taps, &mut out)
+    });
+    out
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn motion_rows_avx2(pad: &[u8], p: usize, h: usize, w: usize, c: usize, taps: &[(f32, isize, isize)], out: &mut [f32]) {
-    motion_rows::<f32, u8, true>(pad, p, h, w, c, taps, out)
+#[target_feature(enable = "avx2")]
+unsafe fn motion_blocks_avx2(pad: &[f32], p: usize, h: usize, w: usize, c: usize, taps: &[(f32, isize, isize)], out: &mut [u8]) {
+    motion_blocks(pad, p, h, w, c, taps, out)
 }
 
-/// `out += Σ k·pad[clamped row][x + dx]` over the taps in order, per output row: the motion
-/// blur of both paths (f64 from the float image, f32 from u8).
+/// The block loop of [`motion_f32`]: `pad` holds h rows of (w + 2p)·c values and BLK spare.
+#[inline(always)]
+fn motion_blocks(pad: &[f32], p: usize, h: usize, w: usize, c: usize, taps: &[(f32, isize, isize)], out: &mut [u8]) {
+    let (rw, prw) = (w * c, (w + 2 * p) * c);
+    let mut offs: Vec<(usize, f32)> = vec![(0, 0.0); taps.len()];
+    for y in 0..h {
+        for (o, &(k, dy, dx)) in offs.iter_mut().zip(taps) {
+            let sy = (y as isize + dy).clamp(0, h as isize - 1) as usize;
+            *o = (sy * prw + (p as isize + dx) as usize * c, k);
+        }
+        for e0 in (0..rw).step_by(BLK) {
+            let mut acc = [0f32; BLK];
+            for &(off, k) in &offs {
+                let s: &[f32; BLK] = pad[off + e0..][..BLK].try_into().unwrap();
+                for i in 0..BLK {
+                    acc[i] += k * s[i];
+                }
+            }
+            for (o, &v) in out[y * rw + e0..(y + 1) * rw].iter_mut().zip(&acc) {
+                *o = cast_nudged(v);
+            }
+        }
+    }
+}
+
+/// `out += Σ k·pad[clamped row][x + dx]` over the taps in order, per output row: the float
+/// path's motion blur.
 #[inline(always)]
 fn motion_rows<F: Flt, T: Px<F>, const FMA: bool>(pad: &[T], p: usize, h: usize, w: usize, c: usize, taps: &[(F, isize, isize)], out: &mut [F]) {
     let (rw, prw) = (w * c, (w + 2 * p) * c);
@@ -475,11 +1033,62 @@ mod tests {
         let a = sep_filter(&x, h, w, c, &k32, &k32, Mode::Mirror, true, |v: f32| v);
         let b = sep_filter_impl::<f32, u8, f32, false>(&x, h, w, c, &k32, &k32, Mode::Mirror, true, |v| v);
         assert!(a.iter().zip(&b).all(|(p, q)| (p - q).abs() < 1e-3));
-        let taps: Vec<(usize, usize, f32)> = vec![(0, 0, 0.25), (1, 2, -0.5), (2, 1, 0.125)];
-        let pad = pad_image(&x, h, w, c, 1, 1, Mode::Mirror);
-        let (mut o1, mut o2) = (vec![1f32; h * w * c], vec![1f32; h * w * c]);
-        corr_taps(&pad, w + 2, h, w, c, &taps, &mut o1);
-        corr_taps_impl::<f32, u8, false>(&pad, w + 2, h, w, c, &taps, &mut o2);
-        assert!(o1.iter().zip(&o2).all(|(p, q)| (p - q).abs() < 1e-3));
+        let taps: Vec<(usize, f64)> = vec![(0, 0.25), ((w + 2) * c + 2 * c, -0.5), (2 * (w + 2) * c + c, 0.125)];
+        let pad = pad_f64(&x, h, w, c, 1, 1, Mode::Mirror);
+        let (mut o1, mut o2) = (Vec::new(), Vec::new());
+        taps_f64(&pad, (w + 2) * c, h, w * c, &taps, |_, _, b| o1.extend_from_slice(b));
+        taps_f64_impl(&pad, (w + 2) * c, h, w * c, &taps, |_, _, b| o2.extend_from_slice(b));
+        assert!(o1 == o2);
+        let mut xp = vec![0f32; pad_rows_len(h, w, c, 2)];
+        pad_rows_f32(&x, h, w, c, 2, Mode::Nearest, &mut xp);
+        let (mut o1, mut o2) = (Vec::new(), Vec::new());
+        sym_sep_f32(&xp, h, w, c, &[0.5, 0.2, 0.05], &[0.6, 0.2], Mode::Mirror, |_, r| o1.extend_from_slice(r));
+        sym_sep_impl::<false>(&xp, h, w, c, &[0.5, 0.2, 0.05], &[0.6, 0.2], Mode::Mirror, |_, r| o2.extend_from_slice(r));
+        // The AVX2 horizontal pass (HPairs) rounds its input to 1/128 (≤ 1/256) and its weights
+        // to 2^-15 (≤ 3 taps · 2^-16 · 255 ≈ 0.012 here).
+        assert!(o1.iter().zip(&o2).all(|(p, q)| (p - q).abs() < 0.02));
+    }
+
+    /// The defocus point-set sums are exact integers scaled once: both builds agree bit for bit.
+    #[test]
+    fn defocus_groups_avx2_equals_portable() {
+        let plan = DefocusPlan::new(10.0, 0.5);
+        let (rows, cs, c) = (30, 3 * BLK + 2 * plan.pad * 3, 3);
+        let xb: Vec<u8> = (0..rows * cs).map(|i| ((i * 7919 + 13) % 256) as u8).collect();
+        let mut cp = vec![0u16; (rows + 1) * cs];
+        for i in 0..rows * cs {
+            cp[i + cs] = cp[i].wrapping_add(xb[i] as u16);
+        }
+        let y = rows - 2 * plan.pad - 1;
+        let (mut a, mut b) = (vec![0.5f32; 3 * BLK], vec![0.5f32; 3 * BLK]);
+        for groups in [&plan.disk, &plan.corr] {
+            add_groups(&xb, &cp, cs, c, y, groups, &mut a, false);
+            add_groups_impl(&xb, &cp, cs, c, y, groups, &mut b, false);
+        }
+        assert!(a == b);
+    }
+
+    /// motion_blur is random (its angle): the AVX2 build must give the portable build's bytes.
+    #[test]
+    fn motion_blur_avx2_equals_portable() {
+        let (h, w, c) = (70, 81, 3);
+        let x: Vec<u8> = (0..h * w * c).map(|i| ((i * 7919 + 13) % 256) as u8).collect();
+        for angle in [-44.0, -10.0, 0.0, 30.0] {
+            let taps: Vec<(f32, isize, isize)> = blur::motion_taps(15, 5.0, angle, h, w).iter().map(|&(k, dy, dx)| (k as f32, dy, dx)).collect();
+            let p = taps.iter().map(|t| t.2.unsigned_abs()).max().unwrap();
+            let pw = (w + 2 * p) * c;
+            let mut pad = vec![0f32; h * pw + BLK];
+            for y in 0..h {
+                for j in 0..w + 2 * p {
+                    let sx = (j as isize - p as isize).clamp(0, w as isize - 1) as usize;
+                    for ch in 0..c {
+                        pad[y * pw + j * c + ch] = x[(y * w + sx) * c + ch] as f32;
+                    }
+                }
+            }
+            let mut portable = vec![0u8; h * w * c];
+            motion_blocks(&pad, p, h, w, c, &taps, &mut portable);
+            assert!(motion_f32(&x, h, w, c, &taps) == portable, "angle {angle}");
+        }
     }
 }

@@ -19,10 +19,12 @@ fn picture(h: usize, w: usize, c: usize, seed: u64) -> Vec<u8> {
     v
 }
 
-/// Corruptions whose uint8 path uses the float path's exact arithmetic and random draws.
-fn same_bytes(c: Corruption) -> bool {
+/// Corruptions whose uint8 path uses the float path's exact arithmetic and random draws (the
+/// gaussian, defocus and motion blurs up to 64×64 pixels: they keep its f64 operation order).
+fn same_bytes(c: Corruption, h: usize, w: usize) -> bool {
     use Corruption::*;
     matches!(c, GaussianNoise | ShotNoise | ImpulseNoise | SpeckleNoise | Brightness | Saturate | Pixelate | JpegCompression | ZoomBlur | Fog)
+        || (h * w <= 64 * 64 && matches!(c, GaussianBlur | DefocusBlur | MotionBlur))
 }
 
 #[test]
@@ -43,7 +45,7 @@ fn uint8_path_agrees_with_float_path() {
                 let fast = corrupt_u8(&img, h, w, c, cor, sev, p, &mut Rng::seed_from_u64(3)).unwrap();
                 let slow = to_u8(&corrupt_float(&x, cor, sev, p, &mut Rng::seed_from_u64(3)).unwrap());
                 let tag = format!("{} s{sev} {h}x{w}x{c} {p:?}", cor.name());
-                if same_bytes(cor) {
+                if same_bytes(cor, h, w) {
                     assert!(fast == slow, "{tag}: uint8 path differs from the float path");
                     continue;
                 }
