@@ -225,58 +225,177 @@ pub(crate) fn saturate_u8(x: &[u8], c: usize, severity: usize, p: ParamSet) -> V
     hsv_edit_u8(x, c, Edit::Saturate(a, b))
 }
 
-/// contrast on uint8: the channel means from exact integer sums, then one 256-entry table per
-/// channel holding the reference's per-value formula.
+/// contrast of one channel value, as the reference computes it: 255·clip((v/255 − m)·k + m), cast.
+#[inline(always)]
+fn contrast_value(v: u8, m: f64, k: f64) -> u8 {
+    crate::cast_u8(((v as f64 / 255.0 - m) * k + m).clamp(0.0, 1.0) * 255.0)
+}
+
+/// Fraction bits of [`contrast_affine`]'s fixed point: v·a + b stays under 2³¹ (a ≤ 2²², b ≤ 2³⁰).
+const CONTRAST_BITS: u32 = 22;
+
+/// contrast's per-value map of one channel as integer arithmetic, min(255, (v·a + b) >> 22),
+/// when that provably gives [`contrast_value`]'s bytes; `None` sends the channel to a table.
+///
+/// In exact arithmetic the map is ⌊min(255, k·v + c)⌋ with c = 255·m·(1 − k); a and b are k and c
+/// rounded to 22 fraction bits, off by at most 255·½ + ½ units at v = 255, and the f64 formula is
+/// within 10⁻¹² of the exact value. So the two agree wherever v·a + b lies more than
+/// [`Self::MARGIN`] units from a multiple of 2²² (255 included, which also settles the clip), and
+/// the few values that do not are checked against the formula itself. That costs a 256-step
+/// integer scan instead of 256 float evaluations per channel, which matters at 32×32.
+fn contrast_affine(m: f64, k: f64) -> Option<(i32, i32)> {
+    const MARGIN: i32 = 256;
+    const MASK: i32 = (1 << CONTRAST_BITS) - 1;
+    let one = (1u32 << CONTRAST_BITS) as f64;
+    let a = (k * one).round() as i32;
+    let b = (255.0 * m * (1.0 - k) * one).round() as i32;
+    if !(0..=1 << CONTRAST_BITS).contains(&a) || !(0..=255 << CONTRAST_BITS).contains(&b) {
+        return None;
+    }
+    // Branch-free count first (it vectorises); the exact check only where something is close.
+    let near = (0..256).map(|v| (((v * a + b + MARGIN) & MASK) < 2 * MARGIN) as u32).sum::<u32>();
+    if near > 0 {
+        for v in 0..256 {
+            let t = v * a + b;
+            if ((t + MARGIN) & MASK) < 2 * MARGIN && (t >> CONTRAST_BITS).min(255) as u8 != contrast_value(v as u8, m, k) {
+                return None;
+            }
+        }
+    }
+    Some((a, b))
+}
+
+/// contrast on uint8: the channel means from exact integer sums, then the reference's per-value
+/// formula, as fixed-point integer arithmetic where [`contrast_affine`] proves it gives the same
+/// bytes (vectorised), else as one 256-entry table per channel.
 pub(crate) fn contrast_u8(x: &[u8], c: usize, severity: usize, p: ParamSet) -> Vec<u8> {
     let k = contrast_c(severity, p);
     let n = (x.len() / c) as f64;
     let mut sums = [0u64; 3];
-    if c == 3 {
-        // Three interleaved channels: sum 24-byte groups (8 pixels) as u32 lanes, channel = lane % 3.
-        let mut acc = [0u32; 24];
-        let mut chunks = x.chunks_exact(24);
-        let mut left = 0usize;
-        for ch in &mut chunks {
-            for (a, &v) in acc.iter_mut().zip(ch) {
-                *a += v as u32;
-            }
-            left += 1;
-            if left == 1 << 16 {
-                for (i, a) in acc.iter_mut().enumerate() {
-                    sums[i % 3] += *a as u64;
-                    *a = 0;
-                }
-                left = 0;
-            }
-        }
-        for (i, a) in acc.iter().enumerate() {
-            sums[i % 3] += *a as u64;
-        }
-        for (i, &v) in chunks.remainder().iter().enumerate() {
-            sums[i % 3] += v as u64;
-        }
-    } else {
-        sums[0] = x.iter().map(|&v| v as u64).sum();
+    #[allow(unused_mut)]
+    let mut done = 0;
+    #[cfg(target_arch = "x86_64")]
+    let avx2 = std::arch::is_x86_feature_detected!("avx2");
+    #[cfg(target_arch = "x86_64")]
+    if avx2 {
+        // SAFETY: AVX2 is present.
+        (sums, done) = unsafe { contrast_avx2::sums(x) };
     }
-    let luts: Vec<[u8; 256]> = (0..c)
-        .map(|ch| {
-            let m = sums[ch] as f64 / 255.0 / n;
-            std::array::from_fn(|v| (((v as f64 / 255.0 - m) * k + m).clamp(0.0, 1.0) * 255.0) as u8)
-        })
-        .collect();
-    let mut out = vec![0u8; x.len()];
+    for (i, &v) in x[done..].iter().enumerate() {
+        sums[i % 3] += v as u64;
+    }
+    if c == 1 {
+        sums = [sums.iter().sum(), 0, 0];
+    }
+    let means: Vec<f64> = sums[..c].iter().map(|&s| s as f64 / 255.0 / n).collect();
+    let mut out = Vec::with_capacity(x.len());
+    #[cfg(target_arch = "x86_64")]
+    if avx2 {
+        let ab: Option<Vec<(i32, i32)>> = means.iter().map(|&m| contrast_affine(m, k)).collect();
+        if let Some(ab) = ab {
+            let ab = if c == 1 { [ab[0]; 3] } else { [ab[0], ab[1], ab[2]] };
+            // SAFETY: AVX2 is present; `map` writes the first `done` bytes of the spare capacity,
+            // which holds x.len() bytes.
+            let done = unsafe {
+                let done = contrast_avx2::map(x, out.spare_capacity_mut().as_mut_ptr() as *mut u8, ab);
+                out.set_len(done);
+                done
+            };
+            let means: Vec<f64> = (0..3).map(|i| means[i % c]).collect();
+            out.extend(x[done..].iter().enumerate().map(|(i, &v)| contrast_value(v, means[i % 3], k)));
+            return out;
+        }
+    }
+    let luts: Vec<[u8; 256]> = means.iter().map(|&m| std::array::from_fn(|v| contrast_value(v as u8, m, k))).collect();
     if c == 3 {
-        for (o, i) in out.chunks_exact_mut(3).zip(x.chunks_exact(3)) {
-            o[0] = luts[0][i[0] as usize];
-            o[1] = luts[1][i[1] as usize];
-            o[2] = luts[2][i[2] as usize];
-        }
+        out.extend(x.chunks_exact(3).flat_map(|i| [luts[0][i[0] as usize], luts[1][i[1] as usize], luts[2][i[2] as usize]]));
     } else {
-        for (o, &i) in out.iter_mut().zip(x) {
-            *o = luts[0][i as usize];
-        }
+        out.extend(x.iter().map(|&i| luts[0][i as usize]));
     }
     out
+}
+
+/// contrast's two passes over interleaved RGB (or grey, as RGB with equal parameters), 96 bytes
+/// (32 pixels) per step, so that every 32-byte vector sees the same channel pattern each step.
+#[cfg(target_arch = "x86_64")]
+mod contrast_avx2 {
+    use super::CONTRAST_BITS;
+    use std::arch::x86_64::*;
+
+    /// Byte position in a 96-byte block of each u16 lane of [`sums`]'s six accumulators
+    /// (unpacklo/unpackhi of three vectors: low and high eight bytes of each 128-bit half).
+    const LANE_BYTE: [usize; 96] = {
+        let mut t = [0; 96];
+        let mut i = 0;
+        while i < 96 {
+            let (acc, lane) = (i / 16, i % 16);
+            t[i] = 32 * (acc / 2) + 16 * (lane / 8) + 8 * (acc % 2) + lane % 8;
+            i += 1;
+        }
+        t
+    };
+
+    /// Sums of the bytes by position mod 3 over whole 96-byte blocks (u16 lanes, emptied every
+    /// 256 blocks before they can overflow); returns them and the bytes done.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn sums(x: &[u8]) -> ([u64; 3], usize) {
+        let z = _mm256_setzero_si256();
+        let blocks = x.len() / 96;
+        let mut sums = [0u64; 3];
+        let mut b = 0;
+        while b < blocks {
+            let end = (b + 256).min(blocks);
+            let mut acc = [z; 6];
+            for blk in x[b * 96..end * 96].chunks_exact(96) {
+                for q in 0..3 {
+                    // SAFETY (whole fn): every load reads 32 bytes inside a 96-byte chunk.
+                    let v = _mm256_loadu_si256(blk.as_ptr().add(32 * q) as *const __m256i);
+                    acc[2 * q] = _mm256_add_epi16(acc[2 * q], _mm256_unpacklo_epi8(v, z));
+                    acc[2 * q + 1] = _mm256_add_epi16(acc[2 * q + 1], _mm256_unpackhi_epi8(v, z));
+                }
+            }
+            let mut lanes = [0u16; 96];
+            for (i, a) in acc.iter().enumerate() {
+                _mm256_storeu_si256(lanes.as_mut_ptr().add(16 * i) as *mut __m256i, *a);
+            }
+            for (&l, &p) in lanes.iter().zip(&LANE_BYTE) {
+                sums[p % 3] += l as u64;
+            }
+            b = end;
+        }
+        (sums, blocks * 96)
+    }
+
+    /// min(255, (v·a + b) >> 22) per byte, (a, b) by channel, over whole 96-byte blocks, in
+    /// eight u32 lanes; writes that many bytes at `out` and returns the count.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn map(x: &[u8], out: *mut u8, ab: [(i32, i32); 3]) -> usize {
+        // The 8-byte piece at offset 8j starts on channel 8j mod 3.
+        let pat = |first: usize| {
+            let a: [i32; 8] = std::array::from_fn(|l| ab[(first + l) % 3].0);
+            let b: [i32; 8] = std::array::from_fn(|l| ab[(first + l) % 3].1);
+            (_mm256_loadu_si256(a.as_ptr() as *const __m256i), _mm256_loadu_si256(b.as_ptr() as *const __m256i))
+        };
+        let pats = [pat(0), pat(1), pat(2)];
+        let lim = _mm256_set1_epi32(255);
+        let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+        let blocks = x.len() / 96;
+        for blk in 0..blocks {
+            for q in 0..3 {
+                let r: [__m256i; 4] = std::array::from_fn(|i| {
+                    let j = 4 * q + i;
+                    // SAFETY: the 8 bytes at 96·blk + 8j lie in the block.
+                    let v = _mm256_cvtepu8_epi32(_mm_loadl_epi64(x.as_ptr().add(96 * blk + 8 * j) as *const __m128i));
+                    let (a, b) = pats[8 * j % 3];
+                    _mm256_min_epi32(_mm256_srai_epi32::<{ CONTRAST_BITS as i32 }>(_mm256_add_epi32(_mm256_mullo_epi32(v, a), b)), lim)
+                });
+                let o = _mm256_packus_epi16(_mm256_packs_epi32(r[0], r[1]), _mm256_packs_epi32(r[2], r[3]));
+                // SAFETY: the caller gives room for x.len() bytes.
+                _mm256_storeu_si256(out.add(96 * blk + 32 * q) as *mut __m256i, _mm256_permutevar8x32_epi32(o, order));
+            }
+        }
+        blocks * 96
+    }
 }
 
 pub(crate) fn brightness(x: &FImage, severity: usize, p: ParamSet, _rng: &mut Rng) -> Result<FImage> {
@@ -873,6 +992,51 @@ mod tests {
             return t;
         }
         tmp.into_owned()
+    }
+
+    /// Wherever the fixed-point form is accepted, it gives the formula's byte for every value;
+    /// it is accepted for nearly all means (the table is the exception).
+    #[test]
+    fn contrast_affine_matches_the_formula() {
+        let mut rejected = 0;
+        let mut tried = 0;
+        for k in [0.75, 0.5, 0.4, 0.3, 0.2, 0.15, 0.1, 0.05] {
+            for n in [1024usize, 50176] {
+                for s in (0..=255 * n).step_by(n / 16 + 1).chain([0, 255 * n, 128 * n, 127 * n + n / 2]) {
+                    let m = s as f64 / 255.0 / n as f64;
+                    tried += 1;
+                    match contrast_affine(m, k) {
+                        Some((a, b)) => {
+                            for v in 0..256 {
+                                assert_eq!(((v * a + b) >> CONTRAST_BITS).min(255) as u8, contrast_value(v as u8, m, k), "k {k} m {m} v {v}");
+                            }
+                        }
+                        None => rejected += 1,
+                    }
+                }
+            }
+        }
+        assert!(rejected * 20 < tried, "{rejected} of {tried} rejected");
+    }
+
+    /// The uint8 contrast (vector passes and scalar tails) against the per-value formula, RGB and
+    /// grey, at sizes that leave tails, including flat images whose means sit on ties.
+    #[test]
+    fn contrast_u8_matches_the_formula() {
+        let mut rng = crate::Rng::seed_from_u64(9);
+        for (len, c) in [(32 * 32, 3), (224 * 224, 3), (17 * 5, 3), (31, 1), (28 * 28, 1), (97 * 150, 3), (3000 * 100, 3)] {
+            for flat in [None, Some(0u8), Some(255), Some(128), Some(51)] {
+                let img: Vec<u8> = (0..len * c).map(|_| flat.unwrap_or_else(|| rng.gen())).collect();
+                for sev in 1..=5 {
+                    for p in [ParamSet::Cifar10, ParamSet::ImageNet] {
+                        let k = contrast_c(sev, p);
+                        let means: Vec<f64> = (0..c).map(|ch| img.iter().skip(ch).step_by(c).map(|&v| v as u64).sum::<u64>() as f64 / 255.0 / len as f64).collect();
+                        let want: Vec<u8> = img.iter().enumerate().map(|(i, &v)| contrast_value(v, means[i % c], k)).collect();
+                        assert!(contrast_u8(&img, c, sev, p) == want, "{len}x{c} {flat:?} s{sev} {p:?}");
+                    }
+                }
+            }
+        }
     }
 
     #[test]
