@@ -74,6 +74,19 @@ impl Edit {
     }
 }
 
+/// v/255 for every byte, evaluated at compile time (const float division rounds as the runtime
+/// one does): the reference's correctly rounded quotients without three divisions per pixel,
+/// and without building the table on every call (a quarter of the work at 32×32).
+static D255: [f64; 256] = {
+    let mut t = [0.0; 256];
+    let mut v = 0;
+    while v < 256 {
+        t[v] = v as f64 / 255.0;
+        v += 1;
+    }
+    t
+};
+
 /// [`hsv_edit`] from uint8 to uint8 (the same arithmetic, then the reference's cast). Grey
 /// images have 256 possible inputs: one table. RGB runs four pixels per step in AVX2 where the
 /// CPU has it: the same IEEE operations lane by lane (no FMA), so the same bytes.
@@ -82,14 +95,13 @@ fn hsv_edit_u8(x: &[u8], c: usize, e: Edit) -> Vec<u8> {
     let f = |h, s, v| e.apply(h, s, v);
     if c == 3 {
         let mut out = vec![0u8; x.len()];
-        // v/255 from a table: the same correctly rounded quotients, three divisions fewer per pixel.
-        let d: [f64; 256] = std::array::from_fn(|v| v as f64 / 255.0);
+        let d = &D255;
         #[allow(unused_mut)]
         let mut done = 0;
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx2") {
             // SAFETY: AVX2 is present.
-            done = unsafe { hsv_avx2::run(x, &mut out, &d, e) };
+            done = unsafe { hsv_avx2::run(x, &mut out, d, e) };
         }
         for (o, i) in out[done..].chunks_exact_mut(3).zip(x[done..].chunks_exact(3)) {
             let (r, g, b) = hsv_px01(d[i[0] as usize], d[i[1] as usize], d[i[2] as usize], &f);
