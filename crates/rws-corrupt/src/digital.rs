@@ -924,11 +924,158 @@ pub(crate) fn pixelate_u8(u: &[u8], h: usize, w: usize, ch: usize, severity: usi
     if sh == 0 || sw == 0 {
         return Err(Error::TooSmall { corruption: "pixelate", h, w, why: format!("downscaling by {c} leaves no pixel") });
     }
+    #[cfg(target_arch = "x86_64")]
+    if ch == 3 {
+        let up = if p == ParamSet::ImageNet { Filter::Nearest } else { Filter::Box };
+        if let Some(plan) = pair_plan(h, w, sh, sw, up).as_ref() {
+            // SAFETY: plans exist only where AVX2 is present; the plan was made for h×w RGB.
+            return Ok(unsafe { pair_avx2::run(u, w, plan) });
+        }
+    }
     let small = pil_resize_box(u, h, w, ch, sh, sw);
     Ok(match p {
         ParamSet::ImageNet => pil_resize_nearest(&small, sh, sw, ch, h, w),
         _ => pil_resize_box(&small, sh, sw, ch, h, w),
     })
+}
+
+/// pixelate's two resizes of an RGB image in one pass, where every BOX run of the reduction is
+/// one or two pixels long (CIFAR sizes): Pillow's rounded k·Σ is then the pixel itself or the
+/// rounded-up mean of two, which is `pavgb`, and the enlargement only copies pixels. So output
+/// pixel (y, x) = avg(avg(s[ya][xa], s[ya][xb]), avg(s[yb][xa], s[yb][xb])), the inner averages
+/// being the horizontal pass's bytes and the outer one the vertical pass's, in Pillow's order,
+/// with (ya, yb) and (xa, xb) the first and last source pixel of the run the enlargement reads.
+#[cfg(target_arch = "x86_64")]
+struct PairPlan {
+    /// Per output row: the two source rows (output rows are as wide as source rows).
+    rows: Vec<(usize, usize)>,
+    /// The byte shuffles of one output row ([`pair_avx2::chunks`]).
+    chunks: Vec<pair_avx2::Chunk>,
+}
+
+/// The cached [`PairPlan`] of an h×w RGB image reduced to sh×sw and enlarged back with `up`;
+/// `None` where a run is longer than two pixels, the image is narrower than six pixels or the
+/// CPU lacks AVX2.
+#[cfg(target_arch = "x86_64")]
+fn pair_plan(h: usize, w: usize, sh: usize, sw: usize, up: Filter) -> std::rc::Rc<Option<PairPlan>> {
+    use std::{cell::RefCell, rc::Rc};
+    type Key = (usize, usize, usize, usize, Filter);
+    thread_local! {
+        static PLANS: RefCell<Vec<(Key, Rc<Option<PairPlan>>)>> = const { RefCell::new(Vec::new()) };
+    }
+    let key = (h, w, sh, sw, up);
+    PLANS.with_borrow_mut(|plans| {
+        if let Some((_, p)) = plans.iter().find(|(k, _)| *k == key) {
+            return p.clone();
+        }
+        let make = || -> Option<PairPlan> {
+            if !std::arch::is_x86_feature_detected!("avx2") || sh > h || sw > w {
+                return None;
+            }
+            // Source pixel range (first, last) per output index along one axis.
+            let runs = |n: usize, m: usize| -> Option<Vec<(usize, usize)>> {
+                let down = if m == n { (0..n).map(|i| (i, i)).collect() } else { box_spans(n, m).iter().map(|s| (s.start as usize, (s.start + s.n) as usize)).collect::<Vec<_>>() };
+                if down.iter().any(|&(a, e)| e <= a || e - a > 2) {
+                    return None;
+                }
+                let back: Vec<usize> = if m == n {
+                    (0..n).collect()
+                } else {
+                    match up {
+                        Filter::Nearest => axis(Filter::Nearest, m, n).idx.clone()?,
+                        Filter::Box => axis(Filter::Box, m, n).idx.clone()?,
+                    }
+                };
+                Some(back.iter().map(|&i| (down[i].0, down[i].1 - 1)).collect())
+            };
+            let (ys, xs) = (runs(h, sh)?, runs(w, sw)?);
+            Some(PairPlan { rows: ys, chunks: pair_avx2::chunks(&xs, w * 3)? })
+        };
+        let p = Rc::new(make());
+        if plans.len() >= 16 {
+            plans.clear();
+        }
+        plans.push((key, p.clone()));
+        p
+    })
+}
+
+#[cfg(target_arch = "x86_64")]
+mod pair_avx2 {
+    use super::PairPlan;
+    use std::arch::x86_64::*;
+
+    /// Sixteen output bytes of a row at `out`, from the 16-byte window of a source row at `off`:
+    /// shuffles `a` and `b` pick each byte's first and last run pixel (they are averaged).
+    pub(super) struct Chunk {
+        off: usize,
+        out: usize,
+        a: [u8; 16],
+        b: [u8; 16],
+    }
+
+    /// Chunks covering an output row of `xs.len()` pixels from a source row `row` bytes long, in
+    /// order; each ends where its window ends, the next one (or the next row, or 16 bytes of
+    /// slack past the image) overwriting the bytes its store writes past that. `None` where the
+    /// source row is under 16 bytes.
+    pub(super) fn chunks(xs: &[(usize, usize)], row: usize) -> Option<Vec<Chunk>> {
+        let len = xs.len() * 3;
+        if row < 16 {
+            return None;
+        }
+        let (sa, sb) = (|o: usize| xs[o / 3].0 * 3 + o % 3, |o: usize| xs[o / 3].1 * 3 + o % 3);
+        let mut v = Vec::new();
+        let mut done = 0;
+        while done < len {
+            let start = done;
+            let off = sa(start).min(row - 16);
+            let mut end = start;
+            while end < start + 16 && sa(end) >= off && sb(end) < off + 16 {
+                end += 1;
+                if end == len {
+                    break;
+                }
+            }
+            if end == start {
+                return None;
+            }
+            let mask = |f: &dyn Fn(usize) -> usize| std::array::from_fn(|i| if start + i < end { (f(start + i) - off) as u8 } else { 0x80 });
+            v.push(Chunk { off, out: start, a: mask(&sa), b: mask(&sb) });
+            done = end;
+        }
+        Some(v)
+    }
+
+    /// The image through the plan (source rows `w`·3 bytes).
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn run(src: &[u8], w: usize, plan: &PairPlan) -> Vec<u8> {
+        let (rs, ro) = (w * 3, w * 3);
+        let mut out: Vec<u8> = Vec::with_capacity(plan.rows.len() * ro + 16);
+        let op = out.as_mut_ptr();
+        let mut prev = (usize::MAX, usize::MAX);
+        for (y, &(ya, yb)) in plan.rows.iter().enumerate() {
+            assert!(yb < src.len() / rs);
+            if (ya, yb) == prev {
+                // SAFETY: row y − 1 was written; rows do not overlap.
+                std::ptr::copy_nonoverlapping(op.add((y - 1) * ro), op.add(y * ro), ro);
+                continue;
+            }
+            prev = (ya, yb);
+            let (pa, pb) = (src.as_ptr().add(ya * rs), src.as_ptr().add(yb * rs));
+            for c in &plan.chunks {
+                // SAFETY: off + 16 ≤ rs (chunks), rows ya, yb exist (asserted); the store starts in
+                // output row y (out < ro) and ends within the 16 bytes of slack past the last row.
+                let (va, vb) = (_mm_loadu_si128(pa.add(c.off) as *const __m128i), _mm_loadu_si128(pb.add(c.off) as *const __m128i));
+                let (ma, mb) = (_mm_loadu_si128(c.a.as_ptr() as *const __m128i), _mm_loadu_si128(c.b.as_ptr() as *const __m128i));
+                let ra = _mm_avg_epu8(_mm_shuffle_epi8(va, ma), _mm_shuffle_epi8(va, mb));
+                let rb = _mm_avg_epu8(_mm_shuffle_epi8(vb, ma), _mm_shuffle_epi8(vb, mb));
+                _mm_storeu_si128(op.add(y * ro + c.out) as *mut __m128i, _mm_avg_epu8(ra, rb));
+            }
+        }
+        // SAFETY: every row was written in full (the chunks cover it).
+        out.set_len(plan.rows.len() * ro);
+        out
+    }
 }
 
 pub(crate) fn jpeg_u8(u: &[u8], h: usize, w: usize, c: usize, severity: usize, p: ParamSet) -> Vec<u8> {
@@ -1045,6 +1192,35 @@ mod tests {
                         let means: Vec<f64> = (0..c).map(|ch| img.iter().skip(ch).step_by(c).map(|&v| v as u64).sum::<u64>() as f64 / 255.0 / len as f64).collect();
                         let want: Vec<u8> = img.iter().enumerate().map(|(i, &v)| contrast_value(v, means[i % c], k)).collect();
                         assert!(contrast_u8(&img, c, sev, p) == want, "{len}x{c} {flat:?} s{sev} {p:?}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// pixelate's one-pass form (runs of one or two pixels) gives the two resizes' bytes, and
+    /// CIFAR-sized images take it.
+    #[test]
+    fn pixelate_pairs_match_the_two_resizes() {
+        let mut rng = crate::Rng::seed_from_u64(10);
+        for (h, w) in [(32, 32), (64, 64), (224, 224), (37, 50), (6, 6), (5, 17), (17, 5), (100, 9), (33, 31)] {
+            let img: Vec<u8> = (0..h * w * 3).map(|_| rng.gen()).collect();
+            for p in [ParamSet::Cifar10, ParamSet::TinyImageNet, ParamSet::ImageNet] {
+                for sev in 1..=5 {
+                    let c = pixelate_c(sev, p);
+                    let (sh, sw) = ((h as f64 * c) as usize, (w as f64 * c) as usize);
+                    if sh == 0 || sw == 0 {
+                        continue;
+                    }
+                    let small = pil_resize_box(&img, h, w, 3, sh, sw);
+                    let want = match p {
+                        ParamSet::ImageNet => pil_resize_nearest(&small, sh, sw, 3, h, w),
+                        _ => pil_resize_box(&small, sh, sw, 3, h, w),
+                    };
+                    assert!(pixelate_u8(&img, h, w, 3, sev, p).unwrap() == want, "{h}x{w} s{sev} {p:?}");
+                    #[cfg(target_arch = "x86_64")]
+                    if (h, w, p) == (32, 32, ParamSet::Cifar10) && std::arch::is_x86_feature_detected!("avx2") {
+                        assert!(pair_plan(h, w, sh, sw, Filter::Box).is_some(), "s{sev}");
                     }
                 }
             }
