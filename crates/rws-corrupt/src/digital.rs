@@ -184,18 +184,20 @@ mod hsv_avx2 {
             let ro = sel(m1, qq, sel(_mm256_or_pd(m2, m3), p, sel(m4, t, v)));
             let go = sel(_mm256_or_pd(m1, m2), v, sel(m3, qq, sel(_mm256_or_pd(m4, m5), p, t)));
             let bo = sel(m2, t, sel(_mm256_or_pd(m3, m4), v, sel(m5, qq, p)));
-            // clip·255, then cast_u8 (max 0, min 255, truncate)
-            let cast = |a: __m256d| {
-                let a = _mm256_mul_pd(_mm256_min_pd(_mm256_max_pd(a, zero), one), c255);
-                _mm256_cvttpd_epi32(_mm256_min_pd(_mm256_max_pd(a, zero), c255))
-            };
+            // clip·255, then cast_u8 (max 0, min 255, truncate). Both clips are identities here:
+            // v, s ∈ [0, 1] after the edit and f ∈ [0, 1), so v, p = v·(1 − s), q = v·(1 − f·s)
+            // and t = v·(1 − (1 − f)·s) lie in [0, v] ⊂ [0, 1] (rounding is monotone, and no NaN
+            // survives the flat-pixel masks), and ·255 keeps them in [0, 255]: what remains is
+            // the multiplication and the truncation.
+            let cast = |a: __m256d| _mm256_cvttpd_epi32(_mm256_mul_pd(a, c255));
             let (ri, gi, bi) = (cast(ro), cast(go), cast(bo));
             // bytes 0..4 of the packed lanes hold r0..r3, 4..8 g, 8..12 b; interleave them.
             let rgb = _mm_packus_epi16(_mm_packus_epi32(ri, gi), _mm_packus_epi32(bi, bi));
             let o = _mm_shuffle_epi8(rgb, pack);
-            let mut tmp = [0u8; 16];
-            _mm_storeu_si128(tmp.as_mut_ptr() as *mut __m128i, o);
-            out[i..i + 12].copy_from_slice(&tmp[..12]);
+            // 16 bytes stored, 12 meant: the other 4 lie inside `out` (i + 16 ≤ len) and are
+            // written again by the next group or the scalar tail.
+            assert!(i + 16 <= out.len());
+            _mm_storeu_si128(out.as_mut_ptr().add(i) as *mut __m128i, o);
             i += 12;
         }
         i
@@ -1222,6 +1224,25 @@ mod tests {
                     if (h, w, p) == (32, 32, ParamSet::Cifar10) && std::arch::is_x86_feature_detected!("avx2") {
                         assert!(pair_plan(h, w, sh, sw, Filter::Box).is_some(), "s{sev}");
                     }
+                }
+            }
+        }
+    }
+
+    /// The uint8 HSV edits give the scalar float code's bytes on every one of the 2²⁴ colours
+    /// (their output depends only on the colour), for edits that reach each clip: brightness
+    /// saturating v, saturate pushing s past 1 and lifting greys, saturate shrinking s.
+    #[test]
+    fn hsv_edits_match_the_scalar_code_on_every_colour() {
+        let f = crate::cast_u8;
+        for e in [Edit::Brightness(brightness_c(5, ParamSet::ImageNet)), Edit::Saturate(2.5, 0.2), Edit::Saturate(0.1, 0.0)] {
+            let fe = |h, s, v| e.apply(h, s, v);
+            for r in 0..256usize {
+                let block: Vec<u8> = (0..65536usize).flat_map(|gb| [r as u8, (gb >> 8) as u8, gb as u8]).collect();
+                let got = hsv_edit_u8(&block, 3, e);
+                for (i, o) in block.chunks_exact(3).zip(got.chunks_exact(3)) {
+                    let (a, b, c) = hsv_px01(D255[i[0] as usize], D255[i[1] as usize], D255[i[2] as usize], &fe);
+                    assert!(o == [f(a), f(b), f(c)], "{i:?}: {o:?} vs {:?}", [f(a), f(b), f(c)]);
                 }
             }
         }
