@@ -732,7 +732,7 @@ fn axis(f: Filter, n: usize, m: usize) -> std::rc::Rc<Axis> {
             Filter::Nearest => (vec![], Some((0..m).map(|o| (((o as f64 + 0.5) * n as f64 / m as f64) as usize).min(n - 1)).collect::<Vec<usize>>())),
         };
         #[cfg(target_arch = "x86_64")]
-        let chunks = idx.as_ref().filter(|_| std::arch::is_x86_feature_detected!("avx2")).and_then(|i| remap_avx2::chunks(i));
+        let chunks = idx.as_ref().filter(|_| std::arch::is_x86_feature_detected!("avx2")).and_then(|i| remap_avx2::chunks(i, n));
         #[cfg(target_arch = "x86_64")]
         let rows3 = (f == Filter::Box && std::arch::is_x86_feature_detected!("avx2")).then(|| box_avx2::plan(n, &spans)).flatten();
         let a = Rc::new(Axis {
@@ -824,7 +824,8 @@ fn remap(src: &[u8], w: usize, c: usize, ys: &[usize], xa: &Axis) -> Vec<u8> {
     let xs = xa.idx.as_deref().expect("a one-pixel map");
     let rw = xs.len() * c;
     // Filled row by row (no zeroing first: at 224×224 that memset costs as much as the map).
-    let mut out = Vec::with_capacity(ys.len() * rw);
+    // 32 bytes of slack for the vector rows' stores past the last row.
+    let mut out = Vec::with_capacity(ys.len() * rw + 32);
     #[cfg(target_arch = "x86_64")]
     let chunks = xa.chunks.as_ref().filter(|_| c == 3);
     let mut prev = usize::MAX;
@@ -837,11 +838,12 @@ fn remap(src: &[u8], w: usize, c: usize, ys: &[usize], xa: &Axis) -> Vec<u8> {
         let srow = &src[sy * w * c..(sy + 1) * w * c];
         #[cfg(target_arch = "x86_64")]
         if let Some(ch) = chunks {
-            let spare = &mut out.spare_capacity_mut()[..rw];
-            // SAFETY: chunks exist only where AVX2 is present; row3 writes all rw bytes of
-            // `spare` (and nothing outside it), so they are initialised when the length grows.
+            let spare = &mut out.spare_capacity_mut()[..rw + 32];
+            // SAFETY: chunks exist only where AVX2 is present and were made for this axis (w
+            // source pixels); row3 writes all rw bytes of `spare` and garbage only within its
+            // 32 further bytes, so the rw bytes are initialised when the length grows.
             unsafe {
-                remap_avx2::row3(src, sy * w * 3, ch, spare.as_mut_ptr() as *mut u8, rw);
+                remap_avx2::row3(srow.as_ptr(), ch, spare.as_mut_ptr() as *mut u8);
                 out.set_len(out.len() + rw);
             }
             continue;
@@ -859,51 +861,50 @@ fn remap(src: &[u8], w: usize, c: usize, ys: &[usize], xa: &Axis) -> Vec<u8> {
 mod remap_avx2 {
     use std::arch::x86_64::*;
 
-    /// Five output pixels (15 bytes) per step: where they come from (byte offset in the source
-    /// row) and the byte shuffle that spreads the source pixels over them.
+    /// Up to 32 output bytes per step: the 16-byte window of the source row they come from
+    /// (both 128-bit halves of one shuffle read the same window, so an enlargement fills 32
+    /// bytes from one load), the bytes' place in the output row and the shuffle.
     pub(super) struct Chunk {
         off: usize,
-        mask: [u8; 16],
+        out: usize,
+        mask: [u8; 32],
     }
 
-    /// `None` when some five consecutive output pixels span more than five source pixels (a
-    /// reduction), which one 16-byte load cannot cover.
-    pub(super) fn chunks(xs: &[usize]) -> Option<Vec<Chunk>> {
-        xs.chunks(5)
-            .map(|g| {
-                let lo = *g.iter().min().unwrap();
-                if g.iter().any(|&x| x - lo > 4) {
-                    return None;
-                }
-                let mask = std::array::from_fn(|b| if b < g.len() * 3 { ((g[b / 3] - lo) * 3 + b % 3) as u8 } else { 0x80 });
-                Some(Chunk { off: lo * 3, mask })
-            })
-            .collect()
-    }
-
-    /// One output row (`len` bytes at `out`, the chunks' pixels) from the source row starting
-    /// at byte `row` of `src`.
-    #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn row3(src: &[u8], row: usize, ch: &[Chunk], out: *mut u8, len: usize) {
-        let mut pad = [0u8; 16];
-        for (j, c) in ch.iter().enumerate() {
-            let at = row + c.off;
-            let v = if at + 16 <= src.len() {
-                _mm_loadu_si128(src.as_ptr().add(at) as *const __m128i)
-            } else {
-                let t = &src[at..];
-                pad[..t.len()].copy_from_slice(t);
-                _mm_loadu_si128(pad.as_ptr() as *const __m128i)
-            };
-            let o = _mm_shuffle_epi8(v, _mm_loadu_si128(c.mask.as_ptr() as *const __m128i));
-            let ob = j * 15;
-            if ob + 16 <= len {
-                _mm_storeu_si128(out.add(ob) as *mut __m128i, o);
-            } else {
-                let mut t = [0u8; 16];
-                _mm_storeu_si128(t.as_mut_ptr() as *mut __m128i, o);
-                std::ptr::copy_nonoverlapping(t.as_ptr(), out.add(ob), len - ob);
+    /// Chunks of an output row of `xs.len()` RGB pixels read from a source row of `n` pixels,
+    /// in order; each takes the output bytes from where the last one ended while their sources
+    /// fit its window (at least one byte), and its 32-byte store writes garbage past that which
+    /// the next chunk, the next row or the output's 32 bytes of slack take. `None` where the
+    /// source row is under 16 bytes.
+    pub(super) fn chunks(xs: &[usize], n: usize) -> Option<Vec<Chunk>> {
+        let (len, row) = (xs.len() * 3, n * 3);
+        if row < 16 {
+            return None;
+        }
+        let at = |o: usize| xs[o / 3] * 3 + o % 3;
+        let mut v = Vec::new();
+        let mut start = 0;
+        while start < len {
+            let off = at(start).min(row - 16);
+            let mut end = start + 1;
+            while end < len && end < start + 32 && (off..off + 16).contains(&at(end)) {
+                end += 1;
             }
+            let mask = std::array::from_fn(|i| if start + i < end { (at(start + i) - off) as u8 } else { 0x80 });
+            v.push(Chunk { off, out: start, mask });
+            start = end;
+        }
+        Some(v)
+    }
+
+    /// One output row at `out` (with 32 writable bytes past its end) from the source row at
+    /// `row`, `n`·3 bytes long for the `n` the chunks were made for.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn row3(row: *const u8, ch: &[Chunk], out: *mut u8) {
+        for c in ch {
+            // SAFETY: off + 16 ≤ the source row's length; out + 32 ≤ row length + 32.
+            let v = _mm256_broadcastsi128_si256(_mm_loadu_si128(row.add(c.off) as *const __m128i));
+            let o = _mm256_shuffle_epi8(v, _mm256_loadu_si256(c.mask.as_ptr() as *const __m256i));
+            _mm256_storeu_si256(out.add(c.out) as *mut __m256i, o);
         }
     }
 }
