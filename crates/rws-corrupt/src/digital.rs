@@ -311,25 +311,33 @@ pub(crate) fn contrast_u8(x: &[u8], c: usize, severity: usize, p: ParamSet) -> V
         sums = [sums.iter().sum(), 0, 0];
     }
     let means: Vec<f64> = sums[..c].iter().map(|&s| s as f64 / 255.0 / n).collect();
+    let ab: Vec<Option<(i32, i32)>> = means.iter().map(|&m| contrast_affine(m, k)).collect();
     let mut out = Vec::with_capacity(x.len());
     #[cfg(target_arch = "x86_64")]
-    if avx2 {
-        let ab: Option<Vec<(i32, i32)>> = means.iter().map(|&m| contrast_affine(m, k)).collect();
-        if let Some(ab) = ab {
-            let ab = if c == 1 { [ab[0]; 3] } else { [ab[0], ab[1], ab[2]] };
-            // SAFETY: AVX2 is present; `map` writes the first `done` bytes of the spare capacity,
-            // which holds x.len() bytes.
-            let done = unsafe {
-                let done = contrast_avx2::map(x, out.spare_capacity_mut().as_mut_ptr() as *mut u8, ab);
-                out.set_len(done);
-                done
-            };
-            let means: Vec<f64> = (0..3).map(|i| means[i % c]).collect();
-            out.extend(x[done..].iter().enumerate().map(|(i, &v)| contrast_value(v, means[i % 3], k)));
-            return out;
-        }
+    if avx2 && ab.iter().all(Option::is_some) {
+        let ab: Vec<(i32, i32)> = (0..3).map(|i| ab[i % c].unwrap()).collect();
+        // SAFETY: AVX2 is present; `map` writes the first `done` bytes of the spare capacity,
+        // which holds x.len() bytes.
+        let done = unsafe {
+            let done = contrast_avx2::map(x, out.spare_capacity_mut().as_mut_ptr() as *mut u8, [ab[0], ab[1], ab[2]]);
+            out.set_len(done);
+            done
+        };
+        let means: Vec<f64> = (0..3).map(|i| means[i % c]).collect();
+        out.extend(x[done..].iter().enumerate().map(|(i, &v)| contrast_value(v, means[i % 3], k)));
+        return out;
     }
-    let luts: Vec<[u8; 256]> = means.iter().map(|&m| std::array::from_fn(|v| contrast_value(v as u8, m, k))).collect();
+    // Tables, filled by the integer form where it holds (cheaper than the float formula).
+    let luts: Vec<[u8; 256]> = means
+        .iter()
+        .zip(&ab)
+        .map(|(&m, ab)| {
+            std::array::from_fn(|v| match *ab {
+                Some((a, b)) => ((v as i32 * a + b) >> CONTRAST_BITS).min(255) as u8,
+                None => contrast_value(v as u8, m, k),
+            })
+        })
+        .collect();
     if c == 3 {
         out.extend(x.chunks_exact(3).flat_map(|i| [luts[0][i[0] as usize], luts[1][i[1] as usize], luts[2][i[2] as usize]]));
     } else {
