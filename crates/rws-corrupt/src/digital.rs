@@ -664,36 +664,75 @@ fn box_col_generic(tmp: &[u8], rw: usize, spans: &[Span], out: &mut [u8], acc: &
     }
 }
 
-/// [`box_col_generic`] sixteen bytes of the row at a time: u16 sums of the run's rows, then the
-/// weight in u32 lanes; the row's last bytes (under sixteen) go through the generic code.
+/// Per run length n ≤ 8: (off, m, k) such that ((S + off)·m) >> 16 equals Pillow's rounded k·S,
+/// k = fixed_weight(1/n), for every sum S ≤ 255·n, found by trying them all at compile time
+/// (m = 0 where none was found): the rounding then runs on sixteen u16 lanes (`mulhi`) instead
+/// of eight u32 lanes.
+const BOX_MULHI: [(u16, u16, u32); 9] = {
+    let mut t = [(0u16, 0u16, 0u32); 9];
+    let mut n = 1u64;
+    while n <= 8 {
+        let k = ((1.0 / n as f64) * (1u64 << PRECISION_BITS) as f64 + 0.5) as u64;
+        let base = 65536 / n;
+        let mut dm = 0;
+        'search: while dm < 3 {
+            let m = base + dm - 1;
+            let mut off = 0;
+            while m <= 65535 && off <= n {
+                let mut s = 0;
+                while s <= 255 * n && ((s + off) * m) >> 16 == (s * k + (1 << (PRECISION_BITS - 1))) >> PRECISION_BITS {
+                    s += 1;
+                }
+                if s > 255 * n {
+                    t[n as usize] = (off as u16, m as u16, k as u32);
+                    break 'search;
+                }
+                off += 1;
+            }
+            dm += 1;
+        }
+        n += 1;
+    }
+    t
+};
+
+/// [`box_col_generic`] sixteen bytes of the row at a time (the last sixteen overlapping the
+/// ones before where the row is not a multiple of sixteen): u16 sums of the run's rows, then
+/// the rounding in u16 lanes by [`BOX_MULHI`], or else in u32 lanes with the weight.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn box_col_avx2(tmp: &[u8], rw: usize, spans: &[Span], out: &mut [u8], acc: &mut [u32]) {
     use std::arch::x86_64::*;
     let half = _mm256_set1_epi32(1 << (PRECISION_BITS - 1));
-    let body = rw / 16 * 16;
+    if rw < 16 {
+        return box_col_generic(tmp, rw, spans, out, acc);
+    }
+    let starts = (0..rw / 16 * 16).step_by(16).chain((rw % 16 != 0).then_some(rw - 16));
     for (sp, orow) in spans.iter().zip(out.chunks_exact_mut(rw)) {
         if sp.n > 257 {
             // u16 sums could overflow.
             box_col_generic(tmp, rw, std::slice::from_ref(sp), orow, acc);
             continue;
         }
+        let fixed = BOX_MULHI.get(sp.n as usize).filter(|&&(_, m, k)| m != 0 && k == sp.k);
         let k = _mm256_set1_epi32(sp.k as i32);
         let rows = &tmp[sp.start as usize * rw..(sp.start + sp.n) as usize * rw];
-        for j in (0..body).step_by(16) {
+        for j in starts.clone() {
             let mut sum = _mm256_setzero_si256();
             for r in 0..sp.n as usize {
                 let v = _mm_loadu_si128(rows[r * rw + j..][..16].as_ptr() as *const __m128i);
                 sum = _mm256_add_epi16(sum, _mm256_cvtepu8_epi16(v));
             }
-            let f = |x: __m128i| _mm256_srli_epi32::<{ PRECISION_BITS as i32 }>(_mm256_add_epi32(_mm256_mullo_epi32(_mm256_cvtepu16_epi32(x), k), half));
-            let (lo, hi) = (f(_mm256_castsi256_si128(sum)), f(_mm256_extracti128_si256::<1>(sum)));
-            let p = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_packus_epi32(lo, hi));
-            let b = _mm256_permute4x64_epi64::<0b00_00_10_00>(_mm256_packus_epi16(p, p));
+            let b = if let Some(&(off, m, _)) = fixed {
+                let r = _mm256_mulhi_epu16(_mm256_add_epi16(sum, _mm256_set1_epi16(off as i16)), _mm256_set1_epi16(m as i16));
+                _mm256_permute4x64_epi64::<0b00_00_10_00>(_mm256_packus_epi16(r, r))
+            } else {
+                let f = |x: __m128i| _mm256_srli_epi32::<{ PRECISION_BITS as i32 }>(_mm256_add_epi32(_mm256_mullo_epi32(_mm256_cvtepu16_epi32(x), k), half));
+                let (lo, hi) = (f(_mm256_castsi256_si128(sum)), f(_mm256_extracti128_si256::<1>(sum)));
+                let p = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_packus_epi32(lo, hi));
+                _mm256_permute4x64_epi64::<0b00_00_10_00>(_mm256_packus_epi16(p, p))
+            };
             _mm_storeu_si128(orow[j..][..16].as_mut_ptr() as *mut __m128i, _mm256_castsi256_si128(b));
-        }
-        for (x, o) in orow.iter_mut().enumerate().skip(body) {
-            *o = box_round((0..sp.n as usize).map(|r| rows[r * rw + x] as u32).sum(), sp.k);
         }
     }
 }
