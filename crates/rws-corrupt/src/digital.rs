@@ -707,7 +707,7 @@ unsafe fn box_col_avx2(tmp: &[u8], rw: usize, spans: &[Span], out: &mut [u8], ac
     if rw < 16 {
         return box_col_generic(tmp, rw, spans, out, acc);
     }
-    let starts = (0..rw / 16 * 16).step_by(16).chain((rw % 16 != 0).then_some(rw - 16));
+    let starts = (0..rw / 16 * 16).step_by(16).chain((!rw.is_multiple_of(16)).then_some(rw - 16));
     for (sp, orow) in spans.iter().zip(out.chunks_exact_mut(rw)) {
         if sp.n > 257 {
             // u16 sums could overflow.
