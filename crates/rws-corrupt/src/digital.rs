@@ -203,8 +203,8 @@ mod hsv_avx2 {
             // bytes 0..4 of the packed lanes hold r0..r3, 4..8 g, 8..12 b; interleave them.
             let rgb = _mm_packus_epi16(_mm_packus_epi32(ri, gi), _mm_packus_epi32(bi, bi));
             let o = _mm_shuffle_epi8(rgb, pack);
-            // 16 bytes stored, 12 meant: the other 4 lie inside `out` (i + 16 ≤ len) and are
-            // written again by the next group or the scalar tail.
+            // SAFETY: 16 bytes stored, 12 meant: the other 4 lie inside `out` (i + 16 ≤ len,
+            // asserted) and are written again by the next group or the scalar tail.
             assert!(i + 16 <= out.len());
             _mm_storeu_si128(out.as_mut_ptr().add(i) as *mut __m128i, o);
             i += 12;
