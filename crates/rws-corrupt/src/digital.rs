@@ -74,22 +74,35 @@ impl Edit {
     }
 }
 
+/// v/255 for every byte, evaluated at compile time (const float division rounds as the runtime
+/// one does): the reference's correctly rounded quotients without three divisions per pixel,
+/// and without building the table on every call (a quarter of the work at 32×32).
+static D255: [f64; 256] = {
+    let mut t = [0.0; 256];
+    let mut v = 0;
+    while v < 256 {
+        t[v] = v as f64 / 255.0;
+        v += 1;
+    }
+    t
+};
+
 /// [`hsv_edit`] from uint8 to uint8 (the same arithmetic, then the reference's cast). Grey
 /// images have 256 possible inputs: one table. RGB runs four pixels per step in AVX2 where the
-/// CPU has it: the same IEEE operations lane by lane (no FMA), so the same bytes.
+/// CPU has it: the same IEEE operations lane by lane (FMA only to form the correctly rounded
+/// v/255, see [`hsv_avx2`]), so the same bytes.
 fn hsv_edit_u8(x: &[u8], c: usize, e: Edit) -> Vec<u8> {
     let cast = crate::cast_u8;
     let f = |h, s, v| e.apply(h, s, v);
     if c == 3 {
         let mut out = vec![0u8; x.len()];
-        // v/255 from a table: the same correctly rounded quotients, three divisions fewer per pixel.
-        let d: [f64; 256] = std::array::from_fn(|v| v as f64 / 255.0);
+        let d = &D255;
         #[allow(unused_mut)]
         let mut done = 0;
         #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: AVX2 is present.
-            done = unsafe { hsv_avx2::run(x, &mut out, &d, e) };
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            // SAFETY: AVX2 and FMA are present.
+            done = unsafe { hsv_avx2::run(x, &mut out, e) };
         }
         for (o, i) in out[done..].chunks_exact_mut(3).zip(x[done..].chunks_exact(3)) {
             let (r, g, b) = hsv_px01(d[i[0] as usize], d[i[1] as usize], d[i[2] as usize], &f);
@@ -107,7 +120,10 @@ fn hsv_edit_u8(x: &[u8], c: usize, e: Edit) -> Vec<u8> {
 /// rgb2hsv → edit → hsv2rgb → clip·255 → cast of ndimage.rs and [`hsv_px01`], four pixels at a
 /// time. Every step is the scalar code's IEEE operation (max, min, sub, div, mul, truncation),
 /// and the scalar code's branches and table lookups become lane selects, so each lane gets the
-/// scalar bytes.
+/// scalar bytes. The one exception is v/255, the scalar code's table: computed as q = v·RN(1/255)
+/// corrected once with the exact remainder v − 255·q (an FMA), which is the correctly rounded
+/// quotient (Markstein: RN(1/255) within half an ulp, q within one ulp), checked for all 256
+/// bytes by the exhaustive colour test; cheaper than three gathers.
 #[cfg(target_arch = "x86_64")]
 mod hsv_avx2 {
     use super::Edit;
@@ -115,8 +131,8 @@ mod hsv_avx2 {
 
     /// Processes whole groups of four pixels while 16 bytes can be read and written at the
     /// position; returns how many bytes it did (a multiple of 12).
-    #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn run(x: &[u8], out: &mut [u8], d: &[f64; 256], e: Edit) -> usize {
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn run(x: &[u8], out: &mut [u8], e: Edit) -> usize {
         debug_assert_eq!(x.len(), out.len());
         let sh_r = _mm_setr_epi8(0, -1, -1, -1, 3, -1, -1, -1, 6, -1, -1, -1, 9, -1, -1, -1);
         let sh_g = _mm_setr_epi8(1, -1, -1, -1, 4, -1, -1, -1, 7, -1, -1, -1, 10, -1, -1, -1);
@@ -135,12 +151,17 @@ mod hsv_avx2 {
         let (i1, i2, i3, i4, i5) = (k(1.0), k(2.0), k(3.0), k(4.0), k(5.0));
         let sel = |m: __m256d, a: __m256d, b: __m256d| _mm256_blendv_pd(b, a, m); // m ? a : b
         let eq = |a: __m256d, b: __m256d| _mm256_cmp_pd::<_CMP_EQ_OQ>(a, b);
+        let r255 = _mm256_set1_pd(1.0 / 255.0);
+        let div255 = |x: __m256d| {
+            let q = _mm256_mul_pd(x, r255);
+            _mm256_fmadd_pd(_mm256_fnmadd_pd(q, c255, x), r255, q)
+        };
         let mut i = 0;
         while i + 16 <= x.len() {
             let px = _mm_loadu_si128(x.as_ptr().add(i) as *const __m128i);
-            let r = _mm256_i32gather_pd::<8>(d.as_ptr(), _mm_shuffle_epi8(px, sh_r));
-            let g = _mm256_i32gather_pd::<8>(d.as_ptr(), _mm_shuffle_epi8(px, sh_g));
-            let b = _mm256_i32gather_pd::<8>(d.as_ptr(), _mm_shuffle_epi8(px, sh_b));
+            let r = div255(_mm256_cvtepi32_pd(_mm_shuffle_epi8(px, sh_r)));
+            let g = div255(_mm256_cvtepi32_pd(_mm_shuffle_epi8(px, sh_g)));
+            let b = div255(_mm256_cvtepi32_pd(_mm_shuffle_epi8(px, sh_b)));
             // rgb2hsv
             let v = _mm256_max_pd(_mm256_max_pd(r, g), b);
             let delta = _mm256_sub_pd(v, _mm256_min_pd(_mm256_min_pd(r, g), b));
@@ -172,18 +193,20 @@ mod hsv_avx2 {
             let ro = sel(m1, qq, sel(_mm256_or_pd(m2, m3), p, sel(m4, t, v)));
             let go = sel(_mm256_or_pd(m1, m2), v, sel(m3, qq, sel(_mm256_or_pd(m4, m5), p, t)));
             let bo = sel(m2, t, sel(_mm256_or_pd(m3, m4), v, sel(m5, qq, p)));
-            // clip·255, then cast_u8 (max 0, min 255, truncate)
-            let cast = |a: __m256d| {
-                let a = _mm256_mul_pd(_mm256_min_pd(_mm256_max_pd(a, zero), one), c255);
-                _mm256_cvttpd_epi32(_mm256_min_pd(_mm256_max_pd(a, zero), c255))
-            };
+            // clip·255, then cast_u8 (max 0, min 255, truncate). Both clips are identities here:
+            // v, s ∈ [0, 1] after the edit and f ∈ [0, 1), so v, p = v·(1 − s), q = v·(1 − f·s)
+            // and t = v·(1 − (1 − f)·s) lie in [0, v] ⊂ [0, 1] (rounding is monotone, and no NaN
+            // survives the flat-pixel masks), and ·255 keeps them in [0, 255]: what remains is
+            // the multiplication and the truncation.
+            let cast = |a: __m256d| _mm256_cvttpd_epi32(_mm256_mul_pd(a, c255));
             let (ri, gi, bi) = (cast(ro), cast(go), cast(bo));
             // bytes 0..4 of the packed lanes hold r0..r3, 4..8 g, 8..12 b; interleave them.
             let rgb = _mm_packus_epi16(_mm_packus_epi32(ri, gi), _mm_packus_epi32(bi, bi));
             let o = _mm_shuffle_epi8(rgb, pack);
-            let mut tmp = [0u8; 16];
-            _mm_storeu_si128(tmp.as_mut_ptr() as *mut __m128i, o);
-            out[i..i + 12].copy_from_slice(&tmp[..12]);
+            // SAFETY: 16 bytes stored, 12 meant: the other 4 lie inside `out` (i + 16 ≤ len,
+            // asserted) and are written again by the next group or the scalar tail.
+            assert!(i + 16 <= out.len());
+            _mm_storeu_si128(out.as_mut_ptr().add(i) as *mut __m128i, o);
             i += 12;
         }
         i
@@ -225,58 +248,185 @@ pub(crate) fn saturate_u8(x: &[u8], c: usize, severity: usize, p: ParamSet) -> V
     hsv_edit_u8(x, c, Edit::Saturate(a, b))
 }
 
-/// contrast on uint8: the channel means from exact integer sums, then one 256-entry table per
-/// channel holding the reference's per-value formula.
+/// contrast of one channel value, as the reference computes it: 255·clip((v/255 − m)·k + m), cast.
+#[inline(always)]
+fn contrast_value(v: u8, m: f64, k: f64) -> u8 {
+    crate::cast_u8(((v as f64 / 255.0 - m) * k + m).clamp(0.0, 1.0) * 255.0)
+}
+
+/// Fraction bits of [`contrast_affine`]'s fixed point: v·a + b stays under 2³¹ (a ≤ 2²², b ≤ 2³⁰).
+const CONTRAST_BITS: u32 = 22;
+
+/// contrast's per-value map of one channel as integer arithmetic, min(255, (v·a + b) >> 22),
+/// when that provably gives [`contrast_value`]'s bytes; `None` sends the channel to a table.
+///
+/// In exact arithmetic the map is ⌊min(255, k·v + c)⌋ with c = 255·m·(1 − k); a and b are k and c
+/// rounded to 22 fraction bits, off by at most 255·½ + ½ units at v = 255, and the f64 formula is
+/// within 10⁻¹² of the exact value. So the two agree wherever v·a + b lies more than
+/// [`Self::MARGIN`] units from a multiple of 2²² (255 included, which also settles the clip), and
+/// the few values that do not are checked against the formula itself. That costs a 256-step
+/// integer scan instead of 256 float evaluations per channel, which matters at 32×32.
+fn contrast_affine(m: f64, k: f64) -> Option<(i32, i32)> {
+    const MARGIN: i32 = 256;
+    const MASK: i32 = (1 << CONTRAST_BITS) - 1;
+    let one = (1u32 << CONTRAST_BITS) as f64;
+    let a = (k * one).round() as i32;
+    let b = (255.0 * m * (1.0 - k) * one).round() as i32;
+    if !(0..=1 << CONTRAST_BITS).contains(&a) || !(0..=255 << CONTRAST_BITS).contains(&b) {
+        return None;
+    }
+    // Branch-free count first (it vectorises); the exact check only where something is close.
+    let near = (0..256).map(|v| (((v * a + b + MARGIN) & MASK) < 2 * MARGIN) as u32).sum::<u32>();
+    if near > 0 {
+        for v in 0..256 {
+            let t = v * a + b;
+            if ((t + MARGIN) & MASK) < 2 * MARGIN && (t >> CONTRAST_BITS).min(255) as u8 != contrast_value(v as u8, m, k) {
+                return None;
+            }
+        }
+    }
+    Some((a, b))
+}
+
+/// contrast on uint8: the channel means from exact integer sums, then the reference's per-value
+/// formula, as fixed-point integer arithmetic where [`contrast_affine`] proves it gives the same
+/// bytes (vectorised), else as one 256-entry table per channel.
 pub(crate) fn contrast_u8(x: &[u8], c: usize, severity: usize, p: ParamSet) -> Vec<u8> {
     let k = contrast_c(severity, p);
     let n = (x.len() / c) as f64;
     let mut sums = [0u64; 3];
-    if c == 3 {
-        // Three interleaved channels: sum 24-byte groups (8 pixels) as u32 lanes, channel = lane % 3.
-        let mut acc = [0u32; 24];
-        let mut chunks = x.chunks_exact(24);
-        let mut left = 0usize;
-        for ch in &mut chunks {
-            for (a, &v) in acc.iter_mut().zip(ch) {
-                *a += v as u32;
-            }
-            left += 1;
-            if left == 1 << 16 {
-                for (i, a) in acc.iter_mut().enumerate() {
-                    sums[i % 3] += *a as u64;
-                    *a = 0;
-                }
-                left = 0;
-            }
-        }
-        for (i, a) in acc.iter().enumerate() {
-            sums[i % 3] += *a as u64;
-        }
-        for (i, &v) in chunks.remainder().iter().enumerate() {
-            sums[i % 3] += v as u64;
-        }
-    } else {
-        sums[0] = x.iter().map(|&v| v as u64).sum();
+    #[allow(unused_mut)]
+    let mut done = 0;
+    #[cfg(target_arch = "x86_64")]
+    let avx2 = std::arch::is_x86_feature_detected!("avx2");
+    #[cfg(target_arch = "x86_64")]
+    if avx2 {
+        // SAFETY: AVX2 is present.
+        (sums, done) = unsafe { contrast_avx2::sums(x) };
     }
-    let luts: Vec<[u8; 256]> = (0..c)
-        .map(|ch| {
-            let m = sums[ch] as f64 / 255.0 / n;
-            std::array::from_fn(|v| (((v as f64 / 255.0 - m) * k + m).clamp(0.0, 1.0) * 255.0) as u8)
+    for (i, &v) in x[done..].iter().enumerate() {
+        sums[i % 3] += v as u64;
+    }
+    if c == 1 {
+        sums = [sums.iter().sum(), 0, 0];
+    }
+    let means: Vec<f64> = sums[..c].iter().map(|&s| s as f64 / 255.0 / n).collect();
+    let ab: Vec<Option<(i32, i32)>> = means.iter().map(|&m| contrast_affine(m, k)).collect();
+    let mut out = Vec::with_capacity(x.len());
+    #[cfg(target_arch = "x86_64")]
+    if avx2 && ab.iter().all(Option::is_some) {
+        let ab: Vec<(i32, i32)> = (0..3).map(|i| ab[i % c].unwrap()).collect();
+        // SAFETY: AVX2 is present; `map` writes the first `done` bytes of the spare capacity,
+        // which holds x.len() bytes.
+        let done = unsafe {
+            let done = contrast_avx2::map(x, out.spare_capacity_mut().as_mut_ptr() as *mut u8, [ab[0], ab[1], ab[2]]);
+            out.set_len(done);
+            done
+        };
+        let means: Vec<f64> = (0..3).map(|i| means[i % c]).collect();
+        out.extend(x[done..].iter().enumerate().map(|(i, &v)| contrast_value(v, means[i % 3], k)));
+        return out;
+    }
+    // Tables, filled by the integer form where it holds (cheaper than the float formula).
+    let luts: Vec<[u8; 256]> = means
+        .iter()
+        .zip(&ab)
+        .map(|(&m, ab)| {
+            std::array::from_fn(|v| match *ab {
+                Some((a, b)) => ((v as i32 * a + b) >> CONTRAST_BITS).min(255) as u8,
+                None => contrast_value(v as u8, m, k),
+            })
         })
         .collect();
-    let mut out = vec![0u8; x.len()];
     if c == 3 {
-        for (o, i) in out.chunks_exact_mut(3).zip(x.chunks_exact(3)) {
-            o[0] = luts[0][i[0] as usize];
-            o[1] = luts[1][i[1] as usize];
-            o[2] = luts[2][i[2] as usize];
-        }
+        out.extend(x.chunks_exact(3).flat_map(|i| [luts[0][i[0] as usize], luts[1][i[1] as usize], luts[2][i[2] as usize]]));
     } else {
-        for (o, &i) in out.iter_mut().zip(x) {
-            *o = luts[0][i as usize];
-        }
+        out.extend(x.iter().map(|&i| luts[0][i as usize]));
     }
     out
+}
+
+/// contrast's two passes over interleaved RGB (or grey, as RGB with equal parameters), 96 bytes
+/// (32 pixels) per step, so that every 32-byte vector sees the same channel pattern each step.
+#[cfg(target_arch = "x86_64")]
+mod contrast_avx2 {
+    use super::CONTRAST_BITS;
+    use std::arch::x86_64::*;
+
+    /// Byte position in a 96-byte block of each u16 lane of [`sums`]'s six accumulators
+    /// (unpacklo/unpackhi of three vectors: low and high eight bytes of each 128-bit half).
+    const LANE_BYTE: [usize; 96] = {
+        let mut t = [0; 96];
+        let mut i = 0;
+        while i < 96 {
+            let (acc, lane) = (i / 16, i % 16);
+            t[i] = 32 * (acc / 2) + 16 * (lane / 8) + 8 * (acc % 2) + lane % 8;
+            i += 1;
+        }
+        t
+    };
+
+    /// Sums of the bytes by position mod 3 over whole 96-byte blocks (u16 lanes, emptied every
+    /// 256 blocks before they can overflow); returns them and the bytes done.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn sums(x: &[u8]) -> ([u64; 3], usize) {
+        let z = _mm256_setzero_si256();
+        let blocks = x.len() / 96;
+        let mut sums = [0u64; 3];
+        let mut b = 0;
+        while b < blocks {
+            let end = (b + 256).min(blocks);
+            let mut acc = [z; 6];
+            for blk in x[b * 96..end * 96].chunks_exact(96) {
+                for q in 0..3 {
+                    // SAFETY (whole fn): every load reads 32 bytes inside a 96-byte chunk.
+                    let v = _mm256_loadu_si256(blk.as_ptr().add(32 * q) as *const __m256i);
+                    acc[2 * q] = _mm256_add_epi16(acc[2 * q], _mm256_unpacklo_epi8(v, z));
+                    acc[2 * q + 1] = _mm256_add_epi16(acc[2 * q + 1], _mm256_unpackhi_epi8(v, z));
+                }
+            }
+            let mut lanes = [0u16; 96];
+            for (i, a) in acc.iter().enumerate() {
+                _mm256_storeu_si256(lanes.as_mut_ptr().add(16 * i) as *mut __m256i, *a);
+            }
+            for (&l, &p) in lanes.iter().zip(&LANE_BYTE) {
+                sums[p % 3] += l as u64;
+            }
+            b = end;
+        }
+        (sums, blocks * 96)
+    }
+
+    /// min(255, (v·a + b) >> 22) per byte, (a, b) by channel, over whole 96-byte blocks, in
+    /// eight u32 lanes; writes that many bytes at `out` and returns the count.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn map(x: &[u8], out: *mut u8, ab: [(i32, i32); 3]) -> usize {
+        // The 8-byte piece at offset 8j starts on channel 8j mod 3.
+        let pat = |first: usize| {
+            let a: [i32; 8] = std::array::from_fn(|l| ab[(first + l) % 3].0);
+            let b: [i32; 8] = std::array::from_fn(|l| ab[(first + l) % 3].1);
+            (_mm256_loadu_si256(a.as_ptr() as *const __m256i), _mm256_loadu_si256(b.as_ptr() as *const __m256i))
+        };
+        let pats = [pat(0), pat(1), pat(2)];
+        let lim = _mm256_set1_epi32(255);
+        let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+        let blocks = x.len() / 96;
+        for blk in 0..blocks {
+            for q in 0..3 {
+                let r: [__m256i; 4] = std::array::from_fn(|i| {
+                    let j = 4 * q + i;
+                    // SAFETY: the 8 bytes at 96·blk + 8j lie in the block.
+                    let v = _mm256_cvtepu8_epi32(_mm_loadl_epi64(x.as_ptr().add(96 * blk + 8 * j) as *const __m128i));
+                    let (a, b) = pats[8 * j % 3];
+                    _mm256_min_epi32(_mm256_srai_epi32::<{ CONTRAST_BITS as i32 }>(_mm256_add_epi32(_mm256_mullo_epi32(v, a), b)), lim)
+                });
+                let o = _mm256_packus_epi16(_mm256_packs_epi32(r[0], r[1]), _mm256_packs_epi32(r[2], r[3]));
+                // SAFETY: the caller gives room for x.len() bytes.
+                _mm256_storeu_si256(out.add(96 * blk + 32 * q) as *mut __m256i, _mm256_permutevar8x32_epi32(o, order));
+            }
+        }
+        blocks * 96
+    }
 }
 
 pub(crate) fn brightness(x: &FImage, severity: usize, p: ParamSet, _rng: &mut Rng) -> Result<FImage> {
@@ -514,36 +664,75 @@ fn box_col_generic(tmp: &[u8], rw: usize, spans: &[Span], out: &mut [u8], acc: &
     }
 }
 
-/// [`box_col_generic`] sixteen bytes of the row at a time: u16 sums of the run's rows, then the
-/// weight in u32 lanes; the row's last bytes (under sixteen) go through the generic code.
+/// Per run length n ≤ 8: (off, m, k) such that ((S + off)·m) >> 16 equals Pillow's rounded k·S,
+/// k = fixed_weight(1/n), for every sum S ≤ 255·n, found by trying them all at compile time
+/// (m = 0 where none was found): the rounding then runs on sixteen u16 lanes (`mulhi`) instead
+/// of eight u32 lanes.
+const BOX_MULHI: [(u16, u16, u32); 9] = {
+    let mut t = [(0u16, 0u16, 0u32); 9];
+    let mut n = 1u64;
+    while n <= 8 {
+        let k = ((1.0 / n as f64) * (1u64 << PRECISION_BITS) as f64 + 0.5) as u64;
+        let base = 65536 / n;
+        let mut dm = 0;
+        'search: while dm < 3 {
+            let m = base + dm - 1;
+            let mut off = 0;
+            while m <= 65535 && off <= n {
+                let mut s = 0;
+                while s <= 255 * n && ((s + off) * m) >> 16 == (s * k + (1 << (PRECISION_BITS - 1))) >> PRECISION_BITS {
+                    s += 1;
+                }
+                if s > 255 * n {
+                    t[n as usize] = (off as u16, m as u16, k as u32);
+                    break 'search;
+                }
+                off += 1;
+            }
+            dm += 1;
+        }
+        n += 1;
+    }
+    t
+};
+
+/// [`box_col_generic`] sixteen bytes of the row at a time (the last sixteen overlapping the
+/// ones before where the row is not a multiple of sixteen): u16 sums of the run's rows, then
+/// the rounding in u16 lanes by [`BOX_MULHI`], or else in u32 lanes with the weight.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn box_col_avx2(tmp: &[u8], rw: usize, spans: &[Span], out: &mut [u8], acc: &mut [u32]) {
     use std::arch::x86_64::*;
     let half = _mm256_set1_epi32(1 << (PRECISION_BITS - 1));
-    let body = rw / 16 * 16;
+    if rw < 16 {
+        return box_col_generic(tmp, rw, spans, out, acc);
+    }
+    let starts = (0..rw / 16 * 16).step_by(16).chain((!rw.is_multiple_of(16)).then_some(rw - 16));
     for (sp, orow) in spans.iter().zip(out.chunks_exact_mut(rw)) {
         if sp.n > 257 {
             // u16 sums could overflow.
             box_col_generic(tmp, rw, std::slice::from_ref(sp), orow, acc);
             continue;
         }
+        let fixed = BOX_MULHI.get(sp.n as usize).filter(|&&(_, m, k)| m != 0 && k == sp.k);
         let k = _mm256_set1_epi32(sp.k as i32);
         let rows = &tmp[sp.start as usize * rw..(sp.start + sp.n) as usize * rw];
-        for j in (0..body).step_by(16) {
+        for j in starts.clone() {
             let mut sum = _mm256_setzero_si256();
             for r in 0..sp.n as usize {
                 let v = _mm_loadu_si128(rows[r * rw + j..][..16].as_ptr() as *const __m128i);
                 sum = _mm256_add_epi16(sum, _mm256_cvtepu8_epi16(v));
             }
-            let f = |x: __m128i| _mm256_srli_epi32::<{ PRECISION_BITS as i32 }>(_mm256_add_epi32(_mm256_mullo_epi32(_mm256_cvtepu16_epi32(x), k), half));
-            let (lo, hi) = (f(_mm256_castsi256_si128(sum)), f(_mm256_extracti128_si256::<1>(sum)));
-            let p = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_packus_epi32(lo, hi));
-            let b = _mm256_permute4x64_epi64::<0b00_00_10_00>(_mm256_packus_epi16(p, p));
+            let b = if let Some(&(off, m, _)) = fixed {
+                let r = _mm256_mulhi_epu16(_mm256_add_epi16(sum, _mm256_set1_epi16(off as i16)), _mm256_set1_epi16(m as i16));
+                _mm256_permute4x64_epi64::<0b00_00_10_00>(_mm256_packus_epi16(r, r))
+            } else {
+                let f = |x: __m128i| _mm256_srli_epi32::<{ PRECISION_BITS as i32 }>(_mm256_add_epi32(_mm256_mullo_epi32(_mm256_cvtepu16_epi32(x), k), half));
+                let (lo, hi) = (f(_mm256_castsi256_si128(sum)), f(_mm256_extracti128_si256::<1>(sum)));
+                let p = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_packus_epi32(lo, hi));
+                _mm256_permute4x64_epi64::<0b00_00_10_00>(_mm256_packus_epi16(p, p))
+            };
             _mm_storeu_si128(orow[j..][..16].as_mut_ptr() as *mut __m128i, _mm256_castsi256_si128(b));
-        }
-        for (x, o) in orow.iter_mut().enumerate().skip(body) {
-            *o = box_round((0..sp.n as usize).map(|r| rows[r * rw + x] as u32).sum(), sp.k);
         }
     }
 }
@@ -599,7 +788,7 @@ fn axis(f: Filter, n: usize, m: usize) -> std::rc::Rc<Axis> {
             Filter::Nearest => (vec![], Some((0..m).map(|o| (((o as f64 + 0.5) * n as f64 / m as f64) as usize).min(n - 1)).collect::<Vec<usize>>())),
         };
         #[cfg(target_arch = "x86_64")]
-        let chunks = idx.as_ref().filter(|_| std::arch::is_x86_feature_detected!("avx2")).and_then(|i| remap_avx2::chunks(i));
+        let chunks = idx.as_ref().filter(|_| std::arch::is_x86_feature_detected!("avx2")).and_then(|i| remap_avx2::chunks(i, n));
         #[cfg(target_arch = "x86_64")]
         let rows3 = (f == Filter::Box && std::arch::is_x86_feature_detected!("avx2")).then(|| box_avx2::plan(n, &spans)).flatten();
         let a = Rc::new(Axis {
@@ -691,7 +880,8 @@ fn remap(src: &[u8], w: usize, c: usize, ys: &[usize], xa: &Axis) -> Vec<u8> {
     let xs = xa.idx.as_deref().expect("a one-pixel map");
     let rw = xs.len() * c;
     // Filled row by row (no zeroing first: at 224×224 that memset costs as much as the map).
-    let mut out = Vec::with_capacity(ys.len() * rw);
+    // 32 bytes of slack for the vector rows' stores past the last row.
+    let mut out = Vec::with_capacity(ys.len() * rw + 32);
     #[cfg(target_arch = "x86_64")]
     let chunks = xa.chunks.as_ref().filter(|_| c == 3);
     let mut prev = usize::MAX;
@@ -704,11 +894,12 @@ fn remap(src: &[u8], w: usize, c: usize, ys: &[usize], xa: &Axis) -> Vec<u8> {
         let srow = &src[sy * w * c..(sy + 1) * w * c];
         #[cfg(target_arch = "x86_64")]
         if let Some(ch) = chunks {
-            let spare = &mut out.spare_capacity_mut()[..rw];
-            // SAFETY: chunks exist only where AVX2 is present; row3 writes all rw bytes of
-            // `spare` (and nothing outside it), so they are initialised when the length grows.
+            let spare = &mut out.spare_capacity_mut()[..rw + 32];
+            // SAFETY: chunks exist only where AVX2 is present and were made for this axis (w
+            // source pixels); row3 writes all rw bytes of `spare` and garbage only within its
+            // 32 further bytes, so the rw bytes are initialised when the length grows.
             unsafe {
-                remap_avx2::row3(src, sy * w * 3, ch, spare.as_mut_ptr() as *mut u8, rw);
+                remap_avx2::row3(srow.as_ptr(), ch, spare.as_mut_ptr() as *mut u8);
                 out.set_len(out.len() + rw);
             }
             continue;
@@ -726,51 +917,50 @@ fn remap(src: &[u8], w: usize, c: usize, ys: &[usize], xa: &Axis) -> Vec<u8> {
 mod remap_avx2 {
     use std::arch::x86_64::*;
 
-    /// Five output pixels (15 bytes) per step: where they come from (byte offset in the source
-    /// row) and the byte shuffle that spreads the source pixels over them.
+    /// Up to 32 output bytes per step: the 16-byte window of the source row they come from
+    /// (both 128-bit halves of one shuffle read the same window, so an enlargement fills 32
+    /// bytes from one load), the bytes' place in the output row and the shuffle.
     pub(super) struct Chunk {
         off: usize,
-        mask: [u8; 16],
+        out: usize,
+        mask: [u8; 32],
     }
 
-    /// `None` when some five consecutive output pixels span more than five source pixels (a
-    /// reduction), which one 16-byte load cannot cover.
-    pub(super) fn chunks(xs: &[usize]) -> Option<Vec<Chunk>> {
-        xs.chunks(5)
-            .map(|g| {
-                let lo = *g.iter().min().unwrap();
-                if g.iter().any(|&x| x - lo > 4) {
-                    return None;
-                }
-                let mask = std::array::from_fn(|b| if b < g.len() * 3 { ((g[b / 3] - lo) * 3 + b % 3) as u8 } else { 0x80 });
-                Some(Chunk { off: lo * 3, mask })
-            })
-            .collect()
-    }
-
-    /// One output row (`len` bytes at `out`, the chunks' pixels) from the source row starting
-    /// at byte `row` of `src`.
-    #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn row3(src: &[u8], row: usize, ch: &[Chunk], out: *mut u8, len: usize) {
-        let mut pad = [0u8; 16];
-        for (j, c) in ch.iter().enumerate() {
-            let at = row + c.off;
-            let v = if at + 16 <= src.len() {
-                _mm_loadu_si128(src.as_ptr().add(at) as *const __m128i)
-            } else {
-                let t = &src[at..];
-                pad[..t.len()].copy_from_slice(t);
-                _mm_loadu_si128(pad.as_ptr() as *const __m128i)
-            };
-            let o = _mm_shuffle_epi8(v, _mm_loadu_si128(c.mask.as_ptr() as *const __m128i));
-            let ob = j * 15;
-            if ob + 16 <= len {
-                _mm_storeu_si128(out.add(ob) as *mut __m128i, o);
-            } else {
-                let mut t = [0u8; 16];
-                _mm_storeu_si128(t.as_mut_ptr() as *mut __m128i, o);
-                std::ptr::copy_nonoverlapping(t.as_ptr(), out.add(ob), len - ob);
+    /// Chunks of an output row of `xs.len()` RGB pixels read from a source row of `n` pixels,
+    /// in order; each takes the output bytes from where the last one ended while their sources
+    /// fit its window (at least one byte), and its 32-byte store writes garbage past that which
+    /// the next chunk, the next row or the output's 32 bytes of slack take. `None` where the
+    /// source row is under 16 bytes.
+    pub(super) fn chunks(xs: &[usize], n: usize) -> Option<Vec<Chunk>> {
+        let (len, row) = (xs.len() * 3, n * 3);
+        if row < 16 {
+            return None;
+        }
+        let at = |o: usize| xs[o / 3] * 3 + o % 3;
+        let mut v = Vec::new();
+        let mut start = 0;
+        while start < len {
+            let off = at(start).min(row - 16);
+            let mut end = start + 1;
+            while end < len && end < start + 32 && (off..off + 16).contains(&at(end)) {
+                end += 1;
             }
+            let mask = std::array::from_fn(|i| if start + i < end { (at(start + i) - off) as u8 } else { 0x80 });
+            v.push(Chunk { off, out: start, mask });
+            start = end;
+        }
+        Some(v)
+    }
+
+    /// One output row at `out` (with 32 writable bytes past its end) from the source row at
+    /// `row`, `n`·3 bytes long for the `n` the chunks were made for.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn row3(row: *const u8, ch: &[Chunk], out: *mut u8) {
+        for c in ch {
+            // SAFETY: off + 16 ≤ the source row's length; out + 32 ≤ row length + 32.
+            let v = _mm256_broadcastsi128_si256(_mm_loadu_si128(row.add(c.off) as *const __m128i));
+            let o = _mm256_shuffle_epi8(v, _mm256_loadu_si256(c.mask.as_ptr() as *const __m256i));
+            _mm256_storeu_si256(out.add(c.out) as *mut __m256i, o);
         }
     }
 }
@@ -793,11 +983,158 @@ pub(crate) fn pixelate_u8(u: &[u8], h: usize, w: usize, ch: usize, severity: usi
     if sh == 0 || sw == 0 {
         return Err(Error::TooSmall { corruption: "pixelate", h, w, why: format!("downscaling by {c} leaves no pixel") });
     }
+    #[cfg(target_arch = "x86_64")]
+    if ch == 3 {
+        let up = if p == ParamSet::ImageNet { Filter::Nearest } else { Filter::Box };
+        if let Some(plan) = pair_plan(h, w, sh, sw, up).as_ref() {
+            // SAFETY: plans exist only where AVX2 is present; the plan was made for h×w RGB.
+            return Ok(unsafe { pair_avx2::run(u, w, plan) });
+        }
+    }
     let small = pil_resize_box(u, h, w, ch, sh, sw);
     Ok(match p {
         ParamSet::ImageNet => pil_resize_nearest(&small, sh, sw, ch, h, w),
         _ => pil_resize_box(&small, sh, sw, ch, h, w),
     })
+}
+
+/// pixelate's two resizes of an RGB image in one pass, where every BOX run of the reduction is
+/// one or two pixels long (CIFAR sizes): Pillow's rounded k·Σ is then the pixel itself or the
+/// rounded-up mean of two, which is `pavgb`, and the enlargement only copies pixels. So output
+/// pixel (y, x) = avg(avg(s[ya][xa], s[ya][xb]), avg(s[yb][xa], s[yb][xb])), the inner averages
+/// being the horizontal pass's bytes and the outer one the vertical pass's, in Pillow's order,
+/// with (ya, yb) and (xa, xb) the first and last source pixel of the run the enlargement reads.
+#[cfg(target_arch = "x86_64")]
+struct PairPlan {
+    /// Per output row: the two source rows (output rows are as wide as source rows).
+    rows: Vec<(usize, usize)>,
+    /// The byte shuffles of one output row ([`pair_avx2::chunks`]).
+    chunks: Vec<pair_avx2::Chunk>,
+}
+
+/// The cached [`PairPlan`] of an h×w RGB image reduced to sh×sw and enlarged back with `up`;
+/// `None` where a run is longer than two pixels, the image is narrower than six pixels or the
+/// CPU lacks AVX2.
+#[cfg(target_arch = "x86_64")]
+fn pair_plan(h: usize, w: usize, sh: usize, sw: usize, up: Filter) -> std::rc::Rc<Option<PairPlan>> {
+    use std::{cell::RefCell, rc::Rc};
+    type Key = (usize, usize, usize, usize, Filter);
+    thread_local! {
+        static PLANS: RefCell<Vec<(Key, Rc<Option<PairPlan>>)>> = const { RefCell::new(Vec::new()) };
+    }
+    let key = (h, w, sh, sw, up);
+    PLANS.with_borrow_mut(|plans| {
+        if let Some((_, p)) = plans.iter().find(|(k, _)| *k == key) {
+            return p.clone();
+        }
+        let make = || -> Option<PairPlan> {
+            if !std::arch::is_x86_feature_detected!("avx2") || sh > h || sw > w {
+                return None;
+            }
+            // Source pixel range (first, last) per output index along one axis.
+            let runs = |n: usize, m: usize| -> Option<Vec<(usize, usize)>> {
+                let down = if m == n { (0..n).map(|i| (i, i)).collect() } else { box_spans(n, m).iter().map(|s| (s.start as usize, (s.start + s.n) as usize)).collect::<Vec<_>>() };
+                if down.iter().any(|&(a, e)| e <= a || e - a > 2) {
+                    return None;
+                }
+                let back: Vec<usize> = if m == n {
+                    (0..n).collect()
+                } else {
+                    match up {
+                        Filter::Nearest => axis(Filter::Nearest, m, n).idx.clone()?,
+                        Filter::Box => axis(Filter::Box, m, n).idx.clone()?,
+                    }
+                };
+                Some(back.iter().map(|&i| (down[i].0, down[i].1 - 1)).collect())
+            };
+            let (ys, xs) = (runs(h, sh)?, runs(w, sw)?);
+            Some(PairPlan { rows: ys, chunks: pair_avx2::chunks(&xs, w * 3)? })
+        };
+        let p = Rc::new(make());
+        if plans.len() >= 16 {
+            plans.clear();
+        }
+        plans.push((key, p.clone()));
+        p
+    })
+}
+
+#[cfg(target_arch = "x86_64")]
+mod pair_avx2 {
+    use super::PairPlan;
+    use std::arch::x86_64::*;
+
+    /// Sixteen output bytes of a row at `out`, from the 16-byte window of a source row at `off`:
+    /// shuffles `a` and `b` pick each byte's first and last run pixel (they are averaged).
+    pub(super) struct Chunk {
+        off: usize,
+        out: usize,
+        a: [u8; 16],
+        b: [u8; 16],
+    }
+
+    /// Chunks covering an output row of `xs.len()` pixels from a source row `row` bytes long, in
+    /// order; each ends where its window ends, the next one (or the next row, or 16 bytes of
+    /// slack past the image) overwriting the bytes its store writes past that. `None` where the
+    /// source row is under 16 bytes.
+    pub(super) fn chunks(xs: &[(usize, usize)], row: usize) -> Option<Vec<Chunk>> {
+        let len = xs.len() * 3;
+        if row < 16 {
+            return None;
+        }
+        let (sa, sb) = (|o: usize| xs[o / 3].0 * 3 + o % 3, |o: usize| xs[o / 3].1 * 3 + o % 3);
+        let mut v = Vec::new();
+        let mut done = 0;
+        while done < len {
+            let start = done;
+            let off = sa(start).min(row - 16);
+            let mut end = start;
+            while end < start + 16 && sa(end) >= off && sb(end) < off + 16 {
+                end += 1;
+                if end == len {
+                    break;
+                }
+            }
+            if end == start {
+                return None;
+            }
+            let mask = |f: &dyn Fn(usize) -> usize| std::array::from_fn(|i| if start + i < end { (f(start + i) - off) as u8 } else { 0x80 });
+            v.push(Chunk { off, out: start, a: mask(&sa), b: mask(&sb) });
+            done = end;
+        }
+        Some(v)
+    }
+
+    /// The image through the plan (source rows `w`·3 bytes).
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn run(src: &[u8], w: usize, plan: &PairPlan) -> Vec<u8> {
+        let (rs, ro) = (w * 3, w * 3);
+        let mut out: Vec<u8> = Vec::with_capacity(plan.rows.len() * ro + 16);
+        let op = out.as_mut_ptr();
+        let mut prev = (usize::MAX, usize::MAX);
+        for (y, &(ya, yb)) in plan.rows.iter().enumerate() {
+            assert!(yb < src.len() / rs);
+            if (ya, yb) == prev {
+                // SAFETY: row y − 1 was written; rows do not overlap.
+                std::ptr::copy_nonoverlapping(op.add((y - 1) * ro), op.add(y * ro), ro);
+                continue;
+            }
+            prev = (ya, yb);
+            let (pa, pb) = (src.as_ptr().add(ya * rs), src.as_ptr().add(yb * rs));
+            for c in &plan.chunks {
+                // SAFETY: off + 16 ≤ rs (chunks), rows ya, yb exist (asserted); the store starts in
+                // output row y (out < ro) and ends within the 16 bytes of slack past the last row.
+                let (va, vb) = (_mm_loadu_si128(pa.add(c.off) as *const __m128i), _mm_loadu_si128(pb.add(c.off) as *const __m128i));
+                let (ma, mb) = (_mm_loadu_si128(c.a.as_ptr() as *const __m128i), _mm_loadu_si128(c.b.as_ptr() as *const __m128i));
+                let ra = _mm_avg_epu8(_mm_shuffle_epi8(va, ma), _mm_shuffle_epi8(va, mb));
+                let rb = _mm_avg_epu8(_mm_shuffle_epi8(vb, ma), _mm_shuffle_epi8(vb, mb));
+                _mm_storeu_si128(op.add(y * ro + c.out) as *mut __m128i, _mm_avg_epu8(ra, rb));
+            }
+        }
+        // SAFETY: every row was written in full (the chunks cover it).
+        out.set_len(plan.rows.len() * ro);
+        out
+    }
 }
 
 pub(crate) fn jpeg_u8(u: &[u8], h: usize, w: usize, c: usize, severity: usize, p: ParamSet) -> Vec<u8> {
@@ -873,6 +1210,99 @@ mod tests {
             return t;
         }
         tmp.into_owned()
+    }
+
+    /// Wherever the fixed-point form is accepted, it gives the formula's byte for every value;
+    /// it is accepted for nearly all means (the table is the exception).
+    #[test]
+    fn contrast_affine_matches_the_formula() {
+        let mut rejected = 0;
+        let mut tried = 0;
+        for k in [0.75, 0.5, 0.4, 0.3, 0.2, 0.15, 0.1, 0.05] {
+            for n in [1024usize, 50176] {
+                for s in (0..=255 * n).step_by(n / 16 + 1).chain([0, 255 * n, 128 * n, 127 * n + n / 2]) {
+                    let m = s as f64 / 255.0 / n as f64;
+                    tried += 1;
+                    match contrast_affine(m, k) {
+                        Some((a, b)) => {
+                            for v in 0..256 {
+                                assert_eq!(((v * a + b) >> CONTRAST_BITS).min(255) as u8, contrast_value(v as u8, m, k), "k {k} m {m} v {v}");
+                            }
+                        }
+                        None => rejected += 1,
+                    }
+                }
+            }
+        }
+        assert!(rejected * 20 < tried, "{rejected} of {tried} rejected");
+    }
+
+    /// The uint8 contrast (vector passes and scalar tails) against the per-value formula, RGB and
+    /// grey, at sizes that leave tails, including flat images whose means sit on ties.
+    #[test]
+    fn contrast_u8_matches_the_formula() {
+        let mut rng = crate::Rng::seed_from_u64(9);
+        for (len, c) in [(32 * 32, 3), (224 * 224, 3), (17 * 5, 3), (31, 1), (28 * 28, 1), (97 * 150, 3), (3000 * 100, 3)] {
+            for flat in [None, Some(0u8), Some(255), Some(128), Some(51)] {
+                let img: Vec<u8> = (0..len * c).map(|_| flat.unwrap_or_else(|| rng.gen())).collect();
+                for sev in 1..=5 {
+                    for p in [ParamSet::Cifar10, ParamSet::ImageNet] {
+                        let k = contrast_c(sev, p);
+                        let means: Vec<f64> = (0..c).map(|ch| img.iter().skip(ch).step_by(c).map(|&v| v as u64).sum::<u64>() as f64 / 255.0 / len as f64).collect();
+                        let want: Vec<u8> = img.iter().enumerate().map(|(i, &v)| contrast_value(v, means[i % c], k)).collect();
+                        assert!(contrast_u8(&img, c, sev, p) == want, "{len}x{c} {flat:?} s{sev} {p:?}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// pixelate's one-pass form (runs of one or two pixels) gives the two resizes' bytes, and
+    /// CIFAR-sized images take it.
+    #[test]
+    fn pixelate_pairs_match_the_two_resizes() {
+        let mut rng = crate::Rng::seed_from_u64(10);
+        for (h, w) in [(32, 32), (64, 64), (224, 224), (37, 50), (6, 6), (5, 17), (17, 5), (100, 9), (33, 31)] {
+            let img: Vec<u8> = (0..h * w * 3).map(|_| rng.gen()).collect();
+            for p in [ParamSet::Cifar10, ParamSet::TinyImageNet, ParamSet::ImageNet] {
+                for sev in 1..=5 {
+                    let c = pixelate_c(sev, p);
+                    let (sh, sw) = ((h as f64 * c) as usize, (w as f64 * c) as usize);
+                    if sh == 0 || sw == 0 {
+                        continue;
+                    }
+                    let small = pil_resize_box(&img, h, w, 3, sh, sw);
+                    let want = match p {
+                        ParamSet::ImageNet => pil_resize_nearest(&small, sh, sw, 3, h, w),
+                        _ => pil_resize_box(&small, sh, sw, 3, h, w),
+                    };
+                    assert!(pixelate_u8(&img, h, w, 3, sev, p).unwrap() == want, "{h}x{w} s{sev} {p:?}");
+                    #[cfg(target_arch = "x86_64")]
+                    if (h, w, p) == (32, 32, ParamSet::Cifar10) && std::arch::is_x86_feature_detected!("avx2") {
+                        assert!(pair_plan(h, w, sh, sw, Filter::Box).is_some(), "s{sev}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// The uint8 HSV edits give the scalar float code's bytes on every one of the 2²⁴ colours
+    /// (their output depends only on the colour), for edits that reach each clip: brightness
+    /// saturating v, saturate pushing s past 1 and lifting greys, saturate shrinking s.
+    #[test]
+    fn hsv_edits_match_the_scalar_code_on_every_colour() {
+        let f = crate::cast_u8;
+        for e in [Edit::Brightness(brightness_c(5, ParamSet::ImageNet)), Edit::Saturate(2.5, 0.2), Edit::Saturate(0.1, 0.0)] {
+            let fe = |h, s, v| e.apply(h, s, v);
+            for r in 0..256usize {
+                let block: Vec<u8> = (0..65536usize).flat_map(|gb| [r as u8, (gb >> 8) as u8, gb as u8]).collect();
+                let got = hsv_edit_u8(&block, 3, e);
+                for (i, o) in block.chunks_exact(3).zip(got.chunks_exact(3)) {
+                    let (a, b, c) = hsv_px01(D255[i[0] as usize], D255[i[1] as usize], D255[i[2] as usize], &fe);
+                    assert!(o == [f(a), f(b), f(c)], "{i:?}: {o:?} vs {:?}", [f(a), f(b), f(c)]);
+                }
+            }
+        }
     }
 
     #[test]
