@@ -200,7 +200,9 @@ pub(crate) fn clipped_zoom_coords(h: usize, w: usize, z: f64, top_left: bool) ->
 
 /// The reference's `clipped_zoom` of an HWC image: central crop of side ⌈n/z⌉, scipy zoom
 /// order 1 (corner-aligned, output side round(side·z)), then the central (CIFAR/Tiny) or top-left
-/// (imagecorruptions) h×w. Only the kept output pixels are computed.
+/// (imagecorruptions) h×w. Only the kept output pixels are computed. The plain reading of the
+/// reference that [`clipped_zoom_add`] is tested against.
+#[cfg(test)]
 pub(crate) fn clipped_zoom_rows(src: &[f64], h: usize, w: usize, c: usize, z: f64, top_left: bool, mut row: impl FnMut(usize, &[f64], &[f64], f64)) {
     let (cy, cx) = clipped_zoom_coords(h, w, z, top_left);
     let mut r0 = vec![0.0; cx.len() * c];
@@ -229,6 +231,7 @@ pub(crate) fn clipped_zoom_rows(src: &[f64], h: usize, w: usize, c: usize, z: f6
 }
 
 /// [`clipped_zoom_rows`] as an image (zeros where the zoomed copy does not reach).
+#[cfg(test)]
 pub(crate) fn clipped_zoom(src: &[f64], h: usize, w: usize, c: usize, z: f64, top_left: bool) -> Vec<f64> {
     let mut out = vec![0.0; h * w * c];
     clipped_zoom_rows(src, h, w, c, z, top_left, |y, r0, r1, fy| {
