@@ -153,7 +153,7 @@ fn main() {
             let pad = 64 - (10 + hdr.len() + 1) % 64;
             b.extend_from_slice(&((hdr.len() + pad + 1) as u16).to_le_bytes());
             b.extend_from_slice(hdr.as_bytes());
-            b.extend(std::iter::repeat(b' ').take(pad));
+            b.extend(std::iter::repeat_n(b' ', pad));
             b.push(b'\n');
             imgs.iter().for_each(|im| b.extend_from_slice(im));
             std::fs::write(std::path::Path::new(&dir).join(format!("bench{side}.npy")), b).expect("BENCH_DUMP folder writable");
