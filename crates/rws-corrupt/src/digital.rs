@@ -713,7 +713,7 @@ mod box_hv_avx2 {
             for g in 0..groups {
                 for j in [0, 2] {
                     let [p, q, r, t] = [8 * g + j, 8 * g + j + 1, 8 * g + j + 4, 8 * g + j + 5].map(|i| single(len, spans.get(i)));
-                    let lanes = |f: fn(&(usize, [u8; 16], (u16, u16))) -> u16| std::array::from_fn(|l| if l % 4 == 3 { 0 } else { f([&p, &q, &r, &t][l / 4]) });
+                    let lanes = |f: fn(&Single) -> u16| std::array::from_fn(|l| if l % 4 == 3 { 0 } else { f([&p, &q, &r, &t][l / 4]) });
                     quads.push(Quad { a: [p.0, r.0], b: [q.0, t.0], ma: cat(&p.1, &r.1), mb: cat(&q.1, &t.1), off: lanes(|t| t.2 .0), m: lanes(|t| t.2 .1) });
                 }
             }
@@ -725,8 +725,11 @@ mod box_hv_avx2 {
         std::array::from_fn(|i| if i < 16 { x[i] } else { y[i - 16] })
     }
 
-    /// One unpaired pixel's window, shuffle and constants (a missing pixel gives zeros).
-    fn single(len: usize, sp: Option<&Span>) -> (usize, [u8; 16], (u16, u16)) {
+    /// An unpaired pixel's window, shuffle and [`mulhi`] constants.
+    type Single = (usize, [u8; 16], (u16, u16));
+
+    /// One unpaired pixel's [`Single`] (a missing pixel gives zeros).
+    fn single(len: usize, sp: Option<&Span>) -> Single {
         match sp {
             None => (0, [0x80; 16], (0, 0)),
             Some(sp) => {
@@ -792,11 +795,47 @@ mod box_hv_avx2 {
         x
     }
 
+    /// One source row's rounded horizontal values for quad `q` (`row` at the row's start).
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn quad<const PAIRED: bool>(row: *const u8, q: &Quad) -> __m256i {
+        let (ones8, ones16) = (_mm256_set1_epi8(1), _mm256_set1_epi16(1));
+        let ld = |p: *const u8| _mm256_loadu_si256(p as *const __m256i);
+        // SAFETY (caller): every window lies in the row.
+        let va = _mm256_loadu2_m128i(row.add(q.a[1]) as *const __m128i, row.add(q.a[0]) as *const __m128i);
+        // Paired pixels mostly share their windows.
+        let vb = if q.a == q.b { va } else { _mm256_loadu2_m128i(row.add(q.b[1]) as *const __m128i, row.add(q.b[0]) as *const __m128i) };
+        let sa = _mm256_maddubs_epi16(_mm256_shuffle_epi8(va, ld(q.ma.as_ptr())), ones8);
+        let sb = _mm256_maddubs_epi16(_mm256_shuffle_epi8(vb, ld(q.mb.as_ptr())), ones8);
+        let s = if PAIRED { _mm256_add_epi16(sa, sb) } else { _mm256_packus_epi32(_mm256_madd_epi16(sa, ones16), _mm256_madd_epi16(sb, ones16)) };
+        mulhi_u16(_mm256_add_epi16(s, ld(q.off.as_ptr() as *const u8)), ld(q.m.as_ptr() as *const u8))
+    }
+
+    /// [`quad`] summed over the `N` rows from `rows`, `rs` bytes apart.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn rows_sum<const PAIRED: bool, const N: usize>(rows: *const u8, rs: usize, q: &Quad) -> __m256i {
+        let mut acc = quad::<PAIRED>(rows, q);
+        for r in 1..N {
+            acc = _mm256_add_epi16(acc, quad::<PAIRED>(rows.add(r * rs), q));
+        }
+        acc
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn rows_sum_n<const PAIRED: bool>(rows: *const u8, rs: usize, n: usize, q: &Quad) -> __m256i {
+        let mut acc = _mm256_setzero_si256();
+        for r in 0..n {
+            acc = _mm256_add_epi16(acc, quad::<PAIRED>(rows.add(r * rs), q));
+        }
+        acc
+    }
+
     #[target_feature(enable = "avx2")]
     unsafe fn run_as<const PAIRED: bool>(src: &[u8], w: usize, ow: usize, plan: &[Quad], ys: &[Span], out: &mut [u8]) {
         let (rs, ro) = (w * 3, ow * 3);
         assert!(out.len() >= ys.len() * ro + SLACK && plan.len() / 2 * 24 <= ro + SLACK - 4);
-        let (ones8, ones16) = (_mm256_set1_epi8(1), _mm256_set1_epi16(1));
         // The packed halves hold each pixel's three bytes at 0, 4, 8, 12 (unpaired) or at 0, 3,
         // 8, 11 (paired).
         let compact = if PAIRED {
@@ -804,28 +843,21 @@ mod box_hv_avx2 {
         } else {
             _mm256_setr_epi8(0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14, -1, -1, -1, -1, 0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14, -1, -1, -1, -1)
         };
-        let ld = |p: *const u8| _mm256_loadu_si256(p as *const __m256i);
         for (y, sp) in ys.iter().enumerate() {
             let (vo, vm) = mulhi(sp).expect("vertical runs with constants");
             let (vo, vm) = (_mm256_set1_epi16(vo as i16), _mm256_set1_epi16(vm as i16));
             let (r0, n) = (sp.start as usize, sp.n as usize);
             assert!(r0 + n <= src.len() / rs);
             let d = out.as_mut_ptr().add(y * ro);
+            let rows = src.as_ptr().add(r0 * rs);
             for (g, q) in plan.chunks_exact(2).enumerate() {
-                let mut acc = [_mm256_setzero_si256(); 2];
-                for r in r0..r0 + n {
-                    let row = src.as_ptr().add(r * rs);
-                    for (acc, q) in acc.iter_mut().zip(q) {
-                        // SAFETY: every window lies in the row (plan), row r exists (asserted).
-                        let va = _mm256_loadu2_m128i(row.add(q.a[1]) as *const __m128i, row.add(q.a[0]) as *const __m128i);
-                        let vb = _mm256_loadu2_m128i(row.add(q.b[1]) as *const __m128i, row.add(q.b[0]) as *const __m128i);
-                        let sa = _mm256_maddubs_epi16(_mm256_shuffle_epi8(va, ld(q.ma.as_ptr())), ones8);
-                        let sb = _mm256_maddubs_epi16(_mm256_shuffle_epi8(vb, ld(q.mb.as_ptr())), ones8);
-                        let s = if PAIRED { _mm256_add_epi16(sa, sb) } else { _mm256_packus_epi32(_mm256_madd_epi16(sa, ones16), _mm256_madd_epi16(sb, ones16)) };
-                        let h = mulhi_u16(_mm256_add_epi16(s, ld(q.off.as_ptr() as *const u8)), ld(q.m.as_ptr() as *const u8));
-                        *acc = _mm256_add_epi16(*acc, h);
-                    }
-                }
+                // The common run lengths unrolled (no loop, no pointer per window and row).
+                let acc = match n {
+                    2 => [rows_sum::<PAIRED, 2>(rows, rs, &q[0]), rows_sum::<PAIRED, 2>(rows, rs, &q[1])],
+                    3 => [rows_sum::<PAIRED, 3>(rows, rs, &q[0]), rows_sum::<PAIRED, 3>(rows, rs, &q[1])],
+                    4 => [rows_sum::<PAIRED, 4>(rows, rs, &q[0]), rows_sum::<PAIRED, 4>(rows, rs, &q[1])],
+                    _ => [rows_sum_n::<PAIRED>(rows, rs, n, &q[0]), rows_sum_n::<PAIRED>(rows, rs, n, &q[1])],
+                };
                 let v = |a: __m256i| mulhi_u16(_mm256_add_epi16(a, vo), vm);
                 let o = _mm256_shuffle_epi8(_mm256_packus_epi16(v(acc[0]), v(acc[1])), compact);
                 // SAFETY: 24g + 28 ≤ ro + SLACK (asserted), within `out` for every row y.
