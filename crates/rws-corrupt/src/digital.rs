@@ -655,6 +655,7 @@ mod box_avx2 {
 mod box_hv_avx2 {
     use super::{Span, BOX_MULHI};
     use std::arch::x86_64::*;
+    use std::mem::MaybeUninit;
 
     /// Four output pixels of a row, two per 128-bit half, from 16-byte windows `a` and `b` per
     /// half, by shuffles `ma`/`mb` and the run length's [`BOX_MULHI`] constants `off`/`m` per u16
@@ -774,10 +775,10 @@ mod box_hv_avx2 {
 
     /// The reduction of an RGB image `w` pixels wide through the horizontal plan and the
     /// vertical runs `ys` (each with [`mulhi`] constants), into `out`, rows of `ow` pixels plus
-    /// [`SLACK`] bytes: rows are written in order, so a row's overrun into the next is
-    /// overwritten.
+    /// [`SLACK`] bytes: every byte of every row is written, rows in order, so a row's overrun
+    /// into the next is overwritten.
     #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn run(src: &[u8], w: usize, ow: usize, plan: &Plan, ys: &[Span], out: &mut [u8]) {
+    pub(super) unsafe fn run(src: &[u8], w: usize, ow: usize, plan: &Plan, ys: &[Span], out: &mut [MaybeUninit<u8>]) {
         if plan.paired {
             run_as::<true>(src, w, ow, &plan.quads, ys, out)
         } else {
@@ -833,7 +834,7 @@ mod box_hv_avx2 {
     }
 
     #[target_feature(enable = "avx2")]
-    unsafe fn run_as<const PAIRED: bool>(src: &[u8], w: usize, ow: usize, plan: &[Quad], ys: &[Span], out: &mut [u8]) {
+    unsafe fn run_as<const PAIRED: bool>(src: &[u8], w: usize, ow: usize, plan: &[Quad], ys: &[Span], out: &mut [MaybeUninit<u8>]) {
         let (rs, ro) = (w * 3, ow * 3);
         assert!(out.len() >= ys.len() * ro + SLACK && plan.len() / 2 * 24 <= ro + SLACK - 4);
         // The packed halves hold each pixel's three bytes at 0, 4, 8, 12 (unpaired) or at 0, 3,
@@ -848,7 +849,7 @@ mod box_hv_avx2 {
             let (vo, vm) = (_mm256_set1_epi16(vo as i16), _mm256_set1_epi16(vm as i16));
             let (r0, n) = (sp.start as usize, sp.n as usize);
             assert!(r0 + n <= src.len() / rs);
-            let d = out.as_mut_ptr().add(y * ro);
+            let d = out.as_mut_ptr().add(y * ro) as *mut u8;
             let rows = src.as_ptr().add(r0 * rs);
             for (g, q) in plan.chunks_exact(2).enumerate() {
                 // The common run lengths unrolled (no loop, no pointer per window and row).
@@ -1063,10 +1064,14 @@ pub(crate) fn pil_resize_box(src: &[u8], h: usize, w: usize, c: usize, oh: usize
     #[cfg(target_arch = "x86_64")]
     if let (Some(xa), Some(ya), 3) = (&xs, &ys, c) {
         if let Some(plan) = xa.hv3.as_ref().filter(|_| ya.spans.iter().all(|sp| box_hv_avx2::mulhi(sp).is_some())) {
-            let mut out = vec![0u8; oh * ow * 3 + box_hv_avx2::SLACK];
+            let n = oh * ow * 3;
+            let mut out = Vec::with_capacity(n + box_hv_avx2::SLACK);
             // SAFETY: plans exist only where AVX2 is present; this one was made for w pixels.
-            unsafe { box_hv_avx2::run(src, w, ow, plan, &ya.spans, &mut out) };
-            out.truncate(oh * ow * 3);
+            // `run` writes every byte of every row (no zeroing first), so the n are initialised.
+            unsafe {
+                box_hv_avx2::run(src, w, ow, plan, &ya.spans, &mut out.spare_capacity_mut()[..n + box_hv_avx2::SLACK]);
+                out.set_len(n);
+            }
             return out;
         }
     }
