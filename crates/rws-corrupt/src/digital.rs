@@ -851,11 +851,11 @@ mod box_hv_avx2 {
             assert!(r0 + n <= src.len() / rs);
             let d = out.as_mut_ptr().add(y * ro) as *mut u8;
             let rows = src.as_ptr().add(r0 * rs);
-            // The rows two output rows on, asked for now: a fresh input image comes from L3 or
+            // The rows four output rows on, asked for now: a fresh input image comes from L3 or
             // memory, and the hardware prefetcher, seeing two to four rows read side by side in
             // short stretches, fetches them too late (the cold image then costs about twice
             // the arithmetic).
-            if let Some(next) = ys.get(y + 2) {
+            if let Some(next) = ys.get(y + 4) {
                 let (a, e) = (next.start as usize * rs, ((next.start + next.n) as usize * rs).min(src.len()));
                 for o in (a..e).step_by(64) {
                     _mm_prefetch::<_MM_HINT_T0>(src.as_ptr().add(o) as *const i8);
