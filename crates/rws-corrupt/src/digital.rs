@@ -647,6 +647,238 @@ mod box_avx2 {
     }
 }
 
+/// Both BOX passes of an RGB image in one sweep, where every run is short: the horizontal
+/// pass's rounded bytes stay in u16 lanes, are summed over the vertical run there and rounded
+/// again, so the intermediate image is never packed, stored and reloaded, and both roundings
+/// (Pillow's two, in its order) are [`BOX_MULHI`] multiply-highs on sixteen lanes.
+#[cfg(target_arch = "x86_64")]
+mod box_hv_avx2 {
+    use super::{Span, BOX_MULHI};
+    use std::arch::x86_64::*;
+    use std::mem::MaybeUninit;
+
+    /// Four output pixels of a row, two per 128-bit half, from 16-byte windows `a` and `b` per
+    /// half, by shuffles `ma`/`mb` and the run length's [`BOX_MULHI`] constants `off`/`m` per u16
+    /// lane. Paired ([`Plan::paired`], runs up to three pixels): both pixels of a half come
+    /// from its windows, `ma` putting each channel's first two run bytes in its u16 lane (lanes
+    /// 0–5) and `mb` the third. Unpaired (runs up to four): window `a` gives one pixel and `b`
+    /// the other, each channel's run in its own 4-byte group (u32 lanes 0–2 of each).
+    pub(super) struct Quad {
+        a: [usize; 2],
+        b: [usize; 2],
+        ma: [u8; 32],
+        mb: [u8; 32],
+        off: [u16; 16],
+        m: [u16; 16],
+    }
+
+    /// The horizontal half of the fused passes along one axis: two quads per eight output pixels
+    /// (pixels 0, 1 | 4, 5 in the first, 2, 3 | 6, 7 in the second, so the packs come out in
+    /// order).
+    pub(super) struct Plan {
+        quads: Vec<Quad>,
+        /// Two pixels per window (half the work where the runs are short enough to allow it).
+        pub(super) paired: bool,
+    }
+
+    /// The constants of a run of `sp.n` pixels, where [`BOX_MULHI`] has them for its weight.
+    pub(super) fn mulhi(sp: &Span) -> Option<(u16, u16)> {
+        BOX_MULHI.get(sp.n as usize).filter(|&&(_, m, k)| m != 0 && k == sp.k).map(|&(off, m, _)| (off, m))
+    }
+
+    /// The plan of a row `in_w` pixels wide: paired where every two pixels of a half fit their
+    /// windows, else unpaired; `None` where a run is longer than four pixels or has no
+    /// multiply-high, or the row is shorter than one window. Windows near the row's end start
+    /// earlier, so no load passes the row.
+    pub(super) fn plan(in_w: usize, spans: &[Span]) -> Option<Plan> {
+        let len = in_w * 3;
+        if len < 16 || spans.iter().any(|sp| sp.n > 4 || mulhi(sp).is_none()) {
+            return None;
+        }
+        let groups = spans.len().div_ceil(8);
+        let mut quads = Vec::with_capacity(groups * 2);
+        let paired = (|| {
+            for g in 0..groups {
+                for j in [0, 2] {
+                    let halves = [8 * g + j, 8 * g + j + 4].map(|p| pair(len, [spans.get(p), spans.get(p + 1)]));
+                    let [(a0, b0, ma0, mb0, c0), (a1, b1, ma1, mb1, c1)] = [halves[0]?, halves[1]?];
+                    let lanes = |f: fn(&(u16, u16)) -> u16| std::array::from_fn(|l| if l % 8 < 6 { f(&[c0, c1][l / 8][l % 8 / 3]) } else { 0 });
+                    quads.push(Quad { a: [a0, a1], b: [b0, b1], ma: cat(&ma0, &ma1), mb: cat(&mb0, &mb1), off: lanes(|t| t.0), m: lanes(|t| t.1) });
+                }
+            }
+            Some(())
+        })()
+        .is_some();
+        if !paired {
+            quads.clear();
+            for g in 0..groups {
+                for j in [0, 2] {
+                    let [p, q, r, t] = [8 * g + j, 8 * g + j + 1, 8 * g + j + 4, 8 * g + j + 5].map(|i| single(len, spans.get(i)));
+                    let lanes = |f: fn(&Single) -> u16| std::array::from_fn(|l| if l % 4 == 3 { 0 } else { f([&p, &q, &r, &t][l / 4]) });
+                    quads.push(Quad { a: [p.0, r.0], b: [q.0, t.0], ma: cat(&p.1, &r.1), mb: cat(&q.1, &t.1), off: lanes(|t| t.2 .0), m: lanes(|t| t.2 .1) });
+                }
+            }
+        }
+        Some(Plan { quads, paired })
+    }
+
+    fn cat(x: &[u8; 16], y: &[u8; 16]) -> [u8; 32] {
+        std::array::from_fn(|i| if i < 16 { x[i] } else { y[i - 16] })
+    }
+
+    /// An unpaired pixel's window, shuffle and [`mulhi`] constants.
+    type Single = (usize, [u8; 16], (u16, u16));
+
+    /// One unpaired pixel's [`Single`] (a missing pixel gives zeros).
+    fn single(len: usize, sp: Option<&Span>) -> Single {
+        match sp {
+            None => (0, [0x80; 16], (0, 0)),
+            Some(sp) => {
+                let start = sp.start as usize * 3;
+                let off = start.min(len - 16);
+                let (sh, n) = (start - off, sp.n as usize);
+                let mask = std::array::from_fn(|b| if b < 12 && b % 4 < n { (sh + 3 * (b % 4) + b / 4) as u8 } else { 0x80 });
+                (off, mask, mulhi(sp).unwrap())
+            }
+        }
+    }
+
+    /// Two paired pixels' windows a and b, shuffles and constants; `None` where a run is longer
+    /// than three pixels or the bytes do not fit the windows.
+    #[allow(clippy::type_complexity)]
+    fn pair(len: usize, px: [Option<&Span>; 2]) -> Option<(usize, usize, [u8; 16], [u8; 16], [(u16, u16); 2])> {
+        // Byte e of the run of pixel i's channel c, where the run has one.
+        let at = |i: usize, c: usize, e: usize| px[i].filter(|sp| (e as u32) < sp.n).map(|sp| (sp.start as usize + e) * 3 + c);
+        if px.iter().flatten().any(|sp| sp.n > 3) {
+            return None;
+        }
+        let first = px[0].map_or(0, |sp| sp.start as usize * 3);
+        let fits = |o: usize, es: &[usize]| (0..2).all(|i| (0..3).all(|c| es.iter().all(|&e| at(i, c, e).is_none_or(|b| (o..o + 16).contains(&b)))));
+        let a = first.min(len - 16);
+        let b = [a, (first + 6).min(len - 16)].into_iter().find(|&b| fits(b, &[2]))?;
+        if !fits(a, &[0, 1]) {
+            return None;
+        }
+        let mask = |o: usize, es: [usize; 2]| -> [u8; 16] {
+            std::array::from_fn(|k| {
+                let (l, e) = (k / 2, es[k % 2]);
+                if l < 6 { at(l / 3, l % 3, e).map_or(0x80, |b| (b - o) as u8) } else { 0x80 }
+            })
+        };
+        let consts = px.map(|sp| sp.map_or((0, 0), |sp| mulhi(sp).unwrap()));
+        Some((a, b, mask(a, [0, 1]), mask(b, [2, usize::MAX]), consts))
+    }
+
+    /// Bytes past an output row that [`run`] may write: the row's groups of eight pixels
+    /// overrun it by up to 28 bytes.
+    pub(super) const SLACK: usize = 32;
+
+    /// The reduction of an RGB image `w` pixels wide through the horizontal plan and the
+    /// vertical runs `ys` (each with [`mulhi`] constants), into `out`, rows of `ow` pixels plus
+    /// [`SLACK`] bytes: every byte of every row is written, rows in order, so a row's overrun
+    /// into the next is overwritten.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn run(src: &[u8], w: usize, ow: usize, plan: &Plan, ys: &[Span], out: &mut [MaybeUninit<u8>]) {
+        if plan.paired {
+            run_as::<true>(src, w, ow, &plan.quads, ys, out)
+        } else {
+            run_as::<false>(src, w, ow, &plan.quads, ys, out)
+        }
+    }
+
+    /// `vpmulhuw` as written: through the intrinsic (a generic widening multiply in std::arch)
+    /// LLVM emits two u32-lane multiply-highs, a pack and a permute for each one here.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn mulhi_u16(mut x: __m256i, m: __m256i) -> __m256i {
+        // SAFETY: one AVX2 instruction on registers (AVX2 is enabled here).
+        std::arch::asm!("vpmulhuw {0}, {0}, {1}", inout(ymm_reg) x, in(ymm_reg) m, options(pure, nomem, nostack, preserves_flags));
+        x
+    }
+
+    /// One source row's rounded horizontal values for quad `q` (`row` at the row's start).
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn quad<const PAIRED: bool>(row: *const u8, q: &Quad) -> __m256i {
+        let (ones8, ones16) = (_mm256_set1_epi8(1), _mm256_set1_epi16(1));
+        let ld = |p: *const u8| _mm256_loadu_si256(p as *const __m256i);
+        // SAFETY (caller): every window lies in the row.
+        let va = _mm256_loadu2_m128i(row.add(q.a[1]) as *const __m128i, row.add(q.a[0]) as *const __m128i);
+        // Paired pixels mostly share their windows.
+        let vb = if q.a == q.b { va } else { _mm256_loadu2_m128i(row.add(q.b[1]) as *const __m128i, row.add(q.b[0]) as *const __m128i) };
+        let sa = _mm256_maddubs_epi16(_mm256_shuffle_epi8(va, ld(q.ma.as_ptr())), ones8);
+        let sb = _mm256_maddubs_epi16(_mm256_shuffle_epi8(vb, ld(q.mb.as_ptr())), ones8);
+        let s = if PAIRED { _mm256_add_epi16(sa, sb) } else { _mm256_packus_epi32(_mm256_madd_epi16(sa, ones16), _mm256_madd_epi16(sb, ones16)) };
+        mulhi_u16(_mm256_add_epi16(s, ld(q.off.as_ptr() as *const u8)), ld(q.m.as_ptr() as *const u8))
+    }
+
+    /// [`quad`] summed over the `N` rows from `rows`, `rs` bytes apart.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn rows_sum<const PAIRED: bool, const N: usize>(rows: *const u8, rs: usize, q: &Quad) -> __m256i {
+        let mut acc = quad::<PAIRED>(rows, q);
+        for r in 1..N {
+            acc = _mm256_add_epi16(acc, quad::<PAIRED>(rows.add(r * rs), q));
+        }
+        acc
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn rows_sum_n<const PAIRED: bool>(rows: *const u8, rs: usize, n: usize, q: &Quad) -> __m256i {
+        let mut acc = _mm256_setzero_si256();
+        for r in 0..n {
+            acc = _mm256_add_epi16(acc, quad::<PAIRED>(rows.add(r * rs), q));
+        }
+        acc
+    }
+
+    #[target_feature(enable = "avx2")]
+    unsafe fn run_as<const PAIRED: bool>(src: &[u8], w: usize, ow: usize, plan: &[Quad], ys: &[Span], out: &mut [MaybeUninit<u8>]) {
+        let (rs, ro) = (w * 3, ow * 3);
+        assert!(out.len() >= ys.len() * ro + SLACK && plan.len() / 2 * 24 <= ro + SLACK - 4);
+        // The packed halves hold each pixel's three bytes at 0, 4, 8, 12 (unpaired) or at 0, 3,
+        // 8, 11 (paired).
+        let compact = if PAIRED {
+            _mm256_setr_epi8(0, 1, 2, 3, 4, 5, 8, 9, 10, 11, 12, 13, -1, -1, -1, -1, 0, 1, 2, 3, 4, 5, 8, 9, 10, 11, 12, 13, -1, -1, -1, -1)
+        } else {
+            _mm256_setr_epi8(0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14, -1, -1, -1, -1, 0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14, -1, -1, -1, -1)
+        };
+        for (y, sp) in ys.iter().enumerate() {
+            let (vo, vm) = mulhi(sp).expect("vertical runs with constants");
+            let (vo, vm) = (_mm256_set1_epi16(vo as i16), _mm256_set1_epi16(vm as i16));
+            let (r0, n) = (sp.start as usize, sp.n as usize);
+            assert!(r0 + n <= src.len() / rs);
+            let d = out.as_mut_ptr().add(y * ro) as *mut u8;
+            let rows = src.as_ptr().add(r0 * rs);
+            // The rows four output rows on, asked for now: a fresh input image comes from L3 or
+            // memory, and the hardware prefetcher, seeing two to four rows read side by side in
+            // short stretches, fetches them too late (the cold image then costs about twice
+            // the arithmetic).
+            if let Some(next) = ys.get(y + 4) {
+                let (a, e) = (next.start as usize * rs, ((next.start + next.n) as usize * rs).min(src.len()));
+                for o in (a..e).step_by(64) {
+                    _mm_prefetch::<_MM_HINT_T0>(src.as_ptr().add(o) as *const i8);
+                }
+            }
+            for (g, q) in plan.chunks_exact(2).enumerate() {
+                // The common run lengths unrolled (no loop, no pointer per window and row).
+                let acc = match n {
+                    2 => [rows_sum::<PAIRED, 2>(rows, rs, &q[0]), rows_sum::<PAIRED, 2>(rows, rs, &q[1])],
+                    3 => [rows_sum::<PAIRED, 3>(rows, rs, &q[0]), rows_sum::<PAIRED, 3>(rows, rs, &q[1])],
+                    4 => [rows_sum::<PAIRED, 4>(rows, rs, &q[0]), rows_sum::<PAIRED, 4>(rows, rs, &q[1])],
+                    _ => [rows_sum_n::<PAIRED>(rows, rs, n, &q[0]), rows_sum_n::<PAIRED>(rows, rs, n, &q[1])],
+                };
+                let v = |a: __m256i| mulhi_u16(_mm256_add_epi16(a, vo), vm);
+                let o = _mm256_shuffle_epi8(_mm256_packus_epi16(v(acc[0]), v(acc[1])), compact);
+                // SAFETY: 24g + 28 ≤ ro + SLACK (asserted), within `out` for every row y.
+                _mm_storeu_si128(d.add(24 * g) as *mut __m128i, _mm256_castsi256_si128(o));
+                _mm_storeu_si128(d.add(24 * g + 12) as *mut __m128i, _mm256_extracti128_si256::<1>(o));
+            }
+        }
+    }
+}
+
 /// Vertical BOX pass: output row = rows `start..start+n` summed lane by lane, times k.
 #[inline(always)]
 fn box_col_generic(tmp: &[u8], rw: usize, spans: &[Span], out: &mut [u8], acc: &mut [u32]) {
@@ -761,6 +993,9 @@ struct Axis {
     /// The vector plan of an RGB row's BOX pass along this axis ([`box_avx2`]).
     #[cfg(target_arch = "x86_64")]
     rows3: Option<Vec<box_avx2::Pair>>,
+    /// The horizontal plan of the fused RGB BOX passes along this axis ([`box_hv_avx2`]).
+    #[cfg(target_arch = "x86_64")]
+    hv3: Option<box_hv_avx2::Plan>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -791,6 +1026,8 @@ fn axis(f: Filter, n: usize, m: usize) -> std::rc::Rc<Axis> {
         let chunks = idx.as_ref().filter(|_| std::arch::is_x86_feature_detected!("avx2")).and_then(|i| remap_avx2::chunks(i, n));
         #[cfg(target_arch = "x86_64")]
         let rows3 = (f == Filter::Box && std::arch::is_x86_feature_detected!("avx2")).then(|| box_avx2::plan(n, &spans)).flatten();
+        #[cfg(target_arch = "x86_64")]
+        let hv3 = (f == Filter::Box && std::arch::is_x86_feature_detected!("avx2")).then(|| box_hv_avx2::plan(n, &spans)).flatten();
         let a = Rc::new(Axis {
             spans,
             idx,
@@ -798,6 +1035,8 @@ fn axis(f: Filter, n: usize, m: usize) -> std::rc::Rc<Axis> {
             chunks,
             #[cfg(target_arch = "x86_64")]
             rows3,
+            #[cfg(target_arch = "x86_64")]
+            hv3,
         });
         if plans.len() >= 64 {
             plans.clear();
@@ -831,6 +1070,20 @@ pub(crate) fn pil_resize_box(src: &[u8], h: usize, w: usize, c: usize, oh: usize
             Some(a) => remap(src, w, c, yi, a),
             None => remap(src, w, c, yi, &axis(Filter::Nearest, w, w)),
         };
+    }
+    #[cfg(target_arch = "x86_64")]
+    if let (Some(xa), Some(ya), 3) = (&xs, &ys, c) {
+        if let Some(plan) = xa.hv3.as_ref().filter(|_| ya.spans.iter().all(|sp| box_hv_avx2::mulhi(sp).is_some())) {
+            let n = oh * ow * 3;
+            let mut out = Vec::with_capacity(n + box_hv_avx2::SLACK);
+            // SAFETY: plans exist only where AVX2 is present; this one was made for w pixels.
+            // `run` writes every byte of every row (no zeroing first), so the n are initialised.
+            unsafe {
+                box_hv_avx2::run(src, w, ow, plan, &ya.spans, &mut out.spare_capacity_mut()[..n + box_hv_avx2::SLACK]);
+                out.set_len(n);
+            }
+            return out;
+        }
     }
     let tmp = match &xs {
         Some(xs) => {
@@ -1318,6 +1571,13 @@ mod tests {
                         assert!(a == pil_resize_box_ref(&img, h, w, c, oh, ow), "{h}x{w}x{c} -> {oh}x{ow}");
                     }
                 }
+            }
+        }
+        // The ImageNet pixelate reductions at 224 (above) take the fused passes, s3's paired.
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            for (m, paired) in [(89, true), (56, false)] {
+                assert_eq!(axis(Filter::Box, 224, m).hv3.as_ref().map(|p| p.paired), Some(paired), "224 -> {m}");
             }
         }
     }
