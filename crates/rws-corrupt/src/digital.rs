@@ -656,6 +656,7 @@ mod box_hv_avx2 {
     use super::{Span, BOX_MULHI};
     use std::arch::x86_64::*;
     use std::mem::MaybeUninit;
+    use crate::simd::mulhi_u16;
 
     /// Four output pixels of a row, two per 128-bit half, from 16-byte windows `a` and `b` per
     /// half, by shuffles `ma`/`mb` and the run length's [`BOX_MULHI`] constants `off`/`m` per u16
@@ -786,15 +787,6 @@ mod box_hv_avx2 {
         }
     }
 
-    /// `vpmulhuw` as written: through the intrinsic (a generic widening multiply in std::arch)
-    /// LLVM emits two u32-lane multiply-highs, a pack and a permute for each one here.
-    #[inline]
-    #[target_feature(enable = "avx2")]
-    unsafe fn mulhi_u16(mut x: __m256i, m: __m256i) -> __m256i {
-        // SAFETY: one AVX2 instruction on registers (AVX2 is enabled here).
-        std::arch::asm!("vpmulhuw {0}, {0}, {1}", inout(ymm_reg) x, in(ymm_reg) m, options(pure, nomem, nostack, preserves_flags));
-        x
-    }
 
     /// One source row's rounded horizontal values for quad `q` (`row` at the row's start).
     #[inline]

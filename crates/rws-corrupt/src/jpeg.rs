@@ -212,6 +212,7 @@ fn code_plane(plane: &[u8], fw: usize, fh: usize, qt: &[i32; 64]) -> Vec<u8> {
 mod block_avx2 {
     use super::*;
     use std::arch::x86_64::*;
+    use crate::simd::mulhi_u16;
 
     /// libjpeg-turbo's quantiser (jcdctmgr.c `compute_reciprocal`, jquanti-avx2.asm) for the
     /// divisor d = q·8 of each coefficient: ⌊(|t| + corr)·recip / 2^r⌋ with the sign of t, as two
@@ -449,16 +450,6 @@ mod block_avx2 {
         _mm256_sign_epi16(mulhi_u16(mulhi_u16(x, t.recip[i]), t.scale[i]), c)
     }
 
-    /// `vpmulhuw` written as asm: as the intrinsic, LLVM widens it to 32-bit lanes here
-    /// (zero-extends, multiplies, packs and permutes back: five times the instructions).
-    #[target_feature(enable = "avx2")]
-    #[inline]
-    unsafe fn mulhi_u16(a: __m256i, b: __m256i) -> __m256i {
-        let r;
-        // SAFETY: one register-only AVX2 instruction; its callers run with AVX2.
-        unsafe { std::arch::asm!("vpmulhuw {r}, {a}, {b}", r = lateout(ymm_reg) r, a = in(ymm_reg) a, b = in(ymm_reg) b, options(pure, nomem, nostack, preserves_flags)) };
-        r
-    }
 
     /// Code a plane whose sides are whole blocks in place, two blocks a step (an odd last block
     /// of a row pairs with itself).

@@ -36,6 +36,7 @@ pub mod io;
 mod jpeg;
 pub mod ndimage;
 mod noise;
+mod simd;
 mod snow;
 mod spatter;
 mod weather_u8;
