@@ -898,7 +898,12 @@ pub(crate) fn defocus_blur_u8(x: &[u8], h: usize, w: usize, c: usize, severity: 
             if avx2_fma() {
                 if let Some(cq) = &plan.corr_pairs {
                     // SAFETY: the CPU supports AVX2 and FMA (checked just above).
-                    unsafe { defocus_rows_avx2(xb, cp, cs, h, w, c, &plan, cq, &mut out) };
+                    unsafe {
+                        match plan.g.len() {
+                            2 => defocus_rows_avx2::<2>(xb, cp, cs, h, w, c, &plan, cq, &mut out),
+                            _ => defocus_rows_avx2::<3>(xb, cp, cs, h, w, c, &plan, cq, &mut out),
+                        }
+                    };
                     return;
                 }
             }
@@ -1010,11 +1015,12 @@ unsafe fn group_sums<const N: usize>(xb: *const u16, cp: *const u16, g: &GroupOf
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn defocus_rows_avx2(xb: &[u16], cp: &[u16], cs: usize, h: usize, w: usize, c: usize, plan: &DefocusPlan, cq: &CorrPairs, out: &mut [u8]) {
+unsafe fn defocus_rows_avx2<const G: usize>(xb: &[u16], cp: &[u16], cs: usize, h: usize, w: usize, c: usize, plan: &DefocusPlan, cq: &CorrPairs, out: &mut [u8]) {
     use std::arch::x86_64::*;
     let (rw, rs, pad) = (w * c, block_stride(w * c), plan.pad);
-    let (g, gr) = (&plan.g, plan.g.len() - 1);
+    let gr = G - 1;
     let nr = 2 * gr + 1;
+    assert!(plan.g.len() == G && G <= 3);
     let reach = |gs: &[Group]| gs.iter().flat_map(|g| g.runs.iter().map(|r| (r.0, r.2)).chain(g.points.iter().map(|p| (p.0, p.1 + 1)))).fold((0, 0), |a, b| (a.0.max(b.0), a.1.max(b.1)));
     let ((jd, id), (jc, ic)) = (reach(&plan.disk), reach(&plan.corr));
     // Every read below: rows ≤ h − 1 + 2·pad + 1 of cp, columns ≤ 2·pad·c + rs of a row.
@@ -1052,18 +1058,18 @@ unsafe fn defocus_rows_avx2(xb: &[u16], cp: &[u16], cs: usize, h: usize, w: usiz
             disk_row(py, &mut ring);
         }
         let (nudge, lo, hi, scale) = (_mm256_set1_ps(1e-3), _mm256_setzero_ps(), _mm256_set1_ps(255.0), _mm256_set1_ps(cq.scale));
-        let gv: Vec<__m256> = g.iter().map(|&k| _mm256_set1_ps(k)).collect();
+        let gv: [__m256; G] = std::array::from_fn(|d| _mm256_set1_ps(plan.g[d]));
         let kp: Vec<__m256i> = cq.kp.iter().map(|&k| _mm256_set1_epi32(k)).collect();
-        let mut rows = vec![ring.as_ptr(); nr];
+        let mut rows = [ring.as_ptr(); 5];
         for y in 0..h {
             disk_row(y + 2 * gr, &mut ring);
-            for (d, r) in rows.iter_mut().enumerate() {
+            for (d, r) in rows.iter_mut().enumerate().take(nr) {
                 *r = ring.as_ptr().add(((y + d) % nr) * rs);
             }
             let v = vrow.as_mut_ptr().add(gr * c);
             for e in (0..rs).step_by(8) {
                 let mut a = _mm256_mul_ps(gv[0], _mm256_loadu_ps(rows[gr].add(e)));
-                for d in 1..=gr {
+                for d in 1..G {
                     a = _mm256_fmadd_ps(gv[d], _mm256_add_ps(_mm256_loadu_ps(rows[gr - d].add(e)), _mm256_loadu_ps(rows[gr + d].add(e))), a);
                 }
                 _mm256_storeu_ps(v.add(e), a);
@@ -1078,7 +1084,7 @@ unsafe fn defocus_rows_avx2(xb: &[u16], cp: &[u16], cs: usize, h: usize, w: usiz
             for e0 in (0..rw).step_by(32) {
                 let hz = |e: usize| {
                     let mut a = _mm256_mul_ps(gv[0], _mm256_loadu_ps(v.add(e)));
-                    for d in 1..=gr {
+                    for d in 1..G {
                         a = _mm256_fmadd_ps(gv[d], _mm256_add_ps(_mm256_loadu_ps(v.add(e - d * c)), _mm256_loadu_ps(v.add(e + d * c))), a);
                     }
                     a
