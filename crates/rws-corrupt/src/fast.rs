@@ -870,30 +870,19 @@ pub(crate) fn defocus_blur_u8(x: &[u8], h: usize, w: usize, c: usize, severity: 
     // lanes past w·c).
     let rs = block_stride(rw);
     let (ph, cs) = (h + 2 * pad, rs + 2 * pad * c);
-    let side: Vec<usize> = (0..pad).flat_map(|j| [j as isize - pad as isize, (w + j) as isize]).map(|i| boundary_index(i, w, Mode::Mirror).expect("mirror")).collect();
     let gr = plan.g.len() - 1;
     let mut out = vec![0u8; h * rw];
     scratch(&SCRATCH_U16_B, (ph + 1) * cs, |xb| {
         scratch(&SCRATCH_U16, (ph + 1) * cs, |cp| {
-            cp[..cs].iter_mut().for_each(|v| *v = 0);
-            for i in 0..ph {
-                let sy = boundary_index(i as isize - pad as isize, h, Mode::Mirror).expect("mirror");
-                let (src, xr) = (&x[sy * rw..(sy + 1) * rw], &mut xb[i * cs..(i + 1) * cs]);
-                for (o, &v) in xr[pad * c..pad * c + rw].iter_mut().zip(src) {
-                    *o = v as u16;
-                }
-                for j in 0..pad {
-                    let (l, r) = (side[2 * j], side[2 * j + 1]);
-                    for ch in 0..c {
-                        xr[j * c + ch] = src[l * c + ch] as u16;
-                        xr[(pad + w + j) * c + ch] = src[r * c + ch] as u16;
-                    }
-                }
-                let (done, next) = cp.split_at_mut((i + 1) * cs);
-                for ((o, &p), &v) in next[..cs].iter_mut().zip(&done[i * cs..]).zip(&*xr) {
-                    *o = p.wrapping_add(v);
-                }
+            #[cfg(target_arch = "x86_64")]
+            if std::is_x86_feature_detected!("avx2") {
+                // SAFETY: the CPU supports AVX2 (checked just above).
+                unsafe { pad_prefix_avx2(x, h, w, c, pad, cs, xb, cp) };
+            } else {
+                pad_prefix(x, h, w, c, pad, cs, xb, cp);
             }
+            #[cfg(not(target_arch = "x86_64"))]
+            pad_prefix(x, h, w, c, pad, cs, xb, cp);
             #[cfg(target_arch = "x86_64")]
             if avx2_fma() {
                 if let Some(cq) = &plan.corr_pairs {
@@ -1121,6 +1110,41 @@ unsafe fn defocus_rows_avx2<const G: usize>(xb: &[u16], cp: &[u16], cs: usize, h
                     o.copy_from_slice(&t[..n]);
                 }
             }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn pad_prefix_avx2(x: &[u8], h: usize, w: usize, c: usize, pad: usize, cs: usize, xb: &mut [u16], cp: &mut [u16]) {
+    pad_prefix(x, h, w, c, pad, cs, xb, cp)
+}
+
+/// The defocus input: `x` mirror-padded by `pad` pixels on every side as u16 rows of stride
+/// `cs` (xb), and its column prefix sums cp (row i = Σ of xb rows above i, wrapping).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn pad_prefix(x: &[u8], h: usize, w: usize, c: usize, pad: usize, cs: usize, xb: &mut [u16], cp: &mut [u16]) {
+    let rw = w * c;
+    let side: Vec<usize> = (0..pad).flat_map(|j| [j as isize - pad as isize, (w + j) as isize]).map(|i| boundary_index(i, w, Mode::Mirror).expect("mirror")).collect();
+    cp[..cs].iter_mut().for_each(|v| *v = 0);
+    for i in 0..h + 2 * pad {
+        let sy = boundary_index(i as isize - pad as isize, h, Mode::Mirror).expect("mirror");
+        let (src, xr) = (&x[sy * rw..(sy + 1) * rw], &mut xb[i * cs..(i + 1) * cs]);
+        for (o, &v) in xr[pad * c..pad * c + rw].iter_mut().zip(src) {
+            *o = v as u16;
+        }
+        for j in 0..pad {
+            let (l, r) = (side[2 * j], side[2 * j + 1]);
+            for ch in 0..c {
+                xr[j * c + ch] = src[l * c + ch] as u16;
+                xr[(pad + w + j) * c + ch] = src[r * c + ch] as u16;
+            }
+        }
+        let (done, next) = cp.split_at_mut((i + 1) * cs);
+        for ((o, &p), &v) in next[..cs].iter_mut().zip(&done[i * cs..]).zip(&*xr) {
+            *o = p.wrapping_add(v);
         }
     }
 }
