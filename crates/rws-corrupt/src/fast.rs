@@ -204,6 +204,8 @@ thread_local! {
     static SCRATCH_F32_B: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
     static SCRATCH_U16: std::cell::Cell<Vec<u16>> = const { std::cell::Cell::new(Vec::new()) };
     static SCRATCH_U16_B: std::cell::Cell<Vec<u16>> = const { std::cell::Cell::new(Vec::new()) };
+    static SCRATCH_I32: std::cell::Cell<Vec<i32>> = const { std::cell::Cell::new(Vec::new()) };
+    static SCRATCH_I16: std::cell::Cell<Vec<i16>> = const { std::cell::Cell::new(Vec::new()) };
     static SCRATCH_F64: std::cell::Cell<Vec<f64>> = const { std::cell::Cell::new(Vec::new()) };
     static SCRATCH_F64_B: std::cell::Cell<Vec<f64>> = const { std::cell::Cell::new(Vec::new()) };
 }
@@ -436,11 +438,10 @@ impl HPairs {
     #[target_feature(enable = "avx2")]
     unsafe fn run(&self, tr: &[f32], row: &mut [f32]) {
         use std::arch::x86_64::*;
-        let (mut q, mut z) = (self.q.borrow_mut(), self.z.borrow_mut());
-        let (c, rs, ts) = (self.c, self.rs, self.ts);
-        assert!(tr.len() >= ts && row.len() >= rs && ts % 16 == 0);
-        // SAFETY: every access below stays within ts values of tr, q and z (ts ≥ rs + (2rh+1)·c
-        // + 48, a multiple of 16), rs of row.
+        let mut q = self.q.borrow_mut();
+        let ts = self.ts;
+        assert!(tr.len() >= ts && ts % 16 == 0);
+        // SAFETY: every access below stays within ts values of tr and q.
         unsafe {
             let s = _mm256_set1_ps(128.0);
             for e in (0..ts).step_by(16) {
@@ -448,6 +449,23 @@ impl HPairs {
                 let b = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(tr.as_ptr().add(e + 8)), s));
                 _mm256_storeu_si256(q.as_mut_ptr().add(e) as *mut __m256i, _mm256_permute4x64_epi64(_mm256_packs_epi32(a, b), 0xD8));
             }
+            self.run_q(&q, row);
+        }
+    }
+
+    /// [`HPairs::run`] on the row already in 16-bit fixed point (7 fractional bits).
+    ///
+    /// # Safety
+    /// AVX2 present; `q` holds `ts` values, `row` rs.
+    #[target_feature(enable = "avx2")]
+    unsafe fn run_q(&self, q: &[i16], row: &mut [f32]) {
+        use std::arch::x86_64::*;
+        let mut z = self.z.borrow_mut();
+        let (c, rs, ts) = (self.c, self.rs, self.ts);
+        assert!(q.len() >= ts && row.len() >= rs && ts % 16 == 0);
+        // SAFETY: every access below stays within ts values of q and z (ts ≥ rs + (2rh+1)·c
+        // + 48, a multiple of 16), rs of row.
+        unsafe {
             let zn = ts - 16 - 16 * c.div_ceil(16);
             for e in (0..zn).step_by(16) {
                 let a = _mm256_loadu_si256(q.as_ptr().add(e) as *const __m256i);
@@ -600,6 +618,16 @@ pub(crate) fn gaussian_blur_u8(x: &[u8], h: usize, w: usize, c: usize, severity:
     }
     let k: Vec<f32> = k[k.len() / 2..].iter().map(|&v| v as f32).collect();
     let mut out = vec![0u8; h * w * c];
+    #[cfg(target_arch = "x86_64")]
+    if avx2_fma() {
+        let rs = block_stride(w * c);
+        let ts = (rs + (2 * k.len() - 1) * c + 48).div_ceil(16) * 16;
+        if let Some(hp) = HPairs::new(&k, c, rs, ts) {
+            // SAFETY: the CPU supports AVX2 and FMA (checked just above).
+            unsafe { gauss_rows_avx2(x, h, w, c, &k, &hp, &mut out) };
+            return out;
+        }
+    }
     scratch(&SCRATCH_F32_B, pad_rows_len(h, w, c, k.len() - 1), |xp| {
         pad_rows_f32(x, h, w, c, k.len() - 1, Mode::Nearest, xp);
         sym_sep_f32(xp, h, w, c, &k, &k, Mode::Nearest, |y, row| {
@@ -609,6 +637,113 @@ pub(crate) fn gaussian_blur_u8(x: &[u8], h: usize, w: usize, c: usize, severity:
         });
     });
     out
+}
+
+/// The AVX2 gaussian_blur of larger images. Vertical pass in exact integers: the image as i16
+/// (x·128, exact), stored once as pairs of consecutive rows (p, p+1) interleaved, so one
+/// `pmaddwd` weighs two taps of eight outputs against i16 weights on the scale 2^-s (s ≤ 16,
+/// largest that fits; they sum to exactly 2^s, so flat regions stay exact), summed in i32
+/// without rounding (≤ 2^16·32640 < 2^31). Then, per row, the border pads (mode Nearest) and the
+/// 16-bit horizontal pass of [`HPairs`], and the cast. Against the f32 filter, values move by
+/// the weights' quantisation (≤ 2^-s-1 each) on top of [`HPairs`]' rounding.
+///
+/// # Safety
+/// AVX2 and FMA present; `k` is the kernel's half (centre first) that `hp` was built from with
+/// rows of `block_stride(w·c)` values.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn gauss_rows_avx2(x: &[u8], h: usize, w: usize, c: usize, k: &[f32], hp: &HPairs, out: &mut [u8]) {
+    use std::arch::x86_64::*;
+    let (rw, rs, r) = (w * c, block_stride(w * c), k.len() - 1);
+    assert!(hp.rs == rs && hp.c == c && x.len() >= h * rw && out.len() >= h * rw);
+    let kmax = k.iter().fold(0f32, |a, &b| a.max(b)) as f64;
+    let sh = ((32767.0 / kmax).log2().floor() as i32).min(16);
+    let mut kq: Vec<i32> = (0..2 * r + 2).map(|t| if t <= 2 * r { (k[t.abs_diff(r)] as f64 * 2f64.powi(sh)).round() as i32 } else { 0 }).collect();
+    kq[r] += (1 << sh) - kq.iter().sum::<i32>();
+    assert!(kq.iter().all(|&v| (0..=i16::MAX as i32).contains(&v)));
+    let kp: Vec<__m256i> = kq.chunks_exact(2).map(|p| _mm256_set1_epi32((p[1] << 16) | p[0])).collect();
+    let ts = hp.ts;
+    let (nudge, lo, hi) = (_mm256_set1_ps(1e-3), _mm256_setzero_ps(), _mm256_set1_ps(255.0));
+    // Pair rows p = −r ..= h − 1 + r (row index p + r): lanes (x[p], x[p+1]) as i16, rows clamped.
+    let np = h + 2 * r;
+    scratch(&SCRATCH_I32, np * rs, |pr| {
+        let row16 = |y: isize, e: usize| -> __m256i {
+            let y = y.clamp(0, h as isize - 1) as usize;
+            let src = &x[y * rw..(y + 1) * rw];
+            // SAFETY: 16 bytes read from src when they exist, else from a zero-padded copy.
+            let b = if e + 16 <= rw {
+                unsafe { _mm_loadu_si128(src.as_ptr().add(e) as *const __m128i) }
+            } else {
+                let mut t = [0u8; 16];
+                if e < rw {
+                    t[..rw - e].copy_from_slice(&src[e..]);
+                }
+                unsafe { _mm_loadu_si128(t.as_ptr() as *const __m128i) }
+            };
+            _mm256_slli_epi16(_mm256_cvtepu8_epi16(b), 7)
+        };
+        for (pi, prow) in pr.chunks_exact_mut(rs).enumerate() {
+            let p = pi as isize - r as isize;
+            for e in (0..rs).step_by(16) {
+                let (a, b) = (row16(p, e), row16(p + 1, e));
+                let (l, u) = (_mm256_unpacklo_epi16(a, b), _mm256_unpackhi_epi16(a, b));
+                // SAFETY: e + 16 ≤ rs values of prow.
+                unsafe {
+                    _mm256_storeu_si256(prow.as_mut_ptr().add(e) as *mut __m256i, _mm256_permute2x128_si256(l, u, 0x20));
+                    _mm256_storeu_si256(prow.as_mut_ptr().add(e + 8) as *mut __m256i, _mm256_permute2x128_si256(l, u, 0x31));
+                }
+            }
+        }
+        let mut row = vec![0f32; rs];
+        let half = _mm256_set1_epi32(1 << (sh - 1));
+        let sc = _mm_cvtsi32_si128(sh);
+        scratch(&SCRATCH_I16, h * ts, |qi| {
+        // Column strips of 32 values, all rows down: the strip's pair rows stay in L1.
+        for e0 in (0..rs).step_by(32) {
+            for y in 0..h {
+                let mut acc = [_mm256_setzero_si256(); 4];
+                for (m, kv) in kp.iter().enumerate() {
+                    // Pair row y − r + 2m at index y + 2m.
+                    let p = pr[(y + 2 * m) * rs + e0..][..32].as_ptr();
+                    for (i, a) in acc.iter_mut().enumerate() {
+                        // SAFETY: 32 values of p exist (sliced above).
+                        *a = _mm256_add_epi32(*a, _mm256_madd_epi16(unsafe { _mm256_loadu_si256(p.add(8 * i) as *const __m256i) }, *kv));
+                    }
+                }
+                // To 7 fractional bits, rounded (the input of HPairs).
+                let v: [__m256i; 4] = std::array::from_fn(|i| _mm256_sra_epi32(_mm256_add_epi32(acc[i], half), sc));
+                let d = &mut qi[y * ts + r * c + e0..][..32];
+                // SAFETY: 32 values of d.
+                unsafe {
+                    _mm256_storeu_si256(d.as_mut_ptr() as *mut __m256i, _mm256_permute4x64_epi64(_mm256_packs_epi32(v[0], v[1]), 0xD8));
+                    _mm256_storeu_si256(d.as_mut_ptr().add(16) as *mut __m256i, _mm256_permute4x64_epi64(_mm256_packs_epi32(v[2], v[3]), 0xD8));
+                }
+            }
+        }
+        for y in 0..h {
+            let q = &mut qi[y * ts..(y + 1) * ts];
+            for j in 0..r * c {
+                q[j] = q[r * c + j % c];
+                q[r * c + rw + j] = q[r * c + rw - c + j % c];
+            }
+            // SAFETY: AVX2 present; q holds ts values, row rs.
+            unsafe { hp.run_q(q, &mut row) };
+            let o = &mut out[y * rw..(y + 1) * rw];
+            for e0 in (0..rw).step_by(32) {
+                // cast_nudged, 32 values at once (row holds rs ≥ e0 + 32 values).
+                let f = |i: usize| unsafe { _mm256_cvttps_epi32(_mm256_min_ps(_mm256_max_ps(_mm256_add_ps(_mm256_loadu_ps(row.as_ptr().add(e0 + 8 * i)), nudge), lo), hi)) };
+                let p0 = _mm256_permute4x64_epi64(_mm256_packs_epi32(f(0), f(1)), 0xD8);
+                let p1 = _mm256_permute4x64_epi64(_mm256_packs_epi32(f(2), f(3)), 0xD8);
+                let b = _mm256_permute4x64_epi64(_mm256_packus_epi16(p0, p1), 0xD8);
+                let mut t = [0u8; 32];
+                // SAFETY: 32 bytes of t.
+                unsafe { _mm256_storeu_si256(t.as_mut_ptr() as *mut __m256i, b) };
+                let n = (rw - e0).min(32);
+                o[e0..e0 + n].copy_from_slice(&t[..n]);
+            }
+        }
+        });
+    });
 }
 
 /// `src` (HWC) padded by `ry` rows and `rx` columns under `mode`.
