@@ -440,7 +440,7 @@ impl HPairs {
         use std::arch::x86_64::*;
         let mut q = self.q.borrow_mut();
         let ts = self.ts;
-        assert!(tr.len() >= ts && ts % 16 == 0);
+        assert!(tr.len() >= ts && ts.is_multiple_of(16));
         // SAFETY: every access below stays within ts values of tr and q.
         unsafe {
             let s = _mm256_set1_ps(128.0);
@@ -462,7 +462,7 @@ impl HPairs {
         use std::arch::x86_64::*;
         let mut z = self.z.borrow_mut();
         let (c, rs, ts) = (self.c, self.rs, self.ts);
-        assert!(q.len() >= ts && row.len() >= rs && ts % 16 == 0);
+        assert!(q.len() >= ts && row.len() >= rs && ts.is_multiple_of(16));
         // SAFETY: every access below stays within ts values of q and z (ts ≥ rs + (2rh+1)·c
         // + 48, a multiple of 16), rs of row.
         unsafe {
@@ -1005,7 +1005,6 @@ pub(crate) fn defocus_blur_u8(x: &[u8], h: usize, w: usize, c: usize, severity: 
     // lanes past w·c).
     let rs = block_stride(rw);
     let (ph, cs) = (h + 2 * pad, rs + 2 * pad * c);
-    let gr = plan.g.len() - 1;
     let mut out = vec![0u8; h * rw];
     scratch(&SCRATCH_U16_B, (ph + 1) * cs, |xb| {
         scratch(&SCRATCH_U16, (ph + 1) * cs, |cp| {
@@ -1031,28 +1030,37 @@ pub(crate) fn defocus_blur_u8(x: &[u8], h: usize, w: usize, c: usize, severity: 
                     return;
                 }
             }
-            scratch(&SCRATCH_F32_B, (h + 2 * gr) * rs, |d| {
-                for y in 0..h {
-                    add_groups(xb, cp, cs, c, y, &plan.disk, &mut d[(y + gr) * rs..][..rs], true);
-                }
-                for j in 0..gr {
-                    for (py, sy) in [(j, boundary_index(j as isize - gr as isize, h, Mode::Mirror)), (h + gr + j, boundary_index((h + j) as isize, h, Mode::Mirror))] {
-                        let sy = sy.expect("mirror") + gr;
-                        d.copy_within(sy * rs..(sy + 1) * rs, py * rs);
-                    }
-                }
-                let mut row = vec![0f32; rs];
-                sym_sep_f32(d, h, w, c, &plan.g, &plan.g, Mode::Mirror, |y, v| {
-                    row[..rw].copy_from_slice(v);
-                    add_groups(xb, cp, cs, c, y, &plan.corr, &mut row, false);
-                    for (o, &v) in out[y * rw..(y + 1) * rw].iter_mut().zip(&row) {
-                        *o = cast_nudged(v);
-                    }
-                });
-            });
+            defocus_rows(xb, cp, cs, h, w, c, &plan, &mut out);
         });
     });
     out
+}
+
+/// The portable rows of the larger images' defocus: the disk sums of all rows into an f32
+/// image (mirror-padded by the Gaussian's reach), the separable Gaussian, then the correction
+/// groups and the cast per output row.
+#[allow(clippy::too_many_arguments)]
+fn defocus_rows(xb: &[u16], cp: &[u16], cs: usize, h: usize, w: usize, c: usize, plan: &DefocusPlan, out: &mut [u8]) {
+    let (rw, rs, gr) = (w * c, block_stride(w * c), plan.g.len() - 1);
+    scratch(&SCRATCH_F32_B, (h + 2 * gr) * rs, |d| {
+        for y in 0..h {
+            add_groups(xb, cp, cs, c, y, &plan.disk, &mut d[(y + gr) * rs..][..rs], true);
+        }
+        for j in 0..gr {
+            for (py, sy) in [(j, boundary_index(j as isize - gr as isize, h, Mode::Mirror)), (h + gr + j, boundary_index((h + j) as isize, h, Mode::Mirror))] {
+                let sy = sy.expect("mirror") + gr;
+                d.copy_within(sy * rs..(sy + 1) * rs, py * rs);
+            }
+        }
+        let mut row = vec![0f32; rs];
+        sym_sep_f32(d, h, w, c, &plan.g, &plan.g, Mode::Mirror, |y, v| {
+            row[..rw].copy_from_slice(v);
+            add_groups(xb, cp, cs, c, y, &plan.corr, &mut row, false);
+            for (o, &v) in out[y * rw..(y + 1) * rw].iter_mut().zip(&row) {
+                *o = cast_nudged(v);
+            }
+        });
+    });
 }
 
 /// The correction groups' weights for `pmaddwd`: each group's u16 sum (≤ 128 points, so a
@@ -1193,8 +1201,8 @@ unsafe fn defocus_rows_avx2<const G: usize>(xb: &[u16], cp: &[u16], cs: usize, h
             let v = vrow.as_mut_ptr().add(gr * c);
             for e in (0..rs).step_by(8) {
                 let mut a = _mm256_mul_ps(gv[0], _mm256_loadu_ps(rows[gr].add(e)));
-                for d in 1..G {
-                    a = _mm256_fmadd_ps(gv[d], _mm256_add_ps(_mm256_loadu_ps(rows[gr - d].add(e)), _mm256_loadu_ps(rows[gr + d].add(e))), a);
+                for (d, k) in gv.iter().enumerate().skip(1) {
+                    a = _mm256_fmadd_ps(*k, _mm256_add_ps(_mm256_loadu_ps(rows[gr - d].add(e)), _mm256_loadu_ps(rows[gr + d].add(e))), a);
                 }
                 _mm256_storeu_ps(v.add(e), a);
             }
@@ -1208,8 +1216,8 @@ unsafe fn defocus_rows_avx2<const G: usize>(xb: &[u16], cp: &[u16], cs: usize, h
             for e0 in (0..rw).step_by(32) {
                 let hz = |e: usize| {
                     let mut a = _mm256_mul_ps(gv[0], _mm256_loadu_ps(v.add(e)));
-                    for d in 1..G {
-                        a = _mm256_fmadd_ps(gv[d], _mm256_add_ps(_mm256_loadu_ps(v.add(e - d * c)), _mm256_loadu_ps(v.add(e + d * c))), a);
+                    for (d, k) in gv.iter().enumerate().skip(1) {
+                        a = _mm256_fmadd_ps(*k, _mm256_add_ps(_mm256_loadu_ps(v.add(e - d * c)), _mm256_loadu_ps(v.add(e + d * c))), a);
                     }
                     a
                 };
@@ -1439,6 +1447,37 @@ mod tests {
             add_groups_impl(&xb, &cp, cs, c, y, groups, &mut b, false);
         }
         assert!(a == b);
+    }
+
+    /// The fused AVX2 defocus rows and the portable rows agree to the cast's ±1 (the paths
+    /// round differently: f32 sums in another order, the correction's i16 weights).
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn defocus_fused_rows_match_portable_rows() {
+        if !avx2_fma() {
+            return;
+        }
+        let (h, w, c) = (70, 81, 3);
+        let x: Vec<u8> = (0..h * w * c).map(|i| (((i / (w * c)) as f64 * 0.3).sin() * 90.0 + 128.0 + ((i * 7919) % 37) as f64) as u8).collect();
+        for (r, a) in [(6.0, 0.5), (10.0, 0.5)] {
+            let plan = DefocusPlan::new(r, a);
+            let (pad, rs) = (plan.pad, block_stride(w * c));
+            let cs = rs + 2 * pad * c;
+            let (mut xb, mut cp) = (vec![0u16; (h + 2 * pad + 1) * cs], vec![0u16; (h + 2 * pad + 1) * cs]);
+            pad_prefix(&x, h, w, c, pad, cs, &mut xb, &mut cp);
+            let (mut a1, mut a2) = (vec![0u8; h * w * c], vec![0u8; h * w * c]);
+            defocus_rows(&xb, &cp, cs, h, w, c, &plan, &mut a1);
+            let cq = plan.corr_pairs.as_ref().unwrap();
+            // SAFETY: AVX2 and FMA checked above.
+            unsafe {
+                match plan.g.len() {
+                    2 => defocus_rows_avx2::<2>(&xb, &cp, cs, h, w, c, &plan, cq, &mut a2),
+                    _ => defocus_rows_avx2::<3>(&xb, &cp, cs, h, w, c, &plan, cq, &mut a2),
+                }
+            };
+            let same = a1.iter().zip(&a2).filter(|(p, q)| p == q).count() as f64 / a1.len() as f64;
+            assert!(a1.iter().zip(&a2).all(|(p, q)| p.abs_diff(*q) <= 1) && same > 0.99, "r {r}: {same}");
+        }
     }
 
     /// motion_blur is random (its angle): the AVX2 build must give the portable build's bytes.
