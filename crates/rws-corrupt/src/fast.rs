@@ -576,6 +576,9 @@ static UNIT_LUT: [f64; 256] = {
     a
 };
 
+/// Small images: the float path's correlate_rows then correlate_cols in f64 (same bytes).
+/// Larger ones: with AVX2, [`gauss_rows_avx2`] (integer vertical pass, 16-bit horizontal pass);
+/// otherwise, or for kernels that are nearly one tap, the f32 [`sym_sep_f32`].
 pub(crate) fn gaussian_blur_u8(x: &[u8], h: usize, w: usize, c: usize, severity: usize, p: ParamSet) -> Vec<u8> {
     let sigma = blur::gaussian_sigma(severity, p);
     let k = crate::ndimage::gaussian_kernel1d(sigma, 4.0);
@@ -962,7 +965,8 @@ fn add_groups_block<const N: usize>(xb: &[u16], cp: &[u16], cs: usize, c: usize,
 /// (same bytes). Larger ones: K = G ⊛ D + E with D the uniform disk, G the anti-alias Gaussian
 /// and E what the reference adds by blurring the disk inside its own grid. The disk and E are
 /// sums of uint8 values over integer point sets (column runs of exact u16 prefix sums, 16 lanes),
-/// G a separable f32 filter between them.
+/// G a separable f32 filter between them. With AVX2 all three run fused, one output row at a
+/// time ([`defocus_rows_avx2`]); otherwise pass by pass ([`defocus_rows`]).
 pub(crate) fn defocus_blur_u8(x: &[u8], h: usize, w: usize, c: usize, severity: usize, p: ParamSet) -> Vec<u8> {
     let (r, a) = blur::defocus_params(severity, p);
     // The plan depends on (r, a) only: built once per thread.
