@@ -1074,7 +1074,7 @@ fn defocus_rows(xb: &[u16], cp: &[u16], cs: usize, h: usize, w: usize, c: usize,
 /// scale over all points). One multiply-add then weighs two groups, where converting each group
 /// to f32 takes seven instructions.
 struct CorrPairs {
-    /// (k[2m], k[2m+1]) as the low and high i16 halves of one i32 (a missing last group weighs 0).
+    /// `(k[2m], k[2m+1])` as the low and high i16 halves of one i32 (a missing last group weighs 0).
     kp: Vec<i32>,
     scale: f32,
 }
