@@ -203,7 +203,9 @@ thread_local! {
     static SCRATCH_F32: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
     static SCRATCH_F32_B: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
     static SCRATCH_U16: std::cell::Cell<Vec<u16>> = const { std::cell::Cell::new(Vec::new()) };
-    static SCRATCH_U8: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+    static SCRATCH_U16_B: std::cell::Cell<Vec<u16>> = const { std::cell::Cell::new(Vec::new()) };
+    static SCRATCH_I32: std::cell::Cell<Vec<i32>> = const { std::cell::Cell::new(Vec::new()) };
+    static SCRATCH_I16: std::cell::Cell<Vec<i16>> = const { std::cell::Cell::new(Vec::new()) };
     static SCRATCH_F64: std::cell::Cell<Vec<f64>> = const { std::cell::Cell::new(Vec::new()) };
     static SCRATCH_F64_B: std::cell::Cell<Vec<f64>> = const { std::cell::Cell::new(Vec::new()) };
 }
@@ -436,11 +438,10 @@ impl HPairs {
     #[target_feature(enable = "avx2")]
     unsafe fn run(&self, tr: &[f32], row: &mut [f32]) {
         use std::arch::x86_64::*;
-        let (mut q, mut z) = (self.q.borrow_mut(), self.z.borrow_mut());
-        let (c, rs, ts) = (self.c, self.rs, self.ts);
-        assert!(tr.len() >= ts && row.len() >= rs && ts % 16 == 0);
-        // SAFETY: every access below stays within ts values of tr, q and z (ts ≥ rs + (2rh+1)·c
-        // + 48, a multiple of 16), rs of row.
+        let mut q = self.q.borrow_mut();
+        let ts = self.ts;
+        assert!(tr.len() >= ts && ts.is_multiple_of(16));
+        // SAFETY: every access below stays within ts values of tr and q.
         unsafe {
             let s = _mm256_set1_ps(128.0);
             for e in (0..ts).step_by(16) {
@@ -448,6 +449,23 @@ impl HPairs {
                 let b = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(tr.as_ptr().add(e + 8)), s));
                 _mm256_storeu_si256(q.as_mut_ptr().add(e) as *mut __m256i, _mm256_permute4x64_epi64(_mm256_packs_epi32(a, b), 0xD8));
             }
+            self.run_q(&q, row);
+        }
+    }
+
+    /// [`HPairs::run`] on the row already in 16-bit fixed point (7 fractional bits).
+    ///
+    /// # Safety
+    /// AVX2 present; `q` holds `ts` values, `row` rs.
+    #[target_feature(enable = "avx2")]
+    unsafe fn run_q(&self, q: &[i16], row: &mut [f32]) {
+        use std::arch::x86_64::*;
+        let mut z = self.z.borrow_mut();
+        let (c, rs, ts) = (self.c, self.rs, self.ts);
+        assert!(q.len() >= ts && row.len() >= rs && ts.is_multiple_of(16));
+        // SAFETY: every access below stays within ts values of q and z (ts ≥ rs + (2rh+1)·c
+        // + 48, a multiple of 16), rs of row.
+        unsafe {
             let zn = ts - 16 - 16 * c.div_ceil(16);
             for e in (0..zn).step_by(16) {
                 let a = _mm256_loadu_si256(q.as_ptr().add(e) as *const __m256i);
@@ -558,6 +576,9 @@ static UNIT_LUT: [f64; 256] = {
     a
 };
 
+/// Small images: the float path's correlate_rows then correlate_cols in f64 (same bytes).
+/// Larger ones: with AVX2, [`gauss_rows_avx2`] (integer vertical pass, 16-bit horizontal pass);
+/// otherwise, or for kernels that are nearly one tap, the f32 [`sym_sep_f32`].
 pub(crate) fn gaussian_blur_u8(x: &[u8], h: usize, w: usize, c: usize, severity: usize, p: ParamSet) -> Vec<u8> {
     let sigma = blur::gaussian_sigma(severity, p);
     let k = crate::ndimage::gaussian_kernel1d(sigma, 4.0);
@@ -600,6 +621,16 @@ pub(crate) fn gaussian_blur_u8(x: &[u8], h: usize, w: usize, c: usize, severity:
     }
     let k: Vec<f32> = k[k.len() / 2..].iter().map(|&v| v as f32).collect();
     let mut out = vec![0u8; h * w * c];
+    #[cfg(target_arch = "x86_64")]
+    if avx2_fma() {
+        let rs = block_stride(w * c);
+        let ts = (rs + (2 * k.len() - 1) * c + 48).div_ceil(16) * 16;
+        if let Some(hp) = HPairs::new(&k, c, rs, ts) {
+            // SAFETY: the CPU supports AVX2 and FMA (checked just above).
+            unsafe { gauss_rows_avx2(x, h, w, c, &k, &hp, &mut out) };
+            return out;
+        }
+    }
     scratch(&SCRATCH_F32_B, pad_rows_len(h, w, c, k.len() - 1), |xp| {
         pad_rows_f32(x, h, w, c, k.len() - 1, Mode::Nearest, xp);
         sym_sep_f32(xp, h, w, c, &k, &k, Mode::Nearest, |y, row| {
@@ -609,6 +640,113 @@ pub(crate) fn gaussian_blur_u8(x: &[u8], h: usize, w: usize, c: usize, severity:
         });
     });
     out
+}
+
+/// The AVX2 gaussian_blur of larger images. Vertical pass in exact integers: the image as i16
+/// (x·128, exact), stored once as pairs of consecutive rows (p, p+1) interleaved, so one
+/// `pmaddwd` weighs two taps of eight outputs against i16 weights on the scale 2^-s (s ≤ 16,
+/// largest that fits; they sum to exactly 2^s, so flat regions stay exact), summed in i32
+/// without rounding (≤ 2^16·32640 < 2^31). Then, per row, the border pads (mode Nearest) and the
+/// 16-bit horizontal pass of [`HPairs`], and the cast. Against the f32 filter, values move by
+/// the weights' quantisation (≤ 2^-s-1 each) on top of [`HPairs`]' rounding.
+///
+/// # Safety
+/// AVX2 and FMA present; `k` is the kernel's half (centre first) that `hp` was built from with
+/// rows of `block_stride(w·c)` values.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn gauss_rows_avx2(x: &[u8], h: usize, w: usize, c: usize, k: &[f32], hp: &HPairs, out: &mut [u8]) {
+    use std::arch::x86_64::*;
+    let (rw, rs, r) = (w * c, block_stride(w * c), k.len() - 1);
+    assert!(hp.rs == rs && hp.c == c && x.len() >= h * rw && out.len() >= h * rw);
+    let kmax = k.iter().fold(0f32, |a, &b| a.max(b)) as f64;
+    let sh = ((32767.0 / kmax).log2().floor() as i32).min(16);
+    let mut kq: Vec<i32> = (0..2 * r + 2).map(|t| if t <= 2 * r { (k[t.abs_diff(r)] as f64 * 2f64.powi(sh)).round() as i32 } else { 0 }).collect();
+    kq[r] += (1 << sh) - kq.iter().sum::<i32>();
+    assert!(kq.iter().all(|&v| (0..=i16::MAX as i32).contains(&v)));
+    let kp: Vec<__m256i> = kq.chunks_exact(2).map(|p| _mm256_set1_epi32((p[1] << 16) | p[0])).collect();
+    let ts = hp.ts;
+    let (nudge, lo, hi) = (_mm256_set1_ps(1e-3), _mm256_setzero_ps(), _mm256_set1_ps(255.0));
+    // Pair rows p = −r ..= h − 1 + r (row index p + r): lanes (x[p], x[p+1]) as i16, rows clamped.
+    let np = h + 2 * r;
+    scratch(&SCRATCH_I32, np * rs, |pr| {
+        let row16 = |y: isize, e: usize| -> __m256i {
+            let y = y.clamp(0, h as isize - 1) as usize;
+            let src = &x[y * rw..(y + 1) * rw];
+            // SAFETY: 16 bytes read from src when they exist, else from a zero-padded copy.
+            let b = if e + 16 <= rw {
+                unsafe { _mm_loadu_si128(src.as_ptr().add(e) as *const __m128i) }
+            } else {
+                let mut t = [0u8; 16];
+                if e < rw {
+                    t[..rw - e].copy_from_slice(&src[e..]);
+                }
+                unsafe { _mm_loadu_si128(t.as_ptr() as *const __m128i) }
+            };
+            _mm256_slli_epi16(_mm256_cvtepu8_epi16(b), 7)
+        };
+        for (pi, prow) in pr.chunks_exact_mut(rs).enumerate() {
+            let p = pi as isize - r as isize;
+            for e in (0..rs).step_by(16) {
+                let (a, b) = (row16(p, e), row16(p + 1, e));
+                let (l, u) = (_mm256_unpacklo_epi16(a, b), _mm256_unpackhi_epi16(a, b));
+                // SAFETY: e + 16 ≤ rs values of prow.
+                unsafe {
+                    _mm256_storeu_si256(prow.as_mut_ptr().add(e) as *mut __m256i, _mm256_permute2x128_si256(l, u, 0x20));
+                    _mm256_storeu_si256(prow.as_mut_ptr().add(e + 8) as *mut __m256i, _mm256_permute2x128_si256(l, u, 0x31));
+                }
+            }
+        }
+        let mut row = vec![0f32; rs];
+        let half = _mm256_set1_epi32(1 << (sh - 1));
+        let sc = _mm_cvtsi32_si128(sh);
+        scratch(&SCRATCH_I16, h * ts, |qi| {
+        // Column strips of 32 values, all rows down: the strip's pair rows stay in L1.
+        for e0 in (0..rs).step_by(32) {
+            for y in 0..h {
+                let mut acc = [_mm256_setzero_si256(); 4];
+                for (m, kv) in kp.iter().enumerate() {
+                    // Pair row y − r + 2m at index y + 2m.
+                    let p = pr[(y + 2 * m) * rs + e0..][..32].as_ptr();
+                    for (i, a) in acc.iter_mut().enumerate() {
+                        // SAFETY: 32 values of p exist (sliced above).
+                        *a = _mm256_add_epi32(*a, _mm256_madd_epi16(unsafe { _mm256_loadu_si256(p.add(8 * i) as *const __m256i) }, *kv));
+                    }
+                }
+                // To 7 fractional bits, rounded (the input of HPairs).
+                let v: [__m256i; 4] = std::array::from_fn(|i| _mm256_sra_epi32(_mm256_add_epi32(acc[i], half), sc));
+                let d = &mut qi[y * ts + r * c + e0..][..32];
+                // SAFETY: 32 values of d.
+                unsafe {
+                    _mm256_storeu_si256(d.as_mut_ptr() as *mut __m256i, _mm256_permute4x64_epi64(_mm256_packs_epi32(v[0], v[1]), 0xD8));
+                    _mm256_storeu_si256(d.as_mut_ptr().add(16) as *mut __m256i, _mm256_permute4x64_epi64(_mm256_packs_epi32(v[2], v[3]), 0xD8));
+                }
+            }
+        }
+        for y in 0..h {
+            let q = &mut qi[y * ts..(y + 1) * ts];
+            for j in 0..r * c {
+                q[j] = q[r * c + j % c];
+                q[r * c + rw + j] = q[r * c + rw - c + j % c];
+            }
+            // SAFETY: AVX2 present; q holds ts values, row rs.
+            unsafe { hp.run_q(q, &mut row) };
+            let o = &mut out[y * rw..(y + 1) * rw];
+            for e0 in (0..rw).step_by(32) {
+                // cast_nudged, 32 values at once (row holds rs ≥ e0 + 32 values).
+                let f = |i: usize| unsafe { _mm256_cvttps_epi32(_mm256_min_ps(_mm256_max_ps(_mm256_add_ps(_mm256_loadu_ps(row.as_ptr().add(e0 + 8 * i)), nudge), lo), hi)) };
+                let p0 = _mm256_permute4x64_epi64(_mm256_packs_epi32(f(0), f(1)), 0xD8);
+                let p1 = _mm256_permute4x64_epi64(_mm256_packs_epi32(f(2), f(3)), 0xD8);
+                let b = _mm256_permute4x64_epi64(_mm256_packus_epi16(p0, p1), 0xD8);
+                let mut t = [0u8; 32];
+                // SAFETY: 32 bytes of t.
+                unsafe { _mm256_storeu_si256(t.as_mut_ptr() as *mut __m256i, b) };
+                let n = (rw - e0).min(32);
+                o[e0..e0 + n].copy_from_slice(&t[..n]);
+            }
+        }
+        });
+    });
 }
 
 /// `src` (HWC) padded by `ry` rows and `rx` columns under `mode`.
@@ -650,6 +788,8 @@ struct DefocusPlan {
     g: Vec<f32>,
     disk: Vec<Group>,
     corr: Vec<Group>,
+    /// `corr` for the fused AVX2 rows ([`CorrPairs`]); None when a group is too large for i16.
+    corr_pairs: Option<CorrPairs>,
     /// The reference kernel and its side, for the small images' exact path.
     k: Vec<f64>,
     n: usize,
@@ -752,7 +892,8 @@ impl DefocusPlan {
         if dropped.abs() > 1e-7 {
             corr.push(Group { w: dropped as f32, runs: Vec::new(), points: vec![(pad, pad)] });
         }
-        DefocusPlan { pad, g: g64[gr..].iter().map(|&v| v as f32).collect(), disk, corr, k, n }
+        let corr_pairs = CorrPairs::new(&corr);
+        DefocusPlan { pad, g: g64[gr..].iter().map(|&v| v as f32).collect(), disk, corr, corr_pairs, k, n }
     }
 }
 
@@ -761,7 +902,7 @@ impl DefocusPlan {
 /// padded image and cp its column prefix sums (both of row stride `cs`, pixel stride `c`):
 /// exact u16 sums per group, each block's sum kept in registers over all runs of its group.
 #[allow(clippy::too_many_arguments)]
-fn add_groups(xb: &[u8], cp: &[u16], cs: usize, c: usize, y: usize, groups: &[Group], out: &mut [f32], overwrite: bool) {
+fn add_groups(xb: &[u16], cp: &[u16], cs: usize, c: usize, y: usize, groups: &[Group], out: &mut [f32], overwrite: bool) {
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU supports AVX2 (checked just above).
@@ -773,13 +914,13 @@ fn add_groups(xb: &[u8], cp: &[u16], cs: usize, c: usize, y: usize, groups: &[Gr
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn add_groups_avx2(xb: &[u8], cp: &[u16], cs: usize, c: usize, y: usize, groups: &[Group], out: &mut [f32], overwrite: bool) {
+unsafe fn add_groups_avx2(xb: &[u16], cp: &[u16], cs: usize, c: usize, y: usize, groups: &[Group], out: &mut [f32], overwrite: bool) {
     add_groups_impl(xb, cp, cs, c, y, groups, out, overwrite)
 }
 
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn add_groups_impl(xb: &[u8], cp: &[u16], cs: usize, c: usize, y: usize, groups: &[Group], out: &mut [f32], overwrite: bool) {
+fn add_groups_impl(xb: &[u16], cp: &[u16], cs: usize, c: usize, y: usize, groups: &[Group], out: &mut [f32], overwrite: bool) {
     // 128 u16 lanes (eight AVX vectors) per block, a last block of 64 when the row needs it.
     let wide = out.len() / 128 * 128;
     for x0 in (0..wide).step_by(128) {
@@ -792,7 +933,7 @@ fn add_groups_impl(xb: &[u8], cp: &[u16], cs: usize, c: usize, y: usize, groups:
 
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn add_groups_block<const N: usize>(xb: &[u8], cp: &[u16], cs: usize, c: usize, y: usize, groups: &[Group], x0: usize, o: &mut [f32; N], overwrite: bool) {
+fn add_groups_block<const N: usize>(xb: &[u16], cp: &[u16], cs: usize, c: usize, y: usize, groups: &[Group], x0: usize, o: &mut [f32; N], overwrite: bool) {
     for (gi, g) in groups.iter().enumerate() {
         let mut acc = [0u16; N];
         for &(j, i0, i1) in &g.runs {
@@ -803,9 +944,9 @@ fn add_groups_block<const N: usize>(xb: &[u8], cp: &[u16], cs: usize, c: usize, 
             }
         }
         for &(j, i) in &g.points {
-            let v: &[u8; N] = xb[(y + i) * cs + j * c + x0..][..N].try_into().unwrap();
+            let v: &[u16; N] = xb[(y + i) * cs + j * c + x0..][..N].try_into().unwrap();
             for i in 0..N {
-                acc[i] = acc[i].wrapping_add(v[i] as u16);
+                acc[i] = acc[i].wrapping_add(v[i]);
             }
         }
         if overwrite && gi == 0 {
@@ -824,7 +965,8 @@ fn add_groups_block<const N: usize>(xb: &[u8], cp: &[u16], cs: usize, c: usize, 
 /// (same bytes). Larger ones: K = G ⊛ D + E with D the uniform disk, G the anti-alias Gaussian
 /// and E what the reference adds by blurring the disk inside its own grid. The disk and E are
 /// sums of uint8 values over integer point sets (column runs of exact u16 prefix sums, 16 lanes),
-/// G a separable f32 filter between them.
+/// G a separable f32 filter between them. With AVX2 all three run fused, one output row at a
+/// time ([`defocus_rows_avx2`]); otherwise pass by pass ([`defocus_rows`]).
 pub(crate) fn defocus_blur_u8(x: &[u8], h: usize, w: usize, c: usize, severity: usize, p: ParamSet) -> Vec<u8> {
     let (r, a) = blur::defocus_params(severity, p);
     // The plan depends on (r, a) only: built once per thread.
@@ -867,48 +1009,291 @@ pub(crate) fn defocus_blur_u8(x: &[u8], h: usize, w: usize, c: usize, severity: 
     // lanes past w·c).
     let rs = block_stride(rw);
     let (ph, cs) = (h + 2 * pad, rs + 2 * pad * c);
-    let side: Vec<usize> = (0..pad).flat_map(|j| [j as isize - pad as isize, (w + j) as isize]).map(|i| boundary_index(i, w, Mode::Mirror).expect("mirror")).collect();
-    let gr = plan.g.len() - 1;
     let mut out = vec![0u8; h * rw];
-    scratch(&SCRATCH_U8, (ph + 1) * cs, |xb| {
+    scratch(&SCRATCH_U16_B, (ph + 1) * cs, |xb| {
         scratch(&SCRATCH_U16, (ph + 1) * cs, |cp| {
-            cp[..cs].iter_mut().for_each(|v| *v = 0);
-            for i in 0..ph {
-                let sy = boundary_index(i as isize - pad as isize, h, Mode::Mirror).expect("mirror");
-                let (src, xr) = (&x[sy * rw..(sy + 1) * rw], &mut xb[i * cs..(i + 1) * cs]);
-                xr[pad * c..pad * c + rw].copy_from_slice(src);
-                for j in 0..pad {
-                    let (l, r) = (side[2 * j], side[2 * j + 1]);
-                    xr[j * c..(j + 1) * c].copy_from_slice(&src[l * c..(l + 1) * c]);
-                    xr[(pad + w + j) * c..(pad + w + j + 1) * c].copy_from_slice(&src[r * c..(r + 1) * c]);
-                }
-                let (done, next) = cp.split_at_mut((i + 1) * cs);
-                for ((o, &p), &v) in next[..cs].iter_mut().zip(&done[i * cs..]).zip(&*xr) {
-                    *o = p.wrapping_add(v as u16);
+            #[cfg(target_arch = "x86_64")]
+            if std::is_x86_feature_detected!("avx2") {
+                // SAFETY: the CPU supports AVX2 (checked just above).
+                unsafe { pad_prefix_avx2(x, h, w, c, pad, cs, xb, cp) };
+            } else {
+                pad_prefix(x, h, w, c, pad, cs, xb, cp);
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            pad_prefix(x, h, w, c, pad, cs, xb, cp);
+            #[cfg(target_arch = "x86_64")]
+            if avx2_fma() {
+                if let Some(cq) = &plan.corr_pairs {
+                    // SAFETY: the CPU supports AVX2 and FMA (checked just above).
+                    unsafe {
+                        match plan.g.len() {
+                            2 => defocus_rows_avx2::<2>(xb, cp, cs, h, w, c, &plan, cq, &mut out),
+                            _ => defocus_rows_avx2::<3>(xb, cp, cs, h, w, c, &plan, cq, &mut out),
+                        }
+                    };
+                    return;
                 }
             }
-            scratch(&SCRATCH_F32_B, (h + 2 * gr) * rs, |d| {
-                for y in 0..h {
-                    add_groups(xb, cp, cs, c, y, &plan.disk, &mut d[(y + gr) * rs..][..rs], true);
-                }
-                for j in 0..gr {
-                    for (py, sy) in [(j, boundary_index(j as isize - gr as isize, h, Mode::Mirror)), (h + gr + j, boundary_index((h + j) as isize, h, Mode::Mirror))] {
-                        let sy = sy.expect("mirror") + gr;
-                        d.copy_within(sy * rs..(sy + 1) * rs, py * rs);
-                    }
-                }
-                let mut row = vec![0f32; rs];
-                sym_sep_f32(d, h, w, c, &plan.g, &plan.g, Mode::Mirror, |y, v| {
-                    row[..rw].copy_from_slice(v);
-                    add_groups(xb, cp, cs, c, y, &plan.corr, &mut row, false);
-                    for (o, &v) in out[y * rw..(y + 1) * rw].iter_mut().zip(&row) {
-                        *o = cast_nudged(v);
-                    }
-                });
-            });
+            defocus_rows(xb, cp, cs, h, w, c, &plan, &mut out);
         });
     });
     out
+}
+
+/// The portable rows of the larger images' defocus: the disk sums of all rows into an f32
+/// image (mirror-padded by the Gaussian's reach), the separable Gaussian, then the correction
+/// groups and the cast per output row.
+#[allow(clippy::too_many_arguments)]
+fn defocus_rows(xb: &[u16], cp: &[u16], cs: usize, h: usize, w: usize, c: usize, plan: &DefocusPlan, out: &mut [u8]) {
+    let (rw, rs, gr) = (w * c, block_stride(w * c), plan.g.len() - 1);
+    scratch(&SCRATCH_F32_B, (h + 2 * gr) * rs, |d| {
+        for y in 0..h {
+            add_groups(xb, cp, cs, c, y, &plan.disk, &mut d[(y + gr) * rs..][..rs], true);
+        }
+        for j in 0..gr {
+            for (py, sy) in [(j, boundary_index(j as isize - gr as isize, h, Mode::Mirror)), (h + gr + j, boundary_index((h + j) as isize, h, Mode::Mirror))] {
+                let sy = sy.expect("mirror") + gr;
+                d.copy_within(sy * rs..(sy + 1) * rs, py * rs);
+            }
+        }
+        let mut row = vec![0f32; rs];
+        sym_sep_f32(d, h, w, c, &plan.g, &plan.g, Mode::Mirror, |y, v| {
+            row[..rw].copy_from_slice(v);
+            add_groups(xb, cp, cs, c, y, &plan.corr, &mut row, false);
+            for (o, &v) in out[y * rw..(y + 1) * rw].iter_mut().zip(&row) {
+                *o = cast_nudged(v);
+            }
+        });
+    });
+}
+
+/// The correction groups' weights for `pmaddwd`: each group's u16 sum (≤ 128 points, so a
+/// non-negative i16) is paired with the next group's, and each pair of weights is quantised to
+/// i16 on a common scale 2^-s chosen so the largest weight fills 15 bits (relative error
+/// ≤ 2^-15 on the largest, absolute ≤ 2^-s-1 on every weight: ~1e-8, under 1e-4 on the 0..255
+/// scale over all points). One multiply-add then weighs two groups, where converting each group
+/// to f32 takes seven instructions.
+struct CorrPairs {
+    /// `(k[2m], k[2m+1])` as the low and high i16 halves of one i32 (a missing last group weighs 0).
+    kp: Vec<i32>,
+    scale: f32,
+}
+
+impl CorrPairs {
+    fn new(corr: &[Group]) -> Option<Self> {
+        if corr.iter().any(|g| g.runs.iter().map(|r| r.2 - r.1).sum::<usize>() + g.points.len() > 128) {
+            return None;
+        }
+        let m = corr.iter().map(|g| (g.w as f64).abs()).fold(0.0, f64::max);
+        if m == 0.0 {
+            return Some(CorrPairs { kp: Vec::new(), scale: 0.0 });
+        }
+        let s = (32767.0 / m).log2().floor() as i32;
+        let q = |w: f32| (w as f64 * 2f64.powi(s)).round() as i32;
+        let kp = corr.chunks(2).map(|p| (p.get(1).map_or(0, |g| q(g.w)) << 16) | (q(p[0].w) & 0xffff)).collect();
+        Some(CorrPairs { kp, scale: 2f64.powi(-s) as f32 })
+    }
+}
+
+/// A group's point set as offsets from the output value's top-left padded position.
+struct GroupOffsets {
+    w: f32,
+    /// (prefix-sum row below the run, row at its top) offsets into cp.
+    runs: Vec<(usize, usize)>,
+    points: Vec<usize>,
+}
+
+fn group_offsets(groups: &[Group], cs: usize, c: usize) -> Vec<GroupOffsets> {
+    groups
+        .iter()
+        .map(|g| GroupOffsets { w: g.w, runs: g.runs.iter().map(|&(j, i0, i1)| (i1 * cs + j * c, i0 * cs + j * c)).collect(), points: g.points.iter().map(|&(j, i)| i * cs + j * c).collect() })
+        .collect()
+}
+
+/// Exact u16 sums of one group for 16·N consecutive values (N vectors, so the loop over the
+/// group's offsets is paid once per N): `xb`, `cp` point at the first value's top-left padded
+/// position.
+///
+/// # Safety
+/// AVX2 present; every offset of `g` plus 16·N values readable from both pointers.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn group_sums<const N: usize>(xb: *const u16, cp: *const u16, g: &GroupOffsets) -> [std::arch::x86_64::__m256i; N] {
+    use std::arch::x86_64::*;
+    // SAFETY: the caller guarantees the reads.
+    unsafe {
+        let ld = |p: *const u16, i: usize| _mm256_loadu_si256(p.add(16 * i) as *const __m256i);
+        let mut acc = [_mm256_setzero_si256(); N];
+        for &(hi, lo) in &g.runs {
+            let (ph, pl) = (cp.add(hi), cp.add(lo));
+            for (i, a) in acc.iter_mut().enumerate() {
+                *a = _mm256_add_epi16(*a, _mm256_sub_epi16(ld(ph, i), ld(pl, i)));
+            }
+        }
+        for &o in &g.points {
+            let p = xb.add(o);
+            for (i, a) in acc.iter_mut().enumerate() {
+                *a = _mm256_add_epi16(*a, ld(p, i));
+            }
+        }
+        acc
+    }
+}
+
+/// The AVX2 defocus of larger images, one output row at a time so that every intermediate
+/// stays in L1: disk rows (exact u16 group sums → f32) into a ring of 2·gr+1 rows, the
+/// vertical Gaussian of the ring into one mirror-padded row, then per 16 values the horizontal
+/// Gaussian, the correction ([`CorrPairs`]) and the cast to u8, in registers.
+///
+/// # Safety
+/// AVX2 and FMA present.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn defocus_rows_avx2<const G: usize>(xb: &[u16], cp: &[u16], cs: usize, h: usize, w: usize, c: usize, plan: &DefocusPlan, cq: &CorrPairs, out: &mut [u8]) {
+    use std::arch::x86_64::*;
+    let (rw, rs, pad) = (w * c, block_stride(w * c), plan.pad);
+    let gr = G - 1;
+    let nr = 2 * gr + 1;
+    assert!(plan.g.len() == G && G <= 3);
+    let reach = |gs: &[Group]| gs.iter().flat_map(|g| g.runs.iter().map(|r| (r.0, r.2)).chain(g.points.iter().map(|p| (p.0, p.1 + 1)))).fold((0, 0), |a, b| (a.0.max(b.0), a.1.max(b.1)));
+    let ((jd, id), (jc, ic)) = (reach(&plan.disk), reach(&plan.corr));
+    // Every read below: rows ≤ h − 1 + 2·pad + 1 of cp, columns ≤ 2·pad·c + rs of a row.
+    assert!(jd.max(jc) <= 2 * pad && id.max(ic) <= 2 * pad + 1 && cs >= rs + 2 * pad * c);
+    assert!(cp.len() >= (h + 2 * pad + 1) * cs && xb.len() >= (h + 2 * pad) * cs && out.len() >= h * rw && rs % 16 == 0);
+    let (disk, corr) = (group_offsets(&plan.disk, cs, c), group_offsets(&plan.corr, cs, c));
+
+    let vs = rs + 2 * gr * c;
+    let mut ring = vec![0f32; nr * rs];
+    let mut vrow = vec![0f32; vs];
+    let side: Vec<(usize, usize)> = (0..gr).map(|j| (boundary_index(j as isize - gr as isize, w, Mode::Mirror).expect("mirror"), boundary_index((w + j) as isize, w, Mode::Mirror).expect("mirror"))).collect();
+    let (xp, cpp) = (xb.as_ptr(), cp.as_ptr());
+    // SAFETY (all blocks below): pointer reads stay within the bounds asserted above; ring rows
+    // hold rs values, vrow vs = rs + 2·gr·c, and blocks start below rs (a multiple of 16).
+    unsafe {
+        let disk_row = |py: usize, ring: &mut [f32]| {
+            let sy = boundary_index(py as isize - gr as isize, h, Mode::Mirror).expect("mirror");
+            let dst = ring[(py % nr) * rs..][..rs].as_mut_ptr();
+            for x0 in (0..rs).step_by(64) {
+                let mut f = [_mm256_setzero_ps(); 8];
+                for gp in &disk {
+                    let a = group_sums::<4>(xp.add(sy * cs + x0), cpp.add(sy * cs + x0), gp);
+                    let k = _mm256_set1_ps(gp.w);
+                    for (i, a) in a.iter().enumerate() {
+                        f[2 * i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu16_epi32(_mm256_castsi256_si128(*a))), k, f[2 * i]);
+                        f[2 * i + 1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu16_epi32(_mm256_extracti128_si256(*a, 1))), k, f[2 * i + 1]);
+                    }
+                }
+                for (i, f) in f.iter().enumerate() {
+                    _mm256_storeu_ps(dst.add(x0 + 8 * i), *f);
+                }
+            }
+        };
+        for py in 0..2 * gr {
+            disk_row(py, &mut ring);
+        }
+        let (nudge, lo, hi, scale) = (_mm256_set1_ps(1e-3), _mm256_setzero_ps(), _mm256_set1_ps(255.0), _mm256_set1_ps(cq.scale));
+        let gv: [__m256; G] = std::array::from_fn(|d| _mm256_set1_ps(plan.g[d]));
+        let kp: Vec<__m256i> = cq.kp.iter().map(|&k| _mm256_set1_epi32(k)).collect();
+        let mut rows = [ring.as_ptr(); 5];
+        for y in 0..h {
+            disk_row(y + 2 * gr, &mut ring);
+            for (d, r) in rows.iter_mut().enumerate().take(nr) {
+                *r = ring.as_ptr().add(((y + d) % nr) * rs);
+            }
+            let v = vrow.as_mut_ptr().add(gr * c);
+            for e in (0..rs).step_by(8) {
+                let mut a = _mm256_mul_ps(gv[0], _mm256_loadu_ps(rows[gr].add(e)));
+                for (d, k) in gv.iter().enumerate().skip(1) {
+                    a = _mm256_fmadd_ps(*k, _mm256_add_ps(_mm256_loadu_ps(rows[gr - d].add(e)), _mm256_loadu_ps(rows[gr + d].add(e))), a);
+                }
+                _mm256_storeu_ps(v.add(e), a);
+            }
+            for (j, &(l, r)) in side.iter().enumerate() {
+                for ch in 0..c {
+                    vrow[j * c + ch] = vrow[(gr + l) * c + ch];
+                    vrow[(gr + w + j) * c + ch] = vrow[(gr + r) * c + ch];
+                }
+            }
+            let v = vrow.as_ptr().add(gr * c);
+            for e0 in (0..rw).step_by(32) {
+                let hz = |e: usize| {
+                    let mut a = _mm256_mul_ps(gv[0], _mm256_loadu_ps(v.add(e)));
+                    for (d, k) in gv.iter().enumerate().skip(1) {
+                        a = _mm256_fmadd_ps(*k, _mm256_add_ps(_mm256_loadu_ps(v.add(e - d * c)), _mm256_loadu_ps(v.add(e + d * c))), a);
+                    }
+                    a
+                };
+                let mut hv = [hz(e0), hz(e0 + 8), hz(e0 + 16), hz(e0 + 24)];
+                if !kp.is_empty() {
+                    let (bx, bc) = (xp.add(y * cs + e0), cpp.add(y * cs + e0));
+                    let mut acc = [_mm256_setzero_si256(); 4];
+                    for (m, &k) in kp.iter().enumerate() {
+                        let a = group_sums::<2>(bx, bc, &corr[2 * m]);
+                        let b = corr.get(2 * m + 1).map_or([_mm256_setzero_si256(); 2], |gp| group_sums::<2>(bx, bc, gp));
+                        for i in 0..2 {
+                            acc[2 * i] = _mm256_add_epi32(acc[2 * i], _mm256_madd_epi16(_mm256_unpacklo_epi16(a[i], b[i]), k));
+                            acc[2 * i + 1] = _mm256_add_epi32(acc[2 * i + 1], _mm256_madd_epi16(_mm256_unpackhi_epi16(a[i], b[i]), k));
+                        }
+                    }
+                    for i in 0..2 {
+                        hv[2 * i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_permute2x128_si256(acc[2 * i], acc[2 * i + 1], 0x20)), scale, hv[2 * i]);
+                        hv[2 * i + 1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_permute2x128_si256(acc[2 * i], acc[2 * i + 1], 0x31)), scale, hv[2 * i + 1]);
+                    }
+                }
+                // cast_nudged, 32 values at once.
+                let q = |x: __m256| _mm256_cvttps_epi32(_mm256_min_ps(_mm256_max_ps(_mm256_add_ps(x, nudge), lo), hi));
+                let p0 = _mm256_permute4x64_epi64(_mm256_packs_epi32(q(hv[0]), q(hv[1])), 0xD8);
+                let p1 = _mm256_permute4x64_epi64(_mm256_packs_epi32(q(hv[2]), q(hv[3])), 0xD8);
+                let b = _mm256_permute4x64_epi64(_mm256_packus_epi16(p0, p1), 0xD8);
+                let o = &mut out[y * rw + e0..(y + 1) * rw];
+                if o.len() >= 32 {
+                    _mm256_storeu_si256(o.as_mut_ptr() as *mut __m256i, b);
+                } else {
+                    let mut t = [0u8; 32];
+                    _mm256_storeu_si256(t.as_mut_ptr() as *mut __m256i, b);
+                    let n = o.len();
+                    o.copy_from_slice(&t[..n]);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn pad_prefix_avx2(x: &[u8], h: usize, w: usize, c: usize, pad: usize, cs: usize, xb: &mut [u16], cp: &mut [u16]) {
+    pad_prefix(x, h, w, c, pad, cs, xb, cp)
+}
+
+/// The defocus input: `x` mirror-padded by `pad` pixels on every side as u16 rows of stride
+/// `cs` (xb), and its column prefix sums cp (row i = Σ of xb rows above i, wrapping).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn pad_prefix(x: &[u8], h: usize, w: usize, c: usize, pad: usize, cs: usize, xb: &mut [u16], cp: &mut [u16]) {
+    let rw = w * c;
+    let side: Vec<usize> = (0..pad).flat_map(|j| [j as isize - pad as isize, (w + j) as isize]).map(|i| boundary_index(i, w, Mode::Mirror).expect("mirror")).collect();
+    cp[..cs].iter_mut().for_each(|v| *v = 0);
+    for i in 0..h + 2 * pad {
+        let sy = boundary_index(i as isize - pad as isize, h, Mode::Mirror).expect("mirror");
+        let (src, xr) = (&x[sy * rw..(sy + 1) * rw], &mut xb[i * cs..(i + 1) * cs]);
+        for (o, &v) in xr[pad * c..pad * c + rw].iter_mut().zip(src) {
+            *o = v as u16;
+        }
+        for j in 0..pad {
+            let (l, r) = (side[2 * j], side[2 * j + 1]);
+            for ch in 0..c {
+                xr[j * c + ch] = src[l * c + ch] as u16;
+                xr[(pad + w + j) * c + ch] = src[r * c + ch] as u16;
+            }
+        }
+        let (done, next) = cp.split_at_mut((i + 1) * cs);
+        for ((o, &p), &v) in next[..cs].iter_mut().zip(&done[i * cs..]).zip(&*xr) {
+            *o = p.wrapping_add(v);
+        }
+    }
 }
 
 /// motion_blur: the same angle draw and taps as the float path. Small images in f64 in the
@@ -1054,10 +1439,10 @@ mod tests {
     fn defocus_groups_avx2_equals_portable() {
         let plan = DefocusPlan::new(10.0, 0.5);
         let (rows, cs, c) = (30, 3 * BLK + 2 * plan.pad * 3, 3);
-        let xb: Vec<u8> = (0..rows * cs).map(|i| ((i * 7919 + 13) % 256) as u8).collect();
+        let xb: Vec<u16> = (0..rows * cs).map(|i| ((i * 7919 + 13) % 256) as u16).collect();
         let mut cp = vec![0u16; (rows + 1) * cs];
         for i in 0..rows * cs {
-            cp[i + cs] = cp[i].wrapping_add(xb[i] as u16);
+            cp[i + cs] = cp[i].wrapping_add(xb[i]);
         }
         let y = rows - 2 * plan.pad - 1;
         let (mut a, mut b) = (vec![0.5f32; 3 * BLK], vec![0.5f32; 3 * BLK]);
@@ -1066,6 +1451,37 @@ mod tests {
             add_groups_impl(&xb, &cp, cs, c, y, groups, &mut b, false);
         }
         assert!(a == b);
+    }
+
+    /// The fused AVX2 defocus rows and the portable rows agree to the cast's ±1 (the paths
+    /// round differently: f32 sums in another order, the correction's i16 weights).
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn defocus_fused_rows_match_portable_rows() {
+        if !avx2_fma() {
+            return;
+        }
+        let (h, w, c) = (70, 81, 3);
+        let x: Vec<u8> = (0..h * w * c).map(|i| (((i / (w * c)) as f64 * 0.3).sin() * 90.0 + 128.0 + ((i * 7919) % 37) as f64) as u8).collect();
+        for (r, a) in [(6.0, 0.5), (10.0, 0.5)] {
+            let plan = DefocusPlan::new(r, a);
+            let (pad, rs) = (plan.pad, block_stride(w * c));
+            let cs = rs + 2 * pad * c;
+            let (mut xb, mut cp) = (vec![0u16; (h + 2 * pad + 1) * cs], vec![0u16; (h + 2 * pad + 1) * cs]);
+            pad_prefix(&x, h, w, c, pad, cs, &mut xb, &mut cp);
+            let (mut a1, mut a2) = (vec![0u8; h * w * c], vec![0u8; h * w * c]);
+            defocus_rows(&xb, &cp, cs, h, w, c, &plan, &mut a1);
+            let cq = plan.corr_pairs.as_ref().unwrap();
+            // SAFETY: AVX2 and FMA checked above.
+            unsafe {
+                match plan.g.len() {
+                    2 => defocus_rows_avx2::<2>(&xb, &cp, cs, h, w, c, &plan, cq, &mut a2),
+                    _ => defocus_rows_avx2::<3>(&xb, &cp, cs, h, w, c, &plan, cq, &mut a2),
+                }
+            };
+            let same = a1.iter().zip(&a2).filter(|(p, q)| p == q).count() as f64 / a1.len() as f64;
+            assert!(a1.iter().zip(&a2).all(|(p, q)| p.abs_diff(*q) <= 1) && same > 0.99, "r {r}: {same}");
+        }
     }
 
     /// motion_blur is random (its angle): the AVX2 build must give the portable build's bytes.
