@@ -17,7 +17,9 @@
 //! bytes; contrast, gaussian/defocus/motion blur agree with it to ±1 on ≥ 99.9% of values (f32 on
 //! large images; small ones keep the f64 operation order and the same bytes); glass_blur runs the
 //! float path. tests/fast.rs and tests/fast_weather.rs check both paths against each other,
-//! tests/fixtures.rs the uint8 path against the reference too.
+//! tests/fixtures.rs the uint8 path against the reference too. The random corruptions fog, frost
+//! (procedural), snow, spatter and elastic_transform compute in f32 inside both paths (their
+//! reference is matched in distribution, tests/stats.rs, not value by value).
 //!
 //! Grey images (c = 1) are accepted everywhere and come back grey. They behave as an RGB image with
 //! three equal channels would: brightness and contrast act on the grey level; saturate leaves grey
