@@ -74,19 +74,6 @@ impl Edit {
     }
 }
 
-/// v/255 for every byte, evaluated at compile time (const float division rounds as the runtime
-/// one does): the reference's correctly rounded quotients without three divisions per pixel,
-/// and without building the table on every call (a quarter of the work at 32×32).
-static D255: [f64; 256] = {
-    let mut t = [0.0; 256];
-    let mut v = 0;
-    while v < 256 {
-        t[v] = v as f64 / 255.0;
-        v += 1;
-    }
-    t
-};
-
 /// [`hsv_edit`] from uint8 to uint8 (the same arithmetic, then the reference's cast). Grey
 /// images have 256 possible inputs: one table. RGB runs four pixels per step in AVX2 where the
 /// CPU has it: the same IEEE operations lane by lane (FMA only to form the correctly rounded
@@ -96,7 +83,7 @@ fn hsv_edit_u8(x: &[u8], c: usize, e: Edit) -> Vec<u8> {
     let f = |h, s, v| e.apply(h, s, v);
     if c == 3 {
         let mut out = vec![0u8; x.len()];
-        let d = &D255;
+        let d = &crate::UNIT_LUT;
         #[allow(unused_mut)]
         let mut done = 0;
         #[cfg(target_arch = "x86_64")]
@@ -1543,7 +1530,7 @@ mod tests {
                 let block: Vec<u8> = (0..65536usize).flat_map(|gb| [r as u8, (gb >> 8) as u8, gb as u8]).collect();
                 let got = hsv_edit_u8(&block, 3, e);
                 for (i, o) in block.chunks_exact(3).zip(got.chunks_exact(3)) {
-                    let (a, b, c) = hsv_px01(D255[i[0] as usize], D255[i[1] as usize], D255[i[2] as usize], &fe);
+                    let (a, b, c) = hsv_px01(crate::UNIT_LUT[i[0] as usize], crate::UNIT_LUT[i[1] as usize], crate::UNIT_LUT[i[2] as usize], &fe);
                     assert!(o == [f(a), f(b), f(c)], "{i:?}: {o:?} vs {:?}", [f(a), f(b), f(c)]);
                 }
             }

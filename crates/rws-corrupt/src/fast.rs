@@ -546,7 +546,7 @@ fn taps_f64_impl(src: &[f64], stride: usize, rows: usize, len: usize, taps: &[(u
 /// `src` (HWC) padded by `ry` rows and `rx` columns under `mode`, as f64 on the 0..1 scale, with
 /// [`BLK64`] spare values at the end for [`taps_f64`].
 fn pad_f64(src: &[u8], h: usize, w: usize, c: usize, ry: usize, rx: usize, mode: Mode) -> Vec<f64> {
-    let lut = &UNIT_LUT;
+    let lut = &crate::UNIT_LUT;
     let pw = w + 2 * rx;
     let mut out = Vec::with_capacity((h + 2 * ry) * pw * c + BLK64);
     let side = |px: usize| boundary_index(px as isize - rx as isize, w, mode).expect("mode without zeros");
@@ -565,17 +565,6 @@ fn pad_f64(src: &[u8], h: usize, w: usize, c: usize, ry: usize, rx: usize, mode:
     out
 }
 
-/// `v / 255` for every byte, as the float path computes it (IEEE division, at compile time).
-static UNIT_LUT: [f64; 256] = {
-    let mut a = [0.0; 256];
-    let mut v = 0;
-    while v < 256 {
-        a[v] = v as f64 / 255.0;
-        v += 1;
-    }
-    a
-};
-
 /// Small images: the float path's correlate_rows then correlate_cols in f64 (same bytes).
 /// Larger ones: with AVX2, [`gauss_rows_avx2`] (integer vertical pass, 16-bit horizontal pass);
 /// otherwise, or for kernels that are nearly one tap, the f32 [`sym_sep_f32`].
@@ -585,7 +574,7 @@ pub(crate) fn gaussian_blur_u8(x: &[u8], h: usize, w: usize, c: usize, severity:
     if h * w <= EXACT_MAX_PIXELS {
         // The float path's correlate_rows then correlate_cols, same order and roundings.
         let (r, rw) = (k.len() / 2, w * c);
-        let lut = &UNIT_LUT;
+        let lut = &crate::UNIT_LUT;
         // Rows of the intermediate: r pixels of padding each side, room for whole blocks.
         let ts = rw.div_ceil(BLK64) * BLK64 + 2 * r * c;
         let mut out = vec![0u8; h * rw];
