@@ -148,14 +148,8 @@ fn main() {
     // scripts/bench_corrupt_reference.py can time the Python reference on the very same images.
     if let Some(dir) = std::env::var_os("BENCH_DUMP") {
         for (imgs, side) in [(&imgs32, 32), (&imgs224, 224)] {
-            let hdr = format!("{{'descr': '|u1', 'fortran_order': False, 'shape': ({}, {side}, {side}, 3), }}", imgs.len());
-            let mut b = b"\x93NUMPY\x01\x00".to_vec();
-            let pad = 64 - (10 + hdr.len() + 1) % 64;
-            b.extend_from_slice(&((hdr.len() + pad + 1) as u16).to_le_bytes());
-            b.extend_from_slice(hdr.as_bytes());
-            b.extend(std::iter::repeat_n(b' ', pad));
-            b.push(b'\n');
-            imgs.iter().for_each(|im| b.extend_from_slice(im));
+            let data: Vec<u8> = imgs.concat();
+            let b = rws_corrupt::io::npy_u8(&[imgs.len(), side, side, 3], &data);
             std::fs::write(std::path::Path::new(&dir).join(format!("bench{side}.npy")), b).expect("BENCH_DUMP folder writable");
         }
     }

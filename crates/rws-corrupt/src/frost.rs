@@ -519,22 +519,8 @@ mod tests {
     use rand::SeedableRng;
 
     fn write_npy(path: &Path, h: usize, w: usize, fill: impl Fn(usize, usize, usize) -> u8) {
-        let mut hdr = format!("{{'descr': '|u1', 'fortran_order': False, 'shape': ({h}, {w}, 3), }}");
-        while (10 + hdr.len() + 1) % 64 != 0 {
-            hdr.push(' ');
-        }
-        hdr.push('\n');
-        let mut b = b"\x93NUMPY\x01\x00".to_vec();
-        b.extend((hdr.len() as u16).to_le_bytes());
-        b.extend(hdr.as_bytes());
-        for y in 0..h {
-            for x in 0..w {
-                for c in 0..3 {
-                    b.push(fill(y, x, c));
-                }
-            }
-        }
-        std::fs::write(path, b).unwrap();
+        let px: Vec<u8> = (0..h * w * 3).map(|i| fill(i / (3 * w), i / 3 % w, i % 3)).collect();
+        std::fs::write(path, crate::io::npy_u8(&[h, w, 3], &px)).unwrap();
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! Image files for the CLI: a flat folder of same-size images in, a contact-sheet PNG out.
+//! Image files for the CLI: a flat folder of same-size images in, a contact-sheet PNG out; and the
+//! uint8 `.npy` encoding the frost textures are stored in.
 use crate::{Error, Result};
 use std::path::{Path, PathBuf};
 
@@ -83,4 +84,21 @@ pub fn write_png_rgb(path: &Path, h: usize, w: usize, rgb: &[u8]) -> Result<()> 
         let _ = std::fs::remove_file(&tmp);
         Error::Msg(format!("{}: {e}", path.display()))
     })
+}
+
+/// A uint8 array of `shape` (C order) as a `.npy` (format 1.0) file's bytes: the layout frost
+/// textures are read from, used by the tests and the bench to write their own.
+pub fn npy_u8(shape: &[usize], data: &[u8]) -> Vec<u8> {
+    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    let dims = if dims.len() == 1 { format!("{},", dims[0]) } else { dims.join(", ") };
+    let mut hdr = format!("{{'descr': '|u1', 'fortran_order': False, 'shape': ({dims}), }}");
+    while (10 + hdr.len() + 1) % 64 != 0 {
+        hdr.push(' ');
+    }
+    hdr.push('\n');
+    let mut b = b"\x93NUMPY\x01\x00".to_vec();
+    b.extend((hdr.len() as u16).to_le_bytes());
+    b.extend(hdr.as_bytes());
+    b.extend_from_slice(data);
+    b
 }

@@ -80,16 +80,7 @@ fn snow_u8_refuses_non_square_cifar_images() {
 }
 
 fn write_texture(path: &std::path::Path, h: usize, w: usize, seed: u64) {
-    let mut hdr = format!("{{'descr': '|u1', 'fortran_order': False, 'shape': ({h}, {w}, 3), }}");
-    while (10 + hdr.len() + 1) % 64 != 0 {
-        hdr.push(' ');
-    }
-    hdr.push('\n');
-    let mut b = b"\x93NUMPY\x01\x00".to_vec();
-    b.extend((hdr.len() as u16).to_le_bytes());
-    b.extend(hdr.as_bytes());
-    b.extend(picture(h, w, 3, seed));
-    std::fs::write(path, b).unwrap();
+    std::fs::write(path, rws_corrupt::io::npy_u8(&[h, w, 3], &picture(h, w, 3, seed))).unwrap();
 }
 
 /// Held by every test that runs frost: the texture folder is process-wide.
