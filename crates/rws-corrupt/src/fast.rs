@@ -1139,25 +1139,57 @@ struct GroupOffsets {
     /// (prefix-sum row below the run, row at its top) offsets into cp.
     runs: Vec<(usize, usize)>,
     points: Vec<usize>,
+    /// Starts of row runs of `l` points, offsets into the row box sums ([`box_len`]).
+    boxes: Vec<usize>,
 }
 
-fn group_offsets(groups: &[Group], cs: usize, c: usize) -> Vec<GroupOffsets> {
+/// Row runs of lone points: (row i, first column j, length), longest first.
+fn row_runs(g: &Group) -> Vec<(usize, usize, usize)> {
+    let mut pts: Vec<(usize, usize)> = g.points.iter().map(|&(j, i)| (i, j)).collect();
+    pts.sort();
+    let mut out: Vec<(usize, usize, usize)> = Vec::new();
+    for (i, j) in pts {
+        match out.last_mut() {
+            Some(r) if r.0 == i && r.1 + r.2 == j => r.2 += 1,
+            _ => out.push((i, j, 1)),
+        }
+    }
+    out
+}
+
+/// The length l of the longest row run of lone points in `groups` when it is worth a pass of
+/// row box sums (l ≥ 4: each run then costs one load instead of l), else 0. Radius 10: the
+/// rim rows of the correction just beyond the disk's top and bottom, 2 × 9 points.
+fn box_len(groups: &[Group]) -> usize {
+    let l = groups.iter().flat_map(row_runs).map(|r| r.2).max().unwrap_or(0);
+    if l >= 4 { l } else { 0 }
+}
+
+fn group_offsets(groups: &[Group], cs: usize, c: usize, l: usize) -> Vec<GroupOffsets> {
     groups
         .iter()
-        .map(|g| GroupOffsets { w: g.w, runs: g.runs.iter().map(|&(j, i0, i1)| (i1 * cs + j * c, i0 * cs + j * c)).collect(), points: g.points.iter().map(|&(j, i)| i * cs + j * c).collect() })
+        .map(|g| {
+            let (mut points, mut boxes) = (Vec::new(), Vec::new());
+            for (i, j, n) in row_runs(g) {
+                let k = if l > 0 { n / l } else { 0 };
+                boxes.extend((0..k).map(|b| i * cs + (j + b * l) * c));
+                points.extend((j + k * l..j + n).map(|jj| i * cs + jj * c));
+            }
+            GroupOffsets { w: g.w, runs: g.runs.iter().map(|&(j, i0, i1)| (i1 * cs + j * c, i0 * cs + j * c)).collect(), points, boxes }
+        })
         .collect()
 }
 
 /// Exact u16 sums of one group for 16·N consecutive values (N vectors, so the loop over the
-/// group's offsets is paid once per N): `xb`, `cp` point at the first value's top-left padded
-/// position.
+/// group's offsets is paid once per N): `xb`, `cp` and the row box sums `hb` point at the first
+/// value's top-left padded position.
 ///
 /// # Safety
 /// AVX2 present; every offset of `g` plus 16·N values readable from both pointers.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 #[inline]
-unsafe fn group_sums<const N: usize>(xb: *const u16, cp: *const u16, g: &GroupOffsets) -> [std::arch::x86_64::__m256i; N] {
+unsafe fn group_sums<const N: usize>(xb: *const u16, cp: *const u16, hb: *const u16, g: &GroupOffsets) -> [std::arch::x86_64::__m256i; N] {
     use std::arch::x86_64::*;
     // SAFETY: the caller guarantees the reads.
     unsafe {
@@ -1171,6 +1203,12 @@ unsafe fn group_sums<const N: usize>(xb: *const u16, cp: *const u16, g: &GroupOf
         }
         for &o in &g.points {
             let p = xb.add(o);
+            for (i, a) in acc.iter_mut().enumerate() {
+                *a = _mm256_add_epi16(*a, ld(p, i));
+            }
+        }
+        for &o in &g.boxes {
+            let p = hb.add(o);
             for (i, a) in acc.iter_mut().enumerate() {
                 *a = _mm256_add_epi16(*a, ld(p, i));
             }
@@ -1200,7 +1238,36 @@ unsafe fn defocus_rows_avx2<const G: usize>(xb: &[u16], cp: &[u16], cs: usize, h
     // Every read below: rows ≤ h − 1 + 2·pad + 1 of cp, columns ≤ 2·pad·c + rs of a row.
     assert!(jd.max(jc) <= 2 * pad && id.max(ic) <= 2 * pad + 1 && cs >= rs + 2 * pad * c);
     assert!(cp.len() >= (h + 2 * pad + 1) * cs && xb.len() >= (h + 2 * pad) * cs && out.len() >= h * rw && rs % 16 == 0);
-    let (disk, corr) = (group_offsets(&plan.disk, cs, c), group_offsets(&plan.corr, cs, c));
+    let l = box_len(&plan.corr);
+    let (disk, corr) = (group_offsets(&plan.disk, cs, c, 0), group_offsets(&plan.corr, cs, c, l));
+    // Row box sums hb[i][x] = Σ_{k<l} xb[i][x + k·c] (≤ l·255: exact in u16) of the rows the
+    // boxes read; every box starts at a column ≤ 2·pad + 1 − l, so its reads stay below
+    // cs − (l − 1)·c, the values computed.
+    let brows = corr.iter().flat_map(|g| g.boxes.iter().map(|&o| o / cs)).fold((usize::MAX, 0), |a, i| (a.0.min(i), a.1.max(i)));
+    assert!(l == 0 || (l * 255 < 65536 && brows.1 <= 2 * pad && corr.iter().all(|g| g.boxes.iter().all(|&o| o % cs + (l - 1) * c <= 2 * pad * c))));
+    thread_local! {
+        static HB: std::cell::RefCell<Vec<u16>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    let mut hbv = HB.with(|v| std::mem::take(&mut *v.borrow_mut()));
+    if l > 0 {
+        hbv.resize((h + 2 * pad + 1) * cs + 16, 0);
+        let n = cs - (l - 1) * c;
+        for i in brows.0..h + brows.1 {
+            // SAFETY: row i < h + 2·pad reads xb up to (i + 1)·cs + 16 ≤ its length, and writes
+            // hb up to (i + 1)·cs + 16 (the next row's start, rewritten after) ≤ its length.
+            unsafe {
+                let (src, dst) = (xb.as_ptr().add(i * cs), hbv.as_mut_ptr().add(i * cs));
+                for x0 in (0..n).step_by(16) {
+                    let mut a = _mm256_loadu_si256(src.add(x0) as *const __m256i);
+                    for k in 1..l {
+                        a = _mm256_add_epi16(a, _mm256_loadu_si256(src.add(x0 + k * c) as *const __m256i));
+                    }
+                    _mm256_storeu_si256(dst.add(x0) as *mut __m256i, a);
+                }
+            }
+        }
+    }
+    let hbp = hbv.as_ptr();
 
     let vs = rs + 2 * gr * c;
     let mut ring = vec![0f32; nr * rs];
@@ -1216,7 +1283,7 @@ unsafe fn defocus_rows_avx2<const G: usize>(xb: &[u16], cp: &[u16], cs: usize, h
             for x0 in (0..rs).step_by(64) {
                 let mut f = [_mm256_setzero_ps(); 8];
                 for gp in &disk {
-                    let a = group_sums::<4>(xp.add(sy * cs + x0), cpp.add(sy * cs + x0), gp);
+                    let a = group_sums::<4>(xp.add(sy * cs + x0), cpp.add(sy * cs + x0), hbp, gp);
                     let k = _mm256_set1_ps(gp.w);
                     for (i, a) in a.iter().enumerate() {
                         f[2 * i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu16_epi32(_mm256_castsi256_si128(*a))), k, f[2 * i]);
@@ -1265,11 +1332,11 @@ unsafe fn defocus_rows_avx2<const G: usize>(xb: &[u16], cp: &[u16], cs: usize, h
                 };
                 let mut hv = [hz(e0), hz(e0 + 8), hz(e0 + 16), hz(e0 + 24)];
                 if !kp.is_empty() {
-                    let (bx, bc) = (xp.add(y * cs + e0), cpp.add(y * cs + e0));
+                    let (bx, bc, bh) = (xp.add(y * cs + e0), cpp.add(y * cs + e0), hbp.add(y * cs + e0));
                     let mut acc = [_mm256_setzero_si256(); 4];
                     for (m, &k) in kp.iter().enumerate() {
-                        let a = group_sums::<2>(bx, bc, &corr[2 * m]);
-                        let b = corr.get(2 * m + 1).map_or([_mm256_setzero_si256(); 2], |gp| group_sums::<2>(bx, bc, gp));
+                        let a = group_sums::<2>(bx, bc, bh, &corr[2 * m]);
+                        let b = corr.get(2 * m + 1).map_or([_mm256_setzero_si256(); 2], |gp| group_sums::<2>(bx, bc, bh, gp));
                         for i in 0..2 {
                             acc[2 * i] = _mm256_add_epi32(acc[2 * i], _mm256_madd_epi16(_mm256_unpacklo_epi16(a[i], b[i]), k));
                             acc[2 * i + 1] = _mm256_add_epi32(acc[2 * i + 1], _mm256_madd_epi16(_mm256_unpackhi_epi16(a[i], b[i]), k));
@@ -1297,6 +1364,7 @@ unsafe fn defocus_rows_avx2<const G: usize>(xb: &[u16], cp: &[u16], cs: usize, h
             }
         }
     }
+    HB.with(|v| *v.borrow_mut() = hbv);
 }
 
 #[cfg(target_arch = "x86_64")]
