@@ -1171,7 +1171,7 @@ fn group_offsets(groups: &[Group], cs: usize, c: usize, l: usize) -> Vec<GroupOf
         .map(|g| {
             let (mut points, mut boxes) = (Vec::new(), Vec::new());
             for (i, j, n) in row_runs(g) {
-                let k = if l > 0 { n / l } else { 0 };
+                let k = n.checked_div(l).unwrap_or(0);
                 boxes.extend((0..k).map(|b| i * cs + (j + b * l) * c));
                 points.extend((j + k * l..j + n).map(|jj| i * cs + jj * c));
             }
