@@ -1184,7 +1184,7 @@ fn group_offsets(groups: &[Group], cs: usize, c: usize, l: usize) -> Vec<GroupOf
 
 /// The disk's groups for the fused AVX2 rows: columns of the disk share their run with their
 /// neighbours (radius 10: |dx| = 1..4), so runs of 4 adjacent equal columns are read from the
-/// column prefix sums of 4-wide row boxes (`cw`), one pair of loads each: 30 loads instead of
+/// column prefix sums of 4-wide row boxes (`cw`), one pair of loads each: 28 loads instead of
 /// 42 at radius 10 (none at radius ≤ 8, where the pass over cw would not pay). Packed again
 /// into groups of ≤ 257 points (exact u16 sums).
 fn disk_offsets(disk: &[Group], cs: usize, c: usize) -> Vec<GroupOffsets> {
