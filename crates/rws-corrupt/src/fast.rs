@@ -827,13 +827,10 @@ impl DefocusPlan {
         let g64: Vec<f64> = blur::cv_gaussian_kernel(if r <= 8.0 { 3 } else { 5 }, a).iter().map(|&v| v as f64).collect();
         let gr = g64.len() / 2;
         let (m, pad) = (n + 2 * gr, half + gr);
-        let mut disk = Vec::new();
-        let pts = runs.iter().flat_map(|&(dy, aa)| (-aa..=aa).map(move |dx| ((pad as isize + dy) as usize, (pad as isize + dx) as usize)));
-        runs_groups((1.0 / count as f64) as f32, pts.collect(), &mut disk);
         // E = K − G ⊛ D on the m×m support. Beyond float32 noise it is non-zero only where the
         // reference blurs the disk against its own grid border (radius ≥ 8): a few dozen points
         // taking a handful of distinct values, so grouping equal weights turns E into a few
-        // exact integer sums. Dropped noise goes to the centre so every weight sum is kept.
+        // exact integer sums.
         let mut dd = vec![0f64; m * m];
         for &(dy, aa) in &runs {
             for dx in -aa..=aa {
@@ -866,21 +863,61 @@ impl DefocusPlan {
             }
         }
         kept.sort_by(|p, q| p.0.total_cmp(&q.0));
-        let mut corr = Vec::new();
+        let mut classes: Vec<(f64, Vec<(usize, usize)>)> = Vec::new();
         let mut lo = 0;
         while lo < kept.len() {
-            // Weights within 1e-3 of the group's first share one (their mean; each point's
+            // Weights within 1e-3 of the class's first share one (their mean; each point's
             // weight moves by at most ~3e-7, i.e. ≤ 1e-4 on the 0..255 scale).
             let hi = lo + kept[lo..].iter().take_while(|t| (t.0 - kept[lo].0).abs() <= 1e-3 * kept[lo].0.abs()).count();
             let mean = kept[lo..hi].iter().map(|t| t.0).sum::<f64>() / (hi - lo) as f64;
             dropped += kept[lo..hi].iter().map(|t| t.0 - mean).sum::<f64>();
-            runs_groups(mean as f32, kept[lo..hi].iter().map(|t| (t.1, t.2)).collect(), &mut corr);
+            classes.push((mean, kept[lo..hi].iter().map(|t| (t.1, t.2)).collect()));
             lo = hi;
         }
-        // Float32 noise alone (radius < 8: |Σ| ~ 1e-8, under 1e-5 on the 0..255 scale) is not worth a pass.
-        if dropped.abs() > 1e-7 {
-            corr.push(Group { w: dropped as f32, runs: Vec::new(), points: vec![(pad, pad)] });
+        // Each correction load costs about as much as a disk load, so E is approximated within
+        // a worst-case budget on the 0..255 scale (Σ|weight moved| · 255 ≤ 0.75, so the uint8
+        // result stays within the cast's ±1 of the float path): the classes of least mass are
+        // dropped (radius 10: the four pole points and two near-cancelling sets, 17 loads),
+        // then weight-adjacent classes merged (radius 10: the rim sets of 3.0e-4 and 3.4e-4,
+        // whose points extend each other's column runs, 4 loads).
+        let mut spent = 0.0;
+        let mass = |c: &(f64, Vec<(usize, usize)>)| c.0 * c.1.len() as f64;
+        classes.sort_by(|p, q| mass(p).abs().total_cmp(&mass(q).abs()));
+        while let Some(c) = classes.first() {
+            if spent + mass(c).abs() * 255.0 > 0.45 {
+                break;
+            }
+            (spent, dropped) = (spent + mass(c).abs() * 255.0, dropped + mass(c));
+            classes.remove(0);
         }
+        classes.sort_by(|p, q| p.0.total_cmp(&q.0));
+        loop {
+            let best = (1..classes.len())
+                .map(|i| {
+                    let (p, q) = (&classes[i - 1], &classes[i]);
+                    let m = (mass(p) + mass(q)) / (p.1.len() + q.1.len()) as f64;
+                    (255.0 * ((mass(p) - m * p.1.len() as f64).abs() + (mass(q) - m * q.1.len() as f64).abs()), i, m)
+                })
+                .min_by(|p, q| p.0.total_cmp(&q.0));
+            match best {
+                Some((cost, i, m)) if spent + cost <= 0.75 => {
+                    let q = classes.remove(i);
+                    classes[i - 1].0 = m;
+                    classes[i - 1].1.extend(q.1);
+                    spent += cost;
+                }
+                _ => break,
+            }
+        }
+        let mut corr = Vec::new();
+        for (w, pts) in classes {
+            runs_groups(w as f32, pts, &mut corr);
+        }
+        // What E leaves out (float32 noise, dropped classes) spreads over the disk, where it
+        // keeps every weight sum at a cost of one f32 rounding.
+        let mut disk = Vec::new();
+        let pts = runs.iter().flat_map(|&(dy, aa)| (-aa..=aa).map(move |dx| ((pad as isize + dy) as usize, (pad as isize + dx) as usize)));
+        runs_groups(((1.0 + dropped) / count as f64) as f32, pts.collect(), &mut disk);
         let corr_pairs = CorrPairs::new(&corr);
         DefocusPlan { pad, g: g64[gr..].iter().map(|&v| v as f32).collect(), disk, corr, corr_pairs, k, n }
     }
@@ -952,7 +989,8 @@ fn add_groups_block<const N: usize>(xb: &[u16], cp: &[u16], cs: usize, c: usize,
 
 /// Small images: the float path's direct correlation with the OpenCV kernel, same order in f64
 /// (same bytes). Larger ones: K = G ⊛ D + E with D the uniform disk, G the anti-alias Gaussian
-/// and E what the reference adds by blurring the disk inside its own grid. The disk and E are
+/// and E what the reference adds by blurring the disk inside its own grid (approximated within
+/// a stated worst-case bound, see [`DefocusPlan::new`]). The disk and E are
 /// sums of uint8 values over integer point sets (column runs of exact u16 prefix sums, 16 lanes),
 /// G a separable f32 filter between them. With AVX2 all three run fused, one output row at a
 /// time ([`defocus_rows_avx2`]); otherwise pass by pass ([`defocus_rows`]).
@@ -1090,25 +1128,106 @@ struct GroupOffsets {
     /// (prefix-sum row below the run, row at its top) offsets into cp.
     runs: Vec<(usize, usize)>,
     points: Vec<usize>,
+    /// Starts of row runs of `l` points, offsets into the row box sums ([`box_len`]).
+    boxes: Vec<usize>,
+    /// Runs of 4 adjacent columns, offsets into their prefix sums ([`disk_offsets`]).
+    wide: Vec<(usize, usize)>,
 }
 
-fn group_offsets(groups: &[Group], cs: usize, c: usize) -> Vec<GroupOffsets> {
+/// Row runs of lone points: (row i, first column j, length), longest first.
+fn row_runs(g: &Group) -> Vec<(usize, usize, usize)> {
+    let mut pts: Vec<(usize, usize)> = g.points.iter().map(|&(j, i)| (i, j)).collect();
+    pts.sort();
+    let mut out: Vec<(usize, usize, usize)> = Vec::new();
+    for (i, j) in pts {
+        match out.last_mut() {
+            Some(r) if r.0 == i && r.1 + r.2 == j => r.2 += 1,
+            _ => out.push((i, j, 1)),
+        }
+    }
+    out
+}
+
+/// The length l of the longest row run of lone points in `groups` when it is worth a pass of
+/// row box sums (l ≥ 4: each run then costs one load instead of l), else 0. Radius 10: the
+/// rim rows of the correction just beyond the disk's top and bottom, 2 × 9 points.
+fn box_len(groups: &[Group]) -> usize {
+    let l = groups.iter().flat_map(row_runs).map(|r| r.2).max().unwrap_or(0);
+    if l >= 4 { l } else { 0 }
+}
+
+fn group_offsets(groups: &[Group], cs: usize, c: usize, l: usize) -> Vec<GroupOffsets> {
     groups
         .iter()
-        .map(|g| GroupOffsets { w: g.w, runs: g.runs.iter().map(|&(j, i0, i1)| (i1 * cs + j * c, i0 * cs + j * c)).collect(), points: g.points.iter().map(|&(j, i)| i * cs + j * c).collect() })
+        .map(|g| {
+            let (mut points, mut boxes) = (Vec::new(), Vec::new());
+            for (i, j, n) in row_runs(g) {
+                let k = n.checked_div(l).unwrap_or(0);
+                boxes.extend((0..k).map(|b| i * cs + (j + b * l) * c));
+                points.extend((j + k * l..j + n).map(|jj| i * cs + jj * c));
+            }
+            GroupOffsets { w: g.w, runs: g.runs.iter().map(|&(j, i0, i1)| (i1 * cs + j * c, i0 * cs + j * c)).collect(), points, boxes, wide: Vec::new() }
+        })
         .collect()
 }
 
+/// The disk's groups for the fused AVX2 rows: columns of the disk share their run with their
+/// neighbours (radius 10: |dx| = 1..4), so runs of 4 adjacent equal columns are read from the
+/// column prefix sums of 4-wide row boxes (`cw`), one pair of loads each: 28 loads instead of
+/// 42 at radius 10 (none at radius ≤ 8, where the pass over cw would not pay). Packed again
+/// into groups of ≤ 257 points (exact u16 sums).
+fn disk_offsets(disk: &[Group], cs: usize, c: usize) -> Vec<GroupOffsets> {
+    let w = disk[0].w;
+    assert!(disk.iter().all(|g| g.w == w));
+    let mut cols: std::collections::BTreeMap<usize, (usize, usize)> = std::collections::BTreeMap::new();
+    for (j, i0, i1) in disk.iter().flat_map(|g| g.runs.iter().copied().chain(g.points.iter().map(|&(j, i)| (j, i, i + 1)))) {
+        let e = cols.entry(j).or_insert((i0, i1));
+        *e = (e.0.min(i0), e.1.max(i1));
+    }
+    let total: usize = disk.iter().map(|g| g.runs.iter().map(|r| r.2 - r.1).sum::<usize>() + g.points.len()).sum();
+    assert!(cols.values().map(|r| r.1 - r.0).sum::<usize>() == total, "disk columns must be contiguous runs");
+    let cols: Vec<(usize, (usize, usize))> = cols.into_iter().collect();
+    let mut pieces = Vec::new();
+    let mut k = 0;
+    while k < cols.len() {
+        let n = (0..cols.len() - k).take_while(|&d| cols[k + d] == (cols[k].0 + d, cols[k].1)).count();
+        let mut j = 0;
+        while j < n {
+            let width = if n - j >= 4 { 4 } else { 1 };
+            pieces.push((cols[k + j].0, width, cols[k].1));
+            j += width;
+        }
+        k += n;
+    }
+    let empty = || GroupOffsets { w, runs: Vec::new(), points: Vec::new(), boxes: Vec::new(), wide: Vec::new() };
+    let (mut out, mut g, mut count) = (Vec::new(), empty(), 0);
+    for (j, width, (i0, i1)) in pieces {
+        let n = width * (i1 - i0);
+        if count + n > 257 {
+            out.push(std::mem::replace(&mut g, empty()));
+            count = 0;
+        }
+        count += n;
+        match (width, i1 - i0) {
+            (1, 1) => g.points.push(i0 * cs + j * c),
+            (1, _) => g.runs.push((i1 * cs + j * c, i0 * cs + j * c)),
+            _ => g.wide.push((i1 * cs + j * c, i0 * cs + j * c)),
+        }
+    }
+    out.push(g);
+    out
+}
+
 /// Exact u16 sums of one group for 16·N consecutive values (N vectors, so the loop over the
-/// group's offsets is paid once per N): `xb`, `cp` point at the first value's top-left padded
-/// position.
+/// group's offsets is paid once per N): `xb`, `cp`, the row box sums `hb` and the wide column
+/// prefix sums `cw` point at the first value's top-left padded position.
 ///
 /// # Safety
 /// AVX2 present; every offset of `g` plus 16·N values readable from both pointers.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 #[inline]
-unsafe fn group_sums<const N: usize>(xb: *const u16, cp: *const u16, g: &GroupOffsets) -> [std::arch::x86_64::__m256i; N] {
+unsafe fn group_sums<const N: usize>(xb: *const u16, cp: *const u16, hb: *const u16, cw: *const u16, g: &GroupOffsets) -> [std::arch::x86_64::__m256i; N] {
     use std::arch::x86_64::*;
     // SAFETY: the caller guarantees the reads.
     unsafe {
@@ -1120,8 +1239,20 @@ unsafe fn group_sums<const N: usize>(xb: *const u16, cp: *const u16, g: &GroupOf
                 *a = _mm256_add_epi16(*a, _mm256_sub_epi16(ld(ph, i), ld(pl, i)));
             }
         }
+        for &(hi, lo) in &g.wide {
+            let (ph, pl) = (cw.add(hi), cw.add(lo));
+            for (i, a) in acc.iter_mut().enumerate() {
+                *a = _mm256_add_epi16(*a, _mm256_sub_epi16(ld(ph, i), ld(pl, i)));
+            }
+        }
         for &o in &g.points {
             let p = xb.add(o);
+            for (i, a) in acc.iter_mut().enumerate() {
+                *a = _mm256_add_epi16(*a, ld(p, i));
+            }
+        }
+        for &o in &g.boxes {
+            let p = hb.add(o);
             for (i, a) in acc.iter_mut().enumerate() {
                 *a = _mm256_add_epi16(*a, ld(p, i));
             }
@@ -1151,7 +1282,64 @@ unsafe fn defocus_rows_avx2<const G: usize>(xb: &[u16], cp: &[u16], cs: usize, h
     // Every read below: rows ≤ h − 1 + 2·pad + 1 of cp, columns ≤ 2·pad·c + rs of a row.
     assert!(jd.max(jc) <= 2 * pad && id.max(ic) <= 2 * pad + 1 && cs >= rs + 2 * pad * c);
     assert!(cp.len() >= (h + 2 * pad + 1) * cs && xb.len() >= (h + 2 * pad) * cs && out.len() >= h * rw && rs % 16 == 0);
-    let (disk, corr) = (group_offsets(&plan.disk, cs, c), group_offsets(&plan.corr, cs, c));
+    let l = box_len(&plan.corr);
+    let (disk, corr) = (disk_offsets(&plan.disk, cs, c), group_offsets(&plan.corr, cs, c, l));
+    // cw: the column prefix sums of 4-wide row boxes, cp[i][x] + … + cp[i][x + 3·c]: wrapping
+    // sums stay exact in differences of ≤ 257 points. A 4-wide run starts at a column
+    // ≤ 2·pad − 3, so its reads stay below cs − 3·c, the values computed.
+    thread_local! {
+        static CW: std::cell::RefCell<Vec<u16>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    let mut cwv = CW.with(|v| std::mem::take(&mut *v.borrow_mut()));
+    if disk.iter().any(|g| !g.wide.is_empty()) {
+        cwv.resize((h + 2 * pad + 1) * cs, 0);
+        let n = cs - 3 * c;
+        for i in 0..h + 2 * pad + 1 {
+            // SAFETY: reads of row i stay below i·cs + n + 3·c = (i + 1)·cs, writes below
+            // i·cs + n; both buffers hold h + 2·pad + 1 rows.
+            unsafe {
+                let (src, dst) = (cp.as_ptr().add(i * cs), cwv.as_mut_ptr().add(i * cs));
+                let nv = n / 16 * 16;
+                for x0 in (0..nv).step_by(16) {
+                    let ld = |k: usize| _mm256_loadu_si256(src.add(x0 + k * c) as *const __m256i);
+                    let a = _mm256_add_epi16(_mm256_add_epi16(ld(0), ld(1)), _mm256_add_epi16(ld(2), ld(3)));
+                    _mm256_storeu_si256(dst.add(x0) as *mut __m256i, a);
+                }
+                for x in nv..n {
+                    *dst.add(x) = (0..4).fold(0u16, |a, k| a.wrapping_add(*src.add(x + k * c)));
+                }
+            }
+        }
+    }
+    let cwp = cwv.as_ptr();
+    // Row box sums hb[i][x] = Σ_{k<l} xb[i][x + k·c] (≤ l·255: exact in u16) of the rows the
+    // boxes read; every box starts at a column ≤ 2·pad + 1 − l, so its reads stay below
+    // cs − (l − 1)·c, the values computed.
+    let brows = corr.iter().flat_map(|g| g.boxes.iter().map(|&o| o / cs)).fold((usize::MAX, 0), |a, i| (a.0.min(i), a.1.max(i)));
+    assert!(l == 0 || (l * 255 < 65536 && brows.1 <= 2 * pad && corr.iter().all(|g| g.boxes.iter().all(|&o| o % cs + (l - 1) * c <= 2 * pad * c))));
+    thread_local! {
+        static HB: std::cell::RefCell<Vec<u16>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    let mut hbv = HB.with(|v| std::mem::take(&mut *v.borrow_mut()));
+    if l > 0 {
+        hbv.resize((h + 2 * pad + 1) * cs + 16, 0);
+        let n = cs - (l - 1) * c;
+        for i in brows.0..h + brows.1 {
+            // SAFETY: row i < h + 2·pad reads xb up to (i + 1)·cs + 16 ≤ its length, and writes
+            // hb up to (i + 1)·cs + 16 (the next row's start, rewritten after) ≤ its length.
+            unsafe {
+                let (src, dst) = (xb.as_ptr().add(i * cs), hbv.as_mut_ptr().add(i * cs));
+                for x0 in (0..n).step_by(16) {
+                    let mut a = _mm256_loadu_si256(src.add(x0) as *const __m256i);
+                    for k in 1..l {
+                        a = _mm256_add_epi16(a, _mm256_loadu_si256(src.add(x0 + k * c) as *const __m256i));
+                    }
+                    _mm256_storeu_si256(dst.add(x0) as *mut __m256i, a);
+                }
+            }
+        }
+    }
+    let hbp = hbv.as_ptr();
 
     let vs = rs + 2 * gr * c;
     let mut ring = vec![0f32; nr * rs];
@@ -1167,7 +1355,7 @@ unsafe fn defocus_rows_avx2<const G: usize>(xb: &[u16], cp: &[u16], cs: usize, h
             for x0 in (0..rs).step_by(64) {
                 let mut f = [_mm256_setzero_ps(); 8];
                 for gp in &disk {
-                    let a = group_sums::<4>(xp.add(sy * cs + x0), cpp.add(sy * cs + x0), gp);
+                    let a = group_sums::<4>(xp.add(sy * cs + x0), cpp.add(sy * cs + x0), hbp, cwp.add(sy * cs + x0), gp);
                     let k = _mm256_set1_ps(gp.w);
                     for (i, a) in a.iter().enumerate() {
                         f[2 * i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu16_epi32(_mm256_castsi256_si128(*a))), k, f[2 * i]);
@@ -1216,11 +1404,11 @@ unsafe fn defocus_rows_avx2<const G: usize>(xb: &[u16], cp: &[u16], cs: usize, h
                 };
                 let mut hv = [hz(e0), hz(e0 + 8), hz(e0 + 16), hz(e0 + 24)];
                 if !kp.is_empty() {
-                    let (bx, bc) = (xp.add(y * cs + e0), cpp.add(y * cs + e0));
+                    let (bx, bc, bh) = (xp.add(y * cs + e0), cpp.add(y * cs + e0), hbp.add(y * cs + e0));
                     let mut acc = [_mm256_setzero_si256(); 4];
                     for (m, &k) in kp.iter().enumerate() {
-                        let a = group_sums::<2>(bx, bc, &corr[2 * m]);
-                        let b = corr.get(2 * m + 1).map_or([_mm256_setzero_si256(); 2], |gp| group_sums::<2>(bx, bc, gp));
+                        let a = group_sums::<2>(bx, bc, bh, cwp, &corr[2 * m]);
+                        let b = corr.get(2 * m + 1).map_or([_mm256_setzero_si256(); 2], |gp| group_sums::<2>(bx, bc, bh, cwp, gp));
                         for i in 0..2 {
                             acc[2 * i] = _mm256_add_epi32(acc[2 * i], _mm256_madd_epi16(_mm256_unpacklo_epi16(a[i], b[i]), k));
                             acc[2 * i + 1] = _mm256_add_epi32(acc[2 * i + 1], _mm256_madd_epi16(_mm256_unpackhi_epi16(a[i], b[i]), k));
@@ -1248,6 +1436,8 @@ unsafe fn defocus_rows_avx2<const G: usize>(xb: &[u16], cp: &[u16], cs: usize, h
             }
         }
     }
+    HB.with(|v| *v.borrow_mut() = hbv);
+    CW.with(|v| *v.borrow_mut() = cwv);
 }
 
 #[cfg(target_arch = "x86_64")]
