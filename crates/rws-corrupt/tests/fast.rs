@@ -2,6 +2,8 @@
 //! (`corrupt_float`, then the reference's cast) is the faithful model checked against the
 //! reference fixtures. Here both paths meet on every corruption, severity and parameter set,
 //! including 224×224 ImageNet parameters, odd sizes and grey images, with the same seed.
+mod common;
+
 use rand::{Rng as _, SeedableRng};
 use rws_corrupt::{corrupt_float, corrupt_u8, to_u8, Corruption, FImage, ParamSet, Rng};
 
@@ -45,14 +47,7 @@ fn uint8_path_agrees_with_float_path() {
                 let fast = corrupt_u8(&img, h, w, c, cor, sev, p, &mut Rng::seed_from_u64(3)).unwrap();
                 let slow = to_u8(&corrupt_float(&x, cor, sev, p, &mut Rng::seed_from_u64(3)).unwrap());
                 let tag = format!("{} s{sev} {h}x{w}x{c} {p:?}", cor.name());
-                if same_bytes(cor, h, w) {
-                    assert!(fast == slow, "{tag}: uint8 path differs from the float path");
-                    continue;
-                }
-                let n = fast.len() as f64;
-                let within = fast.iter().zip(&slow).filter(|(a, b)| (**a as i32 - **b as i32).abs() <= 1).count() as f64 / n;
-                let maxd = fast.iter().zip(&slow).map(|(a, b)| (*a as i32 - *b as i32).abs()).max().unwrap();
-                assert!(within >= 0.999 && maxd <= 2, "{tag}: {:.4}% within ±1, max diff {maxd}", within * 100.0);
+                common::assert_paths_agree(&fast, &slow, same_bytes(cor, h, w), &tag);
             }
         }
     }

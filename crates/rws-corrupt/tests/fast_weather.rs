@@ -1,6 +1,8 @@
 //! The uint8 paths of the weather and geometric corruptions (src/weather_u8.rs) against the float
 //! path (`corrupt_float`, then the reference's cast) on the same seeds: CIFAR/Tiny/ImageNet
 //! parameters, 32, 64 and 224 pixels, odd and non-square sizes, RGB and grey, every severity.
+mod common;
+
 use rand::{Rng as _, SeedableRng};
 use rws_corrupt::{corrupt_float, corrupt_u8, to_u8, Corruption, FImage, ParamSet, Rng};
 
@@ -40,15 +42,7 @@ fn agree(cor: Corruption, exact: bool) {
                 let fast = corrupt_u8(&img, h, w, c, cor, sev, p, &mut Rng::seed_from_u64(seed)).unwrap();
                 let slow = to_u8(&corrupt_float(&x, cor, sev, p, &mut Rng::seed_from_u64(seed)).unwrap());
                 let tag = format!("{} s{sev} {h}x{w}x{c} {p:?} seed {seed}", cor.name());
-                assert_eq!(fast.len(), slow.len(), "{tag}");
-                if exact {
-                    let diff = fast.iter().zip(&slow).filter(|(a, b)| a != b).count();
-                    assert!(diff == 0, "{tag}: {diff} bytes differ from the float path");
-                } else {
-                    let within = fast.iter().zip(&slow).filter(|(a, b)| (**a as i32 - **b as i32).abs() <= 1).count() as f64 / fast.len() as f64;
-                    let maxd = fast.iter().zip(&slow).map(|(a, b)| (*a as i32 - *b as i32).abs()).max().unwrap();
-                    assert!(within >= 0.999 && maxd <= 2, "{tag}: {:.4}% within ±1, max diff {maxd}", within * 100.0);
-                }
+                common::assert_paths_agree(&fast, &slow, exact, &tag);
             }
         }
     }
