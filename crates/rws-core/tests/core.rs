@@ -252,7 +252,7 @@ fn run_case(seed: u64, layers: &[(DType, usize, usize)], alphas: &[(usize, f64)]
         let next = dir.path().join(format!("p{i}.safetensors"));
         let input = std::fs::read(&cur).unwrap();
         // Both file paths: signatures in memory, and as files (copy started before they load).
-        if (seed as usize + i) % 2 == 0 {
+        if (seed as usize + i).is_multiple_of(2) {
             patch_file(&cur, &[(sigs[*k].clone(), *a)], &next, &PatchOptions::default()).unwrap();
         } else {
             let sp = dir.path().join(format!("s{k}.rws"));

@@ -271,8 +271,9 @@ fn train_inner(model: &mut Model, data: &Dataset, val: Option<&Dataset>, cfg: &T
     if let Some(v) = val {
         check_fit(model, v, "validation set")?;
     }
-    if cfg.batch_size == 0 || !(cfg.lr > 0.0) {
-        return Err(Error::Msg(format!("batch size ({}) and learning rate ({}) must be positive", cfg.batch_size, cfg.lr)));
+    // NaN fails the `<=` test, so it is named explicitly; an infinite rate would only produce NaNs.
+    if cfg.batch_size == 0 || cfg.lr.is_nan() || cfg.lr <= 0.0 || cfg.lr.is_infinite() {
+        return Err(Error::Msg(format!("batch size ({}) and learning rate ({}) must be positive and finite", cfg.batch_size, cfg.lr)));
     }
     if let Some((cor, sev)) = cfg.corruption {
         // Fail now, naming the problem (e.g. images too small), rather than train on clean images.

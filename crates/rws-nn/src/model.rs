@@ -6,6 +6,9 @@ use candle_core::{DType, Device, Tensor, Var, D};
 use rand::{Rng as _, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+/// One tensor as `Model::tensors` hands it out: name, shape and f32 values.
+pub type NamedTensor = (String, Vec<usize>, Vec<f32>);
+
 /// What a stored tensor is; decides whether SGD touches it and how a checkpoint is checked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
@@ -87,6 +90,8 @@ impl Builder {
         Ok(self.params.len() - 1)
     }
     /// Kaiming-uniform with a = √5 gives bound 1/√fan_in, the same bound PyTorch uses for the bias.
+    /// The arguments are `nn.Conv2d`'s, in its order, so the architectures read like torchvision's.
+    #[allow(clippy::too_many_arguments)]
     fn conv(&mut self, prefix: &str, cin: usize, cout: usize, k: usize, stride: usize, pad: usize, bias: bool) -> Result<Op> {
         let bound = 1.0 / ((cin * k * k) as f32).sqrt();
         let t = self.init.uniform(&[cout, cin, k, k], bound)?;
@@ -285,7 +290,7 @@ impl Model {
 
     /// Set the input normalisation (per channel, on the 0..1 scale).
     pub fn set_normalization(&mut self, mean: &[f32], std: &[f32]) -> Result<()> {
-        if mean.len() != self.in_channels || std.len() != self.in_channels || std.iter().any(|&s| !(s > 0.0)) {
+        if mean.len() != self.in_channels || std.len() != self.in_channels || std.iter().any(|&s| s.is_nan() || s <= 0.0) {
             return Err(Error::Msg(format!(
                 "normalisation needs {} means and {} positive stds, got {} and {}",
                 self.in_channels,
@@ -494,7 +499,7 @@ impl Model {
 
     /// Every tensor as (name, shape, f32 values), forward order. `num_batches_tracked` comes back
     /// as f32 too, so signature code can treat all tensors alike.
-    pub fn tensors(&self) -> Result<Vec<(String, Vec<usize>, Vec<f32>)>> {
+    pub fn tensors(&self) -> Result<Vec<NamedTensor>> {
         self.params
             .iter()
             .map(|p| {
