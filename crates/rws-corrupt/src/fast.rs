@@ -1423,7 +1423,34 @@ unsafe fn pad_boxes_avx2(x: &[u8], h: usize, w: usize, c: usize, pad: usize, cs:
     let n = (ph + 1) * cs + 16;
     assert!(x.len() >= h * rw && xb.len() >= n && cp.len() >= n && cw.as_ref().is_none_or(|v| v.len() >= n) && (l == 0 || hb.len() >= n));
     assert!(2 * pad * c + rw <= cs);
-    let side: Vec<usize> = (0..pad).flat_map(|j| [j as isize - pad as isize, (w + j) as isize]).map(|i| boundary_index(i, w, Mode::Mirror).expect("mirror")).collect();
+    // The mirrored side values of a row, (destination, source) in values; and the same as
+    // vectors of 8 (destination, first source byte, shuffle of ≤ 16 source bytes into u16
+    // lanes) when every 8 fall within 16 bytes of the row (a vector past a side writes values
+    // that the row's middle, or the next row, or the spare vector, takes after).
+    let sides: Vec<(usize, usize)> = (0..2 * pad * c)
+        .map(|v| {
+            let (j, ch) = (v / c, v % c);
+            let (d, q) = if j < pad { (j, j as isize - pad as isize) } else { (j + w, (w + j - pad) as isize) };
+            (d * c + ch, boundary_index(q, w, Mode::Mirror).expect("mirror") * c + ch)
+        })
+        .collect();
+    let vec8: Option<Vec<(usize, usize, __m128i)>> = (rw >= 16)
+        .then(|| {
+            [&sides[..pad * c], &sides[pad * c..]]
+                .iter()
+                .flat_map(|side| side.chunks(8))
+                .map(|ch| {
+                    let lo = ch.iter().map(|t| t.1).min().unwrap().min(rw - 16);
+                    let mut m = [-1i8; 16];
+                    for (k, t) in ch.iter().enumerate() {
+                        m[2 * k] = (t.1 - lo) as i8;
+                    }
+                    // SAFETY: SSE2 (x86_64 baseline); 16 bytes read from the array.
+                    (ch.iter().all(|t| t.1 - lo < 16)).then(|| (ch[0].0, lo, unsafe { _mm_loadu_si128(m.as_ptr() as *const __m128i) }))
+                })
+                .collect()
+        })
+        .flatten();
     cp[..cs].iter_mut().for_each(|v| *v = 0);
     let cwp = cw.map(|v| {
         v[..cs].iter_mut().for_each(|v| *v = 0);
@@ -1431,11 +1458,24 @@ unsafe fn pad_boxes_avx2(x: &[u8], h: usize, w: usize, c: usize, pad: usize, cs:
     });
     let nv = cs.div_ceil(16) * 16;
     let mut h4 = vec![0u16; nv + 4 * c * l.div_ceil(4) + 16];
+    // hb = h4[x] + h4[x + 4·c] + … (l/4 terms) + xb[x + 4·(l/4)·c] + … (l mod 4 terms), one row
+    // pass per term after the first: (from h4, offset).
+    let terms: Vec<(bool, usize)> = (1..l / 4).map(|m| (true, 4 * m * c)).chain((l / 4 * 4..l).map(|k| (false, k * c))).collect();
     let (cpp, hbp, h4p) = (cp.as_mut_ptr(), hb.as_mut_ptr(), h4.as_mut_ptr());
     for i in 0..ph {
         let sy = boundary_index(i as isize - pad as isize, h, Mode::Mirror).expect("mirror");
         let src = &x[sy * rw..(sy + 1) * rw];
         let xr = &mut xb[i * cs..(i + 1) * cs];
+        match &vec8 {
+            // SAFETY: each vector reads 16 bytes from lo ≤ rw − 16 and writes 8 values from a
+            // destination < 2·pad·c + rw ≤ cs, inside xb (its spare vector past the last row).
+            Some(v) => unsafe {
+                for &(d, lo, m) in v {
+                    _mm_storeu_si128(xr.as_mut_ptr().add(d) as *mut __m128i, _mm_shuffle_epi8(_mm_loadu_si128(src.as_ptr().add(lo) as *const __m128i), m));
+                }
+            },
+            None => sides.iter().for_each(|&(d, q)| xr[d] = src[q] as u16),
+        }
         let mid = &mut xr[pad * c..pad * c + rw];
         let n16 = rw / 16 * 16;
         for k in (0..n16).step_by(16) {
@@ -1445,44 +1485,45 @@ unsafe fn pad_boxes_avx2(x: &[u8], h: usize, w: usize, c: usize, pad: usize, cs:
         for k in n16..rw {
             mid[k] = src[k] as u16;
         }
-        for j in 0..pad {
-            let (l, r) = (side[2 * j], side[2 * j + 1]);
-            for ch in 0..c {
-                xr[j * c + ch] = src[l * c + ch] as u16;
-                xr[(pad + w + j) * c + ch] = src[r * c + ch] as u16;
-            }
-        }
         // SAFETY: row i's vectors read xb and write cp, cw, h4 below (i + 1)·cs + nv + 3·c + 16
         // ≤ n (rows i + 1 < ph + 1) and h4's length; hb reads h4 below nv + 4·c·⌈l/4⌉ + 16.
         unsafe {
             let ld = |p: *const u16| _mm256_loadu_si256(p as *const __m256i);
+            let st = |p: *mut u16, v: __m256i| _mm256_storeu_si256(p as *mut __m256i, v);
             let (xr, pc, nc) = (xb.as_ptr().add(i * cs), cpp.add(i * cs), cpp.add((i + 1) * cs));
-            for x0 in (0..nv).step_by(16) {
-                _mm256_storeu_si256(nc.add(x0) as *mut __m256i, _mm256_add_epi16(ld(pc.add(x0)), ld(xr.add(x0))));
-            }
-            if cwp.is_none() && l == 0 {
-                continue;
-            }
-            for x0 in (0..nv).step_by(16) {
-                let p = xr.add(x0);
-                let b = _mm256_add_epi16(_mm256_add_epi16(ld(p), ld(p.add(c))), _mm256_add_epi16(ld(p.add(2 * c)), ld(p.add(3 * c))));
-                _mm256_storeu_si256(h4p.add(x0) as *mut __m256i, b);
-                if let Some(cwp) = cwp {
-                    let (pw, nw) = (cwp.add(i * cs + x0), cwp.add((i + 1) * cs + x0));
-                    _mm256_storeu_si256(nw as *mut __m256i, _mm256_add_epi16(ld(pw), b));
+            let h4v = |p: *const u16| _mm256_add_epi16(_mm256_add_epi16(ld(p), ld(p.add(c))), _mm256_add_epi16(ld(p.add(2 * c)), ld(p.add(3 * c))));
+            match (cwp, l > 0) {
+                (Some(cwp), _) => {
+                    let (pw, nw) = (cwp.add(i * cs), cwp.add((i + 1) * cs));
+                    for x0 in (0..nv).step_by(16) {
+                        st(nc.add(x0), _mm256_add_epi16(ld(pc.add(x0)), ld(xr.add(x0))));
+                        let b = h4v(xr.add(x0));
+                        st(h4p.add(x0), b);
+                        st(nw.add(x0), _mm256_add_epi16(ld(pw.add(x0)), b));
+                    }
+                }
+                (None, true) => {
+                    for x0 in (0..nv).step_by(16) {
+                        st(nc.add(x0), _mm256_add_epi16(ld(pc.add(x0)), ld(xr.add(x0))));
+                        st(h4p.add(x0), h4v(xr.add(x0)));
+                    }
+                }
+                (None, false) => {
+                    for x0 in (0..nv).step_by(16) {
+                        st(nc.add(x0), _mm256_add_epi16(ld(pc.add(x0)), ld(xr.add(x0))));
+                    }
                 }
             }
             if l > 0 {
                 let hr = hbp.add(i * cs);
-                for x0 in (0..nv).step_by(16) {
-                    let mut a = ld(h4p.add(x0));
-                    for m in 1..l / 4 {
-                        a = _mm256_add_epi16(a, ld(h4p.add(x0 + 4 * m * c)));
+                for (t, &(from_h4, o)) in terms.iter().enumerate() {
+                    let (a, b) = (if t == 0 { h4p as *const u16 } else { hr as *const u16 }, if from_h4 { h4p as *const u16 } else { xr });
+                    for x0 in (0..nv).step_by(16) {
+                        st(hr.add(x0), _mm256_add_epi16(ld(a.add(x0)), ld(b.add(x0 + o))));
                     }
-                    for k in l / 4 * 4..l {
-                        a = _mm256_add_epi16(a, ld(xr.add(x0 + k * c)));
-                    }
-                    _mm256_storeu_si256(hr.add(x0) as *mut __m256i, a);
+                }
+                if terms.is_empty() {
+                    std::ptr::copy_nonoverlapping(h4p, hr, nv);
                 }
             }
         }
