@@ -1104,9 +1104,9 @@ fn defocus_rows(xb: &[u16], cp: &[u16], cs: usize, h: usize, w: usize, c: usize,
 /// i16 on a common scale 2^-s chosen so the largest weight fills 15 bits (relative error
 /// ≤ 2^-15 on the largest, absolute ≤ 2^-s-1 on every weight: ~1e-8, under 1e-4 on the 0..255
 /// scale over all points). One multiply-add then weighs two groups, where converting each group
-/// to f32 takes seven instructions.
+/// to f32 takes seven instructions; an odd last group (radius 10: the only one) is converted.
 struct CorrPairs {
-    /// `(k[2m], k[2m+1])` as the low and high i16 halves of one i32 (a missing last group weighs 0).
+    /// `(k[2m], k[2m+1])` as the low and high i16 halves of one i32.
     kp: Vec<i32>,
     scale: f32,
 }
@@ -1122,7 +1122,7 @@ impl CorrPairs {
         }
         let s = (32767.0 / m).log2().floor() as i32;
         let q = |w: f32| (w as f64 * 2f64.powi(s)).round() as i32;
-        let kp = corr.chunks(2).map(|p| (p.get(1).map_or(0, |g| q(g.w)) << 16) | (q(p[0].w) & 0xffff)).collect();
+        let kp = corr.chunks_exact(2).map(|p| (q(p[1].w) << 16) | (q(p[0].w) & 0xffff)).collect();
         Some(CorrPairs { kp, scale: 2f64.powi(-s) as f32 })
     }
 }
@@ -1334,7 +1334,7 @@ unsafe fn defocus_rows_avx2<const G: usize>(x: &[u8], xb: &mut [u16], cp: &mut [
         for py in 0..2 * gr {
             disk_row(py, &mut ring);
         }
-        let (nudge, lo, hi, scale) = (_mm256_set1_ps(1e-3), _mm256_setzero_ps(), _mm256_set1_ps(255.0), _mm256_set1_ps(cq.scale));
+        let (nudge, scale, order) = (_mm256_set1_ps(1e-3), _mm256_set1_ps(cq.scale), _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
         let gv: [__m256; G] = std::array::from_fn(|d| _mm256_set1_ps(plan.g[d]));
         let kp: Vec<__m256i> = cq.kp.iter().map(|&k| _mm256_set1_epi32(k)).collect();
         let mut rows = [ring.as_ptr(); 5];
@@ -1367,27 +1367,36 @@ unsafe fn defocus_rows_avx2<const G: usize>(x: &[u8], xb: &mut [u16], cp: &mut [
                     a
                 };
                 let mut hv = [hz(e0), hz(e0 + 8), hz(e0 + 16), hz(e0 + 24)];
-                if !kp.is_empty() {
+                if !corr.is_empty() {
                     let (bx, bc, bh) = (xp.add(y * cs + e0), cpp.add(y * cs + e0), hbp.add(y * cs + e0));
-                    let mut acc = [_mm256_setzero_si256(); 4];
-                    for (m, &k) in kp.iter().enumerate() {
-                        let a = group_sums::<2>(bx, bc, bh, cwp, &corr[2 * m]);
-                        let b = corr.get(2 * m + 1).map_or([_mm256_setzero_si256(); 2], |gp| group_sums::<2>(bx, bc, bh, cwp, gp));
+                    if !kp.is_empty() {
+                        let mut acc = [_mm256_setzero_si256(); 4];
+                        for (m, &k) in kp.iter().enumerate() {
+                            let (a, b) = (group_sums::<2>(bx, bc, bh, cwp, &corr[2 * m]), group_sums::<2>(bx, bc, bh, cwp, &corr[2 * m + 1]));
+                            for i in 0..2 {
+                                acc[2 * i] = _mm256_add_epi32(acc[2 * i], _mm256_madd_epi16(_mm256_unpacklo_epi16(a[i], b[i]), k));
+                                acc[2 * i + 1] = _mm256_add_epi32(acc[2 * i + 1], _mm256_madd_epi16(_mm256_unpackhi_epi16(a[i], b[i]), k));
+                            }
+                        }
                         for i in 0..2 {
-                            acc[2 * i] = _mm256_add_epi32(acc[2 * i], _mm256_madd_epi16(_mm256_unpacklo_epi16(a[i], b[i]), k));
-                            acc[2 * i + 1] = _mm256_add_epi32(acc[2 * i + 1], _mm256_madd_epi16(_mm256_unpackhi_epi16(a[i], b[i]), k));
+                            hv[2 * i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_permute2x128_si256(acc[2 * i], acc[2 * i + 1], 0x20)), scale, hv[2 * i]);
+                            hv[2 * i + 1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_permute2x128_si256(acc[2 * i], acc[2 * i + 1], 0x31)), scale, hv[2 * i + 1]);
                         }
                     }
-                    for i in 0..2 {
-                        hv[2 * i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_permute2x128_si256(acc[2 * i], acc[2 * i + 1], 0x20)), scale, hv[2 * i]);
-                        hv[2 * i + 1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_permute2x128_si256(acc[2 * i], acc[2 * i + 1], 0x31)), scale, hv[2 * i + 1]);
+                    if corr.len() % 2 == 1 {
+                        let gp = &corr[corr.len() - 1];
+                        let (a, k) = (group_sums::<2>(bx, bc, bh, cwp, gp), _mm256_set1_ps(gp.w));
+                        for (i, a) in a.iter().enumerate() {
+                            hv[2 * i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu16_epi32(_mm256_castsi256_si128(*a))), k, hv[2 * i]);
+                            hv[2 * i + 1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu16_epi32(_mm256_extracti128_si256(*a, 1))), k, hv[2 * i + 1]);
+                        }
                     }
                 }
-                // cast_nudged, 32 values at once.
-                let q = |x: __m256| _mm256_cvttps_epi32(_mm256_min_ps(_mm256_max_ps(_mm256_add_ps(x, nudge), lo), hi));
-                let p0 = _mm256_permute4x64_epi64(_mm256_packs_epi32(q(hv[0]), q(hv[1])), 0xD8);
-                let p1 = _mm256_permute4x64_epi64(_mm256_packs_epi32(q(hv[2]), q(hv[3])), 0xD8);
-                let b = _mm256_permute4x64_epi64(_mm256_packus_epi16(p0, p1), 0xD8);
+                // cast_nudged, 32 values at once: truncation, then the saturating packs clamp
+                // to 0..=255 (negative values and NaN give 0, as the clamp before the cast).
+                let q = |x: __m256| _mm256_cvttps_epi32(_mm256_add_ps(x, nudge));
+                let p = _mm256_packus_epi16(_mm256_packs_epi32(q(hv[0]), q(hv[1])), _mm256_packs_epi32(q(hv[2]), q(hv[3])));
+                let b = _mm256_permutevar8x32_epi32(p, order);
                 let o = &mut out[y * rw + e0..(y + 1) * rw];
                 if o.len() >= 32 {
                     _mm256_storeu_si256(o.as_mut_ptr() as *mut __m256i, b);
