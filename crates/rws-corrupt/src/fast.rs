@@ -1469,7 +1469,7 @@ unsafe fn pad_boxes_avx2(x: &[u8], h: usize, w: usize, c: usize, pad: usize, cs:
     let nv = cs.div_ceil(16) * 16;
     let mut h4 = vec![0u16; nv + 4 * c * l.div_ceil(4) + 16];
     // hb = h4[x] + h4[x + 4·c] + … (l/4 terms) + xb[x + 4·(l/4)·c] + … (l mod 4 terms), one row
-    // pass per term after the first: (from h4, offset).
+    // pass per two terms after the first: (from h4, offset).
     let terms: Vec<(bool, usize)> = (1..l / 4).map(|m| (true, 4 * m * c)).chain((l / 4 * 4..l).map(|k| (false, k * c))).collect();
     let (cpp, hbp, h4p) = (cp.as_mut_ptr(), hb.as_mut_ptr(), h4.as_mut_ptr());
     for i in 0..ph {
@@ -1526,10 +1526,21 @@ unsafe fn pad_boxes_avx2(x: &[u8], h: usize, w: usize, c: usize, pad: usize, cs:
             }
             if l > 0 {
                 let hr = hbp.add(i * cs);
-                for (t, &(from_h4, o)) in terms.iter().enumerate() {
-                    let (a, b) = (if t == 0 { h4p as *const u16 } else { hr as *const u16 }, if from_h4 { h4p as *const u16 } else { xr });
-                    for x0 in (0..nv).step_by(16) {
-                        st(hr.add(x0), _mm256_add_epi16(ld(a.add(x0)), ld(b.add(x0 + o))));
+                let src = |(from_h4, o): (bool, usize)| (if from_h4 { h4p as *const u16 } else { xr }).add(o);
+                for (t, ts) in terms.chunks(2).enumerate() {
+                    let (a, b) = (if t == 0 { h4p as *const u16 } else { hr as *const u16 }, src(ts[0]));
+                    match ts.get(1) {
+                        Some(&u) => {
+                            let d = src(u);
+                            for x0 in (0..nv).step_by(16) {
+                                st(hr.add(x0), _mm256_add_epi16(ld(a.add(x0)), _mm256_add_epi16(ld(b.add(x0)), ld(d.add(x0)))));
+                            }
+                        }
+                        None => {
+                            for x0 in (0..nv).step_by(16) {
+                                st(hr.add(x0), _mm256_add_epi16(ld(a.add(x0)), ld(b.add(x0))));
+                            }
+                        }
                     }
                 }
                 if terms.is_empty() {
