@@ -224,6 +224,8 @@ mod block_avx2 {
         corr: [__m256i; 8],
         scale: [__m256i; 8],
         q: [__m256i; 8],
+        /// The decoded sample of a block whose 64 samples all equal the index (see [`flat`]).
+        flat: [u8; 256],
     }
 
     /// (recip, corr, scale) for divisor `d` ≥ 3, not a power of two or one.
@@ -256,6 +258,14 @@ mod block_avx2 {
                 corr: std::array::from_fn(|i| row(i, &|q| rc(q, 1))),
                 scale: std::array::from_fn(|i| row(i, &|q| rc(q, 2))),
                 q: std::array::from_fn(|i| row(i, &|q| q as i16)),
+                flat: std::array::from_fn(|v| {
+                    // The forward DCT of 64 samples v is 64·(v − 128) at DC and exactly 0 elsewhere
+                    // (every AC term is a difference of equal values); then the scalar quantiser
+                    // and the inverse DCT's DC-only fill.
+                    let (t, d) = (64 * (v as i32 - 128), qt[0] << 3);
+                    let q = (t.abs() + d / 2) / d * t.signum();
+                    range_limit(super::descale((q * qt[0]) << PASS1_BITS, PASS1_BITS + 3))
+                }),
             }
         }
     }
@@ -451,19 +461,47 @@ mod block_avx2 {
     }
 
 
-    /// Code a plane whose sides are whole blocks in place, two blocks a step (an odd last block
-    /// of a row pairs with itself).
+    /// The value of the 8×8 block at `b` (rows `stride` apart) if all its samples are equal.
+    /// Flat blocks (backgrounds) are common in real images; their round trip is a table look-up.
+    #[inline]
+    unsafe fn flat(b: *const u8, stride: usize) -> Option<u8> {
+        let r0 = (b as *const u64).read_unaligned();
+        let v = r0 as u8;
+        let mut diff = r0 ^ (v as u64 * 0x0101_0101_0101_0101);
+        for y in 1..8 {
+            diff |= (b.add(y * stride) as *const u64).read_unaligned() ^ r0;
+        }
+        (diff == 0).then_some(v)
+    }
+
+    /// Code a plane whose sides are whole blocks in place: flat blocks by [`Tables::flat`], the
+    /// others two a step in scan order (any two blocks make a pair; an odd last one pairs with
+    /// itself).
     #[target_feature(enable = "avx2")]
     pub(super) unsafe fn code_plane(plane: &mut [u8], fw: usize, fh: usize, t: &Tables) {
         assert!(fw.is_multiple_of(8) && fh.is_multiple_of(8) && plane.len() >= fw * fh);
-        let nb = fw / 8;
         let p = plane.as_mut_ptr();
+        let mut pending: Option<*mut u8> = None;
         for by in 0..fh / 8 {
-            for bx in (0..nb).step_by(2) {
-                let (a, b) = (by * 8 * fw + bx * 8, by * 8 * fw + (bx + 1).min(nb - 1) * 8);
-                // SAFETY: both blocks lie inside the plane (asserted above).
-                code_pair((p.add(a), p.add(b)), fw, t);
+            for bx in 0..fw / 8 {
+                // SAFETY: every block lies inside the plane (asserted above); a pending block is
+                // untouched until it is coded.
+                let b = p.add(by * 8 * fw + bx * 8);
+                if let Some(v) = flat(b, fw) {
+                    let fill = t.flat[v as usize] as u64 * 0x0101_0101_0101_0101;
+                    for y in 0..8 {
+                        (b.add(y * fw) as *mut u64).write_unaligned(fill);
+                    }
+                } else if let Some(a) = pending.take() {
+                    code_pair((a, b), fw, t);
+                } else {
+                    pending = Some(b);
+                }
             }
+        }
+        if let Some(a) = pending {
+            // SAFETY: as above.
+            code_pair((a, a), fw, t);
         }
     }
 
@@ -1007,11 +1045,39 @@ mod tests {
                 // Noise (large AC, clipping and the range limit) and smooth ramps (long zero runs).
                 let noise: Vec<u8> = (0..h * w * c).map(|_| rng.gen()).collect();
                 let ramp: Vec<u8> = (0..h * w * c).map(|i| ((i / c % w) * 7 + (i / c / w) * 3 + i % c * 40) as u8).collect();
-                for img in [&noise, &ramp] {
+                // Flat regions (the flat-block and flat-run shortcuts): tiles of random colours,
+                // 5 to 40 pixels, with single pixels one off (a block or run that just misses).
+                let mut tiles = vec![0u8; h * w * c];
+                for (band, ts) in [5, 8, 16, 20, 40].into_iter().enumerate() {
+                    let colours: Vec<u8> = (0..(h / ts + 1) * (w / ts + 1) * c).map(|_| if rng.gen_bool(0.3) { 0 } else { rng.gen() }).collect();
+                    let (y0, y1) = (h * band / 5, h * (band + 1) / 5);
+                    for y in y0..y1 {
+                        for x in 0..w {
+                            for k in 0..c {
+                                let v = colours[((y / ts) * (w / ts + 1) + x / ts) * c + k];
+                                tiles[(y * w + x) * c + k] = if rng.gen_bool(0.002) { v ^ 1 } else { v };
+                            }
+                        }
+                    }
+                }
+                for img in [&noise, &ramp, &tiles] {
                     for q in [1, 7, 10, 15, 25, 50, 58, 80, 95, 100] {
                         assert!(round_trip(img, h, w, c, q) == round_trip_scalar(img, h, w, c, q), "{h}x{w}x{c} q{q}");
                     }
                 }
+            }
+        }
+    }
+
+    /// Flat 16×16 squares of every grey level and of 256 colours: every entry of the flat-block
+    /// tables, flat colour runs and flat upsampled runs, at every quality.
+    #[test]
+    fn flat_images_match_scalar_path() {
+        for c in [1, 3] {
+            let (h, w) = (16, 16 * 256);
+            let img: Vec<u8> = (0..h * w * c).map(|i| ((i / c % w / 16) * (1 + 60 * (i % c))) as u8).collect();
+            for q in 1..=100 {
+                assert!(round_trip(&img, h, w, c, q) == round_trip_scalar(&img, h, w, c, q), "c{c} q{q}");
             }
         }
     }
