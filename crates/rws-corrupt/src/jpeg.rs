@@ -877,6 +877,19 @@ mod rows_avx2 {
         let mut x = 0;
         // Loads may run into the next row, not past the image.
         while x + 16 <= w {
+            // Sixteen equal pixels (flat backgrounds): bytes 0..48 repeat with period 3 when
+            // 0..35 equal 3..38 and 13..45 equal 16..48.
+            let p = src.as_ptr().add(x * 3);
+            let ld32 = |o: usize| _mm256_loadu_si256(p.add(o) as *const __m256i);
+            let eq = _mm256_and_si256(_mm256_cmpeq_epi8(ld32(0), ld32(3)), _mm256_cmpeq_epi8(ld32(13), ld32(16)));
+            if _mm256_movemask_epi8(eq) == -1 {
+                let [y, cb, cr] = rgb_to_ycc_px(&src[x * 3..x * 3 + 3]);
+                _mm_storeu_si128(yo.as_mut_ptr().add(x) as *mut __m128i, _mm_set1_epi8(y as i8));
+                _mm_storeu_si128(cbo.as_mut_ptr().add(x) as *mut __m128i, _mm_set1_epi8(cb as i8));
+                _mm_storeu_si128(cro.as_mut_ptr().add(x) as *mut __m128i, _mm_set1_epi8(cr as i8));
+                x += 16;
+                continue;
+            }
             let (ya, cba, cra) = half(x, false);
             let (yb, cbb, crb) = half(x + 8, x * 3 + 36 + 16 > src.len());
             // All three are 0..255: the saturating packs only narrow.
@@ -1017,11 +1030,44 @@ mod rows_avx2 {
             (_mm256_sub_epi16(_mm256_unpacklo_epi16(e, o), c128), _mm256_sub_epi16(_mm256_unpackhi_epi16(e, o), c128))
         };
         let (mut pb, mut pr) = (_mm256_set1_epi16(csb[0] as i16), _mm256_set1_epi16(csr[0] as i16));
+        // Byte i of an RGB run's 32-byte store k is component (32k + i) mod 3.
+        const fn phase(k: usize) -> [i8; 32] {
+            let mut m = [0i8; 32];
+            let mut i = 0;
+            while i < 32 {
+                m[i] = ((32 * k + i) % 3) as i8;
+                i += 1;
+            }
+            m
+        }
+        const PH: [[i8; 32]; 3] = [phase(0), phase(1), phase(2)];
         let mut x = 0;
         while x + 16 <= dw && 2 * x + 32 <= w {
+            // A flat run (backgrounds): 32 equal luma samples and, for both chroma components,
+            // equal column sums over the 18 columns the filter reads, whose even and odd outputs
+            // agree; then all 32 pixels are one colour.
+            let yv = _mm256_loadu_si256(yr.as_ptr().add(2 * x) as *const __m256i);
+            let flat = |cs: &[u16]| {
+                let m = _mm256_loadu_si256(cs.as_ptr().add(x + 1) as *const __m256i);
+                let v = cs[x];
+                let eq = _mm256_movemask_epi8(_mm256_cmpeq_epi16(m, _mm256_set1_epi16(v as i16))) == -1 && cs[x + 17] == v;
+                (eq && (v * 4 + 8) >> 4 == (v * 4 + 7) >> 4).then_some(((v * 4 + 8) >> 4) as u8)
+            };
+            if _mm256_movemask_epi8(_mm256_cmpeq_epi8(yv, _mm256_set1_epi8(yr[2 * x] as i8))) == -1 {
+                if let (Some(cb), Some(cr)) = (flat(csb), flat(csr)) {
+                    let mut px = [0u8; 4];
+                    ycc_to_rgb_px(yr[2 * x], cb, cr, &mut px);
+                    let v = _mm256_set1_epi32(i32::from_le_bytes(px));
+                    for (k, ph) in PH.iter().enumerate() {
+                        _mm256_storeu_si256(orow.add(6 * x + 32 * k) as *mut __m256i, _mm256_shuffle_epi8(v, _mm256_loadu_si256(ph.as_ptr() as *const __m256i)));
+                    }
+                    (pb, pr) = (_mm256_set1_epi16(csb[x] as i16), _mm256_set1_epi16(csr[x] as i16));
+                    x += 16;
+                    continue;
+                }
+            }
             let (cb_lo, cb_hi) = fancy(csb, x, &mut pb);
             let (cr_lo, cr_hi) = fancy(csr, x, &mut pr);
-            let yv = _mm256_loadu_si256(yr.as_ptr().add(2 * x) as *const __m256i);
             let z = _mm256_setzero_si256();
             let o = orow.add(6 * x);
             store_rgb(ycc16(_mm256_unpacklo_epi8(yv, z), cb_lo, cr_lo), o, o.add(48));
@@ -1069,14 +1115,15 @@ mod tests {
         }
     }
 
-    /// Flat 16×16 squares of every grey level and of 256 colours: every entry of the flat-block
-    /// tables, flat colour runs and flat upsampled runs, at every quality.
+    /// Flat rectangles of every grey level (16×16, at every quality: every entry of the luma
+    /// flat-block tables) and of 256 colours (96×16: flat blocks, colour runs and upsampled runs
+    /// with flat neighbours).
     #[test]
     fn flat_images_match_scalar_path() {
-        for c in [1, 3] {
-            let (h, w) = (16, 16 * 256);
-            let img: Vec<u8> = (0..h * w * c).map(|i| ((i / c % w / 16) * (1 + 60 * (i % c))) as u8).collect();
-            for q in 1..=100 {
+        for (c, side, qs) in [(1, 16, (1..=100).collect::<Vec<u32>>()), (3, 96, vec![1, 7, 15, 50, 90, 100])] {
+            let (h, w) = (16, side * 256);
+            let img: Vec<u8> = (0..h * w * c).map(|i| ((i / c % w / side) * (1 + 60 * (i % c))) as u8).collect();
+            for q in qs {
                 assert!(round_trip(&img, h, w, c, q) == round_trip_scalar(&img, h, w, c, q), "c{c} q{q}");
             }
         }
