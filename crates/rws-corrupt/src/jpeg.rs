@@ -875,18 +875,26 @@ mod rows_avx2 {
         // Dwords [A0-3 B0-3 | A4-7 B4-7] of bytes (A, B the two halves) to A0-7 B0-7.
         let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
         let mut x = 0;
+        // The last flat run's 48 bytes and its Y, Cb, Cr (at first: black).
+        let ycc = |px: &[u8]| rgb_to_ycc_px(px).map(|v| _mm_set1_epi8(v as i8));
+        let mut flat = (_mm256_setzero_si256(), _mm256_setzero_si256(), ycc(&[0; 3]));
         // Loads may run into the next row, not past the image.
         while x + 16 <= w {
             // Sixteen equal pixels (flat backgrounds): bytes 0..48 repeat with period 3 when
-            // 0..35 equal 3..38 and 13..45 equal 16..48.
+            // 0..35 equal 3..38 and 13..45 equal 16..48. A run equal to the last flat one (most
+            // of a background) is just those 48 bytes compared.
             let p = src.as_ptr().add(x * 3);
             let ld32 = |o: usize| _mm256_loadu_si256(p.add(o) as *const __m256i);
-            let eq = _mm256_and_si256(_mm256_cmpeq_epi8(ld32(0), ld32(3)), _mm256_cmpeq_epi8(ld32(13), ld32(16)));
-            if _mm256_movemask_epi8(eq) == -1 {
-                let [y, cb, cr] = rgb_to_ycc_px(&src[x * 3..x * 3 + 3]);
-                _mm_storeu_si128(yo.as_mut_ptr().add(x) as *mut __m128i, _mm_set1_epi8(y as i8));
-                _mm_storeu_si128(cbo.as_mut_ptr().add(x) as *mut __m128i, _mm_set1_epi8(cb as i8));
-                _mm_storeu_si128(cro.as_mut_ptr().add(x) as *mut __m128i, _mm_set1_epi8(cr as i8));
+            let (a, b) = (ld32(0), ld32(16));
+            let all = |v: __m256i| _mm256_movemask_epi8(v) == -1;
+            let same = all(_mm256_and_si256(_mm256_cmpeq_epi8(a, flat.0), _mm256_cmpeq_epi8(b, flat.1)));
+            if same || all(_mm256_and_si256(_mm256_cmpeq_epi8(a, ld32(3)), _mm256_cmpeq_epi8(ld32(13), b))) {
+                if !same {
+                    flat = (a, b, ycc(&src[x * 3..x * 3 + 3]));
+                }
+                _mm_storeu_si128(yo.as_mut_ptr().add(x) as *mut __m128i, flat.2[0]);
+                _mm_storeu_si128(cbo.as_mut_ptr().add(x) as *mut __m128i, flat.2[1]);
+                _mm_storeu_si128(cro.as_mut_ptr().add(x) as *mut __m128i, flat.2[2]);
                 x += 16;
                 continue;
             }
@@ -1041,6 +1049,14 @@ mod rows_avx2 {
             m
         }
         const PH: [[i8; 32]; 3] = [phase(0), phase(1), phase(2)];
+        let rgb_run = |[y, cb, cr]: [u8; 3]| {
+            let mut px = [0u8; 4];
+            ycc_to_rgb_px(y, cb, cr, &mut px);
+            let v = _mm256_set1_epi32(i32::from_le_bytes(px));
+            PH.map(|ph| _mm256_shuffle_epi8(v, _mm256_loadu_si256(ph.as_ptr() as *const __m256i)))
+        };
+        // The last flat run's Y, Cb, Cr and its 96 bytes (at first: black).
+        let mut run = ([0, 128, 128], rgb_run([0, 128, 128]));
         let mut x = 0;
         while x + 16 <= dw && 2 * x + 32 <= w {
             // A flat run (backgrounds): 32 equal luma samples and, for both chroma components,
@@ -1055,11 +1071,12 @@ mod rows_avx2 {
             };
             if _mm256_movemask_epi8(_mm256_cmpeq_epi8(yv, _mm256_set1_epi8(yr[2 * x] as i8))) == -1 {
                 if let (Some(cb), Some(cr)) = (flat(csb), flat(csr)) {
-                    let mut px = [0u8; 4];
-                    ycc_to_rgb_px(yr[2 * x], cb, cr, &mut px);
-                    let v = _mm256_set1_epi32(i32::from_le_bytes(px));
-                    for (k, ph) in PH.iter().enumerate() {
-                        _mm256_storeu_si256(orow.add(6 * x + 32 * k) as *mut __m256i, _mm256_shuffle_epi8(v, _mm256_loadu_si256(ph.as_ptr() as *const __m256i)));
+                    let key = [yr[2 * x], cb, cr];
+                    if key != run.0 {
+                        run = (key, rgb_run(key));
+                    }
+                    for (k, &v) in run.1.iter().enumerate() {
+                        _mm256_storeu_si256(orow.add(6 * x + 32 * k) as *mut __m256i, v);
                     }
                     (pb, pr) = (_mm256_set1_epi16(csb[x] as i16), _mm256_set1_epi16(csr[x] as i16));
                     x += 16;
