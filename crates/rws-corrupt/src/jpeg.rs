@@ -794,12 +794,15 @@ unsafe fn round_trip_avx2(img: &[u8], h: usize, w: usize, c: usize, quality: u32
     let mut out: Vec<u8> = Vec::with_capacity(h * w * 3);
     let (csb, csr) = cs.split_at_mut(dw + 2);
     for y in 0..h {
-        rows_avx2::column_sums(cb, cw, dw, dh, y, csb);
-        rows_avx2::column_sums(cr, cw, dw, dh, y, csr);
         let yr = &yp[y * mw..y * mw + w];
         let orow = out.as_mut_ptr().add(y * w * 3);
-        let done = rows_avx2::upsample_to_rgb(yr, csb, csr, orow);
-        // The rest from the same sums: cs[c + 1] is chroma column c's.
+        let (near, far) = (y / 2 * cw, far_row(y, dh) * cw);
+        let done = rows_avx2::upsample_to_rgb(yr, (&cb[near..][..dw], &cb[far..][..dw]), (&cr[near..][..dw], &cr[far..][..dw]), orow);
+        if done < w {
+            rows_avx2::column_sums(cb, cw, dw, dh, y, csb);
+            rows_avx2::column_sums(cr, cw, dw, dh, y, csr);
+        }
+        // The rest from the column sums: cs[c + 1] is chroma column c's.
         for x in done..w {
             let up = |cs: &[u16]| (if x % 2 == 0 { (cs[x / 2 + 1] * 3 + cs[x / 2] + 8) >> 4 } else { (cs[x / 2 + 1] * 3 + cs[x / 2 + 2] + 7) >> 4 }) as u8;
             let mut px = [0u8; 3];
@@ -990,7 +993,8 @@ mod rows_avx2 {
         }
     }
 
-    /// The column sums of [`upsample_row_h2v2_fancy`] for output row `y`, edge-extended into
+    /// The column sums of [`upsample_row_h2v2_fancy`] for output row `y` (for the pixels
+    /// [`upsample_to_rgb`] leaves), edge-extended into
     /// `cs` (`dw` + 2 long: `cs[0]` and `cs[dw + 1]` repeat the edges, which is what the scalar edge
     /// formulas are).
     #[target_feature(enable = "avx2")]
@@ -1012,32 +1016,42 @@ mod rows_avx2 {
         cs[dw + 1] = cs[dw];
     }
 
-    /// One output row: fancy upsampling of both chroma components from their [`column_sums`]
+    /// One output row: fancy upsampling of both chroma components from their (near, far) rows
     /// and [`ycc16`], 32 pixels (16 chroma columns) a step; returns how many pixels it did and
-    /// writes their RGB bytes at `orow`, nothing past them.
+    /// writes their RGB bytes at `orow`, nothing past them. The column sums stay in registers
+    /// (the caller's tail takes them from [`column_sums`]).
     /// The upsampled values stay in registers, in the order the unpacks give them: pixels
     /// [0–7 | 16–23] and [8–15 | 24–31], which is how the luma bytes unpack too. The neighbour
     /// columns come from registers by lane shifts, not from loads at an offset of one: those
     /// would straddle the stores just made and stall on store forwarding.
     #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn upsample_to_rgb(yr: &[u8], csb: &[u16], csr: &[u16], orow: *mut u8) -> usize {
-        let (w, dw) = (yr.len(), csb.len() - 2);
-        assert!(csr.len() == csb.len());
+    pub(super) unsafe fn upsample_to_rgb(yr: &[u8], cb: (&[u8], &[u8]), cr: (&[u8], &[u8]), orow: *mut u8) -> usize {
+        let (w, dw) = (yr.len(), cb.0.len());
+        assert!(cb.1.len() == dw && cr.0.len() == dw && cr.1.len() == dw);
         let (b8, b7, c128) = (_mm256_set1_epi16(8), _mm256_set1_epi16(7), _mm256_set1_epi16(128));
-        // The even and odd output columns of chroma columns x..x+16, centred on 0.
-        let fancy = |cs: &[u16], x: usize, prev: &mut __m256i| {
-            let m = _mm256_loadu_si256(cs.as_ptr().add(x + 1) as *const __m256i);
-            let next = if x + 32 <= dw { _mm256_loadu_si256(cs.as_ptr().add(x + 17) as *const __m256i) } else { _mm256_set1_epi16(cs[x + 17] as i16) };
-            // Column x − 1 + j and x + 1 + j in lane j.
-            let l = _mm256_alignr_epi8::<14>(m, _mm256_permute2x128_si256::<0x21>(*prev, m));
-            let r = _mm256_alignr_epi8::<2>(_mm256_permute2x128_si256::<0x21>(m, next), m);
-            *prev = m;
+        // Column sums 3·near + far (as `column_sums`) of chroma columns x..x+16, or of column x
+        // in every lane.
+        let sums = |(n, f): (&[u8], &[u8]), x: usize| {
+            let ld = |r: &[u8]| _mm256_cvtepu8_epi16(_mm_loadu_si128(r.as_ptr().add(x) as *const __m128i));
+            let (n, f) = (ld(n), ld(f));
+            _mm256_add_epi16(_mm256_add_epi16(n, _mm256_add_epi16(n, n)), f)
+        };
+        let sum1 = |(n, f): (&[u8], &[u8]), x: usize| _mm256_set1_epi16((n[x] as u16 * 3 + f[x] as u16) as i16);
+        // Column x − 1 + j and x + 1 + j in lane j, from the sums of columns x − 16.. (`prev`),
+        // x.. (`m`) and x + 16.. (`next`).
+        let neighbours = |prev: __m256i, m: __m256i, next: __m256i| {
+            (_mm256_alignr_epi8::<14>(m, _mm256_permute2x128_si256::<0x21>(prev, m)), _mm256_alignr_epi8::<2>(_mm256_permute2x128_si256::<0x21>(m, next), m))
+        };
+        // The even and odd output columns, centred on 0.
+        let fancy = |(m, l, r): (__m256i, __m256i, __m256i)| {
             let m3 = _mm256_add_epi16(m, _mm256_add_epi16(m, m));
             let e = _mm256_srli_epi16::<4>(_mm256_add_epi16(_mm256_add_epi16(m3, l), b8));
             let o = _mm256_srli_epi16::<4>(_mm256_add_epi16(_mm256_add_epi16(m3, r), b7));
             (_mm256_sub_epi16(_mm256_unpacklo_epi16(e, o), c128), _mm256_sub_epi16(_mm256_unpackhi_epi16(e, o), c128))
         };
-        let (mut pb, mut pr) = (_mm256_set1_epi16(csb[0] as i16), _mm256_set1_epi16(csr[0] as i16));
+        // The sums of columns x − 16.. and x.. (the edge column repeats past the edge).
+        let (mut pb, mut pr) = (sum1(cb, 0), sum1(cr, 0));
+        let (mut mb, mut mr) = if dw >= 16 { (sums(cb, 0), sums(cr, 0)) } else { (pb, pr) };
         // Byte i of an RGB run's 32-byte store k is component (32k + i) mod 3.
         const fn phase(k: usize) -> [i8; 32] {
             let mut m = [0i8; 32];
@@ -1059,18 +1073,22 @@ mod rows_avx2 {
         let mut run = ([0, 128, 128], rgb_run([0, 128, 128]));
         let mut x = 0;
         while x + 16 <= dw && 2 * x + 32 <= w {
+            let (nb, nr) = if x + 32 <= dw { (sums(cb, x + 16), sums(cr, x + 16)) } else { (sum1(cb, (x + 16).min(dw - 1)), sum1(cr, (x + 16).min(dw - 1))) };
+            let (lb, rb) = neighbours(pb, mb, nb);
+            let (lr, rr) = neighbours(pr, mr, nr);
+            let (b, r) = ((mb, lb, rb), (mr, lr, rr));
+            (pb, pr, mb, mr) = (mb, mr, nb, nr);
             // A flat run (backgrounds): 32 equal luma samples and, for both chroma components,
             // equal column sums over the 18 columns the filter reads, whose even and odd outputs
             // agree; then all 32 pixels are one colour.
             let yv = _mm256_loadu_si256(yr.as_ptr().add(2 * x) as *const __m256i);
-            let flat = |cs: &[u16]| {
-                let m = _mm256_loadu_si256(cs.as_ptr().add(x + 1) as *const __m256i);
-                let v = cs[x];
-                let eq = _mm256_movemask_epi8(_mm256_cmpeq_epi16(m, _mm256_set1_epi16(v as i16))) == -1 && cs[x + 17] == v;
+            let flat = |(m, l, r): (__m256i, __m256i, __m256i)| {
+                let eq = _mm256_movemask_epi8(_mm256_and_si256(_mm256_cmpeq_epi16(m, l), _mm256_cmpeq_epi16(m, r))) == -1;
+                let v = _mm256_extract_epi16::<0>(m) as u16;
                 (eq && (v * 4 + 8) >> 4 == (v * 4 + 7) >> 4).then_some(((v * 4 + 8) >> 4) as u8)
             };
             if _mm256_movemask_epi8(_mm256_cmpeq_epi8(yv, _mm256_set1_epi8(yr[2 * x] as i8))) == -1 {
-                if let (Some(cb), Some(cr)) = (flat(csb), flat(csr)) {
+                if let (Some(cb), Some(cr)) = (flat(b), flat(r)) {
                     let key = [yr[2 * x], cb, cr];
                     if key != run.0 {
                         run = (key, rgb_run(key));
@@ -1078,13 +1096,12 @@ mod rows_avx2 {
                     for (k, &v) in run.1.iter().enumerate() {
                         _mm256_storeu_si256(orow.add(6 * x + 32 * k) as *mut __m256i, v);
                     }
-                    (pb, pr) = (_mm256_set1_epi16(csb[x] as i16), _mm256_set1_epi16(csr[x] as i16));
                     x += 16;
                     continue;
                 }
             }
-            let (cb_lo, cb_hi) = fancy(csb, x, &mut pb);
-            let (cr_lo, cr_hi) = fancy(csr, x, &mut pr);
+            let (cb_lo, cb_hi) = fancy(b);
+            let (cr_lo, cr_hi) = fancy(r);
             let z = _mm256_setzero_si256();
             let o = orow.add(6 * x);
             store_rgb(ycc16(_mm256_unpacklo_epi8(yv, z), cb_lo, cr_lo), o, o.add(48));
