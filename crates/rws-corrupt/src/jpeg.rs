@@ -224,6 +224,8 @@ mod block_avx2 {
         corr: [__m256i; 8],
         scale: [__m256i; 8],
         q: [__m256i; 8],
+        /// The decoded sample of a block whose 64 samples all equal the index (see [`flat`]).
+        flat: [u8; 256],
     }
 
     /// (recip, corr, scale) for divisor `d` ≥ 3, not a power of two or one.
@@ -256,6 +258,14 @@ mod block_avx2 {
                 corr: std::array::from_fn(|i| row(i, &|q| rc(q, 1))),
                 scale: std::array::from_fn(|i| row(i, &|q| rc(q, 2))),
                 q: std::array::from_fn(|i| row(i, &|q| q as i16)),
+                flat: std::array::from_fn(|v| {
+                    // The forward DCT of 64 samples v is 64·(v − 128) at DC and exactly 0 elsewhere
+                    // (every AC term is a difference of equal values); then the scalar quantiser
+                    // and the inverse DCT's DC-only fill.
+                    let (t, d) = (64 * (v as i32 - 128), qt[0] << 3);
+                    let q = (t.abs() + d / 2) / d * t.signum();
+                    range_limit(super::descale((q * qt[0]) << PASS1_BITS, PASS1_BITS + 3))
+                }),
             }
         }
     }
@@ -451,19 +461,47 @@ mod block_avx2 {
     }
 
 
-    /// Code a plane whose sides are whole blocks in place, two blocks a step (an odd last block
-    /// of a row pairs with itself).
+    /// The value of the 8×8 block at `b` (rows `stride` apart) if all its samples are equal.
+    /// Flat blocks (backgrounds) are common in real images; their round trip is a table look-up.
+    #[inline]
+    unsafe fn flat(b: *const u8, stride: usize) -> Option<u8> {
+        let r0 = (b as *const u64).read_unaligned();
+        let v = r0 as u8;
+        let mut diff = r0 ^ (v as u64 * 0x0101_0101_0101_0101);
+        for y in 1..8 {
+            diff |= (b.add(y * stride) as *const u64).read_unaligned() ^ r0;
+        }
+        (diff == 0).then_some(v)
+    }
+
+    /// Code a plane whose sides are whole blocks in place: flat blocks by [`Tables::flat`], the
+    /// others two a step in scan order (any two blocks make a pair; an odd last one pairs with
+    /// itself).
     #[target_feature(enable = "avx2")]
     pub(super) unsafe fn code_plane(plane: &mut [u8], fw: usize, fh: usize, t: &Tables) {
         assert!(fw.is_multiple_of(8) && fh.is_multiple_of(8) && plane.len() >= fw * fh);
-        let nb = fw / 8;
         let p = plane.as_mut_ptr();
+        let mut pending: Option<*mut u8> = None;
         for by in 0..fh / 8 {
-            for bx in (0..nb).step_by(2) {
-                let (a, b) = (by * 8 * fw + bx * 8, by * 8 * fw + (bx + 1).min(nb - 1) * 8);
-                // SAFETY: both blocks lie inside the plane (asserted above).
-                code_pair((p.add(a), p.add(b)), fw, t);
+            for bx in 0..fw / 8 {
+                // SAFETY: every block lies inside the plane (asserted above); a pending block is
+                // untouched until it is coded.
+                let b = p.add(by * 8 * fw + bx * 8);
+                if let Some(v) = flat(b, fw) {
+                    let fill = t.flat[v as usize] as u64 * 0x0101_0101_0101_0101;
+                    for y in 0..8 {
+                        (b.add(y * fw) as *mut u64).write_unaligned(fill);
+                    }
+                } else if let Some(a) = pending.take() {
+                    code_pair((a, b), fw, t);
+                } else {
+                    pending = Some(b);
+                }
             }
+        }
+        if let Some(a) = pending {
+            // SAFETY: as above.
+            code_pair((a, a), fw, t);
         }
     }
 
@@ -756,12 +794,15 @@ unsafe fn round_trip_avx2(img: &[u8], h: usize, w: usize, c: usize, quality: u32
     let mut out: Vec<u8> = Vec::with_capacity(h * w * 3);
     let (csb, csr) = cs.split_at_mut(dw + 2);
     for y in 0..h {
-        rows_avx2::column_sums(cb, cw, dw, dh, y, csb);
-        rows_avx2::column_sums(cr, cw, dw, dh, y, csr);
         let yr = &yp[y * mw..y * mw + w];
         let orow = out.as_mut_ptr().add(y * w * 3);
-        let done = rows_avx2::upsample_to_rgb(yr, csb, csr, orow);
-        // The rest from the same sums: cs[c + 1] is chroma column c's.
+        let (near, far) = (y / 2 * cw, far_row(y, dh) * cw);
+        let done = rows_avx2::upsample_to_rgb(yr, (&cb[near..][..dw], &cb[far..][..dw]), (&cr[near..][..dw], &cr[far..][..dw]), orow);
+        if done < w {
+            rows_avx2::column_sums(cb, cw, dw, dh, y, csb);
+            rows_avx2::column_sums(cr, cw, dw, dh, y, csr);
+        }
+        // The rest from the column sums: cs[c + 1] is chroma column c's.
         for x in done..w {
             let up = |cs: &[u16]| (if x % 2 == 0 { (cs[x / 2 + 1] * 3 + cs[x / 2] + 8) >> 4 } else { (cs[x / 2 + 1] * 3 + cs[x / 2 + 2] + 7) >> 4 }) as u8;
             let mut px = [0u8; 3];
@@ -837,8 +878,29 @@ mod rows_avx2 {
         // Dwords [A0-3 B0-3 | A4-7 B4-7] of bytes (A, B the two halves) to A0-7 B0-7.
         let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
         let mut x = 0;
+        // The last flat run's 48 bytes and its Y, Cb, Cr (at first: black).
+        let ycc = |px: &[u8]| rgb_to_ycc_px(px).map(|v| _mm_set1_epi8(v as i8));
+        let mut flat = (_mm256_setzero_si256(), _mm256_setzero_si256(), ycc(&[0; 3]));
         // Loads may run into the next row, not past the image.
         while x + 16 <= w {
+            // Sixteen equal pixels (flat backgrounds): bytes 0..48 repeat with period 3 when
+            // 0..35 equal 3..38 and 13..45 equal 16..48. A run equal to the last flat one (most
+            // of a background) is just those 48 bytes compared.
+            let p = src.as_ptr().add(x * 3);
+            let ld32 = |o: usize| _mm256_loadu_si256(p.add(o) as *const __m256i);
+            let (a, b) = (ld32(0), ld32(16));
+            let all = |v: __m256i| _mm256_movemask_epi8(v) == -1;
+            let same = all(_mm256_and_si256(_mm256_cmpeq_epi8(a, flat.0), _mm256_cmpeq_epi8(b, flat.1)));
+            if same || all(_mm256_and_si256(_mm256_cmpeq_epi8(a, ld32(3)), _mm256_cmpeq_epi8(ld32(13), b))) {
+                if !same {
+                    flat = (a, b, ycc(&src[x * 3..x * 3 + 3]));
+                }
+                _mm_storeu_si128(yo.as_mut_ptr().add(x) as *mut __m128i, flat.2[0]);
+                _mm_storeu_si128(cbo.as_mut_ptr().add(x) as *mut __m128i, flat.2[1]);
+                _mm_storeu_si128(cro.as_mut_ptr().add(x) as *mut __m128i, flat.2[2]);
+                x += 16;
+                continue;
+            }
             let (ya, cba, cra) = half(x, false);
             let (yb, cbb, crb) = half(x + 8, x * 3 + 36 + 16 > src.len());
             // All three are 0..255: the saturating packs only narrow.
@@ -931,7 +993,8 @@ mod rows_avx2 {
         }
     }
 
-    /// The column sums of [`upsample_row_h2v2_fancy`] for output row `y`, edge-extended into
+    /// The column sums of [`upsample_row_h2v2_fancy`] for output row `y` (for the pixels
+    /// [`upsample_to_rgb`] leaves), edge-extended into
     /// `cs` (`dw` + 2 long: `cs[0]` and `cs[dw + 1]` repeat the edges, which is what the scalar edge
     /// formulas are).
     #[target_feature(enable = "avx2")]
@@ -953,37 +1016,92 @@ mod rows_avx2 {
         cs[dw + 1] = cs[dw];
     }
 
-    /// One output row: fancy upsampling of both chroma components from their [`column_sums`]
+    /// One output row: fancy upsampling of both chroma components from their (near, far) rows
     /// and [`ycc16`], 32 pixels (16 chroma columns) a step; returns how many pixels it did and
-    /// writes their RGB bytes at `orow`, nothing past them.
+    /// writes their RGB bytes at `orow`, nothing past them. The column sums stay in registers
+    /// (the caller's tail takes them from [`column_sums`]).
     /// The upsampled values stay in registers, in the order the unpacks give them: pixels
     /// [0–7 | 16–23] and [8–15 | 24–31], which is how the luma bytes unpack too. The neighbour
     /// columns come from registers by lane shifts, not from loads at an offset of one: those
     /// would straddle the stores just made and stall on store forwarding.
     #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn upsample_to_rgb(yr: &[u8], csb: &[u16], csr: &[u16], orow: *mut u8) -> usize {
-        let (w, dw) = (yr.len(), csb.len() - 2);
-        assert!(csr.len() == csb.len());
+    pub(super) unsafe fn upsample_to_rgb(yr: &[u8], cb: (&[u8], &[u8]), cr: (&[u8], &[u8]), orow: *mut u8) -> usize {
+        let (w, dw) = (yr.len(), cb.0.len());
+        assert!(cb.1.len() == dw && cr.0.len() == dw && cr.1.len() == dw);
         let (b8, b7, c128) = (_mm256_set1_epi16(8), _mm256_set1_epi16(7), _mm256_set1_epi16(128));
-        // The even and odd output columns of chroma columns x..x+16, centred on 0.
-        let fancy = |cs: &[u16], x: usize, prev: &mut __m256i| {
-            let m = _mm256_loadu_si256(cs.as_ptr().add(x + 1) as *const __m256i);
-            let next = if x + 32 <= dw { _mm256_loadu_si256(cs.as_ptr().add(x + 17) as *const __m256i) } else { _mm256_set1_epi16(cs[x + 17] as i16) };
-            // Column x − 1 + j and x + 1 + j in lane j.
-            let l = _mm256_alignr_epi8::<14>(m, _mm256_permute2x128_si256::<0x21>(*prev, m));
-            let r = _mm256_alignr_epi8::<2>(_mm256_permute2x128_si256::<0x21>(m, next), m);
-            *prev = m;
+        // Column sums 3·near + far (as `column_sums`) of chroma columns x..x+16, or of column x
+        // in every lane.
+        let sums = |(n, f): (&[u8], &[u8]), x: usize| {
+            let ld = |r: &[u8]| _mm256_cvtepu8_epi16(_mm_loadu_si128(r.as_ptr().add(x) as *const __m128i));
+            let (n, f) = (ld(n), ld(f));
+            _mm256_add_epi16(_mm256_add_epi16(n, _mm256_add_epi16(n, n)), f)
+        };
+        let sum1 = |(n, f): (&[u8], &[u8]), x: usize| _mm256_set1_epi16((n[x] as u16 * 3 + f[x] as u16) as i16);
+        // Column x − 1 + j and x + 1 + j in lane j, from the sums of columns x − 16.. (`prev`),
+        // x.. (`m`) and x + 16.. (`next`).
+        let neighbours = |prev: __m256i, m: __m256i, next: __m256i| {
+            (_mm256_alignr_epi8::<14>(m, _mm256_permute2x128_si256::<0x21>(prev, m)), _mm256_alignr_epi8::<2>(_mm256_permute2x128_si256::<0x21>(m, next), m))
+        };
+        // The even and odd output columns, centred on 0.
+        let fancy = |(m, l, r): (__m256i, __m256i, __m256i)| {
             let m3 = _mm256_add_epi16(m, _mm256_add_epi16(m, m));
             let e = _mm256_srli_epi16::<4>(_mm256_add_epi16(_mm256_add_epi16(m3, l), b8));
             let o = _mm256_srli_epi16::<4>(_mm256_add_epi16(_mm256_add_epi16(m3, r), b7));
             (_mm256_sub_epi16(_mm256_unpacklo_epi16(e, o), c128), _mm256_sub_epi16(_mm256_unpackhi_epi16(e, o), c128))
         };
-        let (mut pb, mut pr) = (_mm256_set1_epi16(csb[0] as i16), _mm256_set1_epi16(csr[0] as i16));
+        // The sums of columns x − 16.. and x.. (the edge column repeats past the edge).
+        let (mut pb, mut pr) = (sum1(cb, 0), sum1(cr, 0));
+        let (mut mb, mut mr) = if dw >= 16 { (sums(cb, 0), sums(cr, 0)) } else { (pb, pr) };
+        // Byte i of an RGB run's 32-byte store k is component (32k + i) mod 3.
+        const fn phase(k: usize) -> [i8; 32] {
+            let mut m = [0i8; 32];
+            let mut i = 0;
+            while i < 32 {
+                m[i] = ((32 * k + i) % 3) as i8;
+                i += 1;
+            }
+            m
+        }
+        const PH: [[i8; 32]; 3] = [phase(0), phase(1), phase(2)];
+        let rgb_run = |[y, cb, cr]: [u8; 3]| {
+            let mut px = [0u8; 4];
+            ycc_to_rgb_px(y, cb, cr, &mut px);
+            let v = _mm256_set1_epi32(i32::from_le_bytes(px));
+            PH.map(|ph| _mm256_shuffle_epi8(v, _mm256_loadu_si256(ph.as_ptr() as *const __m256i)))
+        };
+        // The last flat run's Y, Cb, Cr and its 96 bytes (at first: black).
+        let mut run = ([0, 128, 128], rgb_run([0, 128, 128]));
         let mut x = 0;
         while x + 16 <= dw && 2 * x + 32 <= w {
-            let (cb_lo, cb_hi) = fancy(csb, x, &mut pb);
-            let (cr_lo, cr_hi) = fancy(csr, x, &mut pr);
+            let (nb, nr) = if x + 32 <= dw { (sums(cb, x + 16), sums(cr, x + 16)) } else { (sum1(cb, (x + 16).min(dw - 1)), sum1(cr, (x + 16).min(dw - 1))) };
+            let (lb, rb) = neighbours(pb, mb, nb);
+            let (lr, rr) = neighbours(pr, mr, nr);
+            let (b, r) = ((mb, lb, rb), (mr, lr, rr));
+            (pb, pr, mb, mr) = (mb, mr, nb, nr);
+            // A flat run (backgrounds): 32 equal luma samples and, for both chroma components,
+            // equal column sums over the 18 columns the filter reads, whose even and odd outputs
+            // agree; then all 32 pixels are one colour.
             let yv = _mm256_loadu_si256(yr.as_ptr().add(2 * x) as *const __m256i);
+            let flat = |(m, l, r): (__m256i, __m256i, __m256i)| {
+                let eq = _mm256_movemask_epi8(_mm256_and_si256(_mm256_cmpeq_epi16(m, l), _mm256_cmpeq_epi16(m, r))) == -1;
+                let v = _mm256_extract_epi16::<0>(m) as u16;
+                (eq && (v * 4 + 8) >> 4 == (v * 4 + 7) >> 4).then_some(((v * 4 + 8) >> 4) as u8)
+            };
+            if _mm256_movemask_epi8(_mm256_cmpeq_epi8(yv, _mm256_set1_epi8(yr[2 * x] as i8))) == -1 {
+                if let (Some(cb), Some(cr)) = (flat(b), flat(r)) {
+                    let key = [yr[2 * x], cb, cr];
+                    if key != run.0 {
+                        run = (key, rgb_run(key));
+                    }
+                    for (k, &v) in run.1.iter().enumerate() {
+                        _mm256_storeu_si256(orow.add(6 * x + 32 * k) as *mut __m256i, v);
+                    }
+                    x += 16;
+                    continue;
+                }
+            }
+            let (cb_lo, cb_hi) = fancy(b);
+            let (cr_lo, cr_hi) = fancy(r);
             let z = _mm256_setzero_si256();
             let o = orow.add(6 * x);
             store_rgb(ycc16(_mm256_unpacklo_epi8(yv, z), cb_lo, cr_lo), o, o.add(48));
@@ -1007,11 +1125,40 @@ mod tests {
                 // Noise (large AC, clipping and the range limit) and smooth ramps (long zero runs).
                 let noise: Vec<u8> = (0..h * w * c).map(|_| rng.gen()).collect();
                 let ramp: Vec<u8> = (0..h * w * c).map(|i| ((i / c % w) * 7 + (i / c / w) * 3 + i % c * 40) as u8).collect();
-                for img in [&noise, &ramp] {
+                // Flat regions (the flat-block and flat-run shortcuts): tiles of random colours,
+                // 5 to 40 pixels, with single pixels one off (a block or run that just misses).
+                let mut tiles = vec![0u8; h * w * c];
+                for (band, ts) in [5, 8, 16, 20, 40].into_iter().enumerate() {
+                    let colours: Vec<u8> = (0..(h / ts + 1) * (w / ts + 1) * c).map(|_| if rng.gen_bool(0.3) { 0 } else { rng.gen() }).collect();
+                    let (y0, y1) = (h * band / 5, h * (band + 1) / 5);
+                    for y in y0..y1 {
+                        for x in 0..w {
+                            for k in 0..c {
+                                let v = colours[((y / ts) * (w / ts + 1) + x / ts) * c + k];
+                                tiles[(y * w + x) * c + k] = if rng.gen_bool(0.002) { v ^ 1 } else { v };
+                            }
+                        }
+                    }
+                }
+                for img in [&noise, &ramp, &tiles] {
                     for q in [1, 7, 10, 15, 25, 50, 58, 80, 95, 100] {
                         assert!(round_trip(img, h, w, c, q) == round_trip_scalar(img, h, w, c, q), "{h}x{w}x{c} q{q}");
                     }
                 }
+            }
+        }
+    }
+
+    /// Flat rectangles of every grey level (16×16, at every quality: every entry of the luma
+    /// flat-block tables) and of 256 colours (96×16: flat blocks, colour runs and upsampled runs
+    /// with flat neighbours).
+    #[test]
+    fn flat_images_match_scalar_path() {
+        for (c, side, qs) in [(1, 16, (1..=100).collect::<Vec<u32>>()), (3, 96, vec![1, 7, 15, 50, 90, 100])] {
+            let (h, w) = (16, side * 256);
+            let img: Vec<u8> = (0..h * w * c).map(|i| ((i / c % w / side) * (1 + 60 * (i % c))) as u8).collect();
+            for q in qs {
+                assert!(round_trip(&img, h, w, c, q) == round_trip_scalar(&img, h, w, c, q), "c{c} q{q}");
             }
         }
     }
