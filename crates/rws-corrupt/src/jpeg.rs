@@ -763,7 +763,7 @@ unsafe fn round_trip_avx2(img: &[u8], h: usize, w: usize, c: usize, quality: u32
         rows_avx2::column_sums(cr, cw, dw, dh, y, csr);
         let yr = &yp[y * mw..y * mw + w];
         let orow = out.as_mut_ptr().add(y * w * 3);
-        let done = rows_avx2::upsample_to_rgb(yr, csb, csr, orow);
+        let done = if avx512 { rows_avx512::upsample_to_rgb(yr, csb, csr, orow) } else { rows_avx2::upsample_to_rgb(yr, csb, csr, orow) };
         // The rest from the same sums: cs[c + 1] is chroma column c's.
         for x in done..w {
             let up = |cs: &[u16]| (if x % 2 == 0 { (cs[x / 2 + 1] * 3 + cs[x / 2] + 8) >> 4 } else { (cs[x / 2 + 1] * 3 + cs[x / 2 + 2] + 7) >> 4 }) as u8;
@@ -856,6 +856,12 @@ mod rows_avx2 {
         x
     }
 
+    /// The i16 parts of [`ycc16`]'s constants.
+    pub(super) const K_R: i32 = F_CR_R - (1 << 16);
+    pub(super) const K_B: i32 = F_CB_B - (2 << 16);
+    pub(super) const K_G: i32 = (1 << 16) - F_CR_G;
+    const _: () = assert!(K_R.abs() < 1 << 15 && K_B.abs() < 1 << 15 && K_G.abs() < 1 << 15);
+
     /// jdcolor.c on sixteen pixels in i16 lanes (`cb`, `cr` already centred on 0): per 128-bit
     /// lane, the first 16 and (in the low half of the second register) last 8 of its eight
     /// pixels' 24 RGB bytes. Each term (K·v + 2^15) >> 16 splits K as 2^16·n + k with k an i16:
@@ -864,10 +870,6 @@ mod rows_avx2 {
     #[target_feature(enable = "avx2")]
     #[inline]
     pub(super) unsafe fn ycc16(yy: __m256i, cb: __m256i, cr: __m256i) -> (__m256i, __m256i) {
-        const K_R: i32 = F_CR_R - (1 << 16);
-        const K_B: i32 = F_CB_B - (2 << 16);
-        const K_G: i32 = (1 << 16) - F_CR_G;
-        const _: () = assert!(K_R.abs() < 1 << 15 && K_B.abs() < 1 << 15 && K_G.abs() < 1 << 15);
         let rnd = |v: __m256i, k: i32| {
             let k = _mm256_set1_epi16(k as i16);
             _mm256_add_epi16(_mm256_mulhi_epi16(v, k), _mm256_srli_epi16::<15>(_mm256_mullo_epi16(v, k)))
@@ -1004,6 +1006,11 @@ mod rows_avx512 {
     use super::*;
     use std::arch::x86_64::*;
 
+    /// The red and blue terms (K·v + 2^15) >> 16 of jdcolor.c are v + `vpmulhrsw`(v, k) with
+    /// these k, for every v in −128..128: checked by the exhaustive tests.
+    const K_R_RS: i16 = 13173;
+    const K_B_RS: i16 = 25297;
+
     /// Whether this CPU has what the functions here use.
     pub(super) fn detected() -> bool {
         is_x86_feature_detected!("avx512bw") && is_x86_feature_detected!("avx512vbmi") && is_x86_feature_detected!("avx512vnni")
@@ -1073,6 +1080,127 @@ mod rows_avx512 {
             x += 32;
         }
         x
+    }
+
+    /// [`rows_avx2::upsample_to_rgb`] for the whole row, 64 pixels (32 chroma columns) a step,
+    /// the last step's loads and stores masked to the row; returns `yr.len()`. The neighbour
+    /// columns come from registers by `vpermt2w` (the previous step's columns, a broadcast of
+    /// the next one), the RGB interleave is two `vpermb` per 64 output bytes.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vbmi,avx512vnni,avx2")]
+    pub(super) unsafe fn upsample_to_rgb(yr: &[u8], csb: &[u16], csr: &[u16], orow: *mut u8) -> usize {
+        use rows_avx2::K_G;
+        let (w, dw) = (yr.len(), csb.len() - 2);
+        assert!(csr.len() == csb.len() && dw == w.div_ceil(2));
+        // The fancy biases 8 and 7 less 128 · 16: the shifts give the chroma centred on 0.
+        let (b8, b7) = (_mm512_set1_epi16(8 - 2048), _mm512_set1_epi16(7 - 2048));
+        /// Word j of `a` (j < 32) or of `b` (32 + j) for lane `i`: the left neighbours from
+        /// [previous, current], the right ones from [current, next].
+        const fn shifted(left: bool) -> [u16; 32] {
+            let mut m = [0u16; 32];
+            let mut i = 0;
+            while i < 32 {
+                m[i] = if left { 31 + i as u16 } else { i as u16 + 1 };
+                i += 1;
+            }
+            m
+        }
+        /// For output bytes 64v..64v + 64: pixel p's R at p, G at 64 + p (`vpermt2b` of R, G),
+        /// B at p (a masked `vpermb` of B, the mask in [`blue`]).
+        const fn interleave(v: usize) -> [u8; 64] {
+            let mut m = [0u8; 64];
+            let mut t = 0;
+            while t < 64 {
+                let (p, c) = ((64 * v + t) / 3, (64 * v + t) % 3);
+                m[t] = if c == 1 { 64 + p as u8 } else { p as u8 };
+                t += 1;
+            }
+            m
+        }
+        const fn blue(v: usize) -> u64 {
+            let (mut m, mut t) = (0u64, 0);
+            while t < 64 {
+                if (64 * v + t) % 3 == 2 {
+                    m |= 1 << t;
+                }
+                t += 1;
+            }
+            m
+        }
+        const SHIFT: [[u16; 32]; 2] = [shifted(true), shifted(false)];
+        const IL: [[u8; 64]; 3] = [interleave(0), interleave(1), interleave(2)];
+        const BLUE: [u64; 3] = [blue(0), blue(1), blue(2)];
+        let (lidx, ridx) = (_mm512_loadu_si512(SHIFT[0].as_ptr() as *const _), _mm512_loadu_si512(SHIFT[1].as_ptr() as *const _));
+        let il = IL.map(|m| _mm512_loadu_si512(m.as_ptr() as *const _));
+        let low = |n: usize| if n >= 64 { u64::MAX } else { (1u64 << n) - 1 };
+        // The even and odd output columns of chroma columns x..x+32, centred on 0, interleaved
+        // as pixels [0–7 | 16–23 | 32–39 | 48–55] and [8–15 | 24–31 | 40–47 | 56–63] (of 2x..).
+        let fancy = |cs: &[u16], x: usize, prev: &mut __m512i| {
+            // cs[x + 1 + j] is column x + j's sum; cs[dw + 1] repeats the last column.
+            let m = _mm512_maskz_loadu_epi16(low(dw + 1 - x) as u32, cs.as_ptr().add(x + 1) as *const i16);
+            let next = _mm512_set1_epi16(cs[(x + 33).min(dw + 1)] as i16);
+            let l = _mm512_permutex2var_epi16(*prev, lidx, m);
+            let r = _mm512_permutex2var_epi16(m, ridx, next);
+            *prev = m;
+            let m3 = _mm512_add_epi16(m, _mm512_add_epi16(m, m));
+            let e = _mm512_srai_epi16::<4>(_mm512_add_epi16(_mm512_add_epi16(m3, b8), l));
+            let o = _mm512_srai_epi16::<4>(_mm512_add_epi16(_mm512_add_epi16(m3, b7), r));
+            (_mm512_unpacklo_epi16(e, o), _mm512_unpackhi_epi16(e, o))
+        };
+        // jdcolor.c on 32 pixels: R, G, B in i16 lanes. The red and blue terms as in
+        // [`rows_avx2::ycc16`]; green's two products go onto the rounding constant by `vpdpwssd`
+        // and its result is the high word of each dword sum, which one `vpermt2w` gathers.
+        let kg = _mm512_set1_epi32((-F_CB_G & 0xffff) | (K_G << 16));
+        let half = _mm512_set1_epi32(ONE_HALF);
+        /// Word 1 of dwords 4k..4k + 4 of `a`, then of `b`, in 128-bit lane k (as `vpackssdw`
+        /// of the sums shifted by 16 orders them).
+        const fn high_words() -> [u16; 32] {
+            let mut m = [0u16; 32];
+            let mut i = 0;
+            while i < 32 {
+                let (k, j) = (i / 8, i % 8);
+                m[i] = if j < 4 { 2 * (4 * k + j) + 1 } else { 32 + 2 * (4 * k + j - 4) + 1 } as u16;
+                i += 1;
+            }
+            m
+        }
+        const HIGH: [u16; 32] = high_words();
+        let high = _mm512_loadu_si512(HIGH.as_ptr() as *const _);
+        let (kr, kb) = (_mm512_set1_epi16(K_R_RS), _mm512_set1_epi16(K_B_RS));
+        let ycc = |yy: __m512i, cb: __m512i, cr: __m512i| {
+            let r = _mm512_add_epi16(_mm512_add_epi16(yy, cr), _mm512_mulhrs_epi16(cr, kr));
+            let b = _mm512_add_epi16(_mm512_add_epi16(yy, cb), _mm512_mulhrs_epi16(cb, kb));
+            let g = |v: __m512i| _mm512_dpwssd_epi32(half, v, kg);
+            let g = _mm512_permutex2var_epi16(g(_mm512_unpacklo_epi16(cb, cr)), high, g(_mm512_unpackhi_epi16(cb, cr)));
+            (r, _mm512_add_epi16(yy, _mm512_sub_epi16(g, cr)), b)
+        };
+        let (mut pb, mut pr) = (_mm512_set1_epi16(csb[0] as i16), _mm512_set1_epi16(csr[0] as i16));
+        let z = _mm512_setzero_si512();
+        let mut x = 0;
+        while x < dw {
+            let (cb_lo, cb_hi) = fancy(csb, x, &mut pb);
+            let (cr_lo, cr_hi) = fancy(csr, x, &mut pr);
+            let px = (w - 2 * x).min(64);
+            let yv = _mm512_maskz_loadu_epi8(low(px), yr.as_ptr().add(2 * x) as *const i8);
+            let (r0, g0, b0) = ycc(_mm512_unpacklo_epi8(yv, z), cb_lo, cr_lo);
+            let (r1, g1, b1) = ycc(_mm512_unpackhi_epi8(yv, z), cb_hi, cr_hi);
+            // Saturating packs clamp to 0..255 and put the 64 pixels back in order.
+            let (r, g, b) = (_mm512_packus_epi16(r0, r1), _mm512_packus_epi16(g0, g1), _mm512_packus_epi16(b0, b1));
+            let o = orow.add(6 * x);
+            for v in 0..3 {
+                let bytes = (3 * px).saturating_sub(64 * v);
+                if bytes == 0 {
+                    break;
+                }
+                let out = _mm512_mask_permutexvar_epi8(_mm512_permutex2var_epi8(r, il[v], g), BLUE[v], il[v], b);
+                if bytes >= 64 {
+                    _mm512_storeu_si512(o.add(64 * v) as *mut _, out);
+                } else {
+                    _mm512_mask_storeu_epi8(o.add(64 * v) as *mut i8, low(bytes), out);
+                }
+            }
+            x += 32;
+        }
+        w
     }
 }
 
@@ -1150,6 +1278,31 @@ mod tests {
                 let mut o = [0u8; 3];
                 ycc_to_rgb_px(ya[x], cbs[x], crs[x], &mut o);
                 assert_eq!(rgb[3 * x..3 * x + 3], o, "ycc {} {} {}", ya[x], cbs[x], crs[x]);
+            }
+        }
+    }
+
+    /// The AVX-512 inverse conversion, for every (Y, Cb, Cr): flat column sums upsample to
+    /// their chroma value exactly; the 512-pixel rows end in a partial step.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx512_upsampling_conversion_is_exact() {
+        if !rows_avx512::detected() {
+            return;
+        }
+        let (w, dw) = (511, 256);
+        let yr: Vec<u8> = (0..w).map(|x| x as u8).collect();
+        let mut rgb = vec![0u8; 3 * w];
+        for cb in 0..256u16 {
+            for cr in 0..256u16 {
+                let (csb, csr) = (vec![4 * cb; dw + 2], vec![4 * cr; dw + 2]);
+                // SAFETY: AVX-512 is present; `rgb` holds the row.
+                assert_eq!(unsafe { rows_avx512::upsample_to_rgb(&yr, &csb, &csr, rgb.as_mut_ptr()) }, w);
+                for x in 0..w {
+                    let mut o = [0u8; 3];
+                    ycc_to_rgb_px(yr[x], cb as u8, cr as u8, &mut o);
+                    assert_eq!(rgb[3 * x..3 * x + 3], o, "ycc {} {cb} {cr}", yr[x]);
+                }
             }
         }
     }
