@@ -759,11 +759,16 @@ unsafe fn round_trip_avx2(img: &[u8], h: usize, w: usize, c: usize, quality: u32
     let mut out: Vec<u8> = Vec::with_capacity(h * w * 3);
     let (csb, csr) = cs.split_at_mut(dw + 2);
     for y in 0..h {
-        rows_avx2::column_sums(cb, cw, dw, dh, y, csb);
-        rows_avx2::column_sums(cr, cw, dw, dh, y, csr);
         let yr = &yp[y * mw..y * mw + w];
         let orow = out.as_mut_ptr().add(y * w * 3);
-        let done = if avx512 { rows_avx512::upsample_to_rgb(yr, csb, csr, orow) } else { rows_avx2::upsample_to_rgb(yr, csb, csr, orow) };
+        let done = if avx512 {
+            let (n, f) = (y / 2 * cw, far_row(y, dh) * cw);
+            rows_avx512::upsample_to_rgb(yr, [&cb[n..n + dw], &cb[f..f + dw]], [&cr[n..n + dw], &cr[f..f + dw]], orow)
+        } else {
+            rows_avx2::column_sums(cb, cw, dw, dh, y, csb);
+            rows_avx2::column_sums(cr, cw, dw, dh, y, csr);
+            rows_avx2::upsample_to_rgb(yr, csb, csr, orow)
+        };
         // The rest from the same sums: cs[c + 1] is chroma column c's.
         for x in done..w {
             let up = |cs: &[u16]| (if x % 2 == 0 { (cs[x / 2 + 1] * 3 + cs[x / 2] + 8) >> 4 } else { (cs[x / 2 + 1] * 3 + cs[x / 2 + 2] + 7) >> 4 }) as u8;
@@ -1013,7 +1018,7 @@ mod rows_avx512 {
 
     /// Whether this CPU has what the functions here use.
     pub(super) fn detected() -> bool {
-        is_x86_feature_detected!("avx512bw") && is_x86_feature_detected!("avx512vbmi") && is_x86_feature_detected!("avx512vnni")
+        is_x86_feature_detected!("avx512bw") && is_x86_feature_detected!("avx512vl") && is_x86_feature_detected!("avx512vbmi") && is_x86_feature_detected!("avx512vnni")
     }
 
     /// [`rows_avx2::rgb_to_ycc`] 32 pixels a step: a masked load of 16 pixels' 48 bytes (never
@@ -1082,15 +1087,17 @@ mod rows_avx512 {
         x
     }
 
-    /// [`rows_avx2::upsample_to_rgb`] for the whole row, 64 pixels (32 chroma columns) a step,
-    /// the last step's loads and stores masked to the row; returns `yr.len()`. The neighbour
-    /// columns come from registers by `vpermt2w` (the previous step's columns, a broadcast of
-    /// the next one), the RGB interleave is two `vpermb` per 64 output bytes.
-    #[target_feature(enable = "avx512f,avx512bw,avx512vbmi,avx512vnni,avx2")]
-    pub(super) unsafe fn upsample_to_rgb(yr: &[u8], csb: &[u16], csr: &[u16], orow: *mut u8) -> usize {
+    /// [`rows_avx2::column_sums`] and [`rows_avx2::upsample_to_rgb`] in one pass over the whole
+    /// row, 64 pixels (32 chroma columns) a step, the last step's loads and stores masked to
+    /// the row; `cb` and `cr` are each component's near and far row (`dw` long); returns
+    /// `yr.len()`. The neighbour columns come from registers by `vpermt2w` (the previous
+    /// step's columns, a broadcast of the next one), the RGB interleave is two `vpermb` per 64
+    /// output bytes.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi,avx512vnni,avx2")]
+    pub(super) unsafe fn upsample_to_rgb(yr: &[u8], cb: [&[u8]; 2], cr: [&[u8]; 2], orow: *mut u8) -> usize {
         use rows_avx2::K_G;
-        let (w, dw) = (yr.len(), csb.len() - 2);
-        assert!(csr.len() == csb.len() && dw == w.div_ceil(2));
+        let (w, dw) = (yr.len(), cb[0].len());
+        assert!(dw == w.div_ceil(2) && [cb[1], cr[0], cr[1]].iter().all(|r| r.len() == dw));
         // The fancy biases 8 and 7 less 128 · 16: the shifts give the chroma centred on 0.
         let (b8, b7) = (_mm512_set1_epi16(8 - 2048), _mm512_set1_epi16(7 - 2048));
         /// Word j of `a` (j < 32) or of `b` (32 + j) for lane `i`: the left neighbours from
@@ -1134,12 +1141,18 @@ mod rows_avx512 {
         let low = |n: usize| if n >= 64 { u64::MAX } else { (1u64 << n) - 1 };
         // The even and odd output columns of chroma columns x..x+32, centred on 0, interleaved
         // as pixels [0–7 | 16–23 | 32–39 | 48–55] and [8–15 | 24–31 | 40–47 | 56–63] (of 2x..).
-        let fancy = |cs: &[u16], x: usize, prev: &mut __m512i| {
-            // cs[x + 1 + j] is column x + j's sum; cs[dw + 1] repeats the last column.
-            let m = _mm512_maskz_loadu_epi16(low(dw + 1 - x) as u32, cs.as_ptr().add(x + 1) as *const i16);
-            let next = _mm512_set1_epi16(cs[(x + 33).min(dw + 1)] as i16);
+        let sum = |[near, far]: [&[u8]; 2], x: usize| near[x] as i16 * 3 + far[x] as i16;
+        let fancy = |rows: [&[u8]; 2], x: usize, prev: &mut __m512i| {
+            let ld = |r: &[u8]| _mm512_cvtepu8_epi16(_mm256_maskz_loadu_epi8(low(dw - x) as u32, r.as_ptr().add(x) as *const i8));
+            let (near, far) = (ld(rows[0]), ld(rows[1]));
+            let m = _mm512_add_epi16(_mm512_add_epi16(near, near), _mm512_add_epi16(near, far));
+            let next = if x + 32 < dw { _mm512_set1_epi16(sum(rows, x + 32)) } else { m };
             let l = _mm512_permutex2var_epi16(*prev, lidx, m);
-            let r = _mm512_permutex2var_epi16(m, ridx, next);
+            let mut r = _mm512_permutex2var_epi16(m, ridx, next);
+            if dw - x <= 32 {
+                // The last column's right neighbour is itself.
+                r = _mm512_mask_mov_epi16(r, 1 << (dw - 1 - x), m);
+            }
             *prev = m;
             let m3 = _mm512_add_epi16(m, _mm512_add_epi16(m, m));
             let e = _mm512_srai_epi16::<4>(_mm512_add_epi16(_mm512_add_epi16(m3, b8), l));
@@ -1173,12 +1186,13 @@ mod rows_avx512 {
             let g = _mm512_permutex2var_epi16(g(_mm512_unpacklo_epi16(cb, cr)), high, g(_mm512_unpackhi_epi16(cb, cr)));
             (r, _mm512_add_epi16(yy, _mm512_sub_epi16(g, cr)), b)
         };
-        let (mut pb, mut pr) = (_mm512_set1_epi16(csb[0] as i16), _mm512_set1_epi16(csr[0] as i16));
+        // The first column's left neighbour is itself.
+        let (mut pb, mut pr) = (_mm512_set1_epi16(sum(cb, 0)), _mm512_set1_epi16(sum(cr, 0)));
         let z = _mm512_setzero_si512();
         let mut x = 0;
         while x < dw {
-            let (cb_lo, cb_hi) = fancy(csb, x, &mut pb);
-            let (cr_lo, cr_hi) = fancy(csr, x, &mut pr);
+            let (cb_lo, cb_hi) = fancy(cb, x, &mut pb);
+            let (cr_lo, cr_hi) = fancy(cr, x, &mut pr);
             let px = (w - 2 * x).min(64);
             let yv = _mm512_maskz_loadu_epi8(low(px), yr.as_ptr().add(2 * x) as *const i8);
             let (r0, g0, b0) = ycc(_mm512_unpacklo_epi8(yv, z), cb_lo, cr_lo);
@@ -1212,7 +1226,7 @@ mod tests {
     #[test]
     fn vector_path_matches_scalar_path() {
         let mut rng = crate::Rng::seed_from_u64(11);
-        for (h, w) in [(32, 32), (224, 224), (1, 1), (9, 17), (64, 40), (31, 33), (5, 79), (3, 113), (4, 66)] {
+        for (h, w) in [(32, 32), (224, 224), (1, 1), (9, 17), (64, 40), (31, 33), (5, 79), (3, 113), (4, 66), (6, 64), (7, 63), (2, 130)] {
             for c in [1, 3] {
                 // Noise (large AC, clipping and the range limit) and smooth ramps (long zero runs).
                 let noise: Vec<u8> = (0..h * w * c).map(|_| rng.gen()).collect();
@@ -1282,22 +1296,22 @@ mod tests {
         }
     }
 
-    /// The AVX-512 inverse conversion, for every (Y, Cb, Cr): flat column sums upsample to
-    /// their chroma value exactly; the 512-pixel rows end in a partial step.
+    /// The AVX-512 inverse conversion, for every (Y, Cb, Cr): flat chroma upsamples to itself
+    /// exactly; the 511-pixel rows end in a partial step.
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn avx512_upsampling_conversion_is_exact() {
         if !rows_avx512::detected() {
             return;
         }
-        let (w, dw) = (511, 256);
+        let w = 511;
         let yr: Vec<u8> = (0..w).map(|x| x as u8).collect();
         let mut rgb = vec![0u8; 3 * w];
         for cb in 0..256u16 {
             for cr in 0..256u16 {
-                let (csb, csr) = (vec![4 * cb; dw + 2], vec![4 * cr; dw + 2]);
+                let (b, r) = ([cb as u8; 256], [cr as u8; 256]);
                 // SAFETY: AVX-512 is present; `rgb` holds the row.
-                assert_eq!(unsafe { rows_avx512::upsample_to_rgb(&yr, &csb, &csr, rgb.as_mut_ptr()) }, w);
+                assert_eq!(unsafe { rows_avx512::upsample_to_rgb(&yr, [&b, &b], [&r, &r], rgb.as_mut_ptr()) }, w);
                 for x in 0..w {
                     let mut o = [0u8; 3];
                     ycc_to_rgb_px(yr[x], cb as u8, cr as u8, &mut o);
