@@ -749,8 +749,7 @@ unsafe fn round_trip_avx2(img: &[u8], h: usize, w: usize, c: usize, quality: u32
                 }
             }
         }
-        rows_avx2::downsample(&cbr[..mw], &cbr[mw..], &mut cb[cy * cw..(cy + 1) * cw]);
-        rows_avx2::downsample(&crr[..mw], &crr[mw..], &mut cr[cy * cw..(cy + 1) * cw]);
+        rows_avx2::downsample(cbr, crr, &mut cb[cy * cw..(cy + 1) * cw], &mut cr[cy * cw..(cy + 1) * cw]);
     }
     block_avx2::code_plane(yp, mw, mh, ql);
     block_avx2::code_plane(cb, cw, chh, qc);
@@ -926,18 +925,37 @@ mod rows_avx2 {
         _mm_storel_epi64(hi.add(16) as *mut __m128i, _mm256_extracti128_si256::<1>(c));
     }
 
-    /// [`downsample_h2v2`] of rows `r0`, `r1` (a multiple of 16 long) into `o`, 16 columns a
-    /// step: pair sums by `vpmaddubsw`.
+    /// [`downsample_h2v2`] of both chroma components at once: `cb`, `cr` each hold two rows of
+    /// `2·n` bytes (`n` = `ob.len()` = `or.len()`, a multiple of 8), the results go to `ob`,
+    /// `or`. Sixteen columns of each a step: pair sums by `vpmaddubsw`, one pack for both.
     #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn downsample(r0: &[u8], r1: &[u8], o: &mut [u8]) {
-        assert!(r0.len().is_multiple_of(16) && r1.len() == r0.len() && o.len() == r0.len() / 2);
-        let ones = _mm_set1_epi8(1);
-        let bias = _mm_setr_epi16(1, 2, 1, 2, 1, 2, 1, 2);
-        for i in 0..r0.len() / 16 {
-            let a = _mm_maddubs_epi16(_mm_loadu_si128(r0.as_ptr().add(16 * i) as *const __m128i), ones);
-            let b = _mm_maddubs_epi16(_mm_loadu_si128(r1.as_ptr().add(16 * i) as *const __m128i), ones);
-            let s = _mm_srli_epi16::<2>(_mm_add_epi16(_mm_add_epi16(a, b), bias));
-            _mm_storel_epi64(o.as_mut_ptr().add(8 * i) as *mut __m128i, _mm_packus_epi16(s, s));
+    pub(super) unsafe fn downsample(cb: &[u8], cr: &[u8], ob: &mut [u8], or: &mut [u8]) {
+        let n = ob.len();
+        assert!(n.is_multiple_of(8) && or.len() == n && cb.len() == 4 * n && cr.len() == 4 * n);
+        // Sums plus bias over 4 of the two rows' pairs from byte `at`.
+        let ones = _mm256_set1_epi8(1);
+        let bias = _mm256_set1_epi32(1 | 2 << 16);
+        let sum = |p: &[u8], at: usize| {
+            let row = |r: usize| _mm256_maddubs_epi16(_mm256_loadu_si256(p.as_ptr().add(r * 2 * n + at) as *const __m256i), ones);
+            _mm256_srli_epi16::<2>(_mm256_add_epi16(_mm256_add_epi16(row(0), row(1)), bias))
+        };
+        let mut i = 0;
+        while i + 16 <= n {
+            // [cb 0–7, cr 0–7 | cb 8–15, cr 8–15] to [cb 0–15 | cr 0–15].
+            let v = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_packus_epi16(sum(cb, 2 * i), sum(cr, 2 * i)));
+            _mm_storeu_si128(ob.as_mut_ptr().add(i) as *mut __m128i, _mm256_castsi256_si128(v));
+            _mm_storeu_si128(or.as_mut_ptr().add(i) as *mut __m128i, _mm256_extracti128_si256::<1>(v));
+            i += 16;
+        }
+        if i < n {
+            let (ones, bias) = (_mm256_castsi256_si128(ones), _mm256_castsi256_si128(bias));
+            let sum = |p: &[u8]| {
+                let row = |r: usize| _mm_maddubs_epi16(_mm_loadu_si128(p.as_ptr().add(r * 2 * n + 2 * i) as *const __m128i), ones);
+                _mm_srli_epi16::<2>(_mm_add_epi16(_mm_add_epi16(row(0), row(1)), bias))
+            };
+            let v = _mm_packus_epi16(sum(cb), sum(cr));
+            _mm_storel_epi64(ob.as_mut_ptr().add(i) as *mut __m128i, v);
+            _mm_storel_epi64(or.as_mut_ptr().add(i) as *mut __m128i, _mm_unpackhi_epi64(v, v));
         }
     }
 
