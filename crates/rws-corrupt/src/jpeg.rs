@@ -860,24 +860,21 @@ mod rows_avx2 {
         x
     }
 
-    /// The i16 parts of [`ycc16`]'s constants.
-    pub(super) const K_R: i32 = F_CR_R - (1 << 16);
-    pub(super) const K_B: i32 = F_CB_B - (2 << 16);
+    /// The red and blue terms (K·v + 2^15) >> 16 of jdcolor.c are v + `vpmulhrsw`(v, k) with
+    /// these k, for every v in −128..128 (found by search; the exhaustive tests check them).
+    pub(super) const K_R_RS: i16 = 13173;
+    pub(super) const K_B_RS: i16 = 25297;
+    /// Green's Cr factor less 2^16 (an i16), its Cr term added back after the sum.
     pub(super) const K_G: i32 = (1 << 16) - F_CR_G;
-    const _: () = assert!(K_R.abs() < 1 << 15 && K_B.abs() < 1 << 15 && K_G.abs() < 1 << 15);
+    const _: () = assert!(K_G.abs() < 1 << 15);
 
     /// jdcolor.c on sixteen pixels in i16 lanes (`cb`, `cr` already centred on 0): per 128-bit
     /// lane, the first 16 and (in the low half of the second register) last 8 of its eight
-    /// pixels' 24 RGB bytes. Each term (K·v + 2^15) >> 16 splits K as 2^16·n + k with k an i16:
-    /// n·v plus the high half of k·v rounded by the low half's top bit; green's two products go
-    /// through one `vpmaddwd`. Exact, as the scalar formula.
+    /// pixels' 24 RGB bytes. Red and blue by `vpmulhrsw` ([`K_R_RS`]); green's two products go
+    /// through one `vpmaddwd` (Cr's factor as [`K_G`] − Cr). Exact, as the scalar formula.
     #[target_feature(enable = "avx2")]
     #[inline]
     pub(super) unsafe fn ycc16(yy: __m256i, cb: __m256i, cr: __m256i) -> (__m256i, __m256i) {
-        let rnd = |v: __m256i, k: i32| {
-            let k = _mm256_set1_epi16(k as i16);
-            _mm256_add_epi16(_mm256_mulhi_epi16(v, k), _mm256_srli_epi16::<15>(_mm256_mullo_epi16(v, k)))
-        };
         let kg = _mm256_set1_epi32((-F_CB_G & 0xffff) | (K_G << 16));
         let half = _mm256_set1_epi32(ONE_HALF);
         /// Output bytes `from`..`from + n` of a lane's eight pixels (3p + c) from [r0-7 g0-7]
@@ -902,8 +899,8 @@ mod rows_avx2 {
         }
         const M: [[i8; 32]; 4] = [gather(0, 16, true), gather(0, 16, false), gather(16, 8, true), gather(16, 8, false)];
         let ld = |m: [i8; 32]| _mm256_loadu_si256(m.as_ptr() as *const __m256i);
-        let r = _mm256_add_epi16(yy, _mm256_add_epi16(cr, rnd(cr, K_R)));
-        let b = _mm256_add_epi16(yy, _mm256_add_epi16(_mm256_add_epi16(cb, cb), rnd(cb, K_B)));
+        let r = _mm256_add_epi16(_mm256_add_epi16(yy, cr), _mm256_mulhrs_epi16(cr, _mm256_set1_epi16(K_R_RS)));
+        let b = _mm256_add_epi16(_mm256_add_epi16(yy, cb), _mm256_mulhrs_epi16(cb, _mm256_set1_epi16(K_B_RS)));
         let g = |v: __m256i| _mm256_srai_epi32::<SCALEBITS>(_mm256_add_epi32(_mm256_madd_epi16(v, kg), half));
         let g = _mm256_packs_epi32(g(_mm256_unpacklo_epi16(cb, cr)), g(_mm256_unpackhi_epi16(cb, cr)));
         let g = _mm256_add_epi16(yy, _mm256_sub_epi16(g, cr));
@@ -992,7 +989,8 @@ mod rows_avx2 {
     pub(super) unsafe fn upsample_to_rgb(yr: &[u8], csb: &[u16], csr: &[u16], orow: *mut u8) -> usize {
         let (w, dw) = (yr.len(), csb.len() - 2);
         assert!(csr.len() == csb.len());
-        let (b8, b7, c128) = (_mm256_set1_epi16(8), _mm256_set1_epi16(7), _mm256_set1_epi16(128));
+        // The fancy biases 8 and 7 less 128 · 16: the shifts give the chroma centred on 0.
+        let (b8, b7) = (_mm256_set1_epi16(8 - 2048), _mm256_set1_epi16(7 - 2048));
         // The even and odd output columns of chroma columns x..x+16, centred on 0.
         let fancy = |cs: &[u16], x: usize, prev: &mut __m256i| {
             let m = _mm256_loadu_si256(cs.as_ptr().add(x + 1) as *const __m256i);
@@ -1002,9 +1000,9 @@ mod rows_avx2 {
             let r = _mm256_alignr_epi8::<2>(_mm256_permute2x128_si256::<0x21>(m, next), m);
             *prev = m;
             let m3 = _mm256_add_epi16(m, _mm256_add_epi16(m, m));
-            let e = _mm256_srli_epi16::<4>(_mm256_add_epi16(_mm256_add_epi16(m3, l), b8));
-            let o = _mm256_srli_epi16::<4>(_mm256_add_epi16(_mm256_add_epi16(m3, r), b7));
-            (_mm256_sub_epi16(_mm256_unpacklo_epi16(e, o), c128), _mm256_sub_epi16(_mm256_unpackhi_epi16(e, o), c128))
+            let e = _mm256_srai_epi16::<4>(_mm256_add_epi16(_mm256_add_epi16(m3, b8), l));
+            let o = _mm256_srai_epi16::<4>(_mm256_add_epi16(_mm256_add_epi16(m3, b7), r));
+            (_mm256_unpacklo_epi16(e, o), _mm256_unpackhi_epi16(e, o))
         };
         let (mut pb, mut pr) = (_mm256_set1_epi16(csb[0] as i16), _mm256_set1_epi16(csr[0] as i16));
         let mut x = 0;
@@ -1028,11 +1026,6 @@ mod rows_avx2 {
 mod rows_avx512 {
     use super::*;
     use std::arch::x86_64::*;
-
-    /// The red and blue terms (K·v + 2^15) >> 16 of jdcolor.c are v + `vpmulhrsw`(v, k) with
-    /// these k, for every v in −128..128: checked by the exhaustive tests.
-    const K_R_RS: i16 = 13173;
-    const K_B_RS: i16 = 25297;
 
     /// Whether this CPU has what the functions here use.
     pub(super) fn detected() -> bool {
@@ -1113,7 +1106,7 @@ mod rows_avx512 {
     /// output bytes.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi,avx512vnni,avx2")]
     pub(super) unsafe fn upsample_to_rgb(yr: &[u8], cb: [&[u8]; 2], cr: [&[u8]; 2], orow: *mut u8) -> usize {
-        use rows_avx2::K_G;
+        use rows_avx2::{K_B_RS, K_G, K_R_RS};
         let (w, dw) = (yr.len(), cb[0].len());
         assert!(dw == w.div_ceil(2) && [cb[1], cr[0], cr[1]].iter().all(|r| r.len() == dw));
         // The fancy biases 8 and 7 less 128 · 16: the shifts give the chroma centred on 0.
