@@ -1033,7 +1033,8 @@ mod rows_avx512 {
     }
 
     /// [`rows_avx2::rgb_to_ycc`] 32 pixels a step: a masked load of 16 pixels' 48 bytes (never
-    /// past the row), `vpermb` with zeroing to the 16-bit pairs (r, g), (g, b), (b, r) per dword,
+    /// past the row), one `vpermb` to four pixels per 128-bit lane and `vpshufb` to the 16-bit
+    /// pairs (r, g), (g, b), (b, r) per dword,
     /// and each jccolor.c sum as two `vpdpwssd` onto its offset. The sums are in 0..2^24, so
     /// each result is byte 2 of its dword: one `vpermt2b` per component gathers 32 of them, no
     /// shifts or packs.
@@ -1048,15 +1049,29 @@ mod rows_avx512 {
         let (kcr0, kcr1) = (k(FHALF - 1, -FCR_G), k(-FCR_B, 1));
         let y_off = _mm512_set1_epi32(ONE_HALF);
         let c_off = _mm512_set1_epi32(CBCR_OFF + ONE_HALF - 1);
-        /// Dword j: bytes 3j + c0 and 3j + c1 as the low bytes of two u16 (the high bytes are
-        /// zeroed by the mask).
-        const fn pairs(c0: u8, c1: u8) -> [u8; 64] {
+        /// Each 128-bit lane k: source bytes 12k..12k + 12 (pixels 4k..4k + 4).
+        const fn spread() -> [u8; 64] {
             let mut m = [0u8; 64];
-            let mut j = 0;
-            while j < 16 {
-                m[4 * j] = 3 * j as u8 + c0;
-                m[4 * j + 2] = 3 * j as u8 + c1;
-                j += 1;
+            let mut i = 0;
+            while i < 64 {
+                m[i] = (i / 16 * 12 + i % 16 % 12) as u8;
+                i += 1;
+            }
+            m
+        }
+        /// Dword j of a lane: its bytes 3j + c0 and 3j + c1 as two u16 (`vpshufb` zeroes at
+        /// 0x80).
+        const fn pairs(c0: u8, c1: u8) -> [u8; 64] {
+            let mut m = [0x80u8; 64];
+            let mut i = 0;
+            while i < 64 {
+                let j = (i % 16 / 4) as u8;
+                match i % 4 {
+                    0 => m[i] = 3 * j + c0,
+                    2 => m[i] = 3 * j + c1,
+                    _ => {}
+                }
+                i += 1;
             }
             m
         }
@@ -1070,16 +1085,14 @@ mod rows_avx512 {
             }
             m
         }
-        const M: [[u8; 64]; 4] = [pairs(0, 1), pairs(1, 2), pairs(2, 0), third_bytes()];
+        const M: [[u8; 64]; 5] = [pairs(0, 1), pairs(1, 2), pairs(2, 0), third_bytes(), spread()];
         let ld = |m: &[u8; 64]| _mm512_loadu_si512(m.as_ptr() as *const _);
-        let (mrg, mgb, mbr, gather) = (ld(&M[0]), ld(&M[1]), ld(&M[2]), ld(&M[3]));
-        const LOW_BYTES: __mmask64 = 0x5555_5555_5555_5555;
+        let (mrg, mgb, mbr, gather, lanes) = (ld(&M[0]), ld(&M[1]), ld(&M[2]), ld(&M[3]), ld(&M[4]));
         // Y, Cb, Cr sums of the 16 pixels from byte 3x.
         let sixteen = |x: usize| {
             let v = _mm512_maskz_loadu_epi8(0xffff_ffff_ffff, src.as_ptr().add(3 * x) as *const i8);
-            let rg = _mm512_maskz_permutexvar_epi8(LOW_BYTES, mrg, v);
-            let gb = _mm512_maskz_permutexvar_epi8(LOW_BYTES, mgb, v);
-            let br = _mm512_maskz_permutexvar_epi8(LOW_BYTES, mbr, v);
+            let v = _mm512_permutexvar_epi8(lanes, v);
+            let (rg, gb, br) = (_mm512_shuffle_epi8(v, mrg), _mm512_shuffle_epi8(v, mgb), _mm512_shuffle_epi8(v, mbr));
             let sum = |a: __m512i, ka: __m512i, b: __m512i, kb: __m512i, off: __m512i| _mm512_dpwssd_epi32(_mm512_dpwssd_epi32(off, a, ka), b, kb);
             (sum(rg, ky0, gb, ky1, y_off), sum(gb, kcb0, br, kcb1, c_off), sum(rg, kcr0, br, kcr1, c_off))
         };
