@@ -737,7 +737,7 @@ unsafe fn round_trip_avx2(img: &[u8], h: usize, w: usize, c: usize, quality: u32
             let (cbo, cro) = (&mut cbr[k * mw..(k + 1) * mw], &mut crr[k * mw..(k + 1) * mw]);
             // The AVX-512 kernels run only where `avx512` says the CPU has what they need.
             let wide = if avx512 { rows_avx512::rgb_to_ycc(img, sy * w * 3, &mut yo[..w], &mut cbo[..w], &mut cro[..w]) } else { 0 };
-            let done = wide + rows_avx2::rgb_to_ycc(img, (sy * w + wide) * 3, &mut yo[wide..w], &mut cbo[wide..w], &mut cro[wide..w]);
+            let done = if w - wide >= 16 { wide + rows_avx2::rgb_to_ycc(img, (sy * w + wide) * 3, &mut yo[wide..w], &mut cbo[wide..w], &mut cro[wide..w]) } else { wide };
             for x in done..w {
                 [yo[x], cbo[x], cro[x]] = rgb_to_ycc_px(&img[(sy * w + x) * 3..]);
             }
