@@ -672,7 +672,7 @@ pub(crate) fn round_trip(img: &[u8], h: usize, w: usize, c: usize, quality: u32)
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: AVX2 is present.
-        return unsafe { round_trip_avx2(img, h, w, c, quality) };
+        return unsafe { round_trip_avx2(img, h, w, c, quality, rows_avx512::detected()) };
     }
     round_trip_scalar(img, h, w, c, quality)
 }
@@ -733,9 +733,10 @@ pub(crate) fn round_trip_scalar(img: &[u8], h: usize, w: usize, c: usize, qualit
 /// [`round_trip_scalar`] streamed by rows with AVX2 kernels: colour conversion, edge padding and
 /// downsampling per pair of rows into the (in place coded) planes, upsampling and the inverse
 /// conversion per output row, so only the luma and the two small chroma planes exist whole.
+/// `avx512`: the CPU has what [`rows_avx512`] needs (its kernels take the rows' first pixels).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn round_trip_avx2(img: &[u8], h: usize, w: usize, c: usize, quality: u32) -> Vec<u8> {
+unsafe fn round_trip_avx2(img: &[u8], h: usize, w: usize, c: usize, quality: u32, avx512: bool) -> Vec<u8> {
     let (ql, qc) = block_avx2::tables(quality);
     if c == 1 {
         let (fw, fh) = (w.div_ceil(8) * 8, h.div_ceil(8) * 8);
@@ -772,7 +773,9 @@ unsafe fn round_trip_avx2(img: &[u8], h: usize, w: usize, c: usize, quality: u32
             let sy = y.min(h - 1);
             let yo = &mut yp[y * mw..(y + 1) * mw];
             let (cbo, cro) = (&mut cbr[k * mw..(k + 1) * mw], &mut crr[k * mw..(k + 1) * mw]);
-            let done = rows_avx2::rgb_to_ycc(img, sy * w * 3, &mut yo[..w], &mut cbo[..w], &mut cro[..w]);
+            // The AVX-512 kernels run only where `avx512` says the CPU has what they need.
+            let wide = if avx512 { rows_avx512::rgb_to_ycc(img, sy * w * 3, &mut yo[..w], &mut cbo[..w], &mut cro[..w]) } else { 0 };
+            let done = if w - wide >= 16 { wide + rows_avx2::rgb_to_ycc(img, (sy * w + wide) * 3, &mut yo[wide..w], &mut cbo[wide..w], &mut cro[wide..w]) } else { wide };
             for x in done..w {
                 [yo[x], cbo[x], cro[x]] = rgb_to_ycc_px(&img[(sy * w + x) * 3..]);
             }
@@ -784,8 +787,7 @@ unsafe fn round_trip_avx2(img: &[u8], h: usize, w: usize, c: usize, quality: u32
                 }
             }
         }
-        rows_avx2::downsample(&cbr[..mw], &cbr[mw..], &mut cb[cy * cw..(cy + 1) * cw]);
-        rows_avx2::downsample(&crr[..mw], &crr[mw..], &mut cr[cy * cw..(cy + 1) * cw]);
+        rows_avx2::downsample(cbr, crr, &mut cb[cy * cw..(cy + 1) * cw], &mut cr[cy * cw..(cy + 1) * cw]);
     }
     block_avx2::code_plane(yp, mw, mh, ql);
     block_avx2::code_plane(cb, cw, chh, qc);
@@ -796,8 +798,13 @@ unsafe fn round_trip_avx2(img: &[u8], h: usize, w: usize, c: usize, quality: u32
     for y in 0..h {
         let yr = &yp[y * mw..y * mw + w];
         let orow = out.as_mut_ptr().add(y * w * 3);
-        let (near, far) = (y / 2 * cw, far_row(y, dh) * cw);
-        let done = rows_avx2::upsample_to_rgb(yr, (&cb[near..][..dw], &cb[far..][..dw]), (&cr[near..][..dw], &cr[far..][..dw]), orow);
+        let done = if avx512 {
+            let (n, f) = (y / 2 * cw, far_row(y, dh) * cw);
+            rows_avx512::upsample_to_rgb(yr, [&cb[n..n + dw], &cb[f..f + dw]], [&cr[n..n + dw], &cr[f..f + dw]], orow)
+        } else {
+            let (near, far) = (y / 2 * cw, far_row(y, dh) * cw);
+            rows_avx2::upsample_to_rgb(yr, (&cb[near..][..dw], &cb[far..][..dw]), (&cr[near..][..dw], &cr[far..][..dw]), orow)
+        };
         if done < w {
             rows_avx2::column_sums(cb, cw, dw, dh, y, csb);
             rows_avx2::column_sums(cr, cw, dw, dh, y, csr);
@@ -915,22 +922,21 @@ mod rows_avx2 {
         x
     }
 
+    /// The red and blue terms (K·v + 2^15) >> 16 of jdcolor.c are v + `vpmulhrsw`(v, k) with
+    /// these k, for every v in −128..128 (found by search; the exhaustive tests check them).
+    pub(super) const K_R_RS: i16 = 13173;
+    pub(super) const K_B_RS: i16 = 25297;
+    /// Green's Cr factor less 2^16 (an i16), its Cr term added back after the sum.
+    pub(super) const K_G: i32 = (1 << 16) - F_CR_G;
+    const _: () = assert!(K_G.abs() < 1 << 15);
+
     /// jdcolor.c on sixteen pixels in i16 lanes (`cb`, `cr` already centred on 0): per 128-bit
     /// lane, the first 16 and (in the low half of the second register) last 8 of its eight
-    /// pixels' 24 RGB bytes. Each term (K·v + 2^15) >> 16 splits K as 2^16·n + k with k an i16:
-    /// n·v plus the high half of k·v rounded by the low half's top bit; green's two products go
-    /// through one `vpmaddwd`. Exact, as the scalar formula.
+    /// pixels' 24 RGB bytes. Red and blue by `vpmulhrsw` ([`K_R_RS`]); green's two products go
+    /// through one `vpmaddwd` (Cr's factor as [`K_G`] − Cr). Exact, as the scalar formula.
     #[target_feature(enable = "avx2")]
     #[inline]
     pub(super) unsafe fn ycc16(yy: __m256i, cb: __m256i, cr: __m256i) -> (__m256i, __m256i) {
-        const K_R: i32 = F_CR_R - (1 << 16);
-        const K_B: i32 = F_CB_B - (2 << 16);
-        const K_G: i32 = (1 << 16) - F_CR_G;
-        const _: () = assert!(K_R.abs() < 1 << 15 && K_B.abs() < 1 << 15 && K_G.abs() < 1 << 15);
-        let rnd = |v: __m256i, k: i32| {
-            let k = _mm256_set1_epi16(k as i16);
-            _mm256_add_epi16(_mm256_mulhi_epi16(v, k), _mm256_srli_epi16::<15>(_mm256_mullo_epi16(v, k)))
-        };
         let kg = _mm256_set1_epi32((-F_CB_G & 0xffff) | (K_G << 16));
         let half = _mm256_set1_epi32(ONE_HALF);
         /// Output bytes `from`..`from + n` of a lane's eight pixels (3p + c) from [r0-7 g0-7]
@@ -955,8 +961,8 @@ mod rows_avx2 {
         }
         const M: [[i8; 32]; 4] = [gather(0, 16, true), gather(0, 16, false), gather(16, 8, true), gather(16, 8, false)];
         let ld = |m: [i8; 32]| _mm256_loadu_si256(m.as_ptr() as *const __m256i);
-        let r = _mm256_add_epi16(yy, _mm256_add_epi16(cr, rnd(cr, K_R)));
-        let b = _mm256_add_epi16(yy, _mm256_add_epi16(_mm256_add_epi16(cb, cb), rnd(cb, K_B)));
+        let r = _mm256_add_epi16(_mm256_add_epi16(yy, cr), _mm256_mulhrs_epi16(cr, _mm256_set1_epi16(K_R_RS)));
+        let b = _mm256_add_epi16(_mm256_add_epi16(yy, cb), _mm256_mulhrs_epi16(cb, _mm256_set1_epi16(K_B_RS)));
         let g = |v: __m256i| _mm256_srai_epi32::<SCALEBITS>(_mm256_add_epi32(_mm256_madd_epi16(v, kg), half));
         let g = _mm256_packs_epi32(g(_mm256_unpacklo_epi16(cb, cr)), g(_mm256_unpackhi_epi16(cb, cr)));
         let g = _mm256_add_epi16(yy, _mm256_sub_epi16(g, cr));
@@ -978,18 +984,37 @@ mod rows_avx2 {
         _mm_storel_epi64(hi.add(16) as *mut __m128i, _mm256_extracti128_si256::<1>(c));
     }
 
-    /// [`downsample_h2v2`] of rows `r0`, `r1` (a multiple of 16 long) into `o`, 16 columns a
-    /// step: pair sums by `vpmaddubsw`.
+    /// [`downsample_h2v2`] of both chroma components at once: `cb`, `cr` each hold two rows of
+    /// `2·n` bytes (`n` = `ob.len()` = `or.len()`, a multiple of 8), the results go to `ob`,
+    /// `or`. Sixteen columns of each a step: pair sums by `vpmaddubsw`, one pack for both.
     #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn downsample(r0: &[u8], r1: &[u8], o: &mut [u8]) {
-        assert!(r0.len().is_multiple_of(16) && r1.len() == r0.len() && o.len() == r0.len() / 2);
-        let ones = _mm_set1_epi8(1);
-        let bias = _mm_setr_epi16(1, 2, 1, 2, 1, 2, 1, 2);
-        for i in 0..r0.len() / 16 {
-            let a = _mm_maddubs_epi16(_mm_loadu_si128(r0.as_ptr().add(16 * i) as *const __m128i), ones);
-            let b = _mm_maddubs_epi16(_mm_loadu_si128(r1.as_ptr().add(16 * i) as *const __m128i), ones);
-            let s = _mm_srli_epi16::<2>(_mm_add_epi16(_mm_add_epi16(a, b), bias));
-            _mm_storel_epi64(o.as_mut_ptr().add(8 * i) as *mut __m128i, _mm_packus_epi16(s, s));
+    pub(super) unsafe fn downsample(cb: &[u8], cr: &[u8], ob: &mut [u8], or: &mut [u8]) {
+        let n = ob.len();
+        assert!(n.is_multiple_of(8) && or.len() == n && cb.len() == 4 * n && cr.len() == 4 * n);
+        // Sums plus bias over 4 of the two rows' pairs from byte `at`.
+        let ones = _mm256_set1_epi8(1);
+        let bias = _mm256_set1_epi32(1 | 2 << 16);
+        let sum = |p: &[u8], at: usize| {
+            let row = |r: usize| _mm256_maddubs_epi16(_mm256_loadu_si256(p.as_ptr().add(r * 2 * n + at) as *const __m256i), ones);
+            _mm256_srli_epi16::<2>(_mm256_add_epi16(_mm256_add_epi16(row(0), row(1)), bias))
+        };
+        let mut i = 0;
+        while i + 16 <= n {
+            // [cb 0–7, cr 0–7 | cb 8–15, cr 8–15] to [cb 0–15 | cr 0–15].
+            let v = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_packus_epi16(sum(cb, 2 * i), sum(cr, 2 * i)));
+            _mm_storeu_si128(ob.as_mut_ptr().add(i) as *mut __m128i, _mm256_castsi256_si128(v));
+            _mm_storeu_si128(or.as_mut_ptr().add(i) as *mut __m128i, _mm256_extracti128_si256::<1>(v));
+            i += 16;
+        }
+        if i < n {
+            let (ones, bias) = (_mm256_castsi256_si128(ones), _mm256_castsi256_si128(bias));
+            let sum = |p: &[u8]| {
+                let row = |r: usize| _mm_maddubs_epi16(_mm_loadu_si128(p.as_ptr().add(r * 2 * n + 2 * i) as *const __m128i), ones);
+                _mm_srli_epi16::<2>(_mm_add_epi16(_mm_add_epi16(row(0), row(1)), bias))
+            };
+            let v = _mm_packus_epi16(sum(cb), sum(cr));
+            _mm_storel_epi64(ob.as_mut_ptr().add(i) as *mut __m128i, v);
+            _mm_storel_epi64(or.as_mut_ptr().add(i) as *mut __m128i, _mm_unpackhi_epi64(v, v));
         }
     }
 
@@ -1028,7 +1053,8 @@ mod rows_avx2 {
     pub(super) unsafe fn upsample_to_rgb(yr: &[u8], cb: (&[u8], &[u8]), cr: (&[u8], &[u8]), orow: *mut u8) -> usize {
         let (w, dw) = (yr.len(), cb.0.len());
         assert!(cb.1.len() == dw && cr.0.len() == dw && cr.1.len() == dw);
-        let (b8, b7, c128) = (_mm256_set1_epi16(8), _mm256_set1_epi16(7), _mm256_set1_epi16(128));
+        // The fancy biases 8 and 7 less 128 · 16: the shifts give the chroma centred on 0.
+        let (b8, b7) = (_mm256_set1_epi16(8 - 2048), _mm256_set1_epi16(7 - 2048));
         // Column sums 3·near + far (as `column_sums`) of chroma columns x..x+16, or of column x
         // in every lane.
         let sums = |(n, f): (&[u8], &[u8]), x: usize| {
@@ -1045,9 +1071,9 @@ mod rows_avx2 {
         // The even and odd output columns, centred on 0.
         let fancy = |(m, l, r): (__m256i, __m256i, __m256i)| {
             let m3 = _mm256_add_epi16(m, _mm256_add_epi16(m, m));
-            let e = _mm256_srli_epi16::<4>(_mm256_add_epi16(_mm256_add_epi16(m3, l), b8));
-            let o = _mm256_srli_epi16::<4>(_mm256_add_epi16(_mm256_add_epi16(m3, r), b7));
-            (_mm256_sub_epi16(_mm256_unpacklo_epi16(e, o), c128), _mm256_sub_epi16(_mm256_unpackhi_epi16(e, o), c128))
+            let e = _mm256_srai_epi16::<4>(_mm256_add_epi16(_mm256_add_epi16(m3, b8), l));
+            let o = _mm256_srai_epi16::<4>(_mm256_add_epi16(_mm256_add_epi16(m3, b7), r));
+            (_mm256_unpacklo_epi16(e, o), _mm256_unpackhi_epi16(e, o))
         };
         // The sums of columns x − 16.. and x.. (the edge column repeats past the edge).
         let (mut pb, mut pr) = (sum1(cb, 0), sum1(cr, 0));
@@ -1112,6 +1138,228 @@ mod rows_avx2 {
     }
 }
 
+/// AVX-512 (BW, VBMI, VNNI) row steps: the same sums as [`rows_avx2`] with fewer instructions,
+/// since Zen 4 runs 512-bit operations as two 256-bit halves and only saves on their count.
+#[cfg(target_arch = "x86_64")]
+mod rows_avx512 {
+    use super::*;
+    use std::arch::x86_64::*;
+
+    /// Whether this CPU has what the functions here use.
+    pub(super) fn detected() -> bool {
+        is_x86_feature_detected!("avx512bw") && is_x86_feature_detected!("avx512vl") && is_x86_feature_detected!("avx512vbmi") && is_x86_feature_detected!("avx512vnni")
+    }
+
+    /// [`rows_avx2::rgb_to_ycc`] 32 pixels a step: a masked load of 16 pixels' 48 bytes (never
+    /// past the row), one `vpermb` to four pixels per 128-bit lane and `vpshufb` to the 16-bit
+    /// pairs (r, g), (g, b), (b, r) per dword,
+    /// and each jccolor.c sum as two `vpdpwssd` onto its offset. The sums are in 0..2^24, so
+    /// each result is byte 2 of its dword: one `vpermt2b` per component gathers 32 of them, no
+    /// shifts or packs.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vbmi,avx512vnni,avx2")]
+    pub(super) unsafe fn rgb_to_ycc(img: &[u8], at: usize, yo: &mut [u8], cbo: &mut [u8], cro: &mut [u8]) -> usize {
+        let src = &img[at..];
+        let w = yo.len();
+        assert!(cbo.len() >= w && cro.len() >= w && src.len() >= 3 * w);
+        let k = |a: i32, b: i32| _mm512_set1_epi32((a & 0xffff) | (b << 16));
+        let (ky0, ky1) = (k(FY_R, FY_G / 2), k(FY_G / 2, FY_B));
+        let (kcb0, kcb1) = (k(-FCB_G, FHALF / 2), k(FHALF / 2, -FCB_R));
+        let (kcr0, kcr1) = (k(FHALF - 1, -FCR_G), k(-FCR_B, 1));
+        let y_off = _mm512_set1_epi32(ONE_HALF);
+        let c_off = _mm512_set1_epi32(CBCR_OFF + ONE_HALF - 1);
+        /// Each 128-bit lane k: source bytes 12k..12k + 12 (pixels 4k..4k + 4).
+        const fn spread() -> [u8; 64] {
+            let mut m = [0u8; 64];
+            let mut i = 0;
+            while i < 64 {
+                m[i] = (i / 16 * 12 + i % 16 % 12) as u8;
+                i += 1;
+            }
+            m
+        }
+        /// Dword j of a lane: its bytes 3j + c0 and 3j + c1 as two u16 (`vpshufb` zeroes at
+        /// 0x80).
+        const fn pairs(c0: u8, c1: u8) -> [u8; 64] {
+            let mut m = [0x80u8; 64];
+            let mut i = 0;
+            while i < 64 {
+                let j = (i % 16 / 4) as u8;
+                match i % 4 {
+                    0 => m[i] = 3 * j + c0,
+                    2 => m[i] = 3 * j + c1,
+                    _ => {}
+                }
+                i += 1;
+            }
+            m
+        }
+        /// Byte 2 of each dword of two registers: 32 results in the low half.
+        const fn third_bytes() -> [u8; 64] {
+            let mut m = [0u8; 64];
+            let mut i = 0;
+            while i < 32 {
+                m[i] = (4 * (i % 16) + 2 + 64 * (i / 16)) as u8;
+                i += 1;
+            }
+            m
+        }
+        const M: [[u8; 64]; 5] = [pairs(0, 1), pairs(1, 2), pairs(2, 0), third_bytes(), spread()];
+        let ld = |m: &[u8; 64]| _mm512_loadu_si512(m.as_ptr() as *const _);
+        let (mrg, mgb, mbr, gather, lanes) = (ld(&M[0]), ld(&M[1]), ld(&M[2]), ld(&M[3]), ld(&M[4]));
+        // Y, Cb, Cr sums of the 16 pixels from byte 3x.
+        let sixteen = |x: usize| {
+            let v = _mm512_maskz_loadu_epi8(0xffff_ffff_ffff, src.as_ptr().add(3 * x) as *const i8);
+            let v = _mm512_permutexvar_epi8(lanes, v);
+            let (rg, gb, br) = (_mm512_shuffle_epi8(v, mrg), _mm512_shuffle_epi8(v, mgb), _mm512_shuffle_epi8(v, mbr));
+            let sum = |a: __m512i, ka: __m512i, b: __m512i, kb: __m512i, off: __m512i| _mm512_dpwssd_epi32(_mm512_dpwssd_epi32(off, a, ka), b, kb);
+            (sum(rg, ky0, gb, ky1, y_off), sum(gb, kcb0, br, kcb1, c_off), sum(rg, kcr0, br, kcr1, c_off))
+        };
+        let store = |o: &mut [u8], x: usize, a: __m512i, b: __m512i| {
+            _mm256_storeu_si256(o.as_mut_ptr().add(x) as *mut __m256i, _mm512_castsi512_si256(_mm512_permutex2var_epi8(a, gather, b)))
+        };
+        let mut x = 0;
+        while x + 32 <= w {
+            let (ya, cba, cra) = sixteen(x);
+            let (yb, cbb, crb) = sixteen(x + 16);
+            store(yo, x, ya, yb);
+            store(cbo, x, cba, cbb);
+            store(cro, x, cra, crb);
+            x += 32;
+        }
+        x
+    }
+
+    /// [`rows_avx2::column_sums`] and [`rows_avx2::upsample_to_rgb`] in one pass over the whole
+    /// row, 64 pixels (32 chroma columns) a step, the last step's loads and stores masked to
+    /// the row; `cb` and `cr` are each component's near and far row (`dw` long); returns
+    /// `yr.len()`. The neighbour columns come from registers by `vpermt2w` (the previous
+    /// step's columns, a broadcast of the next one), the RGB interleave is two `vpermb` per 64
+    /// output bytes.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi,avx512vnni,avx2")]
+    pub(super) unsafe fn upsample_to_rgb(yr: &[u8], cb: [&[u8]; 2], cr: [&[u8]; 2], orow: *mut u8) -> usize {
+        use rows_avx2::{K_B_RS, K_G, K_R_RS};
+        let (w, dw) = (yr.len(), cb[0].len());
+        assert!(dw == w.div_ceil(2) && [cb[1], cr[0], cr[1]].iter().all(|r| r.len() == dw));
+        // The fancy biases 8 and 7 less 128 · 16: the shifts give the chroma centred on 0.
+        let (b8, b7) = (_mm512_set1_epi16(8 - 2048), _mm512_set1_epi16(7 - 2048));
+        /// Word j of `a` (j < 32) or of `b` (32 + j) for lane `i`: the left neighbours from
+        /// [previous, current], the right ones from [current, next].
+        const fn shifted(left: bool) -> [u16; 32] {
+            let mut m = [0u16; 32];
+            let mut i = 0;
+            while i < 32 {
+                m[i] = if left { 31 + i as u16 } else { i as u16 + 1 };
+                i += 1;
+            }
+            m
+        }
+        /// For output bytes 64v..64v + 64: pixel p's R at p, G at 64 + p (`vpermt2b` of R, G),
+        /// B at p (a masked `vpermb` of B, the mask in [`blue`]).
+        const fn interleave(v: usize) -> [u8; 64] {
+            let mut m = [0u8; 64];
+            let mut t = 0;
+            while t < 64 {
+                let (p, c) = ((64 * v + t) / 3, (64 * v + t) % 3);
+                m[t] = if c == 1 { 64 + p as u8 } else { p as u8 };
+                t += 1;
+            }
+            m
+        }
+        const fn blue(v: usize) -> u64 {
+            let (mut m, mut t) = (0u64, 0);
+            while t < 64 {
+                if (64 * v + t) % 3 == 2 {
+                    m |= 1 << t;
+                }
+                t += 1;
+            }
+            m
+        }
+        const SHIFT: [[u16; 32]; 2] = [shifted(true), shifted(false)];
+        const IL: [[u8; 64]; 3] = [interleave(0), interleave(1), interleave(2)];
+        const BLUE: [u64; 3] = [blue(0), blue(1), blue(2)];
+        let (lidx, ridx) = (_mm512_loadu_si512(SHIFT[0].as_ptr() as *const _), _mm512_loadu_si512(SHIFT[1].as_ptr() as *const _));
+        let il = IL.map(|m| _mm512_loadu_si512(m.as_ptr() as *const _));
+        let low = |n: usize| if n >= 64 { u64::MAX } else { (1u64 << n) - 1 };
+        // The even and odd output columns of chroma columns x..x+32, centred on 0, interleaved
+        // as pixels [0–7 | 16–23 | 32–39 | 48–55] and [8–15 | 24–31 | 40–47 | 56–63] (of 2x..).
+        let sum = |[near, far]: [&[u8]; 2], x: usize| near[x] as i16 * 3 + far[x] as i16;
+        let fancy = |rows: [&[u8]; 2], x: usize, prev: &mut __m512i| {
+            let ld = |r: &[u8]| _mm512_cvtepu8_epi16(_mm256_maskz_loadu_epi8(low(dw - x) as u32, r.as_ptr().add(x) as *const i8));
+            let (near, far) = (ld(rows[0]), ld(rows[1]));
+            let m = _mm512_add_epi16(_mm512_add_epi16(near, near), _mm512_add_epi16(near, far));
+            let next = if x + 32 < dw { _mm512_set1_epi16(sum(rows, x + 32)) } else { m };
+            let l = _mm512_permutex2var_epi16(*prev, lidx, m);
+            let mut r = _mm512_permutex2var_epi16(m, ridx, next);
+            if dw - x <= 32 {
+                // The last column's right neighbour is itself.
+                r = _mm512_mask_mov_epi16(r, 1 << (dw - 1 - x), m);
+            }
+            *prev = m;
+            let m3 = _mm512_add_epi16(m, _mm512_add_epi16(m, m));
+            let e = _mm512_srai_epi16::<4>(_mm512_add_epi16(_mm512_add_epi16(m3, b8), l));
+            let o = _mm512_srai_epi16::<4>(_mm512_add_epi16(_mm512_add_epi16(m3, b7), r));
+            (_mm512_unpacklo_epi16(e, o), _mm512_unpackhi_epi16(e, o))
+        };
+        // jdcolor.c on 32 pixels: R, G, B in i16 lanes. The red and blue terms as in
+        // [`rows_avx2::ycc16`]; green's two products go onto the rounding constant by `vpdpwssd`
+        // and its result is the high word of each dword sum, which one `vpermt2w` gathers.
+        let kg = _mm512_set1_epi32((-F_CB_G & 0xffff) | (K_G << 16));
+        let half = _mm512_set1_epi32(ONE_HALF);
+        /// Word 1 of dwords 4k..4k + 4 of `a`, then of `b`, in 128-bit lane k (as `vpackssdw`
+        /// of the sums shifted by 16 orders them).
+        const fn high_words() -> [u16; 32] {
+            let mut m = [0u16; 32];
+            let mut i = 0;
+            while i < 32 {
+                let (k, j) = (i / 8, i % 8);
+                m[i] = if j < 4 { 2 * (4 * k + j) + 1 } else { 32 + 2 * (4 * k + j - 4) + 1 } as u16;
+                i += 1;
+            }
+            m
+        }
+        const HIGH: [u16; 32] = high_words();
+        let high = _mm512_loadu_si512(HIGH.as_ptr() as *const _);
+        let (kr, kb) = (_mm512_set1_epi16(K_R_RS), _mm512_set1_epi16(K_B_RS));
+        let ycc = |yy: __m512i, cb: __m512i, cr: __m512i| {
+            let r = _mm512_add_epi16(_mm512_add_epi16(yy, cr), _mm512_mulhrs_epi16(cr, kr));
+            let b = _mm512_add_epi16(_mm512_add_epi16(yy, cb), _mm512_mulhrs_epi16(cb, kb));
+            let g = |v: __m512i| _mm512_dpwssd_epi32(half, v, kg);
+            let g = _mm512_permutex2var_epi16(g(_mm512_unpacklo_epi16(cb, cr)), high, g(_mm512_unpackhi_epi16(cb, cr)));
+            (r, _mm512_add_epi16(yy, _mm512_sub_epi16(g, cr)), b)
+        };
+        // The first column's left neighbour is itself.
+        let (mut pb, mut pr) = (_mm512_set1_epi16(sum(cb, 0)), _mm512_set1_epi16(sum(cr, 0)));
+        let z = _mm512_setzero_si512();
+        let mut x = 0;
+        while x < dw {
+            let (cb_lo, cb_hi) = fancy(cb, x, &mut pb);
+            let (cr_lo, cr_hi) = fancy(cr, x, &mut pr);
+            let px = (w - 2 * x).min(64);
+            let yv = _mm512_maskz_loadu_epi8(low(px), yr.as_ptr().add(2 * x) as *const i8);
+            let (r0, g0, b0) = ycc(_mm512_unpacklo_epi8(yv, z), cb_lo, cr_lo);
+            let (r1, g1, b1) = ycc(_mm512_unpackhi_epi8(yv, z), cb_hi, cr_hi);
+            // Saturating packs clamp to 0..255 and put the 64 pixels back in order.
+            let (r, g, b) = (_mm512_packus_epi16(r0, r1), _mm512_packus_epi16(g0, g1), _mm512_packus_epi16(b0, b1));
+            let o = orow.add(6 * x);
+            for v in 0..3 {
+                let bytes = (3 * px).saturating_sub(64 * v);
+                if bytes == 0 {
+                    break;
+                }
+                let out = _mm512_mask_permutexvar_epi8(_mm512_permutex2var_epi8(r, il[v], g), BLUE[v], il[v], b);
+                if bytes >= 64 {
+                    _mm512_storeu_si512(o.add(64 * v) as *mut _, out);
+                } else {
+                    _mm512_mask_storeu_epi8(o.add(64 * v) as *mut i8, low(bytes), out);
+                }
+            }
+            x += 32;
+        }
+        w
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1120,7 +1368,7 @@ mod tests {
     #[test]
     fn vector_path_matches_scalar_path() {
         let mut rng = crate::Rng::seed_from_u64(11);
-        for (h, w) in [(32, 32), (224, 224), (1, 1), (9, 17), (64, 40), (31, 33)] {
+        for (h, w) in [(32, 32), (224, 224), (1, 1), (9, 17), (64, 40), (31, 33), (5, 79), (3, 113), (4, 66), (6, 64), (7, 63), (2, 130)] {
             for c in [1, 3] {
                 // Noise (large AC, clipping and the range limit) and smooth ramps (long zero runs).
                 let noise: Vec<u8> = (0..h * w * c).map(|_| rng.gen()).collect();
@@ -1142,7 +1390,14 @@ mod tests {
                 }
                 for img in [&noise, &ramp, &tiles] {
                     for q in [1, 7, 10, 15, 25, 50, 58, 80, 95, 100] {
-                        assert!(round_trip(img, h, w, c, q) == round_trip_scalar(img, h, w, c, q), "{h}x{w}x{c} q{q}");
+                        let want = round_trip_scalar(img, h, w, c, q);
+                        assert!(round_trip(img, h, w, c, q) == want, "{h}x{w}x{c} q{q}");
+                        #[cfg(target_arch = "x86_64")]
+                        if std::arch::is_x86_feature_detected!("avx2") {
+                            // SAFETY: AVX2 is present; AVX-512 is not asked for.
+                            let avx2 = unsafe { round_trip_avx2(img, h, w, c, q, false) };
+                            assert!(avx2 == want, "avx2 {h}x{w}x{c} q{q}");
+                        }
                     }
                 }
             }
@@ -1183,6 +1438,15 @@ mod tests {
             for (x, px) in row.chunks_exact(3).enumerate() {
                 assert_eq!([y[x], cb[x], cr[x]], rgb_to_ycc_px(px), "rgb {px:?}");
             }
+            if rows_avx512::detected() {
+                [&mut y, &mut cb, &mut cr].into_iter().for_each(|v| v.fill(0));
+                // SAFETY: AVX-512 is present.
+                let done = unsafe { rows_avx512::rgb_to_ycc(&row, 0, &mut y, &mut cb, &mut cr) };
+                assert_eq!(done, n);
+                for (x, px) in row.chunks_exact(3).enumerate() {
+                    assert_eq!([y[x], cb[x], cr[x]], rgb_to_ycc_px(px), "avx512 rgb {px:?}");
+                }
+            }
             let (ya, cbs, crs) = (vec![a as u8; n], (0..n).map(|i| (i >> 8) as u8).collect::<Vec<u8>>(), (0..n).map(|i| i as u8).collect::<Vec<u8>>());
             for x in (0..n).step_by(16) {
                 use std::arch::x86_64::*;
@@ -1199,6 +1463,31 @@ mod tests {
                 let mut o = [0u8; 3];
                 ycc_to_rgb_px(ya[x], cbs[x], crs[x], &mut o);
                 assert_eq!(rgb[3 * x..3 * x + 3], o, "ycc {} {} {}", ya[x], cbs[x], crs[x]);
+            }
+        }
+    }
+
+    /// The AVX-512 inverse conversion, for every (Y, Cb, Cr): flat chroma upsamples to itself
+    /// exactly; the 511-pixel rows end in a partial step.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx512_upsampling_conversion_is_exact() {
+        if !rows_avx512::detected() {
+            return;
+        }
+        let w = 511;
+        let yr: Vec<u8> = (0..w).map(|x| x as u8).collect();
+        let mut rgb = vec![0u8; 3 * w];
+        for cb in 0..256u16 {
+            for cr in 0..256u16 {
+                let (b, r) = ([cb as u8; 256], [cr as u8; 256]);
+                // SAFETY: AVX-512 is present; `rgb` holds the row.
+                assert_eq!(unsafe { rows_avx512::upsample_to_rgb(&yr, [&b, &b], [&r, &r], rgb.as_mut_ptr()) }, w);
+                for x in 0..w {
+                    let mut o = [0u8; 3];
+                    ycc_to_rgb_px(yr[x], cb as u8, cr as u8, &mut o);
+                    assert_eq!(rgb[3 * x..3 * x + 3], o, "ycc {} {cb} {cr}", yr[x]);
+                }
             }
         }
     }
