@@ -1206,21 +1206,36 @@ mod rows_avx512 {
         const M: [[u8; 64]; 5] = [pairs(0, 1), pairs(1, 2), pairs(2, 0), third_bytes(), spread()];
         let ld = |m: &[u8; 64]| _mm512_loadu_si512(m.as_ptr() as *const _);
         let (mrg, mgb, mbr, gather, lanes) = (ld(&M[0]), ld(&M[1]), ld(&M[2]), ld(&M[3]), ld(&M[4]));
+        // The last flat run's 48 bytes and its Y, Cb, Cr as dwords v << 16 (at first: black).
+        let ycc = |px: &[u8]| rgb_to_ycc_px(px).map(|v| _mm512_set1_epi32((v as i32) << 16));
+        let mut flat = (_mm512_setzero_si512(), ycc(&[0; 3]));
         // Y, Cb, Cr sums of the 16 pixels from byte 3x.
-        let sixteen = |x: usize| {
-            let v = _mm512_maskz_loadu_epi8(0xffff_ffff_ffff, src.as_ptr().add(3 * x) as *const i8);
+        let mut sixteen = |x: usize| {
+            let p = src.as_ptr().add(3 * x);
+            let v = _mm512_maskz_loadu_epi8(0xffff_ffff_ffff, p as *const i8);
+            // Sixteen equal pixels (flat backgrounds): bytes 0..45 equal 3..48. The last flat
+            // run's bytes (most of a background) take one compare; a flat run's sums are its
+            // pixel's results (in byte 2 of each dword, where the gather takes them).
+            if _mm512_cmpeq_epi8_mask(v, flat.0) == u64::MAX {
+                return flat.1;
+            }
+            const LOW45: u64 = (1 << 45) - 1;
+            if _mm512_mask_cmpeq_epi8_mask(LOW45, v, _mm512_maskz_loadu_epi8(LOW45, p.add(3) as *const i8)) == LOW45 {
+                flat = (v, ycc(&src[3 * x..3 * x + 3]));
+                return flat.1;
+            }
             let v = _mm512_permutexvar_epi8(lanes, v);
             let (rg, gb, br) = (_mm512_shuffle_epi8(v, mrg), _mm512_shuffle_epi8(v, mgb), _mm512_shuffle_epi8(v, mbr));
             let sum = |a: __m512i, ka: __m512i, b: __m512i, kb: __m512i, off: __m512i| _mm512_dpwssd_epi32(_mm512_dpwssd_epi32(off, a, ka), b, kb);
-            (sum(rg, ky0, gb, ky1, y_off), sum(gb, kcb0, br, kcb1, c_off), sum(rg, kcr0, br, kcr1, c_off))
+            [sum(rg, ky0, gb, ky1, y_off), sum(gb, kcb0, br, kcb1, c_off), sum(rg, kcr0, br, kcr1, c_off)]
         };
         let store = |o: &mut [u8], x: usize, a: __m512i, b: __m512i| {
             _mm256_storeu_si256(o.as_mut_ptr().add(x) as *mut __m256i, _mm512_castsi512_si256(_mm512_permutex2var_epi8(a, gather, b)))
         };
         let mut x = 0;
         while x + 32 <= w {
-            let (ya, cba, cra) = sixteen(x);
-            let (yb, cbb, crb) = sixteen(x + 16);
+            let [ya, cba, cra] = sixteen(x);
+            let [yb, cbb, crb] = sixteen(x + 16);
             store(yo, x, ya, yb);
             store(cbo, x, cba, cbb);
             store(cro, x, cra, crb);
@@ -1284,7 +1299,8 @@ mod rows_avx512 {
         // The even and odd output columns of chroma columns x..x+32, centred on 0, interleaved
         // as pixels [0–7 | 16–23 | 32–39 | 48–55] and [8–15 | 24–31 | 40–47 | 56–63] (of 2x..).
         let sum = |[near, far]: [&[u8]; 2], x: usize| near[x] as i16 * 3 + far[x] as i16;
-        let fancy = |rows: [&[u8]; 2], x: usize, prev: &mut __m512i| {
+        // The column sums of chroma columns x..x+32 and of their left and right neighbours.
+        let columns = |rows: [&[u8]; 2], x: usize, prev: &mut __m512i| {
             let ld = |r: &[u8]| _mm512_cvtepu8_epi16(_mm256_maskz_loadu_epi8(low(dw - x) as u32, r.as_ptr().add(x) as *const i8));
             let (near, far) = (ld(rows[0]), ld(rows[1]));
             let m = _mm512_add_epi16(_mm512_add_epi16(near, near), _mm512_add_epi16(near, far));
@@ -1296,6 +1312,16 @@ mod rows_avx512 {
                 r = _mm512_mask_mov_epi16(r, 1 << (dw - 1 - x), m);
             }
             *prev = m;
+            (m, l, r)
+        };
+        // The chroma value of a flat run: the `valid` columns' sums equal their neighbours' and
+        // the even and odd outputs agree.
+        let flat = |(m, l, r): (__m512i, __m512i, __m512i), valid: u32| {
+            let eq = _mm512_mask_cmpeq_epi16_mask(valid, m, l) & _mm512_mask_cmpeq_epi16_mask(valid, m, r) == valid;
+            let v = _mm_cvtsi128_si32(_mm512_castsi512_si128(m)) as u16;
+            (eq && (v * 4 + 8) >> 4 == (v * 4 + 7) >> 4).then_some(((v * 4 + 8) >> 4) as u8)
+        };
+        let fancy = |(m, l, r): (__m512i, __m512i, __m512i)| {
             let m3 = _mm512_add_epi16(m, _mm512_add_epi16(m, m));
             let e = _mm512_srai_epi16::<4>(_mm512_add_epi16(_mm512_add_epi16(m3, b8), l));
             let o = _mm512_srai_epi16::<4>(_mm512_add_epi16(_mm512_add_epi16(m3, b7), r));
@@ -1331,23 +1357,58 @@ mod rows_avx512 {
         // The first column's left neighbour is itself.
         let (mut pb, mut pr) = (_mm512_set1_epi16(sum(cb, 0)), _mm512_set1_epi16(sum(cr, 0)));
         let z = _mm512_setzero_si512();
+        /// Byte i of an RGB run's 64-byte store k is component (64k + i) mod 3.
+        const fn phase(k: usize) -> [u8; 64] {
+            let mut m = [0u8; 64];
+            let mut i = 0;
+            while i < 64 {
+                m[i] = ((64 * k + i) % 3) as u8;
+                i += 1;
+            }
+            m
+        }
+        const PH: [[u8; 64]; 3] = [phase(0), phase(1), phase(2)];
+        let rgb_run = |[y, cb, cr]: [u8; 3]| {
+            let mut px = [0u8; 4];
+            ycc_to_rgb_px(y, cb, cr, &mut px);
+            let v = _mm512_set1_epi32(i32::from_le_bytes(px));
+            PH.map(|ph| _mm512_shuffle_epi8(v, _mm512_loadu_si512(ph.as_ptr() as *const _)))
+        };
+        // The last flat run's Y, Cb, Cr and its 192 bytes (at first: black).
+        let mut run = ([0, 128, 128], rgb_run([0, 128, 128]));
         let mut x = 0;
         while x < dw {
-            let (cb_lo, cb_hi) = fancy(cb, x, &mut pb);
-            let (cr_lo, cr_hi) = fancy(cr, x, &mut pr);
+            let (b, r) = (columns(cb, x, &mut pb), columns(cr, x, &mut pr));
             let px = (w - 2 * x).min(64);
             let yv = _mm512_maskz_loadu_epi8(low(px), yr.as_ptr().add(2 * x) as *const i8);
-            let (r0, g0, b0) = ycc(_mm512_unpacklo_epi8(yv, z), cb_lo, cr_lo);
-            let (r1, g1, b1) = ycc(_mm512_unpackhi_epi8(yv, z), cb_hi, cr_hi);
-            // Saturating packs clamp to 0..255 and put the 64 pixels back in order.
-            let (r, g, b) = (_mm512_packus_epi16(r0, r1), _mm512_packus_epi16(g0, g1), _mm512_packus_epi16(b0, b1));
+            // A flat run (backgrounds): equal luma samples and, for both chroma components,
+            // equal column sums over the columns the filter reads, whose even and odd outputs
+            // agree; then all its pixels are one colour.
+            let valid = low(dw - x) as u32;
+            let flat = if _mm512_mask_cmpeq_epi8_mask(low(px), yv, _mm512_set1_epi8(yr[2 * x] as i8)) == low(px) {
+                flat(b, valid).zip(flat(r, valid)).map(|(cb, cr)| [yr[2 * x], cb, cr])
+            } else {
+                None
+            };
+            let rgb = if let Some(key) = flat {
+                if key != run.0 {
+                    run = (key, rgb_run(key));
+                }
+                run.1
+            } else {
+                let ((cb_lo, cb_hi), (cr_lo, cr_hi)) = (fancy(b), fancy(r));
+                let (r0, g0, b0) = ycc(_mm512_unpacklo_epi8(yv, z), cb_lo, cr_lo);
+                let (r1, g1, b1) = ycc(_mm512_unpackhi_epi8(yv, z), cb_hi, cr_hi);
+                // Saturating packs clamp to 0..255 and put the 64 pixels back in order.
+                let (r, g, b) = (_mm512_packus_epi16(r0, r1), _mm512_packus_epi16(g0, g1), _mm512_packus_epi16(b0, b1));
+                std::array::from_fn(|v| _mm512_mask_permutexvar_epi8(_mm512_permutex2var_epi8(r, il[v], g), BLUE[v], il[v], b))
+            };
             let o = orow.add(6 * x);
-            for v in 0..3 {
+            for (v, &out) in rgb.iter().enumerate() {
                 let bytes = (3 * px).saturating_sub(64 * v);
                 if bytes == 0 {
                     break;
                 }
-                let out = _mm512_mask_permutexvar_epi8(_mm512_permutex2var_epi8(r, il[v], g), BLUE[v], il[v], b);
                 if bytes >= 64 {
                     _mm512_storeu_si512(o.add(64 * v) as *mut _, out);
                 } else {
@@ -1374,11 +1435,12 @@ mod tests {
                 let noise: Vec<u8> = (0..h * w * c).map(|_| rng.gen()).collect();
                 let ramp: Vec<u8> = (0..h * w * c).map(|i| ((i / c % w) * 7 + (i / c / w) * 3 + i % c * 40) as u8).collect();
                 // Flat regions (the flat-block and flat-run shortcuts): tiles of random colours,
-                // 5 to 40 pixels, with single pixels one off (a block or run that just misses).
+                // 5 to 100 pixels (the AVX-512 upsampling's 64-pixel runs fit in the widest),
+                // with single pixels one off (a block or run that just misses).
                 let mut tiles = vec![0u8; h * w * c];
-                for (band, ts) in [5, 8, 16, 20, 40].into_iter().enumerate() {
+                for (band, ts) in [5, 8, 16, 20, 40, 100].into_iter().enumerate() {
                     let colours: Vec<u8> = (0..(h / ts + 1) * (w / ts + 1) * c).map(|_| if rng.gen_bool(0.3) { 0 } else { rng.gen() }).collect();
-                    let (y0, y1) = (h * band / 5, h * (band + 1) / 5);
+                    let (y0, y1) = (h * band / 6, h * (band + 1) / 6);
                     for y in y0..y1 {
                         for x in 0..w {
                             for k in 0..c {
@@ -1406,7 +1468,9 @@ mod tests {
 
     /// Flat rectangles of every grey level (16×16, at every quality: every entry of the luma
     /// flat-block tables) and of 256 colours (96×16: flat blocks, colour runs and upsampled runs
-    /// with flat neighbours).
+    /// with flat neighbours); one-colour images of widths that end rows in partial vector steps
+    /// (flat too), then with one pixel one off in a row's last columns (a partial run that just
+    /// misses).
     #[test]
     fn flat_images_match_scalar_path() {
         for (c, side, qs) in [(1, 16, (1..=100).collect::<Vec<u32>>()), (3, 96, vec![1, 7, 15, 50, 90, 100])] {
@@ -1414,6 +1478,18 @@ mod tests {
             let img: Vec<u8> = (0..h * w * c).map(|i| ((i / c % w / side) * (1 + 60 * (i % c))) as u8).collect();
             for q in qs {
                 assert!(round_trip(&img, h, w, c, q) == round_trip_scalar(&img, h, w, c, q), "c{c} q{q}");
+            }
+        }
+        let h = 6;
+        for w in [16, 33, 47, 64, 65, 96, 130, 200, 224] {
+            let mut img: Vec<u8> = (0..h * w * 3).map(|i| [30, 200, 91][i % 3]).collect();
+            for off in [None, Some((3 * w - 1) * 3 + 1), Some((2 * w - 3) * 3)] {
+                if let Some(i) = off {
+                    img[i] ^= 1;
+                }
+                for q in [7, 50, 100] {
+                    assert!(round_trip(&img, h, w, 3, q) == round_trip_scalar(&img, h, w, 3, q), "{w} {off:?} q{q}");
+                }
             }
         }
     }
