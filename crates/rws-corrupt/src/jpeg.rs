@@ -604,13 +604,21 @@ fn rgb_to_ycc_px(px: &[u8]) -> [u8; 3] {
     ]
 }
 
+/// jdcolor.c's R, G and B terms, which depend on the chroma only: each output is the luma
+/// plus its term, clamped to 0..255.
+#[inline(always)]
+fn chroma_terms(cb: u8, cr: u8) -> [i32; 3] {
+    let (cbv, crv) = (cb as i32 - 128, cr as i32 - 128);
+    [(F_CR_R * crv + ONE_HALF) >> SCALEBITS, (-F_CB_G * cbv + ONE_HALF - F_CR_G * crv) >> SCALEBITS, (F_CB_B * cbv + ONE_HALF) >> SCALEBITS]
+}
+
 /// jdcolor.c `ycc_rgb_convert`, one pixel into `o` (RGB).
 #[inline(always)]
 fn ycc_to_rgb_px(y: u8, cb: u8, cr: u8, o: &mut [u8]) {
-    let (yy, cbv, crv) = (y as i32, cb as i32 - 128, cr as i32 - 128);
-    o[0] = (yy + ((F_CR_R * crv + ONE_HALF) >> SCALEBITS)).clamp(0, 255) as u8;
-    o[1] = (yy + ((-F_CB_G * cbv + ONE_HALF - F_CR_G * crv) >> SCALEBITS)).clamp(0, 255) as u8;
-    o[2] = (yy + ((F_CB_B * cbv + ONE_HALF) >> SCALEBITS)).clamp(0, 255) as u8;
+    let t = chroma_terms(cb, cr);
+    for (o, t) in o[..3].iter_mut().zip(t) {
+        *o = (y as i32 + t).clamp(0, 255) as u8;
+    }
 }
 
 /// libjpeg `h2v2_downsample`: each 2×2 block's sum plus a bias alternating 1, 2 along the row,
@@ -1357,44 +1365,47 @@ mod rows_avx512 {
         // The first column's left neighbour is itself.
         let (mut pb, mut pr) = (_mm512_set1_epi16(sum(cb, 0)), _mm512_set1_epi16(sum(cr, 0)));
         let z = _mm512_setzero_si512();
-        /// Byte i of an RGB run's 64-byte store k is component (64k + i) mod 3.
-        const fn phase(k: usize) -> [u8; 64] {
+        /// Byte i of a 64-byte store k of RGB is component (64k + i) mod 3 of pixel (64k + i) / 3.
+        const fn phase(k: usize, pixel: bool) -> [u8; 64] {
             let mut m = [0u8; 64];
             let mut i = 0;
             while i < 64 {
-                m[i] = ((64 * k + i) % 3) as u8;
+                m[i] = if pixel { (64 * k + i) / 3 } else { (64 * k + i) % 3 } as u8;
                 i += 1;
             }
             m
         }
-        const PH: [[u8; 64]; 3] = [phase(0), phase(1), phase(2)];
-        let rgb_run = |[y, cb, cr]: [u8; 3]| {
-            let mut px = [0u8; 4];
-            ycc_to_rgb_px(y, cb, cr, &mut px);
-            let v = _mm512_set1_epi32(i32::from_le_bytes(px));
-            PH.map(|ph| _mm512_shuffle_epi8(v, _mm512_loadu_si512(ph.as_ptr() as *const _)))
+        const PH: [[u8; 64]; 3] = [phase(0, false), phase(1, false), phase(2, false)];
+        const PX: [[u8; 64]; 3] = [phase(0, true), phase(1, true), phase(2, true)];
+        let px_of = PX.map(|m| _mm512_loadu_si512(m.as_ptr() as *const _));
+        // [`chroma_terms`] as byte patterns of the RGB stores: their positive parts (added to the
+        // luma, saturating at 255) and negative parts (subtracted, saturating at 0); every term
+        // is under 256 in size.
+        let terms = |cb: u8, cr: u8| {
+            let t = chroma_terms(cb, cr);
+            let pattern = |part: fn(i32) -> u8| {
+                let v = _mm512_set1_epi32(i32::from_le_bytes([part(t[0]), part(t[1]), part(t[2]), 0]));
+                PH.map(|ph| _mm512_shuffle_epi8(v, _mm512_loadu_si512(ph.as_ptr() as *const _)))
+            };
+            (pattern(|t| t.max(0) as u8), pattern(|t| (-t).max(0) as u8))
         };
-        // The last flat run's Y, Cb, Cr and its 192 bytes (at first: black).
-        let mut run = ([0, 128, 128], rgb_run([0, 128, 128]));
+        // The last flat chroma's Cb, Cr and its term patterns (at first: 128, terms 0).
+        let mut run = ([128, 128], terms(128, 128));
         let mut x = 0;
         while x < dw {
             let (b, r) = (columns(cb, x, &mut pb), columns(cr, x, &mut pr));
             let px = (w - 2 * x).min(64);
             let yv = _mm512_maskz_loadu_epi8(low(px), yr.as_ptr().add(2 * x) as *const i8);
-            // A flat run (backgrounds): equal luma samples and, for both chroma components,
+            // Flat chroma (backgrounds, smooth regions at low quality): for both components,
             // equal column sums over the columns the filter reads, whose even and odd outputs
-            // agree; then all its pixels are one colour.
+            // agree; then each output byte is its pixel's luma plus the chroma's term.
             let valid = low(dw - x) as u32;
-            let flat = if _mm512_mask_cmpeq_epi8_mask(low(px), yv, _mm512_set1_epi8(yr[2 * x] as i8)) == low(px) {
-                flat(b, valid).zip(flat(r, valid)).map(|(cb, cr)| [yr[2 * x], cb, cr])
-            } else {
-                None
-            };
-            let rgb = if let Some(key) = flat {
-                if key != run.0 {
-                    run = (key, rgb_run(key));
+            let rgb: [__m512i; 3] = if let (Some(cbv), Some(crv)) = (flat(b, valid), flat(r, valid)) {
+                if [cbv, crv] != run.0 {
+                    run = ([cbv, crv], terms(cbv, crv));
                 }
-                run.1
+                let (add, sub) = &run.1;
+                std::array::from_fn(|v| _mm512_subs_epu8(_mm512_adds_epu8(_mm512_permutexvar_epi8(px_of[v], yv), add[v]), sub[v]))
             } else {
                 let ((cb_lo, cb_hi), (cr_lo, cr_hi)) = (fancy(b), fancy(r));
                 let (r0, g0, b0) = ycc(_mm512_unpacklo_epi8(yv, z), cb_lo, cr_lo);
@@ -1543,8 +1554,10 @@ mod tests {
         }
     }
 
-    /// The AVX-512 inverse conversion, for every (Y, Cb, Cr): flat chroma upsamples to itself
-    /// exactly; the 511-pixel rows end in a partial step.
+    /// The AVX-512 inverse conversion, for every (Y, Cb, Cr): flat chroma (its shortcut)
+    /// upsamples to itself exactly; and chroma columns alternating between each value and the
+    /// next (the full path) against the scalar upsampling. The 511-pixel rows end in a partial
+    /// step.
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn avx512_upsampling_conversion_is_exact() {
@@ -1554,15 +1567,21 @@ mod tests {
         let w = 511;
         let yr: Vec<u8> = (0..w).map(|x| x as u8).collect();
         let mut rgb = vec![0u8; 3 * w];
+        let (mut cbu, mut cru, mut cs) = (vec![0u8; 512], vec![0u8; 512], vec![0u16; 256]);
         for cb in 0..256u16 {
             for cr in 0..256u16 {
-                let (b, r) = ([cb as u8; 256], [cr as u8; 256]);
-                // SAFETY: AVX-512 is present; `rgb` holds the row.
-                assert_eq!(unsafe { rows_avx512::upsample_to_rgb(&yr, [&b, &b], [&r, &r], rgb.as_mut_ptr()) }, w);
-                for x in 0..w {
-                    let mut o = [0u8; 3];
-                    ycc_to_rgb_px(yr[x], cb as u8, cr as u8, &mut o);
-                    assert_eq!(rgb[3 * x..3 * x + 3], o, "ycc {} {cb} {cr}", yr[x]);
+                for step in [0, 1] {
+                    let row = |v: u16| -> Vec<u8> { (0..256).map(|x| (v + step * (x % 2)) as u8).collect() };
+                    let (b, r) = (row(cb), row(cr));
+                    upsample_row_h2v2_fancy(&b, 256, 256, 1, 0, &mut cs, &mut cbu);
+                    upsample_row_h2v2_fancy(&r, 256, 256, 1, 0, &mut cs, &mut cru);
+                    // SAFETY: AVX-512 is present; `rgb` holds the row.
+                    assert_eq!(unsafe { rows_avx512::upsample_to_rgb(&yr, [&b, &b], [&r, &r], rgb.as_mut_ptr()) }, w);
+                    for x in 0..w {
+                        let mut o = [0u8; 3];
+                        ycc_to_rgb_px(yr[x], cbu[x], cru[x], &mut o);
+                        assert_eq!(rgb[3 * x..3 * x + 3], o, "ycc {} {} {}", yr[x], cbu[x], cru[x]);
+                    }
                 }
             }
         }
