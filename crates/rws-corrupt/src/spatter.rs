@@ -882,19 +882,28 @@ fn blend_u8(x: &[u8], c: usize, l: &Layer) -> Vec<u8> {
     #[cfg(target_arch = "x86_64")]
     if (c == 3 || c == 1) && std::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU supports AVX2 (checked just above).
-        return unsafe { blend_u8_avx2(x, c, l) };
+        return unsafe {
+            match (c, l.mud) {
+                (3, false) => blend_u8_avx2::<3, false>(x, l),
+                (3, true) => blend_u8_avx2::<3, true>(x, l),
+                (_, false) => blend_u8_avx2::<1, false>(x, l),
+                (_, true) => blend_u8_avx2::<1, true>(x, l),
+            }
+        };
     }
     blend(x, c, l, |v: u8| v as f32, crate::cast_u8_f32)
 }
 
-/// Eight pixels at a time: the weights spread over the channels by lane permutes, the bytes
+/// Eight pixels at a time (`C` channels, `MUD` the mode: constants, so the loop has no
+/// branches on them): the weights spread over the channels by lane permutes, the bytes
 /// widened to f32, [`mix`], clipped, truncated and packed back; the last pixels one by one.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn blend_u8_avx2(x: &[u8], c: usize, l: &Layer) -> Vec<u8> {
+unsafe fn blend_u8_avx2<const C: usize, const MUD: bool>(x: &[u8], l: &Layer) -> Vec<u8> {
     use std::arch::x86_64::*;
+    let c = C;
     let n = l.m.len();
-    assert!(x.len() == n * c && (c == 3 || c == 1));
+    assert!(x.len() == n * c && (c == 3 || c == 1) && l.mud == MUD);
     let mut out = vec![0u8; x.len()];
     let cl = l.cols;
     // Lane k of block j holds value 8j + k of the 24 (RGB) or 8 (grey) of eight pixels.
@@ -914,7 +923,7 @@ unsafe fn blend_u8_avx2(x: &[u8], c: usize, l: &Layer) -> Vec<u8> {
         for (j, rj) in r.iter_mut().enumerate().take(c) {
             let w = if c == 3 { _mm256_permutevar8x32_ps(mv, spread[j]) } else { mv };
             let v = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(x.as_ptr().add(c * p + 8 * j) as *const __m128i)));
-            let m = if l.mud { _mm256_add_ps(_mm256_mul_ps(v, _mm256_sub_ps(one, w)), _mm256_mul_ps(w, cols[j])) } else { _mm256_add_ps(v, _mm256_mul_ps(w, cols[j])) };
+            let m = if MUD { _mm256_add_ps(_mm256_mul_ps(v, _mm256_sub_ps(one, w)), _mm256_mul_ps(w, cols[j])) } else { _mm256_add_ps(v, _mm256_mul_ps(w, cols[j])) };
             *rj = _mm256_cvttps_epi32(_mm256_min_ps(_mm256_max_ps(m, zero), top));
         }
         // Bytes of block j land in 32-bit lanes j and 4 + j; regroup them in order.
@@ -930,7 +939,7 @@ unsafe fn blend_u8_avx2(x: &[u8], c: usize, l: &Layer) -> Vec<u8> {
         p += 8;
     }
     for k in p * c..n * c {
-        out[k] = crate::cast_u8_f32(mix(x[k] as f32, l.m[k / c], cl[k % c], l.mud));
+        out[k] = crate::cast_u8_f32(mix(x[k] as f32, l.m[k / c], cl[k % c], MUD));
     }
     out
 }
