@@ -143,7 +143,8 @@ const DIST_CAP: u32 = 20 * DIST_ONE;
 /// at the end, since every step is a minimum of sums with non-negative costs. Each pass takes
 /// the minimum over the mask's neighbours: those in the two rows already passed are final, so
 /// their minimum is a whole-row loop (vectorised); only the same-row neighbour is a serial scan.
-/// Minima and integer sums are exact in any order: the values of the pixel-by-pixel algorithm.
+/// Minima and integer sums are exact in any order (and neighbours of equal cost share one
+/// addition: min(u + c, v + c) = min(u, v) + c): the values of the pixel-by-pixel algorithm.
 #[inline(always)]
 fn distance_transform<const AVX2: bool>(edges: &[u8], h: usize, w: usize) -> Vec<u32> {
     const A: u32 = DIST_ONE;
@@ -174,7 +175,7 @@ fn distance_transform<const AVX2: bool>(edges: &[u8], h: usize, w: usize) -> Vec
             #[cfg(not(target_arch = "x86_64"))]
             let done = 0;
             for x in done..w {
-                let m = rc[x].min(a1[x] + C).min(a3[x] + C).min(b0[x] + C).min(b1[x] + B).min(b2[x] + A).min(b3[x] + B).min(b4[x] + C);
+                let m = rc[x].min(a1[x].min(a3[x]).min(b0[x]).min(b4[x]) + C).min(b1[x].min(b3[x]) + B).min(b2[x] + A);
                 cd[x] = if e[x] != 0 { 0 } else { m };
             }
             let row = &mut d[y * pw..(y + 1) * pw];
@@ -274,20 +275,13 @@ unsafe fn dist_cand_avx2(r: [&[u32]; 8], e: &[u8], out: &mut [u32], costs: [u32;
     assert!(r.iter().all(|s| s.len() == w) && e.len() == w);
     let [a, b, c] = costs.map(|v| _mm256_set1_epi32(v as i32));
     // SAFETY (loads and stores): x + 8 ≤ w and every slice holds w values.
-    macro_rules! add {
-        ($k:expr, $x:expr, $cost:expr) => {
-            _mm256_add_epi32(_mm256_loadu_si256(r[$k].as_ptr().add($x) as *const __m256i), $cost)
-        };
-    }
     let mut x = 0;
     while x + 8 <= w {
-        let mut m = _mm256_min_epu32(_mm256_loadu_si256(r[0].as_ptr().add(x) as *const __m256i), add!(1, x, c));
-        m = _mm256_min_epu32(m, add!(2, x, c));
-        m = _mm256_min_epu32(m, add!(3, x, c));
-        m = _mm256_min_epu32(m, add!(4, x, b));
-        m = _mm256_min_epu32(m, add!(5, x, a));
-        m = _mm256_min_epu32(m, add!(6, x, b));
-        m = _mm256_min_epu32(m, add!(7, x, c));
+        let [pc, a1, a3, b0, b1, b2, b3, b4] = [0, 1, 2, 3, 4, 5, 6, 7].map(|k| _mm256_loadu_si256(r[k].as_ptr().add(x) as *const __m256i));
+        let far = _mm256_min_epu32(_mm256_min_epu32(a1, a3), _mm256_min_epu32(b0, b4));
+        let mut m = _mm256_min_epu32(pc, _mm256_add_epi32(far, c));
+        m = _mm256_min_epu32(m, _mm256_add_epi32(_mm256_min_epu32(b1, b3), b));
+        m = _mm256_min_epu32(m, _mm256_add_epi32(b2, a));
         let e32 = _mm256_cvtepu8_epi32(_mm_loadl_epi64(e.as_ptr().add(x) as *const __m128i));
         let v = _mm256_and_si256(m, _mm256_cmpeq_epi32(e32, _mm256_setzero_si256()));
         _mm256_storeu_si256(out.as_mut_ptr().add(x) as *mut __m256i, v);
@@ -718,8 +712,8 @@ unsafe fn gauss_nearest_avx2<O: Copy + Default>(src: &[f32], h: usize, w: usize,
         }
         for x in w8..w {
             let mut a = k[r] * src[offs[r] + x];
-            for t in 0..r {
-                a += k[t] * (src[offs[t] + x] + src[offs[2 * r - t] + x]);
+            for (t, &kt) in k[..r].iter().enumerate() {
+                a += kt * (src[offs[t] + x] + src[offs[2 * r - t] + x]);
             }
             buf[r + x] = a;
         }
@@ -738,9 +732,8 @@ unsafe fn gauss_nearest_avx2<O: Copy + Default>(src: &[f32], h: usize, w: usize,
         }
         for x in w8..w {
             let mut a = k[r] * buf[r + x];
-            for t in 0..r {
-                let d = r - t;
-                a += k[t] * (buf[r + x - d] + buf[r + x + d]);
+            for (t, &kt) in k[..r].iter().enumerate() {
+                a += kt * (buf[x + t] + buf[x + 2 * r - t]);
             }
             acc[x] = a;
         }
