@@ -40,9 +40,13 @@ fn canny<const AVX2: bool>(img: &[u8], h: usize, w: usize, low: i32, high: i32) 
         let (r0, r1, r2) = (&pad[y * pw..(y + 1) * pw], &pad[(y + 1) * pw..(y + 2) * pw], &pad[(y + 2) * pw..(y + 3) * pw]);
         let (dxr, dyr) = (&mut dxs[y * w..(y + 1) * w], &mut dys[y * w..(y + 1) * w]);
         let mr = &mut mag[(y + 1) * pw + 1..(y + 1) * pw + 1 + w];
+        // The taps as slices of exactly w values (no bounds checks: the loop vectorises).
+        let (a0, a1, a2) = (&r0[..w], &r0[1..w + 1], &r0[2..w + 2]);
+        let (b0, b2) = (&r1[..w], &r1[2..w + 2]);
+        let (c0, c1, c2) = (&r2[..w], &r2[1..w + 1], &r2[2..w + 2]);
         for x in 0..w {
-            let dx = (r0[x + 2] + 2 * r1[x + 2] + r2[x + 2]) - (r0[x] + 2 * r1[x] + r2[x]);
-            let dy = (r2[x] + 2 * r2[x + 1] + r2[x + 2]) - (r0[x] + 2 * r0[x + 1] + r0[x + 2]);
+            let dx = (a2[x] + 2 * b2[x] + c2[x]) - (a0[x] + 2 * b0[x] + c0[x]);
+            let dy = (c0[x] + 2 * c1[x] + c2[x]) - (a0[x] + 2 * a1[x] + a2[x]);
             dxr[x] = dx;
             dyr[x] = dy;
             mr[x] = dx.abs() + dy.abs();
@@ -139,7 +143,8 @@ const DIST_CAP: u32 = 20 * DIST_ONE;
 /// at the end, since every step is a minimum of sums with non-negative costs. Each pass takes
 /// the minimum over the mask's neighbours: those in the two rows already passed are final, so
 /// their minimum is a whole-row loop (vectorised); only the same-row neighbour is a serial scan.
-/// Minima and integer sums are exact in any order: the values of the pixel-by-pixel algorithm.
+/// Minima and integer sums are exact in any order (and neighbours of equal cost share one
+/// addition: min(u + c, v + c) = min(u, v) + c): the values of the pixel-by-pixel algorithm.
 #[inline(always)]
 fn distance_transform<const AVX2: bool>(edges: &[u8], h: usize, w: usize) -> Vec<u32> {
     const A: u32 = DIST_ONE;
@@ -170,7 +175,7 @@ fn distance_transform<const AVX2: bool>(edges: &[u8], h: usize, w: usize) -> Vec
             #[cfg(not(target_arch = "x86_64"))]
             let done = 0;
             for x in done..w {
-                let m = rc[x].min(a1[x] + C).min(a3[x] + C).min(b0[x] + C).min(b1[x] + B).min(b2[x] + A).min(b3[x] + B).min(b4[x] + C);
+                let m = rc[x].min(a1[x].min(a3[x]).min(b0[x]).min(b4[x]) + C).min(b1[x].min(b3[x]) + B).min(b2[x] + A);
                 cd[x] = if e[x] != 0 { 0 } else { m };
             }
             let row = &mut d[y * pw..(y + 1) * pw];
@@ -270,20 +275,13 @@ unsafe fn dist_cand_avx2(r: [&[u32]; 8], e: &[u8], out: &mut [u32], costs: [u32;
     assert!(r.iter().all(|s| s.len() == w) && e.len() == w);
     let [a, b, c] = costs.map(|v| _mm256_set1_epi32(v as i32));
     // SAFETY (loads and stores): x + 8 ≤ w and every slice holds w values.
-    macro_rules! add {
-        ($k:expr, $x:expr, $cost:expr) => {
-            _mm256_add_epi32(_mm256_loadu_si256(r[$k].as_ptr().add($x) as *const __m256i), $cost)
-        };
-    }
     let mut x = 0;
     while x + 8 <= w {
-        let mut m = _mm256_min_epu32(_mm256_loadu_si256(r[0].as_ptr().add(x) as *const __m256i), add!(1, x, c));
-        m = _mm256_min_epu32(m, add!(2, x, c));
-        m = _mm256_min_epu32(m, add!(3, x, c));
-        m = _mm256_min_epu32(m, add!(4, x, b));
-        m = _mm256_min_epu32(m, add!(5, x, a));
-        m = _mm256_min_epu32(m, add!(6, x, b));
-        m = _mm256_min_epu32(m, add!(7, x, c));
+        let [pc, a1, a3, b0, b1, b2, b3, b4] = [0, 1, 2, 3, 4, 5, 6, 7].map(|k| _mm256_loadu_si256(r[k].as_ptr().add(x) as *const __m256i));
+        let far = _mm256_min_epu32(_mm256_min_epu32(a1, a3), _mm256_min_epu32(b0, b4));
+        let mut m = _mm256_min_epu32(pc, _mm256_add_epi32(far, c));
+        m = _mm256_min_epu32(m, _mm256_add_epi32(_mm256_min_epu32(b1, b3), b));
+        m = _mm256_min_epu32(m, _mm256_add_epi32(b2, a));
         let e32 = _mm256_cvtepu8_epi32(_mm_loadl_epi64(e.as_ptr().add(x) as *const __m128i));
         let v = _mm256_and_si256(m, _mm256_cmpeq_epi32(e32, _mm256_setzero_si256()));
         _mm256_storeu_si256(out.as_mut_ptr().add(x) as *mut __m256i, v);
@@ -537,6 +535,21 @@ fn normal_cells() -> &'static [[f32; NQ]; 2] {
     })
 }
 
+/// [`normal_cells`] as one 64-bit entry per cell (the left knot in the low half, the step in
+/// the high half), so a cell's two values take one scalar load: faster than two gathers.
+#[cfg(target_arch = "x86_64")]
+fn normal_cell_pairs() -> &'static [u64; NQ] {
+    static T: std::sync::OnceLock<Box<[u64; NQ]>> = std::sync::OnceLock::new();
+    T.get_or_init(|| {
+        let t = normal_cells();
+        let mut p = Box::new([0u64; NQ]);
+        for (i, v) in p.iter_mut().enumerate() {
+            *v = t[0][i].to_bits() as u64 | (t[1][i].to_bits() as u64) << 32;
+        }
+        p
+    })
+}
+
 /// The unsmoothed liquid layer: μ + s·z for n standard normals z in f32, two per 64-bit draw of
 /// four xoshiro streams: the top 12 bits of each 32-bit half pick a cell, the low 20 place z
 /// linearly inside it; the outermost cells (|z| > 3.38, probability 1/2048) are redrawn, in
@@ -567,7 +580,7 @@ fn liquid_noise_with(n: usize, mu: f32, s: f32, rng: &mut Rng, simd: bool) -> Ve
     #[cfg(target_arch = "x86_64")]
     let done = if simd {
         // SAFETY: `simd` is only set where the CPU supports AVX2.
-        unsafe { liquid_avx2(&bits, t, mu, s, &mut out, &mut tails) }
+        unsafe { liquid_avx2(&bits, normal_cell_pairs(), mu, s, &mut out, &mut tails) }
     } else {
         0
     };
@@ -602,20 +615,28 @@ fn liquid_noise_with(n: usize, mu: f32, s: f32, rng: &mut Rng, simd: bool) -> Ve
 
 /// [`liquid_noise`]'s inner cells, eight values at a time (the draws read as u32 halves, low
 /// first: x86 is little-endian), noting the blocks with a tail cell; returns how many it did.
+/// The cells' knots and steps come by scalar loads of [`normal_cell_pairs`], spread to lanes.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn liquid_avx2(bits: &[u64], t: &[[f32; NQ]; 2], mu: f32, s: f32, out: &mut [f32], tails: &mut Vec<usize>) -> usize {
+unsafe fn liquid_avx2(bits: &[u64], t: &[u64; NQ], mu: f32, s: f32, out: &mut [f32], tails: &mut Vec<usize>) -> usize {
     use std::arch::x86_64::*;
     let (vmu, vs, scale, low) = (_mm256_set1_ps(mu), _mm256_set1_ps(s), _mm256_set1_ps(1.0 / (1 << 20) as f32), _mm256_set1_epi32(0xF_FFFF));
     let (zero, top) = (_mm256_setzero_si256(), _mm256_set1_epi32(NQ as i32 - 1));
     let r = bits.as_ptr() as *const u32;
+    let tp = t.as_ptr() as *const i64;
     let mut k = 0;
     // SAFETY: k + 8 ≤ out.len() ≤ 2·bits.len(); cell indices are v >> 20 < 4096 = NQ.
     while k + 8 <= out.len() {
         let v = _mm256_loadu_si256(r.add(k) as *const __m256i);
         let i = _mm256_srli_epi32(v, 20);
+        let p = |j: usize| *tp.add((*r.add(k + j) >> 20) as usize);
+        // Pairs of values 0, 1, 4, 5 and 2, 3, 6, 7: the 128-bit halves then deinterleave in place.
+        let a = _mm256_set_epi64x(p(5), p(4), p(1), p(0));
+        let b = _mm256_set_epi64x(p(7), p(6), p(3), p(2));
+        let (a, b) = (_mm256_castsi256_ps(a), _mm256_castsi256_ps(b));
+        let (t0, t1) = (_mm256_shuffle_ps::<0b10_00_10_00>(a, b), _mm256_shuffle_ps::<0b11_01_11_01>(a, b));
         let f = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_and_si256(v, low)), scale);
-        let z = _mm256_add_ps(_mm256_i32gather_ps(t[0].as_ptr(), i, 4), _mm256_mul_ps(f, _mm256_i32gather_ps(t[1].as_ptr(), i, 4)));
+        let z = _mm256_add_ps(t0, _mm256_mul_ps(f, t1));
         _mm256_storeu_ps(out.as_mut_ptr().add(k), _mm256_add_ps(vmu, _mm256_mul_ps(vs, z)));
         if _mm256_movemask_epi8(_mm256_or_si256(_mm256_cmpeq_epi32(i, zero), _mm256_cmpeq_epi32(i, top))) != 0 {
             tails.push(k);
@@ -623,6 +644,104 @@ unsafe fn liquid_avx2(bits: &[u64], t: &[[f32; NQ]; 2], mu: f32, s: f32, out: &m
         k += 8;
     }
     k
+}
+
+/// [`gauss_f32`] with σ on both axes and mode nearest, for the liquid layer: where AVX2 is
+/// present, eight columns at a time with the partial sums in registers (the shared version
+/// makes one pass over the row per tap); the same operations in the same order per value, so
+/// the same bytes as the portable [`gauss_f32`].
+fn gauss_nearest<O: Copy + Default>(src: &[f32], h: usize, w: usize, sigma: f64, fin: impl Fn(f32) -> O) -> Vec<O> {
+    #[cfg(target_arch = "x86_64")]
+    if h * w > 0 && std::is_x86_feature_detected!("avx2") {
+        if let Some(k) = crate::glass::gaussian_kernel(sigma, 4.0) {
+            let k: Vec<f32> = k.iter().map(|&v| v as f32).collect();
+            // SAFETY: the CPU supports AVX2 (checked just above).
+            return unsafe { gauss_nearest_avx2(src, h, w, &k, fin) };
+        }
+    }
+    gauss_f32(src, h, w, sigma, sigma, 4.0, Mode::Nearest, fin)
+}
+
+/// [`gauss_nearest`]'s kernel: per output row the vertical sums (the centre tap, then each
+/// symmetric pair from the outside in) into a row padded by replicated ends, then the
+/// horizontal sums in the same order; the last columns one by one.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn gauss_nearest_avx2<O: Copy + Default>(src: &[f32], h: usize, w: usize, k: &[f32], fin: impl Fn(f32) -> O) -> Vec<O> {
+    use std::arch::x86_64::*;
+    assert!(src.len() == h * w && k.len() % 2 == 1);
+    let r = k.len() / 2;
+    let kv: Vec<__m256> = k.iter().map(|&v| _mm256_set1_ps(v)).collect();
+    let mut out = vec![O::default(); h * w];
+    let mut buf = vec![0f32; w + 2 * r];
+    let mut acc = vec![0f32; w];
+    // Offsets of the rows y − r ..= y + r (clamped: mode nearest).
+    let mut offs = vec![0usize; 2 * r + 1];
+    let sp = src.as_ptr();
+    // `$n` vectors of 8 values at `$dst`: the centre tap at `$c`, then the pairs `$pair(t)`
+    // from the outside in. Several independent sums at once: one would wait on each addition.
+    macro_rules! taps {
+        ($n:literal, $c:expr, $pair:expr, $dst:expr) => {{
+            let c: *const f32 = $c;
+            let mut a: [__m256; $n] = std::array::from_fn(|j| _mm256_mul_ps(kv[r], _mm256_loadu_ps(c.add(8 * j))));
+            for (t, &kt) in kv[..r].iter().enumerate() {
+                let (u, v): (*const f32, *const f32) = $pair(t);
+                for (j, aj) in a.iter_mut().enumerate() {
+                    *aj = _mm256_add_ps(*aj, _mm256_mul_ps(kt, _mm256_add_ps(_mm256_loadu_ps(u.add(8 * j)), _mm256_loadu_ps(v.add(8 * j)))));
+                }
+            }
+            let d: *mut f32 = $dst;
+            for (j, aj) in a.iter().enumerate() {
+                _mm256_storeu_ps(d.add(8 * j), *aj);
+            }
+        }};
+    }
+    let (w32, w8) = (w / 32 * 32, w / 8 * 8);
+    for (y, orow) in out.chunks_exact_mut(w).enumerate() {
+        for (j, o) in offs.iter_mut().enumerate() {
+            *o = (y + j).saturating_sub(r).min(h - 1) * w;
+        }
+        let bp = buf.as_mut_ptr().add(r);
+        // SAFETY (loads and stores): x + 32 ≤ w (or x + 8 ≤ w), every offset is a row start in
+        // src, and buf holds r + w + r values.
+        for x in (0..w32).step_by(32) {
+            taps!(4, sp.add(offs[r] + x), |t: usize| (sp.add(offs[t] + x), sp.add(offs[2 * r - t] + x)), bp.add(x));
+        }
+        for x in (w32..w8).step_by(8) {
+            taps!(1, sp.add(offs[r] + x), |t: usize| (sp.add(offs[t] + x), sp.add(offs[2 * r - t] + x)), bp.add(x));
+        }
+        for x in w8..w {
+            let mut a = k[r] * src[offs[r] + x];
+            for (t, &kt) in k[..r].iter().enumerate() {
+                a += kt * (src[offs[t] + x] + src[offs[2 * r - t] + x]);
+            }
+            buf[r + x] = a;
+        }
+        let (first, last) = (buf[r], buf[r + w - 1]);
+        buf[..r].fill(first);
+        buf[r + w..].fill(last);
+        // Value x of the row is at r + x in buf: its pair t at x + t and x + 2r − t.
+        let bb = buf.as_ptr();
+        let ap = acc.as_mut_ptr();
+        // SAFETY: as above; the taps reach r values either side of the row, inside buf.
+        for x in (0..w32).step_by(32) {
+            taps!(4, bb.add(r + x), |t: usize| (bb.add(x + t), bb.add(x + 2 * r - t)), ap.add(x));
+        }
+        for x in (w32..w8).step_by(8) {
+            taps!(1, bb.add(r + x), |t: usize| (bb.add(x + t), bb.add(x + 2 * r - t)), ap.add(x));
+        }
+        for x in w8..w {
+            let mut a = k[r] * buf[r + x];
+            for (t, &kt) in k[..r].iter().enumerate() {
+                a += kt * (buf[x + t] + buf[x + 2 * r - t]);
+            }
+            acc[x] = a;
+        }
+        for (o, &a) in orow.iter_mut().zip(&acc) {
+            *o = fin(a);
+        }
+    }
+    out
 }
 
 /// What spatter adds to an image: per pixel a weight `m` and per channel a colour (0..255).
@@ -641,7 +760,7 @@ fn layer(h: usize, w: usize, c: usize, severity: usize, p: ParamSet, rng: &mut R
     let t = t as f32;
     let (m, color) = if mode == 0 {
         // astype(np.uint8) of liquid·255: truncation, wrapping above 255 as the C cast does.
-        let l8: Vec<u8> = gauss_f32(&liquid, h, w, sigma, sigma, 4.0, Mode::Nearest, |v| {
+        let l8: Vec<u8> = gauss_nearest(&liquid, h, w, sigma, |v| {
             // SAFETY: t ≤ v (a finite weighted mean of finite draws), so v·255 is finite and the
             // clamped value lies in 0..=2³⁰: a valid i32 (the unchecked cast vectorises).
             let i: i32 = unsafe { (v * 255.0).min((1 << 30) as f32).to_int_unchecked() };
@@ -654,8 +773,8 @@ fn layer(h: usize, w: usize, c: usize, severity: usize, p: ParamSet, rng: &mut R
         let scale = if mx > 0 { (k / mx as f64) as f32 } else { 0.0 };
         (prod.iter().map(|&v| v as f32 * scale).collect(), [175.0 / 255.0, 238.0 / 255.0, 238.0 / 255.0])
     } else {
-        let mask: Vec<f32> = gauss_f32(&liquid, h, w, sigma, sigma, 4.0, Mode::Nearest, |v| if v > t { 1.0 } else { 0.0 });
-        (gauss_f32(&mask, h, w, k, k, 4.0, Mode::Nearest, |v| if v < 0.8 { 0.0 } else { v }), [63.0 / 255.0, 42.0 / 255.0, 20.0 / 255.0])
+        let mask: Vec<f32> = gauss_nearest(&liquid, h, w, sigma, |v| if v > t { 1.0 } else { 0.0 });
+        (gauss_nearest(&mask, h, w, k, |v| if v < 0.8 { 0.0 } else { v }), [63.0 / 255.0, 42.0 / 255.0, 20.0 / 255.0])
     };
     let grey_col: f64 = color.iter().zip(GREY_W).map(|(a, b)| a * b).sum();
     let cols = if c == 3 { color } else { [grey_col; 3] };
@@ -756,19 +875,28 @@ fn blend_u8(x: &[u8], c: usize, l: &Layer) -> Vec<u8> {
     #[cfg(target_arch = "x86_64")]
     if (c == 3 || c == 1) && std::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU supports AVX2 (checked just above).
-        return unsafe { blend_u8_avx2(x, c, l) };
+        return unsafe {
+            match (c, l.mud) {
+                (3, false) => blend_u8_avx2::<3, false>(x, l),
+                (3, true) => blend_u8_avx2::<3, true>(x, l),
+                (_, false) => blend_u8_avx2::<1, false>(x, l),
+                (_, true) => blend_u8_avx2::<1, true>(x, l),
+            }
+        };
     }
     blend(x, c, l, |v: u8| v as f32, crate::cast_u8_f32)
 }
 
-/// Eight pixels at a time: the weights spread over the channels by lane permutes, the bytes
+/// Eight pixels at a time (`C` channels, `MUD` the mode: constants, so the loop has no
+/// branches on them): the weights spread over the channels by lane permutes, the bytes
 /// widened to f32, [`mix`], clipped, truncated and packed back; the last pixels one by one.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn blend_u8_avx2(x: &[u8], c: usize, l: &Layer) -> Vec<u8> {
+unsafe fn blend_u8_avx2<const C: usize, const MUD: bool>(x: &[u8], l: &Layer) -> Vec<u8> {
     use std::arch::x86_64::*;
+    let c = C;
     let n = l.m.len();
-    assert!(x.len() == n * c && (c == 3 || c == 1));
+    assert!(x.len() == n * c && (c == 3 || c == 1) && l.mud == MUD);
     let mut out = vec![0u8; x.len()];
     let cl = l.cols;
     // Lane k of block j holds value 8j + k of the 24 (RGB) or 8 (grey) of eight pixels.
@@ -788,7 +916,7 @@ unsafe fn blend_u8_avx2(x: &[u8], c: usize, l: &Layer) -> Vec<u8> {
         for (j, rj) in r.iter_mut().enumerate().take(c) {
             let w = if c == 3 { _mm256_permutevar8x32_ps(mv, spread[j]) } else { mv };
             let v = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(x.as_ptr().add(c * p + 8 * j) as *const __m128i)));
-            let m = if l.mud { _mm256_add_ps(_mm256_mul_ps(v, _mm256_sub_ps(one, w)), _mm256_mul_ps(w, cols[j])) } else { _mm256_add_ps(v, _mm256_mul_ps(w, cols[j])) };
+            let m = if MUD { _mm256_add_ps(_mm256_mul_ps(v, _mm256_sub_ps(one, w)), _mm256_mul_ps(w, cols[j])) } else { _mm256_add_ps(v, _mm256_mul_ps(w, cols[j])) };
             *rj = _mm256_cvttps_epi32(_mm256_min_ps(_mm256_max_ps(m, zero), top));
         }
         // Bytes of block j land in 32-bit lanes j and 4 + j; regroup them in order.
@@ -804,7 +932,7 @@ unsafe fn blend_u8_avx2(x: &[u8], c: usize, l: &Layer) -> Vec<u8> {
         p += 8;
     }
     for k in p * c..n * c {
-        out[k] = crate::cast_u8_f32(mix(x[k] as f32, l.m[k / c], cl[k % c], l.mud));
+        out[k] = crate::cast_u8_f32(mix(x[k] as f32, l.m[k / c], cl[k % c], MUD));
     }
     out
 }
@@ -925,9 +1053,12 @@ mod tests {
                     let g1 = gauss_f32(&liquid, h, w, 1.7, 1.7, 4.0, Mode::Nearest, |v| v);
                     let g2 = crate::glass::gauss_f32_portable(&liquid, h, w, &ky, &ky, Mode::Nearest);
                     assert!(g1 == g2);
+                    for sigma in [0.5, 1.0, 1.5, 2.0, 3.0, 4.0] {
+                        let k: Vec<f32> = crate::glass::gaussian_kernel(sigma, 4.0).unwrap().iter().map(|&v| v as f32).collect();
+                        assert!(gauss_nearest(&liquid, h, w, sigma, |v| v) == crate::glass::gauss_f32_portable(&liquid, h, w, &k, &k, Mode::Nearest), "{h}x{w} σ {sigma}");
+                    }
                 }
             }
         }
     }
 }
-
