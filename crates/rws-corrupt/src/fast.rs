@@ -400,6 +400,62 @@ fn sym_sep_impl<const FMA: bool>(xp: &[f32], h: usize, w: usize, c: usize, kv: &
     })
 }
 
+/// `$acc + pmaddwd($a, $k)` in i32 lanes: one `vpdpwssd` for `true` (AVX-512 VNNI and VL),
+/// `pmaddwd` then `paddd` for `false`; the same sums (neither saturates, and no pair here
+/// reaches i32 overflow). A macro, not a function, so it expands inside the target-feature
+/// functions and their closures, where the intrinsics inline.
+#[cfg(target_arch = "x86_64")]
+macro_rules! dp {
+    (true, $acc:expr, $a:expr, $k:expr) => {
+        _mm256_dpwssd_epi32($acc, $a, $k)
+    };
+    (false, $acc:expr, $a:expr, $k:expr) => {
+        _mm256_add_epi32($acc, _mm256_madd_epi16($a, $k))
+    };
+}
+
+/// The horizontal pass of [`HPairs`], once per instruction set (`$v`: VNNI or not). Blocks of
+/// 64 values (rs is a multiple of [`BLK`]): eight independent sums hide the multiply-add latency.
+#[cfg(target_arch = "x86_64")]
+macro_rules! hpairs_run_q {
+    ($(#[$m:meta])* $name:ident, $feat:literal, $v:tt) => {
+        $(#[$m])*
+        #[target_feature(enable = $feat)]
+        unsafe fn $name(&self, q: &[i16], row: &mut [f32]) {
+            use std::arch::x86_64::*;
+            let mut z = self.z.borrow_mut();
+            let (c, rs, ts) = (self.c, self.rs, self.ts);
+            assert!(q.len() >= ts && row.len() >= rs && ts.is_multiple_of(16) && rs.is_multiple_of(64));
+            // SAFETY: every access below stays within ts values of q and z (ts ≥ rs + (2rh+1)·c
+            // + 48, a multiple of 16), rs of row.
+            unsafe {
+                let zn = ts - 16 - 16 * c.div_ceil(16);
+                for e in (0..zn).step_by(16) {
+                    let a = _mm256_loadu_si256(q.as_ptr().add(e) as *const __m256i);
+                    let b = _mm256_loadu_si256(q.as_ptr().add(e + c) as *const __m256i);
+                    let (lo, hi) = (_mm256_unpacklo_epi16(a, b), _mm256_unpackhi_epi16(a, b));
+                    _mm256_storeu_si256(z.as_mut_ptr().add(e) as *mut __m256i, _mm256_permute2x128_si256(lo, hi, 0x20));
+                    _mm256_storeu_si256(z.as_mut_ptr().add(e + 8) as *mut __m256i, _mm256_permute2x128_si256(lo, hi, 0x31));
+                }
+                let scale = _mm256_set1_ps(1.0 / (128.0 * 32768.0));
+                for e0 in (0..rs).step_by(64) {
+                    let mut acc = [_mm256_setzero_si256(); 8];
+                    for (m, &k) in self.kp.iter().enumerate() {
+                        let kv = _mm256_set1_epi32(k);
+                        let p = z.as_ptr().add(e0 + 2 * m * c);
+                        for (i, a) in acc.iter_mut().enumerate() {
+                            *a = dp!($v, *a, _mm256_loadu_si256(p.add(8 * i) as *const __m256i), kv);
+                        }
+                    }
+                    for (i, a) in acc.iter().enumerate() {
+                        _mm256_storeu_ps(row.as_mut_ptr().add(e0 + 8 * i), _mm256_mul_ps(_mm256_cvtepi32_ps(*a), scale));
+                    }
+                }
+            }
+        }
+    };
+}
+
 /// The AVX2 horizontal pass in 16-bit fixed point: the row as i16 with 7 fractional bits
 /// (0..255 → ≤ 32640; rounding moves a value by ≤ 1/256), then `pmaddwd` of adjacent pixel
 /// pairs (q[e], q[e+c]) against pairs of Q15 weights summing to exactly 1, exact i32 sums. One
@@ -453,42 +509,20 @@ impl HPairs {
         }
     }
 
-    /// [`HPairs::run`] on the row already in 16-bit fixed point (7 fractional bits).
-    ///
-    /// # Safety
-    /// AVX2 present; `q` holds `ts` values, `row` rs.
-    #[target_feature(enable = "avx2")]
-    unsafe fn run_q(&self, q: &[i16], row: &mut [f32]) {
-        use std::arch::x86_64::*;
-        let mut z = self.z.borrow_mut();
-        let (c, rs, ts) = (self.c, self.rs, self.ts);
-        assert!(q.len() >= ts && row.len() >= rs && ts.is_multiple_of(16));
-        // SAFETY: every access below stays within ts values of q and z (ts ≥ rs + (2rh+1)·c
-        // + 48, a multiple of 16), rs of row.
-        unsafe {
-            let zn = ts - 16 - 16 * c.div_ceil(16);
-            for e in (0..zn).step_by(16) {
-                let a = _mm256_loadu_si256(q.as_ptr().add(e) as *const __m256i);
-                let b = _mm256_loadu_si256(q.as_ptr().add(e + c) as *const __m256i);
-                let (lo, hi) = (_mm256_unpacklo_epi16(a, b), _mm256_unpackhi_epi16(a, b));
-                _mm256_storeu_si256(z.as_mut_ptr().add(e) as *mut __m256i, _mm256_permute2x128_si256(lo, hi, 0x20));
-                _mm256_storeu_si256(z.as_mut_ptr().add(e + 8) as *mut __m256i, _mm256_permute2x128_si256(lo, hi, 0x31));
-            }
-            let scale = _mm256_set1_ps(1.0 / (128.0 * 32768.0));
-            for e0 in (0..rs).step_by(32) {
-                let mut acc = [_mm256_setzero_si256(); 4];
-                for (m, &k) in self.kp.iter().enumerate() {
-                    let kv = _mm256_set1_epi32(k);
-                    let p = z.as_ptr().add(e0 + 2 * m * c);
-                    for (i, a) in acc.iter_mut().enumerate() {
-                        *a = _mm256_add_epi32(*a, _mm256_madd_epi16(_mm256_loadu_si256(p.add(8 * i) as *const __m256i), kv));
-                    }
-                }
-                for (i, a) in acc.iter().enumerate() {
-                    _mm256_storeu_ps(row.as_mut_ptr().add(e0 + 8 * i), _mm256_mul_ps(_mm256_cvtepi32_ps(*a), scale));
-                }
-            }
-        }
+    hpairs_run_q! {
+        /// [`HPairs::run`] on the row already in 16-bit fixed point (7 fractional bits).
+        ///
+        /// # Safety
+        /// AVX2 present; `q` holds `ts` values, `row` rs.
+        run_q, "avx2", false
+    }
+
+    hpairs_run_q! {
+        /// [`HPairs::run_q`] with `vpdpwssd` for each multiply-add and add (the same sums).
+        ///
+        /// # Safety
+        /// AVX2, AVX-512 VNNI and VL present; `q` holds `ts` values, `row` rs.
+        run_q_vnni, "avx2,avx512f,avx512vl,avx512vnni", true
     }
 }
 
@@ -615,8 +649,15 @@ pub(crate) fn gaussian_blur_u8(x: &[u8], h: usize, w: usize, c: usize, severity:
         let rs = block_stride(w * c);
         let ts = (rs + (2 * k.len() - 1) * c + 48).div_ceil(16) * 16;
         if let Some(hp) = HPairs::new(&k, c, rs, ts) {
-            // SAFETY: the CPU supports AVX2 and FMA (checked just above).
-            unsafe { gauss_rows_avx2(x, h, w, c, &k, &hp, &mut out) };
+            // SAFETY: the CPU supports AVX2 and FMA (checked just above), and AVX-512 VNNI and
+            // VL for gauss_rows_vnni.
+            unsafe {
+                if vnni() {
+                    gauss_rows_vnni(x, h, w, c, &k, &hp, &mut out)
+                } else {
+                    gauss_rows_avx2(x, h, w, c, &k, &hp, &mut out)
+                }
+            };
             return out;
         }
     }
@@ -631,111 +672,172 @@ pub(crate) fn gaussian_blur_u8(x: &[u8], h: usize, w: usize, c: usize, severity:
     out
 }
 
-/// The AVX2 gaussian_blur of larger images. Vertical pass in exact integers: the image as i16
-/// (x·128, exact), stored once as pairs of consecutive rows (p, p+1) interleaved, so one
-/// `pmaddwd` weighs two taps of eight outputs against i16 weights on the scale 2^-s (s ≤ 16,
-/// largest that fits; they sum to exactly 2^s, so flat regions stay exact), summed in i32
-/// without rounding (≤ 2^16·32640 < 2^31). Then, per row, the border pads (mode Nearest) and the
-/// 16-bit horizontal pass of [`HPairs`], and the cast. Against the f32 filter, values move by
-/// the weights' quantisation (≤ 2^-s-1 each) on top of [`HPairs`]' rounding.
-///
-/// # Safety
-/// AVX2 and FMA present; `k` is the kernel's half (centre first) that `hp` was built from with
-/// rows of `block_stride(w·c)` values.
+/// The gaussian_blur rows of [`gauss_rows_avx2`], once per instruction set (`$v`: VNNI or not,
+/// `$run_q` the matching [`HPairs`] pass).
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn gauss_rows_avx2(x: &[u8], h: usize, w: usize, c: usize, k: &[f32], hp: &HPairs, out: &mut [u8]) {
-    use std::arch::x86_64::*;
-    let (rw, rs, r) = (w * c, block_stride(w * c), k.len() - 1);
-    assert!(hp.rs == rs && hp.c == c && x.len() >= h * rw && out.len() >= h * rw);
-    let kmax = k.iter().fold(0f32, |a, &b| a.max(b)) as f64;
-    let sh = ((32767.0 / kmax).log2().floor() as i32).min(16);
-    let mut kq: Vec<i32> = (0..2 * r + 2).map(|t| if t <= 2 * r { (k[t.abs_diff(r)] as f64 * 2f64.powi(sh)).round() as i32 } else { 0 }).collect();
-    kq[r] += (1 << sh) - kq.iter().sum::<i32>();
-    assert!(kq.iter().all(|&v| (0..=i16::MAX as i32).contains(&v)));
-    let kp: Vec<__m256i> = kq.chunks_exact(2).map(|p| _mm256_set1_epi32((p[1] << 16) | p[0])).collect();
-    let ts = hp.ts;
-    let (nudge, lo, hi) = (_mm256_set1_ps(1e-3), _mm256_setzero_ps(), _mm256_set1_ps(255.0));
-    // Pair rows p = −r ..= h − 1 + r (row index p + r): lanes (x[p], x[p+1]) as i16, rows clamped.
-    let np = h + 2 * r;
-    scratch(&SCRATCH_I32, np * rs, |pr| {
-        let row16 = |y: isize, e: usize| -> __m256i {
-            let y = y.clamp(0, h as isize - 1) as usize;
-            let src = &x[y * rw..(y + 1) * rw];
-            // SAFETY: 16 bytes read from src when they exist, else from a zero-padded copy.
-            let b = if e + 16 <= rw {
-                unsafe { _mm_loadu_si128(src.as_ptr().add(e) as *const __m128i) }
-            } else {
-                let mut t = [0u8; 16];
-                if e < rw {
-                    t[..rw - e].copy_from_slice(&src[e..]);
-                }
-                unsafe { _mm_loadu_si128(t.as_ptr() as *const __m128i) }
-            };
-            _mm256_slli_epi16(_mm256_cvtepu8_epi16(b), 7)
-        };
-        for (pi, prow) in pr.chunks_exact_mut(rs).enumerate() {
-            let p = pi as isize - r as isize;
-            for e in (0..rs).step_by(16) {
-                let (a, b) = (row16(p, e), row16(p + 1, e));
-                let (l, u) = (_mm256_unpacklo_epi16(a, b), _mm256_unpackhi_epi16(a, b));
-                // SAFETY: e + 16 ≤ rs values of prow.
-                unsafe {
-                    _mm256_storeu_si256(prow.as_mut_ptr().add(e) as *mut __m256i, _mm256_permute2x128_si256(l, u, 0x20));
-                    _mm256_storeu_si256(prow.as_mut_ptr().add(e + 8) as *mut __m256i, _mm256_permute2x128_si256(l, u, 0x31));
-                }
-            }
-        }
-        let mut row = vec![0f32; rs];
-        let half = _mm256_set1_epi32(1 << (sh - 1));
-        let sc = _mm_cvtsi32_si128(sh);
-        scratch(&SCRATCH_I16, h * ts, |qi| {
-        // Column strips of 32 values, all rows down: the strip's pair rows stay in L1.
-        for e0 in (0..rs).step_by(32) {
-            for y in 0..h {
-                let mut acc = [_mm256_setzero_si256(); 4];
-                for (m, kv) in kp.iter().enumerate() {
-                    // Pair row y − r + 2m at index y + 2m.
-                    let p = pr[(y + 2 * m) * rs + e0..][..32].as_ptr();
-                    for (i, a) in acc.iter_mut().enumerate() {
-                        // SAFETY: 32 values of p exist (sliced above).
-                        *a = _mm256_add_epi32(*a, _mm256_madd_epi16(unsafe { _mm256_loadu_si256(p.add(8 * i) as *const __m256i) }, *kv));
+macro_rules! gauss_rows {
+    ($(#[$m:meta])* $name:ident, $feat:literal, $v:tt, $run_q:ident) => {
+        $(#[$m])*
+        #[target_feature(enable = $feat)]
+        unsafe fn $name(x: &[u8], h: usize, w: usize, c: usize, k: &[f32], hp: &HPairs, out: &mut [u8]) {
+            use std::arch::x86_64::*;
+            let (rw, rs, r) = (w * c, block_stride(w * c), k.len() - 1);
+            assert!(hp.rs == rs && hp.c == c && x.len() >= h * rw && out.len() >= h * rw);
+            let kmax = k.iter().fold(0f32, |a, &b| a.max(b)) as f64;
+            let sh = ((32767.0 / kmax).log2().floor() as i32).min(16);
+            let mut kq: Vec<i32> = (0..2 * r + 2).map(|t| if t <= 2 * r { (k[t.abs_diff(r)] as f64 * 2f64.powi(sh)).round() as i32 } else { 0 }).collect();
+            kq[r] += (1 << sh) - kq.iter().sum::<i32>();
+            assert!(kq.iter().all(|&v| (0..=i16::MAX as i32).contains(&v)));
+            let kp: Vec<__m256i> = kq.chunks_exact(2).map(|p| _mm256_set1_epi32((p[1] << 16) | p[0])).collect();
+            let ts = hp.ts;
+            let (nudge, lo, hi) = (_mm256_set1_ps(1e-3), _mm256_setzero_ps(), _mm256_set1_ps(255.0));
+            // Pair rows p = −r ..= h − 1 + r (row index p + r): lanes (x[p], x[p+1]) as i16, rows clamped.
+            let np = h + 2 * r;
+            scratch(&SCRATCH_I32, np * rs, |pr| {
+                let row16 = |y: isize, e: usize| -> __m256i {
+                    let y = y.clamp(0, h as isize - 1) as usize;
+                    let src = &x[y * rw..(y + 1) * rw];
+                    // SAFETY: 16 bytes read from src when they exist, else from a zero-padded copy.
+                    let b = if e + 16 <= rw {
+                        unsafe { _mm_loadu_si128(src.as_ptr().add(e) as *const __m128i) }
+                    } else {
+                        let mut t = [0u8; 16];
+                        if e < rw {
+                            t[..rw - e].copy_from_slice(&src[e..]);
+                        }
+                        unsafe { _mm_loadu_si128(t.as_ptr() as *const __m128i) }
+                    };
+                    _mm256_slli_epi16(_mm256_cvtepu8_epi16(b), 7)
+                };
+                for (pi, prow) in pr.chunks_exact_mut(rs).enumerate() {
+                    let p = pi as isize - r as isize;
+                    for e in (0..rs).step_by(16) {
+                        let (a, b) = (row16(p, e), row16(p + 1, e));
+                        let (l, u) = (_mm256_unpacklo_epi16(a, b), _mm256_unpackhi_epi16(a, b));
+                        // SAFETY: e + 16 ≤ rs values of prow.
+                        unsafe {
+                            _mm256_storeu_si256(prow.as_mut_ptr().add(e) as *mut __m256i, _mm256_permute2x128_si256(l, u, 0x20));
+                            _mm256_storeu_si256(prow.as_mut_ptr().add(e + 8) as *mut __m256i, _mm256_permute2x128_si256(l, u, 0x31));
+                        }
                     }
                 }
-                // To 7 fractional bits, rounded (the input of HPairs).
-                let v: [__m256i; 4] = std::array::from_fn(|i| _mm256_sra_epi32(_mm256_add_epi32(acc[i], half), sc));
-                let d = &mut qi[y * ts + r * c + e0..][..32];
-                // SAFETY: 32 values of d.
-                unsafe {
-                    _mm256_storeu_si256(d.as_mut_ptr() as *mut __m256i, _mm256_permute4x64_epi64(_mm256_packs_epi32(v[0], v[1]), 0xD8));
-                    _mm256_storeu_si256(d.as_mut_ptr().add(16) as *mut __m256i, _mm256_permute4x64_epi64(_mm256_packs_epi32(v[2], v[3]), 0xD8));
+                let mut row = vec![0f32; rs];
+                let half = _mm256_set1_epi32(1 << (sh - 1));
+                let sc = _mm_cvtsi32_si128(sh);
+                scratch(&SCRATCH_I16, h * ts, |qi| {
+                // To 7 fractional bits, rounded (the input of HPairs), into row y of qi.
+                let mut put = |y: usize, e0: usize, acc: [__m256i; 4]| {
+                    let v: [__m256i; 4] = std::array::from_fn(|i| _mm256_sra_epi32(_mm256_add_epi32(acc[i], half), sc));
+                    let d = &mut qi[y * ts + r * c + e0..][..32];
+                    // SAFETY: 32 values of d.
+                    unsafe {
+                        _mm256_storeu_si256(d.as_mut_ptr() as *mut __m256i, _mm256_permute4x64_epi64(_mm256_packs_epi32(v[0], v[1]), 0xD8));
+                        _mm256_storeu_si256(d.as_mut_ptr().add(16) as *mut __m256i, _mm256_permute4x64_epi64(_mm256_packs_epi32(v[2], v[3]), 0xD8));
+                    }
+                };
+                assert!(pr.len() >= np * rs && rs.is_multiple_of(32));
+                // SAFETY (loads below): pair row y + 2m ≤ h − 1 + 2r < np for output rows y < h, m ≤ r,
+                // and values e0 .. e0 + 32 ≤ rs of it.
+                let ld = |p: usize, e: usize| unsafe { _mm256_loadu_si256(pr.as_ptr().add(p * rs + e) as *const __m256i) };
+                // Column strips of 32 values, all rows down: the strip's pair rows stay in L1. Output rows
+                // y and y + 2 share all but one pair row (y + 2m for row y, m = 0..=r, is row y + 2's
+                // m − 1), so they run together: one load for both, eight independent sums.
+                for e0 in (0..rs).step_by(32) {
+                    let mut y = 0;
+                    while y < h {
+                        if y + 3 < h {
+                            for y in [y, y + 1] {
+                                let (mut a, mut b) = ([_mm256_setzero_si256(); 4], [_mm256_setzero_si256(); 4]);
+                                for i in 0..4 {
+                                    a[i] = dp!($v, a[i], ld(y, e0 + 8 * i), kp[0]);
+                                }
+                                for m in 1..=r {
+                                    for i in 0..4 {
+                                        let v = ld(y + 2 * m, e0 + 8 * i);
+                                        a[i] = dp!($v, a[i], v, kp[m]);
+                                        b[i] = dp!($v, b[i], v, kp[m - 1]);
+                                    }
+                                }
+                                for i in 0..4 {
+                                    b[i] = dp!($v, b[i], ld(y + 2 * r + 2, e0 + 8 * i), kp[r]);
+                                }
+                                put(y, e0, a);
+                                put(y + 2, e0, b);
+                            }
+                            y += 4;
+                        } else {
+                            let mut a = [_mm256_setzero_si256(); 4];
+                            for (m, kv) in kp.iter().enumerate() {
+                                for (i, a) in a.iter_mut().enumerate() {
+                                    *a = dp!($v, *a, ld(y + 2 * m, e0 + 8 * i), *kv);
+                                }
+                            }
+                            put(y, e0, a);
+                            y += 1;
+                        }
+                    }
                 }
-            }
+                for y in 0..h {
+                    let q = &mut qi[y * ts..(y + 1) * ts];
+                    let (first, last) = (r * c, r * c + rw - c);
+                    for j in 0..r {
+                        for ch in 0..c {
+                            q[j * c + ch] = q[first + ch];
+                            q[first + rw + j * c + ch] = q[last + ch];
+                        }
+                    }
+                    // SAFETY: AVX2 present (and VNNI, VL with VNNI); q holds ts values, row rs.
+                    unsafe { hp.$run_q(q, &mut row) };
+                    let o = &mut out[y * rw..(y + 1) * rw];
+                    for e0 in (0..rw).step_by(32) {
+                        // cast_nudged, 32 values at once (row holds rs ≥ e0 + 32 values).
+                        let f = |i: usize| unsafe { _mm256_cvttps_epi32(_mm256_min_ps(_mm256_max_ps(_mm256_add_ps(_mm256_loadu_ps(row.as_ptr().add(e0 + 8 * i)), nudge), lo), hi)) };
+                        let p0 = _mm256_permute4x64_epi64(_mm256_packs_epi32(f(0), f(1)), 0xD8);
+                        let p1 = _mm256_permute4x64_epi64(_mm256_packs_epi32(f(2), f(3)), 0xD8);
+                        let b = _mm256_permute4x64_epi64(_mm256_packus_epi16(p0, p1), 0xD8);
+                        let mut t = [0u8; 32];
+                        // SAFETY: 32 bytes of t.
+                        unsafe { _mm256_storeu_si256(t.as_mut_ptr() as *mut __m256i, b) };
+                        let n = (rw - e0).min(32);
+                        o[e0..e0 + n].copy_from_slice(&t[..n]);
+                    }
+                }
+                });
+            });
         }
-        for y in 0..h {
-            let q = &mut qi[y * ts..(y + 1) * ts];
-            for j in 0..r * c {
-                q[j] = q[r * c + j % c];
-                q[r * c + rw + j] = q[r * c + rw - c + j % c];
-            }
-            // SAFETY: AVX2 present; q holds ts values, row rs.
-            unsafe { hp.run_q(q, &mut row) };
-            let o = &mut out[y * rw..(y + 1) * rw];
-            for e0 in (0..rw).step_by(32) {
-                // cast_nudged, 32 values at once (row holds rs ≥ e0 + 32 values).
-                let f = |i: usize| unsafe { _mm256_cvttps_epi32(_mm256_min_ps(_mm256_max_ps(_mm256_add_ps(_mm256_loadu_ps(row.as_ptr().add(e0 + 8 * i)), nudge), lo), hi)) };
-                let p0 = _mm256_permute4x64_epi64(_mm256_packs_epi32(f(0), f(1)), 0xD8);
-                let p1 = _mm256_permute4x64_epi64(_mm256_packs_epi32(f(2), f(3)), 0xD8);
-                let b = _mm256_permute4x64_epi64(_mm256_packus_epi16(p0, p1), 0xD8);
-                let mut t = [0u8; 32];
-                // SAFETY: 32 bytes of t.
-                unsafe { _mm256_storeu_si256(t.as_mut_ptr() as *mut __m256i, b) };
-                let n = (rw - e0).min(32);
-                o[e0..e0 + n].copy_from_slice(&t[..n]);
-            }
-        }
-        });
-    });
+    };
+}
+
+#[cfg(target_arch = "x86_64")]
+gauss_rows! {
+    /// The AVX2 gaussian_blur of larger images. Vertical pass in exact integers: the image as i16
+    /// (x·128, exact), stored once as pairs of consecutive rows (p, p+1) interleaved, so one
+    /// `pmaddwd` weighs two taps of eight outputs against i16 weights on the scale 2^-s (s ≤ 16,
+    /// largest that fits; they sum to exactly 2^s, so flat regions stay exact), summed in i32
+    /// without rounding (≤ 2^16·32640 < 2^31). Then, per row, the border pads (mode Nearest) and the
+    /// 16-bit horizontal pass of [`HPairs`], and the cast. Against the f32 filter, values move by
+    /// the weights' quantisation (≤ 2^-s-1 each) on top of [`HPairs`]' rounding.
+    ///
+    /// # Safety
+    /// AVX2 and FMA present; `k` is the kernel's half (centre first) that `hp` was built from with
+    /// rows of `block_stride(w·c)` values.
+    gauss_rows_avx2, "avx2,fma", false, run_q
+}
+
+#[cfg(target_arch = "x86_64")]
+gauss_rows! {
+    /// [`gauss_rows_avx2`] with `vpdpwssd` for each multiply-add and add: the same bytes, fewer
+    /// instructions.
+    ///
+    /// # Safety
+    /// As [`gauss_rows_avx2`], and AVX-512 VNNI and VL present.
+    gauss_rows_vnni, "avx2,fma,avx512f,avx512vl,avx512vnni", true, run_q_vnni
+}
+
+/// AVX-512 VNNI and VL present (for [`gauss_rows_vnni`]).
+#[cfg(target_arch = "x86_64")]
+fn vnni() -> bool {
+    std::is_x86_feature_detected!("avx512vnni") && std::is_x86_feature_detected!("avx512vl") && std::is_x86_feature_detected!("avx512f")
 }
 
 /// `src` (HWC) padded by `ry` rows and `rx` columns under `mode`.
@@ -1722,6 +1824,32 @@ mod tests {
         // The AVX2 horizontal pass (HPairs) rounds its input to 1/128 (≤ 1/256) and its weights
         // to 2^-15 (≤ 3 taps · 2^-16 · 255 ≈ 0.012 here).
         assert!(o1.iter().zip(&o2).all(|(p, q)| (p - q).abs() < 0.02));
+    }
+
+    /// The VNNI gaussian rows give the AVX2 rows' bytes (the same exact integer sums), for row
+    /// counts that leave each tail of the two-row blocking.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn gauss_rows_vnni_equals_avx2() {
+        if !(avx2_fma() && vnni()) {
+            return;
+        }
+        for (h, w, sigma) in [(37, 29, 3.0), (70, 66, 6.0), (35, 64, 1.5), (6, 40, 2.0)] {
+            let c = 3;
+            let x: Vec<u8> = (0..h * w * c).map(|i| ((i * 7919 + 13) % 256) as u8).collect();
+            let k64 = crate::ndimage::gaussian_kernel1d(sigma, 4.0);
+            let k: Vec<f32> = k64[k64.len() / 2..].iter().map(|&v| v as f32).collect();
+            let rs = block_stride(w * c);
+            let ts = (rs + (2 * k.len() - 1) * c + 48).div_ceil(16) * 16;
+            let hp = HPairs::new(&k, c, rs, ts).unwrap();
+            let (mut a, mut b) = (vec![0u8; h * w * c], vec![0u8; h * w * c]);
+            // SAFETY: AVX2, FMA, AVX-512 VNNI and VL checked above; hp built for these rows.
+            unsafe {
+                gauss_rows_avx2(&x, h, w, c, &k, &hp, &mut a);
+                gauss_rows_vnni(&x, h, w, c, &k, &hp, &mut b);
+            }
+            assert!(a == b, "{h}x{w} sigma {sigma}");
+        }
     }
 
     /// The defocus point-set sums are exact integers scaled once: both builds agree bit for bit.
