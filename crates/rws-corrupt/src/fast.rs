@@ -676,7 +676,7 @@ pub(crate) fn gaussian_blur_u8(x: &[u8], h: usize, w: usize, c: usize, severity:
 /// `$run_q` the matching [`HPairs`] pass).
 #[cfg(target_arch = "x86_64")]
 macro_rules! gauss_rows {
-    ($(#[$m:meta])* $name:ident, $feat:literal, $v:tt, $run_q:ident) => {
+    ($(#[$m:meta])* $name:ident, $feat:literal, $v:tt, $g:literal, $run_q:ident) => {
         $(#[$m])*
         #[target_feature(enable = $feat)]
         unsafe fn $name(x: &[u8], h: usize, w: usize, c: usize, k: &[f32], hp: &HPairs, out: &mut [u8]) {
@@ -688,91 +688,114 @@ macro_rules! gauss_rows {
             let mut kq: Vec<i32> = (0..2 * r + 2).map(|t| if t <= 2 * r { (k[t.abs_diff(r)] as f64 * 2f64.powi(sh)).round() as i32 } else { 0 }).collect();
             kq[r] += (1 << sh) - kq.iter().sum::<i32>();
             assert!(kq.iter().all(|&v| (0..=i16::MAX as i32).contains(&v)));
-            let kp: Vec<__m256i> = kq.chunks_exact(2).map(|p| _mm256_set1_epi32((p[1] << 16) | p[0])).collect();
+            // Folded taps: the centre weight in the low lane against (x[y], x[y+1]), then
+            // (k[d+1], k[d]) against (x[y−d−1] + x[y+d+1], x[y−d] + x[y+d]) for d = 1, 3, 5, ….
+            let kd = |d: usize| if d <= r { kq[r + d] } else { 0 };
+            let jn = r.div_ceil(2);
+            let centre = _mm256_set1_epi32(kd(0));
+            let wj: Vec<__m256i> = (0..jn).map(|j| _mm256_set1_epi32((kd(2 * j + 1) << 16) | kd(2 * j + 2))).collect();
             let ts = hp.ts;
             let (nudge, lo, hi) = (_mm256_set1_ps(1e-3), _mm256_setzero_ps(), _mm256_set1_ps(255.0));
-            // Pair rows p = −r ..= h − 1 + r (row index p + r): lanes (x[p], x[p+1]) as i16, rows clamped.
-            let np = h + 2 * r;
-            scratch(&SCRATCH_I32, np * rs, |pr| {
-                let row16 = |y: isize, e: usize| -> __m256i {
-                    let y = y.clamp(0, h as isize - 1) as usize;
-                    let src = &x[y * rw..(y + 1) * rw];
-                    // SAFETY: 16 bytes read from src when they exist, else from a zero-padded copy.
-                    let b = if e + 16 <= rw {
-                        unsafe { _mm_loadu_si128(src.as_ptr().add(e) as *const __m128i) }
-                    } else {
-                        let mut t = [0u8; 16];
-                        if e < rw {
-                            t[..rw - e].copy_from_slice(&src[e..]);
-                        }
-                        unsafe { _mm_loadu_si128(t.as_ptr() as *const __m128i) }
-                    };
-                    _mm256_slli_epi16(_mm256_cvtepu8_epi16(b), 7)
-                };
-                for (pi, prow) in pr.chunks_exact_mut(rs).enumerate() {
-                    let p = pi as isize - r as isize;
-                    for e in (0..rs).step_by(16) {
-                        let (a, b) = (row16(p, e), row16(p + 1, e));
-                        let (l, u) = (_mm256_unpacklo_epi16(a, b), _mm256_unpackhi_epi16(a, b));
-                        // SAFETY: e + 16 ≤ rs values of prow.
-                        unsafe {
-                            _mm256_storeu_si256(prow.as_mut_ptr().add(e) as *mut __m256i, _mm256_permute2x128_si256(l, u, 0x20));
-                            _mm256_storeu_si256(prow.as_mut_ptr().add(e + 8) as *mut __m256i, _mm256_permute2x128_si256(l, u, 0x31));
-                        }
+            // Per strip of 32 values, pair rows p = −2jn ..= h − 1 + 2jn (row index p + 2jn, rows
+            // clamped): `pr` with lanes (x[p], x[p+1]) as i16, `prs` with (x[p+1], x[p]). Pixels
+            // stay unscaled, so mirrored sums fit i16; the sums are then exactly 2^-7 times those
+            // of the pixels ·128, and the shift by sh − 7 gives the same rounding.
+            let np = h + 4 * jn;
+            let row16 = |y: isize, e: usize| -> __m256i {
+                let y = y.clamp(0, h as isize - 1) as usize;
+                let src = &x[y * rw..(y + 1) * rw];
+                // SAFETY: 16 bytes read from src when they exist, else from a zero-padded copy.
+                let b = if e + 16 <= rw {
+                    unsafe { _mm_loadu_si128(src.as_ptr().add(e) as *const __m128i) }
+                } else {
+                    let mut t = [0u8; 16];
+                    if e < rw {
+                        t[..rw - e].copy_from_slice(&src[e..]);
                     }
-                }
-                let mut row = vec![0f32; rs];
-                let half = _mm256_set1_epi32(1 << (sh - 1));
-                let sc = _mm_cvtsi32_si128(sh);
+                    unsafe { _mm_loadu_si128(t.as_ptr() as *const __m128i) }
+                };
+                _mm256_cvtepu8_epi16(b)
+            };
+            let mut row = vec![0f32; rs];
+            let half = _mm256_set1_epi32(1 << (sh - 8));
+            let sc = _mm_cvtsi32_si128(sh - 7);
+            scratch(&SCRATCH_I32, 2 * np * 32, |pp| {
                 scratch(&SCRATCH_I16, h * ts, |qi| {
-                // To 7 fractional bits, rounded (the input of HPairs), into row y of qi.
-                let mut put = |y: usize, e0: usize, acc: [__m256i; 4]| {
-                    let v: [__m256i; 4] = std::array::from_fn(|i| _mm256_sra_epi32(_mm256_add_epi32(acc[i], half), sc));
-                    let d = &mut qi[y * ts + r * c + e0..][..32];
-                    // SAFETY: 32 values of d.
-                    unsafe {
-                        _mm256_storeu_si256(d.as_mut_ptr() as *mut __m256i, _mm256_permute4x64_epi64(_mm256_packs_epi32(v[0], v[1]), 0xD8));
-                        _mm256_storeu_si256(d.as_mut_ptr().add(16) as *mut __m256i, _mm256_permute4x64_epi64(_mm256_packs_epi32(v[2], v[3]), 0xD8));
-                    }
+                // To 7 fractional bits, rounded (the input of HPairs), 16 values into row y of qi.
+                let mut put = |y: usize, e: usize, a0: __m256i, a1: __m256i| {
+                    let v0 = _mm256_sra_epi32(_mm256_add_epi32(a0, half), sc);
+                    let v1 = _mm256_sra_epi32(_mm256_add_epi32(a1, half), sc);
+                    let d = &mut qi[y * ts + r * c + e..][..16];
+                    // SAFETY: 16 values of d.
+                    unsafe { _mm256_storeu_si256(d.as_mut_ptr() as *mut __m256i, _mm256_permute4x64_epi64(_mm256_packs_epi32(v0, v1), 0xD8)) };
                 };
-                assert!(pr.len() >= np * rs && rs.is_multiple_of(32));
-                // SAFETY (loads below): pair row y + 2m ≤ h − 1 + 2r < np for output rows y < h, m ≤ r,
-                // and values e0 .. e0 + 32 ≤ rs of it.
-                let ld = |p: usize, e: usize| unsafe { _mm256_loadu_si256(pr.as_ptr().add(p * rs + e) as *const __m256i) };
-                // Column strips of 32 values, all rows down: the strip's pair rows stay in L1. Output rows
-                // y and y + 2 share all but one pair row (y + 2m for row y, m = 0..=r, is row y + 2's
-                // m − 1), so they run together: one load for both, eight independent sums.
+                assert!(pp.len() >= 2 * np * 32 && rs.is_multiple_of(32));
+                let (pr, prs) = pp.split_at_mut(np * 32);
+                // SAFETY (loads below): rows y − 2 − 2j + 2jn ≥ 0 and y + 3 + 2j + 2jn < np for
+                // j < jn and output rows y, y + 2 < h, values e + 8 ≤ 32 of the strip.
+                let ld = |b: &[i32], p: usize, e: usize| unsafe { _mm256_loadu_si256(b.as_ptr().add(p * 32 + e) as *const __m256i) };
+                // Column strips of 32 values, all rows down: the strip's pair rows stay in L1.
                 for e0 in (0..rs).step_by(32) {
+                    let (mut ca, mut cb) = ([row16(-2 * jn as isize, e0), row16(-2 * jn as isize, e0 + 16)], [_mm256_setzero_si256(); 2]);
+                    for pi in 0..np {
+                        let p = pi as isize - 2 * jn as isize;
+                        for hf in 0..2 {
+                            cb[hf] = row16(p + 1, e0 + 16 * hf);
+                            let (l, u) = (_mm256_unpacklo_epi16(ca[hf], cb[hf]), _mm256_unpackhi_epi16(ca[hf], cb[hf]));
+                            let (ls, us) = (_mm256_unpacklo_epi16(cb[hf], ca[hf]), _mm256_unpackhi_epi16(cb[hf], ca[hf]));
+                            // SAFETY: values pi·32 + 16·hf + 16 ≤ np·32 of pr and prs.
+                            unsafe {
+                                let (o, os) = (pr.as_mut_ptr().add(pi * 32 + 16 * hf), prs.as_mut_ptr().add(pi * 32 + 16 * hf));
+                                _mm256_storeu_si256(o as *mut __m256i, _mm256_permute2x128_si256(l, u, 0x20));
+                                _mm256_storeu_si256(o.add(8) as *mut __m256i, _mm256_permute2x128_si256(l, u, 0x31));
+                                _mm256_storeu_si256(os as *mut __m256i, _mm256_permute2x128_si256(ls, us, 0x20));
+                                _mm256_storeu_si256(os.add(8) as *mut __m256i, _mm256_permute2x128_si256(ls, us, 0x31));
+                            }
+                        }
+                        ca = cb;
+                    }
+                    let (pr, prs) = (&*pr, &*prs);
+                    // Output rows y and y + 2 together: row y's pair (y − 2 − 2j) is row y + 2's
+                    // pair j + 1 and row y + 2's (y + 3 + 2j) row y's j + 1, so each strip row is
+                    // loaded once for both.
+                    let o = 2 * jn;
                     let mut y = 0;
                     while y < h {
                         if y + 3 < h {
                             for y in [y, y + 1] {
-                                let (mut a, mut b) = ([_mm256_setzero_si256(); 4], [_mm256_setzero_si256(); 4]);
-                                for i in 0..4 {
-                                    a[i] = dp!($v, a[i], ld(y, e0 + 8 * i), kp[0]);
-                                }
-                                for m in 1..=r {
-                                    for i in 0..4 {
-                                        let v = ld(y + 2 * m, e0 + 8 * i);
-                                        a[i] = dp!($v, a[i], v, kp[m]);
-                                        b[i] = dp!($v, b[i], v, kp[m - 1]);
+                                for i0 in (0..4).step_by($g) {
+                                    let e = |g: usize| 8 * (i0 + g);
+                                    let mut pc: [__m256i; $g] = std::array::from_fn(|g| ld(pr, y + o, e(g)));
+                                    let mut sn: [__m256i; $g] = std::array::from_fn(|g| ld(prs, y + 1 + o, e(g)));
+                                    let mut a: [__m256i; $g] = std::array::from_fn(|g| dp!($v, _mm256_setzero_si256(), pc[g], centre));
+                                    let mut b: [__m256i; $g] = std::array::from_fn(|g| dp!($v, _mm256_setzero_si256(), ld(pr, y + 2 + o, e(g)), centre));
+                                    for (j, w) in wj.iter().enumerate() {
+                                        for g in 0..$g {
+                                            let pa = ld(pr, y + o - 2 - 2 * j, e(g));
+                                            let sb = ld(prs, y + o + 3 + 2 * j, e(g));
+                                            a[g] = dp!($v, a[g], _mm256_add_epi16(pa, sn[g]), *w);
+                                            b[g] = dp!($v, b[g], _mm256_add_epi16(pc[g], sb), *w);
+                                            (pc[g], sn[g]) = (pa, sb);
+                                        }
+                                    }
+                                    for g in (0..$g).step_by(2) {
+                                        put(y, e0 + e(g), a[g], a[g + 1]);
+                                        put(y + 2, e0 + e(g), b[g], b[g + 1]);
                                     }
                                 }
-                                for i in 0..4 {
-                                    b[i] = dp!($v, b[i], ld(y + 2 * r + 2, e0 + 8 * i), kp[r]);
-                                }
-                                put(y, e0, a);
-                                put(y + 2, e0, b);
                             }
                             y += 4;
                         } else {
-                            let mut a = [_mm256_setzero_si256(); 4];
-                            for (m, kv) in kp.iter().enumerate() {
-                                for (i, a) in a.iter_mut().enumerate() {
-                                    *a = dp!($v, *a, ld(y + 2 * m, e0 + 8 * i), *kv);
+                            for i in (0..4).step_by(2) {
+                                let mut a = [0, 1].map(|g| dp!($v, _mm256_setzero_si256(), ld(pr, y + o, 8 * (i + g)), centre));
+                                for (j, w) in wj.iter().enumerate() {
+                                    for (g, a) in a.iter_mut().enumerate() {
+                                        let s = _mm256_add_epi16(ld(pr, y + o - 2 - 2 * j, 8 * (i + g)), ld(prs, y + o + 1 + 2 * j, 8 * (i + g)));
+                                        *a = dp!($v, *a, s, *w);
+                                    }
                                 }
+                                put(y, e0 + 8 * i, a[0], a[1]);
                             }
-                            put(y, e0, a);
                             y += 1;
                         }
                     }
@@ -821,7 +844,7 @@ gauss_rows! {
     /// # Safety
     /// AVX2 and FMA present; `k` is the kernel's half (centre first) that `hp` was built from with
     /// rows of `block_stride(w·c)` values.
-    gauss_rows_avx2, "avx2,fma", false, run_q
+    gauss_rows_avx2, "avx2,fma", false, 2, run_q
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -831,7 +854,7 @@ gauss_rows! {
     ///
     /// # Safety
     /// As [`gauss_rows_avx2`], and AVX-512 VNNI and VL present.
-    gauss_rows_vnni, "avx2,fma,avx512f,avx512vl,avx512vnni", true, run_q_vnni
+    gauss_rows_vnni, "avx2,fma,avx512f,avx512vl,avx512vnni", true, 4, run_q_vnni
 }
 
 /// AVX-512 VNNI and VL present (for [`gauss_rows_vnni`]).
