@@ -414,6 +414,19 @@ macro_rules! dp {
     };
 }
 
+/// The two i16 halves of each i32 lane of `$a` swapped: one `vprold` for `true` (AVX-512 VL),
+/// `pshufb` by `$m` for `false`.
+#[cfg(target_arch = "x86_64")]
+macro_rules! swp {
+    (true, $a:expr, $m:expr) => {{
+        let _ = $m;
+        _mm256_rol_epi32($a, 16)
+    }};
+    (false, $a:expr, $m:expr) => {
+        _mm256_shuffle_epi8($a, $m)
+    };
+}
+
 /// The horizontal pass of [`HPairs`], once per instruction set (`$v`: VNNI or not). Blocks of
 /// 64 values (rs is a multiple of [`BLK`]): eight independent sums hide the multiply-add latency.
 #[cfg(target_arch = "x86_64")]
@@ -697,9 +710,10 @@ macro_rules! gauss_rows {
             let ts = hp.ts;
             let (nudge, lo, hi) = (_mm256_set1_ps(1e-3), _mm256_setzero_ps(), _mm256_set1_ps(255.0));
             // Per strip of 32 values, pair rows p = −2jn ..= h − 1 + 2jn (row index p + 2jn, rows
-            // clamped): `pr` with lanes (x[p], x[p+1]) as i16, `prs` with (x[p+1], x[p]). Pixels
-            // stay unscaled, so mirrored sums fit i16; the sums are then exactly 2^-7 times those
-            // of the pixels ·128, and the shift by sh − 7 gives the same rounding.
+            // clamped): `pr` with lanes (x[p], x[p+1]) as i16, swapped to (x[p+1], x[p]) where
+            // the fold needs. Pixels stay unscaled, so mirrored sums fit i16; the sums are then
+            // exactly 2^-7 times those of the pixels ·128, and the shift by sh − 7 gives the same
+            // rounding.
             let np = h + 4 * jn;
             let row16 = |y: isize, e: usize| -> __m256i {
                 let y = y.clamp(0, h as isize - 1) as usize;
@@ -719,7 +733,7 @@ macro_rules! gauss_rows {
             let mut row = vec![0f32; rs];
             let half = _mm256_set1_epi32(1 << (sh - 8));
             let sc = _mm_cvtsi32_si128(sh - 7);
-            scratch(&SCRATCH_I32, 2 * np * 32, |pp| {
+            scratch(&SCRATCH_I32, np * 32, |pr| {
                 scratch(&SCRATCH_I16, h * ts, |qi| {
                 // To 7 fractional bits, rounded (the input of HPairs), 16 values into row y of qi.
                 let mut put = |y: usize, e: usize, a0: __m256i, a1: __m256i| {
@@ -729,8 +743,8 @@ macro_rules! gauss_rows {
                     // SAFETY: 16 values of d.
                     unsafe { _mm256_storeu_si256(d.as_mut_ptr() as *mut __m256i, _mm256_permute4x64_epi64(_mm256_packs_epi32(v0, v1), 0xD8)) };
                 };
-                assert!(pp.len() >= 2 * np * 32 && rs.is_multiple_of(32));
-                let (pr, prs) = pp.split_at_mut(np * 32);
+                assert!(pr.len() >= np * 32 && rs.is_multiple_of(32));
+                let swap = _mm256_setr_epi8(2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13, 2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13);
                 // SAFETY (loads below): rows y − 2 − 2j + 2jn ≥ 0 and y + 3 + 2j + 2jn < np for
                 // j < jn and output rows y, y + 2 < h, values e + 8 ≤ 32 of the strip.
                 let ld = |b: &[i32], p: usize, e: usize| unsafe { _mm256_loadu_si256(b.as_ptr().add(p * 32 + e) as *const __m256i) };
@@ -742,19 +756,16 @@ macro_rules! gauss_rows {
                         for hf in 0..2 {
                             cb[hf] = row16(p + 1, e0 + 16 * hf);
                             let (l, u) = (_mm256_unpacklo_epi16(ca[hf], cb[hf]), _mm256_unpackhi_epi16(ca[hf], cb[hf]));
-                            let (ls, us) = (_mm256_unpacklo_epi16(cb[hf], ca[hf]), _mm256_unpackhi_epi16(cb[hf], ca[hf]));
-                            // SAFETY: values pi·32 + 16·hf + 16 ≤ np·32 of pr and prs.
+                            // SAFETY: values pi·32 + 16·hf + 16 ≤ np·32 of pr.
                             unsafe {
-                                let (o, os) = (pr.as_mut_ptr().add(pi * 32 + 16 * hf), prs.as_mut_ptr().add(pi * 32 + 16 * hf));
+                                let o = pr.as_mut_ptr().add(pi * 32 + 16 * hf);
                                 _mm256_storeu_si256(o as *mut __m256i, _mm256_permute2x128_si256(l, u, 0x20));
                                 _mm256_storeu_si256(o.add(8) as *mut __m256i, _mm256_permute2x128_si256(l, u, 0x31));
-                                _mm256_storeu_si256(os as *mut __m256i, _mm256_permute2x128_si256(ls, us, 0x20));
-                                _mm256_storeu_si256(os.add(8) as *mut __m256i, _mm256_permute2x128_si256(ls, us, 0x31));
                             }
                         }
                         ca = cb;
                     }
-                    let (pr, prs) = (&*pr, &*prs);
+                    let pr = &*pr;
                     // Output rows y and y + 2 together: row y's pair (y − 2 − 2j) is row y + 2's
                     // pair j + 1 and row y + 2's (y + 3 + 2j) row y's j + 1, so each strip row is
                     // loaded once for both.
@@ -766,13 +777,13 @@ macro_rules! gauss_rows {
                                 for i0 in (0..4).step_by($g) {
                                     let e = |g: usize| 8 * (i0 + g);
                                     let mut pc: [__m256i; $g] = std::array::from_fn(|g| ld(pr, y + o, e(g)));
-                                    let mut sn: [__m256i; $g] = std::array::from_fn(|g| ld(prs, y + 1 + o, e(g)));
+                                    let mut sn: [__m256i; $g] = std::array::from_fn(|g| swp!($v, ld(pr, y + 1 + o, e(g)), swap));
                                     let mut a: [__m256i; $g] = std::array::from_fn(|g| dp!($v, _mm256_setzero_si256(), pc[g], centre));
                                     let mut b: [__m256i; $g] = std::array::from_fn(|g| dp!($v, _mm256_setzero_si256(), ld(pr, y + 2 + o, e(g)), centre));
                                     for (j, w) in wj.iter().enumerate() {
                                         for g in 0..$g {
                                             let pa = ld(pr, y + o - 2 - 2 * j, e(g));
-                                            let sb = ld(prs, y + o + 3 + 2 * j, e(g));
+                                            let sb = swp!($v, ld(pr, y + o + 3 + 2 * j, e(g)), swap);
                                             a[g] = dp!($v, a[g], _mm256_add_epi16(pa, sn[g]), *w);
                                             b[g] = dp!($v, b[g], _mm256_add_epi16(pc[g], sb), *w);
                                             (pc[g], sn[g]) = (pa, sb);
@@ -790,7 +801,7 @@ macro_rules! gauss_rows {
                                 let mut a = [0, 1].map(|g| dp!($v, _mm256_setzero_si256(), ld(pr, y + o, 8 * (i + g)), centre));
                                 for (j, w) in wj.iter().enumerate() {
                                     for (g, a) in a.iter_mut().enumerate() {
-                                        let s = _mm256_add_epi16(ld(pr, y + o - 2 - 2 * j, 8 * (i + g)), ld(prs, y + o + 1 + 2 * j, 8 * (i + g)));
+                                        let s = _mm256_add_epi16(ld(pr, y + o - 2 - 2 * j, 8 * (i + g)), swp!($v, ld(pr, y + o + 1 + 2 * j, 8 * (i + g)), swap));
                                         *a = dp!($v, *a, s, *w);
                                     }
                                 }
@@ -803,11 +814,14 @@ macro_rules! gauss_rows {
                 for y in 0..h {
                     let q = &mut qi[y * ts..(y + 1) * ts];
                     let (first, last) = (r * c, r * c + rw - c);
-                    for j in 0..r {
-                        for ch in 0..c {
-                            q[j * c + ch] = q[first + ch];
-                            q[first + rw + j * c + ch] = q[last + ch];
-                        }
+                    let (mut lp, mut rp) = ([0i16; 4], [0i16; 4]);
+                    lp[..c].copy_from_slice(&q[first..first + c]);
+                    rp[..c].copy_from_slice(&q[last..last + c]);
+                    for p in q[..first].chunks_exact_mut(c) {
+                        p.copy_from_slice(&lp[..c]);
+                    }
+                    for p in q[first + rw..first + rw + r * c].chunks_exact_mut(c) {
+                        p.copy_from_slice(&rp[..c]);
                     }
                     // SAFETY: AVX2 present (and VNNI, VL with VNNI); q holds ts values, row rs.
                     unsafe { hp.$run_q(q, &mut row) };
