@@ -753,6 +753,9 @@ macro_rules! gauss_rows {
                     let (mut ca, mut cb) = ([row16(-2 * jn as isize, e0), row16(-2 * jn as isize, e0 + 16)], [_mm256_setzero_si256(); 2]);
                     for pi in 0..np {
                         let p = pi as isize - 2 * jn as isize;
+                        // The strided reads down the image miss L1; fetch a few rows ahead.
+                        let pf = (p + 8).clamp(0, h as isize - 1) as usize * rw + e0.min(rw - 1);
+                        _mm_prefetch::<_MM_HINT_T0>(x.as_ptr().wrapping_add(pf) as *const i8);
                         for hf in 0..2 {
                             cb[hf] = row16(p + 1, e0 + 16 * hf);
                             let (l, u) = (_mm256_unpacklo_epi16(ca[hf], cb[hf]), _mm256_unpackhi_epi16(ca[hf], cb[hf]));
@@ -832,11 +835,15 @@ macro_rules! gauss_rows {
                         let p0 = _mm256_permute4x64_epi64(_mm256_packs_epi32(f(0), f(1)), 0xD8);
                         let p1 = _mm256_permute4x64_epi64(_mm256_packs_epi32(f(2), f(3)), 0xD8);
                         let b = _mm256_permute4x64_epi64(_mm256_packus_epi16(p0, p1), 0xD8);
-                        let mut t = [0u8; 32];
-                        // SAFETY: 32 bytes of t.
-                        unsafe { _mm256_storeu_si256(t.as_mut_ptr() as *mut __m256i, b) };
-                        let n = (rw - e0).min(32);
-                        o[e0..e0 + n].copy_from_slice(&t[..n]);
+                        if e0 + 32 <= rw {
+                            // SAFETY: 32 bytes of o from e0.
+                            unsafe { _mm256_storeu_si256(o.as_mut_ptr().add(e0) as *mut __m256i, b) };
+                        } else {
+                            let mut t = [0u8; 32];
+                            // SAFETY: 32 bytes of t.
+                            unsafe { _mm256_storeu_si256(t.as_mut_ptr() as *mut __m256i, b) };
+                            o[e0..].copy_from_slice(&t[..rw - e0]);
+                        }
                     }
                 }
                 });
