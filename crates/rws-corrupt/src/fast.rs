@@ -685,6 +685,20 @@ pub(crate) fn gaussian_blur_u8(x: &[u8], h: usize, w: usize, c: usize, severity:
     out
 }
 
+/// Mode Nearest's padding of a row of `C`-channel pixels: `r` copies of the first pixel before
+/// the `rw` values (which start at r·C), `r` of the last after. `C` a constant, so the pixel
+/// copies are plain moves.
+fn pad_edges<const C: usize>(q: &mut [i16], r: usize, rw: usize) {
+    let first: [i16; C] = q[r * C..(r + 1) * C].try_into().unwrap();
+    let last: [i16; C] = q[r * C + rw - C..r * C + rw].try_into().unwrap();
+    for p in q[..r * C].chunks_exact_mut(C) {
+        p.copy_from_slice(&first);
+    }
+    for p in q[r * C + rw..(2 * r) * C + rw].chunks_exact_mut(C) {
+        p.copy_from_slice(&last);
+    }
+}
+
 /// The gaussian_blur rows of [`gauss_rows_avx2`], once per instruction set (`$v`: VNNI or not,
 /// `$run_q` the matching [`HPairs`] pass).
 #[cfg(target_arch = "x86_64")]
@@ -816,15 +830,15 @@ macro_rules! gauss_rows {
                 }
                 for y in 0..h {
                     let q = &mut qi[y * ts..(y + 1) * ts];
-                    let (first, last) = (r * c, r * c + rw - c);
-                    let (mut lp, mut rp) = ([0i16; 4], [0i16; 4]);
-                    lp[..c].copy_from_slice(&q[first..first + c]);
-                    rp[..c].copy_from_slice(&q[last..last + c]);
-                    for p in q[..first].chunks_exact_mut(c) {
-                        p.copy_from_slice(&lp[..c]);
-                    }
-                    for p in q[first + rw..first + rw + r * c].chunks_exact_mut(c) {
-                        p.copy_from_slice(&rp[..c]);
+                    match c {
+                        1 => pad_edges::<1>(q, r, rw),
+                        3 => pad_edges::<3>(q, r, rw),
+                        _ => {
+                            for j in 0..r * c {
+                                q[j] = q[r * c + j % c];
+                                q[r * c + rw + j] = q[r * c + rw - c + j % c];
+                            }
+                        }
                     }
                     // SAFETY: AVX2 present (and VNNI, VL with VNNI); q holds ts values, row rs.
                     unsafe { hp.$run_q(q, &mut row) };
