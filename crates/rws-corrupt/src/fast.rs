@@ -640,9 +640,15 @@ pub(crate) fn gaussian_blur_u8(x: &[u8], h: usize, w: usize, c: usize, severity:
                     taps_f64(u, 0, 1, rw, &vt, |_, e0, b| put(y, e0, b));
                 }
                 for tr in t.chunks_exact_mut(ts).take(h) {
-                    for j in 0..r * c {
-                        tr[j] = tr[r * c + j % c];
-                        tr[r * c + rw + j] = tr[r * c + rw - c + j % c];
+                    match c {
+                        1 => pad_edges::<f64, 1>(tr, r, rw),
+                        3 => pad_edges::<f64, 3>(tr, r, rw),
+                        _ => {
+                            for j in 0..r * c {
+                                tr[j] = tr[r * c + j % c];
+                                tr[r * c + rw + j] = tr[r * c + rw - c + j % c];
+                            }
+                        }
                     }
                 }
                 let ht: Vec<(usize, f64)> = k.iter().enumerate().map(|(j, &kv)| (j * c, kv)).collect();
@@ -688,9 +694,9 @@ pub(crate) fn gaussian_blur_u8(x: &[u8], h: usize, w: usize, c: usize, severity:
 /// Mode Nearest's padding of a row of `C`-channel pixels: `r` copies of the first pixel before
 /// the `rw` values (which start at r·C), `r` of the last after. `C` a constant, so the pixel
 /// copies are plain moves.
-fn pad_edges<const C: usize>(q: &mut [i16], r: usize, rw: usize) {
-    let first: [i16; C] = q[r * C..(r + 1) * C].try_into().unwrap();
-    let last: [i16; C] = q[r * C + rw - C..r * C + rw].try_into().unwrap();
+fn pad_edges<T: Copy, const C: usize>(q: &mut [T], r: usize, rw: usize) {
+    let first: [T; C] = q[r * C..(r + 1) * C].try_into().unwrap();
+    let last: [T; C] = q[r * C + rw - C..r * C + rw].try_into().unwrap();
     for p in q[..r * C].chunks_exact_mut(C) {
         p.copy_from_slice(&first);
     }
@@ -831,8 +837,8 @@ macro_rules! gauss_rows {
                 for y in 0..h {
                     let q = &mut qi[y * ts..(y + 1) * ts];
                     match c {
-                        1 => pad_edges::<1>(q, r, rw),
-                        3 => pad_edges::<3>(q, r, rw),
+                        1 => pad_edges::<i16, 1>(q, r, rw),
+                        3 => pad_edges::<i16, 3>(q, r, rw),
                         _ => {
                             for j in 0..r * c {
                                 q[j] = q[r * c + j % c];
