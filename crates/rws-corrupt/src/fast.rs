@@ -630,6 +630,47 @@ fn pad_f64(src: &[u8], h: usize, w: usize, c: usize, ry: usize, rx: usize, mode:
     out
 }
 
+/// `dst[i] = src[i] / 255` in f64, the values of `UNIT_LUT`.
+fn unit_row(src: &[u8], dst: &mut [f64]) {
+    let mut done = 0;
+    #[cfg(target_arch = "x86_64")]
+    if avx2_fma() {
+        // SAFETY: the CPU supports AVX2 and FMA (checked just above).
+        done = unsafe { unit_row_avx2(src, dst) };
+    }
+    for (o, &v) in dst[done..].iter_mut().zip(&src[done..]) {
+        *o = crate::UNIT_LUT[v as usize];
+    }
+}
+
+/// [`unit_row`] eight values at a time, as far as whole groups go; returns how many it did.
+/// The quotient by multiplying with 1/255 and one FMA correction step (q + (v − 255q)/255 with
+/// the residual exact): correctly rounded, so `v / 255` exactly, for every v in 0..=255 (the
+/// test `unit_row_matches_lut` checks them all).
+///
+/// # Safety
+/// AVX2 and FMA present.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn unit_row_avx2(src: &[u8], dst: &mut [f64]) -> usize {
+    use std::arch::x86_64::*;
+    let n = src.len().min(dst.len()) / 8 * 8;
+    let (r, d) = (_mm256_set1_pd(1.0 / 255.0), _mm256_set1_pd(255.0));
+    for i in (0..n).step_by(8) {
+        // SAFETY: i + 8 ≤ n values of src and dst.
+        unsafe {
+            let v = _mm256_cvtepu8_epi32(_mm_loadl_epi64(src.as_ptr().add(i) as *const __m128i));
+            for (j, h) in [_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1)].into_iter().enumerate() {
+                let x = _mm256_cvtepi32_pd(h);
+                let q = _mm256_mul_pd(x, r);
+                let q = _mm256_fmadd_pd(_mm256_fnmadd_pd(q, d, x), r, q);
+                _mm256_storeu_pd(dst.as_mut_ptr().add(i + 4 * j), q);
+            }
+        }
+    }
+    n
+}
+
 /// Small images: the float path's correlate_rows then correlate_cols in f64 (same bytes).
 /// Larger ones: with AVX2, [`gauss_rows_avx2`] (integer vertical pass, 16-bit horizontal pass);
 /// otherwise, or for kernels that are nearly one tap, the f32 [`sym_sep_f32`].
@@ -639,7 +680,6 @@ pub(crate) fn gaussian_blur_u8(x: &[u8], h: usize, w: usize, c: usize, severity:
     if h * w <= EXACT_MAX_PIXELS {
         // The float path's correlate_rows then correlate_cols, same order and roundings.
         let (r, rw) = (k.len() / 2, w * c);
-        let lut = &crate::UNIT_LUT;
         // Rows of the intermediate: r pixels of padding each side, room for whole blocks.
         let ts = rw.div_ceil(BLK64) * BLK64 + 2 * r * c;
         let mut out = vec![0u8; h * rw];
@@ -650,9 +690,7 @@ pub(crate) fn gaussian_blur_u8(x: &[u8], h: usize, w: usize, c: usize, severity:
                 // order, in one pass.
                 for (py, ur) in u.chunks_exact_mut(rw).take(h + 2 * r).enumerate() {
                     let sy = py.saturating_sub(r).min(h - 1);
-                    for (o, &v) in ur.iter_mut().zip(&x[sy * rw..(sy + 1) * rw]) {
-                        *o = lut[v as usize];
-                    }
+                    unit_row(&x[sy * rw..(sy + 1) * rw], ur);
                 }
                 let vt: Vec<(usize, f64)> = k.iter().enumerate().map(|(i, &kv)| (i * rw, kv)).collect();
                 taps_f64(u, rw, h, rw, &vt, |y, e0, b| t[y * ts + r * c + e0..][..BLK64].copy_from_slice(b));
@@ -1932,6 +1970,15 @@ mod tests {
             }
             assert!(a == b, "{h}x{w} sigma {sigma}");
         }
+    }
+
+    /// The vector u8 → f64/255 conversion gives the table's bits for every byte.
+    #[test]
+    fn unit_row_matches_lut() {
+        let src: Vec<u8> = (0..=255u8).chain(0..=255u8).collect();
+        let mut dst = vec![0f64; src.len()];
+        unit_row(&src, &mut dst);
+        assert!(src.iter().zip(&dst).all(|(&v, &o)| o.to_bits() == crate::UNIT_LUT[v as usize].to_bits()));
     }
 
     /// The defocus point-set sums are exact integers scaled once: both builds agree bit for bit.
