@@ -930,13 +930,14 @@ macro_rules! gauss_rows {
 
 #[cfg(target_arch = "x86_64")]
 gauss_rows! {
-    /// The AVX2 gaussian_blur of larger images. Vertical pass in exact integers: the image as i16
-    /// (x·128, exact), stored once as pairs of consecutive rows (p, p+1) interleaved, so one
-    /// `pmaddwd` weighs two taps of eight outputs against i16 weights on the scale 2^-s (s ≤ 16,
-    /// largest that fits; they sum to exactly 2^s, so flat regions stay exact), summed in i32
-    /// without rounding (≤ 2^16·32640 < 2^31). Then, per row, the border pads (mode Nearest) and the
-    /// 16-bit horizontal pass of [`HPairs`], and the cast. Against the f32 filter, values move by
-    /// the weights' quantisation (≤ 2^-s-1 each) on top of [`HPairs`]' rounding.
+    /// The AVX2 gaussian_blur of larger images. Vertical pass in exact integers: per strip of 32
+    /// values, the image's rows as i16 pairs of consecutive rows (p, p+1) interleaved; mirrored
+    /// taps folded (x[y−d] + x[y+d] fits i16), so one `pmaddwd` weighs four taps of eight
+    /// outputs against i16 weights on the scale 2^-s (s ≤ 16, largest that fits; they sum to
+    /// exactly 2^s, so flat regions stay exact), summed in i32 without rounding. Then, per row,
+    /// the border pads (mode Nearest) and the 16-bit horizontal pass of [`HPairs`], and the cast.
+    /// Against the f32 filter, values move by the weights' quantisation (≤ 2^-s-1 each) on top
+    /// of [`HPairs`]' rounding.
     ///
     /// # Safety
     /// AVX2 and FMA present; `k` is the kernel's half (centre first) that `hp` was built from with
