@@ -400,6 +400,75 @@ fn sym_sep_impl<const FMA: bool>(xp: &[f32], h: usize, w: usize, c: usize, kv: &
     })
 }
 
+/// `$acc + pmaddwd($a, $k)` in i32 lanes: one `vpdpwssd` for `true` (AVX-512 VNNI and VL),
+/// `pmaddwd` then `paddd` for `false`; the same sums (neither saturates, and no pair here
+/// reaches i32 overflow). A macro, not a function, so it expands inside the target-feature
+/// functions and their closures, where the intrinsics inline.
+#[cfg(target_arch = "x86_64")]
+macro_rules! dp {
+    (true, $acc:expr, $a:expr, $k:expr) => {
+        _mm256_dpwssd_epi32($acc, $a, $k)
+    };
+    (false, $acc:expr, $a:expr, $k:expr) => {
+        _mm256_add_epi32($acc, _mm256_madd_epi16($a, $k))
+    };
+}
+
+/// The two i16 halves of each i32 lane of `$a` swapped: one `vprold` for `true` (AVX-512 VL),
+/// `pshufb` by `$m` for `false`.
+#[cfg(target_arch = "x86_64")]
+macro_rules! swp {
+    (true, $a:expr, $m:expr) => {{
+        let _ = $m;
+        _mm256_rol_epi32($a, 16)
+    }};
+    (false, $a:expr, $m:expr) => {
+        _mm256_shuffle_epi8($a, $m)
+    };
+}
+
+/// The horizontal pass of [`HPairs`], once per instruction set (`$v`: VNNI or not). Blocks of
+/// 64 values (rs is a multiple of [`BLK`]): eight independent sums hide the multiply-add latency.
+#[cfg(target_arch = "x86_64")]
+macro_rules! hpairs_run_q {
+    ($(#[$m:meta])* $name:ident, $feat:literal, $v:tt) => {
+        $(#[$m])*
+        #[target_feature(enable = $feat)]
+        unsafe fn $name(&self, q: &[i16], row: &mut [f32]) {
+            use std::arch::x86_64::*;
+            let mut z = self.z.borrow_mut();
+            let (c, rs, ts) = (self.c, self.rs, self.ts);
+            assert!(q.len() >= ts && row.len() >= rs && ts.is_multiple_of(16) && rs.is_multiple_of(64));
+            // SAFETY: every access below stays within ts values of q and z (ts ≥ rs + (2rh+1)·c
+            // + 48, a multiple of 16), rs of row.
+            unsafe {
+                let zn = ts - 16 - 16 * c.div_ceil(16);
+                for e in (0..zn).step_by(16) {
+                    let a = _mm256_loadu_si256(q.as_ptr().add(e) as *const __m256i);
+                    let b = _mm256_loadu_si256(q.as_ptr().add(e + c) as *const __m256i);
+                    let (lo, hi) = (_mm256_unpacklo_epi16(a, b), _mm256_unpackhi_epi16(a, b));
+                    _mm256_storeu_si256(z.as_mut_ptr().add(e) as *mut __m256i, _mm256_permute2x128_si256(lo, hi, 0x20));
+                    _mm256_storeu_si256(z.as_mut_ptr().add(e + 8) as *mut __m256i, _mm256_permute2x128_si256(lo, hi, 0x31));
+                }
+                let scale = _mm256_set1_ps(1.0 / (128.0 * 32768.0));
+                for e0 in (0..rs).step_by(64) {
+                    let mut acc = [_mm256_setzero_si256(); 8];
+                    for (m, &k) in self.kp.iter().enumerate() {
+                        let kv = _mm256_set1_epi32(k);
+                        let p = z.as_ptr().add(e0 + 2 * m * c);
+                        for (i, a) in acc.iter_mut().enumerate() {
+                            *a = dp!($v, *a, _mm256_loadu_si256(p.add(8 * i) as *const __m256i), kv);
+                        }
+                    }
+                    for (i, a) in acc.iter().enumerate() {
+                        _mm256_storeu_ps(row.as_mut_ptr().add(e0 + 8 * i), _mm256_mul_ps(_mm256_cvtepi32_ps(*a), scale));
+                    }
+                }
+            }
+        }
+    };
+}
+
 /// The AVX2 horizontal pass in 16-bit fixed point: the row as i16 with 7 fractional bits
 /// (0..255 → ≤ 32640; rounding moves a value by ≤ 1/256), then `pmaddwd` of adjacent pixel
 /// pairs (q[e], q[e+c]) against pairs of Q15 weights summing to exactly 1, exact i32 sums. One
@@ -453,42 +522,20 @@ impl HPairs {
         }
     }
 
-    /// [`HPairs::run`] on the row already in 16-bit fixed point (7 fractional bits).
-    ///
-    /// # Safety
-    /// AVX2 present; `q` holds `ts` values, `row` rs.
-    #[target_feature(enable = "avx2")]
-    unsafe fn run_q(&self, q: &[i16], row: &mut [f32]) {
-        use std::arch::x86_64::*;
-        let mut z = self.z.borrow_mut();
-        let (c, rs, ts) = (self.c, self.rs, self.ts);
-        assert!(q.len() >= ts && row.len() >= rs && ts.is_multiple_of(16));
-        // SAFETY: every access below stays within ts values of q and z (ts ≥ rs + (2rh+1)·c
-        // + 48, a multiple of 16), rs of row.
-        unsafe {
-            let zn = ts - 16 - 16 * c.div_ceil(16);
-            for e in (0..zn).step_by(16) {
-                let a = _mm256_loadu_si256(q.as_ptr().add(e) as *const __m256i);
-                let b = _mm256_loadu_si256(q.as_ptr().add(e + c) as *const __m256i);
-                let (lo, hi) = (_mm256_unpacklo_epi16(a, b), _mm256_unpackhi_epi16(a, b));
-                _mm256_storeu_si256(z.as_mut_ptr().add(e) as *mut __m256i, _mm256_permute2x128_si256(lo, hi, 0x20));
-                _mm256_storeu_si256(z.as_mut_ptr().add(e + 8) as *mut __m256i, _mm256_permute2x128_si256(lo, hi, 0x31));
-            }
-            let scale = _mm256_set1_ps(1.0 / (128.0 * 32768.0));
-            for e0 in (0..rs).step_by(32) {
-                let mut acc = [_mm256_setzero_si256(); 4];
-                for (m, &k) in self.kp.iter().enumerate() {
-                    let kv = _mm256_set1_epi32(k);
-                    let p = z.as_ptr().add(e0 + 2 * m * c);
-                    for (i, a) in acc.iter_mut().enumerate() {
-                        *a = _mm256_add_epi32(*a, _mm256_madd_epi16(_mm256_loadu_si256(p.add(8 * i) as *const __m256i), kv));
-                    }
-                }
-                for (i, a) in acc.iter().enumerate() {
-                    _mm256_storeu_ps(row.as_mut_ptr().add(e0 + 8 * i), _mm256_mul_ps(_mm256_cvtepi32_ps(*a), scale));
-                }
-            }
-        }
+    hpairs_run_q! {
+        /// [`HPairs::run`] on the row already in 16-bit fixed point (7 fractional bits).
+        ///
+        /// # Safety
+        /// AVX2 present; `q` holds `ts` values, `row` rs.
+        run_q, "avx2", false
+    }
+
+    hpairs_run_q! {
+        /// [`HPairs::run_q`] with `vpdpwssd` for each multiply-add and add (the same sums).
+        ///
+        /// # Safety
+        /// AVX2, AVX-512 VNNI and VL present; `q` holds `ts` values, `row` rs.
+        run_q_vnni, "avx2,avx512f,avx512vl,avx512vnni", true
     }
 }
 
@@ -530,15 +577,33 @@ unsafe fn taps_f64_avx2(src: &[f64], stride: usize, rows: usize, len: usize, tap
 #[inline(always)]
 fn taps_f64_impl(src: &[f64], stride: usize, rows: usize, len: usize, taps: &[(usize, f64)], mut fin: impl FnMut(usize, usize, &[f64; BLK64])) {
     for y in 0..rows {
-        for e0 in (0..len).step_by(BLK64) {
-            let mut acc = [0f64; BLK64];
-            for &(off, k) in taps {
-                let s: &[f64; BLK64] = src[y * stride + off + e0..][..BLK64].try_into().unwrap();
-                for i in 0..BLK64 {
-                    acc[i] += k * s[i];
+        let mut e0 = 0;
+        while e0 < len {
+            // Two blocks at once where the row has them: twice the independent sums per tap,
+            // which the adds' latency otherwise limits. Each value's operations are unchanged.
+            if e0 + BLK64 < len {
+                let (mut a, mut b) = ([0f64; BLK64], [0f64; BLK64]);
+                for &(off, k) in taps {
+                    let s: &[f64; 2 * BLK64] = src[y * stride + off + e0..][..2 * BLK64].try_into().unwrap();
+                    for i in 0..BLK64 {
+                        a[i] += k * s[i];
+                        b[i] += k * s[BLK64 + i];
+                    }
                 }
+                fin(y, e0, &a);
+                fin(y, e0 + BLK64, &b);
+                e0 += 2 * BLK64;
+            } else {
+                let mut acc = [0f64; BLK64];
+                for &(off, k) in taps {
+                    let s: &[f64; BLK64] = src[y * stride + off + e0..][..BLK64].try_into().unwrap();
+                    for i in 0..BLK64 {
+                        acc[i] += k * s[i];
+                    }
+                }
+                fin(y, e0, &acc);
+                e0 += BLK64;
             }
-            fin(y, e0, &acc);
         }
     }
 }
@@ -565,6 +630,47 @@ fn pad_f64(src: &[u8], h: usize, w: usize, c: usize, ry: usize, rx: usize, mode:
     out
 }
 
+/// `dst[i] = src[i] / 255` in f64, the values of `UNIT_LUT`.
+fn unit_row(src: &[u8], dst: &mut [f64]) {
+    let mut done = 0;
+    #[cfg(target_arch = "x86_64")]
+    if avx2_fma() {
+        // SAFETY: the CPU supports AVX2 and FMA (checked just above).
+        done = unsafe { unit_row_avx2(src, dst) };
+    }
+    for (o, &v) in dst[done..].iter_mut().zip(&src[done..]) {
+        *o = crate::UNIT_LUT[v as usize];
+    }
+}
+
+/// [`unit_row`] eight values at a time, as far as whole groups go; returns how many it did.
+/// The quotient by multiplying with 1/255 and one FMA correction step (q + (v − 255q)/255 with
+/// the residual exact): correctly rounded, so `v / 255` exactly, for every v in 0..=255 (the
+/// test `unit_row_matches_lut` checks them all).
+///
+/// # Safety
+/// AVX2 and FMA present.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn unit_row_avx2(src: &[u8], dst: &mut [f64]) -> usize {
+    use std::arch::x86_64::*;
+    let n = src.len().min(dst.len()) / 8 * 8;
+    let (r, d) = (_mm256_set1_pd(1.0 / 255.0), _mm256_set1_pd(255.0));
+    for i in (0..n).step_by(8) {
+        // SAFETY: i + 8 ≤ n values of src and dst.
+        unsafe {
+            let v = _mm256_cvtepu8_epi32(_mm_loadl_epi64(src.as_ptr().add(i) as *const __m128i));
+            for (j, h) in [_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1)].into_iter().enumerate() {
+                let x = _mm256_cvtepi32_pd(h);
+                let q = _mm256_mul_pd(x, r);
+                let q = _mm256_fmadd_pd(_mm256_fnmadd_pd(q, d, x), r, q);
+                _mm256_storeu_pd(dst.as_mut_ptr().add(i + 4 * j), q);
+            }
+        }
+    }
+    n
+}
+
 /// Small images: the float path's correlate_rows then correlate_cols in f64 (same bytes).
 /// Larger ones: with AVX2, [`gauss_rows_avx2`] (integer vertical pass, 16-bit horizontal pass);
 /// otherwise, or for kernels that are nearly one tap, the f32 [`sym_sep_f32`].
@@ -574,28 +680,30 @@ pub(crate) fn gaussian_blur_u8(x: &[u8], h: usize, w: usize, c: usize, severity:
     if h * w <= EXACT_MAX_PIXELS {
         // The float path's correlate_rows then correlate_cols, same order and roundings.
         let (r, rw) = (k.len() / 2, w * c);
-        let lut = &crate::UNIT_LUT;
         // Rows of the intermediate: r pixels of padding each side, room for whole blocks.
         let ts = rw.div_ceil(BLK64) * BLK64 + 2 * r * c;
         let mut out = vec![0u8; h * rw];
-        scratch(&SCRATCH_F64, h * rw + BLK64, |u| {
+        scratch(&SCRATCH_F64, (h + 2 * r) * rw + BLK64, |u| {
             scratch(&SCRATCH_F64_B, h * ts + BLK64, |t| {
-                for (o, &v) in u.iter_mut().zip(x) {
-                    *o = lut[v as usize];
+                // The image padded by r replicated rows above and below: the vertical taps then
+                // read each edge row's clamped rows at fixed offsets, the same values in the same
+                // order, in one pass.
+                for (py, ur) in u.chunks_exact_mut(rw).take(h + 2 * r).enumerate() {
+                    let sy = py.saturating_sub(r).min(h - 1);
+                    unit_row(&x[sy * rw..(sy + 1) * rw], ur);
                 }
-                // Vertical taps: fixed row offsets inside, clamped rows (per row) near the edges.
-                let mut put = |y: usize, e0: usize, b: &[f64; BLK64]| t[y * ts + r * c + e0..][..BLK64].copy_from_slice(b);
-                let inner = h.saturating_sub(2 * r);
                 let vt: Vec<(usize, f64)> = k.iter().enumerate().map(|(i, &kv)| (i * rw, kv)).collect();
-                taps_f64(u, rw, inner, rw, &vt, |y, e0, b| put(y + r, e0, b));
-                for y in (0..h).filter(|&y| y < r || y >= r + inner) {
-                    let vt: Vec<(usize, f64)> = k.iter().enumerate().map(|(i, &kv)| ((y + i).saturating_sub(r).min(h - 1) * rw, kv)).collect();
-                    taps_f64(u, 0, 1, rw, &vt, |_, e0, b| put(y, e0, b));
-                }
+                taps_f64(u, rw, h, rw, &vt, |y, e0, b| t[y * ts + r * c + e0..][..BLK64].copy_from_slice(b));
                 for tr in t.chunks_exact_mut(ts).take(h) {
-                    for j in 0..r * c {
-                        tr[j] = tr[r * c + j % c];
-                        tr[r * c + rw + j] = tr[r * c + rw - c + j % c];
+                    match c {
+                        1 => pad_edges::<f64, 1>(tr, r, rw),
+                        3 => pad_edges::<f64, 3>(tr, r, rw),
+                        _ => {
+                            for j in 0..r * c {
+                                tr[j] = tr[r * c + j % c];
+                                tr[r * c + rw + j] = tr[r * c + rw - c + j % c];
+                            }
+                        }
                     }
                 }
                 let ht: Vec<(usize, f64)> = k.iter().enumerate().map(|(j, &kv)| (j * c, kv)).collect();
@@ -615,8 +723,15 @@ pub(crate) fn gaussian_blur_u8(x: &[u8], h: usize, w: usize, c: usize, severity:
         let rs = block_stride(w * c);
         let ts = (rs + (2 * k.len() - 1) * c + 48).div_ceil(16) * 16;
         if let Some(hp) = HPairs::new(&k, c, rs, ts) {
-            // SAFETY: the CPU supports AVX2 and FMA (checked just above).
-            unsafe { gauss_rows_avx2(x, h, w, c, &k, &hp, &mut out) };
+            // SAFETY: the CPU supports AVX2 and FMA (checked just above), and AVX-512 VNNI and
+            // VL for gauss_rows_vnni.
+            unsafe {
+                if vnni() {
+                    gauss_rows_vnni(x, h, w, c, &k, &hp, &mut out)
+                } else {
+                    gauss_rows_avx2(x, h, w, c, &k, &hp, &mut out)
+                }
+            };
             return out;
         }
     }
@@ -631,111 +746,219 @@ pub(crate) fn gaussian_blur_u8(x: &[u8], h: usize, w: usize, c: usize, severity:
     out
 }
 
-/// The AVX2 gaussian_blur of larger images. Vertical pass in exact integers: the image as i16
-/// (x·128, exact), stored once as pairs of consecutive rows (p, p+1) interleaved, so one
-/// `pmaddwd` weighs two taps of eight outputs against i16 weights on the scale 2^-s (s ≤ 16,
-/// largest that fits; they sum to exactly 2^s, so flat regions stay exact), summed in i32
-/// without rounding (≤ 2^16·32640 < 2^31). Then, per row, the border pads (mode Nearest) and the
-/// 16-bit horizontal pass of [`HPairs`], and the cast. Against the f32 filter, values move by
-/// the weights' quantisation (≤ 2^-s-1 each) on top of [`HPairs`]' rounding.
-///
-/// # Safety
-/// AVX2 and FMA present; `k` is the kernel's half (centre first) that `hp` was built from with
-/// rows of `block_stride(w·c)` values.
+/// Mode Nearest's padding of a row of `C`-channel pixels: `r` copies of the first pixel before
+/// the `rw` values (which start at r·C), `r` of the last after. `C` a constant, so the pixel
+/// copies are plain moves.
+fn pad_edges<T: Copy, const C: usize>(q: &mut [T], r: usize, rw: usize) {
+    let first: [T; C] = q[r * C..(r + 1) * C].try_into().unwrap();
+    let last: [T; C] = q[r * C + rw - C..r * C + rw].try_into().unwrap();
+    for p in q[..r * C].chunks_exact_mut(C) {
+        p.copy_from_slice(&first);
+    }
+    for p in q[r * C + rw..(2 * r) * C + rw].chunks_exact_mut(C) {
+        p.copy_from_slice(&last);
+    }
+}
+
+/// The gaussian_blur rows of [`gauss_rows_avx2`], once per instruction set (`$v`: VNNI or not,
+/// `$run_q` the matching [`HPairs`] pass).
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn gauss_rows_avx2(x: &[u8], h: usize, w: usize, c: usize, k: &[f32], hp: &HPairs, out: &mut [u8]) {
-    use std::arch::x86_64::*;
-    let (rw, rs, r) = (w * c, block_stride(w * c), k.len() - 1);
-    assert!(hp.rs == rs && hp.c == c && x.len() >= h * rw && out.len() >= h * rw);
-    let kmax = k.iter().fold(0f32, |a, &b| a.max(b)) as f64;
-    let sh = ((32767.0 / kmax).log2().floor() as i32).min(16);
-    let mut kq: Vec<i32> = (0..2 * r + 2).map(|t| if t <= 2 * r { (k[t.abs_diff(r)] as f64 * 2f64.powi(sh)).round() as i32 } else { 0 }).collect();
-    kq[r] += (1 << sh) - kq.iter().sum::<i32>();
-    assert!(kq.iter().all(|&v| (0..=i16::MAX as i32).contains(&v)));
-    let kp: Vec<__m256i> = kq.chunks_exact(2).map(|p| _mm256_set1_epi32((p[1] << 16) | p[0])).collect();
-    let ts = hp.ts;
-    let (nudge, lo, hi) = (_mm256_set1_ps(1e-3), _mm256_setzero_ps(), _mm256_set1_ps(255.0));
-    // Pair rows p = −r ..= h − 1 + r (row index p + r): lanes (x[p], x[p+1]) as i16, rows clamped.
-    let np = h + 2 * r;
-    scratch(&SCRATCH_I32, np * rs, |pr| {
-        let row16 = |y: isize, e: usize| -> __m256i {
-            let y = y.clamp(0, h as isize - 1) as usize;
-            let src = &x[y * rw..(y + 1) * rw];
-            // SAFETY: 16 bytes read from src when they exist, else from a zero-padded copy.
-            let b = if e + 16 <= rw {
-                unsafe { _mm_loadu_si128(src.as_ptr().add(e) as *const __m128i) }
-            } else {
-                let mut t = [0u8; 16];
-                if e < rw {
-                    t[..rw - e].copy_from_slice(&src[e..]);
-                }
-                unsafe { _mm_loadu_si128(t.as_ptr() as *const __m128i) }
+macro_rules! gauss_rows {
+    ($(#[$m:meta])* $name:ident, $feat:literal, $v:tt, $g:literal, $run_q:ident) => {
+        $(#[$m])*
+        #[target_feature(enable = $feat)]
+        unsafe fn $name(x: &[u8], h: usize, w: usize, c: usize, k: &[f32], hp: &HPairs, out: &mut [u8]) {
+            use std::arch::x86_64::*;
+            let (rw, rs, r) = (w * c, block_stride(w * c), k.len() - 1);
+            assert!(hp.rs == rs && hp.c == c && x.len() >= h * rw && out.len() >= h * rw);
+            let kmax = k.iter().fold(0f32, |a, &b| a.max(b)) as f64;
+            let sh = ((32767.0 / kmax).log2().floor() as i32).min(16);
+            let mut kq: Vec<i32> = (0..2 * r + 2).map(|t| if t <= 2 * r { (k[t.abs_diff(r)] as f64 * 2f64.powi(sh)).round() as i32 } else { 0 }).collect();
+            kq[r] += (1 << sh) - kq.iter().sum::<i32>();
+            assert!(kq.iter().all(|&v| (0..=i16::MAX as i32).contains(&v)));
+            // Folded taps: the centre weight in the low lane against (x[y], x[y+1]), then
+            // (k[d+1], k[d]) against (x[y−d−1] + x[y+d+1], x[y−d] + x[y+d]) for d = 1, 3, 5, ….
+            let kd = |d: usize| if d <= r { kq[r + d] } else { 0 };
+            let jn = r.div_ceil(2);
+            let centre = _mm256_set1_epi32(kd(0));
+            let wj: Vec<__m256i> = (0..jn).map(|j| _mm256_set1_epi32((kd(2 * j + 1) << 16) | kd(2 * j + 2))).collect();
+            let ts = hp.ts;
+            let nudge = _mm256_set1_ps(1e-3);
+            // Per strip of 32 values, pair rows p = −2jn ..= h − 1 + 2jn (row index p + 2jn, rows
+            // clamped): `pr` with lanes (x[p], x[p+1]) as i16, swapped to (x[p+1], x[p]) where
+            // the fold needs. Pixels stay unscaled, so mirrored sums fit i16; the sums are then
+            // exactly 2^-7 times those of the pixels ·128, and the shift by sh − 7 gives the same
+            // rounding.
+            let np = h + 4 * jn;
+            let row16 = |y: isize, e: usize| -> __m256i {
+                let y = y.clamp(0, h as isize - 1) as usize;
+                let src = &x[y * rw..(y + 1) * rw];
+                // SAFETY: 16 bytes read from src when they exist, else from a zero-padded copy.
+                let b = if e + 16 <= rw {
+                    unsafe { _mm_loadu_si128(src.as_ptr().add(e) as *const __m128i) }
+                } else {
+                    let mut t = [0u8; 16];
+                    if e < rw {
+                        t[..rw - e].copy_from_slice(&src[e..]);
+                    }
+                    unsafe { _mm_loadu_si128(t.as_ptr() as *const __m128i) }
+                };
+                _mm256_cvtepu8_epi16(b)
             };
-            _mm256_slli_epi16(_mm256_cvtepu8_epi16(b), 7)
-        };
-        for (pi, prow) in pr.chunks_exact_mut(rs).enumerate() {
-            let p = pi as isize - r as isize;
-            for e in (0..rs).step_by(16) {
-                let (a, b) = (row16(p, e), row16(p + 1, e));
-                let (l, u) = (_mm256_unpacklo_epi16(a, b), _mm256_unpackhi_epi16(a, b));
-                // SAFETY: e + 16 ≤ rs values of prow.
-                unsafe {
-                    _mm256_storeu_si256(prow.as_mut_ptr().add(e) as *mut __m256i, _mm256_permute2x128_si256(l, u, 0x20));
-                    _mm256_storeu_si256(prow.as_mut_ptr().add(e + 8) as *mut __m256i, _mm256_permute2x128_si256(l, u, 0x31));
-                }
-            }
-        }
-        let mut row = vec![0f32; rs];
-        let half = _mm256_set1_epi32(1 << (sh - 1));
-        let sc = _mm_cvtsi32_si128(sh);
-        scratch(&SCRATCH_I16, h * ts, |qi| {
-        // Column strips of 32 values, all rows down: the strip's pair rows stay in L1.
-        for e0 in (0..rs).step_by(32) {
-            for y in 0..h {
-                let mut acc = [_mm256_setzero_si256(); 4];
-                for (m, kv) in kp.iter().enumerate() {
-                    // Pair row y − r + 2m at index y + 2m.
-                    let p = pr[(y + 2 * m) * rs + e0..][..32].as_ptr();
-                    for (i, a) in acc.iter_mut().enumerate() {
-                        // SAFETY: 32 values of p exist (sliced above).
-                        *a = _mm256_add_epi32(*a, _mm256_madd_epi16(unsafe { _mm256_loadu_si256(p.add(8 * i) as *const __m256i) }, *kv));
+            let mut row = vec![0f32; rs];
+            let half = _mm256_set1_epi32(1 << (sh - 8));
+            let sc = _mm_cvtsi32_si128(sh - 7);
+            scratch(&SCRATCH_I32, np * 32, |pr| {
+                scratch(&SCRATCH_I16, h * ts, |qi| {
+                // To 7 fractional bits, rounded (the input of HPairs), 16 values into row y of qi.
+                let mut put = |y: usize, e: usize, a0: __m256i, a1: __m256i| {
+                    let v0 = _mm256_sra_epi32(_mm256_add_epi32(a0, half), sc);
+                    let v1 = _mm256_sra_epi32(_mm256_add_epi32(a1, half), sc);
+                    let d = &mut qi[y * ts + r * c + e..][..16];
+                    // SAFETY: 16 values of d.
+                    unsafe { _mm256_storeu_si256(d.as_mut_ptr() as *mut __m256i, _mm256_permute4x64_epi64(_mm256_packs_epi32(v0, v1), 0xD8)) };
+                };
+                assert!(pr.len() >= np * 32 && rs.is_multiple_of(32));
+                let swap = _mm256_setr_epi8(2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13, 2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13);
+                // SAFETY (loads below): rows y − 2 − 2j + 2jn ≥ 0 and y + 3 + 2j + 2jn < np for
+                // j < jn and output rows y, y + 2 < h, values e + 8 ≤ 32 of the strip.
+                let ld = |b: &[i32], p: usize, e: usize| unsafe { _mm256_loadu_si256(b.as_ptr().add(p * 32 + e) as *const __m256i) };
+                // Column strips of 32 values, all rows down: the strip's pair rows stay in L1.
+                for e0 in (0..rs).step_by(32) {
+                    let (mut ca, mut cb) = ([row16(-2 * jn as isize, e0), row16(-2 * jn as isize, e0 + 16)], [_mm256_setzero_si256(); 2]);
+                    for pi in 0..np {
+                        let p = pi as isize - 2 * jn as isize;
+                        // The strided reads down the image miss L1; fetch a few rows ahead.
+                        let pf = (p + 8).clamp(0, h as isize - 1) as usize * rw + e0.min(rw - 1);
+                        _mm_prefetch::<_MM_HINT_T0>(x.as_ptr().wrapping_add(pf) as *const i8);
+                        for hf in 0..2 {
+                            cb[hf] = row16(p + 1, e0 + 16 * hf);
+                            let (l, u) = (_mm256_unpacklo_epi16(ca[hf], cb[hf]), _mm256_unpackhi_epi16(ca[hf], cb[hf]));
+                            // SAFETY: values pi·32 + 16·hf + 16 ≤ np·32 of pr.
+                            unsafe {
+                                let o = pr.as_mut_ptr().add(pi * 32 + 16 * hf);
+                                _mm256_storeu_si256(o as *mut __m256i, _mm256_permute2x128_si256(l, u, 0x20));
+                                _mm256_storeu_si256(o.add(8) as *mut __m256i, _mm256_permute2x128_si256(l, u, 0x31));
+                            }
+                        }
+                        ca = cb;
+                    }
+                    let pr = &*pr;
+                    // Output rows y and y + 2 together: row y's pair (y − 2 − 2j) is row y + 2's
+                    // pair j + 1 and row y + 2's (y + 3 + 2j) row y's j + 1, so each strip row is
+                    // loaded once for both.
+                    let o = 2 * jn;
+                    let mut y = 0;
+                    while y < h {
+                        if y + 3 < h {
+                            for y in [y, y + 1] {
+                                for i0 in (0..4).step_by($g) {
+                                    let e = |g: usize| 8 * (i0 + g);
+                                    let mut pc: [__m256i; $g] = std::array::from_fn(|g| ld(pr, y + o, e(g)));
+                                    let mut sn: [__m256i; $g] = std::array::from_fn(|g| swp!($v, ld(pr, y + 1 + o, e(g)), swap));
+                                    let mut a: [__m256i; $g] = std::array::from_fn(|g| dp!($v, _mm256_setzero_si256(), pc[g], centre));
+                                    let mut b: [__m256i; $g] = std::array::from_fn(|g| dp!($v, _mm256_setzero_si256(), ld(pr, y + 2 + o, e(g)), centre));
+                                    for (j, w) in wj.iter().enumerate() {
+                                        for g in 0..$g {
+                                            let pa = ld(pr, y + o - 2 - 2 * j, e(g));
+                                            let sb = swp!($v, ld(pr, y + o + 3 + 2 * j, e(g)), swap);
+                                            a[g] = dp!($v, a[g], _mm256_add_epi16(pa, sn[g]), *w);
+                                            b[g] = dp!($v, b[g], _mm256_add_epi16(pc[g], sb), *w);
+                                            (pc[g], sn[g]) = (pa, sb);
+                                        }
+                                    }
+                                    for g in (0..$g).step_by(2) {
+                                        put(y, e0 + e(g), a[g], a[g + 1]);
+                                        put(y + 2, e0 + e(g), b[g], b[g + 1]);
+                                    }
+                                }
+                            }
+                            y += 4;
+                        } else {
+                            for i in (0..4).step_by(2) {
+                                let mut a = [0, 1].map(|g| dp!($v, _mm256_setzero_si256(), ld(pr, y + o, 8 * (i + g)), centre));
+                                for (j, w) in wj.iter().enumerate() {
+                                    for (g, a) in a.iter_mut().enumerate() {
+                                        let s = _mm256_add_epi16(ld(pr, y + o - 2 - 2 * j, 8 * (i + g)), swp!($v, ld(pr, y + o + 1 + 2 * j, 8 * (i + g)), swap));
+                                        *a = dp!($v, *a, s, *w);
+                                    }
+                                }
+                                put(y, e0 + 8 * i, a[0], a[1]);
+                            }
+                            y += 1;
+                        }
                     }
                 }
-                // To 7 fractional bits, rounded (the input of HPairs).
-                let v: [__m256i; 4] = std::array::from_fn(|i| _mm256_sra_epi32(_mm256_add_epi32(acc[i], half), sc));
-                let d = &mut qi[y * ts + r * c + e0..][..32];
-                // SAFETY: 32 values of d.
-                unsafe {
-                    _mm256_storeu_si256(d.as_mut_ptr() as *mut __m256i, _mm256_permute4x64_epi64(_mm256_packs_epi32(v[0], v[1]), 0xD8));
-                    _mm256_storeu_si256(d.as_mut_ptr().add(16) as *mut __m256i, _mm256_permute4x64_epi64(_mm256_packs_epi32(v[2], v[3]), 0xD8));
+                for y in 0..h {
+                    let q = &mut qi[y * ts..(y + 1) * ts];
+                    match c {
+                        1 => pad_edges::<i16, 1>(q, r, rw),
+                        3 => pad_edges::<i16, 3>(q, r, rw),
+                        _ => {
+                            for j in 0..r * c {
+                                q[j] = q[r * c + j % c];
+                                q[r * c + rw + j] = q[r * c + rw - c + j % c];
+                            }
+                        }
+                    }
+                    // SAFETY: AVX2 present (and VNNI, VL with VNNI); q holds ts values, row rs.
+                    unsafe { hp.$run_q(q, &mut row) };
+                    let o = &mut out[y * rw..(y + 1) * rw];
+                    for e0 in (0..rw).step_by(32) {
+                        // cast_nudged, 32 values at once (row holds rs ≥ e0 + 32 values). No clamp:
+                        // nonnegative weights summing to 1 keep values within 0..=255 (+ nudge).
+                        let f = |i: usize| unsafe { _mm256_cvttps_epi32(_mm256_add_ps(_mm256_loadu_ps(row.as_ptr().add(e0 + 8 * i)), nudge)) };
+                        let p0 = _mm256_permute4x64_epi64(_mm256_packs_epi32(f(0), f(1)), 0xD8);
+                        let p1 = _mm256_permute4x64_epi64(_mm256_packs_epi32(f(2), f(3)), 0xD8);
+                        let b = _mm256_permute4x64_epi64(_mm256_packus_epi16(p0, p1), 0xD8);
+                        if e0 + 32 <= rw {
+                            // SAFETY: 32 bytes of o from e0.
+                            unsafe { _mm256_storeu_si256(o.as_mut_ptr().add(e0) as *mut __m256i, b) };
+                        } else {
+                            let mut t = [0u8; 32];
+                            // SAFETY: 32 bytes of t.
+                            unsafe { _mm256_storeu_si256(t.as_mut_ptr() as *mut __m256i, b) };
+                            o[e0..].copy_from_slice(&t[..rw - e0]);
+                        }
+                    }
                 }
-            }
+                });
+            });
         }
-        for y in 0..h {
-            let q = &mut qi[y * ts..(y + 1) * ts];
-            for j in 0..r * c {
-                q[j] = q[r * c + j % c];
-                q[r * c + rw + j] = q[r * c + rw - c + j % c];
-            }
-            // SAFETY: AVX2 present; q holds ts values, row rs.
-            unsafe { hp.run_q(q, &mut row) };
-            let o = &mut out[y * rw..(y + 1) * rw];
-            for e0 in (0..rw).step_by(32) {
-                // cast_nudged, 32 values at once (row holds rs ≥ e0 + 32 values).
-                let f = |i: usize| unsafe { _mm256_cvttps_epi32(_mm256_min_ps(_mm256_max_ps(_mm256_add_ps(_mm256_loadu_ps(row.as_ptr().add(e0 + 8 * i)), nudge), lo), hi)) };
-                let p0 = _mm256_permute4x64_epi64(_mm256_packs_epi32(f(0), f(1)), 0xD8);
-                let p1 = _mm256_permute4x64_epi64(_mm256_packs_epi32(f(2), f(3)), 0xD8);
-                let b = _mm256_permute4x64_epi64(_mm256_packus_epi16(p0, p1), 0xD8);
-                let mut t = [0u8; 32];
-                // SAFETY: 32 bytes of t.
-                unsafe { _mm256_storeu_si256(t.as_mut_ptr() as *mut __m256i, b) };
-                let n = (rw - e0).min(32);
-                o[e0..e0 + n].copy_from_slice(&t[..n]);
-            }
-        }
-        });
-    });
+    };
+}
+
+#[cfg(target_arch = "x86_64")]
+gauss_rows! {
+    /// The AVX2 gaussian_blur of larger images. Vertical pass in exact integers: per strip of 32
+    /// values, the image's rows as i16 pairs of consecutive rows (p, p+1) interleaved; mirrored
+    /// taps folded (x[y−d] + x[y+d] fits i16), so one `pmaddwd` weighs four taps of eight
+    /// outputs against i16 weights on the scale 2^-s (s ≤ 16, largest that fits; they sum to
+    /// exactly 2^s, so flat regions stay exact), summed in i32 without rounding. Then, per row,
+    /// the border pads (mode Nearest) and the 16-bit horizontal pass of [`HPairs`], and the cast.
+    /// Against the f32 filter, values move by the weights' quantisation (≤ 2^-s-1 each) on top
+    /// of [`HPairs`]' rounding.
+    ///
+    /// # Safety
+    /// AVX2 and FMA present; `k` is the kernel's half (centre first) that `hp` was built from with
+    /// rows of `block_stride(w·c)` values.
+    gauss_rows_avx2, "avx2,fma", false, 2, run_q
+}
+
+#[cfg(target_arch = "x86_64")]
+gauss_rows! {
+    /// [`gauss_rows_avx2`] with `vpdpwssd` for each multiply-add and add: the same bytes, fewer
+    /// instructions.
+    ///
+    /// # Safety
+    /// As [`gauss_rows_avx2`], and AVX-512 VNNI and VL present.
+    gauss_rows_vnni, "avx2,fma,avx512f,avx512vl,avx512vnni", true, 4, run_q_vnni
+}
+
+/// AVX-512 VNNI and VL present (for [`gauss_rows_vnni`]).
+#[cfg(target_arch = "x86_64")]
+fn vnni() -> bool {
+    std::is_x86_feature_detected!("avx512vnni") && std::is_x86_feature_detected!("avx512vl") && std::is_x86_feature_detected!("avx512f")
 }
 
 /// `src` (HWC) padded by `ry` rows and `rx` columns under `mode`.
@@ -1722,6 +1945,41 @@ mod tests {
         // The AVX2 horizontal pass (HPairs) rounds its input to 1/128 (≤ 1/256) and its weights
         // to 2^-15 (≤ 3 taps · 2^-16 · 255 ≈ 0.012 here).
         assert!(o1.iter().zip(&o2).all(|(p, q)| (p - q).abs() < 0.02));
+    }
+
+    /// The VNNI gaussian rows give the AVX2 rows' bytes (the same exact integer sums), for row
+    /// counts that leave each tail of the two-row blocking.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn gauss_rows_vnni_equals_avx2() {
+        if !(avx2_fma() && vnni()) {
+            return;
+        }
+        for (h, w, sigma) in [(37, 29, 3.0), (70, 66, 6.0), (35, 64, 1.5), (6, 40, 2.0)] {
+            let c = 3;
+            let x: Vec<u8> = (0..h * w * c).map(|i| ((i * 7919 + 13) % 256) as u8).collect();
+            let k64 = crate::ndimage::gaussian_kernel1d(sigma, 4.0);
+            let k: Vec<f32> = k64[k64.len() / 2..].iter().map(|&v| v as f32).collect();
+            let rs = block_stride(w * c);
+            let ts = (rs + (2 * k.len() - 1) * c + 48).div_ceil(16) * 16;
+            let hp = HPairs::new(&k, c, rs, ts).unwrap();
+            let (mut a, mut b) = (vec![0u8; h * w * c], vec![0u8; h * w * c]);
+            // SAFETY: AVX2, FMA, AVX-512 VNNI and VL checked above; hp built for these rows.
+            unsafe {
+                gauss_rows_avx2(&x, h, w, c, &k, &hp, &mut a);
+                gauss_rows_vnni(&x, h, w, c, &k, &hp, &mut b);
+            }
+            assert!(a == b, "{h}x{w} sigma {sigma}");
+        }
+    }
+
+    /// The vector u8 → f64/255 conversion gives the table's bits for every byte.
+    #[test]
+    fn unit_row_matches_lut() {
+        let src: Vec<u8> = (0..=255u8).chain(0..=255u8).collect();
+        let mut dst = vec![0f64; src.len()];
+        unit_row(&src, &mut dst);
+        assert!(src.iter().zip(&dst).all(|(&v, &o)| o.to_bits() == crate::UNIT_LUT[v as usize].to_bits()));
     }
 
     /// The defocus point-set sums are exact integers scaled once: both builds agree bit for bit.
