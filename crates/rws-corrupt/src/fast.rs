@@ -1271,11 +1271,13 @@ pub(crate) fn defocus_blur_u8(x: &[u8], h: usize, w: usize, c: usize, severity: 
             #[cfg(target_arch = "x86_64")]
             if avx2_fma() {
                 if let Some(cq) = &plan.corr_pairs {
-                    // SAFETY: the CPU supports AVX2 and FMA (checked just above).
+                    let avx512 = std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512bw");
+                    // SAFETY: the CPU supports AVX2 and FMA (checked just above), and AVX-512
+                    // F/BW when `avx512`.
                     unsafe {
                         match plan.g.len() {
-                            2 => defocus_rows_avx2::<2>(x, xb, cp, cs, h, w, c, &plan, cq, &mut out),
-                            _ => defocus_rows_avx2::<3>(x, xb, cp, cs, h, w, c, &plan, cq, &mut out),
+                            2 => defocus_rows_avx2::<2>(x, xb, cp, cs, h, w, c, &plan, cq, avx512, &mut out),
+                            _ => defocus_rows_avx2::<3>(x, xb, cp, cs, h, w, c, &plan, cq, avx512, &mut out),
                         }
                     };
                     return;
@@ -1493,14 +1495,15 @@ unsafe fn group_sums<const N: usize>(xb: *const u16, cp: *const u16, hb: *const 
 /// The AVX2 defocus of larger images, one output row at a time so that every intermediate
 /// stays in L1: disk rows (exact u16 group sums → f32) into a ring of 2·gr+1 rows, the
 /// vertical Gaussian of the ring into one mirror-padded row, then per 16 values the horizontal
-/// Gaussian, the correction ([`CorrPairs`]) and the cast to u8, in registers.
+/// Gaussian, the correction ([`CorrPairs`]) and the cast to u8, in registers. With `avx512`
+/// the disk rows take [`disk_row_avx512`] (the same bytes in half the instructions).
 ///
 /// # Safety
-/// AVX2 and FMA present.
+/// AVX2 and FMA present; AVX-512 F and BW too when `avx512`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn defocus_rows_avx2<const G: usize>(x: &[u8], xb: &mut [u16], cp: &mut [u16], cs: usize, h: usize, w: usize, c: usize, plan: &DefocusPlan, cq: &CorrPairs, out: &mut [u8]) {
+unsafe fn defocus_rows_avx2<const G: usize>(x: &[u8], xb: &mut [u16], cp: &mut [u16], cs: usize, h: usize, w: usize, c: usize, plan: &DefocusPlan, cq: &CorrPairs, avx512: bool, out: &mut [u8]) {
     use std::arch::x86_64::*;
     let (rw, rs, pad) = (w * c, block_stride(w * c), plan.pad);
     let gr = G - 1;
@@ -1513,6 +1516,7 @@ unsafe fn defocus_rows_avx2<const G: usize>(x: &[u8], xb: &mut [u16], cp: &mut [
     assert!(cp.len() >= (h + 2 * pad + 1) * cs + 16 && xb.len() >= (h + 2 * pad + 1) * cs + 16 && out.len() >= h * rw && rs % 16 == 0);
     let l = box_len(&plan.corr);
     let (disk, corr) = (disk_offsets(&plan.disk, cs, c), group_offsets(&plan.corr, cs, c, l));
+    assert!(disk.iter().all(|g| g.boxes.is_empty()));
     // Every box starts at a column ≤ 2·pad + 1 − l, so its reads stay below cs − (l − 1)·c, the
     // values [`pad_boxes_avx2`] computes; a 4-wide run starts at a column ≤ 2·pad − 3.
     assert!(l == 0 || (l * 255 < 65536 && corr.iter().all(|g| g.boxes.iter().all(|&o| o / cs <= 2 * pad && o % cs + (l - 1) * c <= 2 * pad * c))));
@@ -1540,6 +1544,10 @@ unsafe fn defocus_rows_avx2<const G: usize>(x: &[u8], xb: &mut [u16], cp: &mut [
         let disk_row = |py: usize, ring: &mut [f32]| {
             let sy = boundary_index(py as isize - gr as isize, h, Mode::Mirror).expect("mirror");
             let dst = ring[(py % nr) * rs..][..rs].as_mut_ptr();
+            if avx512 {
+                disk_row_avx512(xp.add(sy * cs), cpp.add(sy * cs), cwp.add(sy * cs), rs, &disk, dst);
+                return;
+            }
             for x0 in (0..rs).step_by(64) {
                 let mut f = [_mm256_setzero_ps(); 8];
                 for gp in &disk {
@@ -1635,6 +1643,78 @@ unsafe fn defocus_rows_avx2<const G: usize>(x: &[u8], xb: &mut [u16], cp: &mut [
     }
     HB.with(|v| *v.borrow_mut() = hbv);
     CW.with(|v| *v.borrow_mut() = cwv);
+}
+
+/// One ring row of [`defocus_rows_avx2`]'s disk sums with 32 u16 lanes per instruction and
+/// 128 values per pass over a group's offsets: half the instructions and offset reads of the
+/// AVX2 loop (Zen 4 still splits each 512-bit op in two, so the disk rows gain only a few
+/// percent). The exact group sums, their conversion and the fmadd order are those of the AVX2
+/// loop: same bytes.
+/// `xb`, `cp` and `cw` point at the source row's first padded value (disks have no boxes).
+///
+/// # Safety
+/// AVX-512 F/BW and FMA present; the reads of the AVX2 loop's disk rows readable; `dst` holds
+/// rs values, rs a multiple of 64.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx2,fma")]
+unsafe fn disk_row_avx512(xb: *const u16, cp: *const u16, cw: *const u16, rs: usize, disk: &[GroupOffsets], dst: *mut f32) {
+    // 128 values per pass over the offsets, then the last 64 if rs is an odd multiple of 64.
+    let mut x0 = 0;
+    // SAFETY: the caller guarantees the reads and writes, x0 + 32·N ≤ rs below.
+    unsafe {
+        while x0 + 128 <= rs {
+            disk_block_avx512::<4>(xb.add(x0), cp.add(x0), cw.add(x0), disk, dst.add(x0));
+            x0 += 128;
+        }
+        if x0 < rs {
+            disk_block_avx512::<2>(xb.add(x0), cp.add(x0), cw.add(x0), disk, dst.add(x0));
+        }
+    }
+}
+
+/// 32·N values of [`disk_row_avx512`].
+///
+/// # Safety
+/// As [`disk_row_avx512`], for the 32·N values at the pointers.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx2,fma")]
+#[inline]
+unsafe fn disk_block_avx512<const N: usize>(xb: *const u16, cp: *const u16, cw: *const u16, disk: &[GroupOffsets], dst: *mut f32) {
+    use std::arch::x86_64::*;
+    // SAFETY: the caller guarantees the reads and writes.
+    unsafe {
+        let ld = |p: *const u16, i: usize| _mm512_loadu_si512(p.add(32 * i) as *const __m512i);
+        let mut f = [[_mm512_setzero_ps(); 2]; N];
+        for g in disk {
+            let mut acc = [_mm512_setzero_si512(); N];
+            for &(hi, lo) in &g.runs {
+                let (ph, pl) = (cp.add(hi), cp.add(lo));
+                for (i, a) in acc.iter_mut().enumerate() {
+                    *a = _mm512_add_epi16(*a, _mm512_sub_epi16(ld(ph, i), ld(pl, i)));
+                }
+            }
+            for &(hi, lo) in &g.wide {
+                let (ph, pl) = (cw.add(hi), cw.add(lo));
+                for (i, a) in acc.iter_mut().enumerate() {
+                    *a = _mm512_add_epi16(*a, _mm512_sub_epi16(ld(ph, i), ld(pl, i)));
+                }
+            }
+            for &o in &g.points {
+                for (i, a) in acc.iter_mut().enumerate() {
+                    *a = _mm512_add_epi16(*a, ld(xb.add(o), i));
+                }
+            }
+            let k = _mm512_set1_ps(g.w);
+            for (a, f) in acc.iter().zip(f.iter_mut()) {
+                f[0] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepu16_epi32(_mm512_castsi512_si256(*a))), k, f[0]);
+                f[1] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64::<1>(*a))), k, f[1]);
+            }
+        }
+        for (i, f) in f.iter().enumerate() {
+            _mm512_storeu_ps(dst.add(32 * i), f[0]);
+            _mm512_storeu_ps(dst.add(32 * i + 16), f[1]);
+        }
+    }
 }
 
 /// The fused AVX2 rows' inputs in one pass per padded row i: `xb` and `cp` as [`pad_prefix`],
@@ -2025,10 +2105,22 @@ mod tests {
             // SAFETY: AVX2 and FMA checked above.
             unsafe {
                 match plan.g.len() {
-                    2 => defocus_rows_avx2::<2>(&x, &mut xb2, &mut cp2, cs, h, w, c, &plan, cq, &mut a2),
-                    _ => defocus_rows_avx2::<3>(&x, &mut xb2, &mut cp2, cs, h, w, c, &plan, cq, &mut a2),
+                    2 => defocus_rows_avx2::<2>(&x, &mut xb2, &mut cp2, cs, h, w, c, &plan, cq, false, &mut a2),
+                    _ => defocus_rows_avx2::<3>(&x, &mut xb2, &mut cp2, cs, h, w, c, &plan, cq, false, &mut a2),
                 }
             };
+            // The AVX-512 disk rows give the same bytes.
+            if std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512bw") {
+                let mut a3 = vec![0u8; h * w * c];
+                // SAFETY: AVX2, FMA and AVX-512 F/BW checked above.
+                unsafe {
+                    match plan.g.len() {
+                        2 => defocus_rows_avx2::<2>(&x, &mut xb2, &mut cp2, cs, h, w, c, &plan, cq, true, &mut a3),
+                        _ => defocus_rows_avx2::<3>(&x, &mut xb2, &mut cp2, cs, h, w, c, &plan, cq, true, &mut a3),
+                    }
+                };
+                assert_eq!(a2, a3, "r {r}");
+            }
             let (rows, n) = (h + 2 * pad, (w + 2 * pad) * c);
             let same = |p: &[u16], q: &[u16], k: usize| p[..k * cs].chunks(cs).zip(q[..k * cs].chunks(cs)).all(|(p, q)| p[..n] == q[..n]);
             assert!(same(&xb, &xb2, rows) && same(&cp, &cp2, rows + 1));
