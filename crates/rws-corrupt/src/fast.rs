@@ -1449,6 +1449,30 @@ fn disk_offsets(disk: &[Group], cs: usize, c: usize) -> Vec<GroupOffsets> {
     out
 }
 
+/// Adds a defocus group's column runs, 4-wide runs and single points onto `acc` (one register
+/// per 16 or 32 values): one body for the AVX2 and AVX-512 disk loops, which differ only in
+/// register width.
+#[cfg(target_arch = "x86_64")]
+macro_rules! disk_group_sums {
+    ($acc:ident, $g:expr, $xb:expr, $cp:expr, $cw:expr, $ld:ident, $add:ident, $sub:ident) => {
+        // Two loops, not a chained iterator: this is the innermost loop of the defocus.
+        for (runs, base) in [(&$g.runs, $cp), (&$g.wide, $cw)] {
+            for &(hi, lo) in runs.iter() {
+                let (ph, pl) = (base.add(hi), base.add(lo));
+                for (i, a) in $acc.iter_mut().enumerate() {
+                    *a = $add(*a, $sub($ld(ph, i), $ld(pl, i)));
+                }
+            }
+        }
+        for &o in &$g.points {
+            let p = $xb.add(o);
+            for (i, a) in $acc.iter_mut().enumerate() {
+                *a = $add(*a, $ld(p, i));
+            }
+        }
+    };
+}
+
 /// Exact u16 sums of one group for 16·N consecutive values (N vectors, so the loop over the
 /// group's offsets is paid once per N): `xb`, `cp`, the row box sums `hb` and the wide column
 /// prefix sums `cw` point at the first value's top-left padded position.
@@ -1464,24 +1488,7 @@ unsafe fn group_sums<const N: usize>(xb: *const u16, cp: *const u16, hb: *const 
     unsafe {
         let ld = |p: *const u16, i: usize| _mm256_loadu_si256(p.add(16 * i) as *const __m256i);
         let mut acc = [_mm256_setzero_si256(); N];
-        for &(hi, lo) in &g.runs {
-            let (ph, pl) = (cp.add(hi), cp.add(lo));
-            for (i, a) in acc.iter_mut().enumerate() {
-                *a = _mm256_add_epi16(*a, _mm256_sub_epi16(ld(ph, i), ld(pl, i)));
-            }
-        }
-        for &(hi, lo) in &g.wide {
-            let (ph, pl) = (cw.add(hi), cw.add(lo));
-            for (i, a) in acc.iter_mut().enumerate() {
-                *a = _mm256_add_epi16(*a, _mm256_sub_epi16(ld(ph, i), ld(pl, i)));
-            }
-        }
-        for &o in &g.points {
-            let p = xb.add(o);
-            for (i, a) in acc.iter_mut().enumerate() {
-                *a = _mm256_add_epi16(*a, ld(p, i));
-            }
-        }
+        disk_group_sums!(acc, g, xb, cp, cw, ld, _mm256_add_epi16, _mm256_sub_epi16);
         for &o in &g.boxes {
             let p = hb.add(o);
             for (i, a) in acc.iter_mut().enumerate() {
@@ -1687,23 +1694,7 @@ unsafe fn disk_block_avx512<const N: usize>(xb: *const u16, cp: *const u16, cw: 
         let mut f = [[_mm512_setzero_ps(); 2]; N];
         for g in disk {
             let mut acc = [_mm512_setzero_si512(); N];
-            for &(hi, lo) in &g.runs {
-                let (ph, pl) = (cp.add(hi), cp.add(lo));
-                for (i, a) in acc.iter_mut().enumerate() {
-                    *a = _mm512_add_epi16(*a, _mm512_sub_epi16(ld(ph, i), ld(pl, i)));
-                }
-            }
-            for &(hi, lo) in &g.wide {
-                let (ph, pl) = (cw.add(hi), cw.add(lo));
-                for (i, a) in acc.iter_mut().enumerate() {
-                    *a = _mm512_add_epi16(*a, _mm512_sub_epi16(ld(ph, i), ld(pl, i)));
-                }
-            }
-            for &o in &g.points {
-                for (i, a) in acc.iter_mut().enumerate() {
-                    *a = _mm512_add_epi16(*a, ld(xb.add(o), i));
-                }
-            }
+            disk_group_sums!(acc, g, xb, cp, cw, ld, _mm512_add_epi16, _mm512_sub_epi16);
             let k = _mm512_set1_ps(g.w);
             for (a, f) in acc.iter().zip(f.iter_mut()) {
                 f[0] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepu16_epi32(_mm512_castsi512_si256(*a))), k, f[0]);

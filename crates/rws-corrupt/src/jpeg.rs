@@ -832,6 +832,25 @@ unsafe fn round_trip_avx2(img: &[u8], h: usize, w: usize, c: usize, quality: u32
     out
 }
 
+/// `vpshufb` control for the colour conversions: dword j of each 16-byte lane gets the lane's
+/// bytes 3j + c0 and 3j + c1 as two u16 (0x80 zeroes the high bytes), i.e. one pixel's two
+/// components ready for `vpmaddwd` / `vpdpwssd`. N is the register width in bytes.
+#[cfg(target_arch = "x86_64")]
+const fn rgb_pairs<const N: usize>(c0: u8, c1: u8) -> [u8; N] {
+    let mut m = [0x80u8; N];
+    let mut i = 0;
+    while i < N {
+        let j = (i % 16 / 4) as u8;
+        match i % 4 {
+            0 => m[i] = 3 * j + c0,
+            2 => m[i] = 3 * j + c1,
+            _ => {}
+        }
+        i += 1;
+    }
+    m
+}
+
 /// The row steps of [`round_trip_avx2`]. The colour conversions (jccolor.c / jdcolor.c fixed
 /// point) return how many pixels they did; the caller finishes the row.
 #[cfg(target_arch = "x86_64")]
@@ -855,23 +874,8 @@ mod rows_avx2 {
         let (kcr0, kcr1) = (k(FHALF - 1, -FCR_G), k(-FCR_B, 1));
         let y_off = _mm256_set1_epi32(ONE_HALF);
         let c_off = _mm256_set1_epi32(CBCR_OFF + ONE_HALF - 1);
-        /// Dword j of a lane: bytes 3j + c0 and 3j + c1 of the lane's 12 as two u16.
-        const fn pairs(c0: i8, c1: i8) -> [i8; 32] {
-            let mut m = [-1i8; 32];
-            let mut i = 0;
-            while i < 32 {
-                let j = (i % 16 / 4) as i8;
-                match i % 4 {
-                    0 => m[i] = 3 * j + c0,
-                    2 => m[i] = 3 * j + c1,
-                    _ => {}
-                }
-                i += 1;
-            }
-            m
-        }
-        const M: [[i8; 32]; 3] = [pairs(0, 1), pairs(1, 2), pairs(2, 0)];
-        let ld = |m: [i8; 32]| _mm256_loadu_si256(m.as_ptr() as *const __m256i);
+        const M: [[u8; 32]; 3] = [rgb_pairs(0, 1), rgb_pairs(1, 2), rgb_pairs(2, 0)];
+        let ld = |m: [u8; 32]| _mm256_loadu_si256(m.as_ptr() as *const __m256i);
         let (mrg, mgb, mbr) = (ld(M[0]), ld(M[1]), ld(M[2]));
         // Eight pixels from bytes 3x (four in each lane): Y, Cb, Cr as dwords [0-3 | 4-7].
         // Each lane loads 16 bytes for its 12; `masked` loads the high lane's as three dwords
@@ -1185,22 +1189,6 @@ mod rows_avx512 {
             }
             m
         }
-        /// Dword j of a lane: its bytes 3j + c0 and 3j + c1 as two u16 (`vpshufb` zeroes at
-        /// 0x80).
-        const fn pairs(c0: u8, c1: u8) -> [u8; 64] {
-            let mut m = [0x80u8; 64];
-            let mut i = 0;
-            while i < 64 {
-                let j = (i % 16 / 4) as u8;
-                match i % 4 {
-                    0 => m[i] = 3 * j + c0,
-                    2 => m[i] = 3 * j + c1,
-                    _ => {}
-                }
-                i += 1;
-            }
-            m
-        }
         /// Byte 2 of each dword of two registers: 32 results in the low half.
         const fn third_bytes() -> [u8; 64] {
             let mut m = [0u8; 64];
@@ -1211,7 +1199,7 @@ mod rows_avx512 {
             }
             m
         }
-        const M: [[u8; 64]; 5] = [pairs(0, 1), pairs(1, 2), pairs(2, 0), third_bytes(), spread()];
+        const M: [[u8; 64]; 5] = [rgb_pairs(0, 1), rgb_pairs(1, 2), rgb_pairs(2, 0), third_bytes(), spread()];
         let ld = |m: &[u8; 64]| _mm512_loadu_si512(m.as_ptr() as *const _);
         let (mrg, mgb, mbr, gather, lanes) = (ld(&M[0]), ld(&M[1]), ld(&M[2]), ld(&M[3]), ld(&M[4]));
         // The last flat run's 48 bytes and its Y, Cb, Cr as dwords v << 16 (at first: black).
