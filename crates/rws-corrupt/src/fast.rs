@@ -695,16 +695,7 @@ pub(crate) fn gaussian_blur_u8(x: &[u8], h: usize, w: usize, c: usize, severity:
                 let vt: Vec<(usize, f64)> = k.iter().enumerate().map(|(i, &kv)| (i * rw, kv)).collect();
                 taps_f64(u, rw, h, rw, &vt, |y, e0, b| t[y * ts + r * c + e0..][..BLK64].copy_from_slice(b));
                 for tr in t.chunks_exact_mut(ts).take(h) {
-                    match c {
-                        1 => pad_edges::<f64, 1>(tr, r, rw),
-                        3 => pad_edges::<f64, 3>(tr, r, rw),
-                        _ => {
-                            for j in 0..r * c {
-                                tr[j] = tr[r * c + j % c];
-                                tr[r * c + rw + j] = tr[r * c + rw - c + j % c];
-                            }
-                        }
-                    }
+                    pad_row_edges(tr, r, rw, c);
                 }
                 let ht: Vec<(usize, f64)> = k.iter().enumerate().map(|(j, &kv)| (j * c, kv)).collect();
                 taps_f64(t, ts, h, rw, &ht, |y, e0, b| {
@@ -744,6 +735,21 @@ pub(crate) fn gaussian_blur_u8(x: &[u8], h: usize, w: usize, c: usize, severity:
         });
     });
     out
+}
+
+/// [`pad_edges`] for any channel count: the common 1 and 3 with whole-pixel copies, others
+/// value by value.
+fn pad_row_edges<T: Copy>(q: &mut [T], r: usize, rw: usize, c: usize) {
+    match c {
+        1 => pad_edges::<T, 1>(q, r, rw),
+        3 => pad_edges::<T, 3>(q, r, rw),
+        _ => {
+            for j in 0..r * c {
+                q[j] = q[r * c + j % c];
+                q[r * c + rw + j] = q[r * c + rw - c + j % c];
+            }
+        }
+    }
 }
 
 /// Mode Nearest's padding of a row of `C`-channel pixels: `r` copies of the first pixel before
@@ -891,16 +897,7 @@ macro_rules! gauss_rows {
                 }
                 for y in 0..h {
                     let q = &mut qi[y * ts..(y + 1) * ts];
-                    match c {
-                        1 => pad_edges::<i16, 1>(q, r, rw),
-                        3 => pad_edges::<i16, 3>(q, r, rw),
-                        _ => {
-                            for j in 0..r * c {
-                                q[j] = q[r * c + j % c];
-                                q[r * c + rw + j] = q[r * c + rw - c + j % c];
-                            }
-                        }
-                    }
+                    pad_row_edges(q, r, rw, c);
                     // SAFETY: AVX2 present (and VNNI, VL with VNNI); q holds ts values, row rs.
                     unsafe { hp.$run_q(q, &mut row) };
                     let o = &mut out[y * rw..(y + 1) * rw];
