@@ -258,14 +258,10 @@ mod block_avx2 {
                 corr: std::array::from_fn(|i| row(i, &|q| rc(q, 1))),
                 scale: std::array::from_fn(|i| row(i, &|q| rc(q, 2))),
                 q: std::array::from_fn(|i| row(i, &|q| q as i16)),
-                flat: std::array::from_fn(|v| {
-                    // The forward DCT of 64 samples v is 64·(v − 128) at DC and exactly 0 elsewhere
-                    // (every AC term is a difference of equal values); then the scalar quantiser
-                    // and the inverse DCT's DC-only fill.
-                    let (t, d) = (64 * (v as i32 - 128), qt[0] << 3);
-                    let q = (t.abs() + d / 2) / d * t.signum();
-                    range_limit(super::descale((q * qt[0]) << PASS1_BITS, PASS1_BITS + 3))
-                }),
+                // The scalar reference codes each flat block once per quality table (cached), so
+                // the look-up is its output by construction. A flat block decodes flat: its DCT is
+                // DC-only (every AC term is a difference of equal values).
+                flat: std::array::from_fn(|v| super::code_plane(&[v as u8; 64], 8, 8, qt)[0]),
             }
         }
     }
