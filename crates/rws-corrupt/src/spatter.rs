@@ -646,104 +646,6 @@ unsafe fn liquid_avx2(bits: &[u64], t: &[u64; NQ], mu: f32, s: f32, out: &mut [f
     k
 }
 
-/// [`gauss_f32`] with σ on both axes and mode nearest, for the liquid layer: where AVX2 is
-/// present, eight columns at a time with the partial sums in registers (the shared version
-/// makes one pass over the row per tap); the same operations in the same order per value, so
-/// the same bytes as the portable [`gauss_f32`].
-fn gauss_nearest<O: Copy + Default>(src: &[f32], h: usize, w: usize, sigma: f64, fin: impl Fn(f32) -> O) -> Vec<O> {
-    #[cfg(target_arch = "x86_64")]
-    if h * w > 0 && std::is_x86_feature_detected!("avx2") {
-        if let Some(k) = crate::glass::gaussian_kernel(sigma, 4.0) {
-            let k: Vec<f32> = k.iter().map(|&v| v as f32).collect();
-            // SAFETY: the CPU supports AVX2 (checked just above).
-            return unsafe { gauss_nearest_avx2(src, h, w, &k, fin) };
-        }
-    }
-    gauss_f32(src, h, w, sigma, sigma, 4.0, Mode::Nearest, fin)
-}
-
-/// [`gauss_nearest`]'s kernel: per output row the vertical sums (the centre tap, then each
-/// symmetric pair from the outside in) into a row padded by replicated ends, then the
-/// horizontal sums in the same order; the last columns one by one.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn gauss_nearest_avx2<O: Copy + Default>(src: &[f32], h: usize, w: usize, k: &[f32], fin: impl Fn(f32) -> O) -> Vec<O> {
-    use std::arch::x86_64::*;
-    assert!(src.len() == h * w && k.len() % 2 == 1);
-    let r = k.len() / 2;
-    let kv: Vec<__m256> = k.iter().map(|&v| _mm256_set1_ps(v)).collect();
-    let mut out = vec![O::default(); h * w];
-    let mut buf = vec![0f32; w + 2 * r];
-    let mut acc = vec![0f32; w];
-    // Offsets of the rows y − r ..= y + r (clamped: mode nearest).
-    let mut offs = vec![0usize; 2 * r + 1];
-    let sp = src.as_ptr();
-    // `$n` vectors of 8 values at `$dst`: the centre tap at `$c`, then the pairs `$pair(t)`
-    // from the outside in. Several independent sums at once: one would wait on each addition.
-    macro_rules! taps {
-        ($n:literal, $c:expr, $pair:expr, $dst:expr) => {{
-            let c: *const f32 = $c;
-            let mut a: [__m256; $n] = std::array::from_fn(|j| _mm256_mul_ps(kv[r], _mm256_loadu_ps(c.add(8 * j))));
-            for (t, &kt) in kv[..r].iter().enumerate() {
-                let (u, v): (*const f32, *const f32) = $pair(t);
-                for (j, aj) in a.iter_mut().enumerate() {
-                    *aj = _mm256_add_ps(*aj, _mm256_mul_ps(kt, _mm256_add_ps(_mm256_loadu_ps(u.add(8 * j)), _mm256_loadu_ps(v.add(8 * j)))));
-                }
-            }
-            let d: *mut f32 = $dst;
-            for (j, aj) in a.iter().enumerate() {
-                _mm256_storeu_ps(d.add(8 * j), *aj);
-            }
-        }};
-    }
-    let (w32, w8) = (w / 32 * 32, w / 8 * 8);
-    for (y, orow) in out.chunks_exact_mut(w).enumerate() {
-        for (j, o) in offs.iter_mut().enumerate() {
-            *o = (y + j).saturating_sub(r).min(h - 1) * w;
-        }
-        let bp = buf.as_mut_ptr().add(r);
-        // SAFETY (loads and stores): x + 32 ≤ w (or x + 8 ≤ w), every offset is a row start in
-        // src, and buf holds r + w + r values.
-        for x in (0..w32).step_by(32) {
-            taps!(4, sp.add(offs[r] + x), |t: usize| (sp.add(offs[t] + x), sp.add(offs[2 * r - t] + x)), bp.add(x));
-        }
-        for x in (w32..w8).step_by(8) {
-            taps!(1, sp.add(offs[r] + x), |t: usize| (sp.add(offs[t] + x), sp.add(offs[2 * r - t] + x)), bp.add(x));
-        }
-        for x in w8..w {
-            let mut a = k[r] * src[offs[r] + x];
-            for (t, &kt) in k[..r].iter().enumerate() {
-                a += kt * (src[offs[t] + x] + src[offs[2 * r - t] + x]);
-            }
-            buf[r + x] = a;
-        }
-        let (first, last) = (buf[r], buf[r + w - 1]);
-        buf[..r].fill(first);
-        buf[r + w..].fill(last);
-        // Value x of the row is at r + x in buf: its pair t at x + t and x + 2r − t.
-        let bb = buf.as_ptr();
-        let ap = acc.as_mut_ptr();
-        // SAFETY: as above; the taps reach r values either side of the row, inside buf.
-        for x in (0..w32).step_by(32) {
-            taps!(4, bb.add(r + x), |t: usize| (bb.add(x + t), bb.add(x + 2 * r - t)), ap.add(x));
-        }
-        for x in (w32..w8).step_by(8) {
-            taps!(1, bb.add(r + x), |t: usize| (bb.add(x + t), bb.add(x + 2 * r - t)), ap.add(x));
-        }
-        for x in w8..w {
-            let mut a = k[r] * buf[r + x];
-            for (t, &kt) in k[..r].iter().enumerate() {
-                a += kt * (buf[x + t] + buf[x + 2 * r - t]);
-            }
-            acc[x] = a;
-        }
-        for (o, &a) in orow.iter_mut().zip(&acc) {
-            *o = fin(a);
-        }
-    }
-    out
-}
-
 /// What spatter adds to an image: per pixel a weight `m` and per channel a colour (0..255).
 struct Layer {
     m: Vec<f32>,
@@ -760,7 +662,7 @@ fn layer(h: usize, w: usize, c: usize, severity: usize, p: ParamSet, rng: &mut R
     let t = t as f32;
     let (m, color) = if mode == 0 {
         // astype(np.uint8) of liquid·255: truncation, wrapping above 255 as the C cast does.
-        let l8: Vec<u8> = gauss_nearest(&liquid, h, w, sigma, |v| {
+        let l8: Vec<u8> = gauss_f32(&liquid, h, w, sigma, sigma, 4.0, Mode::Nearest, |v| {
             // SAFETY: t ≤ v (a finite weighted mean of finite draws), so v·255 is finite and the
             // clamped value lies in 0..=2³⁰: a valid i32 (the unchecked cast vectorises).
             let i: i32 = unsafe { (v * 255.0).min((1 << 30) as f32).to_int_unchecked() };
@@ -773,8 +675,8 @@ fn layer(h: usize, w: usize, c: usize, severity: usize, p: ParamSet, rng: &mut R
         let scale = if mx > 0 { (k / mx as f64) as f32 } else { 0.0 };
         (prod.iter().map(|&v| v as f32 * scale).collect(), [175.0 / 255.0, 238.0 / 255.0, 238.0 / 255.0])
     } else {
-        let mask: Vec<f32> = gauss_nearest(&liquid, h, w, sigma, |v| if v > t { 1.0 } else { 0.0 });
-        (gauss_nearest(&mask, h, w, k, |v| if v < 0.8 { 0.0 } else { v }), [63.0 / 255.0, 42.0 / 255.0, 20.0 / 255.0])
+        let mask: Vec<f32> = gauss_f32(&liquid, h, w, sigma, sigma, 4.0, Mode::Nearest, |v| if v > t { 1.0 } else { 0.0 });
+        (gauss_f32(&mask, h, w, k, k, 4.0, Mode::Nearest, |v| if v < 0.8 { 0.0 } else { v }), [63.0 / 255.0, 42.0 / 255.0, 20.0 / 255.0])
     };
     let grey_col: f64 = color.iter().zip(GREY_W).map(|(a, b)| a * b).sum();
     let cols = if c == 3 { color } else { [grey_col; 3] };
@@ -1055,7 +957,7 @@ mod tests {
                     assert!(g1 == g2);
                     for sigma in [0.5, 1.0, 1.5, 2.0, 3.0, 4.0] {
                         let k: Vec<f32> = crate::glass::gaussian_kernel(sigma, 4.0).unwrap().iter().map(|&v| v as f32).collect();
-                        assert!(gauss_nearest(&liquid, h, w, sigma, |v| v) == crate::glass::gauss_f32_portable(&liquid, h, w, &k, &k, Mode::Nearest), "{h}x{w} σ {sigma}");
+                        assert!(gauss_f32(&liquid, h, w, sigma, sigma, 4.0, Mode::Nearest, |v| v) == crate::glass::gauss_f32_portable(&liquid, h, w, &k, &k, Mode::Nearest), "{h}x{w} σ {sigma}");
                     }
                 }
             }
