@@ -124,6 +124,26 @@ fn time_ms(c: Corruption, sev: usize, p: ParamSet, side: usize, imgs: &[Vec<u8>]
     per[per.len() / 2]
 }
 
+/// The core clock in GHz, from a chain of dependent adds (one per cycle on x86-64 cores). This VM's
+/// clock moves between about 2.3 and 3.2 GHz for minutes at a time, and every timing moves with
+/// it; the bench prints the estimate before and after so a table says which state it came from.
+fn clock_ghz() -> f64 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let n: u64 = 50_000_000;
+        let t = Instant::now();
+        let mut x = 0u64;
+        // SAFETY: register-only arithmetic on two locals.
+        unsafe {
+            std::arch::asm!("2:", "add {x}, 1", "add {x}, 1", "add {x}, 1", "add {x}, 1", "dec {n}", "jnz 2b", x = inout(reg) x, n = inout(reg) n => _, options(nomem, nostack));
+        }
+        std::hint::black_box(x);
+        4.0 * n as f64 / t.elapsed().as_secs_f64() / 1e9
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    f64::NAN
+}
+
 fn main() {
     // As the `rws` binary does (rws-cli/src/main.rs): mimalloc keeps freed memory mapped instead
     // of purging it after 10 ms, so each call's buffers are not page-faulted in anew (without
@@ -153,6 +173,7 @@ fn main() {
             std::fs::write(std::path::Path::new(&dir).join(format!("bench{side}.npy")), b).expect("BENCH_DUMP folder writable");
         }
     }
+    let ghz_before = clock_ghz();
     println!("images: {}\n", if fm.is_some() { "Fashion-MNIST test images, tinted (TIMING.md's inputs)" } else { "synthetic pictures" });
     println!("| corruption | sev | rws 32 (ms) | Python cifar 32 (ms) | speed-up | rws 224 (ms) | Python ic 224 (ms) | speed-up |");
     println!("|---|---|---|---|---|---|---|---|");
@@ -192,4 +213,5 @@ fn main() {
         let gm = (logs.iter().sum::<f64>() / logs.len() as f64).exp();
         println!("\ngeometric mean speed-up over {} cells: {gm:.1}×; slowest: {:.1}× ({})", logs.len(), worst.0, worst.1);
     }
+    println!("core clock estimate (dependent adds): {ghz_before:.2} GHz before, {:.2} GHz after", clock_ghz());
 }
