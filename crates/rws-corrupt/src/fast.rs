@@ -1718,9 +1718,9 @@ unsafe fn group_sums_avx512(xb: *const u16, cp: *const u16, hb: *const u16, cw: 
 
 /// One output row of [`defocus_rows_avx2`] (vertical Gaussian of the ring rows, horizontal
 /// Gaussian, odd correction group, cast) with 16 f32 lanes: the AVX2 row's operations lane by
-/// lane (same bytes), in half the instructions, and the horizontal taps shifted in registers
-/// from aligned loads of the vertical row instead of read unaligned. For plans without
-/// correction pairs (radius 10 has one group, radius ≤ 6 none).
+/// lane (same bytes), in half the instructions; the horizontal taps are shifted in registers
+/// instead of read unaligned, and the vertical row stays in registers but for its last blocks.
+/// For plans without correction pairs (radius 10 has one group, radius ≤ 6 none).
 ///
 /// # Safety
 /// AVX-512 F/BW/VL present; `rows` the 2·G − 1 ring rows of rs values (rs a multiple of 64); `v`
@@ -1737,24 +1737,43 @@ unsafe fn defocus_row_avx512<const G: usize, const C: usize>(rows: &[*const f32;
     // SAFETY: the caller guarantees the reads and writes below; e + 16 ≤ rs.
     unsafe {
         let gv: [__m512; G] = std::array::from_fn(|d| _mm512_set1_ps(g[d]));
-        for e in (0..rs).step_by(16) {
+        let vert = |e: usize| {
             let mut a = _mm512_mul_ps(gv[0], _mm512_loadu_ps(rows[gr].add(e)));
             for (d, k) in gv.iter().enumerate().skip(1) {
                 a = _mm512_fmadd_ps(*k, _mm512_add_ps(_mm512_loadu_ps(rows[gr - d].add(e)), _mm512_loadu_ps(rows[gr + d].add(e))), a);
             }
-            _mm512_storeu_ps(v.add(e), a);
+            a
+        };
+        // The vertical row stays in registers up to t0; from there on (the blocks whose taps
+        // reach the mirrored right side) it is stored with that side. Its left side is the
+        // first block's values permuted into the lanes below it.
+        let t0 = if rw >= 64 { (rw - 32) & !15 } else { 0 };
+        for e in (t0..rs).step_by(16) {
+            _mm512_storeu_ps(v.add(e), vert(e));
         }
         for (j, &(l, r)) in side.iter().enumerate() {
             for ch in 0..C {
-                *v.sub((gr - j) * C).add(ch) = *v.add(l * C + ch);
+                if t0 == 0 {
+                    *v.sub((gr - j) * C).add(ch) = *v.add(l * C + ch);
+                }
                 *v.add((w + j) * C + ch) = *v.add(r * C + ch);
             }
         }
         let nudge = _mm512_set1_ps(1e-3);
         let ld = |e: usize| _mm512_loadu_ps(v.add(e).sub(16));
         let (mut prev, mut cur, mut sums) = (ld(0), ld(16), _mm512_setzero_si512());
+        if t0 > 0 {
+            let mut idx = [0i32; 16];
+            for (j, &(l, _)) in side.iter().enumerate() {
+                for ch in 0..C {
+                    idx[16 - (gr - j) * C + ch] = (l * C + ch) as i32;
+                }
+            }
+            cur = vert(0);
+            prev = _mm512_permutexvar_ps(_mm512_loadu_si512(idx.as_ptr() as *const __m512i), cur);
+        }
         for e in (0..rw).step_by(16) {
-            let next = ld(e + 32);
+            let next = if e + 16 >= t0 { ld(e + 32) } else { vert(e + 16) };
             let mut a = _mm512_mul_ps(gv[0], cur);
             for (d, k) in gv.iter().enumerate().skip(1) {
                 a = _mm512_fmadd_ps(*k, _mm512_add_ps(align_ps(cur, prev, 16 - d * C), align_ps(next, cur, d * C)), a);
