@@ -2228,8 +2228,9 @@ mod tests {
         if !avx2_fma() {
             return;
         }
-        // RGB and grayscale rows (the AVX-512 rows shift by the pixel stride), both with tails.
-        for ((h, w, c), (r, a)) in [(70, 81, 3), (66, 83, 1)].into_iter().flat_map(|s| [(s, (6.0, 0.5)), (s, (10.0, 0.5))]) {
+        // RGB and grayscale rows (the AVX-512 rows shift by the pixel stride), with tails, and
+        // rows too short to keep the vertical row in registers.
+        for ((h, w, c), (r, a)) in [(70, 81, 3), (66, 83, 1), (50, 40, 1)].into_iter().flat_map(|s| [(s, (6.0, 0.5)), (s, (10.0, 0.5))]) {
             let x: Vec<u8> = (0..h * w * c).map(|i| (((i / (w * c)) as f64 * 0.3).sin() * 90.0 + 128.0 + ((i * 7919) % 37) as f64) as u8).collect();
             let plan = DefocusPlan::new(r, a);
             let (pad, rs) = (plan.pad, block_stride(w * c));
