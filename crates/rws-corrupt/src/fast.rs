@@ -1695,24 +1695,26 @@ fn align_ps(a: std::arch::x86_64::__m512, b: std::arch::x86_64::__m512, s: usize
     _mm512_castsi512_ps(arms!(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15))
 }
 
-/// Exact u16 sums of one correction group for 32 consecutive values, as [`group_sums`].
+/// Exact u16 sums of one correction group for 32·N consecutive values, as [`group_sums`].
 ///
 /// # Safety
-/// AVX-512 F/BW present; every offset of `g` plus 32 values readable from the pointers.
+/// AVX-512 F/BW present; every offset of `g` plus 32·N values readable from the pointers.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw")]
 #[inline]
-unsafe fn group_sums_avx512(xb: *const u16, cp: *const u16, hb: *const u16, cw: *const u16, g: &GroupOffsets) -> std::arch::x86_64::__m512i {
+unsafe fn group_sums_avx512<const N: usize>(xb: *const u16, cp: *const u16, hb: *const u16, cw: *const u16, g: &GroupOffsets) -> [std::arch::x86_64::__m512i; N] {
     use std::arch::x86_64::*;
     // SAFETY: the caller guarantees the reads.
     unsafe {
         let ld = |p: *const u16, i: usize| _mm512_loadu_si512(p.add(32 * i) as *const __m512i);
-        let mut acc = [_mm512_setzero_si512(); 1];
+        let mut acc = [_mm512_setzero_si512(); N];
         disk_group_sums!(acc, g, xb, cp, cw, ld, _mm512_add_epi16, _mm512_sub_epi16);
         for &o in &g.boxes {
-            acc[0] = _mm512_add_epi16(acc[0], ld(hb.add(o), 0));
+            for (i, a) in acc.iter_mut().enumerate() {
+                *a = _mm512_add_epi16(*a, ld(hb.add(o), i));
+            }
         }
-        acc[0]
+        acc
     }
 }
 
@@ -1726,7 +1728,8 @@ unsafe fn group_sums_avx512(xb: *const u16, cp: *const u16, hb: *const u16, cw: 
 /// AVX-512 F/BW/VL present; `rows` the 2·G − 1 ring rows of rs values (rs a multiple of 64); `v`
 /// (64-byte aligned for speed) with 16 values of room before it and rs + 16 after; `out` the
 /// output row of w·C values; `bx`, `bc`, `bh` the output row's top-left padded position with
-/// every correction read of [`defocus_rows_avx2`] readable for 32 values from each e < w·C.
+/// every correction read of [`defocus_rows_avx2`] readable for 64 values from each multiple of
+/// 64 below w·C.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
 #[allow(clippy::too_many_arguments)]
@@ -1761,7 +1764,7 @@ unsafe fn defocus_row_avx512<const G: usize, const C: usize>(rows: &[*const f32;
         }
         let nudge = _mm512_set1_ps(1e-3);
         let ld = |e: usize| _mm512_loadu_ps(v.add(e).sub(16));
-        let (mut prev, mut cur, mut sums) = (ld(0), ld(16), _mm512_setzero_si512());
+        let (mut prev, mut cur, mut sums) = (ld(0), ld(16), [_mm512_setzero_si512(); 2]);
         if t0 > 0 {
             let mut idx = [0i32; 16];
             for (j, &(l, _)) in side.iter().enumerate() {
@@ -1780,11 +1783,12 @@ unsafe fn defocus_row_avx512<const G: usize, const C: usize>(rows: &[*const f32;
             }
             (prev, cur) = (cur, next);
             if let Some(gp) = corr.first() {
-                // The group's sums for 32 values at the even blocks, kept for the odd ones.
-                if e & 16 == 0 {
-                    sums = group_sums_avx512(bx.add(e), bc.add(e), bh.add(e), cw, gp);
+                // The group's sums for 64 values at every fourth block, kept for the next three.
+                if e % 64 == 0 {
+                    sums = group_sums_avx512::<2>(bx.add(e), bc.add(e), bh.add(e), cw, gp);
                 }
-                let half = if e & 16 == 0 { _mm512_castsi512_si256(sums) } else { _mm512_extracti64x4_epi64::<1>(sums) };
+                let s = sums[e % 64 / 32];
+                let half = if e & 16 == 0 { _mm512_castsi512_si256(s) } else { _mm512_extracti64x4_epi64::<1>(s) };
                 a = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepu16_epi32(half)), _mm512_set1_ps(gp.w), a);
             }
             // cast_nudged: truncation, then a clamp to 0..=255 (negative values and NaN give 0),
