@@ -1260,11 +1260,14 @@ pub(crate) fn defocus_blur_u8(x: &[u8], h: usize, w: usize, c: usize, severity: 
     // blocks past the last pixel, which add_groups reads (stale values there only reach output
     // lanes past w·c).
     let rs = block_stride(rw);
-    let (ph, cs) = (h + 2 * pad, rs + 2 * pad * c);
+    // Rows of whole cache lines (32 values) from a line boundary: the preparation pass's
+    // row-wise loads and stores are aligned.
+    let (ph, cs) = (h + 2 * pad, (rs + 2 * pad * c).next_multiple_of(32));
     let mut out = vec![0u8; h * rw];
     // One spare vector past the last row: the fused AVX2 rows' prefix pass writes whole vectors.
-    scratch(&SCRATCH_U16_B, (ph + 1) * cs + 16, |xb| {
-        scratch(&SCRATCH_U16, (ph + 1) * cs + 16, |cp| {
+    scratch(&SCRATCH_U16_B, (ph + 1) * cs + 16 + 32, |xb| {
+        scratch(&SCRATCH_U16, (ph + 1) * cs + 16 + 32, |cp| {
+            let (xb, cp) = (align64(xb), align64(cp));
             #[cfg(target_arch = "x86_64")]
             if avx2_fma() {
                 if let Some(cq) = &plan.corr_pairs {
@@ -1293,6 +1296,12 @@ pub(crate) fn defocus_blur_u8(x: &[u8], h: usize, w: usize, c: usize, severity: 
         });
     });
     out
+}
+
+/// `v` from its first value on a 64-byte boundary (at most 31 values dropped).
+fn align64(v: &mut [u16]) -> &mut [u16] {
+    let skip = v.as_ptr().align_offset(64).min(v.len());
+    &mut v[skip..]
 }
 
 /// The portable rows of the larger images' defocus: the disk sums of all rows into an f32
@@ -1531,15 +1540,23 @@ unsafe fn defocus_rows_avx2<const G: usize>(x: &[u8], xb: &mut [u16], cp: &mut [
     let (mut cwv, mut hbv) = (CW.with(|v| std::mem::take(&mut *v.borrow_mut())), HB.with(|v| std::mem::take(&mut *v.borrow_mut())));
     let wide = disk.iter().any(|g| !g.wide.is_empty());
     let n = (h + 2 * pad + 1) * cs + 16;
-    cwv.resize(if wide { n } else { 0 }, 0);
-    hbv.resize(if l > 0 { n } else { 0 }, 0);
+    cwv.resize(if wide { n + 32 } else { 0 }, 0);
+    hbv.resize(if l > 0 { n + 32 } else { 0 }, 0);
+    let (cwa, hba) = (align64(&mut cwv), align64(&mut hbv));
     // SAFETY: AVX2 present (this function's features); every buffer holds n values.
-    unsafe { pad_boxes_avx2(x, h, w, c, pad, cs, l, xb, cp, wide.then_some(&mut cwv[..]), &mut hbv) };
-    let (cwp, hbp, xb, cp) = (cwv.as_ptr(), hbv.as_ptr(), &*xb, &*cp);
+    unsafe { pad_boxes_avx2(x, h, w, c, pad, cs, l, xb, cp, wide.then_some(&mut cwa[..]), hba) };
+    let (cwp, hbp, xb, cp) = (cwa.as_ptr(), hba.as_ptr(), &*xb, &*cp);
 
     let vs = rs + 2 * gr * c;
-    let mut ring = vec![0f32; nr * rs];
+    // The ring from a 64-byte boundary (its rows too: rs is a multiple of 64), and for the
+    // AVX-512 rows a vertical row whose values start on one, with a vector of room either side.
+    let mut ring_buf = vec![0f32; nr * rs + 16];
+    let ro = ring_buf.as_ptr().align_offset(64).min(16);
+    let ring = &mut ring_buf[ro..ro + nr * rs];
     let mut vrow = vec![0f32; vs];
+    let mut v512 = vec![0f32; rs + 48];
+    let vo = 16 + v512[16..].as_ptr().align_offset(64).min(16);
+    let row512 = avx512 && std::is_x86_feature_detected!("avx512vl") && (c == 1 || c == 3) && cq.kp.is_empty();
     let side: Vec<(usize, usize)> = (0..gr).map(|j| (boundary_index(j as isize - gr as isize, w, Mode::Mirror).expect("mirror"), boundary_index((w + j) as isize, w, Mode::Mirror).expect("mirror"))).collect();
     let (xp, cpp) = (xb.as_ptr(), cp.as_ptr());
     // SAFETY (all blocks below): pointer reads stay within the bounds asserted above; ring rows
@@ -1568,16 +1585,26 @@ unsafe fn defocus_rows_avx2<const G: usize>(x: &[u8], xb: &mut [u16], cp: &mut [
             }
         };
         for py in 0..2 * gr {
-            disk_row(py, &mut ring);
+            disk_row(py, ring);
         }
         let (nudge, scale, order) = (_mm256_set1_ps(1e-3), _mm256_set1_ps(cq.scale), _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
         let gv: [__m256; G] = std::array::from_fn(|d| _mm256_set1_ps(plan.g[d]));
         let kp: Vec<__m256i> = cq.kp.iter().map(|&k| _mm256_set1_epi32(k)).collect();
         let mut rows = [ring.as_ptr(); 5];
         for y in 0..h {
-            disk_row(y + 2 * gr, &mut ring);
+            disk_row(y + 2 * gr, ring);
             for (d, r) in rows.iter_mut().enumerate().take(nr) {
                 *r = ring.as_ptr().add(((y + d) % nr) * rs);
+            }
+            if row512 {
+                let v = v512.as_mut_ptr().add(vo);
+                let (bx, bc, bh) = (xp.add(y * cs), cpp.add(y * cs), hbp.add(y * cs));
+                let o = &mut out[y * rw..(y + 1) * rw];
+                match c {
+                    1 => defocus_row_avx512::<G, 1>(&rows, v, rs, w, &side, &plan.g, bx, bc, bh, cwp, &corr, o),
+                    _ => defocus_row_avx512::<G, 3>(&rows, v, rs, w, &side, &plan.g, bx, bc, bh, cwp, &corr, o),
+                }
+                continue;
             }
             let v = vrow.as_mut_ptr().add(gr * c);
             for e in (0..rs).step_by(8) {
@@ -1647,6 +1674,134 @@ unsafe fn defocus_rows_avx2<const G: usize>(x: &[u8], xb: &mut [u16], cp: &mut [
     }
     HB.with(|v| *v.borrow_mut() = hbv);
     CW.with(|v| *v.borrow_mut() = cwv);
+}
+
+/// `a` and `b` concatenated (b low) shifted right by `s` lanes: the 16 f32 values from lane s of
+/// b. `s` is a constant wherever this is inlined, so the match folds to one `valignd`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn align_ps(a: std::arch::x86_64::__m512, b: std::arch::x86_64::__m512, s: usize) -> std::arch::x86_64::__m512 {
+    use std::arch::x86_64::*;
+    let (a, b) = (_mm512_castps_si512(a), _mm512_castps_si512(b));
+    macro_rules! arms {
+        ($($k:literal)*) => {
+            match s {
+                $($k => _mm512_alignr_epi32::<$k>(a, b),)*
+                _ => unreachable!("shift {s}"),
+            }
+        };
+    }
+    _mm512_castsi512_ps(arms!(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15))
+}
+
+/// Exact u16 sums of one correction group for 32·N consecutive values, as [`group_sums`].
+///
+/// # Safety
+/// AVX-512 F/BW present; every offset of `g` plus 32·N values readable from the pointers.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw")]
+#[inline]
+unsafe fn group_sums_avx512<const N: usize>(xb: *const u16, cp: *const u16, hb: *const u16, cw: *const u16, g: &GroupOffsets) -> [std::arch::x86_64::__m512i; N] {
+    use std::arch::x86_64::*;
+    // SAFETY: the caller guarantees the reads.
+    unsafe {
+        let ld = |p: *const u16, i: usize| _mm512_loadu_si512(p.add(32 * i) as *const __m512i);
+        let mut acc = [_mm512_setzero_si512(); N];
+        disk_group_sums!(acc, g, xb, cp, cw, ld, _mm512_add_epi16, _mm512_sub_epi16);
+        for &o in &g.boxes {
+            for (i, a) in acc.iter_mut().enumerate() {
+                *a = _mm512_add_epi16(*a, ld(hb.add(o), i));
+            }
+        }
+        acc
+    }
+}
+
+/// One output row of [`defocus_rows_avx2`] (vertical Gaussian of the ring rows, horizontal
+/// Gaussian, odd correction group, cast) with 16 f32 lanes: the AVX2 row's operations lane by
+/// lane (same bytes), in half the instructions; the horizontal taps are shifted in registers
+/// instead of read unaligned, and the vertical row stays in registers but for its last blocks.
+/// For plans without correction pairs (radius 10 has one group, radius ≤ 6 none).
+///
+/// # Safety
+/// AVX-512 F/BW/VL present; `rows` the 2·G − 1 ring rows of rs values (rs a multiple of 64); `v`
+/// (64-byte aligned for speed) with 16 values of room before it and rs + 16 after; `out` the
+/// output row of w·C values; `bx`, `bc`, `bh` the output row's top-left padded position with
+/// every correction read of [`defocus_rows_avx2`] readable for 64 values from each multiple of
+/// 64 below w·C.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn defocus_row_avx512<const G: usize, const C: usize>(rows: &[*const f32; 5], v: *mut f32, rs: usize, w: usize, side: &[(usize, usize)], g: &[f32], bx: *const u16, bc: *const u16, bh: *const u16, cw: *const u16, corr: &[GroupOffsets], out: &mut [u8]) {
+    use std::arch::x86_64::*;
+    let (gr, rw) = (G - 1, w * C);
+    assert!(g.len() == G && G <= 3 && out.len() == rw && rw <= rs && rs.is_multiple_of(64) && corr.len() <= 1);
+    // SAFETY: the caller guarantees the reads and writes below; e + 16 ≤ rs.
+    unsafe {
+        let gv: [__m512; G] = std::array::from_fn(|d| _mm512_set1_ps(g[d]));
+        let vert = |e: usize| {
+            let mut a = _mm512_mul_ps(gv[0], _mm512_loadu_ps(rows[gr].add(e)));
+            for (d, k) in gv.iter().enumerate().skip(1) {
+                a = _mm512_fmadd_ps(*k, _mm512_add_ps(_mm512_loadu_ps(rows[gr - d].add(e)), _mm512_loadu_ps(rows[gr + d].add(e))), a);
+            }
+            a
+        };
+        // The vertical row stays in registers up to t0; from there on (the blocks whose taps
+        // reach the mirrored right side) it is stored with that side. Its left side is the
+        // first block's values permuted into the lanes below it.
+        let t0 = if rw >= 64 { (rw - 32) & !15 } else { 0 };
+        for e in (t0..rs).step_by(16) {
+            _mm512_storeu_ps(v.add(e), vert(e));
+        }
+        for (j, &(l, r)) in side.iter().enumerate() {
+            for ch in 0..C {
+                if t0 == 0 {
+                    *v.sub((gr - j) * C).add(ch) = *v.add(l * C + ch);
+                }
+                *v.add((w + j) * C + ch) = *v.add(r * C + ch);
+            }
+        }
+        let nudge = _mm512_set1_ps(1e-3);
+        let ld = |e: usize| _mm512_loadu_ps(v.add(e).sub(16));
+        let (mut prev, mut cur, mut sums) = (ld(0), ld(16), [_mm512_setzero_si512(); 2]);
+        if t0 > 0 {
+            let mut idx = [0i32; 16];
+            for (j, &(l, _)) in side.iter().enumerate() {
+                for ch in 0..C {
+                    idx[16 - (gr - j) * C + ch] = (l * C + ch) as i32;
+                }
+            }
+            cur = vert(0);
+            prev = _mm512_permutexvar_ps(_mm512_loadu_si512(idx.as_ptr() as *const __m512i), cur);
+        }
+        for e in (0..rw).step_by(16) {
+            let next = if e + 16 >= t0 { ld(e + 32) } else { vert(e + 16) };
+            let mut a = _mm512_mul_ps(gv[0], cur);
+            for (d, k) in gv.iter().enumerate().skip(1) {
+                a = _mm512_fmadd_ps(*k, _mm512_add_ps(align_ps(cur, prev, 16 - d * C), align_ps(next, cur, d * C)), a);
+            }
+            (prev, cur) = (cur, next);
+            if let Some(gp) = corr.first() {
+                // The group's sums for 64 values at every fourth block, kept for the next three.
+                if e % 64 == 0 {
+                    sums = group_sums_avx512::<2>(bx.add(e), bc.add(e), bh.add(e), cw, gp);
+                }
+                let s = sums[e % 64 / 32];
+                let half = if e & 16 == 0 { _mm512_castsi512_si256(s) } else { _mm512_extracti64x4_epi64::<1>(s) };
+                a = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepu16_epi32(half)), _mm512_set1_ps(gp.w), a);
+            }
+            // cast_nudged: truncation, then a clamp to 0..=255 (negative values and NaN give 0),
+            // as the AVX2 row's saturating packs.
+            let q = _mm512_max_epi32(_mm512_cvttps_epi32(_mm512_add_ps(a, nudge)), _mm512_setzero_si512());
+            let (b, n) = (_mm512_cvtusepi32_epi8(q), rw - e);
+            if n >= 16 {
+                _mm_storeu_si128(out.as_mut_ptr().add(e) as *mut __m128i, b);
+            } else {
+                _mm_mask_storeu_epi8(out.as_mut_ptr().add(e) as *mut i8, ((1u32 << n) - 1) as u16, b);
+            }
+        }
+    }
 }
 
 /// One ring row of [`defocus_rows_avx2`]'s disk sums with 32 u16 lanes per instruction and
@@ -2077,9 +2232,10 @@ mod tests {
         if !avx2_fma() {
             return;
         }
-        let (h, w, c) = (70, 81, 3);
-        let x: Vec<u8> = (0..h * w * c).map(|i| (((i / (w * c)) as f64 * 0.3).sin() * 90.0 + 128.0 + ((i * 7919) % 37) as f64) as u8).collect();
-        for (r, a) in [(6.0, 0.5), (10.0, 0.5)] {
+        // RGB and grayscale rows (the AVX-512 rows shift by the pixel stride), with tails, and
+        // rows too short to keep the vertical row in registers.
+        for ((h, w, c), (r, a)) in [(70, 81, 3), (66, 83, 1), (50, 40, 1)].into_iter().flat_map(|s| [(s, (6.0, 0.5)), (s, (10.0, 0.5))]) {
+            let x: Vec<u8> = (0..h * w * c).map(|i| (((i / (w * c)) as f64 * 0.3).sin() * 90.0 + 128.0 + ((i * 7919) % 37) as f64) as u8).collect();
             let plan = DefocusPlan::new(r, a);
             let (pad, rs) = (plan.pad, block_stride(w * c));
             let cs = rs + 2 * pad * c;
@@ -2107,13 +2263,13 @@ mod tests {
                         _ => defocus_rows_avx2::<3>(&x, &mut xb2, &mut cp2, cs, h, w, c, &plan, cq, true, &mut a3),
                     }
                 };
-                assert_eq!(a2, a3, "r {r}");
+                assert_eq!(a2, a3, "r {r} c {c}");
             }
             let (rows, n) = (h + 2 * pad, (w + 2 * pad) * c);
             let same = |p: &[u16], q: &[u16], k: usize| p[..k * cs].chunks(cs).zip(q[..k * cs].chunks(cs)).all(|(p, q)| p[..n] == q[..n]);
             assert!(same(&xb, &xb2, rows) && same(&cp, &cp2, rows + 1));
             let same = a1.iter().zip(&a2).filter(|(p, q)| p == q).count() as f64 / a1.len() as f64;
-            assert!(a1.iter().zip(&a2).all(|(p, q)| p.abs_diff(*q) <= 1) && same > 0.99, "r {r}: {same}");
+            assert!(a1.iter().zip(&a2).all(|(p, q)| p.abs_diff(*q) <= 1) && same > 0.99, "r {r} c {c}: {same}");
         }
     }
 
