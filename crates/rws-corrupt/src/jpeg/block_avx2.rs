@@ -27,9 +27,24 @@ pub(super) struct Tables {
     corr: [__m256i; 8],
     scale: [__m256i; 8],
     q: [__m256i; 8],
-    /// The decoded sample of a block whose 64 samples all equal the index (see [`flat`]).
+    /// The decoded sample of a block whose 64 samples all equal the index.
     flat: [u8; 256],
+    /// Blocks whose [`spread`] is below this quantise every AC coefficient to zero (see
+    /// [`FDCT_ERR`]); 0 where the quality is too high to tell.
+    dc_only: i32,
+    /// The DC quantiser and the reciprocal ⌈2³²/(8·q)⌉ that divides by its divisor exactly (as
+    /// the scalar `code_plane` does).
+    dc_q: i32,
+    dc_recip: u64,
 }
+
+/// A bound on |t − T| for every coefficient, where t is `fdct_islow`'s integer output and T
+/// the exact DCT at the same scale (8× orthonormal), for any block of samples −128..127: the
+/// 13-bit constants and the rounding of the two passes (`fdct_error_bound` in the tests
+/// derives it from islow's linear maps). With it, Parseval proves coefficients zero without
+/// computing them: T's AC terms have Σ T² = [`spread`], so |t| < √spread + FDCT_ERR, and a
+/// coefficient with |t| < 4q quantises to 0 (divisor 8q, rounded half away from zero).
+pub(super) const FDCT_ERR: i32 = 3;
 
 /// (recip, corr, scale) for divisor `d` ≥ 3, not a power of two or one.
 fn reciprocal(d: u32) -> [i16; 3] {
@@ -65,6 +80,9 @@ impl Tables {
             // the look-up is its output by construction. A flat block decodes flat: its DCT is
             // DC-only (every AC term is a difference of equal values).
             flat: std::array::from_fn(|v| super::code_plane(&[v as u8; 64], 8, 8, qt)[0]),
+            dc_only: qt[1..].iter().map(|&q| 4 * q - FDCT_ERR).min().map_or(0, |m| if m > 0 { m * m } else { 0 }),
+            dc_q: qt[0],
+            dc_recip: (1u64 << 32).div_ceil(qt[0] as u64 * 8),
         }
     }
 }
@@ -260,21 +278,41 @@ pub(super) unsafe fn quantise(c: __m256i, t: &Tables, i: usize) -> __m256i {
 }
 
 
-/// The value of the 8×8 block at `b` (rows `stride` apart) if all its samples are equal.
-/// Flat blocks (backgrounds) are common in real images; their round trip is a table look-up.
+/// (Σx, 64·Σx² − (Σx)²) of the 8×8 block at `b` (rows `stride` apart): the sum of its
+/// samples, islow's DC coefficient plus 8192, and the spread, 64 times the sum of squared
+/// deviations from the mean, which by Parseval is the sum of the squared exact AC coefficients
+/// (see [`FDCT_ERR`]). The spread is 0 exactly for a flat block.
+#[target_feature(enable = "avx2")]
 #[inline]
-unsafe fn flat(b: *const u8, stride: usize) -> Option<u8> {
-    let r0 = (b as *const u64).read_unaligned();
-    let v = r0 as u8;
-    let mut diff = r0 ^ (v as u64 * 0x0101_0101_0101_0101);
-    for y in 1..8 {
-        diff |= (b.add(y * stride) as *const u64).read_unaligned() ^ r0;
+pub(super) unsafe fn spread(b: *const u8, stride: usize) -> (i32, i32) {
+    let (mut s, mut sq) = (_mm_setzero_si128(), _mm256_setzero_si256());
+    for k in 0..4 {
+        let lo = _mm_loadl_epi64(b.add(2 * k * stride) as *const __m128i);
+        let v = _mm_castpd_si128(_mm_loadh_pd(_mm_castsi128_pd(lo), b.add((2 * k + 1) * stride) as *const f64));
+        s = _mm_add_epi64(s, _mm_sad_epu8(v, _mm_setzero_si128()));
+        let w = _mm256_cvtepu8_epi16(v);
+        sq = _mm256_add_epi32(sq, _mm256_madd_epi16(w, w));
     }
-    (diff == 0).then_some(v)
+    let sq = _mm_add_epi32(_mm256_castsi256_si128(sq), _mm256_extracti128_si256::<1>(sq));
+    let sq = _mm_add_epi32(sq, _mm_unpackhi_epi64(sq, sq));
+    let sq = _mm_cvtsi128_si32(sq) + _mm_extract_epi32::<1>(sq);
+    let s = _mm_cvtsi128_si32(_mm_add_epi64(s, _mm_unpackhi_epi64(s, s)));
+    // At most 64·64·255² < 2³¹.
+    (s, 64 * sq - s * s)
 }
 
-/// Code a plane whose sides are whole blocks in place: flat blocks by [`Tables::flat`], the
-/// others two a step in scan order (any two blocks make a pair; an odd last one pairs with
+/// Fill the block at `d` (rows `stride` apart) with the decoded sample of dequantised DC `dc`
+/// and zero AC: the inverse DCT is a constant, as in the scalar shortcuts.
+#[inline]
+unsafe fn fill_dc(dc: i32, d: *mut u8, stride: usize) {
+    let v = u64::from_ne_bytes([range_limit(super::descale(dc << PASS1_BITS, PASS1_BITS + 3)); 8]);
+    for y in 0..8 {
+        (d.add(y * stride) as *mut u64).write_unaligned(v);
+    }
+}
+
+/// Code a plane whose sides are whole blocks in place: flat blocks by [`Tables::flat`],
+/// blocks whose spread proves them DC-only by one division, the others two a step in scan order (any two blocks make a pair; an odd last one pairs with
 /// itself).
 #[target_feature(enable = "avx2")]
 pub(super) unsafe fn code_plane(plane: &mut [u8], fw: usize, fh: usize, t: &Tables) {
@@ -286,11 +324,17 @@ pub(super) unsafe fn code_plane(plane: &mut [u8], fw: usize, fh: usize, t: &Tabl
             // SAFETY: every block lies inside the plane (asserted above); a pending block is
             // untouched until it is coded.
             let b = p.add(by * 8 * fw + bx * 8);
-            if let Some(v) = flat(b, fw) {
-                let fill = t.flat[v as usize] as u64 * 0x0101_0101_0101_0101;
+            let (sum, spread) = spread(b, fw);
+            if spread == 0 {
+                let fill = t.flat[*b as usize] as u64 * 0x0101_0101_0101_0101;
                 for y in 0..8 {
                     (b.add(y * fw) as *mut u64).write_unaligned(fill);
                 }
+            } else if spread < t.dc_only {
+                // DC-only, proven without the transform. islow's DC is exact: Σ(x − 128).
+                let dc = sum - 8192;
+                let q = ((dc.unsigned_abs() + 4 * t.dc_q as u32) as u64 * t.dc_recip >> 32) as i32;
+                fill_dc(if dc < 0 { -q } else { q } * t.dc_q, b, fw);
             } else if let Some(a) = pending.take() {
                 code_pair((a, b), fw, t);
             } else {
@@ -323,14 +367,8 @@ unsafe fn code_pair(blk: (*mut u8, *mut u8), stride: usize, t: &Tables) {
     // the scalar shortcuts.
     let ac = q[1..].iter().fold(_mm256_andnot_si256(_mm256_setr_epi16(-1, 0, 0, 0, 0, 0, 0, 0, -1, 0, 0, 0, 0, 0, 0, 0), q[0]), |a, &v| _mm256_or_si256(a, v));
     if _mm256_testz_si256(ac, ac) == 1 {
-        let fill = |v: i32, d: *mut u8| {
-            let v = u64::from_ne_bytes([range_limit(super::descale(v << PASS1_BITS, PASS1_BITS + 3)); 8]);
-            for y in 0..8 {
-                (d.add(y * stride) as *mut u64).write_unaligned(v);
-            }
-        };
-        fill(_mm256_extract_epi16::<0>(dc) as i16 as i32, blk.0);
-        fill(_mm256_extract_epi16::<8>(dc) as i16 as i32, blk.1);
+        fill_dc(_mm256_extract_epi16::<0>(dc) as i16 as i32, blk.0, stride);
+        fill_dc(_mm256_extract_epi16::<8>(dc) as i16 as i32, blk.1, stride);
         return;
     }
     let deq: [__m256i; 8] = std::array::from_fn(|i| if i == 0 { dc } else { _mm256_mullo_epi16(q[i], t.q[i]) });

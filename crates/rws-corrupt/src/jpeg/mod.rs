@@ -674,4 +674,102 @@ mod tests {
             }
         }
     }
+
+    /// `block_avx2::FDCT_ERR` bounds islow's error against the exact DCT: each pass is an
+    /// integer linear map (`fdct_1d` of unit vectors, descaled) followed by a rounding of at
+    /// most ½, so for samples in −128..127 the error is at most 128·Σ|L − D| (L the two passes'
+    /// composed map, D the exact one) plus pass 1's roundings carried through pass 2 plus ½.
+    /// Random blocks and pure cosines check the bound against `fdct_islow` itself.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn fdct_error_bound() {
+        use std::f64::consts::{PI, SQRT_2};
+        let a: Vec<[i32; 8]> = (0..8).map(|x| fdct_1d(std::array::from_fn(|i| (i == x) as i32))).collect();
+        let p1 = |u: usize, x: usize| if u % 4 == 0 { 4.0 * a[x][u] as f64 } else { a[x][u] as f64 / 2048.0 };
+        let p2 = |v: usize, y: usize| if v % 4 == 0 { a[y][v] as f64 / 4.0 } else { a[y][v] as f64 / 32768.0 };
+        let d = |u: usize, x: usize| if u == 0 { 1.0 } else { SQRT_2 * (((2 * x + 1) * u) as f64 * PI / 16.0).cos() };
+        let mut bound = [0f64; 64];
+        for (k, b) in bound.iter_mut().enumerate() {
+            let (v, u) = (k / 8, k % 8);
+            let lin: f64 = (0..64).map(|i| (p2(v, i / 8) * p1(u, i % 8) - d(v, i / 8) * d(u, i % 8)).abs()).sum();
+            let carried: f64 = if u % 4 == 0 { 0.0 } else { 0.5 * (0..8).map(|y| p2(v, y).abs()).sum::<f64>() };
+            *b = 128.0 * lin + carried + 0.5;
+            assert!(*b < block_avx2::FDCT_ERR as f64, "coefficient {k}: {b}");
+        }
+        let mut rng = crate::Rng::seed_from_u64(5);
+        for n in 0..20000 {
+            let f: [i32; 64] = if n % 2 == 0 {
+                let r = rng.gen_range(1..=128);
+                std::array::from_fn(|_| rng.gen_range(-r..r))
+            } else {
+                let (k, amp) = (rng.gen_range(0..64), rng.gen_range(0.0..127.0));
+                std::array::from_fn(|i| (amp * d(k / 8, i / 8) * d(k % 8, i % 8) / 2.0).round().clamp(-128.0, 127.0) as i32)
+            };
+            let mut t = f;
+            fdct_islow(&mut t);
+            for k in 0..64 {
+                let exact: f64 = (0..64).map(|i| d(k / 8, i / 8) * d(k % 8, i % 8) * f[i] as f64).sum();
+                assert!((t[k] as f64 - exact).abs() <= bound[k], "coefficient {k}: {} vs {exact}", t[k]);
+            }
+        }
+    }
+
+    /// Blocks whose spread lies just below and just above the DC-only threshold (pure cosines
+    /// of every frequency, whose one coefficient carries the whole spread, and noise), coded by
+    /// the vector `code_plane` and the scalar one, at qualities where the shortcut applies.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn dc_only_shortcut_matches_scalar() {
+        use std::f64::consts::PI;
+        if !std::arch::is_x86_feature_detected!("avx2") {
+            return;
+        }
+        let mut rng = crate::Rng::seed_from_u64(9);
+        for q in [1, 3, 7, 10, 15, 25, 40, 60, 75, 85] {
+            for base in [&STD_LUM, &STD_CHR] {
+                let qt = quant_table(base, q);
+                let m = qt[1..].iter().map(|&v| 4 * v - block_avx2::FDCT_ERR).min().unwrap() as f64;
+                assert!(m > 0.0, "q{q}");
+                let (mut below, mut above, mut plane) = (0, 0, Vec::new());
+                while below + above < 256 {
+                    let mean = rng.gen_range(60.0..196.0);
+                    // Around √threshold in the exact coefficient's units (8× orthonormal).
+                    let r = m * rng.gen_range(0.9..1.1);
+                    let k = rng.gen_range(1..64);
+                    let blk: Vec<u8> = if rng.gen_bool(0.7) {
+                        let c = |u: usize, x: usize| if u == 0 { 1.0 / 8f64.sqrt() } else { 0.5 * (((2 * x + 1) * u) as f64 * PI / 16.0).cos() };
+                        (0..64).map(|i| (mean + r / 8.0 * c(k / 8, i / 8) * c(k % 8, i % 8)).round().clamp(0.0, 255.0) as u8).collect()
+                    } else {
+                        let s = r / 64.0 * rng.gen_range(1.0..3.0);
+                        (0..64).map(|_| (mean + rng.gen_range(-s..s)).round() as u8).collect()
+                    };
+                    let (s1, s2) = blk.iter().fold((0i64, 0i64), |(a, b), &v| (a + v as i64, b + (v as i64).pow(2)));
+                    let spread = 64 * s2 - s1 * s1;
+                    if spread == 0 {
+                        continue;
+                    }
+                    let is_below = (spread as f64) < m * m;
+                    if !(0.6..1.6).contains(&(spread as f64 / (m * m))) {
+                        continue;
+                    }
+                    if (is_below && below < 128) || (!is_below && above < 128) {
+                        *(if is_below { &mut below } else { &mut above }) += 1;
+                        plane.push(blk);
+                    }
+                }
+                // 16 blocks a row.
+                let (fw, fh) = (128, 8 * plane.len() / 16);
+                let mut img = vec![0u8; fw * fh];
+                for (n, blk) in plane.iter().enumerate() {
+                    for y in 0..8 {
+                        img[(n / 16 * 8 + y) * fw + n % 16 * 8..][..8].copy_from_slice(&blk[y * 8..y * 8 + 8]);
+                    }
+                }
+                let want = code_plane(&img, fw, fh, &qt);
+                // SAFETY: AVX2 is present.
+                unsafe { block_avx2::code_plane(&mut img, fw, fh, &block_avx2::Tables::new(&qt)) };
+                assert!(img == want, "q{q}");
+            }
+        }
+    }
 }
