@@ -27,10 +27,8 @@ pub(super) struct Tables {
     corr: [__m256i; 8],
     scale: [__m256i; 8],
     q: [__m256i; 8],
-    /// The decoded sample of a block whose 64 samples all equal the index.
-    flat: [u8; 256],
     /// Blocks whose [`spread`] is below this quantise every AC coefficient to zero (see
-    /// [`FDCT_ERR`]); 0 where the quality is too high to tell.
+    /// [`FDCT_ERR`]); at least 1, as flat blocks (spread 0) have AC exactly 0 in islow too.
     dc_only: i32,
     /// The DC quantiser and the reciprocal ⌈2³²/(8·q)⌉ that divides by its divisor exactly (as
     /// the scalar `code_plane` does).
@@ -76,11 +74,7 @@ impl Tables {
             corr: std::array::from_fn(|i| row(i, &|q| rc(q, 1))),
             scale: std::array::from_fn(|i| row(i, &|q| rc(q, 2))),
             q: std::array::from_fn(|i| row(i, &|q| q as i16)),
-            // The scalar reference codes each flat block once per quality table (cached), so
-            // the look-up is its output by construction. A flat block decodes flat: its DCT is
-            // DC-only (every AC term is a difference of equal values).
-            flat: std::array::from_fn(|v| super::code_plane(&[v as u8; 64], 8, 8, qt)[0]),
-            dc_only: qt[1..].iter().map(|&q| 4 * q - FDCT_ERR).min().map_or(0, |m| if m > 0 { m * m } else { 0 }),
+            dc_only: qt[1..].iter().map(|&q| 4 * q - FDCT_ERR).min().map_or(1, |m| if m > 0 { m * m } else { 1 }),
             dc_q: qt[0],
             dc_recip: (1u64 << 32).div_ceil(qt[0] as u64 * 8),
         }
@@ -301,45 +295,93 @@ pub(super) unsafe fn spread(b: *const u8, stride: usize) -> (i32, i32) {
     (s, 64 * sq - s * s)
 }
 
-/// Fill the block at `d` (rows `stride` apart) with the decoded sample of dequantised DC `dc`
-/// and zero AC: the inverse DCT is a constant, as in the scalar shortcuts.
+/// The decoded sample of a block with zero AC whose samples sum to `sum`: islow's DC is
+/// exact, Σ(x − 128), quantised as the scalar `code_plane` does; the inverse DCT is a
+/// constant, as in the scalar shortcuts.
+fn dc_sample(sum: i32, t: &Tables) -> u8 {
+    let dc = sum - 8192;
+    let q = ((dc.unsigned_abs() + 4 * t.dc_q as u32) as u64 * t.dc_recip >> 32) as i32;
+    range_limit(super::descale((if dc < 0 { -q } else { q } * t.dc_q) << PASS1_BITS, PASS1_BITS + 3))
+}
+
+/// [`spread`] of the four blocks at `b`, `b` + 8, … (32 bytes of each of 8 rows), and their
+/// [`dc_sample`]s (used where the spread proves a block DC-only).
+#[target_feature(enable = "avx2")]
 #[inline]
-unsafe fn fill_dc(dc: i32, d: *mut u8, stride: usize) {
-    let v = u64::from_ne_bytes([range_limit(super::descale(dc << PASS1_BITS, PASS1_BITS + 3)); 8]);
+unsafe fn spread4(b: *const u8, stride: usize, t: &Tables) -> ([i32; 4], [i32; 4]) {
+    let z = _mm256_setzero_si256();
+    let (mut s, mut lo, mut hi) = (z, z, z);
+    for y in 0..8 {
+        let v = _mm256_loadu_si256(b.add(y * stride) as *const __m256i);
+        // Per block (quadword) sums; squares of blocks 0 | 2 and 1 | 3.
+        s = _mm256_add_epi64(s, _mm256_sad_epu8(v, z));
+        let (l, h) = (_mm256_unpacklo_epi8(v, z), _mm256_unpackhi_epi8(v, z));
+        lo = _mm256_add_epi32(lo, _mm256_madd_epi16(l, l));
+        hi = _mm256_add_epi32(hi, _mm256_madd_epi16(h, h));
+    }
+    // [b0 b1 b0 b1 | b2 b3 b2 b3], then blocks 0–3 in the low half.
+    let sq = _mm256_hadd_epi32(_mm256_hadd_epi32(lo, hi), z);
+    let sq = _mm256_castsi256_si128(_mm256_permute4x64_epi64::<0b1000>(sq));
+    let s = _mm256_castsi256_si128(_mm256_permute4x64_epi64::<0b1000>(_mm256_shuffle_epi32::<0b1000>(s)));
+    let e = _mm_sub_epi32(_mm_slli_epi32::<6>(sq), _mm_mullo_epi32(s, s));
+    // dc_sample, four at a time: the quotient is the high half of the 64-bit product with the
+    // reciprocal (below 2³²), even and odd lanes apart.
+    let dc = _mm_sub_epi32(s, _mm_set1_epi32(8192));
+    let a = _mm_add_epi32(_mm_abs_epi32(dc), _mm_set1_epi32(4 * t.dc_q));
+    let r = _mm_set1_epi32(t.dc_recip as u32 as i32);
+    let q = _mm_blend_epi32::<0b1010>(_mm_srli_epi64::<32>(_mm_mul_epu32(a, r)), _mm_mul_epu32(_mm_srli_epi64::<32>(a), r));
+    let dq = _mm_mullo_epi32(_mm_sign_epi32(q, dc), _mm_set1_epi32(t.dc_q));
+    let v = _mm_srai_epi32::<{ PASS1_BITS + 3 }>(_mm_add_epi32(_mm_slli_epi32::<PASS1_BITS>(dq), _mm_set1_epi32(1 << (PASS1_BITS + 2))));
+    // range_limit: wrap at 1024 (sign-extend 10 bits), centre on 128, clamp to 0..255.
+    let v = _mm_add_epi32(_mm_srai_epi32::<22>(_mm_slli_epi32::<22>(v)), _mm_set1_epi32(128));
+    let v = _mm_min_epi32(_mm_max_epi32(v, _mm_setzero_si128()), _mm_set1_epi32(255));
+    let (mut samples, mut spreads) = ([0i32; 4], [0i32; 4]);
+    _mm_storeu_si128(samples.as_mut_ptr() as *mut __m128i, v);
+    _mm_storeu_si128(spreads.as_mut_ptr() as *mut __m128i, e);
+    (samples, spreads)
+}
+
+/// Fill the block at `d` (rows `stride` apart) with `v`.
+#[inline]
+unsafe fn fill(v: u8, d: *mut u8, stride: usize) {
+    let v = v as u64 * 0x0101_0101_0101_0101;
     for y in 0..8 {
         (d.add(y * stride) as *mut u64).write_unaligned(v);
     }
 }
 
-/// Code a plane whose sides are whole blocks in place: flat blocks by [`Tables::flat`],
-/// blocks whose spread proves them DC-only by one division, the others two a step in scan order (any two blocks make a pair; an odd last one pairs with
+/// Code a plane whose sides are whole blocks in place: blocks whose spread proves them DC-only
+/// (flat ones among them) by one division, the others two a step in scan order (any two blocks make a pair; an odd last one pairs with
 /// itself).
 #[target_feature(enable = "avx2")]
 pub(super) unsafe fn code_plane(plane: &mut [u8], fw: usize, fh: usize, t: &Tables) {
     assert!(fw.is_multiple_of(8) && fh.is_multiple_of(8) && plane.len() >= fw * fh);
     let p = plane.as_mut_ptr();
     let mut pending: Option<*mut u8> = None;
+    let nbx = fw / 8;
     for by in 0..fh / 8 {
-        for bx in 0..fw / 8 {
+        let mut bx = 0;
+        while bx < nbx {
             // SAFETY: every block lies inside the plane (asserted above); a pending block is
-            // untouched until it is coded.
-            let b = p.add(by * 8 * fw + bx * 8);
-            let (sum, spread) = spread(b, fw);
-            if spread == 0 {
-                let fill = t.flat[*b as usize] as u64 * 0x0101_0101_0101_0101;
-                for y in 0..8 {
-                    (b.add(y * fw) as *mut u64).write_unaligned(fill);
-                }
-            } else if spread < t.dc_only {
-                // DC-only, proven without the transform. islow's DC is exact: Σ(x − 128).
-                let dc = sum - 8192;
-                let q = ((dc.unsigned_abs() + 4 * t.dc_q as u32) as u64 * t.dc_recip >> 32) as i32;
-                fill_dc(if dc < 0 { -q } else { q } * t.dc_q, b, fw);
-            } else if let Some(a) = pending.take() {
-                code_pair((a, b), fw, t);
+            // untouched until it is coded; the spreads of a step are taken before its stores.
+            let row = p.add(by * 8 * fw + bx * 8);
+            let (n, (samples, spreads)) = if nbx - bx >= 4 {
+                (4, spread4(row, fw, t))
             } else {
-                pending = Some(b);
+                let (s, e) = spread(row, fw);
+                (1, ([dc_sample(s, t) as i32, 0, 0, 0], [e, 0, 0, 0]))
+            };
+            for k in 0..n {
+                let b = row.add(k * 8);
+                if spreads[k] < t.dc_only {
+                    fill(samples[k] as u8, b, fw);
+                } else if let Some(a) = pending.take() {
+                    code_pair((a, b), fw, t);
+                } else {
+                    pending = Some(b);
+                }
             }
+            bx += n;
         }
     }
     if let Some(a) = pending {
@@ -367,8 +409,9 @@ unsafe fn code_pair(blk: (*mut u8, *mut u8), stride: usize, t: &Tables) {
     // the scalar shortcuts.
     let ac = q[1..].iter().fold(_mm256_andnot_si256(_mm256_setr_epi16(-1, 0, 0, 0, 0, 0, 0, 0, -1, 0, 0, 0, 0, 0, 0, 0), q[0]), |a, &v| _mm256_or_si256(a, v));
     if _mm256_testz_si256(ac, ac) == 1 {
-        fill_dc(_mm256_extract_epi16::<0>(dc) as i16 as i32, blk.0, stride);
-        fill_dc(_mm256_extract_epi16::<8>(dc) as i16 as i32, blk.1, stride);
+        let v = |dc: i32| range_limit(super::descale(dc << PASS1_BITS, PASS1_BITS + 3));
+        fill(v(_mm256_extract_epi16::<0>(dc) as i16 as i32), blk.0, stride);
+        fill(v(_mm256_extract_epi16::<8>(dc) as i16 as i32), blk.1, stride);
         return;
     }
     let deq: [__m256i; 8] = std::array::from_fn(|i| if i == 0 { dc } else { _mm256_mullo_epi16(q[i], t.q[i]) });
