@@ -272,47 +272,24 @@ pub(super) unsafe fn quantise(c: __m256i, t: &Tables, i: usize) -> __m256i {
 }
 
 
-/// (Σx, 64·Σx² − (Σx)²) of the 8×8 block at `b` (rows `stride` apart): the sum of its
-/// samples, islow's DC coefficient plus 8192, and the spread, 64 times the sum of squared
-/// deviations from the mean, which by Parseval is the sum of the squared exact AC coefficients
-/// (see [`FDCT_ERR`]). The spread is 0 exactly for a flat block.
+/// For the `N` (1, 2 or 4) blocks at `b`, `b` + 8, … (rows `stride` apart): the decoded
+/// sample each would have if its AC coefficients were zero, and its spread, 64·Σx² − (Σx)².
+/// The spread is 64 times the sum of squared deviations from the mean, which by Parseval is
+/// the sum of the squared exact AC coefficients (see [`FDCT_ERR`]); it is 0 exactly for a flat
+/// block. Σx is islow's DC coefficient plus 8192 (exact), quantised as the scalar `code_plane`
+/// does; with zero AC the inverse DCT is a constant, as in the scalar shortcuts.
 #[target_feature(enable = "avx2")]
 #[inline]
-pub(super) unsafe fn spread(b: *const u8, stride: usize) -> (i32, i32) {
-    let (mut s, mut sq) = (_mm_setzero_si128(), _mm256_setzero_si256());
-    for k in 0..4 {
-        let lo = _mm_loadl_epi64(b.add(2 * k * stride) as *const __m128i);
-        let v = _mm_castpd_si128(_mm_loadh_pd(_mm_castsi128_pd(lo), b.add((2 * k + 1) * stride) as *const f64));
-        s = _mm_add_epi64(s, _mm_sad_epu8(v, _mm_setzero_si128()));
-        let w = _mm256_cvtepu8_epi16(v);
-        sq = _mm256_add_epi32(sq, _mm256_madd_epi16(w, w));
-    }
-    let sq = _mm_add_epi32(_mm256_castsi256_si128(sq), _mm256_extracti128_si256::<1>(sq));
-    let sq = _mm_add_epi32(sq, _mm_unpackhi_epi64(sq, sq));
-    let sq = _mm_cvtsi128_si32(sq) + _mm_extract_epi32::<1>(sq);
-    let s = _mm_cvtsi128_si32(_mm_add_epi64(s, _mm_unpackhi_epi64(s, s)));
-    // At most 64·64·255² < 2³¹.
-    (s, 64 * sq - s * s)
-}
-
-/// The decoded sample of a block with zero AC whose samples sum to `sum`: islow's DC is
-/// exact, Σ(x − 128), quantised as the scalar `code_plane` does; the inverse DCT is a
-/// constant, as in the scalar shortcuts.
-fn dc_sample(sum: i32, t: &Tables) -> u8 {
-    let dc = sum - 8192;
-    let q = ((dc.unsigned_abs() + 4 * t.dc_q as u32) as u64 * t.dc_recip >> 32) as i32;
-    range_limit(super::descale((if dc < 0 { -q } else { q } * t.dc_q) << PASS1_BITS, PASS1_BITS + 3))
-}
-
-/// [`spread`] of the four blocks at `b`, `b` + 8, … (32 bytes of each of 8 rows), and their
-/// [`dc_sample`]s (used where the spread proves a block DC-only).
-#[target_feature(enable = "avx2")]
-#[inline]
-unsafe fn spread4(b: *const u8, stride: usize, t: &Tables) -> ([i32; 4], [i32; 4]) {
+unsafe fn spread<const N: usize>(b: *const u8, stride: usize, t: &Tables) -> ([i32; 4], [i32; 4]) {
     let z = _mm256_setzero_si256();
     let (mut s, mut lo, mut hi) = (z, z, z);
     for y in 0..8 {
-        let v = _mm256_loadu_si256(b.add(y * stride) as *const __m256i);
+        let r = b.add(y * stride);
+        let v = match N {
+            4 => _mm256_loadu_si256(r as *const __m256i),
+            2 => _mm256_zextsi128_si256(_mm_loadu_si128(r as *const __m128i)),
+            _ => _mm256_zextsi128_si256(_mm_loadl_epi64(r as *const __m128i)),
+        };
         // Per block (quadword) sums; squares of blocks 0 | 2 and 1 | 3.
         s = _mm256_add_epi64(s, _mm256_sad_epu8(v, z));
         let (l, h) = (_mm256_unpacklo_epi8(v, z), _mm256_unpackhi_epi8(v, z));
@@ -324,8 +301,8 @@ unsafe fn spread4(b: *const u8, stride: usize, t: &Tables) -> ([i32; 4], [i32; 4
     let sq = _mm256_castsi256_si128(_mm256_permute4x64_epi64::<0b1000>(sq));
     let s = _mm256_castsi256_si128(_mm256_permute4x64_epi64::<0b1000>(_mm256_shuffle_epi32::<0b1000>(s)));
     let e = _mm_sub_epi32(_mm_slli_epi32::<6>(sq), _mm_mullo_epi32(s, s));
-    // dc_sample, four at a time: the quotient is the high half of the 64-bit product with the
-    // reciprocal (below 2³²), even and odd lanes apart.
+    // The quotient is the high half of the 64-bit product with the reciprocal (below 2³²), even
+    // and odd lanes apart.
     let dc = _mm_sub_epi32(s, _mm_set1_epi32(8192));
     let a = _mm_add_epi32(_mm_abs_epi32(dc), _mm_set1_epi32(4 * t.dc_q));
     let r = _mm_set1_epi32(t.dc_recip as u32 as i32);
@@ -365,11 +342,10 @@ pub(super) unsafe fn code_plane(plane: &mut [u8], fw: usize, fh: usize, t: &Tabl
             // SAFETY: every block lies inside the plane (asserted above); a pending block is
             // untouched until it is coded; the spreads of a step are taken before its stores.
             let row = p.add(by * 8 * fw + bx * 8);
-            let (n, (samples, spreads)) = if nbx - bx >= 4 {
-                (4, spread4(row, fw, t))
-            } else {
-                let (s, e) = spread(row, fw);
-                (1, ([dc_sample(s, t) as i32, 0, 0, 0], [e, 0, 0, 0]))
+            let (n, (samples, spreads)) = match nbx - bx {
+                4.. => (4, spread::<4>(row, fw, t)),
+                2 | 3 => (2, spread::<2>(row, fw, t)),
+                _ => (1, spread::<1>(row, fw, t)),
             };
             for k in 0..n {
                 let b = row.add(k * 8);

@@ -772,4 +772,64 @@ mod tests {
             }
         }
     }
+
+    /// Blocks whose quantised coefficients lie in row 0, column 0, the top-left 4×4 (the
+    /// block coder's short inverse transform) or anywhere, alone or with one more coefficient
+    /// just outside (row 1, column 1, row or column 4), in random order: vector `code_plane`
+    /// against the scalar one.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn sparse_blocks_match_scalar() {
+        use std::f64::consts::PI;
+        if !std::arch::is_x86_feature_detected!("avx2") {
+            return;
+        }
+        let basis = |u: usize, x: usize| if u == 0 { 1.0 / 8f64.sqrt() } else { 0.5 * (((2 * x + 1) * u) as f64 * PI / 16.0).cos() };
+        let mut rng = crate::Rng::seed_from_u64(21);
+        for q in [3, 7, 15, 30, 60, 90] {
+            for base in [&STD_LUM, &STD_CHR] {
+                let qt = quant_table(base, q);
+                // Kinds seen: row 0 only, column 0 only, top-left 4×4, beyond (DC-only aside).
+                let mut seen = [0usize; 4];
+                let n: usize = 16 * 24 + rng.gen_range(0..16);
+                let mut img = vec![0u8; 128 * 8 * n.div_ceil(16)];
+                for b in 0..n {
+                    let mut c = vec![(0usize, 0usize, rng.gen_range(-400.0..400.0))];
+                    let pick = |rng: &mut crate::Rng, kind: usize| match kind {
+                        0 => (0, rng.gen_range(1..8)),
+                        1 => (rng.gen_range(1..8), 0),
+                        2 => (rng.gen_range(0..4), rng.gen_range(0..4)),
+                        _ => (rng.gen_range(0..8), rng.gen_range(0..8)),
+                    };
+                    let kind = rng.gen_range(0..4);
+                    for _ in 0..rng.gen_range(1..4) {
+                        let (v, u) = pick(&mut rng, kind);
+                        c.push((v, u, 8.0 * qt[v * 8 + u] as f64 * rng.gen_range(0.4..3.0) * if rng.gen_bool(0.5) { -1.0 } else { 1.0 }));
+                    }
+                    if rng.gen_bool(0.3) {
+                        let (v, u) = [(1, rng.gen_range(0..8)), (rng.gen_range(0..8), 1), (4, rng.gen_range(0..8)), (rng.gen_range(0..8), 4)][rng.gen_range(0..4)];
+                        c.push((v, u, 8.0 * qt[v * 8 + u] as f64 * rng.gen_range(0.4..1.5)));
+                    }
+                    let mut blk = [0i32; 64];
+                    for (i, px) in blk.iter_mut().enumerate() {
+                        let (y, x) = (i / 8, i % 8);
+                        let f: f64 = c.iter().map(|&(v, u, t)| t / 8.0 * basis(v, y) * basis(u, x)).sum();
+                        *px = (128.0 + f).round().clamp(0.0, 255.0) as i32;
+                        img[(b / 16 * 8 + y) * 128 + b % 16 * 8 + x] = *px as u8;
+                    }
+                    blk.iter_mut().for_each(|v| *v -= 128);
+                    fdct_islow(&mut blk);
+                    let nz: Vec<usize> = (1..64).filter(|&i| (blk[i].abs() + 4 * qt[i]) / (8 * qt[i]) != 0).collect();
+                    if let Some(k) = [nz.iter().all(|&i| i < 8), nz.iter().all(|&i| i % 8 == 0), nz.iter().all(|&i| i < 32 && i % 8 < 4), true].iter().position(|&b| b).filter(|_| !nz.is_empty()) {
+                        seen[k] += 1;
+                    }
+                }
+                let want = code_plane(&img, 128, img.len() / 128, &qt);
+                // SAFETY: AVX2 is present.
+                unsafe { block_avx2::code_plane(&mut img, 128, want.len() / 128, &block_avx2::Tables::new(&qt)) };
+                assert!(img == want, "q{q}");
+                assert!(seen.iter().all(|&k| k >= 10), "q{q} {seen:?}");
+            }
+        }
+    }
 }
