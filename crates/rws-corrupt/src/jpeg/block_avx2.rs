@@ -34,6 +34,17 @@ pub(super) struct Tables {
     /// the scalar `code_plane` does).
     dc_q: i32,
     dc_recip: u64,
+    /// Below this, the part of a block's spread not carried by the top-left 4×4 proves the
+    /// rest zero ([`low_quantised`]): (4·min q − FDCT_ERR)² over the coefficients outside it;
+    /// 0 (the proof is not tried) where that minimum is under [`LOW_MIN`].
+    hf_zero: i32,
+    /// The quantiser's (recip, corr, scale) for half-width coefficient rows [0 | 1] and
+    /// [2 | 3], columns 0–3.
+    lf: [[__m256i; 3]; 2],
+    /// Packed `vpmaddwd` constants: output 2 of `fdct_1d` from (tmp13, tmp12), and outputs 1
+    /// and 3 from (tmp4, tmp5) and (tmp6, tmp7), `odd_rotation`'s sums regrouped by input.
+    even_lf: __m256i,
+    odd_lf: [__m256i; 4],
 }
 
 /// A bound on |t − T| for every coefficient, where t is `fdct_islow`'s integer output and T
@@ -43,6 +54,13 @@ pub(super) struct Tables {
 /// computing them: T's AC terms have Σ T² = [`spread`], so |t| < √spread + FDCT_ERR, and a
 /// coefficient with |t| < 4q quantises to 0 (divisor 8q, rounded half away from zero).
 pub(super) const FDCT_ERR: i32 = 3;
+
+/// The least 4·q − [`FDCT_ERR`] over the coefficients outside the top-left 4×4 for which
+/// [`low_quantised`] is tried. Below it the bound, which must allow for one coefficient
+/// carrying all of the remaining spread, rarely holds on real blocks (1 try in 135 on the
+/// CIFAR-size bench images at quality 40–58, against 97–100% above it), and a failed try costs
+/// more than a successful one saves.
+pub(super) const LOW_MIN: i32 = 100;
 
 /// (recip, corr, scale) for divisor `d` ≥ 3, not a power of two or one.
 fn reciprocal(d: u32) -> [i16; 3] {
@@ -77,6 +95,20 @@ impl Tables {
             dc_only: qt[1..].iter().map(|&q| 4 * q - FDCT_ERR).min().map_or(1, |m| if m > 0 { m * m } else { 1 }),
             dc_q: qt[0],
             dc_recip: (1u64 << 32).div_ceil(qt[0] as u64 * 8),
+            hf_zero: (0..64).filter(|i| i / 8 >= 4 || i % 8 >= 4).map(|i| 4 * qt[i] - FDCT_ERR).min().map_or(0, |m| if m >= LOW_MIN { m * m } else { 0 }),
+            lf: std::array::from_fn(|j| {
+                std::array::from_fn(|k| {
+                    let r: [i16; 8] = std::array::from_fn(|i| rc(qt[(2 * j + i / 4) * 8 + i % 4], k));
+                    _mm256_broadcastsi128_si256(_mm_loadu_si128(r.as_ptr() as *const __m128i))
+                })
+            }),
+            even_lf: _mm256_set1_epi32(((FIX_0_541196100 + FIX_0_765366865) & 0xffff) | (FIX_0_541196100 << 16)),
+            odd_lf: std::array::from_fn(|i| {
+                // odd_rotation(tmp4, tmp5, tmp6, tmp7) = [o7, o5, o3, o1].
+                let (out, first) = (if i < 2 { 3 } else { 2 }, 2 * (i % 2));
+                let k = |j: usize| odd_rotation(j.eq(&0) as i32, j.eq(&1) as i32, j.eq(&2) as i32, j.eq(&3) as i32)[out];
+                _mm256_set1_epi32((k(first) & 0xffff) | (k(first + 1) << 16))
+            }),
         }
     }
 }
@@ -334,7 +366,7 @@ unsafe fn fill(v: u8, d: *mut u8, stride: usize) {
 pub(super) unsafe fn code_plane(plane: &mut [u8], fw: usize, fh: usize, t: &Tables) {
     assert!(fw.is_multiple_of(8) && fh.is_multiple_of(8) && plane.len() >= fw * fh);
     let p = plane.as_mut_ptr();
-    let mut pending: Option<*mut u8> = None;
+    let mut pending: Option<(*mut u8, i32)> = None;
     let nbx = fw / 8;
     for by in 0..fh / 8 {
         let mut bx = 0;
@@ -351,25 +383,103 @@ pub(super) unsafe fn code_plane(plane: &mut [u8], fw: usize, fh: usize, t: &Tabl
                 let b = row.add(k * 8);
                 if spreads[k] < t.dc_only {
                     fill(samples[k] as u8, b, fw);
-                } else if let Some(a) = pending.take() {
-                    code_pair((a, b), fw, t);
+                } else if let Some((a, e)) = pending.take() {
+                    code_pair((a, b), (e, spreads[k]), fw, t);
                 } else {
-                    pending = Some(b);
+                    pending = Some((b, spreads[k]));
                 }
             }
             bx += n;
         }
     }
-    if let Some(a) = pending {
+    if let Some((a, e)) = pending {
         // SAFETY: as above.
-        code_pair((a, a), fw, t);
+        code_pair((a, a), (e, e), fw, t);
     }
 }
 
-/// Code the 8×8 blocks at `blk.0` and `blk.1` (rows `stride` bytes apart) in place; the two
-/// are disjoint or the same block (all loads come before the stores).
+/// The top-left 4×4 of both blocks' quantised coefficients, rows 0–7 with the others zero,
+/// if [`FDCT_ERR`] and the spreads prove every coefficient outside it quantises to zero;
+/// `cols` are the level-shifted sample columns. Only outputs 0–3 of each pass are computed,
+/// pass 2 on half-width rows ([`Tables::lf`]); each output is islow's integer sum regrouped
+/// (odd outputs as one product per input), so the coefficients are the full transform's.
+/// Parseval: the exact AC coefficients' squares sum to the spread, and |t| − FDCT_ERR ≤ |T|,
+/// so spread − Σ over the computed AC terms of (|t| − FDCT_ERR)₊² bounds the squares of the
+/// others, and below [`Tables::hf_zero`] each of them is under 4q − FDCT_ERR.
 #[target_feature(enable = "avx2")]
-unsafe fn code_pair(blk: (*mut u8, *mut u8), stride: usize, t: &Tables) {
+#[inline]
+unsafe fn low_quantised(cols: [__m256i; 8], spread: (i32, i32), t: &Tables) -> Option<[__m256i; 8]> {
+    let (a16, s16) = (|a, b| _mm256_add_epi16(a, b), |a, b| _mm256_sub_epi16(a, b));
+    let madd = |a, k| _mm256_madd_epi16(a, k);
+    // Pass 1 on the columns' rows (register = sample column x, lanes = rows y).
+    let x = cols;
+    let (tmp0, tmp1, tmp2, tmp3) = (a16(x[0], x[7]), a16(x[1], x[6]), a16(x[2], x[5]), a16(x[3], x[4]));
+    let (tmp7, tmp6, tmp5, tmp4) = (s16(x[0], x[7]), s16(x[1], x[6]), s16(x[2], x[5]), s16(x[3], x[4]));
+    let (tmp10, tmp11, tmp12, tmp13) = (a16(tmp0, tmp3), a16(tmp1, tmp2), s16(tmp1, tmp2), s16(tmp0, tmp3));
+    let p0 = _mm256_slli_epi16::<PASS1_BITS>(a16(tmp10, tmp11));
+    let o2 = madd2(pair(tmp13, tmp12), t.even_lf);
+    let (ab, cd) = (pair(tmp4, tmp5), pair(tmp6, tmp7));
+    let o1 = add(madd2(ab, t.odd_lf[0]), madd2(cd, t.odd_lf[1]));
+    let o3 = add(madd2(ab, t.odd_lf[2]), madd2(cd, t.odd_lf[3]));
+    let d = |v| descale::<{ CONST_BITS - PASS1_BITS }>(v);
+    let p = [p0, d(o1), d(o2), d(o3)];
+    // Rows y in half-width registers: a[k] = [row 2k | row 2k + 1], four outputs u each.
+    let (t0, t1, t2, t3) = (_mm256_unpacklo_epi16(p[0], p[1]), _mm256_unpackhi_epi16(p[0], p[1]), _mm256_unpacklo_epi16(p[2], p[3]), _mm256_unpackhi_epi16(p[2], p[3]));
+    let a = [_mm256_unpacklo_epi32(t0, t2), _mm256_unpackhi_epi32(t0, t2), _mm256_unpacklo_epi32(t1, t3), _mm256_unpackhi_epi32(t1, t3)];
+    // Pass 2 on the columns: the butterfly pairs row y with row 7 − y, so the second operand
+    // has its halves swapped.
+    let sw = |v| _mm256_shuffle_epi32::<0x4e>(v);
+    let (s01, d01) = (a16(a[0], sw(a[3])), s16(a[0], sw(a[3]))); // [tmp0 | tmp1], [tmp7 | tmp6]
+    let (s23, d23) = (a16(a[1], sw(a[2])), s16(a[1], sw(a[2]))); // [tmp2 | tmp3], [tmp5 | tmp4]
+    let (e, o) = (a16(s01, sw(s23)), s16(s01, sw(s23))); // [tmp10 | tmp11], [tmp13 | tmp12]
+    let dc = _mm256_srai_epi16::<PASS1_BITS>(a16(a16(e, sw(e)), _mm256_set1_epi16(1 << (PASS1_BITS - 1))));
+    let o2 = madd(_mm256_unpacklo_epi16(o, sw(o)), t.even_lf);
+    let (ab, cd) = (_mm256_unpacklo_epi16(sw(d23), d23), _mm256_unpacklo_epi16(sw(d01), d01));
+    let o1 = _mm256_add_epi32(madd(ab, t.odd_lf[0]), madd(cd, t.odd_lf[1]));
+    let o3 = _mm256_add_epi32(madd(ab, t.odd_lf[2]), madd(cd, t.odd_lf[3]));
+    let r = _mm256_set1_epi32(1 << (CONST_BITS + PASS1_BITS - 1));
+    let d = |v| _mm256_srai_epi32::<{ CONST_BITS + PASS1_BITS }>(_mm256_add_epi32(v, r));
+    let o1 = d(o1);
+    // Coefficient rows [0 | 1] and [2 | 3], columns 0–3.
+    let c = [_mm256_unpacklo_epi64(dc, _mm256_packs_epi32(o1, o1)), _mm256_packs_epi32(d(o2), d(o3))];
+    let eps = _mm256_set1_epi16(FDCT_ERR as i16);
+    let m = |v, k: __m256i| {
+        let v = _mm256_and_si256(_mm256_subs_epu16(_mm256_abs_epi16(v), eps), k);
+        _mm256_madd_epi16(v, v)
+    };
+    let s = _mm256_add_epi32(m(c[0], _mm256_setr_epi16(0, -1, -1, -1, -1, -1, -1, -1, 0, -1, -1, -1, -1, -1, -1, -1)), m(c[1], _mm256_set1_epi16(-1)));
+    let s = _mm256_add_epi32(s, _mm256_shuffle_epi32::<0x4e>(s));
+    let s = _mm256_add_epi32(s, _mm256_shuffle_epi32::<0xb1>(s));
+    let rest = _mm256_sub_epi32(_mm256_set_m128i(_mm_set1_epi32(spread.1), _mm_set1_epi32(spread.0)), s);
+    if _mm256_movemask_epi8(_mm256_cmpgt_epi32(_mm256_set1_epi32(t.hf_zero), rest)) != -1 {
+        return None;
+    }
+    let q = [quantise_lf(c[0], t, 0), quantise_lf(c[1], t, 1)];
+    let z = _mm256_setzero_si256();
+    Some([_mm256_unpacklo_epi64(q[0], z), _mm256_unpackhi_epi64(q[0], z), _mm256_unpacklo_epi64(q[1], z), _mm256_unpackhi_epi64(q[1], z), z, z, z, z])
+}
+
+/// x·k per lane pair, 32-bit, for a pre-packed constant `k`.
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn madd2(xy: W, k: __m256i) -> W {
+    (_mm256_madd_epi16(xy.0, k), _mm256_madd_epi16(xy.1, k))
+}
+
+/// [`quantise`] of half-width coefficient rows [2j | 2j + 1], columns 0–3.
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn quantise_lf(c: __m256i, t: &Tables, j: usize) -> __m256i {
+    let [recip, corr, scale] = t.lf[j];
+    let x = _mm256_add_epi16(_mm256_abs_epi16(c), corr);
+    _mm256_sign_epi16(mulhi_u16(mulhi_u16(x, recip), scale), c)
+}
+
+/// Code the 8×8 blocks at `blk.0` and `blk.1` (rows `stride` bytes apart, [`spread`]s
+/// `spread`) in place; the two are disjoint or the same block (all loads come before the
+/// stores).
+#[target_feature(enable = "avx2")]
+unsafe fn code_pair(blk: (*mut u8, *mut u8), spread: (i32, i32), stride: usize, t: &Tables) {
     let c128 = _mm256_set1_epi16(128);
     let rows: [__m256i; 8] = std::array::from_fn(|y| {
         let a = _mm_loadl_epi64(blk.0.add(y * stride) as *const __m128i);
@@ -377,9 +487,15 @@ unsafe fn code_pair(blk: (*mut u8, *mut u8), stride: usize, t: &Tables) {
         _mm256_sub_epi16(_mm256_cvtepu8_epi16(_mm_unpacklo_epi64(a, b)), c128)
     });
     // Pass 1 on rows (transposed: register = sample column), pass 2 on columns.
-    let y = fdct::<false>(transpose(rows));
-    let coef = fdct::<true>(transpose(y));
-    let q: [__m256i; 8] = std::array::from_fn(|i| quantise(coef[i], t, i));
+    let cols = transpose(rows);
+    let low = if t.hf_zero > 0 { low_quantised(cols, spread, t) } else { None };
+    let q: [__m256i; 8] = match low {
+        Some(q) => q,
+        None => {
+            let coef = fdct::<true>(transpose(fdct::<false>(cols)));
+            std::array::from_fn(|i| quantise(coef[i], t, i))
+        }
+    };
     let dc = _mm256_mullo_epi16(q[0], t.q[0]);
     // Both blocks DC-only (common at low quality): the inverse DCT is a constant fill, as in
     // the scalar shortcuts.

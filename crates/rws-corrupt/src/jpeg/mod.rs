@@ -832,4 +832,68 @@ mod tests {
             }
         }
     }
+
+    /// Blocks with random coefficients in the top-left 4×4 and one outside it (a cosine) sized
+    /// so that the spread left to the outside lies just below and just above the bound that
+    /// proves it zero, at every quality and table where the bound is tried: vector
+    /// `code_plane` against the scalar one.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn low_frequency_bound_matches_scalar() {
+        use std::f64::consts::PI;
+        if !std::arch::is_x86_feature_detected!("avx2") {
+            return;
+        }
+        let basis = |u: usize, x: usize| if u == 0 { 1.0 / 8f64.sqrt() } else { 0.5 * (((2 * x + 1) * u) as f64 * PI / 16.0).cos() };
+        let eps = block_avx2::FDCT_ERR;
+        let mut rng = crate::Rng::seed_from_u64(33);
+        let mut tried = 0;
+        for q in [1, 5, 7, 10, 15, 20, 25, 30, 40, 50, 60, 70, 80] {
+            for base in [&STD_LUM, &STD_CHR] {
+                let qt = quant_table(base, q);
+                let outside: Vec<usize> = (0..64).filter(|i| i / 8 >= 4 || i % 8 >= 4).collect();
+                let m = outside.iter().map(|&i| 4 * qt[i] - eps).min().unwrap();
+                if m < block_avx2::LOW_MIN {
+                    continue;
+                }
+                tried += 1;
+                let bound = (m * m) as f64;
+                let (mut below, mut above, mut plane) = (0, 0, Vec::new());
+                while below + above < 256 {
+                    let mut c: Vec<(usize, f64)> = (0..rng.gen_range(0..4)).map(|_| (rng.gen_range(0..4) * 8 + rng.gen_range(0..4), 8.0 * qt[0] as f64 * rng.gen_range(-2.0..2.0))).collect();
+                    let k = outside[rng.gen_range(0..outside.len())];
+                    c.push((k, m as f64 * rng.gen_range(0.85..1.15) * if rng.gen_bool(0.5) { -1.0 } else { 1.0 }));
+                    let mean = rng.gen_range(90.0..166.0);
+                    let blk: Vec<u8> = (0..64)
+                        .map(|i| (mean + c.iter().map(|&(k, t)| t / 8.0 * basis(k / 8, i / 8) * basis(k % 8, i % 8)).sum::<f64>()).round().clamp(0.0, 255.0) as u8)
+                        .collect();
+                    let (s1, s2) = blk.iter().fold((0i64, 0i64), |(a, b), &v| (a + v as i64, b + (v as i64).pow(2)));
+                    let mut t: [i32; 64] = std::array::from_fn(|i| blk[i] as i32 - 128);
+                    fdct_islow(&mut t);
+                    let low: i64 = (1..64).filter(|i| i / 8 < 4 && i % 8 < 4).map(|i| ((t[i].abs() - eps).max(0) as i64).pow(2)).sum();
+                    let rest = (64 * s2 - s1 * s1 - low) as f64;
+                    if !(0.7..1.4).contains(&(rest / bound)) {
+                        continue;
+                    }
+                    let is_below = rest < bound;
+                    if (is_below && below < 128) || (!is_below && above < 128) {
+                        *(if is_below { &mut below } else { &mut above }) += 1;
+                        plane.push(blk);
+                    }
+                }
+                let (fw, fh) = (128, 8 * plane.len() / 16);
+                let mut img = vec![0u8; fw * fh];
+                for (n, blk) in plane.iter().enumerate() {
+                    for y in 0..8 {
+                        img[(n / 16 * 8 + y) * fw + n % 16 * 8..][..8].copy_from_slice(&blk[y * 8..y * 8 + 8]);
+                    }
+                }
+                let want = code_plane(&img, fw, fh, &qt);
+                // SAFETY: AVX2 is present.
+                unsafe { block_avx2::code_plane(&mut img, fw, fh, &block_avx2::Tables::new(&qt)) };
+                assert!(img == want, "q{q}");
+            }
+        }
+        assert!(tried >= 10, "{tried}");
+    }
 }
