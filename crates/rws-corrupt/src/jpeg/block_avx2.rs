@@ -38,9 +38,9 @@ pub(super) struct Tables {
     /// rest zero ([`low_quantised`]): (4·min q − FDCT_ERR)² over the coefficients outside it;
     /// 0 (the proof is not tried) where that minimum is under [`LOW_MIN`].
     hf_zero: i32,
-    /// The quantiser's (recip, corr, scale) for half-width coefficient rows [0 | 1] and
+    /// The quantiser's (recip, corr, scale) and q for half-width coefficient rows [0 | 1] and
     /// [2 | 3], columns 0–3.
-    lf: [[__m256i; 3]; 2],
+    lf: [[__m256i; 4]; 2],
     /// Packed `vpmaddwd` constants: output 2 of `fdct_1d` from (tmp13, tmp12), and outputs 1
     /// and 3 from (tmp4, tmp5) and (tmp6, tmp7), `odd_rotation`'s sums regrouped by input.
     even_lf: __m256i,
@@ -98,7 +98,10 @@ impl Tables {
             hf_zero: (0..64).filter(|i| i / 8 >= 4 || i % 8 >= 4).map(|i| 4 * qt[i] - FDCT_ERR).min().map_or(0, |m| if m >= LOW_MIN { m * m } else { 0 }),
             lf: std::array::from_fn(|j| {
                 std::array::from_fn(|k| {
-                    let r: [i16; 8] = std::array::from_fn(|i| rc(qt[(2 * j + i / 4) * 8 + i % 4], k));
+                    let r: [i16; 8] = std::array::from_fn(|i| {
+                        let q = qt[(2 * j + i / 4) * 8 + i % 4];
+                        if k < 3 { rc(q, k) } else { q as i16 }
+                    });
                     _mm256_broadcastsi128_si256(_mm_loadu_si128(r.as_ptr() as *const __m128i))
                 })
             }),
@@ -264,18 +267,59 @@ unsafe fn idct<const N: i32>(x: [__m256i; 8]) -> [__m256i; 8] {
 #[target_feature(enable = "avx2")]
 #[inline]
 unsafe fn idct4<const N: i32>(x: [__m256i; 4]) -> [__m256i; 8] {
-    let (k, c2, c6) = (1 << CONST_BITS, FIX_0_541196100 + FIX_0_765366865, FIX_0_541196100);
-    let e = pair(x[2], x[0]);
-    let even = [madd(e, c2, k), madd(e, c6, k), madd(e, -c6, k), madd(e, -c2, k)];
-    let o = pair(x[3], x[1]);
-    let z5 = FIX_1_175875602;
-    let odd = [
-        madd(o, z5 - FIX_1_961570560, z5 - FIX_0_899976223),
-        madd(o, z5 - FIX_2_562915447, z5 - FIX_0_390180644),
-        madd(o, FIX_3_072711026 - FIX_2_562915447 + z5 - FIX_1_961570560, z5),
-        madd(o, z5, FIX_1_501321110 - FIX_0_899976223 + z5 - FIX_0_390180644),
-    ];
+    let (e, o) = (pair(x[2], x[0]), pair(x[3], x[1]));
+    let even = std::array::from_fn(|i| madd(e, IDCT4_EVEN[i].0, IDCT4_EVEN[i].1));
+    let odd = std::array::from_fn(|i| madd(o, IDCT4_ODD[i].0, IDCT4_ODD[i].1));
     idct_out::<N>(even, odd)
+}
+
+/// [`idct4`]'s constants: (tmp10, tmp11, tmp12, tmp13) from (x2, x0) and the odd part from
+/// (x3, x1).
+const IDCT4_EVEN: [(i32, i32); 4] = {
+    let (k, c2, c6) = (1 << CONST_BITS, FIX_0_541196100 + FIX_0_765366865, FIX_0_541196100);
+    [(c2, k), (c6, k), (-c6, k), (-c2, k)]
+};
+const IDCT4_ODD: [(i32, i32); 4] = {
+    let z5 = FIX_1_175875602;
+    [
+        (z5 - FIX_1_961570560, z5 - FIX_0_899976223),
+        (z5 - FIX_2_562915447, z5 - FIX_0_390180644),
+        (FIX_3_072711026 - FIX_2_562915447 + z5 - FIX_1_961570560, z5),
+        (z5, FIX_1_501321110 - FIX_0_899976223 + z5 - FIX_0_390180644),
+    ]
+};
+
+/// [`idct4`]'s pass over half-width coefficient rows `d` = [0 | 1], [2 | 3] (columns 0–3; the
+/// others zero), descaled by `N`: half-width output rows [0 | 1], [2 | 3], [4 | 5], [6 | 7].
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn idct4_half<const N: i32>(d: [__m256i; 2]) -> [__m256i; 4] {
+    let (e, o) = (_mm256_unpacklo_epi16(d[1], d[0]), _mm256_unpackhi_epi16(d[1], d[0]));
+    let k = |(a, b): (i32, i32)| _mm256_set1_epi32((a & 0xffff) | (b << 16));
+    let even: [__m256i; 4] = std::array::from_fn(|i| _mm256_madd_epi16(e, k(IDCT4_EVEN[i])));
+    let odd: [__m256i; 4] = std::array::from_fn(|i| _mm256_madd_epi16(o, k(IDCT4_ODD[i])));
+    let r = _mm256_set1_epi32(1 << (N - 1));
+    let d = |v| _mm256_srai_epi32::<N>(_mm256_add_epi32(v, r));
+    let (a, s) = (|x, y| d(_mm256_add_epi32(x, y)), |x, y| d(_mm256_sub_epi32(x, y)));
+    [
+        _mm256_packs_epi32(a(even[0], odd[3]), a(even[1], odd[2])),
+        _mm256_packs_epi32(a(even[2], odd[1]), a(even[3], odd[0])),
+        _mm256_packs_epi32(s(even[3], odd[0]), s(even[2], odd[1])),
+        _mm256_packs_epi32(s(even[1], odd[2]), s(even[0], odd[3])),
+    ]
+}
+
+/// Half-width rows [0 | 1], [2 | 3], [4 | 5], [6 | 7] of four columns to those columns, one
+/// register each (rows in the lanes).
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn half_to_columns(a: [__m256i; 4]) -> [__m256i; 4] {
+    let (t0, t1) = (_mm256_unpacklo_epi16(a[0], a[1]), _mm256_unpackhi_epi16(a[0], a[1]));
+    let (t2, t3) = (_mm256_unpacklo_epi16(a[2], a[3]), _mm256_unpackhi_epi16(a[2], a[3]));
+    // Columns (0, 1) and (2, 3) of rows 0–3, then of rows 4–7.
+    let (l0, l1) = (_mm256_unpacklo_epi16(t0, t1), _mm256_unpackhi_epi16(t0, t1));
+    let (h0, h1) = (_mm256_unpacklo_epi16(t2, t3), _mm256_unpackhi_epi16(t2, t3));
+    [_mm256_unpacklo_epi64(l0, h0), _mm256_unpackhi_epi64(l0, h0), _mm256_unpacklo_epi64(l1, h1), _mm256_unpackhi_epi64(l1, h1)]
 }
 
 /// The inverse butterfly's last stage from (tmp10, tmp11, tmp12, tmp13) and the odd part,
@@ -398,8 +442,8 @@ pub(super) unsafe fn code_plane(plane: &mut [u8], fw: usize, fh: usize, t: &Tabl
     }
 }
 
-/// The top-left 4×4 of both blocks' quantised coefficients, rows 0–7 with the others zero,
-/// if [`FDCT_ERR`] and the spreads prove every coefficient outside it quantises to zero;
+/// The top-left 4×4 of both blocks' quantised coefficients as half-width rows [0 | 1] and
+/// [2 | 3], if [`FDCT_ERR`] and the spreads prove every coefficient outside it quantises to zero;
 /// `cols` are the level-shifted sample columns. Only outputs 0–3 of each pass are computed,
 /// pass 2 on half-width rows ([`Tables::lf`]); each output is islow's integer sum regrouped
 /// (odd outputs as one product per input), so the coefficients are the full transform's.
@@ -408,7 +452,7 @@ pub(super) unsafe fn code_plane(plane: &mut [u8], fw: usize, fh: usize, t: &Tabl
 /// others, and below [`Tables::hf_zero`] each of them is under 4q − FDCT_ERR.
 #[target_feature(enable = "avx2")]
 #[inline]
-unsafe fn low_quantised(cols: [__m256i; 8], spread: (i32, i32), t: &Tables) -> Option<[__m256i; 8]> {
+unsafe fn low_quantised(cols: [__m256i; 8], spread: (i32, i32), t: &Tables) -> Option<[__m256i; 2]> {
     let (a16, s16) = (|a, b| _mm256_add_epi16(a, b), |a, b| _mm256_sub_epi16(a, b));
     let madd = |a, k| _mm256_madd_epi16(a, k);
     // Pass 1 on the columns' rows (register = sample column x, lanes = rows y).
@@ -454,9 +498,7 @@ unsafe fn low_quantised(cols: [__m256i; 8], spread: (i32, i32), t: &Tables) -> O
     if _mm256_movemask_epi8(_mm256_cmpgt_epi32(_mm256_set1_epi32(t.hf_zero), rest)) != -1 {
         return None;
     }
-    let q = [quantise_lf(c[0], t, 0), quantise_lf(c[1], t, 1)];
-    let z = _mm256_setzero_si256();
-    Some([_mm256_unpacklo_epi64(q[0], z), _mm256_unpackhi_epi64(q[0], z), _mm256_unpacklo_epi64(q[1], z), _mm256_unpackhi_epi64(q[1], z), z, z, z, z])
+    Some([quantise_lf(c[0], t, 0), quantise_lf(c[1], t, 1)])
 }
 
 /// x·k per lane pair, 32-bit, for a pre-packed constant `k`.
@@ -470,7 +512,7 @@ unsafe fn madd2(xy: W, k: __m256i) -> W {
 #[target_feature(enable = "avx2")]
 #[inline]
 unsafe fn quantise_lf(c: __m256i, t: &Tables, j: usize) -> __m256i {
-    let [recip, corr, scale] = t.lf[j];
+    let [recip, corr, scale, _] = t.lf[j];
     let x = _mm256_add_epi16(_mm256_abs_epi16(c), corr);
     _mm256_sign_epi16(mulhi_u16(mulhi_u16(x, recip), scale), c)
 }
@@ -489,35 +531,45 @@ unsafe fn code_pair(blk: (*mut u8, *mut u8), spread: (i32, i32), stride: usize, 
     // Pass 1 on rows (transposed: register = sample column), pass 2 on columns.
     let cols = transpose(rows);
     let low = if t.hf_zero > 0 { low_quantised(cols, spread, t) } else { None };
-    let q: [__m256i; 8] = match low {
-        Some(q) => q,
+    // Nothing outside the top-left 4×4 (most blocks that are not DC-only at low quality):
+    // its quantised rows, half-width.
+    let h = match low {
+        Some(h) => h,
         None => {
             let coef = fdct::<true>(transpose(fdct::<false>(cols)));
-            std::array::from_fn(|i| quantise(coef[i], t, i))
+            let q: [__m256i; 8] = std::array::from_fn(|i| quantise(coef[i], t, i));
+            let cols4 = _mm256_setr_epi16(0, 0, 0, 0, -1, -1, -1, -1, 0, 0, 0, 0, -1, -1, -1, -1);
+            let high = q[4..].iter().fold(_mm256_and_si256(cols4, _mm256_or_si256(_mm256_or_si256(q[0], q[1]), _mm256_or_si256(q[2], q[3]))), |a, &v| _mm256_or_si256(a, v));
+            if _mm256_testz_si256(high, high) == 0 {
+                // Inverse pass 1 on columns (register = coefficient row), pass 2 on rows
+                // (transposed).
+                let deq: [__m256i; 8] = std::array::from_fn(|i| _mm256_mullo_epi16(q[i], t.q[i]));
+                return store_columns(idct::<{ CONST_BITS + PASS1_BITS + 3 }>(transpose(idct::<{ CONST_BITS - PASS1_BITS }>(deq))), blk, stride);
+            }
+            [_mm256_unpacklo_epi64(q[0], q[1]), _mm256_unpacklo_epi64(q[2], q[3])]
         }
     };
-    let dc = _mm256_mullo_epi16(q[0], t.q[0]);
-    // Both blocks DC-only (common at low quality): the inverse DCT is a constant fill, as in
-    // the scalar shortcuts.
-    let ac = q[1..].iter().fold(_mm256_andnot_si256(_mm256_setr_epi16(-1, 0, 0, 0, 0, 0, 0, 0, -1, 0, 0, 0, 0, 0, 0, 0), q[0]), |a, &v| _mm256_or_si256(a, v));
+    let deq = [_mm256_mullo_epi16(h[0], t.lf[0][3]), _mm256_mullo_epi16(h[1], t.lf[1][3])];
+    // Both blocks DC-only: the inverse DCT is a constant fill, as in the scalar shortcuts.
+    let ac = _mm256_or_si256(_mm256_andnot_si256(_mm256_setr_epi16(-1, 0, 0, 0, 0, 0, 0, 0, -1, 0, 0, 0, 0, 0, 0, 0), h[0]), h[1]);
     if _mm256_testz_si256(ac, ac) == 1 {
         let v = |dc: i32| range_limit(super::descale(dc << PASS1_BITS, PASS1_BITS + 3));
-        fill(v(_mm256_extract_epi16::<0>(dc) as i16 as i32), blk.0, stride);
-        fill(v(_mm256_extract_epi16::<8>(dc) as i16 as i32), blk.1, stride);
+        fill(v(_mm256_extract_epi16::<0>(deq[0]) as i16 as i32), blk.0, stride);
+        fill(v(_mm256_extract_epi16::<8>(deq[0]) as i16 as i32), blk.1, stride);
         return;
     }
-    let deq: [__m256i; 8] = std::array::from_fn(|i| if i == 0 { dc } else { _mm256_mullo_epi16(q[i], t.q[i]) });
-    // Inverse pass 1 on columns (register = coefficient row), pass 2 on rows (transposed).
-    // When both blocks' nonzero coefficients lie in the top-left 4×4 (most blocks that are
-    // not DC-only at low quality), rows 4–7 are zero and, after pass 1, so are columns 4–7.
-    let cols4 = _mm256_setr_epi16(0, 0, 0, 0, -1, -1, -1, -1, 0, 0, 0, 0, -1, -1, -1, -1);
-    let high = q[4..].iter().fold(_mm256_and_si256(cols4, _mm256_or_si256(_mm256_or_si256(q[0], q[1]), _mm256_or_si256(q[2], q[3]))), |a, &v| _mm256_or_si256(a, v));
-    let o = if _mm256_testz_si256(high, high) == 1 {
-        let w = transpose(idct4::<{ CONST_BITS - PASS1_BITS }>([deq[0], deq[1], deq[2], deq[3]]));
-        idct4::<{ CONST_BITS + PASS1_BITS + 3 }>([w[0], w[1], w[2], w[3]])
-    } else {
-        idct::<{ CONST_BITS + PASS1_BITS + 3 }>(transpose(idct::<{ CONST_BITS - PASS1_BITS }>(deq)))
-    };
+    // Inverse pass 1 on the four columns, half-width; pass 2 on the rows, whose columns 4–7
+    // are zero (transposed: register = column).
+    let w = half_to_columns(idct4_half::<{ CONST_BITS - PASS1_BITS }>(deq));
+    store_columns(idct4::<{ CONST_BITS + PASS1_BITS + 3 }>(w), blk, stride)
+}
+
+/// Store the decoded sample columns `o` (register = column, rows in the lanes, left block in
+/// the low halves) of the blocks at `blk`, range-limited.
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn store_columns(o: [__m256i; 8], blk: (*mut u8, *mut u8), stride: usize) {
+    let c128 = _mm256_set1_epi16(128);
     // range_limit: wrap at 1024 (sign-extend 10 bits), centre on 128, clamp to 0..255.
     let o: [__m256i; 8] = std::array::from_fn(|i| _mm256_add_epi16(_mm256_srai_epi16::<6>(_mm256_slli_epi16::<6>(o[i])), c128));
     let r = transpose(o);
