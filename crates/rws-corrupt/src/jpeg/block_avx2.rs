@@ -5,7 +5,8 @@
 //! pass's descaled results pack back to 16 bits. The products and sums are the scalar path's
 //! integers regrouped (z5 folded into the constants as in the SIMD islow code), so every lane
 //! computes the scalar result as long as the 16-bit terms cannot overflow:
-//! - forward pass 1 sees samples −128..127 (sums ≤ 1024, outputs ≤ 4096); pass 2 sums eight
+//! - forward pass 1 sees samples 0..255 (sums ≤ 2040; the level shift, which only moves the
+//!   sum, is taken off it) and outputs those of samples −128..127 (≤ 4096); pass 2 sums eight
 //!   pass-1 outputs of one sign pattern, which stays within −32768..32640 (row sums of samples
 //!   are −1024..1016, so all-DC pass-1 rows are at most 4064 when positive);
 //! - the dequantised coefficients are the forward ones rounded to a multiple of q ≤ 255, at most
@@ -211,7 +212,29 @@ unsafe fn odd(a: __m256i, b: __m256i, c: __m256i, d: __m256i) -> [W; 4] {
     [add(a, z3), add(b, z4), add(c, z3), add(d, z4)]
 }
 
-/// [`fdct_1d`] with pass 1's (`P2` false) or pass 2's output scaling.
+/// A row sum of eight samples 0..255 as the sum of the samples − 128 (the differences in the
+/// other outputs need no shift).
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn level_shift(e0: __m256i) -> __m256i {
+    _mm256_sub_epi16(e0, _mm256_set1_epi16(8 * 128))
+}
+
+/// Transpose the 8×8 bytes of each 128-bit half of `a` = [row 0 | row 1], [2 | 3], [4 | 5],
+/// [6 | 7] (8 bytes each) to [column 0 | column 1], …, and back.
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn transpose_bytes(a: [__m256i; 4]) -> [__m256i; 4] {
+    let (b0, b1) = (_mm256_unpacklo_epi8(a[0], a[1]), _mm256_unpackhi_epi8(a[0], a[1]));
+    let (b2, b3) = (_mm256_unpacklo_epi8(a[2], a[3]), _mm256_unpackhi_epi8(a[2], a[3]));
+    // Columns 0–3 and 4–7 of rows 0–3, then of rows 4–7.
+    let (c0, c1) = (_mm256_unpacklo_epi8(b0, b1), _mm256_unpackhi_epi8(b0, b1));
+    let (c2, c3) = (_mm256_unpacklo_epi8(b2, b3), _mm256_unpackhi_epi8(b2, b3));
+    [_mm256_unpacklo_epi32(c0, c2), _mm256_unpackhi_epi32(c0, c2), _mm256_unpacklo_epi32(c1, c3), _mm256_unpackhi_epi32(c1, c3)]
+}
+
+/// [`fdct_1d`] with pass 1's (`P2` false; samples 0..255, see [`level_shift`]) or pass 2's
+/// output scaling.
 #[target_feature(enable = "avx2")]
 #[inline]
 unsafe fn fdct<const P2: bool>(x: [__m256i; 8]) -> [__m256i; 8] {
@@ -241,7 +264,7 @@ unsafe fn fdct<const P2: bool>(x: [__m256i; 8]) -> [__m256i; 8] {
     } else {
         let dc = |v| _mm256_slli_epi16::<PASS1_BITS>(v);
         let ac = |v| descale::<{ CONST_BITS - PASS1_BITS }>(v);
-        [dc(e0), ac(o1), ac(o2), ac(o3), dc(e4), ac(o5), ac(o6), ac(o7)]
+        [dc(level_shift(e0)), ac(o1), ac(o2), ac(o3), dc(e4), ac(o5), ac(o6), ac(o7)]
     }
 }
 
@@ -460,7 +483,7 @@ unsafe fn low_quantised(cols: [__m256i; 8], spread: (i32, i32), t: &Tables) -> O
     let (tmp0, tmp1, tmp2, tmp3) = (a16(x[0], x[7]), a16(x[1], x[6]), a16(x[2], x[5]), a16(x[3], x[4]));
     let (tmp7, tmp6, tmp5, tmp4) = (s16(x[0], x[7]), s16(x[1], x[6]), s16(x[2], x[5]), s16(x[3], x[4]));
     let (tmp10, tmp11, tmp12, tmp13) = (a16(tmp0, tmp3), a16(tmp1, tmp2), s16(tmp1, tmp2), s16(tmp0, tmp3));
-    let p0 = _mm256_slli_epi16::<PASS1_BITS>(a16(tmp10, tmp11));
+    let p0 = _mm256_slli_epi16::<PASS1_BITS>(level_shift(a16(tmp10, tmp11)));
     let o2 = madd2(pair(tmp13, tmp12), t.even_lf);
     let (ab, cd) = (pair(tmp4, tmp5), pair(tmp6, tmp7));
     let o1 = add(madd2(ab, t.odd_lf[0]), madd2(cd, t.odd_lf[1]));
@@ -522,14 +545,15 @@ unsafe fn quantise_lf(c: __m256i, t: &Tables, j: usize) -> __m256i {
 /// stores).
 #[target_feature(enable = "avx2")]
 unsafe fn code_pair(blk: (*mut u8, *mut u8), spread: (i32, i32), stride: usize, t: &Tables) {
-    let c128 = _mm256_set1_epi16(128);
-    let rows: [__m256i; 8] = std::array::from_fn(|y| {
-        let a = _mm_loadl_epi64(blk.0.add(y * stride) as *const __m128i);
-        let b = _mm_loadl_epi64(blk.1.add(y * stride) as *const __m128i);
-        _mm256_sub_epi16(_mm256_cvtepu8_epi16(_mm_unpacklo_epi64(a, b)), c128)
-    });
-    // Pass 1 on rows (transposed: register = sample column), pass 2 on columns.
-    let cols = transpose(rows);
+    // Rows [2k | 2k + 1] of each block, transposed to columns, widened to 16 bits: pass 1 on
+    // rows (register = sample column), pass 2 on columns.
+    let ld = |b: *mut u8, k: usize| {
+        let lo = _mm_loadl_epi64(b.add(2 * k * stride) as *const __m128i);
+        _mm_castpd_si128(_mm_loadh_pd(_mm_castsi128_pd(lo), b.add((2 * k + 1) * stride) as *const f64))
+    };
+    let c = transpose_bytes(std::array::from_fn(|k| _mm256_set_m128i(ld(blk.1, k), ld(blk.0, k))));
+    let z = _mm256_setzero_si256();
+    let cols: [__m256i; 8] = std::array::from_fn(|x| if x % 2 == 0 { _mm256_unpacklo_epi8(c[x / 2], z) } else { _mm256_unpackhi_epi8(c[x / 2], z) });
     let low = if t.hf_zero > 0 { low_quantised(cols, spread, t) } else { None };
     // Nothing outside the top-left 4×4 (most blocks that are not DC-only at low quality):
     // its quantised rows, half-width.
@@ -572,10 +596,9 @@ unsafe fn store_columns(o: [__m256i; 8], blk: (*mut u8, *mut u8), stride: usize)
     let c128 = _mm256_set1_epi16(128);
     // range_limit: wrap at 1024 (sign-extend 10 bits), centre on 128, clamp to 0..255.
     let o: [__m256i; 8] = std::array::from_fn(|i| _mm256_add_epi16(_mm256_srai_epi16::<6>(_mm256_slli_epi16::<6>(o[i])), c128));
-    let r = transpose(o);
-    for p in 0..4 {
+    let r = transpose_bytes(std::array::from_fn(|p| _mm256_packus_epi16(o[2 * p], o[2 * p + 1])));
+    for (p, v) in r.into_iter().enumerate() {
         // Bytes: [left row 2p, left row 2p+1 | right row 2p, right row 2p+1].
-        let v = _mm256_packus_epi16(r[2 * p], r[2 * p + 1]);
         let (lo, hi) = (_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
         _mm_storel_epi64(blk.0.add(2 * p * stride) as *mut __m128i, lo);
         _mm_storel_epi64(blk.0.add((2 * p + 1) * stride) as *mut __m128i, _mm_unpackhi_epi64(lo, lo));
