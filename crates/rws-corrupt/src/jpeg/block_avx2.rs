@@ -379,7 +379,7 @@ pub(super) unsafe fn quantise(c: __m256i, t: &Tables, i: usize) -> __m256i {
 /// does; with zero AC the inverse DCT is a constant, as in the scalar shortcuts.
 #[target_feature(enable = "avx2")]
 #[inline]
-unsafe fn spread<const N: usize>(b: *const u8, stride: usize, t: &Tables) -> ([i32; 4], [i32; 4]) {
+unsafe fn spread<const N: usize>(b: *const u8, stride: usize, t: &Tables) -> ([i32; 4], [i32; 4], Option<__m256i>) {
     let z = _mm256_setzero_si256();
     let (mut s, mut lo, mut hi) = (z, z, z);
     for y in 0..8 {
@@ -414,7 +414,13 @@ unsafe fn spread<const N: usize>(b: *const u8, stride: usize, t: &Tables) -> ([i
     let (mut samples, mut spreads) = ([0i32; 4], [0i32; 4]);
     _mm_storeu_si128(samples.as_mut_ptr() as *mut __m128i, v);
     _mm_storeu_si128(spreads.as_mut_ptr() as *mut __m128i, e);
-    (samples, spreads)
+    // Four DC-only blocks (backgrounds): their rows as one 32-byte vector, each sample 8 times.
+    let all = N == 4 && _mm_movemask_ps(_mm_castsi128_ps(_mm_cmpgt_epi32(_mm_set1_epi32(t.dc_only), e))) == 0xf;
+    let row = all.then(|| {
+        let v = _mm256_permutevar8x32_epi32(_mm256_castsi128_si256(v), _mm256_setr_epi32(0, 1, 0, 1, 2, 3, 2, 3));
+        _mm256_shuffle_epi8(v, _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 4, 4, 4, 4, 4, 4, 4, 4, 0, 0, 0, 0, 0, 0, 0, 0, 4, 4, 4, 4, 4, 4, 4, 4))
+    });
+    (samples, spreads, row)
 }
 
 /// Fill the block at `d` (rows `stride` apart) with `v`.
@@ -441,11 +447,18 @@ pub(super) unsafe fn code_plane(plane: &mut [u8], fw: usize, fh: usize, t: &Tabl
             // SAFETY: every block lies inside the plane (asserted above); a pending block is
             // untouched until it is coded; the spreads of a step are taken before its stores.
             let row = p.add(by * 8 * fw + bx * 8);
-            let (n, (samples, spreads)) = match nbx - bx {
+            let (n, (samples, spreads, fill4)) = match nbx - bx {
                 4.. => (4, spread::<4>(row, fw, t)),
                 2 | 3 => (2, spread::<2>(row, fw, t)),
                 _ => (1, spread::<1>(row, fw, t)),
             };
+            if let Some(v) = fill4 {
+                for y in 0..8 {
+                    _mm256_storeu_si256(row.add(y * fw) as *mut __m256i, v);
+                }
+                bx += 4;
+                continue;
+            }
             for k in 0..n {
                 let b = row.add(k * 8);
                 if spreads[k] < t.dc_only {
