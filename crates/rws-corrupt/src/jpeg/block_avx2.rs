@@ -30,14 +30,19 @@ pub(super) struct Tables {
     q: [__m256i; 8],
     /// Blocks whose [`spread`] is below this quantise every AC coefficient to zero (see
     /// [`FDCT_ERR`]); at least 1, as flat blocks (spread 0) have AC exactly 0 in islow too.
+    /// Below [`LOW_MIN`]², where the bound admits little beyond flat blocks, [`code_plane`]
+    /// looks for those alone ([`flat`]), which is cheaper than the spreads.
     dc_only: i32,
+    /// The decoded sample of a block whose 64 samples all equal the index.
+    flat: [u8; 256],
     /// The DC quantiser and the reciprocal ⌈2³²/(8·q)⌉ that divides by its divisor exactly (as
     /// the scalar `code_plane` does).
     dc_q: i32,
     dc_recip: u64,
     /// Below this, the part of a block's spread not carried by the top-left 4×4 proves the
     /// rest zero ([`low_quantised`]): (4·min q − FDCT_ERR)² over the coefficients outside it;
-    /// 0 (the proof is not tried) where that minimum is under [`LOW_MIN`].
+    /// 0 (the proof is not tried) where some AC coefficient's 4q − FDCT_ERR is under
+    /// [`LOW_MIN`].
     hf_zero: i32,
     /// The quantiser's (recip, corr, scale) and q for half-width coefficient rows [0 | 1] and
     /// [2 | 3], columns 0–3.
@@ -56,11 +61,12 @@ pub(super) struct Tables {
 /// coefficient with |t| < 4q quantises to 0 (divisor 8q, rounded half away from zero).
 pub(super) const FDCT_ERR: i32 = 3;
 
-/// The least 4·q − [`FDCT_ERR`] over the coefficients outside the top-left 4×4 for which
-/// [`low_quantised`] is tried. Below it the bound, which must allow for one coefficient
-/// carrying all of the remaining spread, rarely holds on real blocks (1 try in 135 on the
-/// CIFAR-size bench images at quality 40–58, against 97–100% above it), and a failed try costs
-/// more than a successful one saves.
+/// The least 4·q − [`FDCT_ERR`] over the AC coefficients for which [`code_plane`] takes the
+/// spreads of all blocks and tries the bounds on them (DC-only, [`low_quantised`]). Below it
+/// a bound, which must allow for one coefficient carrying all of the spread it leaves, rarely
+/// holds on real blocks (1 try in 135 for the coefficients outside the 4×4 on the CIFAR-size
+/// bench images at quality 40–58, against 97–100% above it), and the spreads cost more than
+/// they save (at quality 58 on 32×32 images).
 pub(super) const LOW_MIN: i32 = 100;
 
 /// (recip, corr, scale) for divisor `d` ≥ 3, not a power of two or one.
@@ -93,10 +99,16 @@ impl Tables {
             corr: std::array::from_fn(|i| row(i, &|q| rc(q, 1))),
             scale: std::array::from_fn(|i| row(i, &|q| rc(q, 2))),
             q: std::array::from_fn(|i| row(i, &|q| q as i16)),
+            // The scalar reference codes each flat block once per quality table (cached), so
+            // the look-up is its output by construction.
+            flat: std::array::from_fn(|v| super::code_plane(&[v as u8; 64], 8, 8, qt)[0]),
             dc_only: qt[1..].iter().map(|&q| 4 * q - FDCT_ERR).min().map_or(1, |m| if m > 0 { m * m } else { 1 }),
             dc_q: qt[0],
             dc_recip: (1u64 << 32).div_ceil(qt[0] as u64 * 8),
-            hf_zero: (0..64).filter(|i| i / 8 >= 4 || i % 8 >= 4).map(|i| 4 * qt[i] - FDCT_ERR).min().map_or(0, |m| if m >= LOW_MIN { m * m } else { 0 }),
+            hf_zero: match (0..64).filter(|i| i / 8 >= 4 || i % 8 >= 4).map(|i| 4 * qt[i] - FDCT_ERR).min() {
+                Some(m) if qt[1..].iter().all(|&q| 4 * q - FDCT_ERR >= LOW_MIN) => m * m,
+                _ => 0,
+            },
             lf: std::array::from_fn(|j| {
                 std::array::from_fn(|k| {
                     let r: [i16; 8] = std::array::from_fn(|i| {
@@ -423,6 +435,18 @@ unsafe fn spread<const N: usize>(b: *const u8, stride: usize, t: &Tables) -> ([i
     (samples, spreads, row)
 }
 
+/// The value of the 8×8 block at `b` (rows `stride` apart) if all its samples are equal.
+#[inline]
+unsafe fn flat(b: *const u8, stride: usize) -> Option<u8> {
+    let r0 = (b as *const u64).read_unaligned();
+    let v = r0 as u8;
+    let mut diff = r0 ^ (v as u64 * 0x0101_0101_0101_0101);
+    for y in 1..8 {
+        diff |= (b.add(y * stride) as *const u64).read_unaligned() ^ r0;
+    }
+    (diff == 0).then_some(v)
+}
+
 /// Fill the block at `d` (rows `stride` apart) with `v`.
 #[inline]
 unsafe fn fill(v: u8, d: *mut u8, stride: usize) {
@@ -433,7 +457,8 @@ unsafe fn fill(v: u8, d: *mut u8, stride: usize) {
 }
 
 /// Code a plane whose sides are whole blocks in place: blocks whose spread proves them DC-only
-/// (flat ones among them) by one division, the others two a step in scan order (any two blocks make a pair; an odd last one pairs with
+/// (flat ones among them) by one division, or at high quality flat blocks by [`Tables::flat`],
+/// the others two a step in scan order (any two blocks make a pair; an odd last one pairs with
 /// itself).
 #[target_feature(enable = "avx2")]
 pub(super) unsafe fn code_plane(plane: &mut [u8], fw: usize, fh: usize, t: &Tables) {
@@ -441,35 +466,52 @@ pub(super) unsafe fn code_plane(plane: &mut [u8], fw: usize, fh: usize, t: &Tabl
     let p = plane.as_mut_ptr();
     let mut pending: Option<(*mut u8, i32)> = None;
     let nbx = fw / 8;
-    for by in 0..fh / 8 {
-        let mut bx = 0;
-        while bx < nbx {
-            // SAFETY: every block lies inside the plane (asserted above); a pending block is
-            // untouched until it is coded; the spreads of a step are taken before its stores.
-            let row = p.add(by * 8 * fw + bx * 8);
-            let (n, (samples, spreads, fill4)) = match nbx - bx {
-                4.. => (4, spread::<4>(row, fw, t)),
-                2 | 3 => (2, spread::<2>(row, fw, t)),
-                _ => (1, spread::<1>(row, fw, t)),
-            };
-            if let Some(v) = fill4 {
-                for y in 0..8 {
-                    _mm256_storeu_si256(row.add(y * fw) as *mut __m256i, v);
-                }
-                bx += 4;
-                continue;
-            }
-            for k in 0..n {
-                let b = row.add(k * 8);
-                if spreads[k] < t.dc_only {
-                    fill(samples[k] as u8, b, fw);
-                } else if let Some((a, e)) = pending.take() {
-                    code_pair((a, b), (e, spreads[k]), fw, t);
+    if t.dc_only < LOW_MIN * LOW_MIN {
+        for by in 0..fh / 8 {
+            for bx in 0..nbx {
+                // SAFETY: every block lies inside the plane (asserted above); a pending block
+                // is untouched until it is coded.
+                let b = p.add(by * 8 * fw + bx * 8);
+                // (No spreads: `hf_zero` is 0 here.)
+                if let Some(v) = flat(b, fw) {
+                    fill(t.flat[v as usize], b, fw);
+                } else if let Some((a, _)) = pending.take() {
+                    code_pair((a, b), (0, 0), fw, t);
                 } else {
-                    pending = Some((b, spreads[k]));
+                    pending = Some((b, 0));
                 }
             }
-            bx += n;
+        }
+    } else {
+        for by in 0..fh / 8 {
+            let mut bx = 0;
+            while bx < nbx {
+                // SAFETY: as above; the spreads of a step are taken before its stores.
+                let row = p.add(by * 8 * fw + bx * 8);
+                let (n, (samples, spreads, fill4)) = match nbx - bx {
+                    4.. => (4, spread::<4>(row, fw, t)),
+                    2 | 3 => (2, spread::<2>(row, fw, t)),
+                    _ => (1, spread::<1>(row, fw, t)),
+                };
+                if let Some(v) = fill4 {
+                    for y in 0..8 {
+                        _mm256_storeu_si256(row.add(y * fw) as *mut __m256i, v);
+                    }
+                    bx += 4;
+                    continue;
+                }
+                for k in 0..n {
+                    let b = row.add(k * 8);
+                    if spreads[k] < t.dc_only {
+                        fill(samples[k] as u8, b, fw);
+                    } else if let Some((a, e)) = pending.take() {
+                        code_pair((a, b), (e, spreads[k]), fw, t);
+                    } else {
+                        pending = Some((b, spreads[k]));
+                    }
+                }
+                bx += n;
+            }
         }
     }
     if let Some((a, e)) = pending {
