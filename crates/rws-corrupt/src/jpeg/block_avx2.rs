@@ -61,6 +61,10 @@ pub(super) struct Tables {
 /// coefficient with |t| < 4q quantises to 0 (divisor 8q, rounded half away from zero).
 pub(super) const FDCT_ERR: i32 = 3;
 
+/// After [`low_quantised`] fails on a pair, the pairs that skip it: on noise or texture it
+/// fails on nearly every pair (an eighth of the tries left), where it holds it rarely fails.
+const LOW_BACKOFF: u32 = 7;
+
 /// The least 4·q − [`FDCT_ERR`] over the AC coefficients for which [`code_plane`] takes the
 /// spreads of all blocks and tries the bounds on them (DC-only, [`low_quantised`]). Below it
 /// a bound, which must allow for one coefficient carrying all of the spread it leaves, rarely
@@ -465,6 +469,8 @@ pub(super) unsafe fn code_plane(plane: &mut [u8], fw: usize, fh: usize, t: &Tabl
     assert!(fw.is_multiple_of(8) && fh.is_multiple_of(8) && plane.len() >= fw * fh);
     let p = plane.as_mut_ptr();
     let mut pending: Option<(*mut u8, i32)> = None;
+    // Pairs left before `low_quantised` is tried again after it failed.
+    let mut skip = 0;
     let nbx = fw / 8;
     if t.dc_only < LOW_MIN * LOW_MIN {
         for by in 0..fh / 8 {
@@ -476,7 +482,7 @@ pub(super) unsafe fn code_plane(plane: &mut [u8], fw: usize, fh: usize, t: &Tabl
                 if let Some(v) = flat(b, fw) {
                     fill(t.flat[v as usize], b, fw);
                 } else if let Some((a, _)) = pending.take() {
-                    code_pair((a, b), (0, 0), fw, t);
+                    code_pair((a, b), (0, 0), false, fw, t);
                 } else {
                     pending = Some((b, 0));
                 }
@@ -505,7 +511,8 @@ pub(super) unsafe fn code_plane(plane: &mut [u8], fw: usize, fh: usize, t: &Tabl
                     if spreads[k] < t.dc_only {
                         fill(samples[k] as u8, b, fw);
                     } else if let Some((a, e)) = pending.take() {
-                        code_pair((a, b), (e, spreads[k]), fw, t);
+                        let failed = code_pair((a, b), (e, spreads[k]), skip == 0, fw, t);
+                        skip = if failed { LOW_BACKOFF } else { skip.saturating_sub(1) };
                     } else {
                         pending = Some((b, spreads[k]));
                     }
@@ -516,7 +523,7 @@ pub(super) unsafe fn code_plane(plane: &mut [u8], fw: usize, fh: usize, t: &Tabl
     }
     if let Some((a, e)) = pending {
         // SAFETY: as above.
-        code_pair((a, a), (e, e), fw, t);
+        code_pair((a, a), (e, e), skip == 0, fw, t);
     }
 }
 
@@ -597,9 +604,10 @@ unsafe fn quantise_lf(c: __m256i, t: &Tables, j: usize) -> __m256i {
 
 /// Code the 8×8 blocks at `blk.0` and `blk.1` (rows `stride` bytes apart, [`spread`]s
 /// `spread`) in place; the two are disjoint or the same block (all loads come before the
-/// stores).
+/// stores). `try_low`: try [`low_quantised`] (if the quality allows); returns whether that
+/// was tried and failed.
 #[target_feature(enable = "avx2")]
-unsafe fn code_pair(blk: (*mut u8, *mut u8), spread: (i32, i32), stride: usize, t: &Tables) {
+unsafe fn code_pair(blk: (*mut u8, *mut u8), spread: (i32, i32), try_low: bool, stride: usize, t: &Tables) -> bool {
     // Rows [2k | 2k + 1] of each block, transposed to columns, widened to 16 bits: pass 1 on
     // rows (register = sample column), pass 2 on columns.
     let ld = |b: *mut u8, k: usize| {
@@ -609,7 +617,9 @@ unsafe fn code_pair(blk: (*mut u8, *mut u8), spread: (i32, i32), stride: usize, 
     let c = transpose_bytes(std::array::from_fn(|k| _mm256_set_m128i(ld(blk.1, k), ld(blk.0, k))));
     let z = _mm256_setzero_si256();
     let cols: [__m256i; 8] = std::array::from_fn(|x| if x % 2 == 0 { _mm256_unpacklo_epi8(c[x / 2], z) } else { _mm256_unpackhi_epi8(c[x / 2], z) });
-    let low = if t.hf_zero > 0 { low_quantised(cols, spread, t) } else { None };
+    let tried = try_low && t.hf_zero > 0;
+    let low = if tried { low_quantised(cols, spread, t) } else { None };
+    let failed = tried && low.is_none();
     // Nothing outside the top-left 4×4 (most blocks that are not DC-only at low quality):
     // its quantised rows, half-width.
     let h = match low {
@@ -623,7 +633,8 @@ unsafe fn code_pair(blk: (*mut u8, *mut u8), spread: (i32, i32), stride: usize, 
                 // Inverse pass 1 on columns (register = coefficient row), pass 2 on rows
                 // (transposed).
                 let deq: [__m256i; 8] = std::array::from_fn(|i| _mm256_mullo_epi16(q[i], t.q[i]));
-                return store_columns(idct::<{ CONST_BITS + PASS1_BITS + 3 }>(transpose(idct::<{ CONST_BITS - PASS1_BITS }>(deq))), blk, stride);
+                store_columns(idct::<{ CONST_BITS + PASS1_BITS + 3 }>(transpose(idct::<{ CONST_BITS - PASS1_BITS }>(deq))), blk, stride);
+                return failed;
             }
             [_mm256_unpacklo_epi64(q[0], q[1]), _mm256_unpacklo_epi64(q[2], q[3])]
         }
@@ -635,12 +646,13 @@ unsafe fn code_pair(blk: (*mut u8, *mut u8), spread: (i32, i32), stride: usize, 
         let v = |dc: i32| range_limit(super::descale(dc << PASS1_BITS, PASS1_BITS + 3));
         fill(v(_mm256_extract_epi16::<0>(deq[0]) as i16 as i32), blk.0, stride);
         fill(v(_mm256_extract_epi16::<8>(deq[0]) as i16 as i32), blk.1, stride);
-        return;
+        return failed;
     }
     // Inverse pass 1 on the four columns, half-width; pass 2 on the rows, whose columns 4–7
     // are zero (transposed: register = column).
     let w = half_to_columns(idct4_half::<{ CONST_BITS - PASS1_BITS }>(deq));
-    store_columns(idct4::<{ CONST_BITS + PASS1_BITS + 3 }>(w), blk, stride)
+    store_columns(idct4::<{ CONST_BITS + PASS1_BITS + 3 }>(w), blk, stride);
+    failed
 }
 
 /// Store the decoded sample columns `o` (register = column, rows in the lanes, left block in
