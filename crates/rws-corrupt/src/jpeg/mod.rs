@@ -674,4 +674,226 @@ mod tests {
             }
         }
     }
+
+    /// `block_avx2::FDCT_ERR` bounds islow's error against the exact DCT: each pass is an
+    /// integer linear map (`fdct_1d` of unit vectors, descaled) followed by a rounding of at
+    /// most ½, so for samples in −128..127 the error is at most 128·Σ|L − D| (L the two passes'
+    /// composed map, D the exact one) plus pass 1's roundings carried through pass 2 plus ½.
+    /// Random blocks and pure cosines check the bound against `fdct_islow` itself.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn fdct_error_bound() {
+        use std::f64::consts::{PI, SQRT_2};
+        let a: Vec<[i32; 8]> = (0..8).map(|x| fdct_1d(std::array::from_fn(|i| (i == x) as i32))).collect();
+        let p1 = |u: usize, x: usize| if u % 4 == 0 { 4.0 * a[x][u] as f64 } else { a[x][u] as f64 / 2048.0 };
+        let p2 = |v: usize, y: usize| if v % 4 == 0 { a[y][v] as f64 / 4.0 } else { a[y][v] as f64 / 32768.0 };
+        let d = |u: usize, x: usize| if u == 0 { 1.0 } else { SQRT_2 * (((2 * x + 1) * u) as f64 * PI / 16.0).cos() };
+        let mut bound = [0f64; 64];
+        for (k, b) in bound.iter_mut().enumerate() {
+            let (v, u) = (k / 8, k % 8);
+            let lin: f64 = (0..64).map(|i| (p2(v, i / 8) * p1(u, i % 8) - d(v, i / 8) * d(u, i % 8)).abs()).sum();
+            let carried: f64 = if u % 4 == 0 { 0.0 } else { 0.5 * (0..8).map(|y| p2(v, y).abs()).sum::<f64>() };
+            *b = 128.0 * lin + carried + 0.5;
+            assert!(*b < block_avx2::FDCT_ERR as f64, "coefficient {k}: {b}");
+        }
+        let mut rng = crate::Rng::seed_from_u64(5);
+        for n in 0..20000 {
+            let f: [i32; 64] = if n % 2 == 0 {
+                let r = rng.gen_range(1..=128);
+                std::array::from_fn(|_| rng.gen_range(-r..r))
+            } else {
+                let (k, amp) = (rng.gen_range(0..64), rng.gen_range(0.0..127.0));
+                std::array::from_fn(|i| (amp * d(k / 8, i / 8) * d(k % 8, i % 8) / 2.0).round().clamp(-128.0, 127.0) as i32)
+            };
+            let mut t = f;
+            fdct_islow(&mut t);
+            for k in 0..64 {
+                let exact: f64 = (0..64).map(|i| d(k / 8, i / 8) * d(k % 8, i % 8) * f[i] as f64).sum();
+                assert!((t[k] as f64 - exact).abs() <= bound[k], "coefficient {k}: {} vs {exact}", t[k]);
+            }
+        }
+    }
+
+    /// Blocks whose spread lies just below and just above the DC-only threshold (pure cosines
+    /// of every frequency, whose one coefficient carries the whole spread, and noise), coded by
+    /// the vector `code_plane` and the scalar one, at qualities where the shortcut applies.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn dc_only_shortcut_matches_scalar() {
+        use std::f64::consts::PI;
+        if !std::arch::is_x86_feature_detected!("avx2") {
+            return;
+        }
+        let mut rng = crate::Rng::seed_from_u64(9);
+        for q in [1, 3, 7, 10, 15, 25, 40, 60, 75, 85] {
+            for base in [&STD_LUM, &STD_CHR] {
+                let qt = quant_table(base, q);
+                let m = qt[1..].iter().map(|&v| 4 * v - block_avx2::FDCT_ERR).min().unwrap() as f64;
+                assert!(m > 0.0, "q{q}");
+                let (mut below, mut above, mut plane) = (0, 0, Vec::new());
+                while below + above < 256 {
+                    let mean = rng.gen_range(60.0..196.0);
+                    // Around √threshold in the exact coefficient's units (8× orthonormal).
+                    let r = m * rng.gen_range(0.9..1.1);
+                    let k = rng.gen_range(1..64);
+                    let blk: Vec<u8> = if rng.gen_bool(0.7) {
+                        let c = |u: usize, x: usize| if u == 0 { 1.0 / 8f64.sqrt() } else { 0.5 * (((2 * x + 1) * u) as f64 * PI / 16.0).cos() };
+                        (0..64).map(|i| (mean + r / 8.0 * c(k / 8, i / 8) * c(k % 8, i % 8)).round().clamp(0.0, 255.0) as u8).collect()
+                    } else {
+                        let s = r / 64.0 * rng.gen_range(1.0..3.0);
+                        (0..64).map(|_| (mean + rng.gen_range(-s..s)).round() as u8).collect()
+                    };
+                    let (s1, s2) = blk.iter().fold((0i64, 0i64), |(a, b), &v| (a + v as i64, b + (v as i64).pow(2)));
+                    let spread = 64 * s2 - s1 * s1;
+                    if spread == 0 {
+                        continue;
+                    }
+                    let is_below = (spread as f64) < m * m;
+                    if !(0.6..1.6).contains(&(spread as f64 / (m * m))) {
+                        continue;
+                    }
+                    if (is_below && below < 128) || (!is_below && above < 128) {
+                        *(if is_below { &mut below } else { &mut above }) += 1;
+                        plane.push(blk);
+                    }
+                }
+                // 16 blocks a row.
+                let (fw, fh) = (128, 8 * plane.len() / 16);
+                let mut img = vec![0u8; fw * fh];
+                for (n, blk) in plane.iter().enumerate() {
+                    for y in 0..8 {
+                        img[(n / 16 * 8 + y) * fw + n % 16 * 8..][..8].copy_from_slice(&blk[y * 8..y * 8 + 8]);
+                    }
+                }
+                let want = code_plane(&img, fw, fh, &qt);
+                // SAFETY: AVX2 is present.
+                unsafe { block_avx2::code_plane(&mut img, fw, fh, &block_avx2::Tables::new(&qt)) };
+                assert!(img == want, "q{q}");
+            }
+        }
+    }
+
+    /// Blocks whose quantised coefficients lie in row 0, column 0, the top-left 4×4 (the
+    /// block coder's short inverse transform) or anywhere, alone or with one more coefficient
+    /// just outside (row 1, column 1, row or column 4), in random order: vector `code_plane`
+    /// against the scalar one.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn sparse_blocks_match_scalar() {
+        use std::f64::consts::PI;
+        if !std::arch::is_x86_feature_detected!("avx2") {
+            return;
+        }
+        let basis = |u: usize, x: usize| if u == 0 { 1.0 / 8f64.sqrt() } else { 0.5 * (((2 * x + 1) * u) as f64 * PI / 16.0).cos() };
+        let mut rng = crate::Rng::seed_from_u64(21);
+        for q in [3, 7, 15, 30, 60, 90] {
+            for base in [&STD_LUM, &STD_CHR] {
+                let qt = quant_table(base, q);
+                // Kinds seen: row 0 only, column 0 only, top-left 4×4, beyond (DC-only aside).
+                let mut seen = [0usize; 4];
+                let n: usize = 16 * 24 + rng.gen_range(0..16);
+                let mut img = vec![0u8; 128 * 8 * n.div_ceil(16)];
+                for b in 0..n {
+                    let mut c = vec![(0usize, 0usize, rng.gen_range(-400.0..400.0))];
+                    let pick = |rng: &mut crate::Rng, kind: usize| match kind {
+                        0 => (0, rng.gen_range(1..8)),
+                        1 => (rng.gen_range(1..8), 0),
+                        2 => (rng.gen_range(0..4), rng.gen_range(0..4)),
+                        _ => (rng.gen_range(0..8), rng.gen_range(0..8)),
+                    };
+                    let kind = rng.gen_range(0..4);
+                    for _ in 0..rng.gen_range(1..4) {
+                        let (v, u) = pick(&mut rng, kind);
+                        c.push((v, u, 8.0 * qt[v * 8 + u] as f64 * rng.gen_range(0.4..3.0) * if rng.gen_bool(0.5) { -1.0 } else { 1.0 }));
+                    }
+                    if rng.gen_bool(0.3) {
+                        let (v, u) = [(1, rng.gen_range(0..8)), (rng.gen_range(0..8), 1), (4, rng.gen_range(0..8)), (rng.gen_range(0..8), 4)][rng.gen_range(0..4)];
+                        c.push((v, u, 8.0 * qt[v * 8 + u] as f64 * rng.gen_range(0.4..1.5)));
+                    }
+                    let mut blk = [0i32; 64];
+                    for (i, px) in blk.iter_mut().enumerate() {
+                        let (y, x) = (i / 8, i % 8);
+                        let f: f64 = c.iter().map(|&(v, u, t)| t / 8.0 * basis(v, y) * basis(u, x)).sum();
+                        *px = (128.0 + f).round().clamp(0.0, 255.0) as i32;
+                        img[(b / 16 * 8 + y) * 128 + b % 16 * 8 + x] = *px as u8;
+                    }
+                    blk.iter_mut().for_each(|v| *v -= 128);
+                    fdct_islow(&mut blk);
+                    let nz: Vec<usize> = (1..64).filter(|&i| (blk[i].abs() + 4 * qt[i]) / (8 * qt[i]) != 0).collect();
+                    if let Some(k) = [nz.iter().all(|&i| i < 8), nz.iter().all(|&i| i % 8 == 0), nz.iter().all(|&i| i < 32 && i % 8 < 4), true].iter().position(|&b| b).filter(|_| !nz.is_empty()) {
+                        seen[k] += 1;
+                    }
+                }
+                let want = code_plane(&img, 128, img.len() / 128, &qt);
+                // SAFETY: AVX2 is present.
+                unsafe { block_avx2::code_plane(&mut img, 128, want.len() / 128, &block_avx2::Tables::new(&qt)) };
+                assert!(img == want, "q{q}");
+                assert!(seen.iter().all(|&k| k >= 10), "q{q} {seen:?}");
+            }
+        }
+    }
+
+    /// Blocks with random coefficients in the top-left 4×4 and one outside it (a cosine) sized
+    /// so that the spread left to the outside lies just below and just above the bound that
+    /// proves it zero, at every quality and table where the bound is tried: vector
+    /// `code_plane` against the scalar one.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn low_frequency_bound_matches_scalar() {
+        use std::f64::consts::PI;
+        if !std::arch::is_x86_feature_detected!("avx2") {
+            return;
+        }
+        let basis = |u: usize, x: usize| if u == 0 { 1.0 / 8f64.sqrt() } else { 0.5 * (((2 * x + 1) * u) as f64 * PI / 16.0).cos() };
+        let eps = block_avx2::FDCT_ERR;
+        let mut rng = crate::Rng::seed_from_u64(33);
+        let mut tried = 0;
+        for q in [1, 5, 7, 10, 15, 20, 25, 30, 40, 50, 60, 70, 80] {
+            for base in [&STD_LUM, &STD_CHR] {
+                let qt = quant_table(base, q);
+                let outside: Vec<usize> = (0..64).filter(|i| i / 8 >= 4 || i % 8 >= 4).collect();
+                let m = outside.iter().map(|&i| 4 * qt[i] - eps).min().unwrap();
+                if qt[1..].iter().any(|&q| 4 * q - eps < block_avx2::LOW_MIN) {
+                    continue;
+                }
+                tried += 1;
+                let bound = (m * m) as f64;
+                let (mut below, mut above, mut plane) = (0, 0, Vec::new());
+                while below + above < 256 {
+                    let mut c: Vec<(usize, f64)> = (0..rng.gen_range(0..4)).map(|_| (rng.gen_range(0..4) * 8 + rng.gen_range(0..4), 8.0 * qt[0] as f64 * rng.gen_range(-2.0..2.0))).collect();
+                    let k = outside[rng.gen_range(0..outside.len())];
+                    c.push((k, m as f64 * rng.gen_range(0.85..1.15) * if rng.gen_bool(0.5) { -1.0 } else { 1.0 }));
+                    let mean = rng.gen_range(90.0..166.0);
+                    let blk: Vec<u8> = (0..64)
+                        .map(|i| (mean + c.iter().map(|&(k, t)| t / 8.0 * basis(k / 8, i / 8) * basis(k % 8, i % 8)).sum::<f64>()).round().clamp(0.0, 255.0) as u8)
+                        .collect();
+                    let (s1, s2) = blk.iter().fold((0i64, 0i64), |(a, b), &v| (a + v as i64, b + (v as i64).pow(2)));
+                    let mut t: [i32; 64] = std::array::from_fn(|i| blk[i] as i32 - 128);
+                    fdct_islow(&mut t);
+                    let low: i64 = (1..64).filter(|i| i / 8 < 4 && i % 8 < 4).map(|i| ((t[i].abs() - eps).max(0) as i64).pow(2)).sum();
+                    let rest = (64 * s2 - s1 * s1 - low) as f64;
+                    if !(0.7..1.4).contains(&(rest / bound)) {
+                        continue;
+                    }
+                    let is_below = rest < bound;
+                    if (is_below && below < 128) || (!is_below && above < 128) {
+                        *(if is_below { &mut below } else { &mut above }) += 1;
+                        plane.push(blk);
+                    }
+                }
+                let (fw, fh) = (128, 8 * plane.len() / 16);
+                let mut img = vec![0u8; fw * fh];
+                for (n, blk) in plane.iter().enumerate() {
+                    for y in 0..8 {
+                        img[(n / 16 * 8 + y) * fw + n % 16 * 8..][..8].copy_from_slice(&blk[y * 8..y * 8 + 8]);
+                    }
+                }
+                let want = code_plane(&img, fw, fh, &qt);
+                // SAFETY: AVX2 is present.
+                unsafe { block_avx2::code_plane(&mut img, fw, fh, &block_avx2::Tables::new(&qt)) };
+                assert!(img == want, "q{q}");
+            }
+        }
+        assert!(tried >= 10, "{tried}");
+    }
 }
