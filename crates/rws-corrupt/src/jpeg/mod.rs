@@ -443,29 +443,30 @@ unsafe fn round_trip_avx2(img: &[u8], h: usize, w: usize, c: usize, quality: u32
     // Filled row by row through raw pointers (not zeroed first: that was 4% of the time).
     let mut out: Vec<u8> = Vec::with_capacity(h * w * 3);
     let (csb, csr) = cs.split_at_mut(dw + 2);
-    for y in 0..h {
-        let yr = &yp[y * mw..y * mw + w];
-        let orow = out.as_mut_ptr().add(y * w * 3);
-        let done = if avx512 {
-            let (n, f) = (y / 2 * cw, far_row(y, dh) * cw);
-            rows_avx512::upsample_to_rgb(yr, [&cb[n..n + dw], &cb[f..f + dw]], [&cr[n..n + dw], &cr[f..f + dw]], orow)
-        } else {
+    // The AVX-512 upsampling does every row whole, in one call.
+    if avx512 {
+        rows_avx512::upsample_rows(yp, mw, cb, cr, cw, h, w, out.as_mut_ptr());
+    } else {
+        for y in 0..h {
+            let yr = &yp[y * mw..y * mw + w];
+            let orow = out.as_mut_ptr().add(y * w * 3);
             let (near, far) = (y / 2 * cw, far_row(y, dh) * cw);
-            rows_avx2::upsample_to_rgb(yr, (&cb[near..][..dw], &cb[far..][..dw]), (&cr[near..][..dw], &cr[far..][..dw]), orow)
-        };
-        if done < w {
-            rows_avx2::column_sums(cb, cw, dw, dh, y, csb);
-            rows_avx2::column_sums(cr, cw, dw, dh, y, csr);
-        }
-        // The rest from the column sums: cs[c + 1] is chroma column c's.
-        for x in done..w {
-            let up = |cs: &[u16]| (if x % 2 == 0 { (cs[x / 2 + 1] * 3 + cs[x / 2] + 8) >> 4 } else { (cs[x / 2 + 1] * 3 + cs[x / 2 + 2] + 7) >> 4 }) as u8;
-            let mut px = [0u8; 3];
-            ycc_to_rgb_px(yr[x], up(csb), up(csr), &mut px);
-            std::ptr::copy_nonoverlapping(px.as_ptr(), orow.add(3 * x), 3);
+            let done = rows_avx2::upsample_to_rgb(yr, (&cb[near..][..dw], &cb[far..][..dw]), (&cr[near..][..dw], &cr[far..][..dw]), orow);
+            if done < w {
+                rows_avx2::column_sums(cb, cw, dw, dh, y, csb);
+                rows_avx2::column_sums(cr, cw, dw, dh, y, csr);
+            }
+            // The rest from the column sums: cs[c + 1] is chroma column c's.
+            for x in done..w {
+                let up = |cs: &[u16]| (if x % 2 == 0 { (cs[x / 2 + 1] * 3 + cs[x / 2] + 8) >> 4 } else { (cs[x / 2 + 1] * 3 + cs[x / 2 + 2] + 7) >> 4 }) as u8;
+                let mut px = [0u8; 3];
+                ycc_to_rgb_px(yr[x], up(csb), up(csr), &mut px);
+                std::ptr::copy_nonoverlapping(px.as_ptr(), orow.add(3 * x), 3);
+            }
         }
     }
-    // SAFETY: every row's 3·w bytes are written above (the vector pixels, then the rest).
+    // SAFETY: every row's 3·w bytes are written above (the vector pixels, then the rest, or
+    // all of them by `upsample_rows`).
     out.set_len(h * w * 3);
     SCRATCH.set(buf);
     SUMS.set(cs);
@@ -635,7 +636,7 @@ mod tests {
                     upsample_row_h2v2_fancy(&b, 256, 256, 1, 0, &mut cs, &mut cbu);
                     upsample_row_h2v2_fancy(&r, 256, 256, 1, 0, &mut cs, &mut cru);
                     // SAFETY: AVX-512 is present; `rgb` holds the row.
-                    assert_eq!(unsafe { rows_avx512::upsample_to_rgb(&yr, [&b, &b], [&r, &r], rgb.as_mut_ptr()) }, w);
+                    unsafe { rows_avx512::upsample_rows(&yr, w, &b, &r, 256, 1, w, rgb.as_mut_ptr()) };
                     for x in 0..w {
                         let mut o = [0u8; 3];
                         ycc_to_rgb_px(yr[x], cbu[x], cru[x], &mut o);
