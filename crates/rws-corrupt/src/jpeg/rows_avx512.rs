@@ -239,13 +239,6 @@ pub(super) unsafe fn upsample_rows(yp: &[u8], mw: usize, cbp: &[u8], crp: &[u8],
         *prev = m;
         (m, l, r)
     };
-    // The chroma value of a flat run: the `valid` columns' sums equal their neighbours' and
-    // the even and odd outputs agree.
-    let flat = |(m, l, r): (__m512i, __m512i, __m512i), valid: u32| {
-        let eq = _mm512_mask_cmpeq_epi16_mask(valid, m, l) & _mm512_mask_cmpeq_epi16_mask(valid, m, r) == valid;
-        let v = _mm_cvtsi128_si32(_mm512_castsi512_si128(m)) as u16;
-        (eq && (v * 4 + 8) >> 4 == (v * 4 + 7) >> 4).then_some(((v * 4 + 8) >> 4) as u8)
-    };
     let fancy = |(m, l, r): (__m512i, __m512i, __m512i)| {
         let m3 = _mm512_add_epi16(m, _mm512_add_epi16(m, m));
         let e = _mm512_srai_epi16::<4>(_mm512_add_epi16(_mm512_add_epi16(m3, b8), l));
@@ -297,15 +290,6 @@ pub(super) unsafe fn upsample_rows(yp: &[u8], mw: usize, cbp: &[u8], crp: &[u8],
     let mut keys = KEYS.take();
     keys.resize((yrows + crows) * steps, 0);
     let (ykeys, ckeys) = keys.split_at_mut(yrows * steps);
-    for (by, ks) in ykeys.chunks_exact_mut(steps).enumerate() {
-        for (s, k) in ks.iter_mut().enumerate() {
-            let (x0, m) = (64 * s, low(w - 64 * s));
-            let v = yp[8 * by * mw + x0];
-            let vv = _mm512_set1_epi8(v as i8);
-            let ne = (8 * by..(8 * by + 8).min(h)).fold(0, |ne, y| ne | _mm512_mask_cmpneq_epi8_mask(m, _mm512_maskz_loadu_epi8(m, yp.as_ptr().add(y * mw + x0) as *const i8), vv));
-            *k = if ne == 0 { 1 << 8 | v as u32 } else { 0 };
-        }
-    }
     for (bc, ks) in ckeys.chunks_exact_mut(steps).enumerate() {
         for (s, k) in ks.iter_mut().enumerate() {
             let lo = (32 * s).saturating_sub(1);
@@ -314,8 +298,19 @@ pub(super) unsafe fn upsample_rows(yp: &[u8], mw: usize, cbp: &[u8], crp: &[u8],
             let (b, r) = (cbp[at], crp[at]);
             let (vb, vr) = (_mm512_set1_epi8(b as i8), _mm512_set1_epi8(r as i8));
             let ld = |p: &[u8], row: usize| _mm512_maskz_loadu_epi8(m, p.as_ptr().add(row * cw + lo) as *const i8);
-            let ne = (8 * bc..(8 * bc + 8).min(dh)).fold(0, |ne, row| ne | _mm512_mask_cmpneq_epi8_mask(m, ld(cbp, row), vb) | _mm512_mask_cmpneq_epi8_mask(m, ld(crp, row), vr));
-            *k = if ne == 0 { 1 << 16 | (b as u32) << 8 | r as u32 } else { 0 };
+            let flat = (8 * bc..(8 * bc + 8).min(dh)).all(|row| _mm512_mask_cmpneq_epi8_mask(m, ld(cbp, row), vb) | _mm512_mask_cmpneq_epi8_mask(m, ld(crp, row), vr) == 0);
+            *k = if flat { 1 << 16 | (b as u32) << 8 | r as u32 } else { 0 };
+        }
+    }
+    // (Luma is only looked at under flat chroma: its block row by lies in chroma block row
+    // by / 2.)
+    for (by, ks) in ykeys.chunks_exact_mut(steps).enumerate() {
+        for (s, k) in ks.iter_mut().enumerate() {
+            let (x0, m) = (64 * s, low(w - 64 * s));
+            let v = yp[8 * by * mw + x0];
+            let vv = _mm512_set1_epi8(v as i8);
+            let flat = ckeys[by / 2 * steps + s] != 0 && (8 * by..(8 * by + 8).min(h)).all(|y| _mm512_mask_cmpneq_epi8_mask(m, _mm512_maskz_loadu_epi8(m, yp.as_ptr().add(y * mw + x0) as *const i8), vv) == 0);
+            *k = if flat { 1 << 8 | v as u32 } else { 0 };
         }
     }
     // At first: grey (128, 128: terms 0) and black.
@@ -358,23 +353,12 @@ pub(super) unsafe fn upsample_rows(yp: &[u8], mw: usize, cbp: &[u8], crp: &[u8],
             }
             let (b, r) = (columns(cb, x, &mut pb), columns(cr, x, &mut pr));
             let yv = _mm512_maskz_loadu_epi8(low(px), yr.as_ptr().add(2 * x) as *const i8);
-            // Flat chroma in the column sums (where the blocks are not all flat; near and far
-            // rows may differ): the even and odd outputs agree.
-            let valid = low(dw - x) as u32;
-            let rgb: [__m512i; 3] = if let (Some(cbv), Some(crv)) = (flat(b, valid), flat(r, valid)) {
-                if [cbv, crv] != run.cbcr {
-                    run = FlatYcc::of([cbv, crv], run.luma);
-                }
-                let (add, sub) = &run.terms;
-                std::array::from_fn(|v| _mm512_subs_epu8(_mm512_adds_epu8(_mm512_permutexvar_epi8(px_of[v], yv), add[v]), sub[v]))
-            } else {
-                let ((cb_lo, cb_hi), (cr_lo, cr_hi)) = (fancy(b), fancy(r));
-                let (r0, g0, b0) = ycc(_mm512_unpacklo_epi8(yv, z), cb_lo, cr_lo);
-                let (r1, g1, b1) = ycc(_mm512_unpackhi_epi8(yv, z), cb_hi, cr_hi);
-                // Saturating packs clamp to 0..255 and put the 64 pixels back in order.
-                let (r, g, b) = (_mm512_packus_epi16(r0, r1), _mm512_packus_epi16(g0, g1), _mm512_packus_epi16(b0, b1));
-                std::array::from_fn(|v| _mm512_mask_permutexvar_epi8(_mm512_permutex2var_epi8(r, il[v], g), BLUE[v], il[v], b))
-            };
+            let ((cb_lo, cb_hi), (cr_lo, cr_hi)) = (fancy(b), fancy(r));
+            let (r0, g0, b0) = ycc(_mm512_unpacklo_epi8(yv, z), cb_lo, cr_lo);
+            let (r1, g1, b1) = ycc(_mm512_unpackhi_epi8(yv, z), cb_hi, cr_hi);
+            // Saturating packs clamp to 0..255 and put the 64 pixels back in order.
+            let (r, g, b) = (_mm512_packus_epi16(r0, r1), _mm512_packus_epi16(g0, g1), _mm512_packus_epi16(b0, b1));
+            let rgb: [__m512i; 3] = std::array::from_fn(|v| _mm512_mask_permutexvar_epi8(_mm512_permutex2var_epi8(r, il[v], g), BLUE[v], il[v], b));
             store_rgb(o, &rgb, px, room);
             x += 32;
         }
