@@ -565,6 +565,43 @@ mod tests {
         }
     }
 
+    /// Small rectangles on a flat background, placed around the edges of the AVX-512
+    /// upsampling's flat regions (64-pixel steps, whose filter reads one chroma column more on
+    /// each side, and rows of 8×8 chroma blocks, whose first and last output rows read one
+    /// chroma row more): just inside, on and just past each edge. Coloured (flat chroma
+    /// missed) and grey on black (chroma flat, luma not), odd sizes, one and three channels.
+    #[test]
+    fn flat_region_edges_match_scalar_path() {
+        for (h, w) in [(40, 200), (33, 131), (18, 66), (3, 129)] {
+            for c in [1, 3] {
+                for (fg, size) in [([200u8, 40, 90], (1, 1)), ([1, 1, 1], (1, 1)), ([90, 200, 40], (5, 3))] {
+                    for y0 in [0, 14, 15, 16, 17, 18, 31] {
+                        for x0 in [0, 60, 61, 62, 63, 64, 65, 66, 127, 128, 129] {
+                            if y0 >= h || x0 >= w {
+                                continue;
+                            }
+                            let mut img = vec![0u8; h * w * c];
+                            for y in y0..(y0 + size.0).min(h) {
+                                for x in x0..(x0 + size.1).min(w) {
+                                    img[(y * w + x) * c..][..c].copy_from_slice(&fg[..c]);
+                                }
+                            }
+                            for q in [7, 15, 100] {
+                                let want = round_trip_scalar(&img, h, w, c, q);
+                                assert!(round_trip(&img, h, w, c, q) == want, "{h}x{w}x{c} {fg:?} at {y0},{x0} q{q}");
+                                #[cfg(target_arch = "x86_64")]
+                                if std::arch::is_x86_feature_detected!("avx2") {
+                                    // SAFETY: AVX2 is present.
+                                    assert!(unsafe { round_trip_avx2(&img, h, w, c, q, false) } == want, "avx2 {h}x{w}x{c} {fg:?} at {y0},{x0} q{q}");
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     /// The vector colour conversions against the scalar pixel formulas, for every 24-bit input.
     #[cfg(target_arch = "x86_64")]
     #[test]
