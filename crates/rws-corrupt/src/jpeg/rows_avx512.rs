@@ -168,14 +168,16 @@ unsafe fn store_rgb(o: *mut u8, rgb: &[__m512i; 3], px: usize, room: usize) {
     }
 }
 
-/// [`rows_avx2::column_sums`] and [`rows_avx2::upsample_to_rgb`] in one pass over the whole
-/// row, 64 pixels (32 chroma columns) a step, the last step's loads and stores masked to
-/// the row; `cb` and `cr` are each component's near and far row (`dw` long); returns
-/// `yr.len()`. The neighbour columns come from registers by `vpermt2w` (the previous
-/// step's columns, a broadcast of the next one), the RGB interleave is two `vpermb` per 64
-/// output bytes.
+/// The upsampling and inverse conversion of the whole image into `out` (`h` rows of `w` RGB
+/// pixels) from the coded `mw`-wide luma plane `yp` and `cw`-wide chroma planes: per row,
+/// [`rows_avx2::column_sums`] and [`rows_avx2::upsample_to_rgb`] in one pass, 64 pixels (32
+/// chroma columns) a step, the loads at the end of a row masked to it and the stores masked
+/// only at the end of the image. The neighbour columns come from registers by `vpermt2w`
+/// (the previous step's columns, a broadcast of the next one), the RGB interleave is two
+/// `vpermb` per 64 output bytes. One call for all rows: the constants and flat-region state
+/// stay loaded from row to row.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi,avx512vnni,avx2")]
-#[inline]
+#[allow(clippy::too_many_arguments)]
 pub(super) unsafe fn upsample_rows(yp: &[u8], mw: usize, cbp: &[u8], crp: &[u8], cw: usize, h: usize, w: usize, out: *mut u8) {
     use rows_avx2::{K_B_RS, K_G, K_R_RS};
     let (dw, dh) = (w.div_ceil(2), h.div_ceil(2));
