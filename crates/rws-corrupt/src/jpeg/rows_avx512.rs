@@ -158,6 +158,12 @@ const fn rgb_pixels(k: usize) -> [u8; 64] {
 #[target_feature(enable = "avx512f,avx512bw")]
 #[inline]
 unsafe fn store_rgb(o: *mut u8, rgb: &[__m512i; 3], px: usize, room: usize) {
+    if px == 64 || room >= 192 {
+        for (v, &out) in rgb.iter().enumerate() {
+            _mm512_storeu_si512(o.add(64 * v) as *mut _, out);
+        }
+        return;
+    }
     for (v, &out) in rgb.iter().enumerate() {
         let bytes = (3 * px).saturating_sub(64 * v);
         if bytes >= 64 || (bytes > 0 && 64 * (v + 1) <= room) {
