@@ -233,14 +233,18 @@ pub(super) unsafe fn upsample_rows(yp: &[u8], mw: usize, cbp: &[u8], crp: &[u8],
     // as pixels [0–7 | 16–23 | 32–39 | 48–55] and [8–15 | 24–31 | 40–47 | 56–63] (of 2x..).
     let sum = |[near, far]: [&[u8]; 2], x: usize| near[x] as i16 * 3 + far[x] as i16;
     // The column sums of chroma columns x..x+32 and of their left and right neighbours.
-    let columns = |rows: [&[u8]; 2], x: usize, prev: &mut __m512i| {
-        let ld = |r: &[u8]| _mm512_cvtepu8_epi16(_mm256_maskz_loadu_epi8(low(dw - x) as u32, r.as_ptr().add(x) as *const i8));
+    // (Unmasked loads but at the row's end, where `interior` is false.)
+    let columns = |rows: [&[u8]; 2], x: usize, prev: &mut __m512i, interior: bool| {
+        let ld = |r: &[u8]| {
+            let p = r.as_ptr().add(x);
+            _mm512_cvtepu8_epi16(if interior { _mm256_loadu_si256(p as *const __m256i) } else { _mm256_maskz_loadu_epi8(low(dw - x) as u32, p as *const i8) })
+        };
         let (near, far) = (ld(rows[0]), ld(rows[1]));
         let m = _mm512_add_epi16(_mm512_add_epi16(near, near), _mm512_add_epi16(near, far));
-        let next = if x + 32 < dw { _mm512_set1_epi16(sum(rows, x + 32)) } else { m };
+        let next = if interior { _mm512_set1_epi16(sum(rows, x + 32)) } else { m };
         let l = _mm512_permutex2var_epi16(*prev, lidx, m);
         let mut r = _mm512_permutex2var_epi16(m, ridx, next);
-        if dw - x <= 32 {
+        if !interior {
             // The last column's right neighbour is itself.
             r = _mm512_mask_mov_epi16(r, 1 << (dw - 1 - x), m);
         }
@@ -359,8 +363,11 @@ pub(super) unsafe fn upsample_rows(yp: &[u8], mw: usize, cbp: &[u8], crp: &[u8],
                 x += 32;
                 continue;
             }
-            let (b, r) = (columns(cb, x, &mut pb), columns(cr, x, &mut pr));
-            let yv = _mm512_maskz_loadu_epi8(low(px), yr.as_ptr().add(2 * x) as *const i8);
+            // Not the row's last step: 32 columns, 64 pixels and the next column.
+            let interior = x + 32 < dw;
+            let (b, r) = (columns(cb, x, &mut pb, interior), columns(cr, x, &mut pr, interior));
+            let ys = yr.as_ptr().add(2 * x);
+            let yv = if interior { _mm512_loadu_si512(ys as *const _) } else { _mm512_maskz_loadu_epi8(low(px), ys as *const i8) };
             let ((cb_lo, cb_hi), (cr_lo, cr_hi)) = (fancy(b), fancy(r));
             let (r0, g0, b0) = ycc(_mm512_unpacklo_epi8(yv, z), cb_lo, cr_lo);
             let (r1, g1, b1) = ycc(_mm512_unpackhi_epi8(yv, z), cb_hi, cr_hi);
