@@ -355,7 +355,8 @@ pub(super) unsafe fn upsample_rows(yp: &[u8], mw: usize, cbp: &[u8], crp: &[u8],
                     }
                     store_rgb(o, &run.rgb, px, room);
                 } else {
-                    let yv = _mm512_maskz_loadu_epi8(low(px), yr.as_ptr().add(2 * x) as *const i8);
+                    let ys = yr.as_ptr().add(2 * x);
+                    let yv = if px == 64 { _mm512_loadu_si512(ys as *const _) } else { _mm512_maskz_loadu_epi8(low(px), ys as *const i8) };
                     let (add, sub) = &run.terms;
                     let rgb = std::array::from_fn(|v| _mm512_subs_epu8(_mm512_adds_epu8(_mm512_permutexvar_epi8(px_of[v], yv), add[v]), sub[v]));
                     store_rgb(o, &rgb, px, room);
