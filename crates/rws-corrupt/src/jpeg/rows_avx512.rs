@@ -62,8 +62,11 @@ pub(super) unsafe fn rgb_to_ycc(img: &[u8], at: usize, yo: &mut [u8], cbo: &mut 
         if _mm512_cmpeq_epi8_mask(v, flat.0) == u64::MAX {
             return flat.1;
         }
+        // (Most pixels that start no flat run differ from the next one: a scalar test of
+        // the first two first.)
         const LOW45: u64 = (1 << 45) - 1;
-        if _mm512_mask_cmpeq_epi8_mask(LOW45, v, _mm512_maskz_loadu_epi8(LOW45, p.add(3) as *const i8)) == LOW45 {
+        let word = |at: usize| (p.add(at) as *const u32).read_unaligned() & 0xff_ffff;
+        if word(0) == word(3) && _mm512_mask_cmpeq_epi8_mask(LOW45, v, _mm512_maskz_loadu_epi8(LOW45, p.add(3) as *const i8)) == LOW45 {
             flat = (v, ycc(&src[3 * x..3 * x + 3]));
             return flat.1;
         }
