@@ -49,25 +49,26 @@ pub(super) unsafe fn rgb_to_ycc(img: &[u8], at: usize, yo: &mut [u8], cbo: &mut 
     const M: [[u8; 64]; 5] = [rgb_pairs(0, 1), rgb_pairs(1, 2), rgb_pairs(2, 0), third_bytes(), spread()];
     let ld = |m: &[u8; 64]| _mm512_loadu_si512(m.as_ptr() as *const _);
     let (mrg, mgb, mbr, gather, lanes) = (ld(&M[0]), ld(&M[1]), ld(&M[2]), ld(&M[3]), ld(&M[4]));
-    // The last flat run's 48 bytes and its Y, Cb, Cr as dwords v << 16 (at first: black).
+    // The last flat run's 48 bytes, its Y, Cb, Cr as dwords v << 16 and its pixel's bytes (at
+    // first: black).
     let ycc = |px: &[u8]| rgb_to_ycc_px(px).map(|v| _mm512_set1_epi32((v as i32) << 16));
-    let mut flat = (_mm512_setzero_si512(), ycc(&[0; 3]));
+    let mut flat = (_mm512_setzero_si512(), ycc(&[0; 3]), 0u32);
     // Y, Cb, Cr sums of the 16 pixels from byte 3x.
     let mut sixteen = |x: usize| {
         let p = src.as_ptr().add(3 * x);
         let v = _mm512_maskz_loadu_epi8(0xffff_ffff_ffff, p as *const i8);
         // Sixteen equal pixels (flat backgrounds): bytes 0..45 equal 3..48. The last flat
         // run's bytes (most of a background) take one compare; a flat run's sums are its
-        // pixel's results (in byte 2 of each dword, where the gather takes them).
-        if _mm512_cmpeq_epi8_mask(v, flat.0) == u64::MAX {
+        // pixel's results (in byte 2 of each dword, where the gather takes them). (Scalar
+        // tests of the first pixel first: most groups outside flat runs fail them.)
+        let word = |at: usize| (p.add(at) as *const u32).read_unaligned() & 0xff_ffff;
+        let first = word(0);
+        if first == flat.2 && _mm512_cmpeq_epi8_mask(v, flat.0) == u64::MAX {
             return flat.1;
         }
-        // (Most pixels that start no flat run differ from the next one: a scalar test of
-        // the first two first.)
         const LOW45: u64 = (1 << 45) - 1;
-        let word = |at: usize| (p.add(at) as *const u32).read_unaligned() & 0xff_ffff;
-        if word(0) == word(3) && _mm512_mask_cmpeq_epi8_mask(LOW45, v, _mm512_maskz_loadu_epi8(LOW45, p.add(3) as *const i8)) == LOW45 {
-            flat = (v, ycc(&src[3 * x..3 * x + 3]));
+        if first == word(3) && _mm512_mask_cmpeq_epi8_mask(LOW45, v, _mm512_maskz_loadu_epi8(LOW45, p.add(3) as *const i8)) == LOW45 {
+            flat = (v, ycc(&src[3 * x..3 * x + 3]), first);
             return flat.1;
         }
         let v = _mm512_permutexvar_epi8(lanes, v);
