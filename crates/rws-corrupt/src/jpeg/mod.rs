@@ -381,7 +381,8 @@ pub(crate) fn round_trip_scalar(img: &[u8], h: usize, w: usize, c: usize, qualit
 /// [`round_trip_scalar`] streamed by rows with AVX2 kernels: colour conversion, edge padding and
 /// downsampling per pair of rows into the (in place coded) planes, upsampling and the inverse
 /// conversion per output row, so only the luma and the two small chroma planes exist whole.
-/// `avx512`: the CPU has what [`rows_avx512`] needs (its kernels take the rows' first pixels).
+/// `avx512`: the CPU has what [`rows_avx512`] needs (its conversion takes the rows' first
+/// pixels, its upsampling all rows, [`rows_avx512::upsample_rows`]).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn round_trip_avx2(img: &[u8], h: usize, w: usize, c: usize, quality: u32, avx512: bool) -> Vec<u8> {
