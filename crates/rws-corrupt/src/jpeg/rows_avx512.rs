@@ -49,12 +49,15 @@ pub(super) unsafe fn rgb_to_ycc(img: &[u8], at: usize, yo: &mut [u8], cbo: &mut 
     const M: [[u8; 64]; 5] = [rgb_pairs(0, 1), rgb_pairs(1, 2), rgb_pairs(2, 0), third_bytes(), spread()];
     let ld = |m: &[u8; 64]| _mm512_loadu_si512(m.as_ptr() as *const _);
     let (mrg, mgb, mbr, gather, lanes) = (ld(&M[0]), ld(&M[1]), ld(&M[2]), ld(&M[3]), ld(&M[4]));
-    // The last flat run's 48 bytes, its Y, Cb, Cr as dwords v << 16 and its pixel's bytes (at
-    // first: black).
+    // The last flat run's 48 bytes, its Y, Cb, Cr as dwords v << 16, its pixel's bytes and its
+    // Y, Cb, Cr as bytes (at first: black).
     let ycc = |px: &[u8]| rgb_to_ycc_px(px).map(|v| _mm512_set1_epi32((v as i32) << 16));
-    let mut flat = (_mm512_setzero_si512(), ycc(&[0; 3]), 0u32);
-    // Y, Cb, Cr sums of the 16 pixels from byte 3x.
-    let mut sixteen = |x: usize| {
+    let bytes = |px: &[u8]| rgb_to_ycc_px(px).map(|v| _mm256_set1_epi8(v as i8));
+    type Flat = (__m512i, [__m512i; 3], u32, [__m256i; 3]);
+    let mut flat: Flat = (_mm512_setzero_si512(), ycc(&[0; 3]), 0, bytes(&[0; 3]));
+    // Y, Cb, Cr sums of the 16 pixels from byte 3x, and whether they are the last flat run's
+    // (1) or a new one's (2).
+    let sixteen = |x: usize, flat: &mut Flat| {
         let p = src.as_ptr().add(3 * x);
         let v = _mm512_maskz_loadu_epi8(0xffff_ffff_ffff, p as *const i8);
         // Sixteen equal pixels (flat backgrounds): bytes 0..45 equal 3..48. The last flat
@@ -64,25 +67,34 @@ pub(super) unsafe fn rgb_to_ycc(img: &[u8], at: usize, yo: &mut [u8], cbo: &mut 
         let word = |at: usize| (p.add(at) as *const u32).read_unaligned() & 0xff_ffff;
         let first = word(0);
         if first == flat.2 && _mm512_cmpeq_epi8_mask(v, flat.0) == u64::MAX {
-            return flat.1;
+            return (flat.1, 1);
         }
         const LOW45: u64 = (1 << 45) - 1;
         if first == word(3) && _mm512_mask_cmpeq_epi8_mask(LOW45, v, _mm512_maskz_loadu_epi8(LOW45, p.add(3) as *const i8)) == LOW45 {
-            flat = (v, ycc(&src[3 * x..3 * x + 3]), first);
-            return flat.1;
+            let px = &src[3 * x..3 * x + 3];
+            *flat = (v, ycc(px), first, bytes(px));
+            return (flat.1, 2);
         }
         let v = _mm512_permutexvar_epi8(lanes, v);
         let (rg, gb, br) = (_mm512_shuffle_epi8(v, mrg), _mm512_shuffle_epi8(v, mgb), _mm512_shuffle_epi8(v, mbr));
         let sum = |a: __m512i, ka: __m512i, b: __m512i, kb: __m512i, off: __m512i| _mm512_dpwssd_epi32(_mm512_dpwssd_epi32(off, a, ka), b, kb);
-        [sum(rg, ky0, gb, ky1, y_off), sum(gb, kcb0, br, kcb1, c_off), sum(rg, kcr0, br, kcr1, c_off)]
+        ([sum(rg, ky0, gb, ky1, y_off), sum(gb, kcb0, br, kcb1, c_off), sum(rg, kcr0, br, kcr1, c_off)], 0)
     };
     let store = |o: &mut [u8], x: usize, a: __m512i, b: __m512i| {
         _mm256_storeu_si256(o.as_mut_ptr().add(x) as *mut __m256i, _mm512_castsi512_si256(_mm512_permutex2var_epi8(a, gather, b)))
     };
     let mut x = 0;
     while x + 32 <= w {
-        let [ya, cba, cra] = sixteen(x);
-        let [yb, cbb, crb] = sixteen(x + 16);
+        let ([ya, cba, cra], a) = sixteen(x, &mut flat);
+        let ([yb, cbb, crb], b) = sixteen(x + 16, &mut flat);
+        if a != 0 && b == 1 {
+            // One flat run: its bytes, no gathers.
+            for (o, &v) in [&mut *yo, &mut *cbo, &mut *cro].into_iter().zip(&flat.3) {
+                _mm256_storeu_si256(o.as_mut_ptr().add(x) as *mut __m256i, v);
+            }
+            x += 32;
+            continue;
+        }
         store(yo, x, ya, yb);
         store(cbo, x, cba, cbb);
         store(cro, x, cra, crb);
