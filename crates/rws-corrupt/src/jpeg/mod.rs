@@ -381,7 +381,8 @@ pub(crate) fn round_trip_scalar(img: &[u8], h: usize, w: usize, c: usize, qualit
 /// [`round_trip_scalar`] streamed by rows with AVX2 kernels: colour conversion, edge padding and
 /// downsampling per pair of rows into the (in place coded) planes, upsampling and the inverse
 /// conversion per output row, so only the luma and the two small chroma planes exist whole.
-/// `avx512`: the CPU has what [`rows_avx512`] needs (its kernels take the rows' first pixels).
+/// `avx512`: the CPU has what [`rows_avx512`] needs (its conversion takes the rows' first
+/// pixels, its upsampling all rows, [`rows_avx512::upsample_rows`]).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn round_trip_avx2(img: &[u8], h: usize, w: usize, c: usize, quality: u32, avx512: bool) -> Vec<u8> {
@@ -443,29 +444,30 @@ unsafe fn round_trip_avx2(img: &[u8], h: usize, w: usize, c: usize, quality: u32
     // Filled row by row through raw pointers (not zeroed first: that was 4% of the time).
     let mut out: Vec<u8> = Vec::with_capacity(h * w * 3);
     let (csb, csr) = cs.split_at_mut(dw + 2);
-    for y in 0..h {
-        let yr = &yp[y * mw..y * mw + w];
-        let orow = out.as_mut_ptr().add(y * w * 3);
-        let done = if avx512 {
-            let (n, f) = (y / 2 * cw, far_row(y, dh) * cw);
-            rows_avx512::upsample_to_rgb(yr, [&cb[n..n + dw], &cb[f..f + dw]], [&cr[n..n + dw], &cr[f..f + dw]], orow)
-        } else {
+    // The AVX-512 upsampling does every row whole, in one call.
+    if avx512 {
+        rows_avx512::upsample_rows(yp, mw, cb, cr, cw, h, w, out.as_mut_ptr());
+    } else {
+        for y in 0..h {
+            let yr = &yp[y * mw..y * mw + w];
+            let orow = out.as_mut_ptr().add(y * w * 3);
             let (near, far) = (y / 2 * cw, far_row(y, dh) * cw);
-            rows_avx2::upsample_to_rgb(yr, (&cb[near..][..dw], &cb[far..][..dw]), (&cr[near..][..dw], &cr[far..][..dw]), orow)
-        };
-        if done < w {
-            rows_avx2::column_sums(cb, cw, dw, dh, y, csb);
-            rows_avx2::column_sums(cr, cw, dw, dh, y, csr);
-        }
-        // The rest from the column sums: cs[c + 1] is chroma column c's.
-        for x in done..w {
-            let up = |cs: &[u16]| (if x % 2 == 0 { (cs[x / 2 + 1] * 3 + cs[x / 2] + 8) >> 4 } else { (cs[x / 2 + 1] * 3 + cs[x / 2 + 2] + 7) >> 4 }) as u8;
-            let mut px = [0u8; 3];
-            ycc_to_rgb_px(yr[x], up(csb), up(csr), &mut px);
-            std::ptr::copy_nonoverlapping(px.as_ptr(), orow.add(3 * x), 3);
+            let done = rows_avx2::upsample_to_rgb(yr, (&cb[near..][..dw], &cb[far..][..dw]), (&cr[near..][..dw], &cr[far..][..dw]), orow);
+            if done < w {
+                rows_avx2::column_sums(cb, cw, dw, dh, y, csb);
+                rows_avx2::column_sums(cr, cw, dw, dh, y, csr);
+            }
+            // The rest from the column sums: cs[c + 1] is chroma column c's.
+            for x in done..w {
+                let up = |cs: &[u16]| (if x % 2 == 0 { (cs[x / 2 + 1] * 3 + cs[x / 2] + 8) >> 4 } else { (cs[x / 2 + 1] * 3 + cs[x / 2 + 2] + 7) >> 4 }) as u8;
+                let mut px = [0u8; 3];
+                ycc_to_rgb_px(yr[x], up(csb), up(csr), &mut px);
+                std::ptr::copy_nonoverlapping(px.as_ptr(), orow.add(3 * x), 3);
+            }
         }
     }
-    // SAFETY: every row's 3·w bytes are written above (the vector pixels, then the rest).
+    // SAFETY: every row's 3·w bytes are written above (the vector pixels, then the rest, or
+    // all of them by `upsample_rows`).
     out.set_len(h * w * 3);
     SCRATCH.set(buf);
     SUMS.set(cs);
@@ -564,6 +566,43 @@ mod tests {
         }
     }
 
+    /// Small rectangles on a flat background, placed around the edges of the AVX-512
+    /// upsampling's flat regions (64-pixel steps, whose filter reads one chroma column more on
+    /// each side, and rows of 8×8 chroma blocks, whose first and last output rows read one
+    /// chroma row more): just inside, on and just past each edge. Coloured (flat chroma
+    /// missed) and grey on black (chroma flat, luma not), odd sizes, one and three channels.
+    #[test]
+    fn flat_region_edges_match_scalar_path() {
+        for (h, w) in [(40, 200), (33, 131), (18, 66), (3, 129)] {
+            for c in [1, 3] {
+                for (fg, size) in [([200u8, 40, 90], (1, 1)), ([1, 1, 1], (1, 1)), ([90, 200, 40], (5, 3))] {
+                    for y0 in [0, 14, 15, 16, 17, 18, 31] {
+                        for x0 in [0, 60, 61, 62, 63, 64, 65, 66, 127, 128, 129] {
+                            if y0 >= h || x0 >= w {
+                                continue;
+                            }
+                            let mut img = vec![0u8; h * w * c];
+                            for y in y0..(y0 + size.0).min(h) {
+                                for x in x0..(x0 + size.1).min(w) {
+                                    img[(y * w + x) * c..][..c].copy_from_slice(&fg[..c]);
+                                }
+                            }
+                            for q in [7, 15, 100] {
+                                let want = round_trip_scalar(&img, h, w, c, q);
+                                assert!(round_trip(&img, h, w, c, q) == want, "{h}x{w}x{c} {fg:?} at {y0},{x0} q{q}");
+                                #[cfg(target_arch = "x86_64")]
+                                if std::arch::is_x86_feature_detected!("avx2") {
+                                    // SAFETY: AVX2 is present.
+                                    assert!(unsafe { round_trip_avx2(&img, h, w, c, q, false) } == want, "avx2 {h}x{w}x{c} {fg:?} at {y0},{x0} q{q}");
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     /// The vector colour conversions against the scalar pixel formulas, for every 24-bit input.
     #[cfg(target_arch = "x86_64")]
     #[test]
@@ -635,7 +674,7 @@ mod tests {
                     upsample_row_h2v2_fancy(&b, 256, 256, 1, 0, &mut cs, &mut cbu);
                     upsample_row_h2v2_fancy(&r, 256, 256, 1, 0, &mut cs, &mut cru);
                     // SAFETY: AVX-512 is present; `rgb` holds the row.
-                    assert_eq!(unsafe { rows_avx512::upsample_to_rgb(&yr, [&b, &b], [&r, &r], rgb.as_mut_ptr()) }, w);
+                    unsafe { rows_avx512::upsample_rows(&yr, w, &b, &r, 256, 1, w, rgb.as_mut_ptr()) };
                     for x in 0..w {
                         let mut o = [0u8; 3];
                         ycc_to_rgb_px(yr[x], cbu[x], cru[x], &mut o);
