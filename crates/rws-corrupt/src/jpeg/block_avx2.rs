@@ -14,6 +14,12 @@
 //!   error, at most 127.5 per coefficient times a column weight sum under 11 (4 · 127.5 · 10.8 ≈
 //!   5500), so it and the pass-2 sums of two of them stay far inside 16 bits; the final samples
 //!   before the range limit are within a few hundred of 0..255.
+//!
+//! At low quality most blocks skip most of this, by proofs that coefficients quantise to zero
+//! (Parseval on a block's [`spread`], with [`FDCT_ERR`] bounding islow's rounding): DC-only
+//! blocks are filled without a transform, and pairs whose coefficients outside the top-left
+//! 4×4 are proven zero compute only that 4×4 forward and start the inverse from it
+//! ([`low_quantised`], [`idct4_half`]).
 use super::*;
 use std::arch::x86_64::*;
 use crate::simd::mulhi_u16;
