@@ -725,8 +725,8 @@ mod tests {
     fn fdct_error_bound() {
         use std::f64::consts::{PI, SQRT_2};
         let a: Vec<[i32; 8]> = (0..8).map(|x| fdct_1d(std::array::from_fn(|i| (i == x) as i32))).collect();
-        let p1 = |u: usize, x: usize| if u % 4 == 0 { 4.0 * a[x][u] as f64 } else { a[x][u] as f64 / 2048.0 };
-        let p2 = |v: usize, y: usize| if v % 4 == 0 { a[y][v] as f64 / 4.0 } else { a[y][v] as f64 / 32768.0 };
+        let p1 = |u: usize, x: usize| if u.is_multiple_of(4) { 4.0 * a[x][u] as f64 } else { a[x][u] as f64 / 2048.0 };
+        let p2 = |v: usize, y: usize| if v.is_multiple_of(4) { a[y][v] as f64 / 4.0 } else { a[y][v] as f64 / 32768.0 };
         let d = |u: usize, x: usize| if u == 0 { 1.0 } else { SQRT_2 * (((2 * x + 1) * u) as f64 * PI / 16.0).cos() };
         let mut bound = [0f64; 64];
         for (k, b) in bound.iter_mut().enumerate() {
