@@ -290,10 +290,14 @@ unsafe fn fdct<const P2: bool>(x: [__m256i; 8]) -> [__m256i; 8] {
     }
 }
 
-/// [`idct_1d`] descaled by `N`.
+/// [`idct_1d`] descaled by `N`; `P2`: pass 2, whose output goes to [`store_columns`] (see
+/// [`pass2_bias`]).
 #[target_feature(enable = "avx2")]
 #[inline]
-unsafe fn idct<const N: i32>(x: [__m256i; 8]) -> [__m256i; 8] {
+unsafe fn idct<const N: i32, const P2: bool>(mut x: [__m256i; 8]) -> [__m256i; 8] {
+    if P2 {
+        x[0] = pass2_bias::<N>(x[0]);
+    }
     let z = pair(x[2], x[6]);
     let tmp3 = madd(z, FIX_0_541196100 + FIX_0_765366865, FIX_0_541196100);
     let tmp2 = madd(z, FIX_0_541196100, FIX_0_541196100 - FIX_1_847759065);
@@ -304,7 +308,19 @@ unsafe fn idct<const N: i32>(x: [__m256i; 8]) -> [__m256i; 8] {
     let tmp13 = sub(tmp0, tmp3);
     let tmp11 = add(tmp1, tmp2);
     let tmp12 = sub(tmp1, tmp2);
-    idct_out::<N>([tmp10, tmp11, tmp12, tmp13], odd(x[7], x[5], x[3], x[1]))
+    idct_out::<N, P2>([tmp10, tmp11, tmp12, tmp13], odd(x[7], x[5], x[3], x[1]))
+}
+
+/// Input 0 of the last inverse pass (descaled by `N`) with that pass's rounding constant and
+/// the range limit's offset 512 (`store_columns`) added: its every term is x₀·2^CONST_BITS, so
+/// adding (2^(N−1) + 512·2^N) / 2^CONST_BITS to x₀ adds them to every 32-bit sum exactly,
+/// and the descale becomes a shift. The samples stay 16-bit: x₀ (pass-1 output, under about
+/// 9600 in magnitude, see the module doc) plus 16400 is under 32768, and the outputs are
+/// the samples (within a few hundred of 0..255) plus 512.
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn pass2_bias<const N: i32>(x0: __m256i) -> __m256i {
+    _mm256_add_epi16(x0, _mm256_set1_epi16((((1 << (N - 1)) + (512 << N)) >> CONST_BITS) as i16))
 }
 
 /// [`idct`] of inputs 0–3 with 4–7 zero: each even and odd term is one `vpmaddwd` of
@@ -312,10 +328,10 @@ unsafe fn idct<const N: i32>(x: [__m256i; 8]) -> [__m256i; 8] {
 #[target_feature(enable = "avx2")]
 #[inline]
 unsafe fn idct4<const N: i32>(x: [__m256i; 4]) -> [__m256i; 8] {
-    let (e, o) = (pair(x[2], x[0]), pair(x[3], x[1]));
+    let (e, o) = (pair(x[2], pass2_bias::<N>(x[0])), pair(x[3], x[1]));
     let even = std::array::from_fn(|i| madd(e, IDCT4_EVEN[i].0, IDCT4_EVEN[i].1));
     let odd = std::array::from_fn(|i| madd(o, IDCT4_ODD[i].0, IDCT4_ODD[i].1));
-    idct_out::<N>(even, odd)
+    idct_out::<N, true>(even, odd)
 }
 
 /// [`idct4`]'s constants: (tmp10, tmp11, tmp12, tmp13) from (x2, x0) and the odd part from
@@ -368,19 +384,20 @@ unsafe fn half_to_columns(a: [__m256i; 4]) -> [__m256i; 4] {
 }
 
 /// The inverse butterfly's last stage from (tmp10, tmp11, tmp12, tmp13) and the odd part,
-/// descaled by `N`.
+/// descaled by `N` (`P2`: the rounding constant is already in, [`pass2_bias`]).
 #[target_feature(enable = "avx2")]
 #[inline]
-unsafe fn idct_out<const N: i32>([tmp10, tmp11, tmp12, tmp13]: [W; 4], [t0, t1, t2, t3]: [W; 4]) -> [__m256i; 8] {
+unsafe fn idct_out<const N: i32, const P2: bool>([tmp10, tmp11, tmp12, tmp13]: [W; 4], [t0, t1, t2, t3]: [W; 4]) -> [__m256i; 8] {
+    let d = |x: W| if P2 { _mm256_packs_epi32(_mm256_srai_epi32::<N>(x.0), _mm256_srai_epi32::<N>(x.1)) } else { descale::<N>(x) };
     [
-        descale::<N>(add(tmp10, t3)),
-        descale::<N>(add(tmp11, t2)),
-        descale::<N>(add(tmp12, t1)),
-        descale::<N>(add(tmp13, t0)),
-        descale::<N>(sub(tmp13, t0)),
-        descale::<N>(sub(tmp12, t1)),
-        descale::<N>(sub(tmp11, t2)),
-        descale::<N>(sub(tmp10, t3)),
+        d(add(tmp10, t3)),
+        d(add(tmp11, t2)),
+        d(add(tmp12, t1)),
+        d(add(tmp13, t0)),
+        d(sub(tmp13, t0)),
+        d(sub(tmp12, t1)),
+        d(sub(tmp11, t2)),
+        d(sub(tmp10, t3)),
     ]
 }
 
@@ -639,7 +656,7 @@ unsafe fn code_pair(blk: (*mut u8, *mut u8), spread: (i32, i32), try_low: bool, 
                 // Inverse pass 1 on columns (register = coefficient row), pass 2 on rows
                 // (transposed).
                 let deq: [__m256i; 8] = std::array::from_fn(|i| _mm256_mullo_epi16(q[i], t.q[i]));
-                store_columns(idct::<{ CONST_BITS + PASS1_BITS + 3 }>(transpose(idct::<{ CONST_BITS - PASS1_BITS }>(deq))), blk, stride);
+                store_columns(idct::<{ CONST_BITS + PASS1_BITS + 3 }, true>(transpose(idct::<{ CONST_BITS - PASS1_BITS }, false>(deq))), blk, stride);
                 return failed;
             }
             [_mm256_unpacklo_epi64(q[0], q[1]), _mm256_unpacklo_epi64(q[2], q[3])]
@@ -662,20 +679,22 @@ unsafe fn code_pair(blk: (*mut u8, *mut u8), spread: (i32, i32), try_low: bool, 
 }
 
 /// Store the decoded sample columns `o` (register = column, rows in the lanes, left block in
-/// the low halves) of the blocks at `blk`, range-limited.
+/// the low halves; each sample plus 512, [`pass2_bias`]) of the blocks at `blk`,
+/// range-limited.
 #[target_feature(enable = "avx2")]
 #[inline]
 unsafe fn store_columns(o: [__m256i; 8], blk: (*mut u8, *mut u8), stride: usize) {
-    let c128 = _mm256_set1_epi16(128);
-    // range_limit: wrap at 1024 (sign-extend 10 bits), centre on 128, clamp to 0..255.
-    let o: [__m256i; 8] = std::array::from_fn(|i| _mm256_add_epi16(_mm256_srai_epi16::<6>(_mm256_slli_epi16::<6>(o[i])), c128));
+    let (m, c) = (_mm256_set1_epi16(1023), _mm256_set1_epi16(384));
+    // range_limit: wrap at 1024 (x + 512 mod 1024 is the sign-extended 10 bits plus 512),
+    // centre on 128, clamp to 0..255 (the pack).
+    let o: [__m256i; 8] = std::array::from_fn(|i| _mm256_sub_epi16(_mm256_and_si256(o[i], m), c));
     let r = transpose_bytes(std::array::from_fn(|p| _mm256_packus_epi16(o[2 * p], o[2 * p + 1])));
     for (p, v) in r.into_iter().enumerate() {
         // Bytes: [left row 2p, left row 2p+1 | right row 2p, right row 2p+1].
         let (lo, hi) = (_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
         _mm_storel_epi64(blk.0.add(2 * p * stride) as *mut __m128i, lo);
-        _mm_storel_epi64(blk.0.add((2 * p + 1) * stride) as *mut __m128i, _mm_unpackhi_epi64(lo, lo));
+        _mm_storeh_pd(blk.0.add((2 * p + 1) * stride) as *mut f64, _mm_castsi128_pd(lo));
         _mm_storel_epi64(blk.1.add(2 * p * stride) as *mut __m128i, hi);
-        _mm_storel_epi64(blk.1.add((2 * p + 1) * stride) as *mut __m128i, _mm_unpackhi_epi64(hi, hi));
+        _mm_storeh_pd(blk.1.add((2 * p + 1) * stride) as *mut f64, _mm_castsi128_pd(hi));
     }
 }
