@@ -57,6 +57,8 @@ pub(super) struct Tables {
     /// and 3 from (tmp4, tmp5) and (tmp6, tmp7), `odd_rotation`'s sums regrouped by input.
     even_lf: __m256i,
     odd_lf: [__m256i; 4],
+    /// The CPU has AVX-512 VNNI (with VL): [`spread`] sums the squares with `vpdpbusd`.
+    pub(super) vnni: bool,
 }
 
 /// A bound on |t − T| for every coefficient, where t is `fdct_islow`'s integer output and T
@@ -135,6 +137,7 @@ impl Tables {
                 let k = |j: usize| odd_rotation(j.eq(&0) as i32, j.eq(&1) as i32, j.eq(&2) as i32, j.eq(&3) as i32)[out];
                 _mm256_set1_epi32((k(first) & 0xffff) | (k(first + 1) << 16))
             }),
+            vnni: is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512vl"),
         }
     }
 }
@@ -418,7 +421,7 @@ pub(super) unsafe fn quantise(c: __m256i, t: &Tables, i: usize) -> __m256i {
 /// does; with zero AC the inverse DCT is a constant, as in the scalar shortcuts.
 #[target_feature(enable = "avx2")]
 #[inline]
-unsafe fn spread<const N: usize>(b: *const u8, stride: usize, t: &Tables) -> ([i32; 4], [i32; 4], Option<__m256i>) {
+pub(super) unsafe fn spread<const N: usize, const VNNI: bool>(b: *const u8, stride: usize, t: &Tables) -> ([i32; 4], [i32; 4], Option<__m256i>) {
     let z = _mm256_setzero_si256();
     let (mut s, mut lo, mut hi) = (z, z, z);
     for y in 0..8 {
@@ -428,16 +431,31 @@ unsafe fn spread<const N: usize>(b: *const u8, stride: usize, t: &Tables) -> ([i
             2 => _mm256_zextsi128_si256(_mm_loadu_si128(r as *const __m128i)),
             _ => _mm256_zextsi128_si256(_mm_loadl_epi64(r as *const __m128i)),
         };
-        // Per block (quadword) sums; squares of blocks 0 | 2 and 1 | 3.
+        // Per block (quadword) sums.
         s = _mm256_add_epi64(s, _mm256_sad_epu8(v, z));
-        let (l, h) = (_mm256_unpacklo_epi8(v, z), _mm256_unpackhi_epi8(v, z));
-        lo = _mm256_add_epi32(lo, _mm256_madd_epi16(l, l));
-        hi = _mm256_add_epi32(hi, _mm256_madd_epi16(h, h));
+        if VNNI {
+            // Σ x·(x − 128) per half block (doubleword): unsigned bytes times signed ones, four
+            // products a lane, without the 16-bit steps.
+            let c = _mm256_xor_si256(v, _mm256_set1_epi8(-128));
+            // SAFETY: `Tables::vnni` (the only way here) says the CPU has AVX512-VNNI and VL.
+            std::arch::asm!("vpdpbusd {acc}, {a}, {b}", acc = inout(ymm_reg) lo, a = in(ymm_reg) v, b = in(ymm_reg) c, options(pure, nomem, nostack, preserves_flags));
+        } else {
+            // Squares of blocks 0 | 2 and 1 | 3.
+            let (l, h) = (_mm256_unpacklo_epi8(v, z), _mm256_unpackhi_epi8(v, z));
+            lo = _mm256_add_epi32(lo, _mm256_madd_epi16(l, l));
+            hi = _mm256_add_epi32(hi, _mm256_madd_epi16(h, h));
+        }
     }
-    // [b0 b1 b0 b1 | b2 b3 b2 b3], then blocks 0–3 in the low half.
-    let sq = _mm256_hadd_epi32(_mm256_hadd_epi32(lo, hi), z);
-    let sq = _mm256_castsi256_si128(_mm256_permute4x64_epi64::<0b1000>(sq));
     let s = _mm256_castsi256_si128(_mm256_permute4x64_epi64::<0b1000>(_mm256_shuffle_epi32::<0b1000>(s)));
+    let sq = if VNNI {
+        // [b0 b1 b0 b1 | b2 b3 b2 b3], blocks 0–3 in the low half, plus 128·Σx.
+        let sq = _mm256_castsi256_si128(_mm256_permute4x64_epi64::<0b1000>(_mm256_hadd_epi32(lo, lo)));
+        _mm_add_epi32(sq, _mm_slli_epi32::<7>(s))
+    } else {
+        // [b0 b1 b0 b1 | b2 b3 b2 b3], then blocks 0–3 in the low half.
+        let sq = _mm256_hadd_epi32(_mm256_hadd_epi32(lo, hi), z);
+        _mm256_castsi256_si128(_mm256_permute4x64_epi64::<0b1000>(sq))
+    };
     let e = _mm_sub_epi32(_mm_slli_epi32::<6>(sq), _mm_mullo_epi32(s, s));
     // The quotient is the high half of the 64-bit product with the reciprocal (below 2³²), even
     // and odd lanes apart.
@@ -489,6 +507,13 @@ unsafe fn fill(v: u8, d: *mut u8, stride: usize) {
 /// itself).
 #[target_feature(enable = "avx2")]
 pub(super) unsafe fn code_plane(plane: &mut [u8], fw: usize, fh: usize, t: &Tables) {
+    // SAFETY: AVX2 is the caller's promise, VNNI `Tables::vnni`'s.
+    if t.vnni { code_plane_with::<true>(plane, fw, fh, t) } else { code_plane_with::<false>(plane, fw, fh, t) }
+}
+
+/// [`code_plane`], the spreads' squares summed by VNNI or not.
+#[target_feature(enable = "avx2")]
+unsafe fn code_plane_with<const VNNI: bool>(plane: &mut [u8], fw: usize, fh: usize, t: &Tables) {
     assert!(fw.is_multiple_of(8) && fh.is_multiple_of(8) && plane.len() >= fw * fh);
     let p = plane.as_mut_ptr();
     let mut pending: Option<(*mut u8, i32)> = None;
@@ -518,9 +543,9 @@ pub(super) unsafe fn code_plane(plane: &mut [u8], fw: usize, fh: usize, t: &Tabl
                 // SAFETY: as above; the spreads of a step are taken before its stores.
                 let row = p.add(by * 8 * fw + bx * 8);
                 let (n, (samples, spreads, fill4)) = match nbx - bx {
-                    4.. => (4, spread::<4>(row, fw, t)),
-                    2 | 3 => (2, spread::<2>(row, fw, t)),
-                    _ => (1, spread::<1>(row, fw, t)),
+                    4.. => (4, spread::<4, VNNI>(row, fw, t)),
+                    2 | 3 => (2, spread::<2, VNNI>(row, fw, t)),
+                    _ => (1, spread::<1, VNNI>(row, fw, t)),
                 };
                 if let Some(v) = fill4 {
                     for y in 0..8 {

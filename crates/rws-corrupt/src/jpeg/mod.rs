@@ -936,4 +936,44 @@ mod tests {
         }
         assert!(tried >= 10, "{tried}");
     }
+
+    /// The VNNI sums of squares in `block_avx2::spread` equal the AVX2 ones: every step width
+    /// on random bytes, runs of extremes and flat blocks of every value (noise at every
+    /// quality through `code_plane` too, where the CPU has VNNI).
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn spread_vnni_matches_avx2() {
+        if !(std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("avx512vnni") && std::arch::is_x86_feature_detected!("avx512vl")) {
+            return;
+        }
+        let mut rng = crate::Rng::seed_from_u64(11);
+        // SAFETY: AVX2 and VNNI are present.
+        let mut t = unsafe { block_avx2::Tables::new(&quant_table(&STD_LUM, 10)) };
+        assert!(t.vnni);
+        let mut img: Vec<u8> = (0..64 * 8).map(|_| rng.gen()).collect();
+        img[..8 * 64].iter_mut().skip(32).step_by(3).for_each(|v| *v = 255);
+        img.extend((0..=255u8).flat_map(|v| [v; 32 * 8]));
+        img.extend((0..64 * 8).map(|i| [0, 255][(i / 8 + i % 3) % 2]));
+        for r in img.chunks_exact(32 * 8) {
+            // SAFETY: each chunk is 8 rows of 32 bytes.
+            unsafe {
+                assert!(block_avx2::spread::<4, true>(r.as_ptr(), 32, &t).0 == block_avx2::spread::<4, false>(r.as_ptr(), 32, &t).0);
+                assert!(block_avx2::spread::<4, true>(r.as_ptr(), 32, &t).1 == block_avx2::spread::<4, false>(r.as_ptr(), 32, &t).1);
+                assert!(block_avx2::spread::<2, true>(r.as_ptr(), 32, &t).1 == block_avx2::spread::<2, false>(r.as_ptr(), 32, &t).1);
+                assert!(block_avx2::spread::<1, true>(r.as_ptr(), 32, &t).1 == block_avx2::spread::<1, false>(r.as_ptr(), 32, &t).1);
+            }
+        }
+        let noise: Vec<u8> = (0..56 * 64).map(|_| rng.gen()).collect();
+        for q in 1..=100 {
+            let (mut a, mut b) = (noise.clone(), noise.clone());
+            // SAFETY: AVX2 and VNNI are present; `vnni` off takes the AVX2 sums.
+            unsafe {
+                t = block_avx2::Tables::new(&quant_table(&STD_LUM, q));
+                block_avx2::code_plane(&mut a, 56, 64, &t);
+                t.vnni = false;
+                block_avx2::code_plane(&mut b, 56, 64, &t);
+            }
+            assert!(a == b, "q{q}");
+        }
+    }
 }
