@@ -360,10 +360,11 @@ const IDCT4_ODD: [(i32, i32); 4] = {
 unsafe fn idct4_half<const N: i32>(d: [__m256i; 2]) -> [__m256i; 4] {
     let (e, o) = (_mm256_unpacklo_epi16(d[1], d[0]), _mm256_unpackhi_epi16(d[1], d[0]));
     let k = |(a, b): (i32, i32)| _mm256_set1_epi32((a & 0xffff) | (b << 16));
-    let even: [__m256i; 4] = std::array::from_fn(|i| _mm256_madd_epi16(e, k(IDCT4_EVEN[i])));
-    let odd: [__m256i; 4] = std::array::from_fn(|i| _mm256_madd_epi16(o, k(IDCT4_ODD[i])));
+    // The rounding constant goes into the even terms, each of which makes two outputs.
     let r = _mm256_set1_epi32(1 << (N - 1));
-    let d = |v| _mm256_srai_epi32::<N>(_mm256_add_epi32(v, r));
+    let even: [__m256i; 4] = std::array::from_fn(|i| _mm256_add_epi32(_mm256_madd_epi16(e, k(IDCT4_EVEN[i])), r));
+    let odd: [__m256i; 4] = std::array::from_fn(|i| _mm256_madd_epi16(o, k(IDCT4_ODD[i])));
+    let d = |v| _mm256_srai_epi32::<N>(v);
     let (a, s) = (|x, y| d(_mm256_add_epi32(x, y)), |x, y| d(_mm256_sub_epi32(x, y)));
     [
         _mm256_packs_epi32(a(even[0], odd[3]), a(even[1], odd[2])),
