@@ -283,18 +283,29 @@ pub(super) unsafe fn upsample_rows(yp: &[u8], mw: usize, cbp: &[u8], crp: &[u8],
     };
     // jdcolor.c on 32 pixels: R, G, B in i16 lanes. The red and blue terms as in
     // [`rows_avx2::ycc16`]; green's two products go onto the rounding constant by `vpdpwssd`
-    // of (Cb, Cr) pairs, the even words' apart from the odd words' (paired by shifts and
-    // blends, not shuffles), and its result is the high word of each dword sum.
+    // and its result is the high word of each dword sum, which one `vpermt2w` gathers.
     let kg = _mm512_set1_epi32((-F_CB_G & 0xffff) | (K_G << 16));
     let half = _mm512_set1_epi32(ONE_HALF);
-    const ODD: u32 = 0xaaaa_aaaa;
+    /// Word 1 of dwords 4k..4k + 4 of `a`, then of `b`, in 128-bit lane k: the high words of
+    /// the sums of `vpunpcklwd` and `vpunpckhwd` pairs, back in word order.
+    const fn high_words() -> [u16; 32] {
+        let mut m = [0u16; 32];
+        let mut i = 0;
+        while i < 32 {
+            let (k, j) = (i / 8, i % 8);
+            m[i] = if j < 4 { 2 * (4 * k + j) + 1 } else { 32 + 2 * (4 * k + j - 4) + 1 } as u16;
+            i += 1;
+        }
+        m
+    }
+    const HIGH: [u16; 32] = high_words();
+    let high = _mm512_loadu_si512(HIGH.as_ptr() as *const _);
     let (kr, kb) = (_mm512_set1_epi16(K_R_RS), _mm512_set1_epi16(K_B_RS));
     let ycc = |yy: __m512i, cb: __m512i, cr: __m512i| {
         let r = _mm512_add_epi16(_mm512_add_epi16(yy, cr), _mm512_mulhrs_epi16(cr, kr));
         let b = _mm512_add_epi16(_mm512_add_epi16(yy, cb), _mm512_mulhrs_epi16(cb, kb));
-        let even = _mm512_dpwssd_epi32(half, _mm512_mask_blend_epi16(ODD, cb, _mm512_slli_epi32::<16>(cr)), kg);
-        let odd = _mm512_dpwssd_epi32(half, _mm512_mask_blend_epi16(ODD, _mm512_srli_epi32::<16>(cb), cr), kg);
-        let g = _mm512_mask_blend_epi16(ODD, _mm512_srli_epi32::<16>(even), odd);
+        let g = |v: __m512i| _mm512_dpwssd_epi32(half, v, kg);
+        let g = _mm512_permutex2var_epi16(g(_mm512_unpacklo_epi16(cb, cr)), high, g(_mm512_unpackhi_epi16(cb, cr)));
         (r, _mm512_add_epi16(yy, _mm512_sub_epi16(g, cr)), b)
     };
 
