@@ -217,17 +217,23 @@ pub(super) unsafe fn upsample_rows(yp: &[u8], mw: usize, cbp: &[u8], crp: &[u8],
         }
         m
     }
-    /// For output bytes 64v..64v + 64: pixel p's R at p, G at 64 + p (`vpermt2b` of R, G),
-    /// B at p (a masked `vpermb` of B, the mask in [`blue`]).
+    /// For output bytes 64v..64v + 64: pixel p's R at [`packed`]`(p)`, G at 64 + that
+    /// (`vpermt2b` of R, G), B at that (a masked `vpermb` of B, the mask in [`blue`]).
     const fn interleave(v: usize) -> [u8; 64] {
         let mut m = [0u8; 64];
         let mut t = 0;
         while t < 64 {
             let (p, c) = ((64 * v + t) / 3, (64 * v + t) % 3);
-            m[t] = if c == 1 { 64 + p as u8 } else { p as u8 };
+            m[t] = if c == 1 { 64 + packed(p) } else { packed(p) };
             t += 1;
         }
         m
+    }
+    /// Where pixel p is in `vpackuswb` of its even pixels' words and its odd ones': 128-bit
+    /// lane k holds even pixels 16k, 16k + 2, …, 16k + 14, then odd pixels 16k + 1, … 16k + 15.
+    const fn packed(p: usize) -> u8 {
+        let j = p / 2;
+        (16 * (j / 8) + 8 * (p % 2) + j % 8) as u8
     }
     const fn blue(v: usize) -> u64 {
         let (mut m, mut t) = (0u64, 0);
@@ -245,8 +251,7 @@ pub(super) unsafe fn upsample_rows(yp: &[u8], mw: usize, cbp: &[u8], crp: &[u8],
     let (lidx, ridx) = (_mm512_loadu_si512(SHIFT[0].as_ptr() as *const _), _mm512_loadu_si512(SHIFT[1].as_ptr() as *const _));
     let il = IL.map(|m| _mm512_loadu_si512(m.as_ptr() as *const _));
     let low = |n: usize| if n >= 64 { u64::MAX } else { (1u64 << n) - 1 };
-    // The even and odd output columns of chroma columns x..x+32, centred on 0, interleaved
-    // as pixels [0–7 | 16–23 | 32–39 | 48–55] and [8–15 | 24–31 | 40–47 | 56–63] (of 2x..).
+    // Chroma column x's sum of its near and far rows.
     let sum = |[near, far]: [&[u8]; 2], x: usize| near[x] as i16 * 3 + far[x] as i16;
     // The column sums of chroma columns x..x+32 and of their left and right neighbours.
     // (Unmasked loads but at the row's end, where `interior` is false.)
@@ -267,19 +272,22 @@ pub(super) unsafe fn upsample_rows(yp: &[u8], mw: usize, cbp: &[u8], crp: &[u8],
         *prev = m;
         (m, l, r)
     };
+    // The chroma of the even output pixels and of the odd ones, in column order: the
+    // conversion works on even and odd pixels apart (the luma's low and high bytes of each
+    // word), so nothing is interleaved until the final byte permutes.
     let fancy = |(m, l, r): (__m512i, __m512i, __m512i)| {
         let m3 = _mm512_add_epi16(m, _mm512_add_epi16(m, m));
         let e = _mm512_srai_epi16::<4>(_mm512_add_epi16(_mm512_add_epi16(m3, b8), l));
         let o = _mm512_srai_epi16::<4>(_mm512_add_epi16(_mm512_add_epi16(m3, b7), r));
-        (_mm512_unpacklo_epi16(e, o), _mm512_unpackhi_epi16(e, o))
+        (e, o)
     };
     // jdcolor.c on 32 pixels: R, G, B in i16 lanes. The red and blue terms as in
     // [`rows_avx2::ycc16`]; green's two products go onto the rounding constant by `vpdpwssd`
     // and its result is the high word of each dword sum, which one `vpermt2w` gathers.
     let kg = _mm512_set1_epi32((-F_CB_G & 0xffff) | (K_G << 16));
     let half = _mm512_set1_epi32(ONE_HALF);
-    /// Word 1 of dwords 4k..4k + 4 of `a`, then of `b`, in 128-bit lane k (as `vpackssdw`
-    /// of the sums shifted by 16 orders them).
+    /// Word 1 of dwords 4k..4k + 4 of `a`, then of `b`, in 128-bit lane k: the high words of
+    /// the sums of `vpunpcklwd` and `vpunpckhwd` pairs, back in word order.
     const fn high_words() -> [u16; 32] {
         let mut m = [0u16; 32];
         let mut i = 0;
@@ -301,7 +309,7 @@ pub(super) unsafe fn upsample_rows(yp: &[u8], mw: usize, cbp: &[u8], crp: &[u8],
         (r, _mm512_add_epi16(yy, _mm512_sub_epi16(g, cr)), b)
     };
 
-    let z = _mm512_setzero_si512();
+    let lo_bytes = _mm512_set1_epi16(0xff);
     const PX: [[u8; 64]; 3] = [rgb_pixels(0), rgb_pixels(1), rgb_pixels(2)];
     let px_of = PX.map(|m| _mm512_loadu_si512(m.as_ptr() as *const _));
     // Flat regions of the decoded planes (flat and DC-only blocks decode flat): per row of
@@ -385,10 +393,10 @@ pub(super) unsafe fn upsample_rows(yp: &[u8], mw: usize, cbp: &[u8], crp: &[u8],
             let (b, r) = (columns(cb, x, &mut pb, interior), columns(cr, x, &mut pr, interior));
             let ys = yr.as_ptr().add(2 * x);
             let yv = if interior { _mm512_loadu_si512(ys as *const _) } else { _mm512_maskz_loadu_epi8(low(px), ys as *const i8) };
-            let ((cb_lo, cb_hi), (cr_lo, cr_hi)) = (fancy(b), fancy(r));
-            let (r0, g0, b0) = ycc(_mm512_unpacklo_epi8(yv, z), cb_lo, cr_lo);
-            let (r1, g1, b1) = ycc(_mm512_unpackhi_epi8(yv, z), cb_hi, cr_hi);
-            // Saturating packs clamp to 0..255 and put the 64 pixels back in order.
+            let ((cb_e, cb_o), (cr_e, cr_o)) = (fancy(b), fancy(r));
+            let (r0, g0, b0) = ycc(_mm512_and_si512(yv, lo_bytes), cb_e, cr_e);
+            let (r1, g1, b1) = ycc(_mm512_srli_epi16::<8>(yv), cb_o, cr_o);
+            // Saturating packs clamp to 0..255 (the pixels in [`packed`] order).
             let (r, g, b) = (_mm512_packus_epi16(r0, r1), _mm512_packus_epi16(g0, g1), _mm512_packus_epi16(b0, b1));
             let rgb: [__m512i; 3] = std::array::from_fn(|v| _mm512_mask_permutexvar_epi8(_mm512_permutex2var_epi8(r, il[v], g), BLUE[v], il[v], b));
             store_rgb(o, &rgb, px, room);
