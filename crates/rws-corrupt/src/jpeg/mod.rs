@@ -754,6 +754,32 @@ mod tests {
         }
     }
 
+    /// Whether a block on the given side of a threshold is still wanted: 128 a side.
+    fn take_side(sides: &mut [usize; 2], is_below: bool) -> bool {
+        let n = &mut sides[is_below as usize];
+        if *n == 128 {
+            return false;
+        }
+        *n += 1;
+        true
+    }
+
+    /// 8×8 `blocks` tiled 16 a row, coded by the vector `code_plane` and the scalar one.
+    #[cfg(target_arch = "x86_64")]
+    fn blocks_code_as_scalar(blocks: &[Vec<u8>], qt: &[i32; 64], q: u32) {
+        let (fw, fh) = (128, 8 * blocks.len().div_ceil(16));
+        let mut img = vec![0u8; fw * fh];
+        for (n, blk) in blocks.iter().enumerate() {
+            for y in 0..8 {
+                img[(n / 16 * 8 + y) * fw + n % 16 * 8..][..8].copy_from_slice(&blk[y * 8..y * 8 + 8]);
+            }
+        }
+        let want = code_plane(&img, fw, fh, qt);
+        // SAFETY: the callers run only where AVX2 is present.
+        unsafe { block_avx2::code_plane(&mut img, fw, fh, &block_avx2::Tables::new(qt)) };
+        assert!(img == want, "q{q}");
+    }
+
     /// Blocks whose spread lies just below and just above the DC-only threshold (pure cosines
     /// of every frequency, whose one coefficient carries the whole spread, and noise), coded by
     /// the vector `code_plane` and the scalar one, at qualities where the shortcut applies.
@@ -770,8 +796,8 @@ mod tests {
                 let qt = quant_table(base, q);
                 let m = qt[1..].iter().map(|&v| 4 * v - block_avx2::FDCT_ERR).min().unwrap() as f64;
                 assert!(m > 0.0, "q{q}");
-                let (mut below, mut above, mut plane) = (0, 0, Vec::new());
-                while below + above < 256 {
+                let (mut sides, mut plane) = ([0usize; 2], Vec::new());
+                while sides[0] + sides[1] < 256 {
                     let mean = rng.gen_range(60.0..196.0);
                     // Around √threshold in the exact coefficient's units (8× orthonormal).
                     let r = m * rng.gen_range(0.9..1.1);
@@ -792,23 +818,11 @@ mod tests {
                     if !(0.6..1.6).contains(&(spread as f64 / (m * m))) {
                         continue;
                     }
-                    if (is_below && below < 128) || (!is_below && above < 128) {
-                        *(if is_below { &mut below } else { &mut above }) += 1;
+                    if take_side(&mut sides, is_below) {
                         plane.push(blk);
                     }
                 }
-                // 16 blocks a row.
-                let (fw, fh) = (128, 8 * plane.len() / 16);
-                let mut img = vec![0u8; fw * fh];
-                for (n, blk) in plane.iter().enumerate() {
-                    for y in 0..8 {
-                        img[(n / 16 * 8 + y) * fw + n % 16 * 8..][..8].copy_from_slice(&blk[y * 8..y * 8 + 8]);
-                    }
-                }
-                let want = code_plane(&img, fw, fh, &qt);
-                // SAFETY: AVX2 is present.
-                unsafe { block_avx2::code_plane(&mut img, fw, fh, &block_avx2::Tables::new(&qt)) };
-                assert!(img == want, "q{q}");
+                blocks_code_as_scalar(&plane, &qt, q);
             }
         }
     }
@@ -898,8 +912,8 @@ mod tests {
                 }
                 tried += 1;
                 let bound = (m * m) as f64;
-                let (mut below, mut above, mut plane) = (0, 0, Vec::new());
-                while below + above < 256 {
+                let (mut sides, mut plane) = ([0usize; 2], Vec::new());
+                while sides[0] + sides[1] < 256 {
                     let mut c: Vec<(usize, f64)> = (0..rng.gen_range(0..4)).map(|_| (rng.gen_range(0..4) * 8 + rng.gen_range(0..4), 8.0 * qt[0] as f64 * rng.gen_range(-2.0..2.0))).collect();
                     let k = outside[rng.gen_range(0..outside.len())];
                     c.push((k, m as f64 * rng.gen_range(0.85..1.15) * if rng.gen_bool(0.5) { -1.0 } else { 1.0 }));
@@ -916,22 +930,11 @@ mod tests {
                         continue;
                     }
                     let is_below = rest < bound;
-                    if (is_below && below < 128) || (!is_below && above < 128) {
-                        *(if is_below { &mut below } else { &mut above }) += 1;
+                    if take_side(&mut sides, is_below) {
                         plane.push(blk);
                     }
                 }
-                let (fw, fh) = (128, 8 * plane.len() / 16);
-                let mut img = vec![0u8; fw * fh];
-                for (n, blk) in plane.iter().enumerate() {
-                    for y in 0..8 {
-                        img[(n / 16 * 8 + y) * fw + n % 16 * 8..][..8].copy_from_slice(&blk[y * 8..y * 8 + 8]);
-                    }
-                }
-                let want = code_plane(&img, fw, fh, &qt);
-                // SAFETY: AVX2 is present.
-                unsafe { block_avx2::code_plane(&mut img, fw, fh, &block_avx2::Tables::new(&qt)) };
-                assert!(img == want, "q{q}");
+                blocks_code_as_scalar(&plane, &qt, q);
             }
         }
         assert!(tried >= 10, "{tried}");
