@@ -1,5 +1,5 @@
 //! Digital corruptions: brightness, contrast, saturate (skimage HSV), pixelate (Pillow BOX
-//! resampling in fixed point), jpeg_compression (see jpeg.rs).
+//! resampling in fixed point), jpeg_compression (see jpeg/mod.rs).
 use crate::ndimage::{hsv2rgb, rgb2hsv};
 use crate::{Error, FImage, ParamSet, Result, Rng};
 
