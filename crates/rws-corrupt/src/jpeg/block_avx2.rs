@@ -438,8 +438,9 @@ pub(super) unsafe fn spread<const N: usize, const VNNI: bool>(b: *const u8, stri
             // Σ x·(x − 128) per half block (doubleword): unsigned bytes times signed ones, four
             // products a lane, without the 16-bit steps.
             let c = _mm256_xor_si256(v, _mm256_set1_epi8(-128));
-            // SAFETY: `Tables::vnni` (the only way here) says the CPU has AVX512-VNNI and VL.
-            std::arch::asm!("vpdpbusd {acc}, {a}, {b}", acc = inout(ymm_reg) lo, a = in(ymm_reg) v, b = in(ymm_reg) c, options(pure, nomem, nostack, preserves_flags));
+            // SAFETY: `Tables::vnni` (the only way here) says the CPU has AVX512-VNNI and VL. The
+            // EVEX form is forced: the VEX one is AVX-VNNI, a different CPUID bit (Zen 4 lacks it).
+            std::arch::asm!("{{evex}} vpdpbusd {acc}, {a}, {b}", acc = inout(ymm_reg) lo, a = in(ymm_reg) v, b = in(ymm_reg) c, options(pure, nomem, nostack, preserves_flags));
         } else {
             // Squares of blocks 0 | 2 and 1 | 3.
             let (l, h) = (_mm256_unpacklo_epi8(v, z), _mm256_unpackhi_epi8(v, z));
