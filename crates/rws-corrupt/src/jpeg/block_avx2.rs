@@ -130,12 +130,12 @@ impl Tables {
                     _mm256_broadcastsi128_si256(_mm_loadu_si128(r.as_ptr() as *const __m128i))
                 })
             }),
-            even_lf: _mm256_set1_epi32(((FIX_0_541196100 + FIX_0_765366865) & 0xffff) | (FIX_0_541196100 << 16)),
+            even_lf: _mm256_set1_epi32(word_pair(FIX_0_541196100 + FIX_0_765366865, FIX_0_541196100)),
             odd_lf: std::array::from_fn(|i| {
                 // odd_rotation(tmp4, tmp5, tmp6, tmp7) = [o7, o5, o3, o1].
                 let (out, first) = (if i < 2 { 3 } else { 2 }, 2 * (i % 2));
                 let k = |j: usize| odd_rotation(j.eq(&0) as i32, j.eq(&1) as i32, j.eq(&2) as i32, j.eq(&3) as i32)[out];
-                _mm256_set1_epi32((k(first) & 0xffff) | (k(first + 1) << 16))
+                _mm256_set1_epi32(word_pair(k(first), k(first + 1)))
             }),
             vnni: is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512vl"),
         }
@@ -191,8 +191,7 @@ type W = (__m256i, __m256i);
 #[target_feature(enable = "avx2")]
 #[inline]
 unsafe fn madd(xy: W, k0: i32, k1: i32) -> W {
-    let k = _mm256_set1_epi32((k0 & 0xffff) | (k1 << 16));
-    (_mm256_madd_epi16(xy.0, k), _mm256_madd_epi16(xy.1, k))
+    madd2(xy, _mm256_set1_epi32(word_pair(k0, k1)))
 }
 
 #[target_feature(enable = "avx2")]
@@ -359,7 +358,7 @@ const IDCT4_ODD: [(i32, i32); 4] = {
 #[inline]
 unsafe fn idct4_half<const N: i32>(d: [__m256i; 2]) -> [__m256i; 4] {
     let (e, o) = (_mm256_unpacklo_epi16(d[1], d[0]), _mm256_unpackhi_epi16(d[1], d[0]));
-    let k = |(a, b): (i32, i32)| _mm256_set1_epi32((a & 0xffff) | (b << 16));
+    let k = |(a, b): (i32, i32)| _mm256_set1_epi32(word_pair(a, b));
     // The rounding constant goes into the even terms, each of which makes two outputs.
     let r = _mm256_set1_epi32(1 << (N - 1));
     let even: [__m256i; 4] = std::array::from_fn(|i| _mm256_add_epi32(_mm256_madd_epi16(e, k(IDCT4_EVEN[i])), r));
@@ -409,8 +408,15 @@ unsafe fn idct_out<const N: i32, const P2: bool>([tmp10, tmp11, tmp12, tmp13]: [
 #[target_feature(enable = "avx2")]
 #[inline]
 pub(super) unsafe fn quantise(c: __m256i, t: &Tables, i: usize) -> __m256i {
-    let x = _mm256_add_epi16(_mm256_abs_epi16(c), t.corr[i]);
-    _mm256_sign_epi16(mulhi_u16(mulhi_u16(x, t.recip[i]), t.scale[i]), c)
+    quantise_by(c, t.recip[i], t.corr[i], t.scale[i])
+}
+
+/// ⌊(|c| + corr)·recip / 2^r⌋ with the sign of c (see [`Tables`]).
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn quantise_by(c: __m256i, recip: __m256i, corr: __m256i, scale: __m256i) -> __m256i {
+    let x = _mm256_add_epi16(_mm256_abs_epi16(c), corr);
+    _mm256_sign_epi16(mulhi_u16(mulhi_u16(x, recip), scale), c)
 }
 
 
@@ -521,20 +527,27 @@ unsafe fn code_plane_with<const VNNI: bool>(plane: &mut [u8], fw: usize, fh: usi
     let mut pending: Option<(*mut u8, i32)> = None;
     // Pairs left before `low_quantised` is tried again after it failed.
     let mut skip = 0;
+    // Block `b` (spread `e`) waits for a partner or is coded with the one waiting.
+    let mut pair_up = |b: *mut u8, e: i32| {
+        if let Some((a, ea)) = pending.take() {
+            // SAFETY: both blocks lie inside the plane; a pending block is untouched until now.
+            let failed = unsafe { code_pair((a, b), (ea, e), skip == 0, fw, t) };
+            skip = if failed { LOW_BACKOFF } else { skip.saturating_sub(1) };
+        } else {
+            pending = Some((b, e));
+        }
+    };
     let nbx = fw / 8;
     if t.dc_only < LOW_MIN * LOW_MIN {
         for by in 0..fh / 8 {
             for bx in 0..nbx {
-                // SAFETY: every block lies inside the plane (asserted above); a pending block
-                // is untouched until it is coded.
+                // SAFETY: every block lies inside the plane (asserted above).
                 let b = p.add(by * 8 * fw + bx * 8);
-                // (No spreads: `hf_zero` is 0 here.)
+                // (No spreads: `hf_zero` is 0 here, so `low_quantised` is never tried.)
                 if let Some(v) = flat(b, fw) {
                     fill(t.flat[v as usize], b, fw);
-                } else if let Some((a, _)) = pending.take() {
-                    code_pair((a, b), (0, 0), false, fw, t);
                 } else {
-                    pending = Some((b, 0));
+                    pair_up(b, 0);
                 }
             }
         }
@@ -560,11 +573,8 @@ unsafe fn code_plane_with<const VNNI: bool>(plane: &mut [u8], fw: usize, fh: usi
                     let b = row.add(k * 8);
                     if spreads[k] < t.dc_only {
                         fill(samples[k] as u8, b, fw);
-                    } else if let Some((a, e)) = pending.take() {
-                        let failed = code_pair((a, b), (e, spreads[k]), skip == 0, fw, t);
-                        skip = if failed { LOW_BACKOFF } else { skip.saturating_sub(1) };
                     } else {
-                        pending = Some((b, spreads[k]));
+                        pair_up(b, spreads[k]);
                     }
                 }
                 bx += n;
@@ -648,8 +658,7 @@ unsafe fn madd2(xy: W, k: __m256i) -> W {
 #[inline]
 unsafe fn quantise_lf(c: __m256i, t: &Tables, j: usize) -> __m256i {
     let [recip, corr, scale, _] = t.lf[j];
-    let x = _mm256_add_epi16(_mm256_abs_epi16(c), corr);
-    _mm256_sign_epi16(mulhi_u16(mulhi_u16(x, recip), scale), c)
+    quantise_by(c, recip, corr, scale)
 }
 
 /// Code the 8×8 blocks at `blk.0` and `blk.1` (rows `stride` bytes apart, [`spread`]s

@@ -55,6 +55,12 @@ fn descale(x: i32, n: i32) -> i32 {
     (x + (1 << (n - 1))) >> n
 }
 
+/// Two 16-bit constants as one 32-bit lane, `lo` in the low word: the packed multiplier of a
+/// `vpmaddwd` / `vpdpwssd` on (lo-lane, hi-lane) word pairs.
+const fn word_pair(lo: i32, hi: i32) -> i32 {
+    (lo & 0xffff) | (hi << 16)
+}
+
 /// The odd part that islow's forward and inverse transforms share (jfdctint.c / jidctint.c,
 /// scaled by 2^CONST_BITS): for inputs (a, b, c, d) it returns
 /// (a·k₀ + z1 + z3, b·k₁ + z2 + z4, c·k₂ + z2 + z3, d·k₃ + z1 + z4).
@@ -407,9 +413,8 @@ unsafe fn round_trip_avx2(img: &[u8], h: usize, w: usize, c: usize, quality: u32
         static SCRATCH: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
         static SUMS: std::cell::Cell<Vec<u16>> = const { std::cell::Cell::new(Vec::new()) };
     }
-    let (mut buf, mut cs) = (SCRATCH.take(), SUMS.take());
+    let mut buf = SCRATCH.take();
     buf.resize(mw * mh + 2 * cw * chh + 4 * mw, 0);
-    cs.resize(2 * (dw + 2), 0);
     let (yp, rest) = buf.split_at_mut(mw * mh);
     // Cb above Cr: one plane of the chroma table's blocks.
     let (chroma, rest) = rest.split_at_mut(2 * cw * chh);
@@ -444,11 +449,14 @@ unsafe fn round_trip_avx2(img: &[u8], h: usize, w: usize, c: usize, quality: u32
     let (cb, cr) = chroma.split_at(cw * chh);
     // Filled row by row through raw pointers (not zeroed first: that was 4% of the time).
     let mut out: Vec<u8> = Vec::with_capacity(h * w * 3);
-    let (csb, csr) = cs.split_at_mut(dw + 2);
-    // The AVX-512 upsampling does every row whole, in one call.
+    // The AVX-512 upsampling does every row whole, in one call; the AVX2 one finishes each row
+    // from column sums.
     if avx512 {
         rows_avx512::upsample_rows(yp, mw, cb, cr, cw, h, w, out.as_mut_ptr());
     } else {
+        let mut cs = SUMS.take();
+        cs.resize(2 * (dw + 2), 0);
+        let (csb, csr) = cs.split_at_mut(dw + 2);
         for y in 0..h {
             let yr = &yp[y * mw..y * mw + w];
             let orow = out.as_mut_ptr().add(y * w * 3);
@@ -466,12 +474,12 @@ unsafe fn round_trip_avx2(img: &[u8], h: usize, w: usize, c: usize, quality: u32
                 std::ptr::copy_nonoverlapping(px.as_ptr(), orow.add(3 * x), 3);
             }
         }
+        SUMS.set(cs);
     }
     // SAFETY: every row's 3·w bytes are written above (the vector pixels, then the rest, or
     // all of them by `upsample_rows`).
     out.set_len(h * w * 3);
     SCRATCH.set(buf);
-    SUMS.set(cs);
     out
 }
 

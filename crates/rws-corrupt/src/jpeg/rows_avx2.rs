@@ -13,7 +13,7 @@ pub(super) unsafe fn rgb_to_ycc(img: &[u8], at: usize, yo: &mut [u8], cbo: &mut 
     let src = &img[at..];
     let w = yo.len();
     assert!(cbo.len() >= w && cro.len() >= w);
-    let k = |a: i32, b: i32| _mm256_set1_epi32((a & 0xffff) | (b << 16));
+    let k = |a: i32, b: i32| _mm256_set1_epi32(word_pair(a, b));
     let (ky0, ky1) = (k(FY_R, FY_G / 2), k(FY_G / 2, FY_B));
     let (kcb0, kcb1) = (k(-FCB_G, FHALF / 2), k(FHALF / 2, -FCB_R));
     let (kcr0, kcr1) = (k(FHALF - 1, -FCR_G), k(-FCR_B, 1));
@@ -94,7 +94,7 @@ const _: () = assert!(K_G.abs() < 1 << 15);
 #[target_feature(enable = "avx2")]
 #[inline]
 pub(super) unsafe fn ycc16(yy: __m256i, cb: __m256i, cr: __m256i) -> (__m256i, __m256i) {
-    let kg = _mm256_set1_epi32((-F_CB_G & 0xffff) | (K_G << 16));
+    let kg = _mm256_set1_epi32(word_pair(-F_CB_G, K_G));
     let half = _mm256_set1_epi32(ONE_HALF);
     /// Output bytes `from`..`from + n` of a lane's eight pixels (3p + c) from [r0-7 g0-7]
     /// (`rg`) or [b0-7 b0-7].

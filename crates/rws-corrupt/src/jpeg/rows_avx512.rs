@@ -20,7 +20,7 @@ pub(super) unsafe fn rgb_to_ycc(img: &[u8], at: usize, yo: &mut [u8], cbo: &mut 
     let src = &img[at..];
     let w = yo.len();
     assert!(cbo.len() >= w && cro.len() >= w && src.len() >= 3 * w);
-    let k = |a: i32, b: i32| _mm512_set1_epi32((a & 0xffff) | (b << 16));
+    let k = |a: i32, b: i32| _mm512_set1_epi32(word_pair(a, b));
     let (ky0, ky1) = (k(FY_R, FY_G / 2), k(FY_G / 2, FY_B));
     let (kcb0, kcb1) = (k(-FCB_G, FHALF / 2), k(FHALF / 2, -FCB_R));
     let (kcr0, kcr1) = (k(FHALF - 1, -FCR_G), k(-FCR_B, 1));
@@ -284,7 +284,7 @@ pub(super) unsafe fn upsample_rows(yp: &[u8], mw: usize, cbp: &[u8], crp: &[u8],
     // jdcolor.c on 32 pixels: R, G, B in i16 lanes. The red and blue terms as in
     // [`rows_avx2::ycc16`]; green's two products go onto the rounding constant by `vpdpwssd`
     // and its result is the high word of each dword sum, which one `vpermt2w` gathers.
-    let kg = _mm512_set1_epi32((-F_CB_G & 0xffff) | (K_G << 16));
+    let kg = _mm512_set1_epi32(word_pair(-F_CB_G, K_G));
     let half = _mm512_set1_epi32(ONE_HALF);
     /// Word 1 of dwords 4k..4k + 4 of `a`, then of `b`, in 128-bit lane k: the high words of
     /// the sums of `vpunpcklwd` and `vpunpckhwd` pairs, back in word order.
